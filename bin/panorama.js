@@ -1,0 +1,3 @@
+#!/usr/bin/env node
+// The `panorama` command: the bundled engine CLI (built by `npm install` / `npm run build`).
+require('../dist/panorama.js');
