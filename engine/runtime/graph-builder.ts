@@ -159,6 +159,15 @@ export class GraphBuilder {
   or(a: Value, b: Value): Value { return this.op('Or', [a, b]); }
   not(a: Value): Value { return this.op('Not', [a]); }
   shape(a: Value): Value { return this.op('Shape', [a]); }
+  /** One dimension of `a` as an int64 [1] tensor. */
+  dim(a: Value, axis: number): Value {
+    return this.op('Shape', [a], axis === -1 ? { start: -1 } : { start: axis, end: axis + 1 });
+  }
+  /** A 1-D int64 shape from fixed sizes and dims taken from other values (see dim). */
+  shapeOf(parts: (number | Value)[]): Value {
+    const pieces = parts.map((p) => (typeof p === 'number' ? this.int64s([p]) : p));
+    return pieces.length === 1 ? pieces[0] : this.concat(pieces, 0);
+  }
   range(start: Value, limit: Value, delta: Value): Value { return this.op('Range', [start, limit, delta]); }
   expand(a: Value, shape: Value): Value { return this.op('Expand', [a, shape]); }
   slice(a: Value, starts: number[], ends: number[], axes: number[]): Value {

@@ -1,0 +1,191 @@
+// Host-memory KV store of one sparse (InfLLM-V2) layer: the full K/V history in
+// 64-token blocks, plus the two levels of compressed keys that block selection
+// scores against. Compressed keys are derived from K, so they are built lazily,
+// on the first call that needs them (the reference builds them when a sequence
+// first reaches dense_len) and extended incrementally after that. The
+// reference's "uncompressed tails" are implicit: they are the keys past the last
+// complete window, still in the block store.
+
+export interface SparseGeometry {
+  kvHeads: number;
+  headDim: number;
+  blockSize: number;
+  /** Fine level window/stride (kernel_size / kernel_stride). */
+  kernelSize: number;
+  kernelStride: number;
+}
+
+/** Mean-pooled keys of one compression level: entry j = mean(k[stride·j … stride·j + window − 1]). */
+class CompressedKeys {
+  count = 0;
+  private data: Float32Array;
+
+  constructor(
+    readonly window: number,
+    readonly stride: number,
+    private readonly rowSize: number,
+  ) {
+    this.data = new Float32Array(0);
+  }
+
+  /** Number of complete windows in a sequence of `length` keys. */
+  countFor(length: number): number {
+    return length < this.window ? 0 : Math.floor((length - this.window) / this.stride) + 1;
+  }
+
+  /** [count, Hk, hs] view of the entries. */
+  view(): Float32Array {
+    return this.data.subarray(0, this.count * this.rowSize);
+  }
+
+  extendTo(target: number, readKey: (position: number, out: Float64Array) => void): void {
+    if (target <= this.count) return;
+    if (target * this.rowSize > this.data.length) {
+      const grown = new Float32Array(Math.max(target, this.count * 2, 64) * this.rowSize);
+      grown.set(this.view());
+      this.data = grown;
+    }
+    const sum = new Float64Array(this.rowSize);
+    const key = new Float64Array(this.rowSize);
+    for (let j = this.count; j < target; j++) {
+      sum.fill(0);
+      for (let p = j * this.stride; p < j * this.stride + this.window; p++) {
+        readKey(p, key);
+        for (let i = 0; i < this.rowSize; i++) sum[i] += key[i];
+      }
+      const row = this.data.subarray(j * this.rowSize, (j + 1) * this.rowSize);
+      for (let i = 0; i < this.rowSize; i++) row[i] = sum[i] / this.window;
+    }
+    this.count = target;
+  }
+
+  truncate(count: number): void {
+    this.count = Math.min(this.count, count);
+  }
+
+  clone(): CompressedKeys {
+    const copy = new CompressedKeys(this.window, this.stride, this.rowSize);
+    copy.data = this.view().slice();
+    copy.count = this.count;
+    return copy;
+  }
+}
+
+export class SparseKvCache {
+  /** Tokens held. */
+  length = 0;
+  private keys: Float32Array;
+  private values: Float32Array;
+  private readonly blockFloats: number;
+  private fine: CompressedKeys;
+  private coarse: CompressedKeys;
+
+  constructor(
+    readonly geometry: SparseGeometry,
+    initialTokens = 0,
+  ) {
+    const { kvHeads, headDim, blockSize, kernelSize, kernelStride } = geometry;
+    this.blockFloats = kvHeads * blockSize * headDim;
+    const blocks = Math.max(1, Math.ceil(initialTokens / blockSize));
+    this.keys = new Float32Array(blocks * this.blockFloats);
+    this.values = new Float32Array(blocks * this.blockFloats);
+    const rowSize = kvHeads * headDim;
+    this.fine = new CompressedKeys(kernelSize, kernelStride, rowSize);
+    // The coarse level (only used for the log-sum-exp estimate) is 4× the fine one.
+    this.coarse = new CompressedKeys(4 * kernelSize, 4 * kernelStride, rowSize);
+  }
+
+  get blockCount(): number {
+    return Math.ceil(this.length / this.geometry.blockSize);
+  }
+
+  /** Bytes of K/V held (allocated capacity). */
+  get bytes(): number {
+    return this.keys.byteLength + this.values.byteLength;
+  }
+
+  private ensureCapacity(tokens: number): void {
+    const needed = Math.ceil(tokens / this.geometry.blockSize) * this.blockFloats;
+    if (needed <= this.keys.length) return;
+    const size = Math.max(needed, this.keys.length * 2);
+    const keys = new Float32Array(size);
+    keys.set(this.keys);
+    const values = new Float32Array(size);
+    values.set(this.values);
+    this.keys = keys;
+    this.values = values;
+  }
+
+  private offset(position: number, head: number): number {
+    const { blockSize, headDim } = this.geometry;
+    const block = Math.floor(position / blockSize);
+    return block * this.blockFloats + (head * blockSize + (position % blockSize)) * headDim;
+  }
+
+  /** Appends T new keys/values given as [T, Hk, hs]. */
+  append(k: Float32Array, v: Float32Array): void {
+    const { kvHeads, headDim } = this.geometry;
+    const tokens = k.length / (kvHeads * headDim);
+    this.ensureCapacity(this.length + tokens);
+    for (let t = 0; t < tokens; t++) {
+      for (let h = 0; h < kvHeads; h++) {
+        const src = (t * kvHeads + h) * headDim;
+        const dst = this.offset(this.length + t, h);
+        this.keys.set(k.subarray(src, src + headDim), dst);
+        this.values.set(v.subarray(src, src + headDim), dst);
+      }
+    }
+    this.length += tokens;
+  }
+
+  /** Forgets everything after `length` tokens (used to roll a sequence back). */
+  truncate(length: number): void {
+    if (length >= this.length) return;
+    this.length = length;
+    this.fine.truncate(this.fine.countFor(length));
+    this.coarse.truncate(this.coarse.countFor(length));
+  }
+
+  /** Every block, [nb, Hk, blockSize, hs], without copying. Positions ≥ length are stale. */
+  allBlocks(): { keys: Float32Array; values: Float32Array } {
+    const floats = this.blockCount * this.blockFloats;
+    return { keys: this.keys.subarray(0, floats), values: this.values.subarray(0, floats) };
+  }
+
+  /** The given blocks, copied into [ids.length, Hk, blockSize, hs]. */
+  gather(blockIds: readonly number[]): { keys: Float32Array; values: Float32Array } {
+    const keys = new Float32Array(blockIds.length * this.blockFloats);
+    const values = new Float32Array(blockIds.length * this.blockFloats);
+    blockIds.forEach((block, i) => {
+      const src = block * this.blockFloats;
+      keys.set(this.keys.subarray(src, src + this.blockFloats), i * this.blockFloats);
+      values.set(this.values.subarray(src, src + this.blockFloats), i * this.blockFloats);
+    });
+    return { keys, values };
+  }
+
+  private readonly readKey = (position: number, out: Float64Array): void => {
+    const { kvHeads, headDim } = this.geometry;
+    for (let h = 0; h < kvHeads; h++) {
+      const src = this.offset(position, h);
+      for (let i = 0; i < headDim; i++) out[h * headDim + i] = this.keys[src + i];
+    }
+  };
+
+  /** Fine and coarse compressed keys over the first `length` tokens, [n, Hk, hs] each. */
+  compressedKeys(length = this.length): { fine: Float32Array; coarse: Float32Array } {
+    this.fine.extendTo(this.fine.countFor(length), this.readKey);
+    this.coarse.extendTo(this.coarse.countFor(length), this.readKey);
+    return { fine: this.fine.view(), coarse: this.coarse.view() };
+  }
+
+  clone(): SparseKvCache {
+    const copy = new SparseKvCache(this.geometry);
+    copy.keys = this.keys.slice();
+    copy.values = this.values.slice();
+    copy.length = this.length;
+    copy.fine = this.fine.clone();
+    copy.coarse = this.coarse.clone();
+    return copy;
+  }
+}

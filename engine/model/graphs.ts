@@ -1,0 +1,344 @@
+// The MiniCPM-SALA forward pass as ONNX graphs, one graph per layer type and
+// step, built once per model from its config and shared by every layer of that
+// type (weights are graph inputs, so no layer has graphs or weights of its own).
+// Section numbers refer to shared/spec/minicpm-sala.md (b).
+//
+// Shapes in comments: T new tokens, d hidden size, H query heads, Hk key/value
+// heads, G = H/Hk, hs sparse head size, D lightning head size, S gathered keys.
+import { GraphBuilder, type Value } from '../runtime/graph-builder.js';
+import { derivedSizes, type SalaConfig } from './config.js';
+
+export interface GraphSet {
+  embed: Uint8Array;
+  lightning: Uint8Array;
+  sparseProject: Uint8Array;
+  sparseSelect: Uint8Array;
+  sparseAttend: Uint8Array;
+  head: Uint8Array;
+}
+
+/** RMSNorm (b)(1): fp32 mean of squares, x·rsqrt(mean+eps), times the weight; no bias, no 1+w. */
+function rmsNorm(g: GraphBuilder, x: Value, weight: Value, eps: number): Value {
+  const meanSquare = g.reduceMean(g.mul(x, x), [-1]);
+  const inverseRms = g.reciprocal(g.sqrt(g.add(meanSquare, g.float(eps))));
+  return g.mul(g.mul(x, inverseRms), weight);
+}
+
+/** y = x Wᵀ for an HF [out, in] weight, without transposing the weight. */
+function linear(g: GraphBuilder, x: Value, weight: Value): Value {
+  return g.op('Gemm', [x, weight], { transB: 1 });
+}
+
+/** SwiGLU MLP (b)(1): down(silu(gate(x)) * up(x)). */
+function mlp(g: GraphBuilder, x: Value, gate: Value, up: Value, down: Value): Value {
+  const gateOut = linear(g, x, gate);
+  const activated = g.mul(gateOut, g.sigmoid(gateOut));
+  return linear(g, g.mul(activated, linear(g, x, up)), down);
+}
+
+/** Second half of every decoder layer: h + α·MLP(RMSNorm_post(h)). */
+function mlpBlock(g: GraphBuilder, h: Value, cfg: SalaConfig, residualScale: number): Value {
+  const d = cfg.hiddenSize;
+  const ff = cfg.intermediateSize;
+  const postNorm = g.input('w_post_norm', 'float', [d]);
+  const gate = g.input('w_mlp_gate', 'float', [ff, d]);
+  const up = g.input('w_mlp_up', 'float', [ff, d]);
+  const down = g.input('w_mlp_down', 'float', [d, ff]);
+  const branch = mlp(g, rmsNorm(g, h, postNorm, cfg.rmsNormEps), gate, up, down);
+  return g.add(h, g.mul(branch, g.float(residualScale)));
+}
+
+/** Number of rows of a [T, ...] value, as an int64 scalar. */
+function rowCount(g: GraphBuilder, x: Value): Value {
+  return g.gather(g.shape(x), g.int64(0));
+}
+
+/** ALiBi slopes of n heads, with the interleave rule when n is not a power of two (b)(4). */
+export function alibiSlopes(n: number): number[] {
+  const powerOfTwo = (m: number): number[] => {
+    const start = 2 ** -(2 ** -(Math.log2(m) - 3));
+    return Array.from({ length: m }, (_, i) => start * start ** i);
+  };
+  if (Number.isInteger(Math.log2(n))) return powerOfTwo(n);
+  const closest = 2 ** Math.floor(Math.log2(n));
+  return [...powerOfTwo(closest), ...alibiSlopes(2 * closest).filter((_, i) => i % 2 === 0).slice(0, n - closest)];
+}
+
+/** RoPE inverse frequencies, rounded as the reference computes them in float32. */
+export function ropeInverseFrequencies(headDim: number, theta: number): number[] {
+  return Array.from({ length: headDim / 2 }, (_, i) => {
+    const exponent = Math.fround((2 * i) / headDim);
+    return Math.fround(1 / Math.fround(theta ** exponent));
+  });
+}
+
+export function lightningScale(cfg: SalaConfig): number {
+  if (cfg.lightningScale === '1/sqrt(d)') return 1 / Math.sqrt(cfg.headDim);
+  if (cfg.lightningScale === '1/d') return 1 / cfg.headDim;
+  return 1;
+}
+
+/** embed: x = embed_tokens[ids] · scale_emb. ids [T] → x [T, d]. */
+function buildEmbed(cfg: SalaConfig): Uint8Array {
+  const g = new GraphBuilder('embed');
+  const ids = g.input('ids', 'int64', ['T']);
+  const table = g.input('w_embed', 'float', [cfg.vocabSize, cfg.hiddenSize]);
+  const x = g.mul(g.gather(table, ids), g.float(cfg.scaleEmb));
+  g.output(x, 'x', 'float', ['T', cfg.hiddenSize]);
+  return g.toModel();
+}
+
+/**
+ * One whole lightning decoder layer (b)(4) for T new tokens, carrying the fp32
+ * recurrent state. The T tokens form one chunk of the chunked form:
+ *   O = ((σQKᵀ) ⊙ M) V + diag(γ^(i+1)) σQ S_prev,  M[i,j] = γ^(i−j) (j ≤ i)
+ *   S_new = γ^T S_prev + (diag(γ^(T−1−j)) K)ᵀ V
+ * which for T = 1 is the recurrent decode step.
+ */
+function buildLightning(cfg: SalaConfig): Uint8Array {
+  const sizes = derivedSizes(cfg);
+  const d = cfg.hiddenSize;
+  const H = sizes.lightningHeads;
+  const Hkv = sizes.lightningKvHeads;
+  const D = sizes.lightningHeadDim;
+  const g = new GraphBuilder('lightning');
+  const x = g.input('x', 'float', ['T', d]);
+  const state = g.input('state', 'float', [H, D, D]);
+  const positions = g.input('positions', 'float', ['T']);
+  const inNorm = g.input('w_in_norm', 'float', [d]);
+  const wq = g.input('w_q', 'float', [H * D, d]);
+  const wk = g.input('w_k', 'float', [Hkv * D, d]);
+  const wv = g.input('w_v', 'float', [Hkv * D, d]);
+  const wo = g.input('w_o', 'float', [d, H * D]);
+
+  const xn = rmsNorm(g, x, inNorm, cfg.rmsNormEps);
+  let q = g.reshape(linear(g, xn, wq), [0, H, D]); // [T, H, D]
+  let k = g.reshape(linear(g, xn, wk), [0, Hkv, D]); // [T, Hkv, D]
+  let v = g.reshape(linear(g, xn, wv), [0, Hkv, D]);
+
+  // q/k RMSNorm per head, then RoPE: order matters (norm first).
+  if (cfg.qkNorm) {
+    q = rmsNorm(g, q, g.input('w_q_norm', 'float', [D]), cfg.rmsNormEps);
+    k = rmsNorm(g, k, g.input('w_k_norm', 'float', [D]), cfg.rmsNormEps);
+  }
+  if (cfg.lightningUseRope) {
+    const inverseFrequencies = g.floats(ropeInverseFrequencies(D, cfg.ropeTheta), [1, D / 2]);
+    const angles = g.mul(g.unsqueeze(positions, [1]), inverseFrequencies); // [T, D/2]
+    const both = g.concat([angles, angles], 1); // [T, D]
+    const cos = g.unsqueeze(g.cos(both), [1]); // [T, 1, D]
+    const sin = g.unsqueeze(g.sin(both), [1]);
+    const rotateHalf = (t: Value): Value => {
+      const first = g.slice(t, [0], [D / 2], [2]);
+      const second = g.slice(t, [D / 2], [D], [2]);
+      return g.concat([g.neg(second), first], 2);
+    };
+    q = g.add(g.mul(q, cos), g.mul(rotateHalf(q), sin));
+    k = g.add(g.mul(k, cos), g.mul(rotateHalf(k), sin));
+  }
+  if (Hkv !== H) {
+    const repeat = (t: Value): Value =>
+      g.reshape(g.expand(g.unsqueeze(t, [2]), g.int64s([1, Hkv, H / Hkv, D])), [0, H, D]);
+    k = repeat(k);
+    v = repeat(v);
+  }
+
+  // Heads first: [H, T, D].
+  const qh = g.mul(g.transpose(q, [1, 0, 2]), g.float(lightningScale(cfg)));
+  const kh = g.transpose(k, [1, 0, 2]);
+  const vh = g.transpose(v, [1, 0, 2]);
+
+  const slopes = g.floats(alibiSlopes(H).map((s) => Math.fround(s)), [H, 1, 1]);
+  const T = rowCount(g, x);
+  const index = g.cast(g.range(g.int64(0), T, g.int64(1)), 'float'); // [T]
+  const Tf = g.cast(T, 'float');
+
+  // Intra-chunk: decay mask M[h,i,j] = exp(−s_h (i−j)) for j ≤ i, else 0.
+  const distance = g.sub(g.unsqueeze(index, [1]), g.unsqueeze(index, [0])); // [T, T]
+  const causal = g.not(g.less(distance, g.float(0)));
+  const decayMask = g.where(causal, g.exp(g.mul(g.neg(slopes), g.op('Relu', [distance]))), g.float(0)); // [H, T, T]
+  const scores = g.mul(g.matmul(qh, g.transpose(kh, [0, 2, 1])), decayMask);
+  const intra = g.matmul(scores, vh); // [H, T, D]
+
+  // Inter-chunk: row i sees the carried state decayed by γ^(i+1).
+  const queryDecay = g.exp(g.mul(g.neg(slopes), g.unsqueeze(g.add(index, g.float(1)), [1]))); // [H, T, 1]
+  const inter = g.mul(g.matmul(qh, state), queryDecay);
+  const attended = g.add(intra, inter); // [H, T, D]
+
+  // State update: S_new = γ^T S + Σ_j γ^(T−1−j) k_jᵀ v_j.
+  const keyDecay = g.exp(g.mul(g.neg(slopes), g.unsqueeze(g.sub(g.sub(Tf, g.float(1)), index), [1]))); // [H, T, 1]
+  const stateDecay = g.exp(g.mul(g.neg(slopes), Tf)); // [H, 1, 1]
+  const newState = g.add(g.mul(state, stateDecay), g.matmul(g.transpose(g.mul(kh, keyDecay), [0, 2, 1]), vh));
+
+  let o = g.reshape(g.transpose(attended, [1, 0, 2]), [0, H * D]); // [T, H·D]
+  if (cfg.useOutputNorm) o = rmsNorm(g, o, g.input('w_o_norm', 'float', [H * D]), cfg.rmsNormEps);
+  if (cfg.useOutputGate) o = g.mul(o, g.sigmoid(linear(g, xn, g.input('w_z', 'float', [H * D, d]))));
+  const h = g.add(x, g.mul(linear(g, o, wo), g.float(sizes.residualScale)));
+
+  g.output(mlpBlock(g, h, cfg, sizes.residualScale), 'x_out', 'float', ['T', d]);
+  g.output(newState, 'state_out', 'float', [H, D, D]);
+  return g.toModel();
+}
+
+/** Sparse layer, first part (b)(2) step 1 and 4: q, k, v (NoPE) and the output gate from the normed input. */
+function buildSparseProject(cfg: SalaConfig): Uint8Array {
+  const { sparseHeadDim: hs } = derivedSizes(cfg);
+  const d = cfg.hiddenSize;
+  const H = cfg.numAttentionHeads;
+  const Hk = cfg.numKeyValueHeads;
+  const g = new GraphBuilder('sparse_project');
+  const x = g.input('x', 'float', ['T', d]);
+  const xn = rmsNorm(g, x, g.input('w_in_norm', 'float', [d]), cfg.rmsNormEps);
+  g.output(g.reshape(linear(g, xn, g.input('w_q', 'float', [H * hs, d])), [0, H, hs]), 'q', 'float', ['T', H, hs]);
+  g.output(g.reshape(linear(g, xn, g.input('w_k', 'float', [Hk * hs, d])), [0, Hk, hs]), 'k', 'float', ['T', Hk, hs]);
+  g.output(g.reshape(linear(g, xn, g.input('w_v', 'float', [Hk * hs, d])), [0, Hk, hs]), 'v', 'float', ['T', Hk, hs]);
+  if (cfg.attnUseOutputGate) {
+    g.output(g.sigmoid(linear(g, xn, g.input('w_o_gate', 'float', [H * hs, d]))), 'gate', 'float', ['T', H * hs]);
+  }
+  return g.toModel();
+}
+
+/**
+ * InfLLM-V2 block selection (b)(2): stage 1 over compressed keys with the coarse
+ * log-sum-exp, summed over each GQA group, max-pooled to blocks, init + local
+ * blocks forced, top-k (ties: lowest block id first), sorted, future blocks → −1.
+ *
+ * Inputs computed by the host: how many fine/coarse compressed keys each query
+ * may see (the kernel's visibility rule), the pooled row length and pads, k.
+ */
+function buildSparseSelect(cfg: SalaConfig): Uint8Array {
+  const sizes = derivedSizes(cfg);
+  const hs = sizes.sparseHeadDim;
+  const H = cfg.numAttentionHeads;
+  const Hk = cfg.numKeyValueHeads;
+  const G = H / Hk;
+  const { blockSize, kernelStride, initBlocks } = cfg.sparse;
+  const poolStride = blockSize / kernelStride;
+  const g = new GraphBuilder('sparse_select');
+  const q = g.input('q', 'float', ['T', H, hs]);
+  const fineKeys = g.input('c1', 'float', ['N1', Hk, hs]);
+  const coarseKeys = g.input('c2', 'float', ['N2', Hk, hs]);
+  const queryPositions = g.input('query_positions', 'int64', ['T']);
+  const fineVisible = g.input('fine_visible', 'int64', ['T']);
+  const coarseVisible = g.input('coarse_visible', 'int64', ['T']);
+  const poolPads = g.input('pool_pads', 'int64', [6]);
+  const k = g.input('k', 'int64', [1]);
+
+  const scale = g.float(1 / Math.sqrt(hs));
+  // [Hk, G·T, hs] · [Hk, hs, N] → [Hk, G, T, N]
+  const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]);
+  const dot = (keys: Value): Value =>
+    g.reshape(g.mul(g.matmul(groupedQ, g.transpose(keys, [1, 2, 0])), scale), g.shapeOf([Hk, G, -1, g.dim(keys, 0)]));
+  const visibleMask = (count: Value, keys: Value): Value => {
+    const columns = g.range(g.int64(0), g.gather(g.shape(keys), g.int64(0)), g.int64(1)); // [N]
+    return g.less(g.unsqueeze(columns, [0]), g.unsqueeze(count, [1])); // [T, N]
+  };
+  const negInf = g.float(-Infinity);
+
+  // 1. Approximate log-sum-exp over the visible coarse keys: [Hk, G, T, 1].
+  const coarseScores = g.where(visibleMask(coarseVisible, coarseKeys), dot(coarseKeys), negInf);
+  const lse = g.reduceLogSumExp(coarseScores, [-1]);
+  // 2. Fine probabilities, 0 where not visible; NaN (no visible coarse key) → 0.
+  const fineScores = dot(fineKeys);
+  const probabilities = g.exp(g.sub(fineScores, lse));
+  const fineMask = visibleMask(fineVisible, fineKeys);
+  const cleaned = g.where(g.and(fineMask, g.not(g.op('IsNaN', [probabilities]))), probabilities, g.float(0));
+  // 3. Sum over the query heads of each group; the reference kernels see 16 rows per KV head.
+  const groupScores = g.mul(g.reduceSum(cleaned, [1], false), g.float(16 / G)); // [Hk, T, N1]
+
+  // Pool to blocks: block b takes max over fine keys 4b−1 … 4b+3 (kernel 5, stride 4, pad 1);
+  // −inf padding makes windows past the end −inf, as the kernel does.
+  const padded = g.op('Pad', [groupScores, poolPads, negInf], { mode: 'constant' }); // [Hk, T, 4·nb + 4]
+  const rows = g.reshape(padded, g.shapeOf([-1, 1, g.dim(padded, 2)]));
+  const pooled = g.op('MaxPool', [rows], { kernel_shape: [poolStride + 1], strides: [poolStride] });
+  const blockScores = g.reshape(pooled, g.shapeOf([Hk, g.dim(q, 0), -1])); // [Hk, T, nb]
+
+  // Force the init blocks and the local window (qb − local … qb) to +inf.
+  const blocks = g.range(g.int64(0), g.gather(g.shape(blockScores), g.int64(2)), g.int64(1)); // [nb]
+  const queryBlock = g.unsqueeze(g.div(queryPositions, g.int64(blockSize)), [1]); // [T, 1]
+  const blockRow = g.unsqueeze(blocks, [0]); // [1, nb]
+  const isInit = g.less(blockRow, g.int64(initBlocks));
+  const isLocal = g.and(
+    g.not(g.less(blockRow, g.sub(queryBlock, g.int64(sizes.localBlocks)))),
+    g.not(g.greater(blockRow, queryBlock)),
+  );
+  const forced = g.where(g.or(isInit, isLocal), g.float(Infinity), blockScores);
+
+  // Top-k, then ascending block order with blocks past the query's own as −1.
+  const [, topIndices] = g.node('TopK', [forced, k], { axis: -1, largest: 1, sorted: 1 }, 2);
+  const [ascending] = g.node('TopK', [topIndices, k], { axis: -1, largest: 0, sorted: 1 }, 2);
+  const selected = g.where(g.greater(ascending, g.unsqueeze(queryBlock, [0])), g.int64(-1), ascending);
+  g.output(selected, 'selected', 'int64', [Hk, 'T', 'K']);
+  return g.toModel();
+}
+
+/**
+ * Sparse layer, second part: softmax attention of the queries over gathered
+ * 64-token key blocks (all blocks on the dense path), restricted per KV head and
+ * query by a block mask and causally by position; then the output gate, o_proj,
+ * the scaled residual and the MLP block.
+ */
+function buildSparseAttend(cfg: SalaConfig): Uint8Array {
+  const sizes = derivedSizes(cfg);
+  const hs = sizes.sparseHeadDim;
+  const d = cfg.hiddenSize;
+  const H = cfg.numAttentionHeads;
+  const Hk = cfg.numKeyValueHeads;
+  const G = H / Hk;
+  const blockSize = cfg.sparse.blockSize;
+  const g = new GraphBuilder('sparse_attend');
+  const x = g.input('x', 'float', ['T', d]);
+  const q = g.input('q', 'float', ['T', H, hs]);
+  const keys = g.input('keys', 'float', ['U', Hk, blockSize, hs]);
+  const values = g.input('values', 'float', ['U', Hk, blockSize, hs]);
+  const blockIds = g.input('block_ids', 'int64', ['U']);
+  const blockMask = g.input('block_mask', 'bool', [Hk, 'T', 'U']);
+  const queryPositions = g.input('query_positions', 'int64', ['T']);
+
+  const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]); // [Hk, G·T, hs]
+  const keysByHead = g.reshape(g.transpose(keys, [1, 0, 2, 3]), [Hk, -1, hs]); // [Hk, S, hs]
+  const valuesByHead = g.reshape(g.transpose(values, [1, 0, 2, 3]), [Hk, -1, hs]);
+  const T = rowCount(g, q);
+  const scoreShape = g.shapeOf([Hk, G, g.dim(q, 0), -1]);
+  const scores = g.reshape(
+    g.mul(g.matmul(groupedQ, g.transpose(keysByHead, [0, 2, 1])), g.float(1 / Math.sqrt(hs))),
+    scoreShape,
+  ); // [Hk, G, T, S]
+
+  const offsets = g.range(g.int64(0), g.int64(blockSize), g.int64(1));
+  const keyPositions = g.reshape(g.add(g.mul(g.unsqueeze(blockIds, [1]), g.int64(blockSize)), g.unsqueeze(offsets, [0])), [-1]); // [S]
+  const causal = g.not(g.greater(g.unsqueeze(keyPositions, [0]), g.unsqueeze(queryPositions, [1]))); // [T, S]
+  const expandedMask = g.reshape(
+    g.expand(g.unsqueeze(blockMask, [3]), g.int64s([1, 1, 1, blockSize])),
+    g.shapeOf([Hk, g.dim(q, 0), -1]),
+  ); // [Hk, T, S]
+  const allowed = g.unsqueeze(g.and(expandedMask, g.unsqueeze(causal, [0])), [1]); // [Hk, 1, T, S]
+  const probabilities = g.softmax(g.where(allowed, scores, g.float(-Infinity)), -1);
+  const attended = g.matmul(g.reshape(probabilities, g.shapeOf([Hk, -1, g.dim(keysByHead, 1)])), valuesByHead); // [Hk, G·T, hs]
+  let o = g.reshape(g.transpose(g.reshape(attended, [H, -1, hs]), [1, 0, 2]), [0, H * hs]); // [T, H·hs]
+  if (cfg.attnUseOutputGate) o = g.mul(o, g.input('gate', 'float', ['T', H * hs]));
+  const h = g.add(x, g.mul(linear(g, o, g.input('w_o', 'float', [d, H * hs])), g.float(sizes.residualScale)));
+  g.output(mlpBlock(g, h, cfg, sizes.residualScale), 'x_out', 'float', ['T', d]);
+  return g.toModel();
+}
+
+/** Final norm and lm_head on hidden / (hidden_size / dim_model_base); logits in fp32. */
+function buildHead(cfg: SalaConfig): Uint8Array {
+  const sizes = derivedSizes(cfg);
+  const g = new GraphBuilder('head');
+  const x = g.input('x', 'float', ['R', cfg.hiddenSize]);
+  const normed = rmsNorm(g, x, g.input('w_norm', 'float', [cfg.hiddenSize]), cfg.rmsNormEps);
+  const scaled = g.div(normed, g.float(sizes.logitDivisor));
+  g.output(linear(g, scaled, g.input('w_lm_head', 'float', [cfg.vocabSize, cfg.hiddenSize])), 'logits', 'float', ['R', cfg.vocabSize]);
+  return g.toModel();
+}
+
+export function buildGraphs(cfg: SalaConfig): GraphSet {
+  return {
+    embed: buildEmbed(cfg),
+    lightning: buildLightning(cfg),
+    sparseProject: buildSparseProject(cfg),
+    sparseSelect: buildSparseSelect(cfg),
+    sparseAttend: buildSparseAttend(cfg),
+    head: buildHead(cfg),
+  };
+}

@@ -1,0 +1,373 @@
+// A MiniCPM-SALA model on onnxruntime: the shared layer graphs, each layer's
+// weights as tensors, and the forward pass over a Sequence (b)(1):
+//   x = embed·scale_emb → per layer: lightning or sparse mixer + MLP → head.
+// Long inputs run in chunks; a call is one logical prefill (or a decode step when
+// it carries one token), so chunking never changes the result.
+import * as ort from 'onnxruntime-node';
+import { resolveDevice, type DeviceRequest, type ResolvedDevice } from '../runtime/device.js';
+import { GraphSession, bool, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
+import { SparseKvCache } from '../kv/sparse-kv-cache.js';
+import { blockUnion, poolPads, visibleCount, type Level } from '../kv/selection.js';
+import { derivedSizes, loadConfig, type DerivedSizes, type SalaConfig } from './config.js';
+import { buildGraphs } from './graphs.js';
+import { loadWeights, type WeightMap } from './weights.js';
+
+export interface ModelOptions {
+  device?: DeviceRequest;
+  /** onnxruntime intra-op threads (0 = one per core). */
+  threads?: number;
+}
+
+/** What the model state holds for one token stream: every layer's cache. */
+export class Sequence {
+  readonly tokens: number[] = [];
+  constructor(
+    readonly sparse: Map<number, SparseKvCache>,
+    readonly lightning: Map<number, Float32Array>,
+  ) {}
+
+  get length(): number {
+    return this.tokens.length;
+  }
+
+  /** An independent copy (for branching from a shared prefix). */
+  clone(): Sequence {
+    const copy = new Sequence(
+      new Map([...this.sparse].map(([layer, cache]) => [layer, cache.clone()])),
+      new Map([...this.lightning].map(([layer, state]) => [layer, state.slice()])),
+    );
+    copy.tokens.push(...this.tokens);
+    return copy;
+  }
+}
+
+/** Blocks selected by one sparse layer for a run of queries: [Hk, T, k], ascending, −1 = none. */
+export interface SelectionRecord {
+  layer: number;
+  firstPosition: number;
+  queries: number;
+  k: number;
+  selected: Int32Array;
+}
+
+export interface ForwardOptions {
+  /** Which positions get logits: every new one, the last, or the last N. Default 'last'. */
+  logits?: 'all' | 'last' | number;
+  /** Tokens per prefill chunk (the sparse/dense decision and selection do not depend on it). */
+  chunkSize?: number;
+  /** Called with the blocks each sparse layer selected (sparse path only). */
+  onSelection?: (record: SelectionRecord) => void;
+  signal?: AbortSignal;
+}
+
+export class ModelInputError extends Error {}
+
+export const DEFAULT_CHUNK_SIZE = 512;
+/** Above this share of blocks, gathering costs more than attending over the whole store. */
+const GATHER_ALL_THRESHOLD = 0.75;
+
+type LayerTensors = Record<string, ort.Tensor>;
+
+const LAYER_WEIGHT_NAMES: Record<string, string> = {
+  input_layernorm: 'w_in_norm',
+  post_attention_layernorm: 'w_post_norm',
+  'mlp.gate_proj': 'w_mlp_gate',
+  'mlp.up_proj': 'w_mlp_up',
+  'mlp.down_proj': 'w_mlp_down',
+  'self_attn.q_proj': 'w_q',
+  'self_attn.k_proj': 'w_k',
+  'self_attn.v_proj': 'w_v',
+  'self_attn.o_proj': 'w_o',
+  'self_attn.z_proj': 'w_z',
+  'self_attn.o_gate': 'w_o_gate',
+  'self_attn.q_norm': 'w_q_norm',
+  'self_attn.k_norm': 'w_k_norm',
+  'self_attn.o_norm': 'w_o_norm',
+};
+
+interface Sessions {
+  embed: GraphSession;
+  lightning: GraphSession;
+  sparseProject: GraphSession;
+  sparseSelect: GraphSession;
+  sparseAttend: GraphSession;
+  head: GraphSession;
+}
+
+function pick(tensors: LayerTensors, names: readonly string[]): Feeds {
+  const feeds: Feeds = {};
+  for (const name of names) if (name in tensors) feeds[name] = tensors[name];
+  return feeds;
+}
+
+export class SalaModel {
+  readonly sizes: DerivedSizes;
+  private readonly fineLevel: Level;
+  private readonly coarseLevel: Level;
+
+  private constructor(
+    readonly config: SalaConfig,
+    readonly device: ResolvedDevice,
+    private readonly sessions: Sessions,
+    private readonly layerTensors: LayerTensors[],
+    private readonly globalTensors: LayerTensors,
+  ) {
+    this.sizes = derivedSizes(config);
+    const { kernelSize, kernelStride } = config.sparse;
+    this.fineLevel = { window: kernelSize, stride: kernelStride };
+    this.coarseLevel = { window: 4 * kernelSize, stride: 4 * kernelStride };
+  }
+
+  /** Loads config.json and the safetensors weights of a model directory. */
+  static async load(modelDir: string, options: ModelOptions = {}): Promise<SalaModel> {
+    const config = await loadConfig(modelDir);
+    const { weights } = await loadWeights(modelDir, config);
+    return SalaModel.create(config, weights, options);
+  }
+
+  /** Builds the graphs and sessions for in-memory weights (HF names). */
+  static async create(config: SalaConfig, weights: WeightMap, options: ModelOptions = {}): Promise<SalaModel> {
+    const device = await resolveDevice(options.device ?? 'cpu');
+    // The graphs are fp32 CPU graphs for now; GPU providers run the same graphs.
+    const graphs = buildGraphs(config);
+    const sessionOptions = { device: device.kind, threads: options.threads };
+    const sessions: Sessions = {
+      embed: await GraphSession.create('embed', graphs.embed, sessionOptions),
+      lightning: await GraphSession.create('lightning', graphs.lightning, sessionOptions),
+      sparseProject: await GraphSession.create('sparse_project', graphs.sparseProject, sessionOptions),
+      sparseSelect: await GraphSession.create('sparse_select', graphs.sparseSelect, sessionOptions),
+      sparseAttend: await GraphSession.create('sparse_attend', graphs.sparseAttend, sessionOptions),
+      head: await GraphSession.create('head', graphs.head, sessionOptions),
+    };
+    const tensor = (name: string): ort.Tensor => {
+      const data = weights.get(name);
+      if (!data) throw new ModelInputError(`weight ${name} is missing`);
+      return new ort.Tensor('float32', data, weightShape(config, name, data.length));
+    };
+    const layerTensors: LayerTensors[] = [];
+    for (let layer = 0; layer < config.numHiddenLayers; layer++) {
+      const tensors: LayerTensors = {};
+      for (const [suffix, input] of Object.entries(LAYER_WEIGHT_NAMES)) {
+        const name = `model.layers.${layer}.${suffix}.weight`;
+        if (weights.has(name)) tensors[input] = tensor(name);
+      }
+      layerTensors.push(tensors);
+    }
+    const globalTensors: LayerTensors = {
+      w_embed: tensor('model.embed_tokens.weight'),
+      w_norm: tensor('model.norm.weight'),
+      w_lm_head: tensor(config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'),
+    };
+    return new SalaModel(config, device, sessions, layerTensors, globalTensors);
+  }
+
+  newSequence(expectedTokens = 0): Sequence {
+    const { kernelSize, kernelStride, blockSize } = this.config.sparse;
+    const sparse = new Map<number, SparseKvCache>();
+    for (const layer of this.sizes.sparseLayers) {
+      sparse.set(
+        layer,
+        new SparseKvCache(
+          { kvHeads: this.config.numKeyValueHeads, headDim: this.sizes.sparseHeadDim, blockSize, kernelSize, kernelStride },
+          expectedTokens,
+        ),
+      );
+    }
+    const stateSize = this.sizes.lightningHeads * this.sizes.lightningHeadDim * this.sizes.lightningHeadDim;
+    const lightning = new Map<number, Float32Array>();
+    for (const layer of this.sizes.lightningLayers) lightning.set(layer, new Float32Array(stateSize));
+    return new Sequence(sparse, lightning);
+  }
+
+  /**
+   * Feeds `ids` after what `sequence` holds and returns logits [rows, vocab]
+   * for the positions options.logits names. One call is one logical forward: the
+   * reference's dense/sparse switch (kv length ≥ dense_len) and its prefill
+   * visibility rule are decided for the whole call, whatever the chunk size.
+   */
+  async forward(sequence: Sequence, ids: readonly number[], options: ForwardOptions = {}): Promise<Float32Array> {
+    this.validateIds(ids);
+    const past = sequence.length;
+    const total = past + ids.length;
+    const sparsePath = total >= this.config.sparse.denseLen;
+    // Only an all-new prefill is aligned bottom-right by the kernel; continuations and decode use absolute positions.
+    const promptLength = past === 0 && ids.length > 1 ? total : undefined;
+    const chunkSize = Math.max(1, options.chunkSize ?? DEFAULT_CHUNK_SIZE);
+    const wanted = options.logits ?? 'last';
+    const logitRows = wanted === 'all' ? ids.length : wanted === 'last' ? 1 : Math.min(Math.max(1, wanted), ids.length);
+    const firstLogitRow = ids.length - logitRows;
+    const hidden: Float32Array[] = [];
+    const d = this.config.hiddenSize;
+
+    for (let start = 0; start < ids.length; start += chunkSize) {
+      if (options.signal?.aborted) throw options.signal.reason ?? new Error('aborted');
+      const chunk = ids.slice(start, start + chunkSize);
+      const firstPosition = past + start;
+      const embedded = await this.sessions.embed.run({ ids: i64(chunk), w_embed: this.globalTensors.w_embed });
+      let x = floatData(embedded.x);
+      for (let layer = 0; layer < this.config.numHiddenLayers; layer++) {
+        x = this.config.mixerTypes[layer] === 'lightning-attn'
+          ? await this.lightningLayer(sequence, layer, x, firstPosition, chunk.length)
+          : await this.sparseLayer(sequence, layer, x, firstPosition, chunk.length, { sparsePath, promptLength, callLength: total, onSelection: options.onSelection });
+      }
+      sequence.tokens.push(...chunk);
+      const keepFrom = Math.max(firstLogitRow - start, 0);
+      if (keepFrom < chunk.length) hidden.push(x.subarray(keepFrom * d, chunk.length * d));
+    }
+
+    const rows = new Float32Array(logitRows * d);
+    let offset = 0;
+    for (const part of hidden) {
+      rows.set(part, offset);
+      offset += part.length;
+    }
+    const out = await this.sessions.head.run({ x: f32(rows, [logitRows, d]), w_norm: this.globalTensors.w_norm, w_lm_head: this.globalTensors.w_lm_head });
+    return floatData(out.logits);
+  }
+
+  private validateIds(ids: readonly number[]): void {
+    if (ids.length === 0) throw new ModelInputError('no input tokens: the prompt is empty');
+    const vocab = this.config.vocabSize;
+    const bad = ids.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= vocab);
+    if (bad >= 0) throw new ModelInputError(`token id ${ids[bad]} at index ${bad} is outside the vocabulary [0, ${vocab})`);
+  }
+
+  /** Lightning decoder layer (b)(4): one graph call carrying the fp32 state. */
+  private async lightningLayer(sequence: Sequence, layer: number, x: Float32Array, firstPosition: number, tokens: number): Promise<Float32Array> {
+    const state = sequence.lightning.get(layer);
+    if (!state) throw new Error(`layer ${layer} has no lightning state`);
+    const positions = Float32Array.from({ length: tokens }, (_, i) => firstPosition + i);
+    const { lightningHeads: H, lightningHeadDim: D } = this.sizes;
+    const out = await this.sessions.lightning.run({
+      ...pick(this.layerTensors[layer], this.sessions.lightning.inputNames),
+      x: f32(x, [tokens, this.config.hiddenSize]),
+      state: f32(state, [H, D, D]),
+      positions: f32(positions, [tokens]),
+    });
+    state.set(floatData(out.state_out));
+    return floatData(out.x_out);
+  }
+
+  /** Sparse decoder layer (b)(2)/(b)(3): project, append K/V, select blocks, attend. */
+  private async sparseLayer(
+    sequence: Sequence,
+    layer: number,
+    x: Float32Array,
+    firstPosition: number,
+    tokens: number,
+    call: { sparsePath: boolean; promptLength?: number; callLength: number; onSelection?: (record: SelectionRecord) => void },
+  ): Promise<Float32Array> {
+    const cache = sequence.sparse.get(layer);
+    if (!cache) throw new Error(`layer ${layer} has no KV cache`);
+    const tensors = this.layerTensors[layer];
+    const d = this.config.hiddenSize;
+    const Hk = this.config.numKeyValueHeads;
+    const xTensor = f32(x, [tokens, d]);
+    const projected = await this.sessions.sparseProject.run({ ...pick(tensors, this.sessions.sparseProject.inputNames), x: xTensor });
+    cache.append(floatData(projected.k), floatData(projected.v));
+
+    const queryPositions = i64(Array.from({ length: tokens }, (_, i) => firstPosition + i));
+    const blocks = cache.blockCount;
+    let blockIds: number[];
+    let mask: Uint8Array;
+    if (!call.sparsePath) {
+      blockIds = Array.from({ length: blocks }, (_, b) => b);
+      mask = new Uint8Array(Hk * tokens * blocks).fill(1);
+    } else {
+      const selection = await this.selectBlocks(cache, projected.q, firstPosition, tokens, call.callLength, call.promptLength);
+      if (call.onSelection) call.onSelection({ layer, firstPosition, queries: tokens, k: selection.k, selected: selection.padded });
+      ({ blockIds, mask } = blockUnion(selection.raw, Hk, tokens, selection.rawK));
+    }
+
+    let keys: Float32Array;
+    let values: Float32Array;
+    if (blockIds.length >= GATHER_ALL_THRESHOLD * blocks) {
+      // Attend over the store in place; blocks nobody selected are masked out.
+      ({ keys, values } = cache.allBlocks());
+      if (blockIds.length !== blocks) {
+        mask = widenMask(mask, blockIds, blocks, Hk * tokens);
+        blockIds = Array.from({ length: blocks }, (_, b) => b);
+      }
+    } else {
+      ({ keys, values } = cache.gather(blockIds));
+    }
+    const { blockSize } = this.config.sparse;
+    const hs = this.sizes.sparseHeadDim;
+    const U = blockIds.length;
+    const feeds: Feeds = {
+      ...pick(tensors, this.sessions.sparseAttend.inputNames),
+      x: xTensor,
+      q: projected.q,
+      keys: f32(keys, [U, Hk, blockSize, hs]),
+      values: f32(values, [U, Hk, blockSize, hs]),
+      block_ids: i64(blockIds),
+      block_mask: bool(mask, [Hk, tokens, U]),
+      query_positions: queryPositions,
+    };
+    if (projected.gate) feeds.gate = projected.gate;
+    const out = await this.sessions.sparseAttend.run(feeds);
+    return floatData(out.x_out);
+  }
+
+  /** InfLLM-V2 stage 1 + pooling + top-k for the queries of this call (graph sparse_select). */
+  private async selectBlocks(cache: SparseKvCache, q: ort.Tensor, firstPosition: number, tokens: number, callLength: number, promptLength?: number) {
+    const { fine, coarse } = cache.compressedKeys();
+    const Hk = this.config.numKeyValueHeads;
+    const hs = this.sizes.sparseHeadDim;
+    const rowSize = Hk * hs;
+    const fineCount = fine.length / rowSize;
+    const coarseCount = coarse.length / rowSize;
+    const blocks = cache.blockCount;
+    const fineVisible: number[] = [];
+    const coarseVisible: number[] = [];
+    for (let i = 0; i < tokens; i++) {
+      const position = firstPosition + i;
+      fineVisible.push(visibleCount(position, this.fineLevel, fineCount, promptLength));
+      coarseVisible.push(visibleCount(position, this.coarseLevel, coarseCount, promptLength));
+    }
+    // The reference selects k = min(topk + local, blocks of the whole call); the
+    // blocks past this chunk can only fill slots that become −1, so fewer suffice here.
+    const k = Math.min(this.sizes.topkTotal, Math.ceil(callLength / this.config.sparse.blockSize));
+    const rawK = Math.min(k, blocks);
+    // A level with no complete window yet still needs one (masked) row for the graph.
+    const nonEmpty = (data: Float32Array) => (data.length > 0 ? data : new Float32Array(rowSize));
+    const out = await this.sessions.sparseSelect.run({
+      q,
+      c1: f32(nonEmpty(fine), [Math.max(1, fineCount), Hk, hs]),
+      c2: f32(nonEmpty(coarse), [Math.max(1, coarseCount), Hk, hs]),
+      query_positions: i64(Array.from({ length: tokens }, (_, i) => firstPosition + i)),
+      fine_visible: i64(fineVisible),
+      coarse_visible: i64(coarseVisible),
+      pool_pads: i64(poolPads(Math.max(1, fineCount), blocks, this.config.sparse.blockSize / this.config.sparse.kernelStride)),
+      k: i64([rawK]),
+    });
+    const raw = int64Data(out.selected);
+    const padded = new Int32Array(Hk * tokens * k).fill(-1);
+    for (let row = 0; row < Hk * tokens; row++) {
+      for (let j = 0; j < rawK; j++) padded[row * k + j] = Number(raw[row * rawK + j]);
+    }
+    return { raw, rawK, k, padded };
+  }
+}
+
+/** Re-expresses a [rows, U] mask over `blockIds` as a [rows, blocks] mask over every block. */
+function widenMask(mask: Uint8Array, blockIds: readonly number[], blocks: number, rows: number): Uint8Array {
+  const wide = new Uint8Array(rows * blocks);
+  const U = blockIds.length;
+  for (let row = 0; row < rows; row++) {
+    for (let j = 0; j < U; j++) wide[row * blocks + blockIds[j]] = mask[row * U + j];
+  }
+  return wide;
+}
+
+/** Shape of an HF weight from the config (weights arrive as flat Float32Arrays). */
+function weightShape(config: SalaConfig, name: string, length: number): number[] {
+  if (name.endsWith('norm.weight')) return [length];
+  const columns = name.endsWith('mlp.down_proj.weight')
+    ? config.intermediateSize
+    : name.endsWith('self_attn.o_proj.weight')
+      ? length / config.hiddenSize
+      : config.hiddenSize;
+  return [length / columns, columns];
+}
+

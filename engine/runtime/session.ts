@@ -1,0 +1,74 @@
+// onnxruntime sessions built from graph bytes, with typed tensor helpers.
+import * as ort from 'onnxruntime-node';
+import type { DeviceKind } from './device.js';
+
+export type Feeds = Record<string, ort.Tensor>;
+
+export interface SessionOptions {
+  device: DeviceKind;
+  /** Intra-op threads (0 = onnxruntime's default: one per core). */
+  threads?: number;
+}
+
+/** One compiled graph. Built once per (layer type, phase) and reused for every layer call. */
+export class GraphSession {
+  private constructor(
+    readonly name: string,
+    private readonly session: ort.InferenceSession,
+  ) {}
+
+  static async create(name: string, model: Uint8Array, options: SessionOptions): Promise<GraphSession> {
+    const session = await ort.InferenceSession.create(model, {
+      executionProviders: [options.device],
+      intraOpNumThreads: options.threads ?? 0,
+      graphOptimizationLevel: 'all',
+      logSeverityLevel: 3,
+    });
+    return new GraphSession(name, session);
+  }
+
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+
+  async run(feeds: Feeds): Promise<Record<string, ort.Tensor>> {
+    try {
+      return await this.session.run(feeds);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      throw new Error(`graph ${this.name} failed: ${message}`);
+    }
+  }
+
+  release(): Promise<void> {
+    return this.session.release();
+  }
+}
+
+export function f32(data: Float32Array, dims: readonly number[]): ort.Tensor {
+  return new ort.Tensor('float32', data, dims);
+}
+
+export function i64(data: BigInt64Array | readonly number[], dims?: readonly number[]): ort.Tensor {
+  const values = data instanceof BigInt64Array ? data : BigInt64Array.from(data, (x) => BigInt(x));
+  return new ort.Tensor('int64', values, dims ?? [values.length]);
+}
+
+export function bool(data: Uint8Array, dims: readonly number[]): ort.Tensor {
+  return new ort.Tensor('bool', data, dims);
+}
+
+/** The float32 contents of a CPU output tensor. */
+export function floatData(tensor: ort.Tensor): Float32Array {
+  const data = tensor.data;
+  if (!(data instanceof Float32Array)) throw new Error(`expected a float32 tensor, got ${tensor.type}`);
+  return data;
+}
+
+export function int64Data(tensor: ort.Tensor): BigInt64Array {
+  const data = tensor.data;
+  if (!(data instanceof BigInt64Array)) throw new Error(`expected an int64 tensor, got ${tensor.type}`);
+  return data;
+}
+
+export type { ort };
