@@ -1,3 +1,3 @@
 #!/usr/bin/env node
 // The `panorama` command: the bundled engine CLI (built by `npm install` / `npm run build`).
-require('../dist/panorama.js');
+require('../dist/panorama.js').run(process.argv.slice(2));

@@ -1,0 +1,264 @@
+// `panorama` command line: generate, logits, tokenize. Flags and output formats
+// are a stable interface (other tools build on them). Exit codes: 0 ok, 1 error,
+// 2 usage error, 130 interrupted.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { existsSync, readdirSync } from 'node:fs';
+import { readFile, writeFile, rename } from 'node:fs/promises';
+import path from 'node:path';
+import { isDeviceRequest, type DeviceRequest } from '../runtime/device.js';
+import { SalaModel } from '../model/sala-model.js';
+import { loadTokenizer, FALLBACK_SOURCE, type Tokenizer } from '../model/tokenizer.js';
+import { generate } from '../model/generation.js';
+
+class UsageError extends Error {}
+
+const USAGE = `usage: panorama <command> [options]
+
+commands:
+  generate  --prompt TEXT | --prompt-file F   stream a continuation
+            [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--stop S ...]
+  logits    --ids FILE.json --out FILE [--last N] [--prefill K]
+            float32 little-endian logits, one row per position (the last N when given);
+            with --prefill K the first K ids are one prefill call, the rest single-token decode steps
+  tokenize  --text-file F [--decode]           token ids as a JSON array (--decode: ids JSON → text)
+
+common options:
+  --model DIR          model directory (config.json, *.safetensors, tokenizer.json); default: the shipped model
+  --device cpu|webgpu|cuda|auto   default cpu
+  --chunk-size N       prefill chunk in tokens (default 512)
+  --threads N          onnxruntime intra-op threads (default: one per core)
+`;
+
+const COMMON: ParseArgsConfig['options'] = {
+  model: { type: 'string' },
+  device: { type: 'string', default: 'cpu' },
+  'chunk-size': { type: 'string' },
+  threads: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+};
+
+function integerFlag(values: Record<string, unknown>, name: string, min: number): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const value = Number(raw);
+  if (typeof raw !== 'string' || !Number.isInteger(value) || value < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got "${String(raw)}"`);
+  return value;
+}
+
+function numberFlag(values: Record<string, unknown>, name: string): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const value = Number(raw);
+  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(value)) throw new UsageError(`--${name} must be a number, got "${String(raw)}"`);
+  return value;
+}
+
+function stringFlag(values: Record<string, unknown>, name: string): string | undefined {
+  const raw = values[name];
+  return typeof raw === 'string' ? raw : undefined;
+}
+
+/** The shipped default model: the one model directory under models/ next to the bundle. */
+export function defaultModelDir(): string {
+  // dist/panorama.js (bundled) and engine/cli/main.ts (source) sit at different depths.
+  const root = [path.resolve(__dirname, '..', 'models'), path.resolve(__dirname, '..', '..', 'models')].find((dir) => existsSync(dir)) ?? path.resolve(__dirname, '..', 'models');
+  const found = existsSync(root) ? readdirSync(root).filter((name) => existsSync(path.join(root, name, 'config.json'))).sort() : [];
+  if (found.length === 0) throw new UsageError(`no --model given and no shipped model found under ${root}; pass --model DIR`);
+  return path.join(root, found[0]);
+}
+
+async function openModel(values: Record<string, unknown>): Promise<{ model: SalaModel; modelDir: string }> {
+  const device = stringFlag(values, 'device') ?? 'cpu';
+  if (!isDeviceRequest(device)) throw new UsageError(`--device must be cpu, webgpu, cuda or auto, got "${device}"`);
+  const requested: DeviceRequest = device;
+  const modelDir = path.resolve(stringFlag(values, 'model') ?? defaultModelDir());
+  if (!existsSync(path.join(modelDir, 'config.json'))) throw new UsageError(`${modelDir} is not a model directory: it has no config.json`);
+  const model = await SalaModel.load(modelDir, { device: requested, threads: integerFlag(values, 'threads', 0) });
+  if (model.device.reason !== 'requested') process.stderr.write(`panorama: device ${model.device.kind} (${model.device.reason})\n`);
+  return { model, modelDir };
+}
+
+async function openTokenizer(modelDir: string, vocabSize: number): Promise<Tokenizer> {
+  const tokenizer = await loadTokenizer(modelDir, vocabSize);
+  if (tokenizer.source === FALLBACK_SOURCE) process.stderr.write(`panorama: ${modelDir} has no tokenizer.json; using the ${FALLBACK_SOURCE}\n`);
+  return tokenizer;
+}
+
+async function runGenerate(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...COMMON,
+      prompt: { type: 'string' },
+      'prompt-file': { type: 'string' },
+      'max-tokens': { type: 'string' },
+      temperature: { type: 'string' },
+      'top-p': { type: 'string' },
+      'top-k': { type: 'string' },
+      seed: { type: 'string' },
+      stop: { type: 'string', multiple: true },
+    },
+  });
+  const promptFile = stringFlag(values, 'prompt-file');
+  const prompt = promptFile !== undefined ? await readFile(promptFile, 'utf8') : stringFlag(values, 'prompt');
+  if (prompt === undefined) throw new UsageError('generate needs --prompt TEXT or --prompt-file F');
+  if (prompt.length === 0) throw new UsageError('the prompt is empty');
+  const maxTokens = integerFlag(values, 'max-tokens', 0);
+  const chunkSize = integerFlag(values, 'chunk-size', 1);
+  const sampling = {
+    temperature: numberFlag(values, 'temperature'),
+    topP: numberFlag(values, 'top-p'),
+    topK: integerFlag(values, 'top-k', 0),
+    seed: integerFlag(values, 'seed', Number.MIN_SAFE_INTEGER),
+  };
+  const { model, modelDir } = await openModel(values);
+  const tokenizer = await openTokenizer(modelDir, model.config.vocabSize);
+
+  // Ctrl-C stops generation before the next token; a second Ctrl-C exits at once.
+  const controller = new AbortController();
+  const onInterrupt = () => {
+    if (controller.signal.aborted) process.exit(130);
+    controller.abort(new Error('interrupted'));
+  };
+  process.on('SIGINT', onInterrupt);
+  try {
+    const stream = generate(model, tokenizer, prompt, { ...sampling, maxTokens, chunkSize, stop: values.stop ?? [], signal: controller.signal });
+    let next = await stream.next();
+    while (!next.done) {
+      process.stdout.write(next.value);
+      next = await stream.next();
+    }
+    const result = next.value;
+    process.stdout.write('\n');
+    process.stderr.write(
+      `panorama: ${result.promptTokens} prompt tokens, ${result.tokens.length} generated (${result.finishReason}); ` +
+        `prefill ${result.prefillMs.toFixed(0)} ms (${((result.promptTokens / result.prefillMs) * 1000).toFixed(0)} tok/s), ` +
+        `decode ${result.decodeMsPerToken.toFixed(1)} ms/token on ${model.device.kind}\n`,
+    );
+    return result.finishReason === 'cancelled' ? 130 : 0;
+  } catch (err) {
+    if (controller.signal.aborted) {
+      process.stdout.write('\n');
+      return 130;
+    }
+    throw err;
+  } finally {
+    process.off('SIGINT', onInterrupt);
+  }
+}
+
+function parseIds(text: string, source: string): number[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`${source} is not valid JSON: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (!Array.isArray(parsed) || !parsed.every((x) => Number.isInteger(x))) throw new UsageError(`${source} must hold a JSON array of integer token ids`);
+  return parsed;
+}
+
+/** Writes a file atomically: a reader never sees a half-written file. */
+async function writeAtomically(file: string, data: Uint8Array | string): Promise<void> {
+  const partial = `${file}.partial-${process.pid}`;
+  await writeFile(partial, data);
+  await rename(partial, file);
+}
+
+async function runLogits(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { ...COMMON, ids: { type: 'string' }, out: { type: 'string' }, last: { type: 'string' }, prefill: { type: 'string' } },
+  });
+  const idsFile = stringFlag(values, 'ids');
+  const out = stringFlag(values, 'out');
+  if (!idsFile || !out) throw new UsageError('logits needs --ids FILE.json and --out FILE');
+  const ids = parseIds(await readFile(idsFile, 'utf8'), idsFile);
+  if (ids.length === 0) throw new UsageError(`${idsFile} holds no token ids`);
+  const last = integerFlag(values, 'last', 1) ?? ids.length;
+  const prefill = integerFlag(values, 'prefill', 1) ?? ids.length;
+  if (prefill > ids.length) throw new UsageError(`--prefill ${prefill} is more than the ${ids.length} ids given`);
+  const rowsWanted = Math.min(last, ids.length);
+  const { model } = await openModel(values);
+  const chunkSize = integerFlag(values, 'chunk-size', 1);
+  const vocab = model.config.vocabSize;
+  const sequence = model.newSequence(ids.length);
+  const logits = new Float32Array(rowsWanted * vocab);
+  const firstRow = ids.length - rowsWanted; // position of the first row written
+  // The prefill call returns the rows among its positions that are wanted.
+  const prefillRows = Math.max(0, prefill - firstRow);
+  const prefillLogits = await model.forward(sequence, ids.slice(0, prefill), { logits: Math.max(prefillRows, 1), chunkSize });
+  if (prefillRows > 0) logits.set(prefillLogits.subarray(prefillLogits.length - prefillRows * vocab));
+  for (let position = prefill; position < ids.length; position++) {
+    const row = await model.forward(sequence, [ids[position]]);
+    if (position >= firstRow) logits.set(row, (position - firstRow) * vocab);
+  }
+  await writeAtomically(out, new Uint8Array(logits.buffer));
+  process.stderr.write(`panorama: wrote ${rowsWanted} × ${vocab} float32 logits to ${out}\n`);
+  return 0;
+}
+
+async function runTokenize(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { ...COMMON, 'text-file': { type: 'string' }, decode: { type: 'boolean' } } });
+  const textFile = stringFlag(values, 'text-file');
+  if (!textFile) throw new UsageError('tokenize needs --text-file F');
+  const modelDir = path.resolve(stringFlag(values, 'model') ?? defaultModelDir());
+  const { loadConfig } = await import('../model/config.js');
+  const config = await loadConfig(modelDir);
+  const tokenizer = await openTokenizer(modelDir, config.vocabSize);
+  const input = await readFile(textFile, 'utf8');
+  if (values.decode) {
+    const ids = parseIds(input, textFile);
+    const bad = ids.find((id) => id < 0 || id >= config.vocabSize);
+    if (bad !== undefined) throw new UsageError(`token id ${bad} is outside the vocabulary [0, ${config.vocabSize})`);
+    process.stdout.write(tokenizer.decode(ids));
+  } else {
+    process.stdout.write(`${JSON.stringify(tokenizer.encode(input, { addSpecialTokens: false }))}\n`);
+  }
+  return 0;
+}
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  generate: runGenerate,
+  logits: runLogits,
+  tokenize: runTokenize,
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(USAGE);
+    return command ? 0 : 2;
+  }
+  const run = COMMANDS[command];
+  if (!run) {
+    process.stderr.write(`panorama: unknown command "${command}"\n\n${USAGE}`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  try {
+    return await run(rest);
+  } catch (err) {
+    const usage = err instanceof UsageError || (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS'));
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`panorama: error: ${message}\n`);
+    if (process.env.PANORAMA_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    return usage ? 2 : 1;
+  }
+}
+
+/** Runs the CLI as a process: sets the exit code, never throws. */
+export function run(argv: string[]): void {
+  main(argv).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`panorama: fatal: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

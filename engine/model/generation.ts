@@ -1,0 +1,104 @@
+// Text generation over a SalaModel: prefill the prompt, then decode one token per
+// forward call, streaming text deltas. Cancellation is checked before every
+// token, so an abort takes effect within one decode step.
+import { Sampler, validateSampling, type SamplingOptions } from './sampling.js';
+import { StopMatcher, TextStream } from './text-stream.js';
+import type { Tokenizer } from './tokenizer.js';
+import type { SalaModel, Sequence } from './sala-model.js';
+
+export interface GenerateOptions extends Partial<SamplingOptions> {
+  maxTokens?: number;
+  stop?: readonly string[];
+  signal?: AbortSignal;
+  chunkSize?: number;
+  /** Continue this sequence instead of starting a new one (its cache is extended). */
+  sequence?: Sequence;
+}
+
+export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled';
+
+export interface GenerationResult {
+  text: string;
+  tokens: number[];
+  finishReason: FinishReason;
+  promptTokens: number;
+  prefillMs: number;
+  /** Decode time per generated token (first token excluded: it comes from the prefill). */
+  decodeMsPerToken: number;
+}
+
+export const DEFAULT_MAX_TOKENS = 256;
+
+export class GenerationError extends Error {}
+
+/**
+ * Streams the continuation of `prompt`. Yields text deltas; the return value
+ * summarises the run. Stops at an end-of-text token, a stop string (not
+ * included in the text), maxTokens, or the signal.
+ */
+export async function* generate(
+  model: SalaModel,
+  tokenizer: Tokenizer,
+  prompt: string | readonly number[],
+  options: GenerateOptions = {},
+): AsyncGenerator<string, GenerationResult> {
+  const sampler = new Sampler(validateSampling(options));
+  const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
+  if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new GenerationError(`max tokens must be an integer ≥ 0, got ${maxTokens}`);
+  const promptIds = typeof prompt === 'string' ? tokenizer.encode(prompt) : [...prompt];
+  if (promptIds.length === 0) throw new GenerationError('the prompt is empty: give at least one token of text');
+
+  const endIds = new Set(model.config.eosTokenIds);
+  const sequence = options.sequence ?? model.newSequence(promptIds.length + maxTokens);
+  const stream = new TextStream(tokenizer, { skipSpecialTokens: true });
+  const stops = new StopMatcher(options.stop ?? []);
+  const tokens: number[] = [];
+  let text = '';
+  let finishReason: FinishReason = 'length';
+
+  const started = performance.now();
+  let logits = await model.forward(sequence, promptIds, { chunkSize: options.chunkSize, signal: options.signal });
+  const prefillMs = performance.now() - started;
+  const decodeStarted = performance.now();
+
+  for (let step = 0; step < maxTokens; step++) {
+    if (options.signal?.aborted) {
+      finishReason = 'cancelled';
+      break;
+    }
+    const next = sampler.next(logits);
+    if (endIds.has(next)) {
+      finishReason = 'eos';
+      break;
+    }
+    tokens.push(next);
+    const { emit, stopped } = stops.push(stream.push(next));
+    if (emit) {
+      text += emit;
+      yield emit;
+    }
+    if (stopped) {
+      finishReason = 'stop';
+      break;
+    }
+    if (step + 1 < maxTokens) logits = await model.forward(sequence, [next], { signal: options.signal });
+  }
+  if (finishReason !== 'stop') {
+    const rest = stops.push(stream.flush());
+    const tail = rest.stopped ? rest.emit : rest.emit + stops.flush();
+    if (rest.stopped) finishReason = 'stop';
+    if (tail) {
+      text += tail;
+      yield tail;
+    }
+  }
+  const decodeSteps = Math.max(tokens.length - 1, 0);
+  return {
+    text,
+    tokens,
+    finishReason,
+    promptTokens: promptIds.length,
+    prefillMs,
+    decodeMsPerToken: decodeSteps > 0 ? (performance.now() - decodeStarted) / decodeSteps : 0,
+  };
+}
