@@ -15,6 +15,12 @@ export default tseslint.config(
     },
   },
   {
+    // the CommonJS launcher that loads the bundle
+    files: ['bin/**/*.js'],
+    languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly' } },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+  {
     files: ['engine/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', { paths: [{ name: 'vscode', message: 'engine/ is a plain Node program: it must not import vscode.' }] }],

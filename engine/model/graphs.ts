@@ -297,7 +297,6 @@ function buildSparseAttend(cfg: SalaConfig): Uint8Array {
   const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]); // [Hk, G·T, hs]
   const keysByHead = g.reshape(g.transpose(keys, [1, 0, 2, 3]), [Hk, -1, hs]); // [Hk, S, hs]
   const valuesByHead = g.reshape(g.transpose(values, [1, 0, 2, 3]), [Hk, -1, hs]);
-  const T = rowCount(g, q);
   const scoreShape = g.shapeOf([Hk, G, g.dim(q, 0), -1]);
   const scores = g.reshape(
     g.mul(g.matmul(groupedQ, g.transpose(keysByHead, [0, 2, 1])), g.float(1 / Math.sqrt(hs))),

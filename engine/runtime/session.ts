@@ -36,7 +36,7 @@ export class GraphSession {
       return await this.session.run(feeds);
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
-      throw new Error(`graph ${this.name} failed: ${message}`);
+      throw new Error(`graph ${this.name} failed: ${message}`, { cause: err });
     }
   }
 
