@@ -161,6 +161,11 @@ export class SalaModel {
     return new SalaModel(config, device, sessions, layerTensors, globalTensors);
   }
 
+  /** Frees the onnxruntime sessions; the model cannot run afterwards. */
+  async release(): Promise<void> {
+    await Promise.all(Object.values(this.sessions).map((session) => session.release()));
+  }
+
   newSequence(expectedTokens = 0): Sequence {
     const { kernelSize, kernelStride, blockSize } = this.config.sparse;
     const sparse = new Map<number, SparseKvCache>();
@@ -262,49 +267,83 @@ export class SalaModel {
     const tensors = this.layerTensors[layer];
     const d = this.config.hiddenSize;
     const Hk = this.config.numKeyValueHeads;
-    const xTensor = f32(x, [tokens, d]);
-    const projected = await this.sessions.sparseProject.run({ ...pick(tensors, this.sessions.sparseProject.inputNames), x: xTensor });
+    const projected = await this.sessions.sparseProject.run({ ...pick(tensors, this.sessions.sparseProject.inputNames), x: f32(x, [tokens, d]) });
     cache.append(floatData(projected.k), floatData(projected.v));
 
-    const queryPositions = i64(Array.from({ length: tokens }, (_, i) => firstPosition + i));
     const blocks = cache.blockCount;
-    let blockIds: number[];
-    let mask: Uint8Array;
     if (!call.sparsePath) {
-      blockIds = Array.from({ length: blocks }, (_, b) => b);
-      mask = new Uint8Array(Hk * tokens * blocks).fill(1);
-    } else {
-      const selection = await this.selectBlocks(cache, projected.q, firstPosition, tokens, call.callLength, call.promptLength);
-      if (call.onSelection) call.onSelection({ layer, firstPosition, queries: tokens, k: selection.k, selected: selection.padded });
-      ({ blockIds, mask } = blockUnion(selection.raw, Hk, tokens, selection.rawK));
+      const everyBlock = Array.from({ length: blocks }, (_, b) => b);
+      return this.attend(cache, layer, x, projected, firstPosition, 0, tokens, everyBlock, new Uint8Array(Hk * tokens * blocks).fill(1));
     }
+    const selection = await this.selectBlocks(cache, projected.q, firstPosition, tokens, call.callLength, call.promptLength);
+    if (call.onSelection) call.onSelection({ layer, firstPosition, queries: tokens, k: selection.k, selected: selection.padded });
+    // Attend one query block at a time: queries of one block select nearly the same
+    // blocks, so each group gathers little more than its own selection.
+    const { blockSize } = this.config.sparse;
+    const out = new Float32Array(tokens * d);
+    for (let start = 0; start < tokens; ) {
+      const end = Math.min(tokens, (Math.floor((firstPosition + start) / blockSize) + 1) * blockSize - firstPosition);
+      const rows = end - start;
+      const groupSelection = new BigInt64Array(Hk * rows * selection.rawK);
+      for (let h = 0; h < Hk; h++) {
+        groupSelection.set(selection.raw.subarray((h * tokens + start) * selection.rawK, (h * tokens + end) * selection.rawK), h * rows * selection.rawK);
+      }
+      const { blockIds, mask } = blockUnion(groupSelection, Hk, rows, selection.rawK);
+      out.set(await this.attend(cache, layer, x, projected, firstPosition, start, end, blockIds, mask), start * d);
+      start = end;
+    }
+    return out;
+  }
 
+  /**
+   * Block-sparse attention + gate + o_proj + MLP for queries [start, end) of this
+   * call over `blockIds` (ascending), mask [Hk, end − start, blockIds.length].
+   */
+  private async attend(
+    cache: SparseKvCache,
+    layer: number,
+    x: Float32Array,
+    projected: Record<string, ort.Tensor>,
+    firstPosition: number,
+    start: number,
+    end: number,
+    blockIds: number[],
+    mask: Uint8Array,
+  ): Promise<Float32Array> {
+    const d = this.config.hiddenSize;
+    const Hk = this.config.numKeyValueHeads;
+    const H = this.config.numAttentionHeads;
+    const hs = this.sizes.sparseHeadDim;
+    const { blockSize } = this.config.sparse;
+    const rows = end - start;
+    const blocks = cache.blockCount;
     let keys: Float32Array;
     let values: Float32Array;
     if (blockIds.length >= GATHER_ALL_THRESHOLD * blocks) {
       // Attend over the store in place; blocks nobody selected are masked out.
       ({ keys, values } = cache.allBlocks());
       if (blockIds.length !== blocks) {
-        mask = widenMask(mask, blockIds, blocks, Hk * tokens);
+        mask = widenMask(mask, blockIds, blocks, Hk * rows);
         blockIds = Array.from({ length: blocks }, (_, b) => b);
       }
     } else {
       ({ keys, values } = cache.gather(blockIds));
     }
-    const { blockSize } = this.config.sparse;
-    const hs = this.sizes.sparseHeadDim;
     const U = blockIds.length;
+    const whole = start === 0 && end * d === x.length;
+    const sliceRows = (tensor: ort.Tensor, width: number): ort.Tensor =>
+      whole ? tensor : f32(floatData(tensor).subarray(start * width, end * width), [rows, ...tensor.dims.slice(1)]);
     const feeds: Feeds = {
-      ...pick(tensors, this.sessions.sparseAttend.inputNames),
-      x: xTensor,
-      q: projected.q,
+      ...pick(this.layerTensors[layer], this.sessions.sparseAttend.inputNames),
+      x: f32(whole ? x : x.subarray(start * d, end * d), [rows, d]),
+      q: sliceRows(projected.q, H * hs),
       keys: f32(keys, [U, Hk, blockSize, hs]),
       values: f32(values, [U, Hk, blockSize, hs]),
       block_ids: i64(blockIds),
-      block_mask: bool(mask, [Hk, tokens, U]),
-      query_positions: queryPositions,
+      block_mask: bool(mask, [Hk, rows, U]),
+      query_positions: i64(Array.from({ length: rows }, (_, i) => firstPosition + start + i)),
     };
-    if (projected.gate) feeds.gate = projected.gate;
+    if (projected.gate) feeds.gate = sliceRows(projected.gate, H * hs);
     const out = await this.sessions.sparseAttend.run(feeds);
     return floatData(out.x_out);
   }

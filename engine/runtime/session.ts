@@ -23,6 +23,8 @@ export class GraphSession {
       intraOpNumThreads: options.threads ?? 0,
       graphOptimizationLevel: 'all',
       logSeverityLevel: 3,
+      // Idle worker threads sleep instead of spinning: the engine shares the machine with the editor.
+      extra: { 'session.intra_op.allow_spinning': '0' },
     });
     return new GraphSession(name, session);
   }
