@@ -17,11 +17,14 @@ export interface GraphSet {
   head: Uint8Array;
 }
 
-/** RMSNorm (b)(1): fp32 mean of squares, x·rsqrt(mean+eps), times the weight; no bias, no 1+w. */
+/**
+ * RMSNorm (b)(1): fp32 mean of squares, x / sqrt(mean + eps), times the weight; no
+ * bias, no 1+w. Written as Pow → ReduceMean → Add → Sqrt → Div → Mul, the pattern
+ * onnxruntime fuses into one SimplifiedLayerNormalization kernel.
+ */
 function rmsNorm(g: GraphBuilder, x: Value, weight: Value, eps: number): Value {
-  const meanSquare = g.reduceMean(g.mul(x, x), [-1]);
-  const inverseRms = g.reciprocal(g.sqrt(g.add(meanSquare, g.float(eps))));
-  return g.mul(g.mul(x, inverseRms), weight);
+  const meanSquare = g.reduceMean(g.op('Pow', [x, g.float(2)]), [-1]);
+  return g.mul(g.div(x, g.sqrt(g.add(meanSquare, g.float(eps)))), weight);
 }
 
 /** y = x Wᵀ for an HF [out, in] weight, without transposing the weight. */

@@ -14,8 +14,10 @@ import { loadWeights, type WeightMap } from './weights.js';
 
 export interface ModelOptions {
   device?: DeviceRequest;
-  /** onnxruntime intra-op threads (0 = one per core). */
+  /** onnxruntime intra-op threads for prefill (0 = one per core). */
   threads?: number;
+  /** Threads for single-token decode steps (default 1). */
+  decodeThreads?: number;
 }
 
 /** What the model state holds for one token stream: every layer's cache. */
@@ -108,7 +110,8 @@ export class SalaModel {
   private constructor(
     readonly config: SalaConfig,
     readonly device: ResolvedDevice,
-    private readonly sessions: Sessions,
+    private readonly prefillSessions: Sessions,
+    private readonly decodeSessions: Sessions,
     private readonly layerTensors: LayerTensors[],
     private readonly globalTensors: LayerTensors,
   ) {
@@ -130,15 +133,21 @@ export class SalaModel {
     const device = await resolveDevice(options.device ?? 'cpu');
     // The graphs are fp32 CPU graphs for now; GPU providers run the same graphs.
     const graphs = buildGraphs(config);
-    const sessionOptions = { device: device.kind, threads: options.threads };
-    const sessions: Sessions = {
-      embed: await GraphSession.create('embed', graphs.embed, sessionOptions),
-      lightning: await GraphSession.create('lightning', graphs.lightning, sessionOptions),
-      sparseProject: await GraphSession.create('sparse_project', graphs.sparseProject, sessionOptions),
-      sparseSelect: await GraphSession.create('sparse_select', graphs.sparseSelect, sessionOptions),
-      sparseAttend: await GraphSession.create('sparse_attend', graphs.sparseAttend, sessionOptions),
-      head: await GraphSession.create('head', graphs.head, sessionOptions),
+    const createSessions = async (threads: number | undefined): Promise<Sessions> => {
+      const sessionOptions = { device: device.kind, threads };
+      return {
+        embed: await GraphSession.create('embed', graphs.embed, sessionOptions),
+        lightning: await GraphSession.create('lightning', graphs.lightning, sessionOptions),
+        sparseProject: await GraphSession.create('sparse_project', graphs.sparseProject, sessionOptions),
+        sparseSelect: await GraphSession.create('sparse_select', graphs.sparseSelect, sessionOptions),
+        sparseAttend: await GraphSession.create('sparse_attend', graphs.sparseAttend, sessionOptions),
+        head: await GraphSession.create('head', graphs.head, sessionOptions),
+      };
     };
+    // Weights are graph inputs, so a second set of sessions costs no weight memory:
+    // single-token steps are too small to gain from threads and lose to their wake-ups.
+    const prefillSessions = await createSessions(options.threads);
+    const decodeSessions = await createSessions(options.decodeThreads ?? 1);
     const tensor = (name: string): ort.Tensor => {
       const data = weights.get(name);
       if (!data) throw new ModelInputError(`weight ${name} is missing`);
@@ -158,12 +167,17 @@ export class SalaModel {
       w_norm: tensor('model.norm.weight'),
       w_lm_head: tensor(config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'),
     };
-    return new SalaModel(config, device, sessions, layerTensors, globalTensors);
+    return new SalaModel(config, device, prefillSessions, decodeSessions, layerTensors, globalTensors);
+  }
+
+  private sessionsFor(tokens: number): Sessions {
+    return tokens <= 1 ? this.decodeSessions : this.prefillSessions;
   }
 
   /** Frees the onnxruntime sessions; the model cannot run afterwards. */
   async release(): Promise<void> {
-    await Promise.all(Object.values(this.sessions).map((session) => session.release()));
+    const all = [...Object.values(this.prefillSessions), ...Object.values(this.decodeSessions)];
+    await Promise.all(all.map((session) => session.release()));
   }
 
   newSequence(expectedTokens = 0): Sequence {
@@ -208,7 +222,7 @@ export class SalaModel {
       if (options.signal?.aborted) throw options.signal.reason ?? new Error('aborted');
       const chunk = ids.slice(start, start + chunkSize);
       const firstPosition = past + start;
-      const embedded = await this.sessions.embed.run({ ids: i64(chunk), w_embed: this.globalTensors.w_embed });
+      const embedded = await this.sessionsFor(chunk.length).embed.run({ ids: i64(chunk), w_embed: this.globalTensors.w_embed });
       let x = floatData(embedded.x);
       for (let layer = 0; layer < this.config.numHiddenLayers; layer++) {
         x = this.config.mixerTypes[layer] === 'lightning-attn'
@@ -226,7 +240,7 @@ export class SalaModel {
       rows.set(part, offset);
       offset += part.length;
     }
-    const out = await this.sessions.head.run({ x: f32(rows, [logitRows, d]), w_norm: this.globalTensors.w_norm, w_lm_head: this.globalTensors.w_lm_head });
+    const out = await this.sessionsFor(logitRows).head.run({ x: f32(rows, [logitRows, d]), w_norm: this.globalTensors.w_norm, w_lm_head: this.globalTensors.w_lm_head });
     return floatData(out.logits);
   }
 
@@ -243,8 +257,8 @@ export class SalaModel {
     if (!state) throw new Error(`layer ${layer} has no lightning state`);
     const positions = Float32Array.from({ length: tokens }, (_, i) => firstPosition + i);
     const { lightningHeads: H, lightningHeadDim: D } = this.sizes;
-    const out = await this.sessions.lightning.run({
-      ...pick(this.layerTensors[layer], this.sessions.lightning.inputNames),
+    const out = await this.sessionsFor(tokens).lightning.run({
+      ...pick(this.layerTensors[layer], this.sessionsFor(tokens).lightning.inputNames),
       x: f32(x, [tokens, this.config.hiddenSize]),
       state: f32(state, [H, D, D]),
       positions: f32(positions, [tokens]),
@@ -267,7 +281,7 @@ export class SalaModel {
     const tensors = this.layerTensors[layer];
     const d = this.config.hiddenSize;
     const Hk = this.config.numKeyValueHeads;
-    const projected = await this.sessions.sparseProject.run({ ...pick(tensors, this.sessions.sparseProject.inputNames), x: f32(x, [tokens, d]) });
+    const projected = await this.sessionsFor(tokens).sparseProject.run({ ...pick(tensors, this.sessionsFor(tokens).sparseProject.inputNames), x: f32(x, [tokens, d]) });
     cache.append(floatData(projected.k), floatData(projected.v));
 
     const blocks = cache.blockCount;
@@ -334,7 +348,7 @@ export class SalaModel {
     const sliceRows = (tensor: ort.Tensor, width: number): ort.Tensor =>
       whole ? tensor : f32(floatData(tensor).subarray(start * width, end * width), [rows, ...tensor.dims.slice(1)]);
     const feeds: Feeds = {
-      ...pick(this.layerTensors[layer], this.sessions.sparseAttend.inputNames),
+      ...pick(this.layerTensors[layer], this.sessionsFor(rows).sparseAttend.inputNames),
       x: f32(whole ? x : x.subarray(start * d, end * d), [rows, d]),
       q: sliceRows(projected.q, H * hs),
       keys: f32(keys, [U, Hk, blockSize, hs]),
@@ -344,7 +358,7 @@ export class SalaModel {
       query_positions: i64(Array.from({ length: rows }, (_, i) => firstPosition + start + i)),
     };
     if (projected.gate) feeds.gate = sliceRows(projected.gate, H * hs);
-    const out = await this.sessions.sparseAttend.run(feeds);
+    const out = await this.sessionsFor(rows).sparseAttend.run(feeds);
     return floatData(out.x_out);
   }
 
@@ -370,7 +384,7 @@ export class SalaModel {
     const rawK = Math.min(k, blocks);
     // A level with no complete window yet still needs one (masked) row for the graph.
     const nonEmpty = (data: Float32Array) => (data.length > 0 ? data : new Float32Array(rowSize));
-    const out = await this.sessions.sparseSelect.run({
+    const out = await this.sessionsFor(tokens).sparseSelect.run({
       q,
       c1: f32(nonEmpty(fine), [Math.max(1, fineCount), Hk, hs]),
       c2: f32(nonEmpty(coarse), [Math.max(1, coarseCount), Hk, hs]),

@@ -72,17 +72,19 @@ function stack(rows: Float32Array[]): Float32Array {
   return out;
 }
 
-test('short prompt (dense path): logits at every position match the reference', async () => {
+test('short prompt (dense path): logits at every position match the reference', async (t) => {
   const ids = Array.from(load('short_prompt_ids').data);
   const logits = await model.forward(model.newSequence(), ids, { logits: 'all' });
+  t.diagnostic(`max |Δlogit| vs fp32 reference ${maxAbsDiff(logits, load('short_logits').data).toExponential(2)}, vs fp64 ${maxAbsDiff(logits, load('short_logits_f64ref').data).toExponential(2)}`);
   assert.ok(maxAbsDiff(logits, load('short_logits').data) <= LOGIT_TOLERANCE);
   assert.ok(maxAbsDiff(logits, load('short_logits_f64ref').data) <= LOGIT_TOLERANCE);
 });
 
-test('long prompt (InfLLM-V2 sparse path): last 64 logits and every prefill block selection match', async () => {
+test('long prompt (InfLLM-V2 sparse path): last 64 logits and every prefill block selection match', async (t) => {
   const ids = Array.from(load('long_prompt_ids').data);
   const records: SelectionRecord[] = [];
   const logits = await model.forward(model.newSequence(), ids, { logits: 64, onSelection: (r) => records.push(r) });
+  t.diagnostic(`max |Δlogit| vs fp32 reference ${maxAbsDiff(logits, load('long_logits_last64').data).toExponential(2)}, vs fp64 ${maxAbsDiff(logits, load('long_logits_last64_f64ref').data).toExponential(2)}`);
   assert.ok(maxAbsDiff(logits, load('long_logits_last64').data) <= LOGIT_TOLERANCE);
   assert.ok(maxAbsDiff(logits, load('long_logits_last64_f64ref').data) <= LOGIT_TOLERANCE);
   const expected = load('long_prefill_topk');
@@ -91,10 +93,11 @@ test('long prompt (InfLLM-V2 sparse path): last 64 logits and every prefill bloc
 });
 
 for (const name of ['short', 'long', 'cross'] as const) {
-  test(`${name} scenario: greedy decode ids exactly, decode logits within tolerance`, async () => {
+  test(`${name} scenario: greedy decode ids exactly, decode logits within tolerance`, async (t) => {
     const result = await decodeScenario(name);
     assert.deepEqual(result.ids, Array.from(load(`${name}_decode_ids`).data));
     const logits = stack(result.logits);
+    t.diagnostic(`decode max |Δlogit| vs fp32 reference ${maxAbsDiff(logits, load(`${name}_decode_logits`).data).toExponential(2)}, vs fp64 ${maxAbsDiff(logits, load(`${name}_decode_logits_f64ref`).data).toExponential(2)}`);
     assert.ok(maxAbsDiff(logits, load(`${name}_decode_logits`).data) <= LOGIT_TOLERANCE);
     assert.ok(maxAbsDiff(logits, load(`${name}_decode_logits_f64ref`).data) <= LOGIT_TOLERANCE);
     if (name === 'cross') assert.ok(maxAbsDiff(result.last, load('cross_logits_last').data) <= LOGIT_TOLERANCE);
