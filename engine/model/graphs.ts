@@ -225,6 +225,7 @@ function buildSparseSelect(cfg: SalaConfig): Uint8Array {
   const coarseVisible = g.input('coarse_visible', 'int64', ['T']);
   const poolPads = g.input('pool_pads', 'int64', [6]);
   const k = g.input('k', 'int64', [1]);
+  const excluded = g.input('block_excluded', 'bool', ['NB']);
 
   const scale = g.float(1 / Math.sqrt(hs));
   // [Hk, G·T, hs] · [Hk, hs, N] → [Hk, G, T, N]
@@ -264,11 +265,16 @@ function buildSparseSelect(cfg: SalaConfig): Uint8Array {
     g.not(g.less(blockRow, g.sub(queryBlock, g.int64(sizes.localBlocks)))),
     g.not(g.greater(blockRow, queryBlock)),
   );
-  const forced = g.where(g.or(isInit, isLocal), g.float(Infinity), blockScores);
+  // Tombstoned blocks (every token dead) are never picked, except where forced.
+  const live = g.where(g.unsqueeze(excluded, [0, 1]), negInf, blockScores);
+  const forced = g.where(g.or(isInit, isLocal), g.float(Infinity), live);
 
   // Top-k, then ascending block order with blocks past the query's own as −1.
-  const [, topIndices] = g.node('TopK', [forced, k], { axis: -1, largest: 1, sorted: 1 }, 2);
-  const [ascending] = g.node('TopK', [topIndices, k], { axis: -1, largest: 0, sorted: 1 }, 2);
+  const [topScores, topIndices] = g.node('TopK', [forced, k], { axis: -1, largest: 1, sorted: 1 }, 2);
+  // A slot filled with a −inf block (nothing selectable left) becomes −1 like a future block.
+  const unusable = g.op('IsInf', [topScores], { detect_positive: 0 });
+  const usable = g.where(unusable, g.int64(Number.MAX_SAFE_INTEGER), topIndices);
+  const [ascending] = g.node('TopK', [usable, k], { axis: -1, largest: 0, sorted: 1 }, 2);
   const selected = g.where(g.greater(ascending, g.unsqueeze(queryBlock, [0])), g.int64(-1), ascending);
   g.output(selected, 'selected', 'int64', [Hk, 'T', 'K']);
   return g.toModel();
@@ -295,6 +301,7 @@ function buildSparseAttend(cfg: SalaConfig): Uint8Array {
   const values = g.input('values', 'float', ['U', Hk, blockSize, hs]);
   const blockIds = g.input('block_ids', 'int64', ['U']);
   const blockMask = g.input('block_mask', 'bool', [Hk, 'T', 'U']);
+  const keyAlive = g.input('key_alive', 'bool', ['U', blockSize]);
   const queryPositions = g.input('query_positions', 'int64', ['T']);
 
   const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]); // [Hk, G·T, hs]
@@ -308,7 +315,10 @@ function buildSparseAttend(cfg: SalaConfig): Uint8Array {
 
   const offsets = g.range(g.int64(0), g.int64(blockSize), g.int64(1));
   const keyPositions = g.reshape(g.add(g.mul(g.unsqueeze(blockIds, [1]), g.int64(blockSize)), g.unsqueeze(offsets, [0])), [-1]); // [S]
-  const causal = g.not(g.greater(g.unsqueeze(keyPositions, [0]), g.unsqueeze(queryPositions, [1]))); // [T, S]
+  const causal = g.and(
+    g.not(g.greater(g.unsqueeze(keyPositions, [0]), g.unsqueeze(queryPositions, [1]))),
+    g.unsqueeze(g.reshape(keyAlive, [-1]), [0]),
+  ); // [T, S]: past and not tombstoned
   const expandedMask = g.reshape(
     g.expand(g.unsqueeze(blockMask, [3]), g.int64s([1, 1, 1, blockSize])),
     g.shapeOf([Hk, g.dim(q, 0), -1]),

@@ -7,6 +7,7 @@ import * as ort from 'onnxruntime-node';
 import { resolveDevice, type DeviceRequest, type ResolvedDevice } from '../runtime/device.js';
 import { GraphSession, bool, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { SparseKvCache } from '../kv/sparse-kv-cache.js';
+import { Sequence } from './sequence.js';
 import { blockUnion, poolPads, visibleCount, type Level } from '../kv/selection.js';
 import { derivedSizes, loadConfig, type DerivedSizes, type SalaConfig } from './config.js';
 import { buildGraphs } from './graphs.js';
@@ -18,29 +19,6 @@ export interface ModelOptions {
   threads?: number;
   /** Threads for single-token decode steps (default 1). */
   decodeThreads?: number;
-}
-
-/** What the model state holds for one token stream: every layer's cache. */
-export class Sequence {
-  readonly tokens: number[] = [];
-  constructor(
-    readonly sparse: Map<number, SparseKvCache>,
-    readonly lightning: Map<number, Float32Array>,
-  ) {}
-
-  get length(): number {
-    return this.tokens.length;
-  }
-
-  /** An independent copy (for branching from a shared prefix). */
-  clone(): Sequence {
-    const copy = new Sequence(
-      new Map([...this.sparse].map(([layer, cache]) => [layer, cache.clone()])),
-      new Map([...this.lightning].map(([layer, state]) => [layer, state.slice()])),
-    );
-    copy.tokens.push(...this.tokens);
-    return copy;
-  }
 }
 
 /** Blocks selected by one sparse layer for a run of queries: [Hk, T, k], ascending, −1 = none. */
@@ -63,6 +41,8 @@ export interface ForwardOptions {
 }
 
 export class ModelInputError extends Error {}
+
+export { Sequence };
 
 export const DEFAULT_CHUNK_SIZE = 512;
 /** Above this share of blocks, gathering costs more than attending over the whole store. */
@@ -195,7 +175,7 @@ export class SalaModel {
     const stateSize = this.sizes.lightningHeads * this.sizes.lightningHeadDim * this.sizes.lightningHeadDim;
     const lightning = new Map<number, Float32Array>();
     for (const layer of this.sizes.lightningLayers) lightning.set(layer, new Float32Array(stateSize));
-    return new Sequence(sparse, lightning);
+    return new Sequence(sparse, lightning, blockSize);
   }
 
   /**
@@ -287,9 +267,9 @@ export class SalaModel {
     const blocks = cache.blockCount;
     if (!call.sparsePath) {
       const everyBlock = Array.from({ length: blocks }, (_, b) => b);
-      return this.attend(cache, layer, x, projected, firstPosition, 0, tokens, everyBlock, new Uint8Array(Hk * tokens * blocks).fill(1));
+      return this.attend(sequence, cache, layer, x, projected, firstPosition, 0, tokens, everyBlock, new Uint8Array(Hk * tokens * blocks).fill(1));
     }
-    const selection = await this.selectBlocks(cache, projected.q, firstPosition, tokens, call.callLength, call.promptLength);
+    const selection = await this.selectBlocks(sequence, cache, projected.q, firstPosition, tokens, call.callLength, call.promptLength);
     if (call.onSelection) call.onSelection({ layer, firstPosition, queries: tokens, k: selection.k, selected: selection.padded });
     // Attend one query block at a time: queries of one block select nearly the same
     // blocks, so each group gathers little more than its own selection.
@@ -303,7 +283,7 @@ export class SalaModel {
         groupSelection.set(selection.raw.subarray((h * tokens + start) * selection.rawK, (h * tokens + end) * selection.rawK), h * rows * selection.rawK);
       }
       const { blockIds, mask } = blockUnion(groupSelection, Hk, rows, selection.rawK);
-      out.set(await this.attend(cache, layer, x, projected, firstPosition, start, end, blockIds, mask), start * d);
+      out.set(await this.attend(sequence, cache, layer, x, projected, firstPosition, start, end, blockIds, mask), start * d);
       start = end;
     }
     return out;
@@ -314,6 +294,7 @@ export class SalaModel {
    * call over `blockIds` (ascending), mask [Hk, end − start, blockIds.length].
    */
   private async attend(
+    sequence: Sequence,
     cache: SparseKvCache,
     layer: number,
     x: Float32Array,
@@ -355,6 +336,7 @@ export class SalaModel {
       values: f32(values, [U, Hk, blockSize, hs]),
       block_ids: i64(blockIds),
       block_mask: bool(mask, [Hk, rows, U]),
+      key_alive: bool(sequence.aliveKeys(blockIds), [U, blockSize]),
       query_positions: i64(Array.from({ length: rows }, (_, i) => firstPosition + start + i)),
     };
     if (projected.gate) feeds.gate = sliceRows(projected.gate, H * hs);
@@ -363,7 +345,7 @@ export class SalaModel {
   }
 
   /** InfLLM-V2 stage 1 + pooling + top-k for the queries of this call (graph sparse_select). */
-  private async selectBlocks(cache: SparseKvCache, q: ort.Tensor, firstPosition: number, tokens: number, callLength: number, promptLength?: number) {
+  private async selectBlocks(sequence: Sequence, cache: SparseKvCache, q: ort.Tensor, firstPosition: number, tokens: number, callLength: number, promptLength?: number) {
     const { fine, coarse } = cache.compressedKeys();
     const Hk = this.config.numKeyValueHeads;
     const hs = this.sizes.sparseHeadDim;
@@ -393,6 +375,7 @@ export class SalaModel {
       coarse_visible: i64(coarseVisible),
       pool_pads: i64(poolPads(Math.max(1, fineCount), blocks, this.config.sparse.blockSize / this.config.sparse.kernelStride)),
       k: i64([rawK]),
+      block_excluded: bool(sequence.excludedBlocks(blocks), [blocks]),
     });
     const raw = int64Data(out.selected);
     const padded = new Int32Array(Hk * tokens * k).fill(-1);
