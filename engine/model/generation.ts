@@ -4,7 +4,7 @@
 import { Sampler, validateSampling, type SamplingOptions } from './sampling.js';
 import { StopMatcher, TextStream } from './text-stream.js';
 import type { Tokenizer } from './tokenizer.js';
-import type { SalaModel, Sequence } from './sala-model.js';
+import type { SalaModel, Sequence, SelectionRecord } from './sala-model.js';
 
 export interface GenerateOptions extends Partial<SamplingOptions> {
   maxTokens?: number;
@@ -13,6 +13,10 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   chunkSize?: number;
   /** Continue this sequence instead of starting a new one (its cache is extended). */
   sequence?: Sequence;
+  /** Token ids that end generation besides the model's eos ids (e.g. a chat turn's end). */
+  stopIds?: readonly number[];
+  /** Sees the blocks the sparse layers select for every prompt and generated token. */
+  onSelection?: (record: SelectionRecord) => void;
 }
 
 export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled';
@@ -48,7 +52,7 @@ export async function* generate(
   const promptIds = typeof prompt === 'string' ? tokenizer.encode(prompt) : [...prompt];
   if (promptIds.length === 0) throw new GenerationError('the prompt is empty: give at least one token of text');
 
-  const endIds = new Set(model.config.eosTokenIds);
+  const endIds = new Set([...model.config.eosTokenIds, ...(options.stopIds ?? [])]);
   const sequence = options.sequence ?? model.newSequence(promptIds.length + maxTokens);
   const stream = new TextStream(tokenizer, { skipSpecialTokens: true });
   const stops = new StopMatcher(options.stop ?? []);
@@ -57,7 +61,7 @@ export async function* generate(
   let finishReason: FinishReason = 'length';
 
   const started = performance.now();
-  let logits = await model.forward(sequence, promptIds, { chunkSize: options.chunkSize, signal: options.signal });
+  let logits = await model.forward(sequence, promptIds, { chunkSize: options.chunkSize, signal: options.signal, onSelection: options.onSelection });
   const prefillMs = performance.now() - started;
   const decodeStarted = performance.now();
 
@@ -81,7 +85,7 @@ export async function* generate(
       finishReason = 'stop';
       break;
     }
-    if (step + 1 < maxTokens) logits = await model.forward(sequence, [next], { signal: options.signal });
+    if (step + 1 < maxTokens) logits = await model.forward(sequence, [next], { signal: options.signal, onSelection: options.onSelection });
   }
   if (finishReason !== 'stop') {
     const rest = stops.push(stream.flush());

@@ -1,0 +1,118 @@
+// How workspace files, questions and fill-in-the-middle requests become tokens,
+// in the format the default model was trained on (training/data.py):
+//   file   <|file|>{path}\n{content}\n
+//   FIM    <|file|>{path}\n<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>
+//   chat   <|user|>{question}<|end|><|assistant|>
+// A model whose tokenizer lacks these tokens gets plain-text equivalents.
+// Text from the workspace is encoded so that it can never produce a special token:
+// a file that contains "<|end|>" must not end the user's turn.
+import type { Tokenizer } from '../model/tokenizer.js';
+
+export const SPECIAL = {
+  file: '<|file|>',
+  fimPrefix: '<|fim_prefix|>',
+  fimSuffix: '<|fim_suffix|>',
+  fimMiddle: '<|fim_middle|>',
+  user: '<|user|>',
+  assistant: '<|assistant|>',
+  end: '<|end|>',
+  endOfText: '<|endoftext|>',
+} as const;
+
+export class PromptFormat {
+  private readonly specials: Map<string, number>;
+  readonly hasFim: boolean;
+  readonly hasChat: boolean;
+
+  constructor(private readonly tokenizer: Tokenizer) {
+    this.specials = new Map();
+    for (const token of Object.values(SPECIAL)) {
+      const id = tokenizer.tokenToId(token);
+      if (id !== undefined) this.specials.set(token, id);
+    }
+    this.hasFim = [SPECIAL.file, SPECIAL.fimPrefix, SPECIAL.fimSuffix, SPECIAL.fimMiddle].every((t) => this.specials.has(t));
+    this.hasChat = [SPECIAL.user, SPECIAL.assistant, SPECIAL.end].every((t) => this.specials.has(t));
+  }
+
+  /** Ids of special tokens that end a turn or a completion. */
+  get stopIds(): number[] {
+    return [SPECIAL.end, SPECIAL.endOfText].flatMap((t) => (this.specials.has(t) ? [this.specials.get(t) ?? -1] : []));
+  }
+
+  /** Plain text → ids, never producing a special token from text that spells one. */
+  text(text: string): number[] {
+    if (text.length === 0) return [];
+    const specialStrings = [...this.specials.keys()];
+    const ids: number[] = [];
+    let rest = text;
+    while (rest.length > 0) {
+      let at = -1;
+      let found = '';
+      for (const s of specialStrings) {
+        const i = rest.indexOf(s);
+        if (i >= 0 && (at < 0 || i < at)) {
+          at = i;
+          found = s;
+        }
+      }
+      if (at < 0) {
+        ids.push(...this.tokenizer.encode(rest, { addSpecialTokens: false }));
+        break;
+      }
+      if (at > 0) ids.push(...this.tokenizer.encode(rest.slice(0, at), { addSpecialTokens: false }));
+      // Split the spelled-out special so no piece matches it.
+      ids.push(...this.tokenizer.encode(found.slice(0, 1), { addSpecialTokens: false }));
+      ids.push(...this.tokenizer.encode(found.slice(1), { addSpecialTokens: false }));
+      rest = rest.slice(at + found.length);
+    }
+    return ids;
+  }
+
+  private special(token: string, fallback: string): number[] {
+    const id = this.specials.get(token);
+    return id !== undefined ? [id] : this.text(fallback);
+  }
+
+  /** A workspace file as it sits in the context. Returns the header length too (for line mapping). */
+  file(path: string, content: string): { ids: number[]; headerTokens: number } {
+    const header = [...this.special(SPECIAL.file, '\n### file: '), ...this.text(`${path}\n`)];
+    const body = this.text(content.endsWith('\n') ? content : `${content}\n`);
+    return { ids: [...header, ...body], headerTokens: header.length };
+  }
+
+  /** A question after the context, up to where the answer starts. */
+  question(question: string): number[] {
+    return [...this.special(SPECIAL.user, '\n### question\n'), ...this.text(question), ...this.special(SPECIAL.end, '\n'), ...this.special(SPECIAL.assistant, '### answer\n')];
+  }
+
+  /** FIM request: the part that depends only on the file (start) and on the prefix. */
+  fimStart(path: string): number[] {
+    return [...this.special(SPECIAL.file, '\n### file: '), ...this.text(`${path}\n`), ...(this.hasFim ? this.special(SPECIAL.fimPrefix, '') : [])];
+  }
+
+  /** What follows the prefix: the suffix and the cue to write the middle. Without FIM tokens, plain continuation. */
+  fimEnd(suffix: string): number[] {
+    if (!this.hasFim) return [];
+    return [...this.special(SPECIAL.fimSuffix, ''), ...this.text(suffix), ...this.special(SPECIAL.fimMiddle, '')];
+  }
+
+  /** Newlines each token id decodes to, cached per id (the vocabulary is small; files are not). */
+  private newlineCounts?: Int16Array;
+
+  /** Number of newlines each token decodes to (for mapping token offsets to lines). */
+  newlinesPerToken(ids: readonly number[]): Uint8Array {
+    const cache = (this.newlineCounts ??= new Int16Array(this.tokenizer.vocabSize).fill(-1));
+    const counts = new Uint8Array(ids.length);
+    ids.forEach((id, i) => {
+      let n = id < cache.length ? cache[id] : -1;
+      if (n < 0) {
+        const text = this.tokenizer.decode([id]);
+        n = 0;
+        for (let j = 0; j < text.length; j++) if (text.charCodeAt(j) === 10) n++;
+        if (id < cache.length) cache[id] = n;
+      }
+      counts[i] = Math.min(n, 255);
+    });
+    return counts;
+  }
+}

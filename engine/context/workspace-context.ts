@@ -1,0 +1,440 @@
+// The whole workspace as one long model context, kept fresh by appending.
+//
+// Files sit in the sequence one after another (rarely edited first). An edit
+// tombstones the file's old span — its tokens stay cached but are masked out of
+// attention and block selection — and appends the new version at the tail, so a
+// one-line edit costs the new version's tokens, not the workspace's. When dead
+// tokens pass a threshold, compaction rolls back to the last lightning checkpoint
+// before the first tombstone and re-feeds the live files after it (from their
+// cached token ids: no re-tokenization). Questions and completions run after the
+// context and are rolled back afterwards, so they never change it.
+import type { SalaModel, SelectionRecord, Sequence } from '../model/sala-model.js';
+import type { SequenceCheckpoint } from '../model/sequence.js';
+import type { Tokenizer } from '../model/tokenizer.js';
+import { generate, type FinishReason } from '../model/generation.js';
+import { PromptFormat } from './prompt-format.js';
+
+export interface ContextFile {
+  path: string;
+  text: string;
+  contentHash: string;
+  mtimeMs: number;
+}
+
+export interface FileSpan {
+  path: string;
+  start: number;
+  end: number;
+  headerTokens: number;
+  contentHash: string;
+  mtimeMs: number;
+  editCount: number;
+  /** Token offset (from start) of the first token of each line of the file. */
+  lineStarts: number[];
+}
+
+export interface Source {
+  path: string;
+  startLine: number;
+  endLine: number;
+  /** Share of the answer's selected (non-forced) blocks that fell in this range. */
+  weight: number;
+}
+
+export interface ContextOptions {
+  /** Live-token budget (default 1,000,000). */
+  budget?: number;
+  /** Compact when dead tokens exceed this share of the sequence (default 0.25). */
+  compactAt?: number;
+  /** Lightning checkpoints at file boundaries at least this many tokens apart (default 16,384). */
+  checkpointEvery?: number;
+  chunkSize?: number;
+  log?: (message: string) => void;
+}
+
+export interface AskOptions {
+  selection?: { path: string; text: string; startLine?: number };
+  maxTokens?: number;
+  temperature?: number;
+  signal?: AbortSignal;
+}
+
+export interface AskResult {
+  text: string;
+  sources: Source[];
+  finishReason: FinishReason;
+  promptTokens: number;
+}
+
+export interface ContextStats {
+  files: number;
+  liveTokens: number;
+  deadTokens: number;
+  sequenceTokens: number;
+  excluded: { path: string; tokens: number }[];
+  checkpoints: number;
+}
+
+export class ContextError extends Error {}
+
+/** Serializes access to the shared sequence: requests queue, none interleave. */
+class Mutex {
+  private tail: Promise<void> = Promise.resolve();
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    const previous = this.tail;
+    let release!: () => void;
+    this.tail = new Promise((resolve) => (release = resolve));
+    await previous;
+    try {
+      return await work();
+    } finally {
+      release();
+    }
+  }
+}
+
+export class WorkspaceContext {
+  readonly format: PromptFormat;
+  readonly sequence: Sequence;
+  private readonly spans = new Map<string, FileSpan>();
+  private readonly excluded = new Map<string, number>();
+  /** Lightning states at file boundaries, ascending by length. */
+  private checkpoints: SequenceCheckpoint[] = [];
+  /** The end of the workspace part of the sequence; requests run after it and roll back to it. */
+  private contextEnd: SequenceCheckpoint;
+  private readonly lock = new Mutex();
+  private readonly budget: number;
+  private readonly compactAt: number;
+  private readonly checkpointEvery: number;
+  /** State of the last completion: after its FIM start (base) and a few tokens short of its prefix end (kept). */
+  private completionCache?: { path: string; base: SequenceCheckpoint; fed: number[]; kept: SequenceCheckpoint };
+
+  constructor(
+    readonly model: SalaModel,
+    readonly tokenizer: Tokenizer,
+    private readonly options: ContextOptions = {},
+  ) {
+    this.format = new PromptFormat(tokenizer);
+    this.sequence = model.newSequence();
+    this.budget = options.budget ?? 1_000_000;
+    this.compactAt = options.compactAt ?? 0.25;
+    this.checkpointEvery = options.checkpointEvery ?? 16_384;
+    this.contextEnd = this.sequence.checkpoint();
+  }
+
+  stats(): ContextStats {
+    const liveTokens = [...this.spans.values()].reduce((n, s) => n + s.end - s.start, 0);
+    return {
+      files: this.spans.size,
+      liveTokens,
+      deadTokens: this.sequence.deadTokens,
+      sequenceTokens: this.contextEnd.length,
+      excluded: [...this.excluded].map(([path, tokens]) => ({ path, tokens })),
+      checkpoints: this.checkpoints.length,
+    };
+  }
+
+  span(path: string): FileSpan | undefined {
+    return this.spans.get(path);
+  }
+
+  /** Spans in context order. */
+  layout(): FileSpan[] {
+    return [...this.spans.values()].sort((a, b) => a.start - b.start);
+  }
+
+  /**
+   * Adds or replaces files and removes deleted ones, as one update: replaced and
+   * deleted spans are tombstoned, new versions appended in the given order
+   * (callers pass rarely-changing files first). Unchanged files are skipped.
+   */
+  update(changed: readonly ContextFile[], deleted: readonly string[] = [], signal?: AbortSignal): Promise<void> {
+    return this.lock.run(async () => {
+      this.restoreContextEnd();
+      for (const path of deleted) this.tombstone(path);
+      for (const file of changed) {
+        const old = this.spans.get(file.path);
+        if (old && old.contentHash === file.contentHash) continue;
+        const editCount = old ? old.editCount + 1 : 0;
+        this.tombstone(file.path);
+        await this.append(file, editCount, signal);
+      }
+      if (this.sequence.deadTokens > this.compactAt * this.sequence.length) await this.compactLocked(signal);
+      this.contextEnd = this.sequence.checkpoint();
+    });
+  }
+
+  /** Re-feeds every live file after the first tombstone; drops the tombstones. */
+  compact(signal?: AbortSignal): Promise<void> {
+    return this.lock.run(async () => {
+      this.restoreContextEnd();
+      await this.compactLocked(signal);
+      this.contextEnd = this.sequence.checkpoint();
+    });
+  }
+
+  private restoreContextEnd(): void {
+    if (this.sequence.length > this.contextEnd.length) this.sequence.rollback(this.contextEnd);
+    this.completionCache = undefined;
+  }
+
+  private tombstone(path: string): void {
+    const span = this.spans.get(path);
+    this.excluded.delete(path);
+    if (!span) return;
+    this.sequence.markDead(span.start, span.end);
+    this.spans.delete(path);
+    this.completionCache = undefined;
+  }
+
+  private liveTokens(): number {
+    let n = 0;
+    for (const span of this.spans.values()) n += span.end - span.start;
+    return n;
+  }
+
+  private async append(file: ContextFile, editCount: number, signal?: AbortSignal): Promise<void> {
+    const { ids, headerTokens } = this.format.file(file.path, file.text);
+    if (this.liveTokens() + ids.length > this.budget) {
+      this.excluded.set(file.path, ids.length);
+      this.options.log?.(`context: ${file.path} (${ids.length} tokens) does not fit the ${this.budget}-token budget; left out`);
+      return;
+    }
+    await this.feedFile(file.path, ids, headerTokens, { contentHash: file.contentHash, mtimeMs: file.mtimeMs, editCount }, signal);
+  }
+
+  private async feedFile(path: string, ids: number[], headerTokens: number, meta: { contentHash: string; mtimeMs: number; editCount: number }, signal?: AbortSignal): Promise<void> {
+    const start = this.sequence.length;
+    const last = this.checkpoints[this.checkpoints.length - 1];
+    if (start === 0 || start - (last?.length ?? 0) >= this.checkpointEvery) this.checkpoints.push(this.sequence.checkpoint());
+    try {
+      await this.model.forward(this.sequence, ids, { logits: 'last', chunkSize: this.options.chunkSize, signal });
+    } catch (err) {
+      // A half-fed file would leave tokens no span owns: roll back to where it started.
+      this.sequence.rollback(this.checkpointAt(start));
+      throw err;
+    }
+    const newlines = this.format.newlinesPerToken(ids.slice(headerTokens));
+    const lineStarts = [headerTokens];
+    newlines.forEach((n, i) => {
+      for (let k = 0; k < n; k++) lineStarts.push(headerTokens + i + 1);
+    });
+    lineStarts.pop(); // the file's final newline starts no line
+    this.spans.set(path, { path, start, end: start + ids.length, headerTokens, lineStarts, ...meta });
+  }
+
+  /** A checkpoint at exactly `length`: an existing one, or the rollback target rebuilt by re-feeding. */
+  private checkpointAt(length: number): SequenceCheckpoint {
+    const exact = this.checkpoints.find((c) => c.length === length);
+    if (exact) return exact;
+    if (this.sequence.length === length) return this.sequence.checkpoint();
+    throw new ContextError(`internal: no checkpoint at ${length}`);
+  }
+
+  private async compactLocked(signal?: AbortSignal): Promise<void> {
+    const firstDead = this.sequence.deadRanges[0]?.[0];
+    if (firstDead === undefined) return;
+    const restart = [...this.checkpoints].reverse().find((c) => c.length <= firstDead) ?? this.checkpoints[0];
+    const live = this.layout().filter((span) => span.start >= restart.length);
+    const tokensOf = new Map(live.map((span) => [span.path, this.sequence.tokens.slice(span.start, span.end)]));
+    this.options.log?.(`context: compacting from token ${restart.length} (${this.sequence.deadTokens} dead, ${live.length} files to re-feed)`);
+    this.sequence.rollback(restart);
+    this.checkpoints = this.checkpoints.filter((c) => c.length <= restart.length);
+    for (const span of live) this.spans.delete(span.path);
+    this.completionCache = undefined;
+    for (const span of live) {
+      const ids = tokensOf.get(span.path) ?? [];
+      await this.feedFile(span.path, ids, span.headerTokens, span, signal);
+    }
+  }
+
+  /**
+   * Streams an answer to `question` generated after the whole context; returns
+   * the sources: the files and lines whose blocks the sparse layers selected
+   * most while reading the question and writing the answer.
+   */
+  async *ask(question: string, options: AskOptions = {}): AsyncGenerator<string, AskResult> {
+    const queue: string[] = [];
+    let wake: (() => void) | undefined;
+    let done = false;
+    let failure: unknown;
+    let result: AskResult | undefined;
+    const work = this.lock.run(async () => {
+      this.restoreContextEnd();
+      const start = this.sequence.length;
+      let text = question;
+      if (options.selection) {
+        const where = options.selection.startLine !== undefined ? `${options.selection.path}:${options.selection.startLine}` : options.selection.path;
+        text += `\n\nSelected code (${where}):\n${options.selection.text}`;
+      }
+      const prompt = this.format.question(text);
+      const hits = new Map<number, number>();
+      const onSelection = (record: SelectionRecord) => this.countHits(record, start, hits);
+      try {
+        const stream = generate(this.model, this.tokenizer, prompt, {
+          sequence: this.sequence,
+          maxTokens: options.maxTokens ?? 256,
+          temperature: options.temperature ?? 0,
+          stopIds: this.format.stopIds,
+          signal: options.signal,
+          onSelection,
+        });
+        let next = await stream.next();
+        while (!next.done) {
+          queue.push(next.value);
+          wake?.();
+          next = await stream.next();
+        }
+        result = { text: next.value.text, finishReason: next.value.finishReason, promptTokens: prompt.length, sources: this.sources(hits) };
+      } finally {
+        this.sequence.rollback(this.contextEnd);
+      }
+    });
+    work.then(
+      () => {
+        done = true;
+        wake?.();
+      },
+      (err: unknown) => {
+        failure = err;
+        done = true;
+        wake?.();
+      },
+    );
+    for (;;) {
+      while (queue.length > 0) yield queue.shift() ?? '';
+      if (done) break;
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+    }
+    if (failure !== undefined) throw failure;
+    if (!result) throw new ContextError('internal: ask finished without a result');
+    return result;
+  }
+
+  /** Counts, per block of the workspace part, how often a query picked it beyond the forced ones. */
+  private countHits(record: SelectionRecord, contextLength: number, hits: Map<number, number>): void {
+    const { blockSize, initBlocks } = this.model.config.sparse;
+    const { localBlocks } = this.model.sizes;
+    for (let row = 0; row < record.selected.length / record.k; row++) {
+      const position = record.firstPosition + (row % record.queries);
+      const localFrom = Math.floor(position / blockSize) - localBlocks;
+      for (let j = 0; j < record.k; j++) {
+        const block = record.selected[row * record.k + j];
+        // Forced blocks (the sink and the local window) and the question's own blocks say nothing about sources.
+        if (block < initBlocks || block >= localFrom || (block + 1) * blockSize > contextLength) continue;
+        hits.set(block, (hits.get(block) ?? 0) + 1);
+      }
+    }
+  }
+
+  /** Maps the most-selected blocks back to files and line ranges. */
+  private sources(hits: Map<number, number>, limit = 5): Source[] {
+    const { blockSize } = this.model.config.sparse;
+    const total = [...hits.values()].reduce((a, b) => a + b, 0);
+    if (total === 0) return [];
+    const spans = this.layout();
+    const byFileLine = new Map<string, { path: string; startLine: number; endLine: number; weight: number }>();
+    for (const [block, count] of [...hits].sort((a, b) => b[1] - a[1])) {
+      const from = block * blockSize;
+      const to = from + blockSize;
+      for (const span of spans) {
+        if (span.end <= from || span.start >= to) continue;
+        const lineOf = (position: number) => {
+          const offset = position - span.start;
+          let lo = 0;
+          let hi = span.lineStarts.length - 1;
+          while (lo < hi) {
+            const mid = (lo + hi + 1) >> 1;
+            if (span.lineStarts[mid] <= offset) lo = mid;
+            else hi = mid - 1;
+          }
+          return lo + 1;
+        };
+        const startLine = lineOf(Math.max(from, span.start));
+        const endLine = lineOf(Math.min(to, span.end) - 1);
+        const key = `${span.path}:${startLine}`;
+        const entry = byFileLine.get(key) ?? { path: span.path, startLine, endLine, weight: 0 };
+        entry.weight += count / total;
+        byFileLine.set(key, entry);
+      }
+    }
+    return mergeAdjacent([...byFileLine.values()]).sort((a, b) => b.weight - a.weight).slice(0, limit);
+  }
+
+  /**
+   * Inline completion at a cursor: the live text of `path` split into prefix and
+   * suffix, after the whole context (fill-in-the-middle when the model has the
+   * tokens). The state after the prefix is kept, so a request whose prefix extends
+   * the previous one feeds only the new tokens.
+   */
+  complete(path: string, prefix: string, suffix: string, options: { maxTokens?: number; stop?: string[]; signal?: AbortSignal } = {}): Promise<{ text: string; reusedTokens: number; fedTokens: number }> {
+    return this.lock.run(async () => {
+      const start = this.format.fimStart(path);
+      // Tokens fed after the cached base point: the last token of the FIM start, then the prefix.
+      const fed = [start[start.length - 1], ...this.format.text(prefix)];
+      const cache = this.completionCache?.path === path ? this.completionCache : undefined;
+      let base: SequenceCheckpoint;
+      let reused = 0;
+      if (cache && cache.fed.length < fed.length && startsWith(fed, cache.fed)) {
+        this.sequence.rollback(cache.kept);
+        base = cache.base;
+        reused = cache.fed.length;
+      } else if (cache) {
+        this.sequence.rollback(cache.base);
+        base = cache.base;
+      } else {
+        this.restoreContextEnd();
+        if (start.length > 1) await this.model.forward(this.sequence, start.slice(0, -1), { logits: 'last', signal: options.signal, chunkSize: this.options.chunkSize });
+        base = this.sequence.checkpoint();
+      }
+      // Keep the state a few tokens before the prefix end: typing usually re-tokenizes only the last token or two.
+      const keep = Math.min(fed.length - 1, Math.max(reused, fed.length - 4));
+      if (keep > reused) await this.model.forward(this.sequence, fed.slice(reused, keep), { logits: 'last', signal: options.signal, chunkSize: this.options.chunkSize });
+      this.completionCache = { path, base, fed: fed.slice(0, keep), kept: this.sequence.checkpoint() };
+      const tail = [...fed.slice(keep), ...this.format.fimEnd(suffix)];
+      try {
+        const stream = generate(this.model, this.tokenizer, tail, {
+          sequence: this.sequence,
+          maxTokens: options.maxTokens ?? 48,
+          stop: options.stop ?? ['\n\n'],
+          stopIds: this.format.stopIds,
+          signal: options.signal,
+        });
+        let text = '';
+        let next = await stream.next();
+        while (!next.done) {
+          text += next.value;
+          next = await stream.next();
+        }
+        return { text, reusedTokens: reused, fedTokens: keep - reused + tail.length };
+      } finally {
+        this.sequence.rollback(this.completionCache.kept);
+      }
+    });
+  }
+}
+
+function startsWith(ids: readonly number[], prefix: readonly number[]): boolean {
+  if (prefix.length > ids.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (ids[i] !== prefix[i]) return false;
+  return true;
+}
+
+/** Joins ranges of one file that touch or overlap. */
+function mergeAdjacent(ranges: Source[]): Source[] {
+  const byPath = new Map<string, Source[]>();
+  for (const r of ranges) byPath.set(r.path, [...(byPath.get(r.path) ?? []), r]);
+  const merged: Source[] = [];
+  for (const list of byPath.values()) {
+    list.sort((a, b) => a.startLine - b.startLine);
+    for (const r of list) {
+      const last = merged[merged.length - 1];
+      if (last && last.path === r.path && r.startLine <= last.endLine + 1) {
+        last.endLine = Math.max(last.endLine, r.endLine);
+        last.weight += r.weight;
+      } else merged.push({ ...r });
+    }
+  }
+  return merged;
+}

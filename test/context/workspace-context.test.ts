@@ -1,0 +1,149 @@
+// The workspace context on the fixture model: log-structured updates, compaction,
+// questions with sources, completions with a reused prefix state.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { SalaModel } from '../../engine/model/sala-model.js';
+import { loadTokenizer, type Tokenizer } from '../../engine/model/tokenizer.js';
+import { WorkspaceContext, type ContextFile } from '../../engine/context/workspace-context.js';
+
+const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
+let model: SalaModel;
+let tokenizer: Tokenizer;
+
+before(async () => {
+  model = await SalaModel.load(FIXTURE);
+  tokenizer = await loadTokenizer(FIXTURE, model.config.vocabSize);
+});
+
+function file(name: string, text: string, mtimeMs = 0): ContextFile {
+  return { path: name, text, contentHash: createHash('sha256').update(text).digest('hex'), mtimeMs };
+}
+
+function source(n: number, lines = 12): string {
+  return Array.from({ length: lines }, (_, i) => `export function f${n}_${i}(x: number) { return x * ${i + n}; }`).join('\n') + '\n';
+}
+
+const files = [file('src/a.ts', source(1)), file('src/b.ts', source(2)), file('src/c.ts', source(3)), file('lib/d.ts', source(4))];
+
+async function collect(stream: AsyncGenerator<string, { text: string }>) {
+  const deltas: string[] = [];
+  let next = await stream.next();
+  while (!next.done) {
+    deltas.push(next.value);
+    next = await stream.next();
+  }
+  return { deltas, result: next.value };
+}
+
+test('files are laid out one after another with exact spans; an unchanged re-save costs nothing', async () => {
+  const context = new WorkspaceContext(model, tokenizer);
+  await context.update(files);
+  const layout = context.layout();
+  assert.deepEqual(layout.map((s) => s.path), files.map((f) => f.path));
+  for (let i = 1; i < layout.length; i++) assert.equal(layout[i].start, layout[i - 1].end);
+  const stats = context.stats();
+  assert.equal(stats.sequenceTokens, layout[layout.length - 1].end);
+  assert.equal(stats.liveTokens, stats.sequenceTokens);
+  // byte-level tokenizer: the span is the header plus the bytes of the file
+  const a = context.span('src/a.ts');
+  assert.ok(a);
+  assert.equal(a.end - a.start - a.headerTokens, Buffer.byteLength(files[0].text));
+  assert.equal(a.lineStarts.length, 12);
+  await context.update([files[1]]);
+  assert.equal(context.stats().sequenceTokens, stats.sequenceTokens);
+});
+
+test('an edit tombstones the old span and appends the new version; compaction equals a fresh build of the same layout', async () => {
+  const context = new WorkspaceContext(model, tokenizer, { compactAt: 1 });
+  await context.update(files);
+  const before = context.stats();
+  const edited = file('src/b.ts', source(2).replace('x * 3', 'x * 33'));
+  await context.update([edited]);
+  const after = context.stats();
+  const b = context.span('src/b.ts');
+  assert.ok(b);
+  assert.equal(b.start, before.sequenceTokens, 'new version at the tail');
+  assert.equal(b.editCount, 1);
+  assert.equal(after.deadTokens, b.end - b.start - 1, 'the old span of b is dead (one byte shorter than the new one)');
+  assert.deepEqual(context.layout().map((s) => s.path), ['src/a.ts', 'src/c.ts', 'lib/d.ts', 'src/b.ts']);
+
+  await context.compact();
+  assert.equal(context.stats().deadTokens, 0);
+  assert.deepEqual(context.layout().map((s) => s.path), ['src/a.ts', 'src/c.ts', 'lib/d.ts', 'src/b.ts']);
+  const fresh = new WorkspaceContext(model, tokenizer);
+  await fresh.update([files[0], files[2], files[3], edited]);
+  assert.deepEqual(context.sequence.tokens, fresh.sequence.tokens);
+  const question = 'What does f2_2 return?';
+  const [x, y] = [await collect(context.ask(question, { maxTokens: 12 })), await collect(fresh.ask(question, { maxTokens: 12 }))];
+  assert.equal(x.result.text, y.result.text);
+});
+
+test('deleting a file tombstones it; it no longer appears in the layout or in sources', async () => {
+  const context = new WorkspaceContext(model, tokenizer, { compactAt: 1 });
+  await context.update(files);
+  await context.update([], ['src/c.ts']);
+  assert.equal(context.span('src/c.ts'), undefined);
+  const { result } = await collect(context.ask('Where is f3_1 defined?', { maxTokens: 8 }));
+  assert.ok(!(result as { sources: { path: string }[] }).sources.some((s) => s.path === 'src/c.ts'));
+});
+
+test('ask streams an answer, reports sources inside real files, and leaves the context unchanged', async () => {
+  const many = Array.from({ length: 12 }, (_, i) => file(`pkg/m${i}.ts`, source(i, 10)));
+  const context = new WorkspaceContext(model, tokenizer);
+  await context.update(many);
+  const length = context.sequence.length;
+  const { deltas, result } = await collect(context.ask('Which function multiplies by 7?', { maxTokens: 16 }));
+  assert.equal(deltas.join(''), result.text);
+  assert.equal(context.sequence.length, length);
+  const { sources } = result as unknown as { sources: { path: string; startLine: number; endLine: number; weight: number }[] };
+  assert.ok(sources.length > 0, 'the sparse layers selected blocks beyond the forced ones');
+  for (const s of sources) {
+    assert.ok(many.some((f) => f.path === s.path), s.path);
+    assert.ok(s.startLine >= 1 && s.endLine >= s.startLine && s.endLine <= 10, `${s.path}:${s.startLine}-${s.endLine}`);
+    assert.ok(s.weight > 0 && s.weight <= 1);
+  }
+  const again = await collect(context.ask('Which function multiplies by 7?', { maxTokens: 16 }));
+  assert.equal(again.result.text, result.text, 'a question does not change the context');
+});
+
+test('concurrent requests queue; a cancelled question leaves the context intact', async () => {
+  const context = new WorkspaceContext(model, tokenizer);
+  await context.update(files);
+  const controller = new AbortController();
+  const cancelled = collect(context.ask('first', { maxTokens: 200, signal: controller.signal }));
+  const second = collect(context.ask('second question', { maxTokens: 6 }));
+  setTimeout(() => controller.abort(new Error('stop')), 50);
+  const [first, other] = await Promise.all([cancelled.catch((e: Error) => e), second]);
+  if (!(first instanceof Error)) assert.ok(['cancelled', 'length', 'eos'].includes((first.result as { finishReason: string }).finishReason));
+  const reference = new WorkspaceContext(model, tokenizer);
+  await reference.update(files);
+  const expected = await collect(reference.ask('second question', { maxTokens: 6 }));
+  assert.equal(other.result.text, expected.result.text);
+});
+
+test('completion reuses the state after the prefix when typing continues, with the same result as a cold start', async () => {
+  const context = new WorkspaceContext(model, tokenizer);
+  await context.update(files);
+  const prefix = 'export function g(x: number) {\n  return x';
+  const first = await context.complete('src/new.ts', prefix, '\n}\n', { maxTokens: 6 });
+  assert.equal(first.reusedTokens, 0);
+  const typed = `${prefix} + 1`;
+  const warm = await context.complete('src/new.ts', typed, '\n}\n', { maxTokens: 6 });
+  assert.ok(warm.reusedTokens > 0 && warm.fedTokens < 12, `reused ${warm.reusedTokens}, fed ${warm.fedTokens}`);
+  const cold = new WorkspaceContext(model, tokenizer);
+  await cold.update(files);
+  const reference = await cold.complete('src/new.ts', typed, '\n}\n', { maxTokens: 6 });
+  assert.equal(warm.text, reference.text);
+  assert.equal(context.sequence.length >= context.stats().sequenceTokens, true);
+});
+
+test('a file that does not fit the budget is listed as excluded, never silently dropped', async () => {
+  const context = new WorkspaceContext(model, tokenizer, { budget: 1500 });
+  await context.update(files);
+  const stats = context.stats();
+  assert.ok(stats.liveTokens <= 1500);
+  assert.ok(stats.excluded.length > 0);
+  assert.equal(stats.files + stats.excluded.length, files.length);
+});
