@@ -77,6 +77,31 @@ export interface ContextStats {
 
 export class ContextError extends Error {}
 
+/** The context as a store sees it when saving. */
+export interface ContextState {
+  length: number;
+  tokens: readonly number[];
+  sequence: Sequence;
+  spans: FileSpan[];
+  excluded: [string, number][];
+  dead: [number, number][];
+  checkpoints: readonly SequenceCheckpoint[];
+  end: SequenceCheckpoint;
+  /** Positions from here on were rewritten since the last save. */
+  dirtyFrom: number;
+}
+
+/** What a store hands back to rebuild a context. */
+export interface RestoredState {
+  tokens: number[];
+  kv: Map<number, { keys: Float32Array; values: Float32Array }>;
+  end: SequenceCheckpoint;
+  dead: [number, number][];
+  spans: FileSpan[];
+  excluded: [string, number][];
+  checkpoints: SequenceCheckpoint[];
+}
+
 /** Serializes access to the shared sequence: requests queue, none interleave. */
 class Mutex {
   private tail: Promise<void> = Promise.resolve();
@@ -107,6 +132,8 @@ export class WorkspaceContext {
   private readonly compactAt: number;
   private readonly checkpointEvery: number;
   /** State of the last completion: after its FIM start (base) and a few tokens short of its prefix end (kept). */
+  /** Lowest position rewritten since the last save (compaction re-feeds from a checkpoint). */
+  private dirtyFrom = Number.POSITIVE_INFINITY;
   private completionCache?: { path: string; base: SequenceCheckpoint; fed: number[]; kept: SequenceCheckpoint };
 
   constructor(
@@ -120,6 +147,45 @@ export class WorkspaceContext {
     this.compactAt = options.compactAt ?? 0.25;
     this.checkpointEvery = options.checkpointEvery ?? 16_384;
     this.contextEnd = this.sequence.checkpoint();
+  }
+
+  /** Everything a store needs to persist the context, taken under the lock so it is consistent. */
+  withState<T>(use: (state: ContextState) => Promise<T>): Promise<T> {
+    return this.lock.run(async () => {
+      this.restoreContextEnd();
+      const result = await use({
+        length: this.contextEnd.length,
+        tokens: this.sequence.tokens,
+        sequence: this.sequence,
+        spans: this.layout(),
+        excluded: [...this.excluded],
+        dead: this.sequence.deadRanges.map(([a, b]) => [a, b]),
+        checkpoints: this.checkpoints,
+        end: this.contextEnd,
+        dirtyFrom: this.dirtyFrom,
+      });
+      this.dirtyFrom = Number.POSITIVE_INFINITY;
+      return result;
+    });
+  }
+
+  /** Rebuilds a context from persisted state (see ContextStore.load). */
+  static restore(model: SalaModel, tokenizer: Tokenizer, options: ContextOptions, saved: RestoredState): WorkspaceContext {
+    const context = new WorkspaceContext(model, tokenizer, options);
+    const sequence = context.sequence;
+    sequence.tokens.push(...saved.tokens);
+    for (const [layer, kv] of saved.kv) {
+      const cache = sequence.sparse.get(layer);
+      if (!cache) throw new ContextError(`stored KV for layer ${layer}, which is not a sparse layer of this model`);
+      cache.append(kv.keys, kv.values);
+    }
+    sequence.rollback(saved.end);
+    for (const [a, b] of saved.dead) sequence.markDead(a, b);
+    for (const span of saved.spans) context.spans.set(span.path, span);
+    for (const [path, tokens] of saved.excluded) context.excluded.set(path, tokens);
+    context.checkpoints = [...saved.checkpoints];
+    context.contextEnd = sequence.checkpoint();
+    return context;
   }
 
   stats(): ContextStats {
@@ -220,7 +286,8 @@ export class WorkspaceContext {
       for (let k = 0; k < n; k++) lineStarts.push(headerTokens + i + 1);
     });
     lineStarts.pop(); // the file's final newline starts no line
-    this.spans.set(path, { path, start, end: start + ids.length, headerTokens, lineStarts, ...meta });
+    const { contentHash, mtimeMs, editCount } = meta;
+    this.spans.set(path, { path, start, end: start + ids.length, headerTokens, lineStarts, contentHash, mtimeMs, editCount });
   }
 
   /** A checkpoint at exactly `length`: an existing one, or the rollback target rebuilt by re-feeding. */
@@ -239,6 +306,7 @@ export class WorkspaceContext {
     const tokensOf = new Map(live.map((span) => [span.path, this.sequence.tokens.slice(span.start, span.end)]));
     this.options.log?.(`context: compacting from token ${restart.length} (${this.sequence.deadTokens} dead, ${live.length} files to re-feed)`);
     this.sequence.rollback(restart);
+    this.dirtyFrom = Math.min(this.dirtyFrom, restart.length);
     this.checkpoints = this.checkpoints.filter((c) => c.length <= restart.length);
     for (const span of live) this.spans.delete(span.path);
     this.completionCache = undefined;

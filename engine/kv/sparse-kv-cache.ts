@@ -138,6 +138,22 @@ export class SparseKvCache {
     this.length += tokens;
   }
 
+  /** Keys and values of positions [start, end) as [end − start, Hk, hs] (the layout append takes). */
+  rows(start: number, end: number): { keys: Float32Array; values: Float32Array } {
+    const { kvHeads, headDim } = this.geometry;
+    const keys = new Float32Array((end - start) * kvHeads * headDim);
+    const values = new Float32Array(keys.length);
+    for (let t = start; t < end; t++) {
+      for (let h = 0; h < kvHeads; h++) {
+        const src = this.offset(t, h);
+        const dst = ((t - start) * kvHeads + h) * headDim;
+        keys.set(this.keys.subarray(src, src + headDim), dst);
+        values.set(this.values.subarray(src, src + headDim), dst);
+      }
+    }
+    return { keys, values };
+  }
+
   /** Forgets everything after `length` tokens (used to roll a sequence back). */
   truncate(length: number): void {
     if (length >= this.length) return;

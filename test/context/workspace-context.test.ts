@@ -27,7 +27,7 @@ function source(n: number, lines = 12): string {
 
 const files = [file('src/a.ts', source(1)), file('src/b.ts', source(2)), file('src/c.ts', source(3)), file('lib/d.ts', source(4))];
 
-async function collect(stream: AsyncGenerator<string, { text: string }>) {
+async function collect<R>(stream: AsyncGenerator<string, R>) {
   const deltas: string[] = [];
   let next = await stream.next();
   while (!next.done) {
@@ -71,6 +71,10 @@ test('an edit tombstones the old span and appends the new version; compaction eq
 
   await context.compact();
   assert.equal(context.stats().deadTokens, 0);
+  const compacted = context.layout();
+  assert.equal(compacted[0].start, context.span('src/a.ts')?.start);
+  for (let i = 1; i < compacted.length; i++) assert.equal(compacted[i].start, compacted[i - 1].end, 'spans stay contiguous after compaction');
+  assert.equal(compacted[compacted.length - 1].end, context.sequence.length);
   assert.deepEqual(context.layout().map((s) => s.path), ['src/a.ts', 'src/c.ts', 'lib/d.ts', 'src/b.ts']);
   const fresh = new WorkspaceContext(model, tokenizer);
   await fresh.update([files[0], files[2], files[3], edited]);
@@ -86,7 +90,7 @@ test('deleting a file tombstones it; it no longer appears in the layout or in so
   await context.update([], ['src/c.ts']);
   assert.equal(context.span('src/c.ts'), undefined);
   const { result } = await collect(context.ask('Where is f3_1 defined?', { maxTokens: 8 }));
-  assert.ok(!(result as { sources: { path: string }[] }).sources.some((s) => s.path === 'src/c.ts'));
+  assert.ok(!result.sources.some((s) => s.path === 'src/c.ts'));
 });
 
 test('ask streams an answer, reports sources inside real files, and leaves the context unchanged', async () => {
@@ -97,7 +101,7 @@ test('ask streams an answer, reports sources inside real files, and leaves the c
   const { deltas, result } = await collect(context.ask('Which function multiplies by 7?', { maxTokens: 16 }));
   assert.equal(deltas.join(''), result.text);
   assert.equal(context.sequence.length, length);
-  const { sources } = result as unknown as { sources: { path: string; startLine: number; endLine: number; weight: number }[] };
+  const { sources } = result;
   assert.ok(sources.length > 0, 'the sparse layers selected blocks beyond the forced ones');
   for (const s of sources) {
     assert.ok(many.some((f) => f.path === s.path), s.path);
@@ -116,7 +120,7 @@ test('concurrent requests queue; a cancelled question leaves the context intact'
   const second = collect(context.ask('second question', { maxTokens: 6 }));
   setTimeout(() => controller.abort(new Error('stop')), 50);
   const [first, other] = await Promise.all([cancelled.catch((e: Error) => e), second]);
-  if (!(first instanceof Error)) assert.ok(['cancelled', 'length', 'eos'].includes((first.result as { finishReason: string }).finishReason));
+  if (!(first instanceof Error)) assert.ok(['cancelled', 'length', 'eos'].includes(first.result.finishReason));
   const reference = new WorkspaceContext(model, tokenizer);
   await reference.update(files);
   const expected = await collect(reference.ask('second question', { maxTokens: 6 }));
