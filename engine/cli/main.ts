@@ -9,6 +9,8 @@ import { isDeviceRequest, type DeviceRequest } from '../runtime/device.js';
 import { SalaModel } from '../model/sala-model.js';
 import { loadTokenizer, FALLBACK_SOURCE, type Tokenizer } from '../model/tokenizer.js';
 import { generate } from '../model/generation.js';
+import { WorkspaceIndex, defaultStoreDir, type IndexProgress } from '../context/workspace-index.js';
+import { modelFingerprint } from '../context/store.js';
 
 class UsageError extends Error {}
 
@@ -21,6 +23,10 @@ commands:
             float32 little-endian logits, one row per position (the last N when given);
             with --prefill K the first K ids are one prefill call, the rest single-token decode steps
   tokenize  --text-file F [--decode]           token ids as a JSON array (--decode: ids JSON → text)
+  index     DIR [--store S] [--exclude GLOB ...] [--budget N]
+            encode a workspace into a persistent context (resumable; Ctrl-C saves and stops)
+  ask       DIR "QUESTION" [--store S] [--max-tokens N]
+            answer a question over the whole workspace, with the sources the model attended to
 
 common options:
   --model DIR          model directory (config.json, *.safetensors, tokenizer.json); default: the shipped model
@@ -218,10 +224,138 @@ async function runTokenize(argv: string[]): Promise<number> {
   return 0;
 }
 
+const INDEX_OPTIONS = {
+  ...COMMON,
+  store: { type: 'string' },
+  exclude: { type: 'string', multiple: true },
+  budget: { type: 'string' },
+  'max-file-bytes': { type: 'string' },
+} as const;
+
+function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+}
+
+/** A one-line progress display on stderr (redrawn in place on a terminal, a line every few seconds otherwise). */
+function progressPrinter(): (p: IndexProgress) => void {
+  let lastLine = 0;
+  return (p) => {
+    const now = performance.now();
+    if (p.phase === 'encode' && !process.stderr.isTTY && now - lastLine < 5000 && p.filesDone < p.filesTotal) return;
+    lastLine = now;
+    const width = 24;
+    const share = p.tokensTotal > 0 ? p.tokensDone / p.tokensTotal : 1;
+    const bar = `[${'#'.repeat(Math.round(share * width)).padEnd(width, ' ')}]`;
+    const line =
+      p.phase === 'scan'
+        ? 'scanning…'
+        : `${bar} ${p.filesDone}/${p.filesTotal} files · ${p.tokensDone.toLocaleString('en-US')}/${p.tokensTotal.toLocaleString('en-US')} tokens · ` +
+          `${Math.round(p.tokensPerSecond).toLocaleString('en-US')} tok/s${p.etaSeconds !== undefined && p.phase === 'encode' ? ` · ETA ${formatDuration(p.etaSeconds)}` : ''}`;
+    process.stderr.write(process.stderr.isTTY ? `\r\x1b[2K${line}${p.phase === 'ready' ? '\n' : ''}` : `${line}\n`);
+  };
+}
+
+async function openIndex(values: Record<string, unknown>, root: string, signal: AbortSignal, onProgress?: (p: IndexProgress) => void) {
+  const { stat } = await import('node:fs/promises');
+  const info = await stat(root).catch(() => undefined);
+  if (!info?.isDirectory()) throw new UsageError(`${root} is not a directory`);
+  const { model, modelDir } = await openModel(values);
+  const tokenizer = await openTokenizer(modelDir, model.config.vocabSize);
+  const storeDir = path.resolve(stringFlag(values, 'store') ?? defaultStoreDir(root));
+  const exclude = values.exclude;
+  const { index, report } = await WorkspaceIndex.open(root, model, tokenizer, {
+    storeDir,
+    modelId: await modelFingerprint(modelDir),
+    exclude: Array.isArray(exclude) ? exclude.filter((x): x is string => typeof x === 'string') : [],
+    budget: integerFlag(values, 'budget', 1),
+    maxFileBytes: integerFlag(values, 'max-file-bytes', 1),
+    chunkSize: integerFlag(values, 'chunk-size', 1),
+    signal,
+    onProgress,
+    log: (message) => {
+      if (process.env.PANORAMA_VERBOSE) process.stderr.write(`panorama: ${message}\n`);
+    },
+  });
+  return { index, report, storeDir };
+}
+
+/** Ctrl-C aborts the running work (saved state is kept); a second Ctrl-C exits at once. */
+function interruptController(): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const onInterrupt = () => {
+    if (controller.signal.aborted) process.exit(130);
+    controller.abort(new Error('interrupted'));
+  };
+  process.on('SIGINT', onInterrupt);
+  return { signal: controller.signal, dispose: () => process.off('SIGINT', onInterrupt) };
+}
+
+async function runIndex(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: INDEX_OPTIONS, allowPositionals: true });
+  if (positionals.length !== 1) throw new UsageError('index needs exactly one workspace directory');
+  const root = path.resolve(positionals[0]);
+  const interrupt = interruptController();
+  try {
+    const { index, report, storeDir } = await openIndex(values, root, interrupt.signal, progressPrinter());
+    await index.close();
+    const skippedByReason = new Map<string, number>();
+    for (const s of report.skipped) skippedByReason.set(s.reason, (skippedByReason.get(s.reason) ?? 0) + 1);
+    process.stderr.write(
+      `panorama: ${report.files} files, ${report.tokens.toLocaleString('en-US')} tokens in context ` +
+        `(${report.encodedTokens.toLocaleString('en-US')} encoded now, ${report.store.restoredTokens.toLocaleString('en-US')} reopened from the store) in ${report.seconds.toFixed(1)} s\n` +
+        `panorama: store ${storeDir}\n` +
+        (skippedByReason.size ? `panorama: skipped ${[...skippedByReason].map(([r, n]) => `${n} ${r}`).join(', ')}\n` : '') +
+        (report.excluded.length ? `panorama: left out for the token budget: ${report.excluded.map((e) => `${e.path} (${e.tokens})`).join(', ')}\n` : ''),
+    );
+    return 0;
+  } catch (err) {
+    if (interrupt.signal.aborted) {
+      process.stderr.write('\npanorama: interrupted; what was encoded is saved — run the same command to resume\n');
+      return 130;
+    }
+    throw err;
+  } finally {
+    interrupt.dispose();
+  }
+}
+
+async function runAsk(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: { ...INDEX_OPTIONS, 'max-tokens': { type: 'string' } }, allowPositionals: true });
+  if (positionals.length !== 2) throw new UsageError('ask needs a workspace directory and a question: panorama ask DIR "QUESTION"');
+  const [dir, question] = positionals;
+  if (question.trim() === '') throw new UsageError('the question is empty');
+  const interrupt = interruptController();
+  try {
+    const { index } = await openIndex(values, path.resolve(dir), interrupt.signal, process.stderr.isTTY ? progressPrinter() : undefined);
+    const stream = index.ask(question, { maxTokens: integerFlag(values, 'max-tokens', 1) ?? 256, signal: interrupt.signal });
+    let next = await stream.next();
+    while (!next.done) {
+      process.stdout.write(next.value);
+      next = await stream.next();
+    }
+    process.stdout.write('\n');
+    const { sources } = next.value;
+    if (sources.length) {
+      process.stdout.write('\nsources:\n');
+      for (const s of sources) process.stdout.write(`  ${s.path}:${s.startLine}-${s.endLine} (${Math.round(s.weight * 100)}%)\n`);
+    }
+    await index.close();
+    return next.value.finishReason === 'cancelled' ? 130 : 0;
+  } catch (err) {
+    if (interrupt.signal.aborted) return 130;
+    throw err;
+  } finally {
+    interrupt.dispose();
+  }
+}
+
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   generate: runGenerate,
   logits: runLogits,
   tokenize: runTokenize,
+  index: runIndex,
+  ask: runAsk,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -19,6 +19,16 @@ export interface ContextFile {
   text: string;
   contentHash: string;
   mtimeMs: number;
+  /** Bytes on disk (lets a watcher trust the span without re-reading the file). */
+  size?: number;
+  /** The file already tokenized by format.file() (saves tokenizing twice when the caller needed counts). */
+  encoded?: { ids: number[]; headerTokens: number };
+}
+
+export interface UpdateOptions {
+  signal?: AbortSignal;
+  /** Called after each file is in the context (or left out for the budget). */
+  onFile?: (path: string, tokens: number) => void;
 }
 
 export interface FileSpan {
@@ -28,6 +38,7 @@ export interface FileSpan {
   headerTokens: number;
   contentHash: string;
   mtimeMs: number;
+  size?: number;
   editCount: number;
   /** Token offset (from start) of the first token of each line of the file. */
   lineStarts: number[];
@@ -214,16 +225,23 @@ export class WorkspaceContext {
    * deleted spans are tombstoned, new versions appended in the given order
    * (callers pass rarely-changing files first). Unchanged files are skipped.
    */
-  update(changed: readonly ContextFile[], deleted: readonly string[] = [], signal?: AbortSignal): Promise<void> {
+  update(changed: readonly ContextFile[], deleted: readonly string[] = [], options: UpdateOptions = {}): Promise<void> {
+    const { signal } = options;
     return this.lock.run(async () => {
       this.restoreContextEnd();
       for (const path of deleted) this.tombstone(path);
-      for (const file of changed) {
-        const old = this.spans.get(file.path);
-        if (old && old.contentHash === file.contentHash) continue;
-        const editCount = old ? old.editCount + 1 : 0;
-        this.tombstone(file.path);
-        await this.append(file, editCount, signal);
+      try {
+        for (const file of changed) {
+          const old = this.spans.get(file.path);
+          if (old && old.contentHash === file.contentHash) continue;
+          const editCount = old ? old.editCount + 1 : 0;
+          this.tombstone(file.path);
+          const tokens = await this.append(file, editCount, signal);
+          options.onFile?.(file.path, tokens);
+        }
+      } finally {
+        // Files fed before an abort stay in (the context is consistent at file boundaries).
+        this.contextEnd = this.sequence.checkpoint();
       }
       if (this.sequence.deadTokens > this.compactAt * this.sequence.length) await this.compactLocked(signal);
       this.contextEnd = this.sequence.checkpoint();
@@ -259,25 +277,33 @@ export class WorkspaceContext {
     return n;
   }
 
-  private async append(file: ContextFile, editCount: number, signal?: AbortSignal): Promise<void> {
-    const { ids, headerTokens } = this.format.file(file.path, file.text);
+  /** Appends a file at the tail; returns its token count. */
+  private async append(file: ContextFile, editCount: number, signal?: AbortSignal): Promise<number> {
+    const { ids, headerTokens } = file.encoded ?? this.format.file(file.path, file.text);
     if (this.liveTokens() + ids.length > this.budget) {
       this.excluded.set(file.path, ids.length);
       this.options.log?.(`context: ${file.path} (${ids.length} tokens) does not fit the ${this.budget}-token budget; left out`);
-      return;
+      return ids.length;
     }
-    await this.feedFile(file.path, ids, headerTokens, { contentHash: file.contentHash, mtimeMs: file.mtimeMs, editCount }, signal);
+    await this.feedFile(file.path, ids, headerTokens, { contentHash: file.contentHash, mtimeMs: file.mtimeMs, size: file.size, editCount }, signal);
+    return ids.length;
   }
 
-  private async feedFile(path: string, ids: number[], headerTokens: number, meta: { contentHash: string; mtimeMs: number; editCount: number }, signal?: AbortSignal): Promise<void> {
+  /** Files left out for the budget, with their token counts. */
+  excludedFiles(): ReadonlyMap<string, number> {
+    return this.excluded;
+  }
+
+  private async feedFile(path: string, ids: number[], headerTokens: number, meta: { contentHash: string; mtimeMs: number; size?: number; editCount: number }, signal?: AbortSignal): Promise<void> {
     const start = this.sequence.length;
+    const before = this.sequence.checkpoint();
     const last = this.checkpoints[this.checkpoints.length - 1];
-    if (start === 0 || start - (last?.length ?? 0) >= this.checkpointEvery) this.checkpoints.push(this.sequence.checkpoint());
+    if (start === 0 || start - (last?.length ?? 0) >= this.checkpointEvery) this.checkpoints.push(before);
     try {
       await this.model.forward(this.sequence, ids, { logits: 'last', chunkSize: this.options.chunkSize, signal });
     } catch (err) {
       // A half-fed file would leave tokens no span owns: roll back to where it started.
-      this.sequence.rollback(this.checkpointAt(start));
+      this.sequence.rollback(before);
       throw err;
     }
     const newlines = this.format.newlinesPerToken(ids.slice(headerTokens));
@@ -286,16 +312,8 @@ export class WorkspaceContext {
       for (let k = 0; k < n; k++) lineStarts.push(headerTokens + i + 1);
     });
     lineStarts.pop(); // the file's final newline starts no line
-    const { contentHash, mtimeMs, editCount } = meta;
-    this.spans.set(path, { path, start, end: start + ids.length, headerTokens, lineStarts, contentHash, mtimeMs, editCount });
-  }
-
-  /** A checkpoint at exactly `length`: an existing one, or the rollback target rebuilt by re-feeding. */
-  private checkpointAt(length: number): SequenceCheckpoint {
-    const exact = this.checkpoints.find((c) => c.length === length);
-    if (exact) return exact;
-    if (this.sequence.length === length) return this.sequence.checkpoint();
-    throw new ContextError(`internal: no checkpoint at ${length}`);
+    const { contentHash, mtimeMs, size, editCount } = meta;
+    this.spans.set(path, { path, start, end: start + ids.length, headerTokens, lineStarts, contentHash, mtimeMs, size, editCount });
   }
 
   private async compactLocked(signal?: AbortSignal): Promise<void> {
