@@ -57,6 +57,8 @@ export class WorkspaceWatcher {
   private readonly knownHashes = new Map<string, string>();
   /** path → why it was last reported as skipped, so a file that stays skipped is reported once. */
   private readonly skipReasons = new Map<string, SkipReason>();
+  /** Whether chokidar's paths are directories, as last seen with stats. */
+  private readonly isDirectoryByPath = new Map<string, boolean>();
   private pendingPaths = new Set<string>();
   private ignoreRulesChanged = false;
   private debounceTimer: NodeJS.Timeout | undefined;
@@ -94,6 +96,7 @@ export class WorkspaceWatcher {
     fsWatcher.on('all', (event, absolutePath, stats) => {
       const workspacePath = toWorkspacePath(context.root, absolutePath);
       if (workspacePath === '' || workspacePath.startsWith('..')) return;
+      if (event === 'unlink' || event === 'unlinkDir') this.isDirectoryByPath.delete(workspacePath);
       if (collectingInitialScan && event === 'add') initialStats.set(workspacePath, stats);
       else if (event === 'unlinkDir') this.markDirectoryDirty(workspacePath);
       else if (event === 'add' || event === 'change' || event === 'unlink') this.markDirty(workspacePath);
@@ -290,8 +293,11 @@ export class WorkspaceWatcher {
     const workspacePath = toWorkspacePath(context.root, absolutePath);
     if (workspacePath === '') return false;
     if (workspacePath.startsWith('..')) return true;
-    // chokidar sometimes asks without stats; directory-only patterns need to know.
-    const isDirectory = stats ? stats.isDirectory() : isDirectorySync(absolutePath);
+    // chokidar asks first with stats (while listing), later sometimes without; directory-only
+    // patterns need to know, so remember the answer instead of calling stat again.
+    let isDirectory = stats?.isDirectory();
+    if (isDirectory === undefined) isDirectory = this.isDirectoryByPath.get(workspacePath) ?? isDirectorySync(absolutePath);
+    this.isDirectoryByPath.set(workspacePath, isDirectory);
     if (context.rules.match(workspacePath, isDirectory)) return true;
     return isDirectory && reachesOutsideOrLoops(context, workspacePath, absolutePath);
   }
