@@ -238,16 +238,20 @@ function buildSparseSelect(cfg: SalaConfig): Uint8Array {
   };
   const negInf = g.float(-Infinity);
 
+  // Masks become additive biases on small [T, N] tensors: a Where over the full
+  // [Hk, G, T, N] scores costs more than the scores themselves on the CPU.
+  const zero = g.float(0);
   // 1. Approximate log-sum-exp over the visible coarse keys: [Hk, G, T, 1].
-  const coarseScores = g.where(visibleMask(coarseVisible, coarseKeys), dot(coarseKeys), negInf);
-  const lse = g.reduceLogSumExp(coarseScores, [-1]);
-  // 2. Fine probabilities, 0 where not visible; NaN (no visible coarse key) → 0.
-  const fineScores = dot(fineKeys);
-  const probabilities = g.exp(g.sub(fineScores, lse));
-  const fineMask = visibleMask(fineVisible, fineKeys);
-  const cleaned = g.where(g.and(fineMask, g.not(g.op('IsNaN', [probabilities]))), probabilities, g.float(0));
+  const coarseBias = g.where(visibleMask(coarseVisible, coarseKeys), zero, negInf); // [T, N2]
+  const lse = g.reduceLogSumExp(g.add(dot(coarseKeys), coarseBias), [-1]);
+  // A query that sees no coarse key gets probability 0 everywhere (the reference's NaN → 0).
+  const hasCoarse = g.unsqueeze(g.greater(coarseVisible, g.int64(0)), [1]); // [T, 1]
+  const safeLse = g.where(hasCoarse, lse, g.float(Infinity));
+  // 2. Fine probabilities, 0 where not visible.
+  const fineMask = g.cast(visibleMask(fineVisible, fineKeys), 'float'); // [T, N1]
+  const probabilities = g.mul(g.exp(g.sub(dot(fineKeys), safeLse)), fineMask);
   // 3. Sum over the query heads of each group; the reference kernels see 16 rows per KV head.
-  const groupScores = g.mul(g.reduceSum(cleaned, [1], false), g.float(16 / G)); // [Hk, T, N1]
+  const groupScores = g.mul(g.reduceSum(probabilities, [1], false), g.float(16 / G)); // [Hk, T, N1]
 
   // Pool to blocks: block b takes max over fine keys 4b−1 … 4b+3 (kernel 5, stride 4, pad 1);
   // −inf padding makes windows past the end −inf, as the kernel does.
@@ -324,7 +328,9 @@ function buildSparseAttend(cfg: SalaConfig): Uint8Array {
     g.shapeOf([Hk, g.dim(q, 0), -1]),
   ); // [Hk, T, S]
   const allowed = g.unsqueeze(g.and(expandedMask, g.unsqueeze(causal, [0])), [1]); // [Hk, 1, T, S]
-  const probabilities = g.softmax(g.where(allowed, scores, g.float(-Infinity)), -1);
+  // An additive −inf bias built on the G-times smaller mask (cheaper than a Where over the scores).
+  const bias = g.where(allowed, g.float(0), g.float(-Infinity));
+  const probabilities = g.softmax(g.add(scores, bias), -1);
   const attended = g.matmul(g.reshape(probabilities, g.shapeOf([Hk, -1, g.dim(keysByHead, 1)])), valuesByHead); // [Hk, G·T, hs]
   let o = g.reshape(g.transpose(g.reshape(attended, [H, -1, hs]), [1, 0, 2]), [0, H * hs]); // [T, H·hs]
   if (cfg.attnUseOutputGate) o = g.mul(o, g.input('gate', 'float', ['T', H * hs]));
