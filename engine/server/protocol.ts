@@ -1,0 +1,110 @@
+// The extension ↔ engine protocol: JSON-RPC 2.0 over the engine's stdio
+// (vscode-jsonrpc framing). Every message is listed here once, as
+// method → [params, result]; both sides import this file, so a change that
+// breaks one side does not compile. Inbound params are validated at the
+// boundary (validate.ts), typed inside. Requests honour $/cancelRequest at token
+// granularity. Paths are workspace-relative with '/' separators; the engine
+// refuses any that leave the workspace.
+
+export const PROTOCOL_VERSION = 1;
+
+export type DevicePreference = 'cpu' | 'webgpu' | 'cuda' | 'auto';
+
+export interface InitializeParams {
+  protocolVersion: number;
+  /** Absolute path of the workspace folder to hold as context. */
+  workspaceRoot: string;
+  /** Where the persistent index lives (the extension passes its globalStorageUri path). */
+  storeDir: string;
+  /** Model directory; absent = the shipped default model. */
+  modelDir?: string;
+  device?: DevicePreference;
+  /** Globs in VS Code files.exclude style. */
+  exclude?: string[];
+  /** Live-token budget of the context (default 1,000,000). */
+  tokenBudget?: number;
+}
+
+export interface InitializeResult {
+  protocolVersion: number;
+  engineVersion: string;
+  model: { dir: string; name: string; parameters: number; vocabSize: number };
+  device: { kind: 'cpu' | 'webgpu' | 'cuda'; reason: string };
+}
+
+export interface Source {
+  path: string;
+  startLine: number;
+  endLine: number;
+  weight: number;
+}
+
+export interface AskParams {
+  /** Client-chosen id echoed in the answer/delta notifications. */
+  requestId: string;
+  question: string;
+  selection?: { path: string; text: string; startLine?: number };
+  maxTokens?: number;
+  temperature?: number;
+}
+
+export interface AskResult {
+  text: string;
+  sources: Source[];
+  finishReason: 'eos' | 'stop' | 'length' | 'cancelled';
+  promptTokens: number;
+}
+
+export interface CompleteParams {
+  path: string;
+  prefix: string;
+  suffix: string;
+  maxTokens?: number;
+  /** Stop strings (e.g. a blank line for single-block completions). */
+  stop?: string[];
+}
+
+export interface CompleteResult {
+  text: string;
+  /** Prefix tokens whose state was reused from the previous request. */
+  reusedTokens: number;
+  fedTokens: number;
+  latencyMs: number;
+}
+
+export interface EngineStatus {
+  state: 'starting' | 'indexing' | 'ready' | 'paused' | 'error';
+  files: number;
+  liveTokens: number;
+  deadTokens: number;
+  tokenBudget: number;
+  /** Encoding progress of the current indexing run, 0..1. */
+  progress?: number;
+  tokensPerSecond?: number;
+  device: 'cpu' | 'webgpu' | 'cuda';
+  excludedFiles: number;
+  lastRequest?: { kind: 'ask' | 'complete'; latencyMs: number; tokens: number };
+  error?: string;
+}
+
+/** Requests: method → [params, result]. */
+export interface Requests {
+  initialize: [InitializeParams, InitializeResult];
+  ask: [AskParams, AskResult];
+  complete: [CompleteParams, CompleteResult];
+  status: [Record<string, never>, EngineStatus];
+  reindex: [Record<string, never>, EngineStatus];
+  setPaused: [{ paused: boolean }, EngineStatus];
+  shutdown: [Record<string, never>, null];
+}
+
+/** Notifications engine → extension: method → params. */
+export interface EngineNotifications {
+  'panorama/status': EngineStatus;
+  'panorama/askDelta': { requestId: string; text: string };
+  'panorama/log': { level: 'trace' | 'debug' | 'info' | 'warn' | 'error'; message: string };
+}
+
+export type RequestMethod = keyof Requests;
+export type RequestParams<M extends RequestMethod> = Requests[M][0];
+export type RequestResult<M extends RequestMethod> = Requests[M][1];
