@@ -1,0 +1,161 @@
+// Whole-workspace context benchmark on a real codebase installed from npm (the
+// sources of eslint, a devDependency: ~390 files, ~100K lines). Measures, in one run:
+//   index throughput (tokens/s), edit-to-fresh latency of a one-line edit in the
+//   file closest to 1,000 lines, restart-to-ready (reopening the store), host
+//   memory and disk per 1M tokens, and the answer-quality effect of tombstones
+//   ("where is X defined" questions with tombstones vs after compaction).
+//
+//   npm run bench:context -- [--budget 100000] [--model DIR] [--questions 20] [--out FILE.json]
+import { parseArgs } from 'node:util';
+import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { SalaModel } from '../engine/model/sala-model.js';
+import { loadTokenizer } from '../engine/model/tokenizer.js';
+import { WorkspaceIndex } from '../engine/context/workspace-index.js';
+import { modelFingerprint } from '../engine/context/store.js';
+import { defaultModelDir } from '../engine/cli/main.js';
+import type { WorkspaceContext } from '../engine/context/workspace-context.js';
+
+const { values } = parseArgs({
+  options: {
+    budget: { type: 'string', default: '100000' },
+    model: { type: 'string' },
+    questions: { type: 'string', default: '20' },
+    out: { type: 'string' },
+    root: { type: 'string' },
+  },
+});
+const budget = Number(values.budget);
+const root = path.resolve(values.root ?? path.join(__dirname, '..', 'node_modules', 'eslint', 'lib'));
+
+function rssMb(): number {
+  return process.memoryUsage().rss / 2 ** 20;
+}
+
+/** "Where is X defined?" over function declarations the context holds; correct when the answer names the file. */
+function needleQuestions(context: WorkspaceContext, count: number): { question: string; path: string }[] {
+  const questions: { question: string; path: string }[] = [];
+  const seen = new Set<string>();
+  for (const span of context.layout()) {
+    const text = readFileSync(path.join(root, span.path), 'utf8');
+    for (const match of text.matchAll(/^function (\w{6,})\(/gm)) {
+      if (seen.has(match[1])) continue;
+      seen.add(match[1]);
+      questions.push({ question: `Where is \`${match[1]}\` defined?`, path: span.path });
+      break;
+    }
+  }
+  // Spread over the whole context, deterministic.
+  const step = Math.max(1, Math.floor(questions.length / count));
+  return questions.filter((_, i) => i % step === 0).slice(0, count);
+}
+
+async function accuracy(context: WorkspaceContext, questions: { question: string; path: string }[]): Promise<number> {
+  let correct = 0;
+  for (const q of questions) {
+    const stream = context.ask(q.question, { maxTokens: 24 });
+    let next = await stream.next();
+    while (!next.done) next = await stream.next();
+    if (next.value.text.includes(q.path)) correct++;
+  }
+  return questions.length ? correct / questions.length : 0;
+}
+
+async function main(): Promise<void> {
+  const modelDir = path.resolve(values.model ?? defaultModelDir());
+  const model = await SalaModel.load(modelDir);
+  const tokenizer = await loadTokenizer(modelDir, model.config.vocabSize);
+  const modelId = await modelFingerprint(modelDir);
+  const storeDir = mkdtempSync(path.join(os.tmpdir(), 'panorama-bench-store-'));
+  const rssBefore = rssMb();
+  process.stderr.write(`bench:context: ${root}, budget ${budget} tokens, model ${path.basename(modelDir)}\n`);
+
+  // 1. Index throughput.
+  const { index, report } = await WorkspaceIndex.open(root, model, tokenizer, { storeDir, modelId, budget, compactAt: 1 });
+  const stats = index.context.stats();
+  const indexTokensPerSecond = report.encodedTokens / report.seconds;
+  const rssAfterIndex = rssMb();
+  process.stderr.write(`  indexed ${stats.files} files, ${stats.liveTokens} tokens in ${report.seconds.toFixed(1)} s (${indexTokensPerSecond.toFixed(0)} tok/s)\n`);
+
+  // 2. Edit-to-fresh: a one-line edit in the indexed file closest to 1,000 lines.
+  const candidates = index.context.layout().map((span) => ({ span, lines: span.lineStarts.length }));
+  const target = candidates.sort((a, b) => Math.abs(a.lines - 1000) - Math.abs(b.lines - 1000))[0];
+  const absolute = path.join(root, target.span.path);
+  const original = readFileSync(absolute, 'utf8');
+  const lines = original.split('\n');
+  lines[Math.floor(lines.length / 2)] += ' // edited';
+  const edited = lines.join('\n');
+  const started = performance.now();
+  await index.apply({ changed: [{ path: target.span.path, text: edited, contentHash: createHash('sha256').update(edited).digest('hex'), mtimeMs: Date.now(), size: Buffer.byteLength(edited), invalidUtf8: false }], deleted: [], skipped: [] });
+  const editToFreshMs = performance.now() - started;
+  const editedTokens = (index.context.span(target.span.path)?.end ?? 0) - (index.context.span(target.span.path)?.start ?? 0);
+  process.stderr.write(`  edit-to-fresh (${target.span.path}, ${target.lines} lines, ${editedTokens} tokens): ${editToFreshMs.toFixed(0)} ms\n`);
+  await index.close();
+
+  // 3. Restart-to-ready: reopen the store (the workspace on disk is unchanged, so nothing is re-encoded).
+  const reopenStarted = performance.now();
+  const reopened = await WorkspaceIndex.open(root, model, tokenizer, { storeDir, modelId, budget, compactAt: 1 });
+  const restartToReadyMs = performance.now() - reopenStarted;
+  const store = { bytes: 0 };
+  const { ContextStore } = await import('../engine/context/store.js');
+  store.bytes = await new ContextStore(storeDir, modelId).diskBytes();
+  process.stderr.write(`  restart-to-ready: ${restartToReadyMs.toFixed(0)} ms (re-encoded ${reopened.report.encodedTokens} tokens)\n`);
+
+  // 4. Tombstones vs compaction: edit a third of the files (one line each), ask, compact, ask again.
+  const questions = needleQuestions(reopened.index.context, Number(values.questions));
+  const context = reopened.index.context;
+  const fresh = await accuracy(context, questions);
+  const toEdit = context.layout().filter((_, i) => i % 3 === 0);
+  await context.update(
+    toEdit.map((span) => {
+      const text = `${readFileSync(path.join(root, span.path), 'utf8')}\n// touched\n`;
+      return { path: span.path, text, contentHash: createHash('sha256').update(text).digest('hex'), mtimeMs: Date.now() };
+    }),
+  );
+  const deadShare = context.stats().deadTokens / context.stats().sequenceTokens;
+  const withTombstones = await accuracy(context, questions);
+  const compactStarted = performance.now();
+  await context.compact();
+  const compactSeconds = (performance.now() - compactStarted) / 1000;
+  const afterCompaction = await accuracy(context, questions);
+  process.stderr.write(`  needle accuracy: fresh ${fresh}, with ${(deadShare * 100).toFixed(0)}% tombstones ${withTombstones}, after compaction ${afterCompaction} (compaction ${compactSeconds.toFixed(1)} s)\n`);
+  await reopened.index.close();
+
+  const perMillion = 1e6 / stats.liveTokens;
+  const result = {
+    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, node: process.version, date: new Date().toISOString() },
+    workspace: { root: path.relative(path.join(__dirname, '..'), root), files: stats.files, tokens: stats.liveTokens, skipped: report.skipped.length },
+    model: path.basename(modelDir),
+    indexTokensPerSecond,
+    editToFresh: { file: target.span.path, lines: target.lines, tokens: editedTokens, ms: editToFreshMs },
+    restartToReadyMs,
+    diskBytesPerMillionTokens: store.bytes * perMillion,
+    hostMemoryMbPerMillionTokens: (rssAfterIndex - rssBefore) * perMillion,
+    tombstones: { questions: questions.length, deadShare, fresh, withTombstones, afterCompaction, compactSeconds },
+  };
+  const table = [
+    '| measure | value |',
+    '|---|---:|',
+    `| workspace | ${result.workspace.root}: ${stats.files} files, ${stats.liveTokens.toLocaleString('en-US')} tokens |`,
+    `| index throughput | ${indexTokensPerSecond.toFixed(0)} tok/s |`,
+    `| edit-to-fresh, one line in ${target.span.path} (${target.lines} lines, ${editedTokens} tokens) | ${editToFreshMs.toFixed(0)} ms |`,
+    `| restart-to-ready (${stats.liveTokens.toLocaleString('en-US')} tokens) | ${restartToReadyMs.toFixed(0)} ms |`,
+    `| disk per 1M tokens | ${(result.diskBytesPerMillionTokens / 2 ** 30).toFixed(2)} GiB |`,
+    `| host memory per 1M tokens | ${(result.hostMemoryMbPerMillionTokens / 1024).toFixed(2)} GiB |`,
+    `| needle accuracy fresh / ${(deadShare * 100).toFixed(0)}% tombstones / compacted (${questions.length} questions) | ${fresh.toFixed(2)} / ${withTombstones.toFixed(2)} / ${afterCompaction.toFixed(2)} |`,
+  ].join('\n');
+  process.stdout.write(`${table}\n`);
+  if (values.out) {
+    mkdirSync(path.dirname(values.out), { recursive: true });
+    writeFileSync(values.out, JSON.stringify(result, null, 2));
+    writeFileSync(values.out.replace(/\.json$/, '.md'), `${table}\n`);
+  }
+  rmSync(storeDir, { recursive: true, force: true });
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench:context failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exitCode = 1;
+});
