@@ -11,6 +11,7 @@ import { loadTokenizer, FALLBACK_SOURCE, type Tokenizer } from '../model/tokeniz
 import { generate } from '../model/generation.js';
 import { WorkspaceIndex, defaultStoreDir, type IndexProgress } from '../context/workspace-index.js';
 import { modelFingerprint } from '../context/store.js';
+import { runRpcCommand, runServeCommand } from '../server/commands.js';
 
 class UsageError extends Error {}
 
@@ -27,6 +28,14 @@ commands:
             encode a workspace into a persistent context (resumable; Ctrl-C saves and stops)
   ask       DIR "QUESTION" [--store S] [--max-tokens N]
             answer a question over the whole workspace, with the sources the model attended to
+  rpc       [--log-level L]                    the engine the editor extension runs: JSON-RPC 2.0 on stdin/stdout
+            (protocol: engine/server/protocol.ts); logs go to stderr
+  serve     DIR [DIR...] [--host H] [--port N] [--api-key K] [--store S] [--exclude GLOB ...] [--budget N]
+            OpenAI-compatible HTTP API, one model id per workspace (panorama/<folder>): /v1/models,
+            /v1/completions, /v1/chat/completions (SSE with stream: true), /health, /metrics.
+            Binds 127.0.0.1:8080 by default; another host needs --api-key (or PANORAMA_API_KEY).
+            Limits: [--max-body-bytes N] (1 MiB) [--max-tokens-cap N] (4096) [--concurrency N] (1)
+            [--queue N] (16, then 429) [--header-timeout-ms N] (10000) [--body-timeout-ms N] (30000)
 
 common options:
   --model DIR          model directory (config.json, *.safetensors, tokenizer.json); default: the shipped model
@@ -356,6 +365,8 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   tokenize: runTokenize,
   index: runIndex,
   ask: runAsk,
+  rpc: (argv) => runRpcCommand(argv, defaultModelDir),
+  serve: (argv) => runServeCommand(argv, defaultModelDir),
 };
 
 export async function main(argv: string[]): Promise<number> {

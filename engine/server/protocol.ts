@@ -14,7 +14,10 @@ export interface InitializeParams {
   protocolVersion: number;
   /** Absolute path of the workspace folder to hold as context. */
   workspaceRoot: string;
-  /** Where the persistent index lives (the extension passes its globalStorageUri path). */
+  /**
+   * Where the persistent index lives (the extension passes its globalStorageUri path).
+   * The engine keeps each workspace's index in its own subfolder (`<name>-<hash>`) of it.
+   */
   storeDir: string;
   /** Model directory; absent = the shipped default model. */
   modelDir?: string;
@@ -104,6 +107,20 @@ export interface EngineNotifications {
   'panorama/askDelta': { requestId: string; text: string };
   'panorama/log': { level: 'trace' | 'debug' | 'info' | 'warn' | 'error'; message: string };
 }
+
+/**
+ * JSON-RPC error codes the engine answers with, besides the standard ones
+ * (-32700 parse error … -32603 internal error; -32602 invalid params names the field
+ * in its message and in `data.field`, and is also what a path outside the workspace gets).
+ */
+export const EngineErrorCodes = {
+  /** A request other than initialize or shutdown arrived before initialize succeeded. */
+  notInitialized: -32002,
+  /** The workspace is not open yet (indexing, paused before the first open, or failed); retry once status is 'ready'. */
+  notReady: -32003,
+  /** A complete() was cancelled ($/cancelRequest); ask() instead resolves with finishReason 'cancelled'. */
+  requestCancelled: -32800,
+} as const;
 
 export type RequestMethod = keyof Requests;
 export type RequestParams<M extends RequestMethod> = Requests[M][0];
