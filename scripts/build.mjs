@@ -17,3 +17,7 @@ await build({ ...common, entryPoints: ['engine/cli/main.ts'], outfile: 'dist/pan
 if (existsSync('extension/extension.ts')) {
   await build({ ...common, entryPoints: ['extension/extension.ts'], outfile: 'dist/extension.js' });
 }
+if (existsSync('webview/main.ts')) {
+  // the chat view's script runs in the webview (a browser): one minified IIFE, no source map shipped
+  await build({ bundle: true, platform: 'browser', target: 'es2022', format: 'iife', minify: true, legalComments: 'none', logLevel: 'warning', entryPoints: ['webview/main.ts'], outfile: 'dist/webview.js' });
+}

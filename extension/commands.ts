@@ -1,0 +1,109 @@
+// The command palette: every contributed command, each a few lines that hand
+// off to the engine, the chat view or the editor.
+
+import * as vscode from 'vscode';
+import type { AskResult, DevicePreference } from '../engine/server/protocol';
+import type { ChatViewProvider } from './chat/chatViewProvider';
+import { DEVICES } from './config';
+import { errorMessage } from './engine/client';
+import type { EngineService } from './engine/engineService';
+import { resolveInside } from './workspacePaths';
+
+export function registerCommands(engine: EngineService, chat: ChatViewProvider, log: vscode.LogOutputChannel): vscode.Disposable {
+  const register = (id: string, run: (...args: unknown[]) => unknown): vscode.Disposable => vscode.commands.registerCommand(id, run);
+  const setPaused = async (paused: boolean): Promise<void> => {
+    await withEngineErrors(() => engine.client.request('setPaused', { paused }));
+  };
+
+  return vscode.Disposable.from(
+    register('panorama.ask', async () => {
+      const question = await vscode.window.showInputBox({ title: 'Ask About Workspace', prompt: 'A question about the whole workspace', placeHolder: 'How does the index stay fresh after an edit?', ignoreFocusOut: true });
+      if (question?.trim()) await chat.askFromCommand(question.trim(), { includeSelection: false });
+    }),
+    register('panorama.explainSelection', async () => {
+      await chat.askFromCommand('Explain the selected code: what it does, why, and how it fits into the rest of the workspace.', { includeSelection: true });
+    }),
+    register('panorama.findWhere', () => findWhere(engine)),
+    register('panorama.reindex', () => withEngineErrors(() => engine.client.request('reindex', {}))),
+    register('panorama.pauseIndexing', () => setPaused(true)),
+    register('panorama.resumeIndexing', () => setPaused(false)),
+    register('panorama.selectDevice', () => selectDevice()),
+    register('panorama.showEngineLog', () => log.show()),
+    register('panorama.restartEngine', () => engine.client.restart()),
+    register('panorama.toggleInlineCompletions', async () => {
+      const config = vscode.workspace.getConfiguration('panorama');
+      const enabled = !config.get<boolean>('inlineCompletions.enabled', true);
+      await config.update('inlineCompletions.enabled', enabled, vscode.ConfigurationTarget.Global);
+      vscode.window.setStatusBarMessage(`Panorama inline completions ${enabled ? 'on' : 'off'}`, 3_000);
+    }),
+    register('panorama.statusMenu', () => statusMenu(engine)),
+  );
+}
+
+async function withEngineErrors<T>(run: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await run();
+  } catch (error) {
+    const choice = await vscode.window.showErrorMessage(`Panorama: ${errorMessage(error)}`, 'Show Log');
+    if (choice === 'Show Log') await vscode.commands.executeCommand('panorama.showEngineLog');
+    return undefined;
+  }
+}
+
+async function selectDevice(): Promise<void> {
+  const config = vscode.workspace.getConfiguration('panorama');
+  const current = config.get<string>('device', 'auto');
+  const descriptions: Record<DevicePreference, string> = {
+    auto: 'a GPU when one works, else the CPU',
+    cpu: 'always available',
+    webgpu: 'GPU through Vulkan / Metal / D3D12',
+    cuda: 'NVIDIA GPU, when onnxruntime’s CUDA provider is installed',
+  };
+  const picked = await vscode.window.showQuickPick(
+    DEVICES.map((device) => ({ label: device, description: descriptions[device], picked: device === current, detail: device === current ? 'current' : undefined })),
+    { title: 'Panorama: Select Device', placeHolder: `Current: ${current} (the engine restarts on change; the index is kept)` },
+  );
+  if (picked !== undefined && picked.label !== current) await config.update('device', picked.label, vscode.ConfigurationTarget.Global);
+}
+
+async function findWhere(engine: EngineService): Promise<void> {
+  const what = await vscode.window.showInputBox({ title: 'Find Where…', prompt: 'What are you looking for?', placeHolder: 'where retries are scheduled', ignoreFocusOut: true });
+  if (!what?.trim()) return;
+  const result = await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Notification, title: 'Panorama: searching the workspace…', cancellable: true },
+    (_progress, token) =>
+      withEngineErrors<AskResult>(() => engine.client.request('ask', { requestId: `find-${Date.now()}`, question: `Where in this workspace is ${what.trim()}? Name the files and lines.`, maxTokens: 256 }, token)),
+  );
+  if (result === undefined || result.finishReason === 'cancelled') return;
+  const items = result.sources.map((source) => ({
+    label: `$(file-code) ${source.path}:${source.startLine}`,
+    description: `lines ${source.startLine}–${source.endLine}`,
+    detail: `attention weight ${(source.weight * 100).toFixed(1)}%`,
+    source,
+  }));
+  const summary = result.text.trim().replace(/\s+/g, ' ').slice(0, 200);
+  const picked = await vscode.window.showQuickPick(items, { title: `Find Where: ${what.trim()}`, placeHolder: summary || 'Sources the model attended to', matchOnDescription: true });
+  if (picked === undefined) return;
+  const file = resolveInside(engine.workspaceRoot, picked.source.path);
+  if (file !== undefined) await openAt(file, picked.source.startLine);
+}
+
+export async function openAt(file: string, line: number): Promise<void> {
+  const position = new vscode.Position(Math.max(0, line - 1), 0);
+  await vscode.window.showTextDocument(vscode.Uri.file(file), { selection: new vscode.Range(position, position), preview: true });
+}
+
+async function statusMenu(engine: EngineService): Promise<void> {
+  const paused = engine.lastStatus?.state === 'paused';
+  const running = engine.client.isRunning;
+  const actions: Array<vscode.QuickPickItem & { command: string }> = [
+    ...(running ? [paused ? { label: '$(debug-start) Resume Indexing', command: 'panorama.resumeIndexing' } : { label: '$(debug-pause) Pause Indexing', command: 'panorama.pauseIndexing' }] : []),
+    ...(running ? [{ label: '$(refresh) Reindex Workspace', command: 'panorama.reindex' }] : []),
+    { label: '$(chip) Select Device…', command: 'panorama.selectDevice' },
+    { label: '$(output) Show Engine Log', command: 'panorama.showEngineLog' },
+    { label: '$(debug-restart) Restart Engine', command: 'panorama.restartEngine' },
+    { label: '$(lightbulb) Toggle Inline Completions', command: 'panorama.toggleInlineCompletions' },
+  ];
+  const picked = await vscode.window.showQuickPick(actions, { title: 'Panorama' });
+  if (picked !== undefined) await vscode.commands.executeCommand(picked.command);
+}

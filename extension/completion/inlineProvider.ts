@@ -1,0 +1,83 @@
+// Inline completions: guard clauses, an adaptive debounce, the suggestion cache,
+// then one `complete` request carrying VS Code's cancellation token (which
+// vscode-jsonrpc turns into $/cancelRequest). It never blocks typing: every
+// await checks the token, and an engine that is not running returns nothing.
+
+import * as vscode from 'vscode';
+import { isLanguageEnabled, readSettings } from '../config';
+import { errorMessage } from '../engine/client';
+import type { EngineService } from '../engine/engineService';
+import { toWorkspacePath } from '../workspacePaths';
+import { SuggestionCache } from './cache';
+import { AdaptiveDebounce, sleepUnlessCancelled } from './debounce';
+import { trimCompletion } from './trim';
+
+/** The engine holds the whole workspace; the window is what the request restates around the cursor. */
+const PREFIX_CHARS = 6_000;
+const SUFFIX_CHARS = 1_500;
+const MAX_TOKENS = 64;
+const MAX_LINES = 8;
+
+export class PanoramaInlineCompletionProvider implements vscode.InlineCompletionItemProvider {
+  private readonly debounce = new AdaptiveDebounce();
+  private readonly cache = new SuggestionCache();
+
+  constructor(
+    private readonly engine: EngineService,
+    private readonly log: vscode.LogOutputChannel,
+  ) {}
+
+  async provideInlineCompletionItems(
+    document: vscode.TextDocument,
+    position: vscode.Position,
+    context: vscode.InlineCompletionContext,
+    token: vscode.CancellationToken,
+  ): Promise<vscode.InlineCompletionItem[] | undefined> {
+    const settings = readSettings();
+    if (!isLanguageEnabled(settings, document.languageId)) return undefined;
+    // the suggest widget is open: IntelliSense has the user's attention
+    if (context.selectedCompletionInfo !== undefined) return undefined;
+    const editor = vscode.window.activeTextEditor;
+    if (editor?.document === document && !editor.selection.isEmpty) return undefined;
+    if (!this.engine.client.isRunning) return undefined;
+    const path = document.uri.scheme === 'file' ? toWorkspacePath(this.engine.workspaceRoot, document.uri.fsPath) : undefined;
+    if (path === undefined) return undefined;
+
+    const offset = document.offsetAt(position);
+    const text = document.getText();
+    const prefix = text.slice(Math.max(0, offset - PREFIX_CHARS), offset);
+    const suffix = text.slice(offset, offset + SUFFIX_CHARS);
+    const documentKey = document.uri.toString();
+    // the cache compares the whole text before the cursor, so a sliding window cannot fool it
+    const fullPrefix = text.slice(0, offset);
+
+    const cached = this.cache.lookup(documentKey, fullPrefix, suffix);
+    if (cached !== undefined) return [this.item(cached, position)];
+
+    // an explicit request (Alt+\) skips the wait; automatic ones wait out the typing
+    const wait = this.debounce.next(Date.now());
+    if (context.triggerKind === vscode.InlineCompletionTriggerKind.Automatic && !(await sleepUnlessCancelled(wait, token))) return undefined;
+
+    let raw: string;
+    try {
+      const result = await this.engine.client.request('complete', { path, prefix, suffix, maxTokens: MAX_TOKENS }, token);
+      raw = result.text;
+      this.log.debug(`complete: ${result.latencyMs.toFixed(0)} ms, ${result.fedTokens} tokens fed, ${result.reusedTokens} reused`);
+    } catch (error) {
+      if (!token.isCancellationRequested) this.log.debug(`complete failed: ${errorMessage(error)}`);
+      return undefined;
+    }
+    if (token.isCancellationRequested) return undefined;
+
+    const line = document.lineAt(position.line).text;
+    const nextLines: string[] = [];
+    for (let index = position.line + 1; index < Math.min(document.lineCount, position.line + 4); index++) nextLines.push(document.lineAt(index).text);
+    const suggestion = trimCompletion({ completion: raw, linePrefix: line.slice(0, position.character), lineSuffix: line.slice(position.character), nextLines, maxLines: MAX_LINES });
+    this.cache.remember({ documentKey, prefix: fullPrefix, suffix, text: suggestion });
+    return suggestion === '' ? undefined : [this.item(suggestion, position)];
+  }
+
+  private item(text: string, position: vscode.Position): vscode.InlineCompletionItem {
+    return new vscode.InlineCompletionItem(text, new vscode.Range(position, position));
+  }
+}

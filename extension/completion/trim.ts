@@ -1,0 +1,53 @@
+// Cuts a raw model continuation down to what an inline suggestion should show.
+// Pure, with golden cases in test/extension/trim.test.ts.
+
+export interface TrimInput {
+  completion: string;
+  /** Text of the cursor's line before the cursor. */
+  linePrefix: string;
+  /** Text of the cursor's line after the cursor. */
+  lineSuffix: string;
+  /** The lines after the cursor's line (a few suffice), to drop a repeat of what follows. */
+  nextLines: string[];
+  maxLines: number;
+}
+
+function indentOf(line: string): number {
+  return line.length - line.trimStart().length;
+}
+
+export function trimCompletion(input: TrimInput): string {
+  const { linePrefix, lineSuffix, nextLines, maxLines } = input;
+  let text = input.completion.replace(/\r\n/g, '\n');
+  // Mid-line (code after the cursor): only the rest of this line makes sense.
+  if (lineSuffix.trim() !== '') {
+    const firstLine = text.split('\n')[0] ?? '';
+    const trimmed = firstLine.trimEnd();
+    // do not repeat the closing characters already after the cursor
+    const suffixStart = lineSuffix.trim();
+    return trimmed.endsWith(suffixStart) ? trimmed.slice(0, trimmed.length - suffixStart.length) : trimmed;
+  }
+
+  const lines = text.split('\n');
+  const kept: string[] = [lines[0] ?? ''];
+  // the block the cursor is in: its indentation, or the next line's when the cursor opens a block
+  const baseIndent = linePrefix.trim() === '' ? linePrefix.length : indentOf(linePrefix);
+  const opensBlock = /[{[(:]\s*$/.test(linePrefix + (lines[0] ?? ''));
+  for (const line of lines.slice(1)) {
+    if (kept.length >= maxLines) break;
+    if (line.trim() === '') break; // a blank line ends a unit of code
+    const indent = indentOf(line);
+    if (indent < baseIndent) {
+      // a closing bracket at the outer level completes the block we opened; anything else leaves it
+      if (opensBlock && /^\s*[}\])]/.test(line)) kept.push(line);
+      break;
+    }
+    if (!opensBlock && indent === baseIndent && kept.length > 0 && /^\s*[}\])]/.test(line)) break;
+    kept.push(line);
+  }
+  // drop a tail that repeats the code that follows the cursor
+  const nextNonBlank = nextLines.find((line) => line.trim() !== '');
+  while (kept.length > 1 && nextNonBlank !== undefined && kept[kept.length - 1].trim() === nextNonBlank.trim()) kept.pop();
+  text = kept.map((line) => line.trimEnd()).join('\n');
+  return text.trim() === '' ? '' : text;
+}

@@ -1,0 +1,227 @@
+// The engine process and its JSON-RPC connection: spawn, initialize, typed
+// requests that carry a cancellation token ($/cancelRequest), and restart with
+// backoff after a crash (the engine reopens its persisted context, so a restart
+// costs no re-index). No vscode import: test/extension/client.test.ts drives it
+// against a fake engine process.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { createMessageConnection, StreamMessageReader, StreamMessageWriter, type CancellationToken, type MessageConnection } from 'vscode-jsonrpc/node';
+import type { EngineNotifications, EngineStatus, InitializeParams, InitializeResult, RequestMethod, RequestParams, RequestResult } from '../../engine/server/protocol';
+import { DEFAULT_BACKOFF, restartDelay, type BackoffPolicy } from './backoff';
+import type { Discovery } from './discovery';
+import { Emitter, type Disposable } from './emitter';
+
+export interface EngineLogger {
+  trace(message: string): void;
+  debug(message: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+export type ClientState =
+  | { kind: 'stopped' }
+  | { kind: 'starting' }
+  | { kind: 'running'; info: InitializeResult }
+  | { kind: 'restarting'; attempt: number; delayMs: number }
+  | { kind: 'failed'; message: string };
+
+export interface EngineClientOptions {
+  /** Re-run on every start, so a changed setting applies on Retry. */
+  discover: () => Discovery;
+  initializeParams: () => InitializeParams;
+  logger: EngineLogger;
+  backoff?: BackoffPolicy;
+  /** Loading a large model can take a while; a hung start must still end. */
+  initializeTimeoutMs?: number;
+}
+
+export class EngineUnavailableError extends Error {
+  constructor(state: ClientState) {
+    super(state.kind === 'failed' ? `Panorama's engine is not running: ${state.message}` : `Panorama's engine is ${state.kind}.`);
+  }
+}
+
+export class EngineClient implements Disposable {
+  private readonly stateEmitter = new Emitter<ClientState>();
+  private readonly statusEmitter = new Emitter<EngineStatus>();
+  private readonly deltaEmitter = new Emitter<EngineNotifications['panorama/askDelta']>();
+  readonly onState = this.stateEmitter.event;
+  readonly onStatus = this.statusEmitter.event;
+  readonly onAskDelta = this.deltaEmitter.event;
+
+  private currentState: ClientState = { kind: 'stopped' };
+  private child: ChildProcess | undefined;
+  private connection: MessageConnection | undefined;
+  private crashes = 0;
+  private runningSince = 0;
+  private restartTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Last stderr lines, quoted when a start fails. */
+  private readonly stderrTail: string[] = [];
+  private disposed = false;
+
+  constructor(private readonly options: EngineClientOptions) {}
+
+  get state(): ClientState {
+    return this.currentState;
+  }
+
+  get isRunning(): boolean {
+    return this.currentState.kind === 'running';
+  }
+
+  /** Starts the engine unless it is already up or on its way. */
+  async start(): Promise<void> {
+    if (this.disposed || this.currentState.kind === 'running' || this.currentState.kind === 'starting') return;
+    this.clearRestartTimer();
+    await this.launch();
+  }
+
+  /** Stops whatever runs and starts afresh with the crash count reset (the user's Retry). */
+  async restart(): Promise<void> {
+    await this.stop();
+    this.crashes = 0;
+    await this.start();
+  }
+
+  async request<M extends RequestMethod>(method: M, params: RequestParams<M>, token?: CancellationToken): Promise<RequestResult<M>> {
+    const connection = this.connection;
+    if (connection === undefined || this.currentState.kind !== 'running') throw new EngineUnavailableError(this.currentState);
+    return connection.sendRequest<RequestResult<M>>(method, params, token);
+  }
+
+  /** Asks the engine to shut down (it saves its context), then makes sure the process is gone. */
+  async stop(): Promise<void> {
+    this.clearRestartTimer();
+    const child = this.child;
+    const connection = this.connection;
+    this.child = undefined;
+    this.connection = undefined;
+    if (child !== undefined) {
+      const exited = new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) resolve();
+        else child.once('exit', () => resolve());
+      });
+      if (connection !== undefined && this.currentState.kind === 'running') {
+        await Promise.race([connection.sendRequest('shutdown', {}).catch(() => undefined), delay(3_000)]);
+      }
+      connection?.dispose();
+      child.stdin?.end();
+      await Promise.race([exited, delay(2_000)]);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+    this.setState({ kind: 'stopped' });
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    void this.stop();
+    this.stateEmitter.dispose();
+    this.statusEmitter.dispose();
+    this.deltaEmitter.dispose();
+  }
+
+  private async launch(): Promise<void> {
+    const { logger } = this.options;
+    this.setState({ kind: 'starting' });
+    const found = this.options.discover();
+    for (const note of found.notes) logger.info(note);
+    if (!found.ok) {
+      logger.error(found.message);
+      this.setState({ kind: 'failed', message: found.message });
+      return;
+    }
+    const { launch } = found;
+    this.stderrTail.length = 0;
+    const child = spawn(launch.command, launch.args, {
+      env: { ...process.env, ...launch.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      windowsHide: true,
+    });
+    this.child = child;
+    const connection = createMessageConnection(new StreamMessageReader(child.stdout), new StreamMessageWriter(child.stdin));
+    this.connection = connection;
+
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      this.stderrTail.push(line);
+      if (this.stderrTail.length > 20) this.stderrTail.shift();
+      logger.info(`[engine] ${line}`);
+    });
+    connection.onNotification('panorama/status', (status: EngineNotifications['panorama/status']) => this.statusEmitter.fire(status));
+    connection.onNotification('panorama/askDelta', (delta: EngineNotifications['panorama/askDelta']) => this.deltaEmitter.fire(delta));
+    connection.onNotification('panorama/log', ({ level, message }: EngineNotifications['panorama/log']) => logger[level](message));
+    connection.onError(([error]) => logger.warn(`engine connection: ${error.message}`));
+
+    const exited = new Promise<string>((resolve) => {
+      child.once('error', (error) => resolve(`could not start ${launch.command}: ${error.message}`));
+      child.once('exit', (code, signal) => resolve(signal !== null ? `killed by ${signal}` : `exited with code ${code}`));
+    });
+    void exited.then((reason) => this.onExit(child, reason));
+    connection.listen();
+
+    try {
+      const info = await Promise.race([
+        connection.sendRequest<InitializeResult>('initialize', this.options.initializeParams()),
+        exited.then((reason) => Promise.reject(new Error(`the engine ${reason} during start`))),
+        delay(this.options.initializeTimeoutMs ?? 180_000).then(() => Promise.reject(new Error('the engine did not answer initialize in time'))),
+      ]);
+      if (this.child !== child) return;
+      logger.info(`engine ${info.engineVersion} ready: model ${info.model.name} (${info.model.parameters} parameters), device ${info.device.kind} (${info.device.reason})`);
+      this.runningSince = Date.now();
+      this.setState({ kind: 'running', info });
+    } catch (error) {
+      if (this.child !== child) return;
+      const tail = this.stderrTail.filter((line) => line.trim() !== '').slice(-3).join(' | ');
+      const message = `${errorMessage(error)}${tail ? ` — ${tail}` : ''}`;
+      logger.error(`engine start failed: ${message}`);
+      this.child = undefined;
+      this.connection = undefined;
+      connection.dispose();
+      child.kill('SIGKILL');
+      this.setState({ kind: 'failed', message });
+    }
+  }
+
+  private onExit(child: ChildProcess, reason: string): void {
+    if (this.child !== child) return; // a stop() or a failed start already handled it
+    const { logger } = this.options;
+    this.connection?.dispose();
+    this.child = undefined;
+    this.connection = undefined;
+    if (this.disposed) return;
+    const policy = this.options.backoff ?? DEFAULT_BACKOFF;
+    if (Date.now() - this.runningSince > policy.stableMs) this.crashes = 0;
+    this.crashes++;
+    const delayMs = restartDelay(this.crashes, policy);
+    logger.error(`engine ${reason}`);
+    if (delayMs === undefined) {
+      this.setState({ kind: 'failed', message: `the engine crashed ${this.crashes - 1} times in a row (last: ${reason})` });
+      return;
+    }
+    logger.info(`restarting the engine in ${delayMs} ms (attempt ${this.crashes} of ${policy.maxAttempts})`);
+    this.setState({ kind: 'restarting', attempt: this.crashes, delayMs });
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      void this.launch();
+    }, delayMs);
+  }
+
+  private clearRestartTimer(): void {
+    if (this.restartTimer !== undefined) clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
+  }
+
+  private setState(state: ClientState): void {
+    this.currentState = state;
+    this.stateEmitter.fire(state);
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref?.());
+}
+
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,51 @@
+// Entry point: wires the engine, the status bar, the commands, the chat view and
+// the inline completion provider. Everything registered goes into
+// context.subscriptions, so deactivation disposes it (and stops the engine).
+
+import { writeFileSync } from 'node:fs';
+import * as vscode from 'vscode';
+import { ChatViewProvider } from './chat/chatViewProvider';
+import { registerCommands } from './commands';
+import { PanoramaInlineCompletionProvider } from './completion/inlineProvider';
+import { EngineService } from './engine/engineService';
+import { registerStatusBar } from './statusBar';
+
+let activeEngine: EngineService | undefined;
+
+export function activate(context: vscode.ExtensionContext): void {
+  const log = vscode.window.createOutputChannel('Panorama', { log: true });
+  context.subscriptions.push(log);
+
+  // The engine holds one folder as its context: the first workspace folder.
+  const folder = vscode.workspace.workspaceFolders?.find((candidate) => candidate.uri.scheme === 'file');
+  if (folder === undefined) {
+    log.info('no local folder is open: Panorama waits for one');
+    context.subscriptions.push(
+      vscode.commands.registerCommand('panorama.showEngineLog', () => log.show()),
+      vscode.workspace.onDidChangeWorkspaceFolders(() => void vscode.commands.executeCommand('workbench.action.reloadWindow')),
+    );
+    return;
+  }
+
+  const engine = new EngineService(context, log, folder.uri.fsPath);
+  activeEngine = engine;
+  const chat = new ChatViewProvider(context, engine, log);
+  context.subscriptions.push(
+    engine,
+    chat,
+    registerStatusBar(engine),
+    registerCommands(engine, chat, log),
+    vscode.window.registerWebviewViewProvider(ChatViewProvider.viewType, chat),
+    vscode.languages.registerInlineCompletionItemProvider({ pattern: '**' }, new PanoramaInlineCompletionProvider(engine, log)),
+  );
+  void engine.start();
+
+  // The e2e test waits for this file instead of guessing when activation is over.
+  const marker = process.env.PANORAMA_E2E_MARKER;
+  if (marker) writeFileSync(marker, String(Date.now()));
+}
+
+/** Waits for the engine to save its context and exit (disposal alone would not wait). */
+export function deactivate(): Promise<void> | undefined {
+  return activeEngine?.client.stop();
+}
