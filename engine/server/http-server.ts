@@ -271,8 +271,7 @@ export class PanoramaHttpServer {
   }
 
   private async readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
-    const type = req.headers['content-type'] ?? '';
-    if (type && !/^application\/json\b/i.test(type)) throw new HttpError(415, `Content-Type must be application/json, got ${type.slice(0, 100)}`, 'invalid_request_error', null, 'unsupported_media_type');
+    // The body is parsed as JSON whatever its Content-Type says (curl -d sends form-urlencoded).
     const body = await readBody(req, this.options.maxBodyBytes, this.options.bodyTimeoutMs);
     let parsed: unknown;
     try {
