@@ -243,6 +243,8 @@ export class PanoramaHttpServer {
   }
 
   private fail(res: http.ServerResponse, err: unknown): void {
+    // A client that went away (while queued, or mid-answer) has nobody left to tell.
+    if (res.destroyed || res.req.socket.destroyed) return;
     const error =
       err instanceof HttpError
         ? err

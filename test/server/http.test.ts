@@ -199,7 +199,12 @@ test('slow-drip clients are cut off: headers by the header timeout, bodies by th
       const started = Date.now();
       const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1');
       let data = '';
-      let timer: NodeJS.Timeout | undefined;
+      let sent = 0;
+      const timer = setInterval(() => {
+        // Bounded: the server must have closed long before 80 drips.
+        if (sent++ > 80 || socket.destroyed) return socket.destroy();
+        socket.write(piece);
+      }, 100);
       socket.setEncoding('utf8');
       socket.on('data', (text: string) => (data += text));
       socket.on('error', () => undefined);
@@ -208,12 +213,6 @@ test('slow-drip clients are cut off: headers by the header timeout, bodies by th
         resolve({ data, ms: Date.now() - started });
       });
       socket.write(head);
-      let sent = 0;
-      timer = setInterval(() => {
-        // Bounded: the server must have closed long before 80 drips.
-        if (sent++ > 80 || socket.destroyed) return socket.destroy();
-        socket.write(piece);
-      }, 100);
     });
   const [headers, body] = await Promise.all([
     drip('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n', 'X-Slow: 1\r\n'),
@@ -251,6 +250,25 @@ test('a client that disconnects mid-stream cancels its generation', async () => 
   assert.equal(await metric(server.url, 'panorama_active_generations'), 0);
   const after = await client.chat.completions.create({ model, messages: [{ role: 'user', content: 'still there?' }], max_tokens: 2 });
   assert.equal(after.choices.length, 1);
+});
+
+test('a client that leaves while queued frees its place in the queue, and is not counted as a server error', async () => {
+  const open = (maxTokens: number) => {
+    const req = http.request(`${server.url}/v1/chat/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, agent: false });
+    req.on('error', () => undefined);
+    req.end(JSON.stringify({ model, messages: [{ role: 'user', content: 'Explain every file at length.' }], max_tokens: maxTokens, temperature: 1, stream: true }));
+    return req;
+  };
+  const running = open(500);
+  await waitFor('the first request to run', async () => ((await metric(server.url, 'panorama_requests_running')) === 1 ? true : undefined), 10_000, 20);
+  const queued = open(4);
+  await waitFor('the second request to queue', async () => ((await metric(server.url, 'panorama_queue_depth')) === 1 ? true : undefined), 10_000, 20);
+  queued.destroy();
+  await waitFor('the queue to empty', async () => ((await metric(server.url, 'panorama_queue_depth')) === 0 ? true : undefined), 10_000, 20);
+  running.destroy();
+  await waitFor('the slot to free', async () => ((await metric(server.url, 'panorama_requests_running')) === 0 ? true : undefined), 10_000, 20);
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  assert.doesNotMatch(text, /route="POST [^"]+",status="5\d\d"/);
 });
 
 test('a seeded fuzz of 300 mutated request bodies: only 2xx/4xx (or 503/429), never a crash', async () => {
