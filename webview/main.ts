@@ -35,6 +35,8 @@ const engineState = element('engine-state');
 let turns: ChatTurn[] = [];
 let chips: ContextChip[] = [];
 const rendered = new Map<string, HTMLElement>();
+/** Deltas received per answer: shown as data-deltas, so a test can tell streaming from one late block. */
+const deltaCounts = new Map<string, number>();
 let renderQueued = new Set<string>();
 
 function element(id: string): HTMLElement {
@@ -73,7 +75,7 @@ function renderChips(): void {
       item.className = 'chip';
       item.setAttribute('role', 'listitem');
       item.title = chip.kind === 'selection' ? `Selection in ${chip.path}` : chip.path;
-      item.textContent = `${chip.kind === 'selection' ? '✂ ' : '📄 '}${chip.label}${chip.truncated ? ' (truncated)' : ''}`;
+      item.textContent = `${chip.kind === 'selection' ? 'Selection' : 'File'}: ${chip.label}${chip.truncated ? ' (truncated)' : ''}`;
       const remove = document.createElement('button');
       remove.className = 'chip-remove';
       remove.textContent = '×';
@@ -153,6 +155,7 @@ function renderTurn(turn: ChatTurn): void {
   else if (turn.finishReason === 'error') footer.textContent = `Error: ${turn.error ?? 'unknown'}`;
   else if (turn.finishReason === 'length') footer.textContent = 'The answer reached its length limit.';
   article.dataset.state = turn.finishReason ?? 'streaming';
+  article.dataset.deltas = String(deltaCounts.get(turn.requestId) ?? 0);
   article.replaceChildren(header, answer, ...(turn.sources.length > 0 ? [sourceLinks(turn.sources)] : []), footer);
 }
 
@@ -216,6 +219,7 @@ window.addEventListener('message', (event: MessageEvent<HostMessage>) => {
       const turn = turns.find((candidate) => candidate.requestId === message.requestId);
       if (turn !== undefined) {
         turn.answer += message.text;
+        deltaCounts.set(turn.requestId, (deltaCounts.get(turn.requestId) ?? 0) + 1);
         scheduleRender(turn.requestId);
       }
       break;

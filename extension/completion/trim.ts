@@ -18,7 +18,9 @@ function indentOf(line: string): number {
 
 export function trimCompletion(input: TrimInput): string {
   const { linePrefix, lineSuffix, nextLines, maxLines } = input;
-  let text = input.completion.replace(/\r\n/g, '\n');
+  // control characters (other than tab and newline) are never what the user wants typed
+  // eslint-disable-next-line no-control-regex
+  let text = input.completion.replace(/\r\n/g, '\n').replace(/[\u0000-\u0008\u000b-\u001f\u007f\ufffd]/g, '');
   // Mid-line (code after the cursor): only the rest of this line makes sense.
   if (lineSuffix.trim() !== '') {
     const firstLine = text.split('\n')[0] ?? '';

@@ -88,7 +88,8 @@ export class EngineClient implements Disposable {
   async request<M extends RequestMethod>(method: M, params: RequestParams<M>, token?: CancellationToken): Promise<RequestResult<M>> {
     const connection = this.connection;
     if (connection === undefined || this.currentState.kind !== 'running') throw new EngineUnavailableError(this.currentState);
-    return connection.sendRequest<RequestResult<M>>(method, params, token);
+    // an explicit undefined token would be sent as a second positional parameter
+    return token === undefined ? connection.sendRequest<RequestResult<M>>(method, params) : connection.sendRequest<RequestResult<M>>(method, params, token);
   }
 
   /** Asks the engine to shut down (it saves its context), then makes sure the process is gone. */
@@ -184,7 +185,8 @@ export class EngineClient implements Disposable {
   }
 
   private onExit(child: ChildProcess, reason: string): void {
-    if (this.child !== child) return; // a stop() or a failed start already handled it
+    // a stop() or a failed start handles its own exit; so does launch() while initialize is pending
+    if (this.child !== child || this.currentState.kind === 'starting') return;
     const { logger } = this.options;
     this.connection?.dispose();
     this.child = undefined;

@@ -56,9 +56,9 @@ export function discoverEngine(input: DiscoveryInput): Discovery {
     }
     // The engine loads onnxruntime's native binding at start; without one for this
     // platform it would die with a cryptic dlopen error, so say it plainly here.
-    const runtimeDir = path.join(input.extensionPath, 'node_modules', 'onnxruntime-node', 'bin', 'napi-v6', input.platform, input.arch);
-    const runtimeDirV3 = path.join(input.extensionPath, 'node_modules', 'onnxruntime-node', 'bin', 'napi-v3', input.platform, input.arch);
-    if (!input.isDirectory(runtimeDir) && !input.isDirectory(runtimeDirV3)) {
+    const napiVersions = ['napi-v6', 'napi-v3'];
+    const runtimeDirs = napiVersions.map((napi) => path.join(input.extensionPath, 'node_modules', 'onnxruntime-node', 'bin', napi, input.platform, input.arch));
+    if (!runtimeDirs.some(input.isDirectory)) {
       return { ok: false, notes, message: `This Panorama package has no onnxruntime binaries for ${input.platform}-${input.arch}. Install the Panorama VSIX built for your platform.` };
     }
     enginePath = bundled;
@@ -78,5 +78,8 @@ export function discoverEngine(input: DiscoveryInput): Discovery {
   }
 
   notes.push(`engine: ${enginePath} (${origin}); runtime: ${command}`);
-  return { ok: true, notes, launch: { command, args: [enginePath, 'rpc'], env, origin, enginePath } };
+  // dist/panorama.js is a module exporting run(argv) (bin/panorama.js is its CLI launcher), so
+  // start it through a one-line loader: the same command works for the bundled and a configured engine.
+  const args = ['-e', 'require(process.argv[1]).run(process.argv.slice(2))', enginePath, 'rpc'];
+  return { ok: true, notes, launch: { command, args, env, origin, enginePath } };
 }

@@ -2,7 +2,6 @@
 // from settings and the workspace, its failures turned into an actionable
 // notification, restarted when a setting that shapes it changes.
 
-import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
@@ -73,9 +72,8 @@ export class EngineService implements vscode.Disposable {
 
   private initializeParams(): InitializeParams {
     const settings = readSettings();
-    // one store per workspace folder, under the extension's per-user storage
-    const key = createHash('sha256').update(this.workspaceRoot).digest('hex').slice(0, 16);
-    const storeDir = path.join(this.context.globalStorageUri.fsPath, 'workspaces', `${path.basename(this.workspaceRoot)}-${key}`);
+    // under the extension's per-user storage; the engine adds one subfolder per workspace root
+    const storeDir = path.join(this.context.globalStorageUri.fsPath, 'index');
     const filesExclude = vscode.workspace.getConfiguration('files').get<Record<string, unknown>>('exclude', {});
     const exclude = Object.entries(filesExclude)
       .filter(([, enabled]) => enabled === true)

