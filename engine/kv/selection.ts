@@ -40,20 +40,29 @@ export function poolPads(fineCount: number, blocks: number, poolStride: number):
 }
 
 /**
- * The blocks any (head, query) selected, ascending, and for each (head, query)
- * which of them it may attend to: mask [Hk, T, U].
+ * For each KV head, the blocks any of its queries selected (ascending), padded
+ * with −1 to a common length U, and which of them each query may attend to:
+ * mask [Hk, T, U]. Heads attend only to their own blocks, so the cost follows
+ * one head's selection, not the union over heads.
  */
-export function blockUnion(selected: BigInt64Array, kvHeads: number, queries: number, k: number): { blockIds: number[]; mask: Uint8Array } {
-  const seen = new Set<number>();
-  for (const id of selected) if (id >= 0n) seen.add(Number(id));
-  const blockIds = [...seen].sort((a, b) => a - b);
-  const column = new Map(blockIds.map((b, i) => [b, i]));
-  const mask = new Uint8Array(kvHeads * queries * blockIds.length);
-  for (let row = 0; row < kvHeads * queries; row++) {
-    for (let j = 0; j < k; j++) {
-      const id = selected[row * k + j];
-      if (id >= 0n) mask[row * blockIds.length + (column.get(Number(id)) ?? 0)] = 1;
+export function blocksPerHead(selected: BigInt64Array, kvHeads: number, queries: number, k: number): { blockIds: number[][]; width: number; mask: Uint8Array } {
+  const blockIds: number[][] = [];
+  for (let h = 0; h < kvHeads; h++) {
+    const seen = new Set<number>();
+    for (let i = h * queries * k; i < (h + 1) * queries * k; i++) if (selected[i] >= 0n) seen.add(Number(selected[i]));
+    blockIds.push([...seen].sort((a, b) => a - b));
+  }
+  const width = Math.max(1, ...blockIds.map((ids) => ids.length));
+  const mask = new Uint8Array(kvHeads * queries * width);
+  for (let h = 0; h < kvHeads; h++) {
+    const column = new Map(blockIds[h].map((b, i) => [b, i]));
+    for (let t = 0; t < queries; t++) {
+      const row = h * queries + t;
+      for (let j = 0; j < k; j++) {
+        const id = selected[row * k + j];
+        if (id >= 0n) mask[row * width + (column.get(Number(id)) ?? 0)] = 1;
+      }
     }
   }
-  return { blockIds, mask };
+  return { blockIds, width, mask };
 }

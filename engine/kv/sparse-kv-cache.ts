@@ -71,12 +71,19 @@ class CompressedKeys {
   }
 }
 
+/**
+ * Keys and values are stored head-major, [Hk, capacityBlocks, blockSize, hs], so
+ * the attention graph can gather any head's blocks straight from the store (no
+ * copy on the host) and a head's blocks are contiguous for upload.
+ */
 export class SparseKvCache {
   /** Tokens held. */
   length = 0;
   private keys: Float32Array;
   private values: Float32Array;
-  private readonly blockFloats: number;
+  private capacityBlocks: number;
+  /** Floats of one head's block: blockSize · hs. */
+  private readonly headBlockFloats: number;
   private fine: CompressedKeys;
   private coarse: CompressedKeys;
 
@@ -85,10 +92,10 @@ export class SparseKvCache {
     initialTokens = 0,
   ) {
     const { kvHeads, headDim, blockSize, kernelSize, kernelStride } = geometry;
-    this.blockFloats = kvHeads * blockSize * headDim;
-    const blocks = Math.max(1, Math.ceil(initialTokens / blockSize));
-    this.keys = new Float32Array(blocks * this.blockFloats);
-    this.values = new Float32Array(blocks * this.blockFloats);
+    this.headBlockFloats = blockSize * headDim;
+    this.capacityBlocks = Math.max(1, Math.ceil(initialTokens / blockSize));
+    this.keys = new Float32Array(kvHeads * this.capacityBlocks * this.headBlockFloats);
+    this.values = new Float32Array(this.keys.length);
     const rowSize = kvHeads * headDim;
     this.fine = new CompressedKeys(kernelSize, kernelStride, rowSize);
     // The coarse level (only used for the log-sum-exp estimate) is 4× the fine one.
@@ -105,21 +112,27 @@ export class SparseKvCache {
   }
 
   private ensureCapacity(tokens: number): void {
-    const needed = Math.ceil(tokens / this.geometry.blockSize) * this.blockFloats;
-    if (needed <= this.keys.length) return;
-    const size = Math.max(needed, this.keys.length * 2);
-    const keys = new Float32Array(size);
-    keys.set(this.keys);
-    const values = new Float32Array(size);
-    values.set(this.values);
-    this.keys = keys;
-    this.values = values;
+    const needed = Math.ceil(tokens / this.geometry.blockSize);
+    if (needed <= this.capacityBlocks) return;
+    const capacity = Math.max(needed, this.capacityBlocks * 2);
+    const { kvHeads } = this.geometry;
+    const regrow = (old: Float32Array): Float32Array => {
+      const grown = new Float32Array(kvHeads * capacity * this.headBlockFloats);
+      for (let h = 0; h < kvHeads; h++) {
+        const from = h * this.capacityBlocks * this.headBlockFloats;
+        grown.set(old.subarray(from, from + this.capacityBlocks * this.headBlockFloats), h * capacity * this.headBlockFloats);
+      }
+      return grown;
+    };
+    this.keys = regrow(this.keys);
+    this.values = regrow(this.values);
+    this.capacityBlocks = capacity;
   }
 
   private offset(position: number, head: number): number {
     const { blockSize, headDim } = this.geometry;
     const block = Math.floor(position / blockSize);
-    return block * this.blockFloats + (head * blockSize + (position % blockSize)) * headDim;
+    return (head * this.capacityBlocks + block) * this.headBlockFloats + (position % blockSize) * headDim;
   }
 
   /** Appends T new keys/values given as [T, Hk, hs]. */
@@ -162,22 +175,9 @@ export class SparseKvCache {
     this.coarse.truncate(this.coarse.countFor(length));
   }
 
-  /** Every block, [nb, Hk, blockSize, hs], without copying. Positions ≥ length are stale. */
-  allBlocks(): { keys: Float32Array; values: Float32Array } {
-    const floats = this.blockCount * this.blockFloats;
-    return { keys: this.keys.subarray(0, floats), values: this.values.subarray(0, floats) };
-  }
-
-  /** The given blocks, copied into [ids.length, Hk, blockSize, hs]. */
-  gather(blockIds: readonly number[]): { keys: Float32Array; values: Float32Array } {
-    const keys = new Float32Array(blockIds.length * this.blockFloats);
-    const values = new Float32Array(blockIds.length * this.blockFloats);
-    blockIds.forEach((block, i) => {
-      const src = block * this.blockFloats;
-      keys.set(this.keys.subarray(src, src + this.blockFloats), i * this.blockFloats);
-      values.set(this.values.subarray(src, src + this.blockFloats), i * this.blockFloats);
-    });
-    return { keys, values };
+  /** The whole store, [Hk, capacityBlocks, blockSize, hs] each, without copying. Blocks ≥ blockCount are stale. */
+  store(): { keys: Float32Array; values: Float32Array; capacityBlocks: number } {
+    return { keys: this.keys, values: this.values, capacityBlocks: this.capacityBlocks };
   }
 
   private readonly readKey = (position: number, out: Float64Array): void => {
@@ -199,6 +199,7 @@ export class SparseKvCache {
     const copy = new SparseKvCache(this.geometry);
     copy.keys = this.keys.slice();
     copy.values = this.values.slice();
+    copy.capacityBlocks = this.capacityBlocks;
     copy.length = this.length;
     copy.fine = this.fine.clone();
     copy.coarse = this.coarse.clone();

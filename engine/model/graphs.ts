@@ -285,10 +285,10 @@ function buildSparseSelect(cfg: SalaConfig): Uint8Array {
 }
 
 /**
- * Sparse layer, second part: softmax attention of the queries over gathered
- * 64-token key blocks (all blocks on the dense path), restricted per KV head and
- * query by a block mask and causally by position; then the output gate, o_proj,
- * the scaled residual and the MLP block.
+ * Sparse layer, second part: softmax attention of the queries over 64-token key
+ * blocks gathered per KV head (every block on the dense path), restricted per
+ * query by a block mask, causally by position and to live (untombstoned) keys;
+ * then the output gate, o_proj, the scaled residual and the MLP block.
  */
 function buildSparseAttend(cfg: SalaConfig): Uint8Array {
   const sizes = derivedSizes(cfg);
@@ -301,16 +301,21 @@ function buildSparseAttend(cfg: SalaConfig): Uint8Array {
   const g = new GraphBuilder('sparse_attend');
   const x = g.input('x', 'float', ['T', d]);
   const q = g.input('q', 'float', ['T', H, hs]);
-  const keys = g.input('keys', 'float', ['U', Hk, blockSize, hs]);
-  const values = g.input('values', 'float', ['U', Hk, blockSize, hs]);
-  const blockIds = g.input('block_ids', 'int64', ['U']);
+  // The whole host store (head-major) and, per KV head, the blocks to attend to
+  // (padded to U with id −1, masked); the gather happens here, not on the host.
+  const keyStore = g.input('key_store', 'float', [Hk, 'C', blockSize, hs]);
+  const valueStore = g.input('value_store', 'float', [Hk, 'C', blockSize, hs]);
+  const blockIds = g.input('block_ids', 'int64', [Hk, 'U']);
   const blockMask = g.input('block_mask', 'bool', [Hk, 'T', 'U']);
-  const keyAlive = g.input('key_alive', 'bool', ['U', blockSize]);
+  const keyAlive = g.input('key_alive', 'bool', [Hk, 'U', blockSize]);
   const queryPositions = g.input('query_positions', 'int64', ['T']);
 
   const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]); // [Hk, G·T, hs]
-  const keysByHead = g.reshape(g.transpose(keys, [1, 0, 2, 3]), [Hk, -1, hs]); // [Hk, S, hs]
-  const valuesByHead = g.reshape(g.transpose(values, [1, 0, 2, 3]), [Hk, -1, hs]);
+  const heads = g.unsqueeze(g.expand(g.unsqueeze(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [1]), g.shape(blockIds)), [2]); // [Hk, U, 1]
+  const blockIndex = g.unsqueeze(g.op('Max', [blockIds, g.int64(0)]), [2]); // padding reads block 0, masked below
+  const gatherIndex = g.concat([heads, blockIndex], 2); // [Hk, U, 2]
+  const keysByHead = g.reshape(g.op('GatherND', [keyStore, gatherIndex]), [Hk, -1, hs]); // [Hk, S, hs]
+  const valuesByHead = g.reshape(g.op('GatherND', [valueStore, gatherIndex]), [Hk, -1, hs]);
   const scoreShape = g.shapeOf([Hk, G, g.dim(q, 0), -1]);
   const scores = g.reshape(
     g.mul(g.matmul(groupedQ, g.transpose(keysByHead, [0, 2, 1])), g.float(1 / Math.sqrt(hs))),
@@ -318,16 +323,14 @@ function buildSparseAttend(cfg: SalaConfig): Uint8Array {
   ); // [Hk, G, T, S]
 
   const offsets = g.range(g.int64(0), g.int64(blockSize), g.int64(1));
-  const keyPositions = g.reshape(g.add(g.mul(g.unsqueeze(blockIds, [1]), g.int64(blockSize)), g.unsqueeze(offsets, [0])), [-1]); // [S]
-  const causal = g.and(
-    g.not(g.greater(g.unsqueeze(keyPositions, [0]), g.unsqueeze(queryPositions, [1]))),
-    g.unsqueeze(g.reshape(keyAlive, [-1]), [0]),
-  ); // [T, S]: past and not tombstoned
-  const expandedMask = g.reshape(
+  const keyPositions = g.reshape(g.add(g.mul(g.unsqueeze(blockIds, [2]), g.int64(blockSize)), offsets), [Hk, 1, -1]); // [Hk, 1, S]
+  const causal = g.not(g.greater(keyPositions, g.unsqueeze(queryPositions, [0, 2]))); // [Hk, T, S]
+  const alive = g.reshape(keyAlive, [Hk, 1, -1]); // [Hk, 1, S]: not tombstoned
+  const selected = g.reshape(
     g.expand(g.unsqueeze(blockMask, [3]), g.int64s([1, 1, 1, blockSize])),
     g.shapeOf([Hk, g.dim(q, 0), -1]),
   ); // [Hk, T, S]
-  const allowed = g.unsqueeze(g.and(expandedMask, g.unsqueeze(causal, [0])), [1]); // [Hk, 1, T, S]
+  const allowed = g.unsqueeze(g.and(g.and(selected, causal), alive), [1]); // [Hk, 1, T, S]
   // An additive −inf bias built on the G-times smaller mask (cheaper than a Where over the scores).
   const bias = g.where(allowed, g.float(0), g.float(-Infinity));
   const probabilities = g.softmax(g.add(scores, bias), -1);

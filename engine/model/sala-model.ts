@@ -8,8 +8,8 @@ import { resolveDevice, type DeviceRequest, type ResolvedDevice } from '../runti
 import { GraphSession, bool, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { SparseKvCache } from '../kv/sparse-kv-cache.js';
 import { Sequence } from './sequence.js';
-import { blockUnion, poolPads, visibleCount, type Level } from '../kv/selection.js';
-import { derivedSizes, loadConfig, type DerivedSizes, type SalaConfig } from './config.js';
+import { blocksPerHead, poolPads, visibleCount, type Level } from '../kv/selection.js';
+import { derivedSizes, expectedWeights, loadConfig, type DerivedSizes, type SalaConfig } from './config.js';
 import { buildGraphs } from './graphs.js';
 import { loadWeights, type WeightMap } from './weights.js';
 
@@ -45,8 +45,6 @@ export class ModelInputError extends Error {}
 export { Sequence };
 
 export const DEFAULT_CHUNK_SIZE = 512;
-/** Above this share of blocks, gathering costs more than attending over the whole store. */
-const GATHER_ALL_THRESHOLD = 0.75;
 
 type LayerTensors = Record<string, ort.Tensor>;
 
@@ -128,10 +126,13 @@ export class SalaModel {
     // single-token steps are too small to gain from threads and lose to their wake-ups.
     const prefillSessions = await createSessions(options.threads);
     const decodeSessions = await createSessions(options.decodeThreads ?? 1);
+    const shapes = expectedWeights(config);
     const tensor = (name: string): ort.Tensor => {
       const data = weights.get(name);
-      if (!data) throw new ModelInputError(`weight ${name} is missing`);
-      return new ort.Tensor('float32', data, weightShape(config, name, data.length));
+      const shape = shapes.get(name);
+      if (!data || !shape) throw new ModelInputError(`weight ${name} is missing`);
+      if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new ModelInputError(`weight ${name} has ${data.length} values; the config implies shape [${shape.join(', ')}]`);
+      return new ort.Tensor('float32', data, shape);
     };
     const layerTensors: LayerTensors[] = [];
     for (let layer = 0; layer < config.numHiddenLayers; layer++) {
@@ -264,10 +265,11 @@ export class SalaModel {
     const projected = await this.sessionsFor(tokens).sparseProject.run({ ...pick(tensors, this.sessionsFor(tokens).sparseProject.inputNames), x: f32(x, [tokens, d]) });
     cache.append(floatData(projected.k), floatData(projected.v));
 
-    const blocks = cache.blockCount;
     if (!call.sparsePath) {
-      const everyBlock = Array.from({ length: blocks }, (_, b) => b);
-      return this.attend(sequence, cache, layer, x, projected, firstPosition, 0, tokens, everyBlock, new Uint8Array(Hk * tokens * blocks).fill(1));
+      const everyBlock = Array.from({ length: cache.blockCount }, (_, b) => b);
+      const perHead = Array.from({ length: Hk }, () => everyBlock);
+      const mask = new Uint8Array(Hk * tokens * everyBlock.length).fill(1);
+      return this.attend(sequence, cache, layer, x, projected, firstPosition, 0, tokens, { blockIds: perHead, width: everyBlock.length, mask });
     }
     const selection = await this.selectBlocks(sequence, cache, projected.q, firstPosition, tokens, call.callLength, call.promptLength);
     if (call.onSelection) call.onSelection({ layer, firstPosition, queries: tokens, k: selection.k, selected: selection.padded });
@@ -282,8 +284,7 @@ export class SalaModel {
       for (let h = 0; h < Hk; h++) {
         groupSelection.set(selection.raw.subarray((h * tokens + start) * selection.rawK, (h * tokens + end) * selection.rawK), h * rows * selection.rawK);
       }
-      const { blockIds, mask } = blockUnion(groupSelection, Hk, rows, selection.rawK);
-      out.set(await this.attend(sequence, cache, layer, x, projected, firstPosition, start, end, blockIds, mask), start * d);
+      out.set(await this.attend(sequence, cache, layer, x, projected, firstPosition, start, end, blocksPerHead(groupSelection, Hk, rows, selection.rawK)), start * d);
       start = end;
     }
     return out;
@@ -291,7 +292,7 @@ export class SalaModel {
 
   /**
    * Block-sparse attention + gate + o_proj + MLP for queries [start, end) of this
-   * call over `blockIds` (ascending), mask [Hk, end − start, blockIds.length].
+   * call, each KV head over its own blocks (mask [Hk, end − start, width]).
    */
   private async attend(
     sequence: Sequence,
@@ -302,8 +303,7 @@ export class SalaModel {
     firstPosition: number,
     start: number,
     end: number,
-    blockIds: number[],
-    mask: Uint8Array,
+    blocks: { blockIds: number[][]; width: number; mask: Uint8Array },
   ): Promise<Float32Array> {
     const d = this.config.hiddenSize;
     const Hk = this.config.numKeyValueHeads;
@@ -311,36 +311,31 @@ export class SalaModel {
     const hs = this.sizes.sparseHeadDim;
     const { blockSize } = this.config.sparse;
     const rows = end - start;
-    const blocks = cache.blockCount;
-    let keys: Float32Array;
-    let values: Float32Array;
-    if (blockIds.length >= GATHER_ALL_THRESHOLD * blocks) {
-      // Attend over the store in place; blocks nobody selected are masked out.
-      ({ keys, values } = cache.allBlocks());
-      if (blockIds.length !== blocks) {
-        mask = widenMask(mask, blockIds, blocks, Hk * rows);
-        blockIds = Array.from({ length: blocks }, (_, b) => b);
-      }
-    } else {
-      ({ keys, values } = cache.gather(blockIds));
+    const { blockIds, width, mask } = blocks;
+    const store = cache.store();
+    const ids = new BigInt64Array(Hk * width).fill(-1n);
+    const alive = new Uint8Array(Hk * width * blockSize);
+    for (let h = 0; h < Hk; h++) {
+      blockIds[h].forEach((block, i) => (ids[h * width + i] = BigInt(block)));
+      alive.set(sequence.aliveKeys(blockIds[h]), h * width * blockSize);
     }
-    const U = blockIds.length;
     const whole = start === 0 && end * d === x.length;
-    const sliceRows = (tensor: ort.Tensor, width: number): ort.Tensor =>
-      whole ? tensor : f32(floatData(tensor).subarray(start * width, end * width), [rows, ...tensor.dims.slice(1)]);
+    const sliceRows = (tensor: ort.Tensor, rowWidth: number): ort.Tensor =>
+      whole ? tensor : f32(floatData(tensor).subarray(start * rowWidth, end * rowWidth), [rows, ...tensor.dims.slice(1)]);
+    const session = this.sessionsFor(rows).sparseAttend;
     const feeds: Feeds = {
-      ...pick(this.layerTensors[layer], this.sessionsFor(rows).sparseAttend.inputNames),
+      ...pick(this.layerTensors[layer], session.inputNames),
       x: f32(whole ? x : x.subarray(start * d, end * d), [rows, d]),
       q: sliceRows(projected.q, H * hs),
-      keys: f32(keys, [U, Hk, blockSize, hs]),
-      values: f32(values, [U, Hk, blockSize, hs]),
-      block_ids: i64(blockIds),
-      block_mask: bool(mask, [Hk, rows, U]),
-      key_alive: bool(sequence.aliveKeys(blockIds), [U, blockSize]),
+      key_store: f32(store.keys, [Hk, store.capacityBlocks, blockSize, hs]),
+      value_store: f32(store.values, [Hk, store.capacityBlocks, blockSize, hs]),
+      block_ids: i64(ids, [Hk, width]),
+      block_mask: bool(mask, [Hk, rows, width]),
+      key_alive: bool(alive, [Hk, width, blockSize]),
       query_positions: i64(Array.from({ length: rows }, (_, i) => firstPosition + start + i)),
     };
     if (projected.gate) feeds.gate = sliceRows(projected.gate, H * hs);
-    const out = await this.sessionsFor(rows).sparseAttend.run(feeds);
+    const out = await session.run(feeds);
     return floatData(out.x_out);
   }
 
@@ -385,25 +380,3 @@ export class SalaModel {
     return { raw, rawK, k, padded };
   }
 }
-
-/** Re-expresses a [rows, U] mask over `blockIds` as a [rows, blocks] mask over every block. */
-function widenMask(mask: Uint8Array, blockIds: readonly number[], blocks: number, rows: number): Uint8Array {
-  const wide = new Uint8Array(rows * blocks);
-  const U = blockIds.length;
-  for (let row = 0; row < rows; row++) {
-    for (let j = 0; j < U; j++) wide[row * blocks + blockIds[j]] = mask[row * U + j];
-  }
-  return wide;
-}
-
-/** Shape of an HF weight from the config (weights arrive as flat Float32Arrays). */
-function weightShape(config: SalaConfig, name: string, length: number): number[] {
-  if (name.endsWith('norm.weight')) return [length];
-  const columns = name.endsWith('mlp.down_proj.weight')
-    ? config.intermediateSize
-    : name.endsWith('self_attn.o_proj.weight')
-      ? length / config.hiddenSize
-      : config.hiddenSize;
-  return [length / columns, columns];
-}
-

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { blockUnion, compressedCount, poolPads, visibleCount } from '../../engine/kv/selection.js';
+import { blocksPerHead, compressedCount, poolPads, visibleCount } from '../../engine/kv/selection.js';
 import { SparseKvCache } from '../../engine/kv/sparse-kv-cache.js';
 
 const fine = { window: 32, stride: 16 };
@@ -43,11 +43,13 @@ test('pool padding gives one max-pool window per block (kernel 5, stride 4, one 
   assert.deepEqual(poolPads(94, 24, 4), [0, 0, 1, 0, 0, 2]);
 });
 
-test('block union: ascending ids and a per-(head, query) mask; −1 slots ignored', () => {
+test('blocks per head: each head its own ascending ids, padded to a common width, with a per-query mask; −1 slots ignored', () => {
   const selected = BigInt64Array.from([0, 3, -1, 0, 5, 3, 0, 1, -1, 7, 7, -1].map(BigInt)); // [Hk=2, T=2, k=3]
-  const { blockIds, mask } = blockUnion(selected, 2, 2, 3);
-  assert.deepEqual(blockIds, [0, 1, 3, 5, 7]);
-  assert.deepEqual(Array.from(mask), [1, 0, 1, 0, 0, 1, 0, 1, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
+  const { blockIds, width, mask } = blocksPerHead(selected, 2, 2, 3);
+  assert.deepEqual(blockIds, [[0, 3, 5], [0, 1, 7]]);
+  assert.equal(width, 3);
+  // head 0: query 0 → {0, 3}, query 1 → {0, 5, 3}; head 1: query 0 → {0, 1}, query 1 → {7}
+  assert.deepEqual(Array.from(mask), [1, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0, 1]);
 });
 
 test('KV cache: blocks hold appended keys head-major; compressed keys are window means, extended incrementally', () => {
@@ -67,10 +69,12 @@ test('KV cache: blocks hold appended keys head-major; compressed keys are window
   for (let j = 0; j < fine.length / 4; j++) assert.equal(fine[j * 4 + 3], 10 * (16 * j + 15.5) + 3 + 1);
   assert.equal(coarse.length / 4, 1);
   assert.equal(coarse[0], 10 * 63.5);
-  const { keys, values } = cache.gather([1]);
-  // block 1, head 1, offset 2 → position 66
-  assert.equal(keys[(1 * 64 + 2) * 2 + 0], key(66, 1, 0));
-  assert.equal(values[(1 * 64 + 2) * 2 + 1], -key(66, 1, 1));
+  const { keys, values, capacityBlocks } = cache.store();
+  // [Hk=2, capacity, 64, 2] head-major: head 1, block 1, offset 2 → position 66
+  assert.ok(capacityBlocks >= 3);
+  assert.equal(keys[((1 * capacityBlocks + 1) * 64 + 2) * 2 + 0], key(66, 1, 0));
+  assert.equal(values[((1 * capacityBlocks + 1) * 64 + 2) * 2 + 1], -key(66, 1, 1));
+  assert.deepEqual(Array.from(cache.rows(66, 67).keys), [key(66, 0, 0), key(66, 0, 1), key(66, 1, 0), key(66, 1, 1)]);
   assert.equal(cache.blockCount, 3);
   cache.truncate(50);
   assert.equal(cache.compressedKeys().fine.length / 4, 2);
