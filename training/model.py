@@ -207,7 +207,7 @@ class LightningAttention(nn.Module):
         if self.Hkv != self.H:
             k = k.repeat_interleave(self.H // self.Hkv, dim=2)
             v = v.repeat_interleave(self.H // self.Hkv, dim=2)
-        with _no_autocast(x):
+        with torch.autocast(device_type=x.device.type, enabled=False):
             qf = q.float().transpose(1, 2) * self.c.lscale
             o = lightning_attention(qf, k.float().transpose(1, 2), v.float().transpose(1, 2), self.slopes,
                                     segment=opts.get("lightning_segment", 16384))
@@ -215,21 +215,6 @@ class LightningAttention(nn.Module):
         o = self.o_norm(o)
         o = o * torch.sigmoid(self.z_proj(x))
         return self.o_proj(o)
-
-
-class _no_autocast:
-    def __init__(self, x):
-        self.dev = x.device.type
-        self.ctx = None
-
-    def __enter__(self):
-        if self.dev == "cuda":
-            self.ctx = torch.autocast("cuda", enabled=False)
-            self.ctx.__enter__()
-
-    def __exit__(self, *a):
-        if self.ctx is not None:
-            self.ctx.__exit__(*a)
 
 
 # --------------------------------------------------------------------------- InfLLM-V2 selection
@@ -255,6 +240,7 @@ def select_blocks(q, k, c, q_chunk=1024, decode=False):
     """
     B, H, T, D = q.shape
     Hk, L = k.shape[1], k.shape[2]
+    k = k.float()
     G = H // Hk
     rep = 16 // G
     s1, ks1 = c.kernel_stride, c.kernel_size
