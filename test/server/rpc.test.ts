@@ -39,6 +39,8 @@ function startEngine(): Engine {
     engine.logs.push(message);
   });
   connection.onError(() => undefined);
+  // As the extension's client does: a closed connection is disposed, which fails pending requests.
+  connection.onClose(() => connection.dispose());
   connection.listen();
   engines.push(engine);
   return engine;
@@ -282,7 +284,7 @@ test('killed mid-request: the client gets an error; a new engine reopens the sav
   const pending = engine.connection.sendRequest('ask', { requestId: 'k', question: 'Explain everything.', maxTokens: 2000 });
   await waitFor('the first delta', () => ((engine.deltas.get('k') ?? []).length > 0 ? true : undefined), 20_000, 10);
   engine.kill();
-  await assert.rejects(within(5000, 'the failed request', pending));
+  await assert.rejects(within(5000, 'the failed request', pending), /Pending response rejected since connection got disposed/);
   assert.equal(await engine.exited, null, 'killed by a signal');
 
   const again = startEngine();
