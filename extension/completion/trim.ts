@@ -35,16 +35,19 @@ export function trimCompletion(input: TrimInput): string {
   // the block the cursor is in: its indentation, or the next line's when the cursor opens a block
   const baseIndent = linePrefix.trim() === '' ? linePrefix.length : indentOf(linePrefix);
   const opensBlock = /[{[(:]\s*$/.test(linePrefix + (lines[0] ?? ''));
+  // lines of the block's body must sit deeper than the line that opened it
+  const bodyIndent = opensBlock ? baseIndent + 1 : baseIndent;
   for (const line of lines.slice(1)) {
     if (kept.length >= maxLines) break;
     if (line.trim() === '') break; // a blank line ends a unit of code
+    const closes = /^\s*[}\])]/.test(line);
     const indent = indentOf(line);
-    if (indent < baseIndent) {
-      // a closing bracket at the outer level completes the block we opened; anything else leaves it
-      if (opensBlock && /^\s*[}\])]/.test(line)) kept.push(line);
+    if (indent < bodyIndent) {
+      // the bracket that closes the block we opened completes it; anything else leaves it
+      if (opensBlock && closes && indent === baseIndent) kept.push(line);
       break;
     }
-    if (!opensBlock && indent === baseIndent && kept.length > 0 && /^\s*[}\])]/.test(line)) break;
+    if (!opensBlock && closes && indent === baseIndent) break; // closes a block we did not open
     kept.push(line);
   }
   // drop a tail that repeats the code that follows the cursor

@@ -105,11 +105,11 @@ export class EngineClient implements Disposable {
         else child.once('exit', () => resolve());
       });
       if (connection !== undefined && this.currentState.kind === 'running') {
-        await Promise.race([connection.sendRequest('shutdown', {}).catch(() => undefined), delay(3_000)]);
+        await withTimeout(Promise.race([connection.sendRequest('shutdown', {}).catch(() => undefined), exited]), 3_000);
       }
       connection?.dispose();
       child.stdin?.end();
-      await Promise.race([exited, delay(2_000)]);
+      await withTimeout(exited, 2_000);
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     }
     this.setState({ kind: 'stopped' });
@@ -161,17 +161,22 @@ export class EngineClient implements Disposable {
     void exited.then((reason) => this.onExit(child, reason));
     connection.listen();
 
+    let initializeTimer: ReturnType<typeof setTimeout> | undefined;
     try {
       const info = await Promise.race([
         connection.sendRequest<InitializeResult>('initialize', this.options.initializeParams()),
         exited.then((reason) => Promise.reject(new Error(`the engine ${reason} during start`))),
-        delay(this.options.initializeTimeoutMs ?? 180_000).then(() => Promise.reject(new Error('the engine did not answer initialize in time'))),
+        new Promise<never>((_resolve, reject) => {
+          initializeTimer = setTimeout(() => reject(new Error('the engine did not answer initialize in time')), this.options.initializeTimeoutMs ?? 180_000);
+        }),
       ]);
+      clearTimeout(initializeTimer);
       if (this.child !== child) return;
       logger.info(`engine ${info.engineVersion} ready: model ${info.model.name} (${info.model.parameters} parameters), device ${info.device.kind} (${info.device.reason})`);
       this.runningSince = Date.now();
       this.setState({ kind: 'running', info });
     } catch (error) {
+      clearTimeout(initializeTimer);
       if (this.child !== child) return;
       const tail = this.stderrTail.filter((line) => line.trim() !== '').slice(-3).join(' | ');
       const message = `${errorMessage(error)}${tail ? ` — ${tail}` : ''}`;
@@ -220,8 +225,11 @@ export class EngineClient implements Disposable {
   }
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref?.());
+/** Waits for `promise` or `ms`, whichever comes first, and leaves no timer behind. */
+async function withTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([promise, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }
 
 export function errorMessage(error: unknown): string {

@@ -1,0 +1,28 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { EngineStatus, InitializeResult } from '../../engine/server/protocol';
+import { formatTokens, statusView } from '../../extension/statusText';
+
+const info: InitializeResult = { protocolVersion: 1, engineVersion: '0.1.0', model: { dir: '/m', name: 'm', parameters: 1, vocabSize: 2 }, device: { kind: 'cpu', reason: 'requested' } };
+const base: EngineStatus = { state: 'ready', files: 12, liveTokens: 123_456, deadTokens: 0, tokenBudget: 1_000_000, device: 'cpu', excludedFiles: 0 };
+
+test('token counts are short', () => {
+  assert.deepEqual([999, 1_500, 12_345, 1_234_567, 12_000_000].map(formatTokens), ['999', '1.5K', '12K', '1.2M', '12M']);
+});
+
+test('indexing shows a percentage, ready shows tokens and device', () => {
+  const running = { kind: 'running', info } as const;
+  assert.equal(statusView(running, { ...base, state: 'indexing', progress: 0.427 }).label, 'Panorama: indexing 42%');
+  const ready = statusView(running, base);
+  assert.equal(ready.label, 'Panorama: ready, 123K tokens in context on cpu');
+  assert.match(ready.tooltip, /12 files, 123K of 1.0M tokens/);
+  assert.equal(statusView(running, { ...base, state: 'paused' }).severity, 'warning');
+});
+
+test('failures are errors whose tooltip carries the reason', () => {
+  const failed = statusView({ kind: 'failed', message: 'model missing' }, undefined);
+  assert.equal(failed.severity, 'error');
+  assert.match(failed.tooltip, /model missing/);
+  const engineError = statusView({ kind: 'running', info }, { ...base, state: 'error', error: 'disk full' });
+  assert.match(engineError.tooltip, /disk full/);
+});
