@@ -44,6 +44,10 @@ export class PromptFormat {
     if (text.length === 0) return [];
     const specialStrings = [...this.specials.keys()];
     const ids: number[] = [];
+    // A loop, not push(...): a big file has more tokens than a call may take arguments.
+    const encode = (piece: string) => {
+      for (const id of this.tokenizer.encode(piece, { addSpecialTokens: false })) ids.push(id);
+    };
     let rest = text;
     while (rest.length > 0) {
       let at = -1;
@@ -56,13 +60,13 @@ export class PromptFormat {
         }
       }
       if (at < 0) {
-        ids.push(...this.tokenizer.encode(rest, { addSpecialTokens: false }));
+        encode(rest);
         break;
       }
-      if (at > 0) ids.push(...this.tokenizer.encode(rest.slice(0, at), { addSpecialTokens: false }));
+      if (at > 0) encode(rest.slice(0, at));
       // Split the spelled-out special so no piece matches it.
-      ids.push(...this.tokenizer.encode(found.slice(0, 1), { addSpecialTokens: false }));
-      ids.push(...this.tokenizer.encode(found.slice(1), { addSpecialTokens: false }));
+      encode(found.slice(0, 1));
+      encode(found.slice(1));
       rest = rest.slice(at + found.length);
     }
     return ids;
@@ -76,8 +80,8 @@ export class PromptFormat {
   /** A workspace file as it sits in the context. Returns the header length too (for line mapping). */
   file(path: string, content: string): { ids: number[]; headerTokens: number } {
     const header = [...this.special(SPECIAL.file, '\n### file: '), ...this.text(`${path}\n`)];
-    const body = this.text(content.endsWith('\n') ? content : `${content}\n`);
-    return { ids: [...header, ...body], headerTokens: header.length };
+    const ids = header.concat(this.text(content.endsWith('\n') ? content : `${content}\n`));
+    return { ids, headerTokens: header.length };
   }
 
   /** A question after the context, up to where the answer starts. */

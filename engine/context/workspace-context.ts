@@ -184,7 +184,7 @@ export class WorkspaceContext {
   static restore(model: SalaModel, tokenizer: Tokenizer, options: ContextOptions, saved: RestoredState): WorkspaceContext {
     const context = new WorkspaceContext(model, tokenizer, options);
     const sequence = context.sequence;
-    sequence.tokens.push(...saved.tokens);
+    for (const id of saved.tokens) sequence.tokens.push(id);
     for (const [layer, kv] of saved.kv) {
       const cache = sequence.sparse.get(layer);
       if (!cache) throw new ContextError(`stored KV for layer ${layer}, which is not a sparse layer of this model`);

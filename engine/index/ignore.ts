@@ -3,7 +3,7 @@
 // `ignore` package) and a root `.panoramaignore`.
 //
 // Paths are workspace-relative with '/' separators. Precedence, lowest to highest, as git
-// applies it: the root `.gitignore`, then deeper ones (a nested file's patterns are relative
+// applies it: `.git/info/exclude`, the root `.gitignore`, then deeper ones (a nested file's patterns are relative
 // to its directory), then `.panoramaignore`, so it can re-include (`!pattern`) what git
 // ignores. Exclude globs and `.git` win over everything: the caller asked for them.
 import { readFileSync } from 'node:fs';
@@ -16,6 +16,8 @@ import picomatch from 'picomatch';
 
 export const GITIGNORE = '.gitignore';
 export const PANORAMAIGNORE = '.panoramaignore';
+/** The repository's own untracked ignore list: git applies it below every .gitignore. */
+export const GIT_INFO_EXCLUDE = '.git/info/exclude';
 
 // Git on Linux matches case-sensitively; Windows and macOS file systems usually do not.
 const CASE_INSENSITIVE = process.platform === 'win32' || process.platform === 'darwin';
@@ -47,6 +49,7 @@ export class IgnoreRules {
   /** Directory → its `.gitignore` (null: the directory has none). Filled lazily or by preload. */
   private readonly gitignoreByDirectory = new Map<string, RuleFile | null>();
   private panoramaignore: RuleFile | null | undefined;
+  private infoExclude: RuleFile | null | undefined;
 
   constructor(root: string, exclude: readonly string[] = []) {
     this.root = root;
@@ -95,6 +98,7 @@ export class IgnoreRules {
       if (result.ignored) reason = `matched "${result.rule?.pattern ?? '?'}" in ${file.source}`;
       else if (result.unignored) reason = undefined;
     };
+    apply(this.infoExcludeFile());
     for (const directory of ancestorDirectories(relativePath)) apply(this.gitignoreFor(directory));
     apply(this.panoramaignoreFile());
     return reason;
@@ -121,6 +125,13 @@ export class IgnoreRules {
       this.gitignoreByDirectory.set(directory, file);
     }
     return file;
+  }
+
+  private infoExcludeFile(): RuleFile | null {
+    if (this.infoExclude === undefined) {
+      this.infoExclude = parseRuleFile(GIT_INFO_EXCLUDE, '', readTextOrNullSync(path.join(this.root, GIT_INFO_EXCLUDE)));
+    }
+    return this.infoExclude;
   }
 
   private panoramaignoreFile(): RuleFile | null {

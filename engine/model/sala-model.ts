@@ -210,7 +210,7 @@ export class SalaModel {
           ? await this.lightningLayer(sequence, layer, x, firstPosition, chunk.length)
           : await this.sparseLayer(sequence, layer, x, firstPosition, chunk.length, { sparsePath, promptLength, callLength: total, onSelection: options.onSelection });
       }
-      sequence.tokens.push(...chunk);
+      for (const id of chunk) sequence.tokens.push(id);
       const keepFrom = Math.max(firstLogitRow - start, 0);
       if (keepFrom < chunk.length) hidden.push(x.subarray(keepFrom * d, chunk.length * d));
     }

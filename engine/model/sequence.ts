@@ -41,7 +41,7 @@ export class Sequence {
       new Map([...this.lightning].map(([layer, state]) => [layer, state.slice()])),
       this.blockSize,
     );
-    copy.tokens.push(...this.tokens);
+    for (const id of this.tokens) copy.tokens.push(id); // (a spread would overflow the stack at 1M tokens)
     copy.dead = this.dead.map(([a, b]) => [a, b]);
     return copy;
   }

@@ -100,6 +100,19 @@ const cases: IgnoreCase[] = [
     included: ['.gitignore', 'packages/a/index.ts', 'packages/a/out/keep.ts'],
     ignored: ['.git', '.vscode', 'node_modules', 'out', 'packages/a/debug.log', 'packages/a/node_modules', 'server.log'],
   },
+  {
+    name: '.git/info/exclude applies below every .gitignore (which can re-include)',
+    tree: {
+      '.git/info/exclude': 'scratch/\n*.bak\n',
+      '.gitignore': '!keep.bak\n',
+      'scratch/notes.ts': 'x',
+      'old.bak': 'x',
+      'keep.bak': 'kept: the .gitignore negation wins over info/exclude',
+      'main.ts': 'a',
+    },
+    included: ['.gitignore', 'keep.bak', 'main.ts'],
+    ignored: ['.git', 'old.bak', 'scratch'],
+  },
 ];
 
 const roots: string[] = [];
