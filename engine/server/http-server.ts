@@ -220,7 +220,10 @@ export class PanoramaHttpServer {
     const label = known.includes(route) ? route : 'other';
     res.on('finish', () => this.count(label, res.statusCode));
     try {
-      if (route !== 'GET /health' && this.options.apiKey !== undefined) this.authenticate(req);
+      if (this.options.apiKey !== undefined) {
+        if (route !== 'GET /health') this.authenticate(req);
+      } else this.refuseBrowsers(req);
+      if (req.method === 'GET' && url.pathname.startsWith('/v1/models/')) return this.model(decodeURIComponent(url.pathname.slice('/v1/models/'.length)), res);
       switch (route) {
         case 'GET /health':
           return this.health(res);
@@ -262,6 +265,32 @@ export class PanoramaHttpServer {
     // After a refused body the connection holds unread bytes: close it rather than reuse it.
     const close = error.status === 413 || error.status === 408;
     sendJson(res, error.status, payload, { ...error.headers, ...(close ? { Connection: 'close' } : {}) });
+  }
+
+  /**
+   * Without a key, only local programs may call: a web page must not reach the
+   * workspace through the user's browser, neither by a cross-site request (it carries
+   * a foreign Origin) nor by DNS rebinding (a foreign name in Host).
+   */
+  private refuseBrowsers(req: http.IncomingMessage): void {
+    const hostname = (value: string) => {
+      try {
+        return new URL(value.includes('://') ? value : `http://${value}`).hostname;
+      } catch {
+        return '';
+      }
+    };
+    const host = req.headers.host;
+    if (host !== undefined && !isLoopback(hostname(host))) throw new HttpError(403, `requests for host ${JSON.stringify(host.slice(0, 100))} are refused: without an API key this server answers only to localhost`, 'invalid_request_error', null, 'forbidden_host');
+    const origin = req.headers.origin;
+    if (origin !== undefined && (origin === 'null' || !isLoopback(hostname(origin)))) {
+      throw new HttpError(403, 'requests from web pages are refused: without an API key this server answers only to local programs', 'invalid_request_error', null, 'forbidden_origin');
+    }
+  }
+
+  private model(id: string, res: http.ServerResponse): void {
+    if (!this.workspaces.has(id)) throw new HttpError(404, `the model ${JSON.stringify(id.slice(0, 200))} does not exist`, 'invalid_request_error', 'model', 'model_not_found');
+    sendJson(res, 200, { id, object: 'model', created: 0, owned_by: 'panorama' });
   }
 
   private authenticate(req: http.IncomingMessage): void {

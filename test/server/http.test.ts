@@ -167,6 +167,18 @@ test('bad requests get OpenAI-shaped 4xx errors: malformed JSON, wrong types, un
   assert.equal(noRoute.status, 404);
 });
 
+test('without an API key, browsers are refused: a foreign Host (DNS rebinding) or Origin (cross-site) gets 403', async () => {
+  const rebinding = await raw(server.url, { method: 'GET', path: '/v1/models', headers: { Host: 'attacker.example:8080' } });
+  assert.equal(rebinding.status, 403);
+  assert.equal(errorOf(rebinding).code, 'forbidden_host');
+  const crossSite = await raw(server.url, { path: '/v1/chat/completions', headers: { Origin: 'https://attacker.example', 'Content-Type': 'text/plain' }, body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }], max_tokens: 1 }) });
+  assert.equal(crossSite.status, 403);
+  assert.equal(errorOf(crossSite).code, 'forbidden_origin');
+  assert.equal((await raw(server.url, { method: 'GET', path: '/v1/models', headers: { Origin: 'null' } })).status, 403);
+  assert.equal((await raw(server.url, { method: 'GET', path: '/v1/models', headers: { Host: 'localhost', Origin: 'http://localhost:3000' } })).status, 200);
+  assert.equal((await client.models.retrieve(model)).id, model);
+});
+
 test('an oversized body gets 413, declared or streamed without a length', async () => {
   const big = JSON.stringify({ model, messages: [{ role: 'user', content: 'x'.repeat(200_000) }] });
   const declared = await raw(server.url, { path: '/v1/chat/completions', body: big });
