@@ -90,7 +90,14 @@ export interface EngineStatus {
   error?: string;
 }
 
-/** Requests: method → [params, result]. */
+/**
+ * Requests: method → [params, result].
+ * - initialize resolves once the model is loaded; the workspace then opens in the
+ *   background (panorama/status notifications: 'indexing' with progress → 'ready').
+ *   ask/complete before 'ready' fail with EngineErrorCodes.notReady.
+ * - reindex and setPaused answer at once with the new status; progress follows as notifications.
+ * - shutdown saves the index, answers null, and the process exits 0.
+ */
 export interface Requests {
   initialize: [InitializeParams, InitializeResult];
   ask: [AskParams, AskResult];
