@@ -5,14 +5,15 @@ import * as vscode from 'vscode';
 import type { AskResult, DevicePreference } from '../engine/server/protocol';
 import type { ChatViewProvider } from './chat/chatViewProvider';
 import { DEVICES } from './config';
-import { errorMessage } from './engine/client';
+import { errorMessage, isNotReady, NOT_READY_MESSAGE } from './engine/client';
 import type { EngineService } from './engine/engineService';
 import { resolveInside } from './workspacePaths';
 
 export function registerCommands(engine: EngineService, chat: ChatViewProvider, log: vscode.LogOutputChannel): vscode.Disposable {
   const register = (id: string, run: (...args: unknown[]) => unknown): vscode.Disposable => vscode.commands.registerCommand(id, run);
   const setPaused = async (paused: boolean): Promise<void> => {
-    await withEngineErrors(() => engine.client.request('setPaused', { paused }));
+    const status = await withEngineErrors(() => engine.client.request('setPaused', { paused }));
+    if (status !== undefined) engine.applyStatus(status);
   };
 
   return vscode.Disposable.from(
@@ -24,7 +25,10 @@ export function registerCommands(engine: EngineService, chat: ChatViewProvider, 
       await chat.askFromCommand('Explain the selected code: what it does, why, and how it fits into the rest of the workspace.', { includeSelection: true });
     }),
     register('panorama.findWhere', () => findWhere(engine)),
-    register('panorama.reindex', () => withEngineErrors(() => engine.client.request('reindex', {}))),
+    register('panorama.reindex', async () => {
+      const status = await withEngineErrors(() => engine.client.request('reindex', {}));
+      if (status !== undefined) engine.applyStatus(status);
+    }),
     register('panorama.pauseIndexing', () => setPaused(true)),
     register('panorama.resumeIndexing', () => setPaused(false)),
     register('panorama.selectDevice', () => selectDevice()),
@@ -44,6 +48,10 @@ async function withEngineErrors<T>(run: () => Promise<T>): Promise<T | undefined
   try {
     return await run();
   } catch (error) {
+    if (isNotReady(error)) {
+      void vscode.window.showInformationMessage(NOT_READY_MESSAGE);
+      return undefined;
+    }
     const choice = await vscode.window.showErrorMessage(`Panorama: ${errorMessage(error)}`, 'Show Log');
     if (choice === 'Show Log') await vscode.commands.executeCommand('panorama.showEngineLog');
     return undefined;

@@ -8,7 +8,7 @@ import * as vscode from 'vscode';
 import { parseWebviewMessage, type ChatTurn, type ContextChip, type HostMessage, type WebviewMessage } from '../../webview/protocol';
 import { openAt } from '../commands';
 import { readSettings } from '../config';
-import { errorMessage } from '../engine/client';
+import { errorMessage, isNotReady, NOT_READY_MESSAGE } from '../engine/client';
 import type { EngineService } from '../engine/engineService';
 import { statusView } from '../statusText';
 import { resolveInside } from '../workspacePaths';
@@ -170,8 +170,8 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         turn.finishReason = 'cancelled';
       } else {
         turn.finishReason = 'error';
-        turn.error = errorMessage(error);
-        this.log.error(`ask failed: ${turn.error}`);
+        turn.error = isNotReady(error) ? NOT_READY_MESSAGE : errorMessage(error);
+        if (!isNotReady(error)) this.log.error(`ask failed: ${turn.error}`);
       }
     } finally {
       this.inFlight.delete(turn.requestId);

@@ -6,8 +6,8 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { createMessageConnection, StreamMessageReader, StreamMessageWriter, type CancellationToken, type MessageConnection } from 'vscode-jsonrpc/node';
-import type { EngineNotifications, EngineStatus, InitializeParams, InitializeResult, RequestMethod, RequestParams, RequestResult } from '../../engine/server/protocol';
+import { createMessageConnection, ResponseError, StreamMessageReader, StreamMessageWriter, type CancellationToken, type MessageConnection } from 'vscode-jsonrpc/node';
+import { EngineErrorCodes, type EngineNotifications, type EngineStatus, type InitializeParams, type InitializeResult, type RequestMethod, type RequestParams, type RequestResult } from '../../engine/server/protocol';
 import { DEFAULT_BACKOFF, restartDelay, type BackoffPolicy } from './backoff';
 import type { Discovery } from './discovery';
 import { Emitter, type Disposable } from './emitter';
@@ -231,6 +231,13 @@ async function withTimeout(promise: Promise<unknown>, ms: number): Promise<void>
   await Promise.race([promise, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
   clearTimeout(timer);
 }
+
+/** ask/complete before the workspace is open: not a failure, just too early. */
+export function isNotReady(error: unknown): boolean {
+  return error instanceof ResponseError && error.code === EngineErrorCodes.notReady;
+}
+
+export const NOT_READY_MESSAGE = 'Panorama is still reading the workspace. Ask again when the status bar says ready.';
 
 export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);

@@ -46,11 +46,7 @@ export class EngineService implements vscode.Disposable {
     this.disposables.push(
       this.client,
       this.statusEmitter,
-      this.client.onStatus((status) => {
-        this.status = status;
-        void vscode.commands.executeCommand('setContext', 'panorama.paused', status.state === 'paused');
-        this.statusEmitter.fire();
-      }),
+      this.client.onStatus((status) => this.applyStatus(status)),
       this.client.onState((state) => this.onClientState(state)),
       vscode.workspace.onDidChangeConfiguration((event) => {
         if (ENGINE_SETTINGS.some((key) => event.affectsConfiguration(key))) {
@@ -64,6 +60,13 @@ export class EngineService implements vscode.Disposable {
 
   get lastStatus(): EngineStatus | undefined {
     return this.status;
+  }
+
+  /** A status from a notification, or the one reindex/setPaused answer with. */
+  applyStatus(status: EngineStatus): void {
+    this.status = status;
+    void vscode.commands.executeCommand('setContext', 'panorama.paused', status.state === 'paused');
+    this.statusEmitter.fire();
   }
 
   start(): Promise<void> {
