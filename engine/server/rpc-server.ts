@@ -2,6 +2,7 @@
 // protocol.ts, validated at the boundary; ask streams panorama/askDelta
 // notifications; $/cancelRequest aborts generation within one token.
 import { stat, realpath } from 'node:fs/promises';
+import path from 'node:path';
 import { Transform, type Readable, type TransformCallback, type Writable } from 'node:stream';
 import { ErrorCodes, ResponseError, type CancellationToken, type MessageConnection } from 'vscode-jsonrpc';
 import { createMessageConnection, StreamMessageReader, StreamMessageWriter } from 'vscode-jsonrpc/node';
@@ -212,6 +213,9 @@ export class RpcServer {
       if (!info?.isDirectory()) throw new InvalidParamsError('workspaceRoot', 'is not a directory');
       const root = await realpath(params.workspaceRoot);
       const modelDir = params.modelDir ?? this.options.defaultModelDir();
+      if (params.modelDir !== undefined && !(await stat(path.join(modelDir, 'config.json')).catch(() => undefined))) {
+        throw new InvalidParamsError('modelDir', 'is not a model directory: it has no config.json (expected config.json, *.safetensors and tokenizer.json)');
+      }
       this.loaded = await loadEngineModel(modelDir, { device: params.device satisfies DeviceRequest | undefined, threads: this.options.threads, log: (m) => this.log('warn', m) });
       const { model, tokenizer, modelId } = this.loaded;
       const service = new EngineService({

@@ -110,6 +110,9 @@ test('initialize validates its params and reports the model and device; a second
   assert.match(version.message, /protocolVersion is 99, but this engine speaks protocol 1/);
   const notDir = await rejection(main.connection.sendRequest('initialize', { protocolVersion: PROTOCOL_VERSION, workspaceRoot: path.join(workspace, 'nope'), storeDir, modelDir: FIXTURE }));
   assert.match(notDir.message, /workspaceRoot is not a directory/);
+  const noModel = await rejection(main.connection.sendRequest('initialize', { protocolVersion: PROTOCOL_VERSION, workspaceRoot: workspace, storeDir, modelDir: workspace }));
+  assert.equal(noModel.data?.field, 'modelDir');
+  assert.match(noModel.message, /modelDir is not a model directory: it has no config\.json/);
 
   const result = await initialize(main, workspace, storeDir);
   assert.equal(result.protocolVersion, PROTOCOL_VERSION);
