@@ -8,7 +8,7 @@ import { SalaModel } from '../../engine/model/sala-model.js';
 import { loadTokenizer, type Tokenizer } from '../../engine/model/tokenizer.js';
 import { EngineService, EngineNotReadyError, RequestCancelledError, workspaceStoreDir } from '../../engine/server/engine-service.js';
 import type { EngineStatus } from '../../engine/server/protocol.js';
-import { FIXTURE, tempDir, waitFor } from './helpers.js';
+import { FIXTURE, removeTempDirs, tempDir, waitFor } from './helpers.js';
 
 let model: SalaModel;
 let tokenizer: Tokenizer;
@@ -20,6 +20,7 @@ before(async () => {
 });
 after(async () => {
   await Promise.all(services.map((s) => s.close()));
+  removeTempDirs();
 });
 
 function bigWorkspace(files: number): string {

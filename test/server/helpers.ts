@@ -1,7 +1,7 @@
 // Shared set-up for the engine-process tests: a small temp workspace, the built
 // CLI as a child process, and bounded waits.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
@@ -12,7 +12,7 @@ export const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/sala-ti
 
 /** A few small source files, a nested folder, and a .gitignore'd dependency folder. */
 export function makeWorkspace(files = 4): string {
-  const root = mkdtempSync(path.join(os.tmpdir(), 'panorama-srv-ws-'));
+  const root = tempDir('panorama-srv-ws-');
   mkdirSync(path.join(root, 'src', 'lib'), { recursive: true });
   mkdirSync(path.join(root, 'node_modules'));
   writeFileSync(path.join(root, '.gitignore'), 'node_modules/\n');
@@ -23,8 +23,17 @@ export function makeWorkspace(files = 4): string {
   return root;
 }
 
+const created: string[] = [];
+
 export function tempDir(prefix: string): string {
-  return mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  created.push(dir);
+  return dir;
+}
+
+/** Removes every folder tempDir made (call after the processes using them have exited). */
+export function removeTempDirs(): void {
+  for (const dir of created.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
 
 /** The built `panorama` CLI as a child process; stderr is collected. */

@@ -7,7 +7,7 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { FIXTURE, makeWorkspace, prng, spawnPanorama, tempDir, waitFor, within } from './helpers.js';
+import { FIXTURE, makeWorkspace, prng, removeTempDirs, spawnPanorama, tempDir, waitFor, within } from './helpers.js';
 
 interface Server {
   url: string;
@@ -30,6 +30,7 @@ async function startServer(workspaces: string[], extra: string[] = []): Promise<
 after(async () => {
   for (const server of servers) server.stop();
   await Promise.all(servers.map((s) => within(10_000, 'server exit', s.exited).catch(() => undefined)));
+  removeTempDirs();
 });
 
 interface RawResponse {

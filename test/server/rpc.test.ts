@@ -9,7 +9,7 @@ import { CancellationTokenSource, NotificationType, ResponseError, type MessageC
 import { createMessageConnection, StreamMessageReader, StreamMessageWriter } from 'vscode-jsonrpc/node';
 import type { AskResult, CompleteResult, EngineNotifications, EngineStatus, InitializeResult } from '../../engine/server/protocol.js';
 import { EngineErrorCodes, PROTOCOL_VERSION } from '../../engine/server/protocol.js';
-import { FIXTURE, makeWorkspace, prng, spawnPanorama, tempDir, waitFor, within } from './helpers.js';
+import { FIXTURE, makeWorkspace, prng, removeTempDirs, spawnPanorama, tempDir, waitFor, within } from './helpers.js';
 
 interface Engine {
   connection: MessageConnection;
@@ -73,8 +73,10 @@ function waitReady(engine: Engine, timeoutMs = 30_000): Promise<EngineStatus> {
   }, timeoutMs, 100);
 }
 
-after(() => {
+after(async () => {
   for (const engine of engines) engine.kill();
+  await Promise.all(engines.map((engine) => engine.exited));
+  removeTempDirs();
 });
 
 // One engine holds the workspace for the protocol tests below (model load + index once).
