@@ -60,6 +60,8 @@ export interface ServiceCounters {
   cancelled: number;
   /** Completion prefix tokens whose state was reused rather than fed again (the prefix cache's hits). */
   reusedTokens: number;
+  /** Completion tokens fed to the model (the prefix cache's misses, plus the suffix). */
+  completionFedTokens: number;
 }
 
 /** Where a workspace's index lives under a base folder: one folder per workspace, named so a person can tell which. */
@@ -88,7 +90,7 @@ export class EngineService {
   private readonly listeners = new Set<(status: EngineStatus) => void>();
   private lastProgressEmit = 0;
   private closed = false;
-  readonly counters: ServiceCounters = { generatedTokens: 0, promptTokens: 0, generations: 0, cancelled: 0, reusedTokens: 0 };
+  readonly counters: ServiceCounters = { generatedTokens: 0, promptTokens: 0, generations: 0, cancelled: 0, reusedTokens: 0, completionFedTokens: 0 };
 
   constructor(readonly options: EngineServiceOptions) {}
 
@@ -381,6 +383,7 @@ export class EngineService {
       const result = await index.complete(request.path, request.prefix, request.suffix, { maxTokens: request.maxTokens, stop: request.stop, signal: controller.signal });
       const cancelled = controller.signal.aborted;
       this.counters.reusedTokens += result.reusedTokens;
+      this.counters.completionFedTokens += result.fedTokens;
       this.record('complete', started, result.fedTokens, this.countTokens(result.text), cancelled);
       if (cancelled) throw new RequestCancelledError('the completion was cancelled');
       return { ...result, latencyMs: Math.round(performance.now() - started) };

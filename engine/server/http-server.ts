@@ -350,6 +350,10 @@ export class PanoramaHttpServer {
     metric('panorama_generations_total', 'counter', 'Generations finished (any reason).', ws.map((w) => [`{${model(w)}}`, w.service.counters.generations]));
     metric('panorama_generations_cancelled_total', 'counter', 'Generations stopped early by a cancel or a client that went away.', ws.map((w) => [`{${model(w)}}`, w.service.counters.cancelled]));
     metric('panorama_prefix_cache_reused_tokens_total', 'counter', 'Completion prefix tokens reused from the previous request instead of fed again.', ws.map((w) => [`{${model(w)}}`, w.service.counters.reusedTokens]));
+    metric('panorama_prefix_cache_hit_ratio', 'gauge', 'Share of completion prompt tokens served from the prefix cache (0 before any completion).', ws.map((w) => {
+      const { reusedTokens, completionFedTokens } = w.service.counters;
+      return [`{${model(w)}}`, reusedTokens + completionFedTokens > 0 ? reusedTokens / (reusedTokens + completionFedTokens) : 0];
+    }));
     metric('panorama_request_timeouts_total', 'counter', 'Requests whose body did not arrive in time (408).', [['', this.metrics.bodyTimeouts]]);
     res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
     res.end(`${lines.join('\n')}\n`);

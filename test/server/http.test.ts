@@ -336,12 +336,15 @@ test('GET /metrics is Prometheus text with queue depth, tokens/s, context tokens
   const response = await fetch(`${server.url}/metrics`);
   assert.match(response.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
   const text = await response.text();
-  for (const name of ['panorama_queue_depth', 'panorama_tokens_per_second', 'panorama_context_tokens', 'panorama_requests_total', 'panorama_generated_tokens_total']) {
+  for (const name of ['panorama_queue_depth', 'panorama_tokens_per_second', 'panorama_context_tokens', 'panorama_requests_total', 'panorama_generated_tokens_total', 'panorama_prefix_cache_hit_ratio']) {
     assert.match(text, new RegExp(`^# TYPE ${name} (counter|gauge)$`, 'm'), name);
   }
   assert.match(text, /^panorama_requests_total\{route="POST \/v1\/chat\/completions",status="429"\} [1-9]\d*$/m);
   assert.match(text, /^panorama_context_tokens\{model="[^"]+",kind="live"\} [1-9]\d*$/m);
   assert.ok(await metric(server.url, 'panorama_tokens_per_second') > 0);
+  // The completions test sent the same prompt three times: the later ones reuse its prefix state.
+  const ratio = await metric(server.url, 'panorama_prefix_cache_hit_ratio');
+  assert.ok(ratio > 0 && ratio < 1, `prefix cache hit ratio ${ratio}`);
 });
 
 test('an API key is enforced with a bearer token; a non-loopback host without one is refused', async () => {
