@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'training/**', '.device/**', 'out/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'training/**', '.device/**', 'out/**', '.e2e/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -37,6 +37,8 @@ export interface EngineClientOptions {
   initializeTimeoutMs?: number;
 }
 
+const ENGINE_LOG_LINE = /^panorama: (trace|debug|info|warn|error): /;
+
 export class EngineUnavailableError extends Error {
   constructor(state: ClientState) {
     super(state.kind === 'failed' ? `Panorama's engine is not running: ${state.message}` : `Panorama's engine is ${state.kind}.`);
@@ -147,7 +149,10 @@ export class EngineClient implements Disposable {
     createInterface({ input: child.stderr }).on('line', (line) => {
       this.stderrTail.push(line);
       if (this.stderrTail.length > 20) this.stderrTail.shift();
-      logger.info(`[engine] ${line}`);
+      // the engine's own log lines also arrive as panorama/log: keep them out of sight, but
+      // anything else on stderr (a native crash, a stack trace) is worth reading
+      if (ENGINE_LOG_LINE.test(line)) logger.trace(`[stderr] ${line}`);
+      else logger.info(`[engine] ${line}`);
     });
     connection.onNotification('panorama/status', (status: EngineNotifications['panorama/status']) => this.statusEmitter.fire(status));
     connection.onNotification('panorama/askDelta', (delta: EngineNotifications['panorama/askDelta']) => this.deltaEmitter.fire(delta));

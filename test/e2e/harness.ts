@@ -3,7 +3,7 @@
 // Chromium. Recipe and pitfalls: ../shared/research/vscode-e2e.md.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import * as path from 'node:path';
 
@@ -70,6 +70,8 @@ export async function startRun(userSettings: Record<string, unknown>): Promise<R
   const vsix = path.join(e2eRoot, 'panorama.vsix');
   step('package the VSIX', 'bash', ['scripts/package-vsix.sh', 'linux-x64', vsix]);
 
+  // one run's profile is kept for a look after a failure; older ones go (each holds an unpacked VSIX)
+  rmSync(path.join(e2eRoot, 'runs'), { recursive: true, force: true });
   const dir = path.join(e2eRoot, 'runs', new Date().toISOString().replace(/[:.]/g, '-'));
   const workspace = path.join(dir, 'ws');
   const shots = path.join(e2eRoot, 'shots');
