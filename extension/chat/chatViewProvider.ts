@@ -88,13 +88,14 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
 
   /** From the command palette: reveal the chat and ask there. */
   async askFromCommand(question: string, options: { includeSelection: boolean }): Promise<void> {
-    await vscode.commands.executeCommand(`${ChatViewProvider.viewType}.focus`);
+    // read the selection before the chat takes the focus
     const chips = chipsForEditor(vscode.window.activeTextEditor, this.engine.workspaceRoot);
     const selection = chips.filter((chip) => chip.kind === 'selection');
     if (options.includeSelection && selection.length === 0) {
       void vscode.window.showInformationMessage('Panorama: select some code first, then run Explain Selection.');
       return;
     }
+    await vscode.commands.executeCommand(`${ChatViewProvider.viewType}.focus`);
     await this.ask(question, options.includeSelection ? selection : []);
   }
 
