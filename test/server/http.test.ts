@@ -118,6 +118,13 @@ test('chat completions with the openai client: streamed chunks join to the non-s
   assert.equal(other.model, otherModel);
 });
 
+test('two workspaces answer at the same time on one shared model, each exactly as when alone', async () => {
+  const ask = (m: string) => client.chat.completions.create({ model: m, messages: [{ role: 'user', content: 'Which constants are exported?' }], max_tokens: 16 });
+  const alone = [(await ask(model)).choices[0].message.content, (await ask(otherModel)).choices[0].message.content];
+  const together = await Promise.all([ask(model), ask(otherModel)]);
+  assert.deepEqual(together.map((r) => r.choices[0].message.content), alone, 'greedy answers do not depend on what runs beside them');
+});
+
 test('completions with the openai client, streaming and not; stop strings end the text', async () => {
   const whole = await client.completions.create({ model, prompt: 'export const c9_0 = ', max_tokens: 8 });
   assert.equal(whole.object, 'text_completion');
