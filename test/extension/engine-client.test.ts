@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { CancellationTokenSource } from 'vscode-jsonrpc/node';
-import { EngineClient, type ClientState } from '../../extension/engine/client';
+import { EngineClient, isNotReady, type ClientState } from '../../extension/engine/client';
 
 const fakeEngine = path.join(__dirname, 'fixtures', 'fake-engine.cjs');
 const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
@@ -83,4 +83,15 @@ test('a crashed engine restarts with backoff, and gives up after too many crashe
   await engine.restart();
   assert.equal(engine.state.kind, 'running');
   await engine.stop();
+});
+
+test('an ask before the workspace is open is recognisably "not ready", not a failure', async () => {
+  const engine = client({ FAKE_NOT_READY: '1' });
+  await engine.start();
+  try {
+    await assert.rejects(engine.request('ask', { requestId: 'early', question: 'q' }), (error: unknown) => isNotReady(error));
+    await assert.rejects(engine.request('status', {}).then(() => Promise.reject(new Error('other'))), (error: unknown) => !isNotReady(error));
+  } finally {
+    await engine.stop();
+  }
 });
