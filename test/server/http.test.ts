@@ -65,6 +65,9 @@ async function metric(url: string, name: string): Promise<number> {
   return [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].reduce((sum, m) => sum + Number(m[1]), 0);
 }
 
+/** Greedy decoding on makeWorkspace()'s files runs this question to the token limit (no early end-of-text). */
+const LONG_QUESTION = 'Explain every file, line by line, at length.';
+
 let server: Server;
 let model: string;
 let otherModel: string;
@@ -248,7 +251,7 @@ test('slow-drip clients are cut off: headers by the header timeout, bodies by th
 
 test('a client that disconnects mid-stream cancels its generation', async () => {
   const before = await metric(server.url, 'panorama_generations_cancelled_total');
-  const body = JSON.stringify({ model, messages: [{ role: 'user', content: 'Explain every file, line by line, at length.' }], max_tokens: 500, temperature: 1, stream: true });
+  const body = JSON.stringify({ model, messages: [{ role: 'user', content: LONG_QUESTION }], max_tokens: 500, stream: true });
   await new Promise<void>((resolve, reject) => {
     const req = http.request(`${server.url}/v1/chat/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, agent: false }, (res) => {
       let seen = '';
@@ -276,7 +279,7 @@ test('a client that leaves while queued frees its place in the queue, and is not
   const open = (maxTokens: number) => {
     const req = http.request(`${server.url}/v1/chat/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, agent: false });
     req.on('error', () => undefined);
-    req.end(JSON.stringify({ model, messages: [{ role: 'user', content: 'Explain every file at length.' }], max_tokens: maxTokens, temperature: 1, stream: true }));
+    req.end(JSON.stringify({ model, messages: [{ role: 'user', content: LONG_QUESTION }], max_tokens: maxTokens, stream: true }));
     return req;
   };
   const running = open(500);
