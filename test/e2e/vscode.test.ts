@@ -28,6 +28,20 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
   let chat: FrameLocator;
   const started = Date.now();
   const shot = (name: string): Promise<Buffer> => page.screenshot({ path: path.join(run.shots, `${name}.png`) });
+  let failures = 0;
+  /** A step whose failure leaves a screenshot and the extension's log behind. */
+  const step = (name: string, timeout: number, body: () => Promise<void>): void => {
+    it(name, { timeout }, async () => {
+      try {
+        await body();
+      } catch (error) {
+        failures++;
+        await shot(`error-${failures}`).catch(() => undefined);
+        console.log(`# extension log (tail):\n${run.extensionLog().slice(-3_000).replace(/^/gm, '#   ')}`);
+        throw error;
+      }
+    });
+  };
 
   before(async () => {
     const model = modelForTest();
@@ -64,29 +78,22 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
   });
 
   after(async () => {
-    const failed = process.exitCode !== undefined && process.exitCode !== 0;
-    if (page !== undefined && failed) await shot('error').catch(() => undefined);
     await browser?.close();
     if (run !== undefined) {
-      if (failed) console.log(`# extension log:\n${run.extensionLog().slice(-4_000)}\n# server log:\n${run.serverLog().slice(-2_000)}`);
+      if (failures > 0) console.log(`# server log (tail):\n${run.serverLog().slice(-2_000).replace(/^/gm, '#   ')}`);
       await run.stop();
     }
     console.log(`# e2e total: ${((Date.now() - started) / 1000).toFixed(1)} s`);
   });
 
-  it('activates and finishes indexing (status bar says ready)', { timeout: 180_000 }, async () => {
+  step('activates and finishes indexing (status bar says ready)', 180_000, async () => {
     for (let i = 0; i < 240 && !existsSync(run.marker); i++) await page.waitForTimeout(250);
     assert.ok(existsSync(run.marker), 'the extension wrote its activation marker');
-    try {
-      await page.locator('[aria-label^="Panorama: ready"]').first().waitFor({ timeout: 150_000 });
-    } catch (error) {
-      console.log(`# extension log:\n${run.extensionLog().slice(-3_000)}`);
-      throw error;
-    }
+    await page.locator('[aria-label^="Panorama: ready"]').first().waitFor({ timeout: 150_000 });
     await shot('1-indexed');
   });
 
-  it('asks in the sidebar: the answer streams in and a source link opens the file', { timeout: 120_000 }, async () => {
+  step('asks in the sidebar: the answer streams in and a source link opens the file', 120_000, async () => {
     await page.locator('.activitybar a[aria-label^="Panorama"], .activitybar li[aria-label^="Panorama"]').first().click();
     chat = page.frameLocator(`iframe.webview[src*="extensionId=${extensionId}"]`).frameLocator('#active-frame');
     const input = chat.locator('#question textarea');
@@ -110,7 +117,7 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
     await shot('3-source-opened');
   });
 
-  it('Stop ends an answer mid-stream', { timeout: 240_000 }, async () => {
+  step('Stop ends an answer mid-stream', 240_000, async () => {
     const input = chat.locator('#question textarea');
     const stopButton = chat.locator('#stop');
     // a real model may end an answer before Stop can be pressed: then ask for something longer
@@ -136,7 +143,7 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
     await shot('4-stopped');
   });
 
-  it('runs Find Where… from the command palette and jumps to a source', { timeout: 120_000 }, async () => {
+  step('runs Find Where… from the command palette and jumps to a source', 120_000, async () => {
     await page.keyboard.press('F1');
     const quickInput = page.locator('.quick-input-widget input');
     await quickInput.fill('>Panorama: Find Where');
@@ -155,7 +162,7 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
     await page.locator(`.tabs-container .tab.active:has-text("${fileName}")`).first().waitFor({ timeout: 15_000 });
   });
 
-  it('shows ghost text while typing and Tab accepts it', { timeout: 180_000 }, async () => {
+  step('shows ghost text while typing and Tab accepts it', 180_000, async () => {
     await page.keyboard.press('Control+P');
     const quickInput = page.locator('.quick-input-widget input');
     await quickInput.fill('main.ts');
