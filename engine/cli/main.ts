@@ -130,14 +130,9 @@ async function runGenerate(argv: string[]): Promise<number> {
   const tokenizer = await openTokenizer(modelDir, model.config.vocabSize);
 
   // Ctrl-C stops generation before the next token; a second Ctrl-C exits at once.
-  const controller = new AbortController();
-  const onInterrupt = () => {
-    if (controller.signal.aborted) process.exit(130);
-    controller.abort(new Error('interrupted'));
-  };
-  process.on('SIGINT', onInterrupt);
+  const interrupt = interruptController();
   try {
-    const stream = generate(model, tokenizer, prompt, { ...sampling, maxTokens, chunkSize, stop: values.stop ?? [], signal: controller.signal });
+    const stream = generate(model, tokenizer, prompt, { ...sampling, maxTokens, chunkSize, stop: values.stop ?? [], signal: interrupt.signal });
     let next = await stream.next();
     while (!next.done) {
       process.stdout.write(next.value);
@@ -152,13 +147,13 @@ async function runGenerate(argv: string[]): Promise<number> {
     );
     return result.finishReason === 'cancelled' ? 130 : 0;
   } catch (err) {
-    if (controller.signal.aborted) {
+    if (interrupt.signal.aborted) {
       process.stdout.write('\n');
       return 130;
     }
     throw err;
   } finally {
-    process.off('SIGINT', onInterrupt);
+    interrupt.dispose();
   }
 }
 
