@@ -70,6 +70,14 @@ export interface AskOptions {
   signal?: AbortSignal;
 }
 
+export interface CompleteOptions {
+  maxTokens?: number;
+  stop?: string[];
+  signal?: AbortSignal;
+  /** Sees the completion's text as it is generated. */
+  onDelta?: (text: string) => void;
+}
+
 export interface AskResult {
   text: string;
   sources: Source[];
@@ -454,7 +462,7 @@ export class WorkspaceContext {
    * tokens). The state after the prefix is kept, so a request whose prefix extends
    * the previous one feeds only the new tokens.
    */
-  complete(path: string, prefix: string, suffix: string, options: { maxTokens?: number; stop?: string[]; signal?: AbortSignal } = {}): Promise<{ text: string; reusedTokens: number; fedTokens: number }> {
+  complete(path: string, prefix: string, suffix: string, options: CompleteOptions = {}): Promise<{ text: string; reusedTokens: number; fedTokens: number }> {
     return this.lock.run(async () => {
       const start = this.format.fimStart(path);
       // Tokens fed after the cached base point: the last token of the FIM start, then the prefix.
@@ -491,6 +499,7 @@ export class WorkspaceContext {
         let next = await stream.next();
         while (!next.done) {
           text += next.value;
+          options.onDelta?.(next.value);
           next = await stream.next();
         }
         return { text, reusedTokens: reused, fedTokens: keep - reused + tail.length };

@@ -8,7 +8,7 @@ import type { Tokenizer } from '../model/tokenizer.js';
 import { scanWorkspace, type SkippedFile, type WorkspaceFile } from '../index/scan.js';
 import { planLayout } from '../index/layout.js';
 import { WorkspaceWatcher, type ChangeBatch } from '../index/watcher.js';
-import { WorkspaceContext, type AskOptions, type AskResult, type ContextFile, type ContextOptions } from './workspace-context.js';
+import { WorkspaceContext, type AskOptions, type AskResult, type CompleteOptions, type ContextFile, type ContextOptions } from './workspace-context.js';
 import { ContextStore, type LoadReport } from './store.js';
 
 export interface IndexProgress {
@@ -190,7 +190,7 @@ export class WorkspaceIndex {
     return this.context.ask(question, options);
   }
 
-  complete(file: string, prefix: string, suffix: string, options?: { maxTokens?: number; stop?: string[]; signal?: AbortSignal }) {
+  complete(file: string, prefix: string, suffix: string, options?: CompleteOptions) {
     return this.context.complete(file, prefix, suffix, options);
   }
 

@@ -375,12 +375,12 @@ export class EngineService {
   }
 
   /** Inline completion after the context; throws RequestCancelledError when cancelled. */
-  async complete(request: CompleteRequest, options: { signal?: AbortSignal } = {}): Promise<CompleteResult> {
+  async complete(request: CompleteRequest, options: { signal?: AbortSignal; onDelta?: (text: string) => void } = {}): Promise<CompleteResult> {
     const index = this.requireIndex();
     const { controller, dispose } = this.track(options.signal);
     const started = performance.now();
     try {
-      const result = await index.complete(request.path, request.prefix, request.suffix, { maxTokens: request.maxTokens, stop: request.stop, signal: controller.signal });
+      const result = await index.complete(request.path, request.prefix, request.suffix, { maxTokens: request.maxTokens, stop: request.stop, signal: controller.signal, onDelta: options.onDelta });
       const cancelled = controller.signal.aborted;
       this.counters.reusedTokens += result.reusedTokens;
       this.counters.completionFedTokens += result.fedTokens;

@@ -482,17 +482,30 @@ export class PanoramaHttpServer {
     try {
       // The prompt continues after the whole workspace context, like an inline completion
       // in an untitled buffer; the state after the prompt is cached for the next request.
-      const result = await workspace.service.complete({ path: 'untitled', prefix: prompt, suffix, maxTokens: params.maxTokens, stop: params.stop }, { signal });
+      const choice = (t: string, f: string | null) => ({ index: 0, text: t, logprobs: null, finish_reason: f });
+      // Streamed requests get each piece of text as it is generated.
+      let streamed = false;
+      const onDelta = params.stream
+        ? (delta: string) => {
+            if (!streamed) {
+              startStream(res);
+              streamed = true;
+              if (body.echo === true && prompt) writeEvent(res, { id, object: 'text_completion', created, model: workspace.id, choices: [choice(prompt, null)] });
+            }
+            writeEvent(res, { id, object: 'text_completion', created, model: workspace.id, choices: [choice(delta, null)] });
+          }
+        : undefined;
+      const result = await workspace.service.complete({ path: 'untitled', prefix: prompt, suffix, maxTokens: params.maxTokens, stop: params.stop }, { signal, onDelta });
       const completionTokens = workspace.service.countTokens(result.text);
       const finish = completionTokens >= params.maxTokens ? 'length' : 'stop';
       const text = body.echo === true ? prompt + result.text : result.text;
       const promptTokens = result.reusedTokens + result.fedTokens;
       const usage = { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
-      const choice = (t: string, f: string | null) => ({ index: 0, text: t, logprobs: null, finish_reason: f });
       if (params.stream) {
-        // complete() returns its text whole, so the stream carries it as one chunk.
-        startStream(res);
-        if (text) writeEvent(res, { id, object: 'text_completion', created, model: workspace.id, choices: [choice(text, null)] });
+        if (!streamed) {
+          startStream(res);
+          if (text) writeEvent(res, { id, object: 'text_completion', created, model: workspace.id, choices: [choice(text, null)] });
+        }
         writeEvent(res, { id, object: 'text_completion', created, model: workspace.id, choices: [choice('', finish)], ...(params.includeUsage ? { usage } : {}) });
         res.end('data: [DONE]\n\n');
       } else {

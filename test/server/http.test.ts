@@ -134,8 +134,15 @@ test('completions with the openai client, streaming and not; stop strings end th
   assert.equal(typeof whole.choices[0].text, 'string');
   const stream = await client.completions.create({ model, prompt: 'export const c9_0 = ', max_tokens: 8, stream: true });
   let text = '';
-  for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
+  let textChunks = 0;
+  for await (const chunk of stream) {
+    const piece = chunk.choices[0]?.text ?? '';
+    if (piece) textChunks++;
+    text += piece;
+  }
   assert.equal(text, whole.choices[0].text);
+  // Text arrives token by token, not in one piece at the end.
+  if (whole.choices[0].text.length > 1) assert.ok(textChunks > 1, `${textChunks} text chunk(s) for ${JSON.stringify(text)}`);
   const echoed = await client.completions.create({ model, prompt: 'abc', max_tokens: 2, echo: true });
   assert.ok(echoed.choices[0].text.startsWith('abc'));
   if (whole.choices[0].text.length > 2) {
