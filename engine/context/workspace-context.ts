@@ -4,9 +4,9 @@
 // tombstones the file's old span — its tokens stay cached but are masked out of
 // attention and block selection — and appends the new version at the tail, so a
 // one-line edit costs the new version's tokens, not the workspace's. When dead
-// tokens pass a threshold, compaction rolls back to the last lightning checkpoint
-// before the first tombstone and re-feeds the live files after it (from their
-// cached token ids: no re-tokenization). Questions and completions run after the
+// tokens pass a threshold, a background compaction builds a new sequence from the
+// last lightning checkpoint before the first tombstone, re-feeding the live files
+// after it (from their cached token ids: no re-tokenization), and swaps it in. Questions and completions run after the
 // context and are rolled back afterwards, so they never change it.
 import type { SalaModel, SelectionRecord, Sequence } from '../model/sala-model.js';
 import type { SequenceCheckpoint } from '../model/sequence.js';
@@ -59,6 +59,8 @@ export interface ContextOptions {
   compactAt?: number;
   /** Lightning checkpoints at file boundaries at least this many tokens apart (default 16,384). */
   checkpointEvery?: number;
+  /** Called after a (background) compaction replaced the sequence, e.g. to save it. */
+  onCompacted?: () => void;
   chunkSize?: number;
   log?: (message: string) => void;
 }
@@ -137,13 +139,19 @@ class Mutex {
   }
 }
 
+/** A sequence with the files laid out in it: the live one, or one a compaction is building. */
+interface Track {
+  sequence: Sequence;
+  spans: Map<string, FileSpan>;
+  /** Lightning states at file boundaries, ascending by length. */
+  checkpoints: SequenceCheckpoint[];
+}
+
 export class WorkspaceContext {
   readonly format: PromptFormat;
-  readonly sequence: Sequence;
-  private readonly spans = new Map<string, FileSpan>();
+  private track: Track;
   private readonly excluded = new Map<string, number>();
-  /** Lightning states at file boundaries, ascending by length. */
-  private checkpoints: SequenceCheckpoint[] = [];
+  private compacting?: Promise<void>;
   /** The end of the workspace part of the sequence; requests run after it and roll back to it. */
   private contextEnd: SequenceCheckpoint;
   private readonly lock = new Mutex();
@@ -161,11 +169,24 @@ export class WorkspaceContext {
     private readonly options: ContextOptions = {},
   ) {
     this.format = new PromptFormat(tokenizer);
-    this.sequence = model.newSequence();
+    this.track = { sequence: model.newSequence(), spans: new Map(), checkpoints: [] };
     this.budget = options.budget ?? 1_000_000;
     this.compactAt = options.compactAt ?? 0.25;
     this.checkpointEvery = options.checkpointEvery ?? 16_384;
     this.contextEnd = this.sequence.checkpoint();
+  }
+
+  /** The live sequence (replaced when a compaction finishes). */
+  get sequence(): Sequence {
+    return this.track.sequence;
+  }
+
+  private get spans(): Map<string, FileSpan> {
+    return this.track.spans;
+  }
+
+  private get checkpoints(): SequenceCheckpoint[] {
+    return this.track.checkpoints;
   }
 
   /** Everything a store needs to persist the context, taken under the lock so it is consistent. */
@@ -202,7 +223,7 @@ export class WorkspaceContext {
     for (const [a, b] of saved.dead) sequence.markDead(a, b);
     for (const span of saved.spans) context.spans.set(span.path, span);
     for (const [path, tokens] of saved.excluded) context.excluded.set(path, tokens);
-    context.checkpoints = [...saved.checkpoints];
+    context.track.checkpoints = [...saved.checkpoints];
     context.contextEnd = sequence.checkpoint();
     return context;
   }
@@ -251,18 +272,69 @@ export class WorkspaceContext {
         // Files fed before an abort stay in (the context is consistent at file boundaries).
         this.contextEnd = this.sequence.checkpoint();
       }
-      if (this.sequence.deadTokens > this.compactAt * this.sequence.length) await this.compactLocked(signal);
-      this.contextEnd = this.sequence.checkpoint();
+      if (this.sequence.deadTokens > this.compactAt * this.sequence.length) {
+        // In the background: questions and edits go on meanwhile.
+        this.compact().catch((err: unknown) => this.options.log?.(`context: compaction failed: ${err instanceof Error ? err.message : String(err)}`));
+      }
     });
   }
 
-  /** Re-feeds every live file after the first tombstone; drops the tombstones. */
+  /**
+   * Drops the tombstones: builds a new sequence from the last lightning checkpoint
+   * before the first tombstone, re-feeding every live file after it (from its cached
+   * token ids), while the current sequence keeps serving requests. Edits made
+   * meanwhile are replayed onto the new sequence before it replaces the old one.
+   */
   compact(signal?: AbortSignal): Promise<void> {
-    return this.lock.run(async () => {
+    this.compacting ??= this.compactInBackground(signal).finally(() => (this.compacting = undefined));
+    return this.compacting;
+  }
+
+  private async compactInBackground(signal?: AbortSignal): Promise<void> {
+    const plan = await this.lock.run(async () => {
       this.restoreContextEnd();
-      await this.compactLocked(signal);
+      const firstDead = this.sequence.deadRanges[0]?.[0];
+      if (firstDead === undefined) return undefined;
+      const restart = [...this.checkpoints].reverse().find((c) => c.length <= firstDead) ?? this.checkpoints[0];
+      const layout = this.layout();
+      const refeed = layout.filter((span) => span.start >= restart.length).map((span) => ({ span, ids: this.sequence.tokens.slice(span.start, span.end) }));
+      const track: Track = {
+        sequence: this.sequence.prefix(restart),
+        spans: new Map(layout.filter((span) => span.end <= restart.length).map((span) => [span.path, span])),
+        checkpoints: this.checkpoints.filter((c) => c.length <= restart.length),
+      };
+      this.options.log?.(`context: compacting from token ${restart.length} (${this.sequence.deadTokens} dead, ${refeed.length} files to re-feed)`);
+      return { restart, refeed, track };
+    });
+    if (!plan) return;
+    for (const { span, ids } of plan.refeed) {
+      await this.feedFile(plan.track, span.path, ids, span.headerTokens, span, signal);
+      // Let queued requests run on the live sequence between files.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    await this.lock.run(async () => {
+      this.restoreContextEnd();
+      // Replay what changed while building: new versions appended, deletions tombstoned.
+      for (const span of this.layout()) {
+        const built = plan.track.spans.get(span.path);
+        if (built && built.contentHash === span.contentHash) continue;
+        if (built) {
+          plan.track.sequence.markDead(built.start, built.end);
+          plan.track.spans.delete(span.path);
+        }
+        await this.feedFile(plan.track, span.path, this.sequence.tokens.slice(span.start, span.end), span.headerTokens, span, signal);
+      }
+      for (const [path, built] of [...plan.track.spans]) {
+        if (this.spans.has(path)) continue;
+        plan.track.sequence.markDead(built.start, built.end);
+        plan.track.spans.delete(path);
+      }
+      this.track = plan.track;
+      this.dirtyFrom = Math.min(this.dirtyFrom, plan.restart.length);
+      this.completionCache = undefined;
       this.contextEnd = this.sequence.checkpoint();
     });
+    this.options.onCompacted?.();
   }
 
   private restoreContextEnd(): void {
@@ -293,7 +365,7 @@ export class WorkspaceContext {
       this.options.log?.(`context: ${file.path} (${ids.length} tokens) does not fit the ${this.budget}-token budget; left out`);
       return ids.length;
     }
-    await this.feedFile(file.path, ids, headerTokens, { contentHash: file.contentHash, mtimeMs: file.mtimeMs, size: file.size, editCount }, signal);
+    await this.feedFile(this.track, file.path, ids, headerTokens, { contentHash: file.contentHash, mtimeMs: file.mtimeMs, size: file.size, editCount }, signal);
     return ids.length;
   }
 
@@ -302,16 +374,17 @@ export class WorkspaceContext {
     return this.excluded;
   }
 
-  private async feedFile(path: string, ids: number[], headerTokens: number, meta: { contentHash: string; mtimeMs: number; size?: number; editCount: number }, signal?: AbortSignal): Promise<void> {
-    const start = this.sequence.length;
-    const before = this.sequence.checkpoint();
-    const last = this.checkpoints[this.checkpoints.length - 1];
-    if (start === 0 || start - (last?.length ?? 0) >= this.checkpointEvery) this.checkpoints.push(before);
+  private async feedFile(track: Track, path: string, ids: number[], headerTokens: number, meta: { contentHash: string; mtimeMs: number; size?: number; editCount: number }, signal?: AbortSignal): Promise<void> {
+    const { sequence, checkpoints } = track;
+    const start = sequence.length;
+    const before = sequence.checkpoint();
+    const last = checkpoints[checkpoints.length - 1];
+    if (start === 0 || start - (last?.length ?? 0) >= this.checkpointEvery) checkpoints.push(before);
     try {
-      await this.model.forward(this.sequence, ids, { logits: 'last', chunkSize: this.options.chunkSize, signal });
+      await this.model.forward(sequence, ids, { logits: 'last', chunkSize: this.options.chunkSize, signal });
     } catch (err) {
       // A half-fed file would leave tokens no span owns: roll back to where it started.
-      this.sequence.rollback(before);
+      sequence.rollback(before);
       throw err;
     }
     const newlines = this.format.newlinesPerToken(ids.slice(headerTokens));
@@ -321,25 +394,7 @@ export class WorkspaceContext {
     });
     lineStarts.pop(); // the file's final newline starts no line
     const { contentHash, mtimeMs, size, editCount } = meta;
-    this.spans.set(path, { path, start, end: start + ids.length, headerTokens, lineStarts, contentHash, mtimeMs, size, editCount });
-  }
-
-  private async compactLocked(signal?: AbortSignal): Promise<void> {
-    const firstDead = this.sequence.deadRanges[0]?.[0];
-    if (firstDead === undefined) return;
-    const restart = [...this.checkpoints].reverse().find((c) => c.length <= firstDead) ?? this.checkpoints[0];
-    const live = this.layout().filter((span) => span.start >= restart.length);
-    const tokensOf = new Map(live.map((span) => [span.path, this.sequence.tokens.slice(span.start, span.end)]));
-    this.options.log?.(`context: compacting from token ${restart.length} (${this.sequence.deadTokens} dead, ${live.length} files to re-feed)`);
-    this.sequence.rollback(restart);
-    this.dirtyFrom = Math.min(this.dirtyFrom, restart.length);
-    this.checkpoints = this.checkpoints.filter((c) => c.length <= restart.length);
-    for (const span of live) this.spans.delete(span.path);
-    this.completionCache = undefined;
-    for (const span of live) {
-      const ids = tokensOf.get(span.path) ?? [];
-      await this.feedFile(span.path, ids, span.headerTokens, span, signal);
-    }
+    track.spans.set(path, { path, start, end: start + ids.length, headerTokens, lineStarts, contentHash, mtimeMs, size, editCount });
   }
 
   /**

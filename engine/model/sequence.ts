@@ -46,6 +46,26 @@ export class Sequence {
     return copy;
   }
 
+  /**
+   * A new sequence holding this one's first `to.length` tokens (KV copied, lightning
+   * states from the checkpoint): the base a background compaction builds on while
+   * this sequence keeps serving.
+   */
+  prefix(to: SequenceCheckpoint): Sequence {
+    const sparse = new Map<number, SparseKvCache>();
+    for (const [layer, cache] of this.sparse) {
+      const copy = new SparseKvCache(cache.geometry, to.length);
+      const { keys, values } = cache.rows(0, to.length);
+      copy.append(keys, values);
+      sparse.set(layer, copy);
+    }
+    const lightning = new Map([...to.lightning].map(([layer, state]) => [layer, state.slice()]));
+    const copy = new Sequence(sparse, lightning, this.blockSize);
+    for (let i = 0; i < to.length; i++) copy.tokens.push(this.tokens[i]);
+    copy.dead = this.dead.filter(([a]) => a < to.length).map(([a, b]) => [a, Math.min(b, to.length)]);
+    return copy;
+  }
+
   /** Lightning states at the current length; cheap (no KV copy). */
   checkpoint(): SequenceCheckpoint {
     return { length: this.length, lightning: new Map([...this.lightning].map(([layer, state]) => [layer, state.slice()])) };

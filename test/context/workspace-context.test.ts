@@ -151,3 +151,29 @@ test('a file that does not fit the budget is listed as excluded, never silently 
   assert.ok(stats.excluded.length > 0);
   assert.equal(stats.files + stats.excluded.length, files.length);
 });
+
+test('compaction runs in the background: a question asked meanwhile is answered before it ends, an edit made meanwhile survives the swap', async () => {
+  const many = Array.from({ length: 10 }, (_, i) => file(`pkg/f${i}.ts`, source(i, 14)));
+  const context = new WorkspaceContext(model, tokenizer, { compactAt: 1, checkpointEvery: 1 });
+  await context.update(many);
+  await context.update([file('pkg/f0.ts', source(100, 14))]); // tombstone at the very start: everything re-fed
+  const events: string[] = [];
+  const compaction = context.compact().then(() => events.push('compacted'));
+  const asked = collect(context.ask('What does f3_1 return?', { maxTokens: 4 })).then(() => events.push('answered'));
+  const edited = file('pkg/f5.ts', source(55, 14));
+  const edit = context.update([edited]).then(() => events.push('edited'));
+  await Promise.all([compaction, asked, edit]);
+  assert.equal(events[events.length - 1], 'compacted', `order: ${events.join(', ')}`);
+  // The only tombstone left is the version of f5 that the edit replaced mid-compaction.
+  assert.equal(context.stats().deadTokens, context.format.file('pkg/f5.ts', source(5, 14)).ids.length);
+  const fresh = new WorkspaceContext(model, tokenizer);
+  await fresh.update([...many.slice(1).filter((f) => f.path !== 'pkg/f5.ts'), file('pkg/f0.ts', source(100, 14)), edited]);
+  assert.deepEqual(new Set(context.layout().map((s) => s.path)), new Set(fresh.layout().map((s) => s.path)));
+  const f5 = context.span('pkg/f5.ts');
+  assert.ok(f5);
+  assert.equal(tokenizer.decode(context.sequence.tokens.slice(f5.start + f5.headerTokens, f5.end)), edited.text);
+  // Live spans and the one tombstone tile the sequence with no overlap.
+  const pieces = [...context.layout().map((s) => [s.start, s.end]), ...context.sequence.deadRanges].sort((a, b) => a[0] - b[0]);
+  for (let i = 1; i < pieces.length; i++) assert.equal(pieces[i][0], pieces[i - 1][1]);
+  assert.equal(pieces[pieces.length - 1][1], context.stats().sequenceTokens);
+});
