@@ -72,10 +72,9 @@ export class WorkspaceIndex {
     const loaded = store ? await store.load(model) : { state: undefined, report: { notes: [], restoredTokens: 0, lostFiles: [] } };
     for (const note of loaded.report.notes) options.log?.(`index: ${note}`);
     // A background compaction replaces the sequence: save the result once it lands.
-    let index: WorkspaceIndex | undefined;
-    const contextOptions = { ...options, onCompacted: () => void index?.save().catch((err: unknown) => options.log?.(`index: saving after compaction failed: ${err instanceof Error ? err.message : String(err)}`)) };
+    const contextOptions = { ...options, onCompacted: () => void index.save().catch((err: unknown) => options.log?.(`index: saving after compaction failed: ${err instanceof Error ? err.message : String(err)}`)) };
     const context = loaded.state ? WorkspaceContext.restore(model, tokenizer, contextOptions, loaded.state) : new WorkspaceContext(model, tokenizer, contextOptions);
-    index = new WorkspaceIndex(root, context, store, options);
+    const index = new WorkspaceIndex(root, context, store, options);
 
     options.onProgress?.({ phase: 'scan', filesDone: 0, filesTotal: 0, tokensDone: 0, tokensTotal: 0, tokensPerSecond: 0 });
     const { files, skipped } = await scanWorkspace(root, { exclude: options.exclude, maxFileBytes: options.maxFileBytes, signal: options.signal, log: options.log });
