@@ -82,6 +82,7 @@ for (let sample = 0; sample < samples; sample++) {
     const sent = performance.now();
     const result = await engine.request('complete', { path: path.relative(workspace, file).split(path.sep).join('/'), prefix, suffix, maxTokens: 64 });
     roundTrips.push(performance.now() - sent);
+    console.error(`complete ${roundTrips.length}: ${Math.round(roundTrips.at(-1) ?? 0)} ms round trip, engine ${Math.round(result.latencyMs)} ms, ${result.fedTokens} tokens fed, ${result.reusedTokens} reused`);
     engineLatencies.push(result.latencyMs);
     if (result.reusedTokens > 0) reused++;
     const lineText = lines[index];
