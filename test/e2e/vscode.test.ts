@@ -163,8 +163,10 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
   });
 
   step('shows ghost text while typing and Tab accepts it', 180_000, async () => {
-    await page.keyboard.press('Control+P');
+    // the recipe's way to Quick Open: F1, then a query without '>' (Ctrl+P can reach the browser instead)
+    await page.keyboard.press('F1');
     const quickInput = page.locator('.quick-input-widget input');
+    await quickInput.waitFor();
     await quickInput.fill('main.ts');
     await page.locator('.quick-input-list .monaco-list-row', { hasText: 'main.ts' }).first().waitFor();
     await page.keyboard.press('Enter');
