@@ -64,8 +64,9 @@ function streaming(): ChatTurn | undefined {
 
 function updateControls(): void {
   const active = streaming();
+  // Stop takes Ask's place while an answer streams, so nothing else moves under the pointer
   stopButton.hidden = active === undefined;
-  sendButton.toggleAttribute('disabled', active !== undefined);
+  sendButton.hidden = active !== undefined;
 }
 
 function renderChips(): void {

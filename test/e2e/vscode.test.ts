@@ -28,6 +28,22 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
   let chat: FrameLocator;
   const started = Date.now();
   const shot = (name: string): Promise<Buffer> => page.screenshot({ path: path.join(run.shots, `${name}.png`) });
+  /** F1, a query, wait for the row, Enter; retried, since a closing quick pick can swallow the first try. */
+  const palette = async (query: string, row: string | RegExp): Promise<void> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await page.keyboard.press('Escape');
+        await page.keyboard.press('F1');
+        await page.locator('.quick-input-widget input').fill(query, { timeout: 5_000 });
+        await page.locator('.quick-input-list .monaco-list-row', { hasText: row }).first().waitFor({ timeout: 10_000 });
+        await page.keyboard.press('Enter');
+        return;
+      } catch (error) {
+        if (attempt === 3) throw error;
+        await page.waitForTimeout(500);
+      }
+    }
+  };
   let failures = 0;
   /** A step whose failure leaves a screenshot and the extension's log behind. */
   const step = (name: string, timeout: number, body: () => Promise<void>): void => {
@@ -129,8 +145,9 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
       const turn = chat.locator('article.turn').last();
       await until(async () => (await turn.getAttribute('data-state')) !== 'streaming' || (await turn.locator('.answer').innerText()).trim() !== '', 90_000, 'the answer started');
       if ((await turn.getAttribute('data-state')) !== 'streaming') continue;
-      await stopButton.click();
+      // the answer may end on its own just now, which hides the button: then try a longer one
       const clicked = Date.now();
+      if (!(await stopButton.click({ timeout: 3_000 }).then(() => true, () => false))) continue;
       await until(async () => (await turn.getAttribute('data-state')) !== 'streaming', 15_000, 'the answer ended after Stop');
       if ((await turn.getAttribute('data-state')) !== 'cancelled') continue; // it finished on its own in the meantime
       stoppedIn = Date.now() - clicked;
@@ -144,11 +161,8 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
   });
 
   step('runs Find Where… from the command palette and jumps to a source', 120_000, async () => {
-    await page.keyboard.press('F1');
+    await palette('>Panorama: Find Where', 'Panorama: Find Where');
     const quickInput = page.locator('.quick-input-widget input');
-    await quickInput.fill('>Panorama: Find Where');
-    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Panorama: Find Where' }).first().waitFor();
-    await page.keyboard.press('Enter');
     await page.locator('.quick-input-widget', { hasText: 'What are you looking for?' }).waitFor();
     await quickInput.fill('the area of a circle');
     await page.keyboard.press('Enter');
@@ -163,13 +177,8 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
   });
 
   step('shows ghost text while typing and Tab accepts it', 180_000, async () => {
-    // the recipe's way to Quick Open: F1, then a query without '>' (Ctrl+P can reach the browser instead)
-    await page.keyboard.press('F1');
-    const quickInput = page.locator('.quick-input-widget input');
-    await quickInput.waitFor();
-    await quickInput.fill('main.ts');
-    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'main.ts' }).first().waitFor();
-    await page.keyboard.press('Enter');
+    // Quick Open the recipe's way: F1 and a query without '>' (Ctrl+P can reach the browser instead)
+    await palette('main.ts', 'main.ts');
     const editor = page.locator('.editor-instance .monaco-editor').first();
     await page.locator('.tabs-container .tab.active:has-text("main.ts")').waitFor();
     await editor.locator('.view-lines').click();
