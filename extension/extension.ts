@@ -20,9 +20,13 @@ export function activate(context: vscode.ExtensionContext): void {
   const folder = vscode.workspace.workspaceFolders?.find((candidate) => candidate.uri.scheme === 'file');
   if (folder === undefined) {
     log.info('no local folder is open: Panorama waits for one');
+    const needsFolder = (): void => void vscode.window.showInformationMessage('Panorama reads a workspace folder: open a folder first.', 'Open Folder…').then((choice) => {
+      if (choice !== undefined) void vscode.commands.executeCommand('workbench.action.files.openFolder');
+    });
+    const ids = ['panorama.ask', 'panorama.explainSelection', 'panorama.findWhere', 'panorama.reindex', 'panorama.pauseIndexing', 'panorama.resumeIndexing', 'panorama.selectDevice', 'panorama.restartEngine', 'panorama.toggleInlineCompletions', 'panorama.statusMenu'];
     context.subscriptions.push(
       vscode.commands.registerCommand('panorama.showEngineLog', () => log.show()),
-      vscode.workspace.onDidChangeWorkspaceFolders(() => void vscode.commands.executeCommand('workbench.action.reloadWindow')),
+      ...ids.map((id) => vscode.commands.registerCommand(id, needsFolder)),
     );
     return;
   }
