@@ -16,9 +16,9 @@ import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { SalaModel } from '../model/sala-model.js';
 import type { SequenceCheckpoint } from '../model/sequence.js';
-import type { ContextState, FileSpan, RestoredState } from './workspace-context.js';
+import type { ContextState, ExcludedEntry, FileSpan, RestoredState } from './workspace-context.js';
 
-export const STORE_FORMAT = 1;
+export const STORE_FORMAT = 2;
 const SEGMENT_MAGIC = Buffer.from('PANSEG01');
 const CHECKPOINT_MAGIC = Buffer.from('PANCKP01');
 /** Tokens per segment file (a bounded unit of rewrite and of loss on corruption). */
@@ -46,7 +46,7 @@ interface Manifest {
   checkpoints: CheckpointRecord[];
   end: CheckpointRecord;
   spans: FileSpan[];
-  excluded: [string, number][];
+  excluded: ExcludedEntry[];
   dead: [number, number][];
 }
 

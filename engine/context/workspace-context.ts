@@ -104,7 +104,7 @@ export interface ContextState {
   tokens: readonly number[];
   sequence: Sequence;
   spans: FileSpan[];
-  excluded: [string, number][];
+  excluded: ExcludedEntry[];
   dead: [number, number][];
   checkpoints: readonly SequenceCheckpoint[];
   end: SequenceCheckpoint;
@@ -119,8 +119,15 @@ export interface RestoredState {
   end: SequenceCheckpoint;
   dead: [number, number][];
   spans: FileSpan[];
-  excluded: [string, number][];
+  excluded: ExcludedEntry[];
   checkpoints: SequenceCheckpoint[];
+}
+
+/** A file left out of the context for the token budget. */
+export interface ExcludedEntry {
+  path: string;
+  tokens: number;
+  contentHash: string;
 }
 
 /** Serializes access to the shared sequence: requests queue, none interleave. */
@@ -150,7 +157,8 @@ interface Track {
 export class WorkspaceContext {
   readonly format: PromptFormat;
   private track: Track;
-  private readonly excluded = new Map<string, number>();
+  /** Files left out for the token budget: their size, and the content it was measured on. */
+  private readonly excluded = new Map<string, { tokens: number; contentHash: string }>();
   private compacting?: Promise<void>;
   /** The end of the workspace part of the sequence; requests run after it and roll back to it. */
   private contextEnd: SequenceCheckpoint;
@@ -198,7 +206,7 @@ export class WorkspaceContext {
         tokens: this.sequence.tokens,
         sequence: this.sequence,
         spans: this.layout(),
-        excluded: [...this.excluded],
+        excluded: [...this.excluded].map(([path, e]) => ({ path, ...e })),
         dead: this.sequence.deadRanges.map(([a, b]) => [a, b]),
         checkpoints: this.checkpoints,
         end: this.contextEnd,
@@ -222,7 +230,7 @@ export class WorkspaceContext {
     sequence.rollback(saved.end);
     for (const [a, b] of saved.dead) sequence.markDead(a, b);
     for (const span of saved.spans) context.spans.set(span.path, span);
-    for (const [path, tokens] of saved.excluded) context.excluded.set(path, tokens);
+    for (const { path, tokens, contentHash } of saved.excluded) context.excluded.set(path, { tokens, contentHash });
     context.track.checkpoints = [...saved.checkpoints];
     context.contextEnd = sequence.checkpoint();
     return context;
@@ -235,7 +243,7 @@ export class WorkspaceContext {
       liveTokens,
       deadTokens: this.sequence.deadTokens,
       sequenceTokens: this.contextEnd.length,
-      excluded: [...this.excluded].map(([path, tokens]) => ({ path, tokens })),
+      excluded: [...this.excluded].map(([path, e]) => ({ path, tokens: e.tokens })),
       checkpoints: this.checkpoints.length,
     };
   }
@@ -361,7 +369,7 @@ export class WorkspaceContext {
   private async append(file: ContextFile, editCount: number, signal?: AbortSignal): Promise<number> {
     const { ids, headerTokens } = file.encoded ?? this.format.file(file.path, file.text);
     if (this.liveTokens() + ids.length > this.budget) {
-      this.excluded.set(file.path, ids.length);
+      this.excluded.set(file.path, { tokens: ids.length, contentHash: file.contentHash });
       this.options.log?.(`context: ${file.path} (${ids.length} tokens) does not fit the ${this.budget}-token budget; left out`);
       return ids.length;
     }
@@ -370,8 +378,14 @@ export class WorkspaceContext {
   }
 
   /** Files left out for the budget, with their token counts. */
-  excludedFiles(): ReadonlyMap<string, number> {
+  excludedFiles(): ReadonlyMap<string, { tokens: number; contentHash: string }> {
     return this.excluded;
+  }
+
+  /** Records files a layout plan left out for the budget (and forgets `forget`). */
+  setExcluded(entries: readonly ExcludedEntry[], forget: readonly string[] = []): void {
+    for (const path of forget) this.excluded.delete(path);
+    for (const { path, tokens, contentHash } of entries) if (!this.spans.has(path)) this.excluded.set(path, { tokens, contentHash });
   }
 
   private async feedFile(track: Track, path: string, ids: number[], headerTokens: number, meta: { contentHash: string; mtimeMs: number; size?: number; editCount: number }, signal?: AbortSignal): Promise<void> {

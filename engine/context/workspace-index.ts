@@ -99,11 +99,17 @@ export class WorkspaceIndex {
     const { context, options } = this;
     const onDisk = new Set(files.map((f) => f.path));
     const deleted = context.layout().map((s) => s.path).filter((p) => !onDisk.has(p));
-    const pending: ContextFile[] = [];
+    const pending: (ContextFile & { tokens: number })[] = [];
     for (const file of files) {
       const span = context.span(file.path);
       if (span && span.contentHash === file.contentHash) continue;
-      pending.push({ ...file, encoded: context.format.file(file.path, file.text) });
+      // A file left out for the budget last time keeps its count: no need to tokenize it again to plan.
+      const left = context.excludedFiles().get(file.path);
+      if (left && left.contentHash === file.contentHash) pending.push({ ...file, tokens: left.tokens });
+      else {
+        const encoded = context.format.file(file.path, file.text);
+        pending.push({ ...file, encoded, tokens: encoded.ids.length });
+      }
     }
     // Rarely edited first, recently edited last; what does not fit the budget is listed.
     const room = (options.budget ?? 1_000_000) - context.stats().liveTokens;
@@ -112,12 +118,20 @@ export class WorkspaceIndex {
       return span ? span.editCount + 1 : 0;
     };
     const plan = planLayout(
-      pending.map((f) => ({ path: f.path, tokens: f.encoded?.ids.length ?? 0, editCount: editCount(f.path), mtimeMs: f.mtimeMs })),
+      pending.map((f) => ({ path: f.path, tokens: f.tokens, editCount: editCount(f.path), mtimeMs: f.mtimeMs })),
       Math.max(0, room),
     );
     for (const excluded of plan.excluded) options.log?.(`index: ${excluded.path} (${excluded.tokens} tokens) does not fit the token budget; left out`);
+    const hashOf = new Map(pending.map((f) => [f.path, f.contentHash]));
+    context.setExcluded(
+      plan.excluded.map((e) => ({ path: e.path, tokens: e.tokens, contentHash: hashOf.get(e.path) ?? '' })),
+      [...context.excludedFiles().keys()].filter((p) => !onDisk.has(p) || plan.included.some((i) => i.path === p)),
+    );
     const byPath = new Map(pending.map((f) => [f.path, f]));
-    const ordered = plan.included.map((entry) => byPath.get(entry.path)).filter((f): f is ContextFile => f !== undefined);
+    const ordered = plan.included
+      .map((entry) => byPath.get(entry.path))
+      .filter((f): f is ContextFile & { tokens: number } => f !== undefined)
+      .map((f) => ({ ...f, encoded: f.encoded ?? context.format.file(f.path, f.text) }));
 
     const tokensTotal = plan.includedTokens;
     const started = performance.now();

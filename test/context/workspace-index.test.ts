@@ -117,3 +117,35 @@ test('watching: an edit on disk reaches the context and the store', async () => 
   const reopened = await open(root, store);
   assert.equal(reopened.report.encodedTokens, 0, 'the watched edit was saved');
 });
+
+test('files left out for the token budget are listed, remembered, and not tokenized again on reopen', async () => {
+  const { PromptFormat } = await import('../../engine/context/prompt-format.js');
+  const root = workspace(20, 10);
+  const store = mkdtempSync(path.join(os.tmpdir(), 'panorama-store-'));
+  const first = await open(root, store, {});
+  const everything = first.report.tokens;
+  await first.index.close();
+  rmSync(store, { recursive: true, force: true });
+  const budget = Math.floor(everything / 2);
+  const limited = await WorkspaceIndex.open(root, model, tokenizer, { storeDir: store, modelId: 'fixture', budget });
+  opened.push(limited.index);
+  assert.ok(limited.report.tokens <= budget);
+  assert.ok(limited.report.excluded.length > 0, 'some files left out');
+  assert.equal(limited.report.files + limited.report.excluded.length, first.report.files);
+  await limited.index.close();
+  const original = PromptFormat.prototype.file;
+  const tokenized: string[] = [];
+  PromptFormat.prototype.file = function (this: InstanceType<typeof PromptFormat>, file: string, content: string) {
+    tokenized.push(file);
+    return original.call(this, file, content);
+  };
+  try {
+    const again = await WorkspaceIndex.open(root, model, tokenizer, { storeDir: store, modelId: 'fixture', budget });
+    opened.push(again.index);
+    assert.equal(again.report.encodedTokens, 0);
+    assert.deepEqual(again.report.excluded.map((e) => e.path).sort(), limited.report.excluded.map((e) => e.path).sort());
+    assert.deepEqual(tokenized, [], 'nothing re-tokenized');
+  } finally {
+    PromptFormat.prototype.file = original;
+  }
+});
