@@ -402,3 +402,6 @@ export function run(argv: string[]): void {
     },
   );
 }
+
+// `node dist/panorama.js …` runs the CLI too (bin/panorama.js and the extension call run()).
+if (require.main === module) run(process.argv.slice(2));
