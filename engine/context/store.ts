@@ -157,10 +157,12 @@ export class ContextStore {
         report.notes.push(`segment ${segment.file} is damaged or missing: rebuilding from token ${segment.first}`);
         break;
       }
-      const body = new Uint8Array(bytes.buffer.slice(bytes.byteOffset + SEGMENT_MAGIC.length, bytes.byteOffset + bytes.length));
-      const ids = new Int32Array(body.buffer, 0, segment.count);
+      // Typed views straight on the read buffer when it is aligned (it is, for large reads); a copy otherwise.
+      const bodyOffset = bytes.byteOffset + SEGMENT_MAGIC.length;
+      const body = bodyOffset % 4 === 0 ? new Uint8Array(bytes.buffer, bodyOffset, bytes.length - SEGMENT_MAGIC.length) : new Uint8Array(bytes.subarray(SEGMENT_MAGIC.length));
+      const ids = new Int32Array(body.buffer, body.byteOffset, segment.count);
       for (const id of ids) tokens.push(id);
-      let offset = segment.count * 4;
+      let offset = body.byteOffset + segment.count * 4;
       for (const layer of sparse) {
         keyParts.get(layer)?.push(new Float32Array(body.buffer, offset, segment.count * rowFloats));
         offset += segment.count * rowFloats * 4;
@@ -201,15 +203,17 @@ export class ContextStore {
       return { report };
     }
     const length = end.length;
+    // Parts as read, trimmed to the restored length (no joined copy of the whole KV).
     const keep = (parts: Float32Array[]) => {
-      const joined = new Float32Array(length * rowFloats);
-      let at = 0;
+      const kept: Float32Array[] = [];
+      let rows = 0;
       for (const part of parts) {
-        const take = Math.min(part.length, joined.length - at);
-        joined.set(part.subarray(0, take), at);
-        at += take;
+        const take = Math.min(part.length / rowFloats, length - rows);
+        if (take <= 0) break;
+        kept.push(part.subarray(0, take * rowFloats));
+        rows += take;
       }
-      return joined;
+      return kept;
     };
     const kv = new Map(sparse.map((layer) => [layer, { keys: keep(keyParts.get(layer) ?? []), values: keep(valueParts.get(layer) ?? []) }]));
     const spans = manifest.spans.filter((span) => span.end <= length);

@@ -115,7 +115,8 @@ export interface ContextState {
 /** What a store hands back to rebuild a context. */
 export interface RestoredState {
   tokens: number[];
-  kv: Map<number, { keys: Float32Array; values: Float32Array }>;
+  /** Per sparse layer, K and V rows ([n, Hk, hs]) in order, as stored (not joined: 1M tokens is GBs). */
+  kv: Map<number, { keys: Float32Array[]; values: Float32Array[] }>;
   end: SequenceCheckpoint;
   dead: [number, number][];
   spans: FileSpan[];
@@ -225,7 +226,8 @@ export class WorkspaceContext {
     for (const [layer, kv] of saved.kv) {
       const cache = sequence.sparse.get(layer);
       if (!cache) throw new ContextError(`stored KV for layer ${layer}, which is not a sparse layer of this model`);
-      cache.append(kv.keys, kv.values);
+      cache.reserve(saved.tokens.length);
+      kv.keys.forEach((keys, i) => cache.append(keys, kv.values[i]));
     }
     sequence.rollback(saved.end);
     for (const [a, b] of saved.dead) sequence.markDead(a, b);

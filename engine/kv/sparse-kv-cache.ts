@@ -137,9 +137,22 @@ export class SparseKvCache {
 
   /** Appends T new keys/values given as [T, Hk, hs]. */
   append(k: Float32Array, v: Float32Array): void {
-    const { kvHeads, headDim } = this.geometry;
+    const { kvHeads, headDim, blockSize } = this.geometry;
     const tokens = k.length / (kvHeads * headDim);
     this.ensureCapacity(this.length + tokens);
+    if (kvHeads === 1) {
+      // One head: source rows are contiguous, so copy a block's run at a time (restoring 1M tokens).
+      for (let t = 0; t < tokens; ) {
+        const position = this.length + t;
+        const run = Math.min(tokens - t, blockSize - (position % blockSize));
+        const dst = this.offset(position, 0);
+        this.keys.set(k.subarray(t * headDim, (t + run) * headDim), dst);
+        this.values.set(v.subarray(t * headDim, (t + run) * headDim), dst);
+        t += run;
+      }
+      this.length += tokens;
+      return;
+    }
     for (let t = 0; t < tokens; t++) {
       for (let h = 0; h < kvHeads; h++) {
         const src = (t * kvHeads + h) * headDim;
@@ -149,6 +162,11 @@ export class SparseKvCache {
       }
     }
     this.length += tokens;
+  }
+
+  /** Makes room for `tokens` tokens at once (a restore knows its size). */
+  reserve(tokens: number): void {
+    this.ensureCapacity(tokens);
   }
 
   /** Keys and values of positions [start, end) as [end − start, Hk, hs] (the layout append takes). */

@@ -1,0 +1,70 @@
+// Restart-to-ready of a 1M-token store: a store of the default model's geometry
+// (token ids, every sparse layer's K/V, lightning checkpoints, 4,000 file spans) is
+// written directly through ContextStore — its load path does no model compute, so
+// the values need not come from the model — then reopened and restored, timed.
+//
+//   npm run bench:restart -- [--tokens 1000000] [--model DIR] [--out FILE.json]
+import { parseArgs } from 'node:util';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { SalaModel } from '../engine/model/sala-model.js';
+import { loadTokenizer } from '../engine/model/tokenizer.js';
+import { ContextStore } from '../engine/context/store.js';
+import { WorkspaceContext, type FileSpan } from '../engine/context/workspace-context.js';
+import { defaultModelDir } from '../engine/cli/main.js';
+
+const { values } = parseArgs({ options: { tokens: { type: 'string', default: '1000000' }, model: { type: 'string' }, out: { type: 'string' } } });
+const tokens = Number(values.tokens);
+
+async function main(): Promise<void> {
+  const modelDir = path.resolve(values.model ?? defaultModelDir());
+  const model = await SalaModel.load(modelDir);
+  const tokenizer = await loadTokenizer(modelDir, model.config.vocabSize);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'panorama-restart-'));
+  try {
+    // Build the state in memory: KV rows appended straight into the caches.
+    const sequence = model.newSequence(tokens);
+    const rowFloats = model.config.numKeyValueHeads * model.sizes.sparseHeadDim;
+    const step = 65_536;
+    for (let at = 0; at < tokens; at += step) {
+      const n = Math.min(step, tokens - at);
+      const rows = new Float32Array(n * rowFloats).map((_, i) => Math.sin(at + i));
+      for (const cache of sequence.sparse.values()) cache.append(rows, rows);
+      for (let i = 0; i < n; i++) sequence.tokens.push((at + i) % model.config.vocabSize);
+    }
+    const files = 4000;
+    const per = Math.floor(tokens / files);
+    const spans: FileSpan[] = Array.from({ length: files }, (_, i) => ({
+      path: `src/f${i}.ts`, start: i * per, end: i === files - 1 ? tokens : (i + 1) * per, headerTokens: 8,
+      contentHash: String(i), mtimeMs: 0, editCount: 0, lineStarts: Array.from({ length: 40 }, (_, l) => 8 + l * 10),
+    }));
+    const end = sequence.checkpoint();
+    const checkpoints = Array.from({ length: Math.floor(tokens / 16_384) }, (_, i) => ({ length: i * 16_384, lightning: end.lightning }));
+    const store = new ContextStore(dir, 'restart-bench');
+    const saveStarted = performance.now();
+    await store.save(model, { length: tokens, tokens: sequence.tokens, sequence, spans, excluded: [], dead: [], checkpoints, end, dirtyFrom: 0 });
+    const saveSeconds = (performance.now() - saveStarted) / 1000;
+    const diskBytes = await store.diskBytes();
+
+    const started = performance.now();
+    const { state, report } = await new ContextStore(dir, 'restart-bench').load(model);
+    if (!state) throw new Error(`store did not load: ${report.notes.join('; ')}`);
+    const context = WorkspaceContext.restore(model, tokenizer, {}, state);
+    const restartMs = performance.now() - started;
+    const result = { tokens, files, diskBytes, saveSeconds, restartToReadyMs: restartMs, restored: context.stats().sequenceTokens };
+    const table = `| store | restart-to-ready (load + restore) | disk | full save |\n|---|---:|---:|---:|\n| ${tokens.toLocaleString('en-US')} tokens, ${files} files | ${restartMs.toFixed(0)} ms | ${(diskBytes / 2 ** 30).toFixed(2)} GiB | ${saveSeconds.toFixed(1)} s |`;
+    process.stdout.write(`${table}\n`);
+    if (values.out) {
+      writeFileSync(values.out, JSON.stringify({ machine: { cpus: os.cpus().length, node: process.version, date: new Date().toISOString() }, ...result }, null, 2));
+      writeFileSync(values.out.replace(/\.json$/, '.md'), `${table}\n`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench:restart failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exitCode = 1;
+});
