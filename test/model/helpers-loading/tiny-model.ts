@@ -1,12 +1,13 @@
 // A tiny, valid MiniCPM-SALA config and deterministic random weights for loader tests.
 import { expectedWeights, parseConfig, type SalaConfig } from '../../../engine/model/config.js';
 import type { TensorToWrite } from '../../../engine/model/weights.js';
+import { SMALL_20M } from '../../../bench/random-model.js';
 
 /** Raw config.json content: 2 layers (sparse, lightning), d = 32, 2 heads of 16, 1 sparse KV head. */
 export function tinyConfigJson(): Record<string, unknown> {
+  // The bench's SALA-shaped config, shrunk: every field the schema requires stays present.
   return {
-    architectures: ['MiniCPMSALAForCausalLM'],
-    model_type: 'minicpm_sala',
+    ...SMALL_20M,
     vocab_size: 40,
     hidden_size: 32,
     intermediate_size: 48,
@@ -15,30 +16,12 @@ export function tinyConfigJson(): Record<string, unknown> {
     num_attention_heads: 2,
     num_key_value_heads: 1,
     head_dim: 16,
-    attn_use_rope: false,
-    attn_use_output_gate: true,
-    attention_bias: false,
     lightning_nh: 2,
     lightning_nkv: 2,
     lightning_head_dim: 16,
-    lightning_scale: '1/sqrt(d)',
-    lightning_use_rope: true,
-    qk_norm: true,
-    use_output_norm: true,
-    use_output_gate: true,
-    hidden_act: 'silu',
-    rms_norm_eps: 1e-6,
-    rope_theta: 10000,
-    rope_scaling: null,
     max_position_embeddings: 1024,
-    scale_emb: 12,
-    scale_depth: 1.4,
     dim_model_base: 8,
     mup_denominator: 32,
-    tie_word_embeddings: false,
-    bos_token_id: 1,
-    eos_token_id: [2],
-    pad_token_id: 2,
     sparse_config: { block_size: 64, kernel_size: 32, kernel_stride: 16, init_blocks: 1, window_size: 64, topk: 4, dense_len: 512, use_nope: false },
   };
 }
