@@ -310,7 +310,10 @@ async function runIndex(argv: string[]): Promise<number> {
         `(${report.encodedTokens.toLocaleString('en-US')} encoded now, ${report.store.restoredTokens.toLocaleString('en-US')} reopened from the store) in ${report.seconds.toFixed(1)} s\n` +
         `panorama: store ${storeDir}\n` +
         (skippedByReason.size ? `panorama: skipped ${[...skippedByReason].map(([r, n]) => `${n} ${r}`).join(', ')}\n` : '') +
-        (report.excluded.length ? `panorama: left out for the token budget: ${report.excluded.map((e) => `${e.path} (${e.tokens})`).join(', ')}\n` : ''),
+        (report.excluded.length
+          ? `panorama: left out for the token budget: ${report.excluded.length} files, ${report.excluded.reduce((n, e) => n + e.tokens, 0).toLocaleString('en-US')} tokens ` +
+            `(${report.excluded.slice(0, 5).map((e) => e.path).join(', ')}${report.excluded.length > 5 ? ', …' : ''}; PANORAMA_VERBOSE=1 lists each)\n`
+          : ''),
     );
     return 0;
   } catch (err) {
