@@ -106,11 +106,6 @@ export class SparseKvCache {
     return Math.ceil(this.length / this.geometry.blockSize);
   }
 
-  /** Bytes of K/V held (allocated capacity). */
-  get bytes(): number {
-    return this.keys.byteLength + this.values.byteLength;
-  }
-
   private ensureCapacity(tokens: number): void {
     const needed = Math.ceil(tokens / this.geometry.blockSize);
     if (needed <= this.capacityBlocks) return;

@@ -73,4 +73,3 @@ export function int64Data(tensor: ort.Tensor): BigInt64Array {
   return data;
 }
 
-export type { ort };
