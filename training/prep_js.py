@@ -13,6 +13,8 @@ import os
 import sys
 import tarfile
 
+from data import looks_like_source  # the same source-shape filter as the Python corpus
+
 EXT = (".ts", ".tsx", ".mts", ".cts", ".js", ".mjs", ".cjs", ".jsx")
 MAX_FILE = 300_000
 MAX_PKG = 6_000_000
@@ -22,12 +24,7 @@ def good(path, text):
     p = path.lower()
     if not p.endswith(EXT) or ".min." in p or p.endswith(".map"):
         return False
-    if len(text) < 64 or len(text) > MAX_FILE:
-        return False
-    lines = text.split("\n")
-    if max(len(x) for x in lines) > 400:
-        return False
-    if len(text) / max(1, len(lines)) > 90:
+    if len(text) > MAX_FILE or not looks_like_source(text):
         return False
     # bundles: umd/iife wrappers in dist folders duplicate the sources
     if ("/umd/" in p or "/bundles/" in p or p.endswith(".umd.js")) and len(text) > 20000:
