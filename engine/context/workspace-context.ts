@@ -361,10 +361,9 @@ export class WorkspaceContext {
     this.completionCache = undefined;
   }
 
+  /** Spans and tombstones tile the workspace part of the sequence, so live = length − dead (no walk over every file). */
   private liveTokens(): number {
-    let n = 0;
-    for (const span of this.spans.values()) n += span.end - span.start;
-    return n;
+    return this.sequence.length - this.sequence.deadTokens;
   }
 
   /** Appends a file at the tail; returns its token count. */
