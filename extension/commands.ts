@@ -1,15 +1,17 @@
 // The command palette: every contributed command, each a few lines that hand
-// off to the engine, the chat view or the editor.
+// off to the engine, the current backend, the chat view or the editor.
 
 import * as vscode from 'vscode';
-import type { AskResult, DevicePreference } from '../engine/server/protocol';
+import { randomUUID } from 'node:crypto';
+import type { DevicePreference } from '../engine/server/protocol';
+import type { BackendService } from './backendService';
 import type { ChatViewProvider } from './chat/chatViewProvider';
-import { DEVICES } from './config';
+import { DEVICES, REMOTE_API_KEY_SECRET } from './config';
 import { errorMessage, isNotReady, NOT_READY_MESSAGE } from './engine/client';
 import type { EngineService } from './engine/engineService';
 import { resolveInside } from './workspacePaths';
 
-export function registerCommands(engine: EngineService, chat: ChatViewProvider, log: vscode.LogOutputChannel): vscode.Disposable {
+export function registerCommands(context: vscode.ExtensionContext, engine: EngineService, backends: BackendService, chat: ChatViewProvider, log: vscode.LogOutputChannel): vscode.Disposable {
   const register = (id: string, run: (...args: unknown[]) => unknown): vscode.Disposable => vscode.commands.registerCommand(id, run);
   const setPaused = async (paused: boolean): Promise<void> => {
     const status = await withEngineErrors(() => engine.client.request('setPaused', { paused }));
@@ -24,7 +26,7 @@ export function registerCommands(engine: EngineService, chat: ChatViewProvider, 
     register('panorama.explainSelection', async () => {
       await chat.askFromCommand('Explain the selected code: what it does, why, and how it fits into the rest of the workspace.', { includeSelection: true });
     }),
-    register('panorama.findWhere', () => findWhere(engine)),
+    register('panorama.findWhere', () => findWhere(engine.workspaceRoot, backends)),
     register('panorama.reindex', async () => {
       const status = await withEngineErrors(() => engine.client.request('reindex', {}));
       if (status !== undefined) engine.applyStatus(status);
@@ -33,14 +35,22 @@ export function registerCommands(engine: EngineService, chat: ChatViewProvider, 
     register('panorama.resumeIndexing', () => setPaused(false)),
     register('panorama.selectDevice', () => selectDevice()),
     register('panorama.showEngineLog', () => log.show()),
-    register('panorama.restartEngine', () => engine.client.restart()),
+    register('panorama.restartEngine', () => {
+      if (backends.isRemote) return void vscode.window.showInformationMessage('Panorama answers from a remote server (panorama.backend is "remote"): the local engine does not run.');
+      return engine.client.restart();
+    }),
+    register('panorama.setRemoteApiKey', () => setRemoteApiKey(context)),
+    register('panorama.clearRemoteApiKey', async () => {
+      await context.secrets.delete(REMOTE_API_KEY_SECRET);
+      void vscode.window.showInformationMessage('Panorama: the remote API key is cleared.');
+    }),
     register('panorama.toggleInlineCompletions', async () => {
       const config = vscode.workspace.getConfiguration('panorama');
       const enabled = !config.get<boolean>('inlineCompletions.enabled', true);
       await config.update('inlineCompletions.enabled', enabled, vscode.ConfigurationTarget.Global);
       vscode.window.setStatusBarMessage(`Panorama inline completions ${enabled ? 'on' : 'off'}`, 3_000);
     }),
-    register('panorama.statusMenu', () => statusMenu(engine)),
+    register('panorama.statusMenu', () => statusMenu(engine, backends)),
   );
 }
 
@@ -74,25 +84,53 @@ async function selectDevice(): Promise<void> {
   if (picked !== undefined && picked.label !== current) await config.update('device', picked.label, vscode.ConfigurationTarget.Global);
 }
 
-async function findWhere(engine: EngineService): Promise<void> {
+/** The key goes to SecretStorage (the OS keychain where there is one), never to settings. */
+async function setRemoteApiKey(context: vscode.ExtensionContext): Promise<void> {
+  const key = await vscode.window.showInputBox({
+    title: 'Panorama: Remote API Key',
+    prompt: 'The bearer token of the remote server (vLLM/SGLang --api-key, panorama serve --api-key). Stored in VS Code\'s secret storage.',
+    password: true,
+    ignoreFocusOut: true,
+    validateInput: (value) => (value.trim() === '' ? 'Enter the key, or press Escape to cancel.' : /\s/.test(value.trim()) ? 'An API key has no spaces.' : undefined),
+  });
+  if (key === undefined) return;
+  await context.secrets.store(REMOTE_API_KEY_SECRET, key.trim());
+  void vscode.window.showInformationMessage('Panorama: the remote API key is saved in VS Code\'s secret storage.');
+}
+
+async function findWhere(workspaceRoot: string, backends: BackendService): Promise<void> {
   const what = await vscode.window.showInputBox({ title: 'Find Where…', prompt: 'What are you looking for?', placeHolder: 'where retries are scheduled', ignoreFocusOut: true });
   if (!what?.trim()) return;
   const result = await vscode.window.withProgress(
     { location: vscode.ProgressLocation.Notification, title: 'Panorama: searching the workspace…', cancellable: true },
-    (_progress, token) =>
-      withEngineErrors<AskResult>(() => engine.client.request('ask', { requestId: `find-${Date.now()}`, question: `Where in this workspace is ${what.trim()}? Name the files and lines.`, maxTokens: 256 }, token)),
+    async (_progress, token) => {
+      try {
+        return await backends.current().ask({ requestId: `find-${randomUUID()}`, question: `Where in this workspace is ${what.trim()}? Name the files and lines.`, maxTokens: 256 }, () => undefined, token);
+      } catch (error) {
+        const message = token.isCancellationRequested ? undefined : backends.describeError(error);
+        if (message === undefined) return undefined;
+        backends.noteFailure(error);
+        if (message === NOT_READY_MESSAGE) void vscode.window.showInformationMessage(message);
+        else if ((await vscode.window.showErrorMessage(`Panorama: ${message}`, 'Show Log')) === 'Show Log') await vscode.commands.executeCommand('panorama.showEngineLog');
+        return undefined;
+      }
+    },
   );
   if (result === undefined || result.finishReason === 'cancelled') return;
   const items = result.sources.map((source) => ({
     label: `$(file-code) ${source.path}:${source.startLine}`,
     description: `lines ${source.startLine}–${source.endLine}`,
-    detail: `attention weight ${(source.weight * 100).toFixed(1)}%`,
+    detail: source.weight > 0 ? `attention weight ${(source.weight * 100).toFixed(1)}%` : 'named in the answer',
     source,
   }));
   const summary = result.text.trim().replace(/\s+/g, ' ').slice(0, 200);
+  if (items.length === 0) {
+    void vscode.window.showInformationMessage(`Panorama: ${summary || 'no answer'}${backends.isRemote ? ' (the remote answer names no file of the workspace)' : ''}`);
+    return;
+  }
   const picked = await vscode.window.showQuickPick(items, { title: `Find Where: ${what.trim()}`, placeHolder: summary || 'Sources the model attended to', matchOnDescription: true });
   if (picked === undefined) return;
-  const file = resolveInside(engine.workspaceRoot, picked.source.path);
+  const file = resolveInside(workspaceRoot, picked.source.path);
   if (file !== undefined) await openAt(file, picked.source.startLine);
 }
 
@@ -101,7 +139,18 @@ export async function openAt(file: string, line: number): Promise<void> {
   await vscode.window.showTextDocument(vscode.Uri.file(file), { selection: new vscode.Range(position, position), preview: true });
 }
 
-async function statusMenu(engine: EngineService): Promise<void> {
+async function statusMenu(engine: EngineService, backends: BackendService): Promise<void> {
+  if (backends.isRemote) {
+    const remoteActions: Array<vscode.QuickPickItem & { command: string; args?: unknown[] }> = [
+      { label: '$(key) Set Remote API Key…', command: 'panorama.setRemoteApiKey' },
+      { label: '$(settings-gear) Remote Backend Settings', command: 'workbench.action.openSettings', args: ['panorama.remote'] },
+      { label: '$(output) Show Log', command: 'panorama.showEngineLog' },
+      { label: '$(lightbulb) Toggle Inline Completions', command: 'panorama.toggleInlineCompletions' },
+    ];
+    const picked = await vscode.window.showQuickPick(remoteActions, { title: 'Panorama (remote backend)' });
+    if (picked !== undefined) await vscode.commands.executeCommand(picked.command, ...(picked.args ?? []));
+    return;
+  }
   const paused = engine.lastStatus?.state === 'paused';
   const running = engine.client.isRunning;
   const actions: Array<vscode.QuickPickItem & { command: string }> = [

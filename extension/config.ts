@@ -6,8 +6,25 @@ import * as vscode from 'vscode';
 import type { DevicePreference } from '../engine/server/protocol';
 
 const DEVICES: readonly DevicePreference[] = ['auto', 'cpu', 'webgpu', 'cuda'];
+export const DEFAULT_REMOTE_CONTEXT_CHARS = 400_000;
+/** The SecretStorage key of the remote server's API key (never a setting: settings sync and get committed). */
+export const REMOTE_API_KEY_SECRET = 'panorama.remote.apiKey';
+
+export type BackendKind = 'local' | 'remote';
+
+export interface RemoteSettings {
+  /** An OpenAI-compatible API root, e.g. http://gpu-box:8000/v1 ('' = unset). */
+  baseUrl: string;
+  /** '' = the first model the server lists. */
+  model: string;
+  /** Budget of the workspace prefix sent with every request, in characters. */
+  contextChars: number;
+}
 
 export interface PanoramaSettings {
+  /** Where questions and completions go: the local engine or a remote server. */
+  backend: BackendKind;
+  remote: RemoteSettings;
   enginePath: string;
   nodePath: string;
   modelPath: string;
@@ -29,6 +46,12 @@ export function readSettings(): PanoramaSettings {
     for (const [language, enabled] of Object.entries(languages)) if (typeof enabled === 'boolean') inlineLanguages[language] = enabled;
   }
   return {
+    backend: config.get<string>('backend', 'local') === 'remote' ? 'remote' : 'local',
+    remote: {
+      baseUrl: config.get<string>('remote.baseUrl', '').trim(),
+      model: config.get<string>('remote.model', '').trim(),
+      contextChars: Math.max(1_000, Math.floor(config.get<number>('remote.contextChars', DEFAULT_REMOTE_CONTEXT_CHARS))),
+    },
     enginePath: pathSetting('enginePath'),
     nodePath: pathSetting('nodePath'),
     modelPath: pathSetting('modelPath'),

@@ -1,9 +1,11 @@
-// Entry point: wires the engine, the status bar, the commands, the chat view and
-// the inline completion provider. Everything registered goes into
-// context.subscriptions, so deactivation disposes it (and stops the engine).
+// Entry point: wires the engine, the backend choice (local engine or remote
+// server), the status bar, the commands, the chat view and the inline completion
+// provider. Everything registered goes into context.subscriptions, so
+// deactivation disposes it (and stops the engine).
 
 import { writeFileSync } from 'node:fs';
 import * as vscode from 'vscode';
+import { BackendService } from './backendService';
 import { ChatViewProvider } from './chat/chatViewProvider';
 import { registerCommands } from './commands';
 import { PanoramaInlineCompletionProvider } from './completion/inlineProvider';
@@ -23,7 +25,7 @@ export function activate(context: vscode.ExtensionContext): void {
     const needsFolder = (): void => void vscode.window.showInformationMessage('Panorama reads a workspace folder: open a folder first.', 'Open Folder…').then((choice) => {
       if (choice !== undefined) void vscode.commands.executeCommand('workbench.action.files.openFolder');
     });
-    const ids = ['panorama.ask', 'panorama.explainSelection', 'panorama.findWhere', 'panorama.reindex', 'panorama.pauseIndexing', 'panorama.resumeIndexing', 'panorama.selectDevice', 'panorama.restartEngine', 'panorama.toggleInlineCompletions', 'panorama.statusMenu'];
+    const ids = ['panorama.ask', 'panorama.explainSelection', 'panorama.findWhere', 'panorama.reindex', 'panorama.pauseIndexing', 'panorama.resumeIndexing', 'panorama.selectDevice', 'panorama.restartEngine', 'panorama.toggleInlineCompletions', 'panorama.statusMenu', 'panorama.setRemoteApiKey', 'panorama.clearRemoteApiKey'];
     context.subscriptions.push(
       vscode.commands.registerCommand('panorama.showEngineLog', () => log.show()),
       ...ids.map((id) => vscode.commands.registerCommand(id, needsFolder)),
@@ -31,17 +33,21 @@ export function activate(context: vscode.ExtensionContext): void {
     return;
   }
 
-  const engine = new EngineService(context, log, folder.uri.fsPath);
+  const root = folder.uri.fsPath;
+  const engine = new EngineService(context, log, root);
   activeEngine = engine;
-  const chat = new ChatViewProvider(context, engine, log);
+  const backends = new BackendService(context, engine, log);
+  const chat = new ChatViewProvider(context, backends, root, log);
   context.subscriptions.push(
     engine,
+    backends,
     chat,
-    registerStatusBar(engine),
-    registerCommands(engine, chat, log),
+    registerStatusBar(backends),
+    registerCommands(context, engine, backends, chat, log),
     vscode.window.registerWebviewViewProvider(ChatViewProvider.viewType, chat),
-    vscode.languages.registerInlineCompletionItemProvider({ pattern: '**' }, new PanoramaInlineCompletionProvider(engine, log)),
+    vscode.languages.registerInlineCompletionItemProvider({ pattern: '**' }, new PanoramaInlineCompletionProvider(backends, root, log)),
   );
+  void backends.initialize();
   void engine.start();
 
   // The e2e test waits for this file instead of guessing when activation is over.

@@ -1,16 +1,16 @@
-// The status bar item: indexing progress, tokens in context, device, errors.
+// The status bar item: indexing progress, tokens in context, device, errors — or,
+// with the remote backend, the server and what its last request cost.
 // Clicking it opens the quick menu (panorama.statusMenu).
 
 import * as vscode from 'vscode';
-import type { EngineService } from './engine/engineService';
-import { statusView } from './statusText';
+import type { BackendService } from './backendService';
 
-export function registerStatusBar(engine: EngineService): vscode.Disposable {
+export function registerStatusBar(backends: BackendService): vscode.Disposable {
   const item = vscode.window.createStatusBarItem('panorama.status', vscode.StatusBarAlignment.Right, 100);
   item.name = 'Panorama';
   item.command = 'panorama.statusMenu';
   const render = (): void => {
-    const view = statusView(engine.client.state, engine.lastStatus);
+    const view = backends.statusView();
     item.text = view.text;
     item.tooltip = view.tooltip;
     item.accessibilityInformation = { label: view.label, role: 'button' };
@@ -19,5 +19,5 @@ export function registerStatusBar(engine: EngineService): vscode.Disposable {
   };
   render();
   item.show();
-  return vscode.Disposable.from(item, engine.onDidChange(render));
+  return vscode.Disposable.from(item, backends.onDidChange(render));
 }

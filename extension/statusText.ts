@@ -4,6 +4,7 @@
 
 import type { EngineStatus } from '../engine/server/protocol';
 import type { ClientState } from './engine/client';
+import type { RemoteRequestInfo } from './remote/remoteBackend';
 
 export interface StatusView {
   text: string;
@@ -61,4 +62,44 @@ export function statusView(client: ClientState, status: EngineStatus | undefined
     case 'ready':
       return { text: `$(check) Panorama ${tokens} · ${device}`, label: `Panorama: ready, ${tokens} in context on ${device}`, tooltip, severity: 'normal' };
   }
+}
+
+export interface RemoteStatusInput {
+  /** The normalized API root ('' when unset). */
+  baseUrl: string;
+  /** The model setting ('' = the server's first). */
+  model: string;
+  /** A setting that keeps the backend from working. */
+  problem?: string;
+  last?: RemoteRequestInfo;
+  lastError?: string;
+}
+
+/** The status bar for the remote backend: where requests go, what the last one cost, the last error. */
+export function remoteStatusView(input: RemoteStatusInput): StatusView {
+  let host = input.baseUrl;
+  try {
+    host = new URL(input.baseUrl).host;
+  } catch {
+    // not a URL: the problem line says so
+  }
+  if (input.problem !== undefined) {
+    return { text: '$(cloud) Panorama: set up', label: 'Panorama: remote backend not set up', tooltip: `${input.problem}\nClick for actions.`, severity: 'warning' };
+  }
+  const model = input.last?.model ?? (input.model || 'the server\'s first model');
+  const last = input.last;
+  const lines = [
+    `Remote server: ${input.baseUrl}`,
+    `Model: ${model}`,
+    last !== undefined ? `Context sent: ${last.prefix.files} files, ${formatTokens(last.prefix.chars)} chars (prefix ${last.prefix.hash})` + (last.prefix.excluded > 0 ? `, ${last.prefix.excluded} files left out for the budget` : '') : undefined,
+    last !== undefined
+      ? `Last ${last.kind}: ${last.firstTokenMs !== undefined ? `first token ${Math.round(last.firstTokenMs)} ms, ` : ''}${Math.round(last.totalMs)} ms` +
+        (last.usage !== undefined ? `, ${formatTokens(last.usage.promptTokens)} prompt tokens${last.usage.cachedTokens !== undefined ? ` (${formatTokens(last.usage.cachedTokens)} from the prefix cache)` : ''}` : '')
+      : undefined,
+    input.lastError !== undefined ? `Error: ${input.lastError}` : undefined,
+    'Click for actions.',
+  ].filter((line) => line !== undefined);
+  const tooltip = lines.join('\n');
+  if (input.lastError !== undefined) return { text: `$(cloud) Panorama · ${host}`, label: `Panorama: remote ${host}, last request failed`, tooltip, severity: 'error' };
+  return { text: `$(cloud) Panorama · ${host}`, label: `Panorama: remote ${host}`, tooltip, severity: 'normal' };
 }

@@ -97,7 +97,8 @@ function sourceLinks(sources: Source[]): HTMLElement {
     link.href = '#';
     link.className = 'source-link';
     link.textContent = `${source.path}:${source.startLine}${source.endLine > source.startLine ? `-${source.endLine}` : ''}`;
-    link.title = `Open ${source.path} at line ${source.startLine} (attention ${(source.weight * 100).toFixed(1)}%)`;
+    // weight 0: a remote server's answer named this place (it reports no attention)
+    link.title = `Open ${source.path} at line ${source.startLine} (${source.weight > 0 ? `attention ${(source.weight * 100).toFixed(1)}%` : 'named in the answer'})`;
     link.addEventListener('click', (event) => {
       event.preventDefault();
       vscode.postMessage({ type: 'openSource', path: source.path, line: source.startLine });

@@ -1,16 +1,16 @@
 // The sidebar chat: a WebviewViewProvider that validates every message from the
-// webview, runs questions through the engine with a cancellation token per
-// request (Stop → $/cancelRequest), streams askDelta into the view and keeps the
-// history in workspaceState so it survives reloads.
+// webview, runs questions through the current backend with a cancellation token
+// per request (Stop → $/cancelRequest for the engine, an aborted HTTP request for
+// a remote server), streams the answer into the view and keeps the history in
+// workspaceState so it survives reloads.
 
 import { randomUUID } from 'node:crypto';
 import * as vscode from 'vscode';
 import { parseWebviewMessage, type ChatTurn, type ContextChip, type HostMessage, type WebviewMessage } from '../../webview/protocol';
 import { openAt } from '../commands';
 import { readSettings } from '../config';
-import { errorMessage, isNotReady, NOT_READY_MESSAGE } from '../engine/client';
-import type { EngineService } from '../engine/engineService';
-import { statusView } from '../statusText';
+import type { BackendService } from '../backendService';
+import { errorMessage, NOT_READY_MESSAGE } from '../engine/client';
 import { resolveInside } from '../workspacePaths';
 import { chipsForEditor, MAX_SELECTION_CHARS, selectionFor } from './editorContext';
 import { chatHtml } from './html';
@@ -33,7 +33,8 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
 
   constructor(
     private readonly context: vscode.ExtensionContext,
-    private readonly engine: EngineService,
+    private readonly backends: BackendService,
+    private readonly workspaceRoot: string,
     private readonly log: vscode.LogOutputChannel,
   ) {
     // a turn saved while another was streaming has no finish reason: it was cut off by the reload
@@ -47,13 +48,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       chipTimer = setTimeout(() => this.refreshChips(), 150);
     };
     this.disposables.push(
-      engine.client.onAskDelta(({ requestId, text }) => {
-        const entry = this.inFlight.get(requestId);
-        if (entry === undefined) return;
-        entry.turn.answer += text;
-        this.post({ type: 'answerDelta', requestId, text });
-      }),
-      engine.onDidChange(() => this.postEngineState()),
+      backends.onDidChange(() => this.postEngineState()),
       vscode.window.onDidChangeActiveTextEditor(refreshChipsSoon),
       vscode.window.onDidChangeTextEditorSelection(refreshChipsSoon),
       { dispose: () => clearTimeout(chipTimer) },
@@ -89,7 +84,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   /** From the command palette: reveal the chat and ask there. */
   async askFromCommand(question: string, options: { includeSelection: boolean }): Promise<void> {
     // read the selection before the chat takes the focus
-    const chips = chipsForEditor(vscode.window.activeTextEditor, this.engine.workspaceRoot);
+    const chips = chipsForEditor(vscode.window.activeTextEditor, this.workspaceRoot);
     const selection = chips.filter((chip) => chip.kind === 'selection');
     if (options.includeSelection && selection.length === 0) {
       void vscode.window.showInformationMessage('Panorama: select some code first, then run Explain Selection.');
@@ -113,7 +108,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         this.inFlight.get(message.requestId)?.cancel.cancel();
         return;
       case 'openSource': {
-        const file = resolveInside(this.engine.workspaceRoot, message.path);
+        const file = resolveInside(this.workspaceRoot, message.path);
         if (file === undefined) {
           this.log.warn(`chat: refused to open a path outside the workspace: ${message.path}`);
           return;
@@ -148,7 +143,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
 
   private async ask(question: string, context: ContextChip[]): Promise<void> {
     // chips come from the webview: only those inside the workspace survive
-    const chips = context.filter((chip) => resolveInside(this.engine.workspaceRoot, chip.path) !== undefined);
+    const chips = context.filter((chip) => resolveInside(this.workspaceRoot, chip.path) !== undefined);
     const turn: ChatTurn = { requestId: randomUUID(), question, context: chips, answer: '', sources: [] };
     const cancel = new vscode.CancellationTokenSource();
     this.inFlight.set(turn.requestId, { turn, cancel });
@@ -156,11 +151,16 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     if (this.turns.length > MAX_TURNS) this.turns.splice(0, this.turns.length - MAX_TURNS);
     this.post({ type: 'turnStarted', turn });
     try {
-      const { selection, truncated } = await selectionFor(chips, this.engine.workspaceRoot);
+      const { selection, truncated } = await selectionFor(chips, this.workspaceRoot);
       if (truncated) this.post({ type: 'notice', text: `The context was longer than ${MAX_SELECTION_CHARS.toLocaleString('en')} characters and was truncated.` });
-      const result = await this.engine.client.request(
-        'ask',
+      const onDelta = (text: string): void => {
+        if (!this.inFlight.has(turn.requestId)) return;
+        turn.answer += text;
+        this.post({ type: 'answerDelta', requestId: turn.requestId, text });
+      };
+      const result = await this.backends.current().ask(
         { requestId: turn.requestId, question, maxTokens: readSettings().maxAnswerTokens, ...(selection !== undefined ? { selection } : {}) },
+        onDelta,
         cancel.token,
       );
       turn.answer = result.text;
@@ -171,8 +171,9 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         turn.finishReason = 'cancelled';
       } else {
         turn.finishReason = 'error';
-        turn.error = isNotReady(error) ? NOT_READY_MESSAGE : errorMessage(error);
-        if (!isNotReady(error)) this.log.error(`ask failed: ${turn.error}`);
+        turn.error = this.backends.describeError(error) ?? 'cancelled';
+        this.backends.noteFailure(error);
+        if (turn.error !== NOT_READY_MESSAGE) this.log.error(`ask failed: ${turn.error}`);
       }
     } finally {
       this.inFlight.delete(turn.requestId);
@@ -183,7 +184,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   }
 
   private refreshChips(): void {
-    this.chips = chipsForEditor(vscode.window.activeTextEditor, this.engine.workspaceRoot);
+    this.chips = chipsForEditor(vscode.window.activeTextEditor, this.workspaceRoot);
     this.post({ type: 'chips', chips: this.visibleChips() });
   }
 
@@ -192,8 +193,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   }
 
   private postEngineState(): void {
-    const view = statusView(this.engine.client.state, this.engine.lastStatus);
-    this.post({ type: 'engine', ready: this.engine.client.isRunning, label: view.label });
+    this.post({ type: 'engine', ready: this.backends.ready, label: this.backends.statusView().label });
   }
 
   private post(message: HostMessage): void {

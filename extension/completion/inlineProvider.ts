@@ -1,12 +1,12 @@
 // Inline completions: guard clauses, an adaptive debounce, the suggestion cache,
 // then one `complete` request carrying VS Code's cancellation token (which
-// vscode-jsonrpc turns into $/cancelRequest). It never blocks typing: every
-// await checks the token, and an engine that is not running returns nothing.
+// vscode-jsonrpc turns into $/cancelRequest for the engine, and which aborts the
+// HTTP request to a remote server). It never blocks typing: every await checks the
+// token, and a backend that is not ready returns nothing.
 
 import * as vscode from 'vscode';
 import { isLanguageEnabled, readSettings } from '../config';
-import { errorMessage } from '../engine/client';
-import type { EngineService } from '../engine/engineService';
+import type { BackendService } from '../backendService';
 import { toWorkspacePath } from '../workspacePaths';
 import { SuggestionCache } from './cache';
 import { AdaptiveDebounce, sleepUnlessCancelled } from './debounce';
@@ -23,7 +23,8 @@ export class PanoramaInlineCompletionProvider implements vscode.InlineCompletion
   private readonly cache = new SuggestionCache();
 
   constructor(
-    private readonly engine: EngineService,
+    private readonly backends: BackendService,
+    private readonly workspaceRoot: string,
     private readonly log: vscode.LogOutputChannel,
   ) {}
 
@@ -39,8 +40,8 @@ export class PanoramaInlineCompletionProvider implements vscode.InlineCompletion
     if (context.selectedCompletionInfo !== undefined) return undefined;
     const editor = vscode.window.activeTextEditor;
     if (editor?.document === document && !editor.selection.isEmpty) return undefined;
-    if (!this.engine.client.isRunning) return undefined;
-    const path = document.uri.scheme === 'file' ? toWorkspacePath(this.engine.workspaceRoot, document.uri.fsPath) : undefined;
+    if (!this.backends.ready) return undefined;
+    const path = document.uri.scheme === 'file' ? toWorkspacePath(this.workspaceRoot, document.uri.fsPath) : undefined;
     if (path === undefined) return undefined;
 
     const offset = document.offsetAt(position);
@@ -60,11 +61,15 @@ export class PanoramaInlineCompletionProvider implements vscode.InlineCompletion
 
     let raw: string;
     try {
-      const result = await this.engine.client.request('complete', { path, prefix, suffix, maxTokens: MAX_TOKENS }, token);
+      const backend = this.backends.current();
+      const result = await backend.complete({ path, prefix, suffix, maxTokens: MAX_TOKENS }, token);
       raw = result.text;
-      this.log.debug(`complete: ${result.latencyMs.toFixed(0)} ms, ${result.fedTokens} tokens fed, ${result.reusedTokens} reused`);
+      this.log.debug(`complete (${backend.kind}): ${result.latencyMs.toFixed(0)} ms, ${result.fedTokens} tokens fed, ${result.reusedTokens} reused`);
     } catch (error) {
-      if (!token.isCancellationRequested) this.log.debug(`complete failed: ${errorMessage(error)}`);
+      if (!token.isCancellationRequested) {
+        this.log.debug(`complete failed: ${this.backends.describeError(error)}`);
+        this.backends.noteFailure(error);
+      }
       return undefined;
     }
     if (token.isCancellationRequested) return undefined;

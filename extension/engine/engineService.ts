@@ -1,6 +1,7 @@
 // The engine as the rest of the extension sees it: one EngineClient configured
 // from settings and the workspace, its failures turned into an actionable
-// notification, restarted when a setting that shapes it changes.
+// notification, restarted when a setting that shapes it changes. With
+// panorama.backend = remote it does not run (no local indexing).
 
 import { statSync } from 'node:fs';
 import * as path from 'node:path';
@@ -49,12 +50,22 @@ export class EngineService implements vscode.Disposable {
       this.client.onStatus((status) => this.applyStatus(status)),
       this.client.onState((state) => this.onClientState(state)),
       vscode.workspace.onDidChangeConfiguration((event) => {
-        if (ENGINE_SETTINGS.some((key) => event.affectsConfiguration(key))) {
+        if (event.affectsConfiguration('panorama.backend')) {
+          if (this.wanted) {
+            log.info('backend is local again: starting the engine');
+            void this.client.start();
+          } else {
+            log.info('backend is remote: stopping the local engine');
+            void this.client.stop();
+          }
+        } else if (this.wanted && ENGINE_SETTINGS.some((key) => event.affectsConfiguration(key))) {
           log.info('engine settings changed: restarting the engine');
           void this.client.restart();
         }
       }),
-      vscode.workspace.onDidGrantWorkspaceTrust(() => void this.client.restart()),
+      vscode.workspace.onDidGrantWorkspaceTrust(() => {
+        if (this.wanted) void this.client.restart();
+      }),
     );
   }
 
@@ -69,8 +80,13 @@ export class EngineService implements vscode.Disposable {
     this.statusEmitter.fire();
   }
 
+  /** Whether the local engine should run: not while a remote server answers. */
+  get wanted(): boolean {
+    return readSettings().backend === 'local';
+  }
+
   start(): Promise<void> {
-    return this.client.start();
+    return this.wanted ? this.client.start() : Promise.resolve();
   }
 
   private initializeParams(): InitializeParams {
