@@ -183,17 +183,24 @@ function buildLightning(cfg: SalaConfig): Uint8Array {
 }
 
 /** Sparse layer, first part (b)(2) step 1 and 4: q, k, v (NoPE) and the output gate from the normed input. */
-function buildSparseProject(cfg: SalaConfig): Uint8Array {
+function buildSparseProject(cfg: SalaConfig, resident = false): Uint8Array {
   const { sparseHeadDim: hs } = derivedSizes(cfg);
   const d = cfg.hiddenSize;
   const H = cfg.numAttentionHeads;
   const Hk = cfg.numKeyValueHeads;
-  const g = new GraphBuilder('sparse_project');
+  const g = new GraphBuilder(resident ? 'sparse_project_resident' : 'sparse_project');
   const x = g.input('x', 'float', ['T', d]);
   const xn = rmsNorm(g, x, g.input('w_in_norm', 'float', [d]), cfg.rmsNormEps);
   g.output(g.reshape(linear(g, xn, g.input('w_q', 'float', [H * hs, d])), [0, H, hs]), 'q', 'float', ['T', H, hs]);
-  g.output(g.reshape(linear(g, xn, g.input('w_k', 'float', [Hk * hs, d])), [0, Hk, hs]), 'k', 'float', ['T', Hk, hs]);
-  g.output(g.reshape(linear(g, xn, g.input('w_v', 'float', [Hk * hs, d])), [0, Hk, hs]), 'v', 'float', ['T', Hk, hs]);
+  const k = g.reshape(linear(g, xn, g.input('w_k', 'float', [Hk * hs, d])), [0, Hk, hs]);
+  const v = g.reshape(linear(g, xn, g.input('w_v', 'float', [Hk * hs, d])), [0, Hk, hs]);
+  g.output(k, 'k', 'float', ['T', Hk, hs]);
+  g.output(v, 'v', 'float', ['T', Hk, hs]);
+  if (resident) {
+    // The same rows once more, for the host store (an output has one location: these come back to host memory).
+    g.output(g.op('Identity', [k]), 'k_host', 'float', ['T', Hk, hs]);
+    g.output(g.op('Identity', [v]), 'v_host', 'float', ['T', Hk, hs]);
+  }
   if (cfg.attnUseOutputGate) {
     g.output(g.sigmoid(linear(g, xn, g.input('w_o_gate', 'float', [H * hs, d]))), 'gate', 'float', ['T', H * hs]);
   }
@@ -208,7 +215,7 @@ function buildSparseProject(cfg: SalaConfig): Uint8Array {
  * Inputs computed by the host: how many fine/coarse compressed keys each query
  * may see (the kernel's visibility rule), the pooled row length and pads, k.
  */
-function buildSparseSelect(cfg: SalaConfig): Uint8Array {
+function buildSparseSelect(cfg: SalaConfig, resident = false): Uint8Array {
   const sizes = derivedSizes(cfg);
   const hs = sizes.sparseHeadDim;
   const H = cfg.numAttentionHeads;
@@ -216,10 +223,17 @@ function buildSparseSelect(cfg: SalaConfig): Uint8Array {
   const G = H / Hk;
   const { blockSize, kernelStride, initBlocks } = cfg.sparse;
   const poolStride = blockSize / kernelStride;
-  const g = new GraphBuilder('sparse_select');
+  const g = new GraphBuilder(resident ? 'sparse_select_resident' : 'sparse_select');
   const q = g.input('q', 'float', ['T', H, hs]);
-  const fineKeys = g.input('c1', 'float', ['N1', Hk, hs]);
-  const coarseKeys = g.input('c2', 'float', ['N2', Hk, hs]);
+  // Resident: the compressed keys live on the device in stores with spare rows, appended
+  // to in place as windows complete; the graph reads their first fine/coarse_count rows.
+  const liveRows = (store: Value, count: Value): Value => g.op('Slice', [store, g.int64s([0]), count, g.int64s([0])]);
+  const fineKeys = resident
+    ? liveRows(g.input('c1_store', 'float', ['C1', Hk, hs]), g.input('fine_count', 'int64', [1]))
+    : g.input('c1', 'float', ['N1', Hk, hs]);
+  const coarseKeys = resident
+    ? liveRows(g.input('c2_store', 'float', ['C2', Hk, hs]), g.input('coarse_count', 'int64', [1]))
+    : g.input('c2', 'float', ['N2', Hk, hs]);
   const queryPositions = g.input('query_positions', 'int64', ['T']);
   const fineVisible = g.input('fine_visible', 'int64', ['T']);
   const coarseVisible = g.input('coarse_visible', 'int64', ['T']);
@@ -342,6 +356,57 @@ function buildSparseAttend(cfg: SalaConfig): Uint8Array {
   return g.toModel();
 }
 
+/**
+ * Sparse layer, second part, for one decode token with the KV cache resident on the
+ * device (NOSA's layout): past blocks come from a fixed pool of block slots per KV
+ * head, [Hk, P, blockSize, hs], gathered by slot; the block being written lives in a
+ * separate tail, [Hk, blockSize, hs], into which this token's k/v row is scattered
+ * here (the updated tail is an output, so it never leaves the device). Every pooled
+ * block is wholly in the past, so one mask of live keys replaces the causal and block
+ * masks: key_alive [Hk, U, blockSize] for the gathered blocks (false for padding and
+ * tombstones), tail_alive [Hk, blockSize] for the tail rows written so far.
+ */
+function buildSparseAttendResident(cfg: SalaConfig): Uint8Array {
+  const sizes = derivedSizes(cfg);
+  const hs = sizes.sparseHeadDim;
+  const d = cfg.hiddenSize;
+  const H = cfg.numAttentionHeads;
+  const Hk = cfg.numKeyValueHeads;
+  const G = H / Hk;
+  const blockSize = cfg.sparse.blockSize;
+  const g = new GraphBuilder('sparse_attend_resident');
+  const x = g.input('x', 'float', [1, d]);
+  const q = g.input('q', 'float', [1, H, hs]);
+  const kNew = g.input('k', 'float', [1, Hk, hs]);
+  const vNew = g.input('v', 'float', [1, Hk, hs]);
+  const poolKeys = g.input('pool_keys', 'float', [Hk, 'P', blockSize, hs]);
+  const poolValues = g.input('pool_values', 'float', [Hk, 'P', blockSize, hs]);
+  const slots = g.input('slots', 'int64', [Hk, 'U']);
+  const keyAlive = g.input('key_alive', 'bool', [Hk, 'U', blockSize]);
+  const tailKeys = g.input('tail_keys', 'float', [Hk, blockSize, hs]);
+  const tailValues = g.input('tail_values', 'float', [Hk, blockSize, hs]);
+  const tailRow = g.input('tail_row', 'int64', [Hk, 2]); // (head, row) of this token in the tail
+  const tailAlive = g.input('tail_alive', 'bool', [Hk, blockSize]);
+
+  const newTailKeys = g.op('ScatterND', [tailKeys, tailRow, g.reshape(kNew, [Hk, hs])]);
+  const newTailValues = g.op('ScatterND', [tailValues, tailRow, g.reshape(vNew, [Hk, hs])]);
+  const heads = g.unsqueeze(g.expand(g.unsqueeze(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [1]), g.shape(slots)), [2]); // [Hk, U, 1]
+  const gatherIndex = g.concat([heads, g.unsqueeze(slots, [2])], 2); // [Hk, U, 2]
+  const keys = g.concat([g.reshape(g.op('GatherND', [poolKeys, gatherIndex]), [Hk, -1, hs]), newTailKeys], 1); // [Hk, S, hs]
+  const values = g.concat([g.reshape(g.op('GatherND', [poolValues, gatherIndex]), [Hk, -1, hs]), newTailValues], 1);
+  const alive = g.unsqueeze(g.concat([g.reshape(keyAlive, [Hk, -1]), tailAlive], 1), [1]); // [Hk, 1, S]
+  const groupedQ = g.reshape(q, [Hk, G, hs]);
+  const scores = g.mul(g.matmul(groupedQ, g.transpose(keys, [0, 2, 1])), g.float(1 / Math.sqrt(hs))); // [Hk, G, S]
+  const probabilities = g.softmax(g.add(scores, g.where(alive, g.float(0), g.float(-Infinity))), -1);
+  let o = g.reshape(g.matmul(probabilities, values), [1, H * hs]); // [Hk, G, hs] → [1, H·hs]
+  if (cfg.attnUseOutputGate) o = g.mul(o, g.input('gate', 'float', [1, H * hs]));
+  const h = g.add(x, g.mul(linear(g, o, g.input('w_o', 'float', [d, H * hs])), g.float(sizes.residualScale)));
+  g.output(mlpBlock(g, h, cfg, sizes.residualScale), 'x_out', 'float', [1, d]);
+  g.output(newTailKeys, 'tail_keys_out', 'float', [Hk, blockSize, hs]);
+  g.output(newTailValues, 'tail_values_out', 'float', [Hk, blockSize, hs]);
+  return g.toModel();
+}
+
 /** Final norm and lm_head on hidden / (hidden_size / dim_model_base); logits in fp32. */
 function buildHead(cfg: SalaConfig): Uint8Array {
   const sizes = derivedSizes(cfg);
@@ -351,6 +416,21 @@ function buildHead(cfg: SalaConfig): Uint8Array {
   const scaled = g.div(normed, g.float(sizes.logitDivisor));
   g.output(linear(g, scaled, g.input('w_lm_head', 'float', [cfg.vocabSize, cfg.hiddenSize])), 'logits', 'float', ['R', cfg.vocabSize]);
   return g.toModel();
+}
+
+/** The decode-step graphs of the device-resident path (ResidentDecoder). */
+export interface ResidentGraphSet {
+  sparseProject: Uint8Array;
+  sparseSelect: Uint8Array;
+  sparseAttend: Uint8Array;
+}
+
+export function buildResidentGraphs(cfg: SalaConfig): ResidentGraphSet {
+  return {
+    sparseProject: buildSparseProject(cfg, true),
+    sparseSelect: buildSparseSelect(cfg, true),
+    sparseAttend: buildSparseAttendResident(cfg),
+  };
 }
 
 export function buildGraphs(cfg: SalaConfig): GraphSet {

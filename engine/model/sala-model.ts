@@ -12,6 +12,8 @@ import { blocksPerHead, poolPads, visibleCount, type Level } from '../kv/selecti
 import { derivedSizes, expectedWeights, loadConfig, type DerivedSizes, type SalaConfig } from './config.js';
 import { buildGraphs } from './graphs.js';
 import { loadWeights, type WeightMap } from './weights.js';
+import { DeviceTensors } from '../runtime/device-tensors.js';
+import { ResidentDecoder, type ResidentOptions } from './resident-decoder.js';
 
 export interface ModelOptions {
   device?: DeviceRequest;
@@ -92,6 +94,7 @@ export class SalaModel {
     private readonly decodeSessions: Sessions,
     private readonly layerTensors: LayerTensors[],
     private readonly globalTensors: LayerTensors,
+    private readonly deviceTensors: DeviceTensors,
   ) {
     this.sizes = derivedSizes(config);
     const { kernelSize, kernelStride } = config.sparse;
@@ -127,28 +130,36 @@ export class SalaModel {
     const prefillSessions = await createSessions(options.threads);
     const decodeSessions = await createSessions(options.decodeThreads ?? 1);
     const shapes = expectedWeights(config);
-    const tensor = (name: string): ort.Tensor => {
+    // On a GPU every weight is uploaded once and stays there; each run then feeds the device copy.
+    const deviceTensors = new DeviceTensors(device.kind);
+    const uploaded = new Map<string, ort.Tensor>();
+    const tensor = async (name: string): Promise<ort.Tensor> => {
       const data = weights.get(name);
       const shape = shapes.get(name);
       if (!data || !shape) throw new ModelInputError(`weight ${name} is missing`);
       if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new ModelInputError(`weight ${name} has ${data.length} values; the config implies shape [${shape.join(', ')}]`);
-      return new ort.Tensor('float32', data, shape);
+      let resident = uploaded.get(name);
+      if (!resident) {
+        resident = await deviceTensors.upload(new ort.Tensor('float32', data, shape));
+        uploaded.set(name, resident);
+      }
+      return resident;
     };
     const layerTensors: LayerTensors[] = [];
     for (let layer = 0; layer < config.numHiddenLayers; layer++) {
       const tensors: LayerTensors = {};
       for (const [suffix, input] of Object.entries(LAYER_WEIGHT_NAMES)) {
         const name = `model.layers.${layer}.${suffix}.weight`;
-        if (weights.has(name)) tensors[input] = tensor(name);
+        if (weights.has(name)) tensors[input] = await tensor(name);
       }
       layerTensors.push(tensors);
     }
     const globalTensors: LayerTensors = {
-      w_embed: tensor('model.embed_tokens.weight'),
-      w_norm: tensor('model.norm.weight'),
-      w_lm_head: tensor(config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'),
+      w_embed: await tensor('model.embed_tokens.weight'),
+      w_norm: await tensor('model.norm.weight'),
+      w_lm_head: await tensor(config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'),
     };
-    return new SalaModel(config, device, prefillSessions, decodeSessions, layerTensors, globalTensors);
+    return new SalaModel(config, device, prefillSessions, decodeSessions, layerTensors, globalTensors, deviceTensors);
   }
 
   private sessionsFor(tokens: number): Sessions {
@@ -159,6 +170,29 @@ export class SalaModel {
   async release(): Promise<void> {
     const all = [...Object.values(this.prefillSessions), ...Object.values(this.decodeSessions)];
     await Promise.all(all.map((session) => session.release()));
+    await this.deviceTensors.release();
+  }
+
+  /**
+   * A decoder that continues `sequence` one token at a time with its state kept on
+   * the device (KV blocks offloaded to host memory with a device block pool, or all
+   * on the device). The sequence must not be used by forward() until it is closed.
+   */
+  residentDecoder(sequence: Sequence, options: ResidentOptions): Promise<ResidentDecoder> {
+    return ResidentDecoder.create(
+      {
+        config: this.config,
+        sizes: this.sizes,
+        device: this.device,
+        layerTensors: this.layerTensors,
+        globalTensors: this.globalTensors,
+        fineLevel: this.fineLevel,
+        coarseLevel: this.coarseLevel,
+        tensors: this.deviceTensors,
+      },
+      sequence,
+      options,
+    );
   }
 
   newSequence(expectedTokens = 0): Sequence {

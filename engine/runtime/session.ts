@@ -8,6 +8,11 @@ export interface SessionOptions {
   device: DeviceKind;
   /** Intra-op threads (0 = onnxruntime's default: one per core). */
   threads?: number;
+  /**
+   * Where each output lands on a GPU provider ('gpu-buffer' keeps it on the device
+   * for the next session; unnamed outputs come back to host memory). Ignored on the CPU.
+   */
+  outputs?: Record<string, ort.Tensor.DataLocation>;
 }
 
 /** One compiled graph. Built once per (layer type, phase) and reused for every layer call. */
@@ -18,7 +23,9 @@ export class GraphSession {
   ) {}
 
   static async create(name: string, model: Uint8Array, options: SessionOptions): Promise<GraphSession> {
+    const onDevice = options.device !== 'cpu' && options.outputs !== undefined;
     const session = await ort.InferenceSession.create(model, {
+      ...(onDevice ? { preferredOutputLocation: options.outputs } : {}),
       executionProviders: [options.device],
       intraOpNumThreads: options.threads ?? 0,
       graphOptimizationLevel: 'all',

@@ -1,0 +1,448 @@
+// Decode steps with everything that changes per token kept on the execution device:
+// weights, activations between layers, Lightning states, the compressed keys of the
+// sparse layers, and their KV blocks. The sparse layers' full K/V stays in host
+// memory (the Sequence's SparseKvCache, the source of truth); the device holds
+//   - 'offload' (NOSA, spec (c)): a fixed pool of block slots per KV head, with LRU
+//     reuse; the blocks a step selects that are not resident are uploaded in one
+//     batched write per layer and step;
+//   - 'device': every block (the all-on-GPU comparison point).
+// The block being written (the tail) lives in its own small device tensor and goes
+// into the pool when it completes. Per step, only token ids, small index/mask tensors
+// and the missed blocks go up; logits, the new k/v rows (for the host store) and
+// the selected block ids come back.
+import * as ort from 'onnxruntime-node';
+import { DeviceTensors, byteLength, release } from '../runtime/device-tensors.js';
+import type { ResolvedDevice } from '../runtime/device.js';
+import { GraphSession, bool, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
+import { BlockPool } from '../kv/block-pool.js';
+import type { SparseKvCache } from '../kv/sparse-kv-cache.js';
+import { poolPads, visibleCount, type Level } from '../kv/selection.js';
+import type { DerivedSizes, SalaConfig } from './config.js';
+import { buildGraphs, buildResidentGraphs } from './graphs.js';
+import type { Sequence } from './sequence.js';
+
+export type KvPlacement = 'offload' | 'device';
+
+export interface ResidentOptions {
+  /** Where the sparse layers' past KV blocks live during decoding (default 'offload'). */
+  placement?: KvPlacement;
+  /** Offload: slots per KV head and layer (default 4 × the blocks one step selects). */
+  poolBlocks?: number;
+  /** 'dense' attends to every block at every step (the comparison point); default 'auto' follows dense_len. */
+  attention?: 'auto' | 'dense';
+  /** Tokens the device stores are sized for (compressed keys; every block for 'device'). */
+  maxTokens: number;
+}
+
+/** What the model hands its decoder. */
+export interface ResidentParts {
+  config: SalaConfig;
+  sizes: DerivedSizes;
+  device: ResolvedDevice;
+  layerTensors: Record<string, ort.Tensor>[];
+  globalTensors: Record<string, ort.Tensor>;
+  fineLevel: Level;
+  coarseLevel: Level;
+  tensors: DeviceTensors;
+}
+
+export interface ResidentStats {
+  steps: number;
+  /** Block requests served from the pool / uploaded (offload), summed over layers and heads. */
+  hits: number;
+  misses: number;
+  /** Host → device bytes of missed blocks, and of everything else fed per step (ids, masks, indices, new compressed keys). */
+  blockBytes: number;
+  otherBytes: number;
+  /** Device bytes held for KV: pools + tails + compressed keys, all sparse layers. */
+  deviceKvBytes: number;
+}
+
+interface Sessions {
+  embed: GraphSession;
+  lightning: GraphSession;
+  head: GraphSession;
+  project: GraphSession;
+  select: GraphSession;
+  attend: GraphSession;
+}
+
+interface SparseLayerState {
+  layer: number;
+  cache: SparseKvCache;
+  pool?: BlockPool;
+  poolKeys: ort.Tensor;
+  poolValues: ort.Tensor;
+  poolSlots: number;
+  tailKeys: ort.Tensor;
+  tailValues: ort.Tensor;
+  tailBlock: number;
+  fine: ort.Tensor;
+  coarse: ort.Tensor;
+  fineRows: number;
+  coarseRows: number;
+}
+
+function pick(tensors: Record<string, ort.Tensor>, names: readonly string[]): Feeds {
+  const feeds: Feeds = {};
+  for (const name of names) if (name in tensors) feeds[name] = tensors[name];
+  return feeds;
+}
+
+const onDevice = 'gpu-buffer' as const;
+
+export class ResidentDecoder {
+  private readonly stats = { steps: 0, blockBytes: 0, otherBytes: 0 };
+  private readonly lightningStates = new Map<number, ort.Tensor>();
+  private readonly sparse: SparseLayerState[] = [];
+  private closed = false;
+
+  private constructor(
+    private readonly parts: ResidentParts,
+    private readonly sessions: Sessions,
+    readonly sequence: Sequence,
+    private readonly placement: KvPlacement,
+    private readonly dense: boolean,
+    private readonly maxTokens: number,
+  ) {}
+
+  /** Builds the sessions and moves the sequence's state onto the device. */
+  static async create(parts: ResidentParts, sequence: Sequence, options: ResidentOptions): Promise<ResidentDecoder> {
+    const { config, device } = parts;
+    const graphs = buildGraphs(config);
+    const resident = buildResidentGraphs(config);
+    const make = (name: string, bytes: Uint8Array, outputs: Record<string, ort.Tensor.DataLocation>) =>
+      GraphSession.create(name, bytes, { device: device.kind, threads: 1, outputs });
+    const sessions: Sessions = {
+      embed: await make('embed', graphs.embed, { x: onDevice }),
+      lightning: await make('lightning', graphs.lightning, { x_out: onDevice, state_out: onDevice }),
+      head: await make('head', graphs.head, { logits: 'cpu' }),
+      project: await make('sparse_project_resident', resident.sparseProject, { q: onDevice, k: onDevice, v: onDevice, gate: onDevice, k_host: 'cpu', v_host: 'cpu' }),
+      select: await make('sparse_select_resident', resident.sparseSelect, { selected: 'cpu' }),
+      attend: await make('sparse_attend_resident', resident.sparseAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
+    };
+    const placement = options.placement ?? 'offload';
+    const dense = options.attention === 'dense';
+    if (dense && placement === 'offload') throw new RangeError('dense attention reads every block each step: use placement "device"');
+    const maxTokens = Math.max(options.maxTokens, sequence.length + 1);
+    const decoder = new ResidentDecoder(parts, sessions, sequence, placement, dense, maxTokens);
+    await decoder.attach(options.poolBlocks);
+    return decoder;
+  }
+
+  private get blockSize(): number {
+    return this.parts.config.sparse.blockSize;
+  }
+
+  private async attach(poolBlocks: number | undefined): Promise<void> {
+    const { tensors, sizes, config } = this.parts;
+    const Hk = config.numKeyValueHeads;
+    const hs = sizes.sparseHeadDim;
+    const B = this.blockSize;
+    const { lightningHeads: H, lightningHeadDim: D } = sizes;
+    for (const [layer, state] of this.sequence.lightning) {
+      this.lightningStates.set(layer, await tensors.upload(f32(state.slice(), [H, D, D])));
+    }
+    const maxBlocks = Math.ceil(this.maxTokens / B);
+    for (const [layer, cache] of this.sequence.sparse) {
+      const tailBlock = Math.floor(cache.length / B);
+      const store = cache.store();
+      const tail = (data: Float32Array): ort.Tensor => {
+        const out = new Float32Array(Hk * B * hs);
+        for (let h = 0; h < Hk; h++) {
+          if (tailBlock >= store.capacityBlocks) continue;
+          const from = (h * store.capacityBlocks + tailBlock) * B * hs;
+          out.set(data.subarray(from, from + B * hs), h * B * hs);
+        }
+        return f32(out, [Hk, B, hs]);
+      };
+      let pool: BlockPool | undefined;
+      let poolKeys: ort.Tensor;
+      let poolValues: ort.Tensor;
+      let poolSlots: number;
+      if (this.placement === 'device') {
+        // Slot = block id: the host store's head-major layout is the pool's, with room to grow.
+        poolSlots = Math.max(1, maxBlocks);
+        const copy = (data: Float32Array): ort.Tensor => {
+          const out = new Float32Array(Hk * poolSlots * B * hs);
+          const complete = Math.min(tailBlock, store.capacityBlocks);
+          for (let h = 0; h < Hk; h++) {
+            const from = h * store.capacityBlocks * B * hs;
+            out.set(data.subarray(from, from + complete * B * hs), h * poolSlots * B * hs);
+          }
+          return f32(out, [Hk, poolSlots, B, hs]);
+        };
+        poolKeys = await tensors.upload(copy(store.keys));
+        poolValues = await tensors.upload(copy(store.values));
+      } else {
+        // At least one step's selection, and every block below dense_len (those steps attend to all of them).
+        const needed = Math.max(sizes.topkTotal, Math.ceil(config.sparse.denseLen / B));
+        poolSlots = Math.max(poolBlocks ?? 4 * needed, needed);
+        pool = new BlockPool(Hk, poolSlots);
+        poolKeys = await tensors.zeros([Hk, poolSlots, B, hs]);
+        poolValues = await tensors.zeros([Hk, poolSlots, B, hs]);
+      }
+      // Compressed-key stores with spare rows for the whole run; filled from the host's incremental ones.
+      const fineCapacity = Math.max(1, Math.floor(this.maxTokens / this.parts.fineLevel.stride));
+      const coarseCapacity = Math.max(1, Math.floor(this.maxTokens / this.parts.coarseLevel.stride));
+      const state: SparseLayerState = {
+        layer,
+        cache,
+        pool,
+        poolKeys,
+        poolValues,
+        poolSlots,
+        tailKeys: await tensors.upload(tail(store.keys)),
+        tailValues: await tensors.upload(tail(store.values)),
+        tailBlock,
+        fine: await tensors.zeros([fineCapacity, Hk, hs]),
+        coarse: await tensors.zeros([coarseCapacity, Hk, hs]),
+        fineRows: 0,
+        coarseRows: 0,
+      };
+      this.sparse.push(state);
+    }
+  }
+
+  /** Feeds one token after the sequence and returns its logits [vocab]. */
+  async step(id: number): Promise<Float32Array> {
+    if (this.closed) throw new Error('the resident decoder was closed');
+    const { config, layerTensors, globalTensors } = this.parts;
+    if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) throw new RangeError(`token id ${id} is outside the vocabulary [0, ${config.vocabSize})`);
+    const position = this.sequence.length;
+    if (position + 1 > this.maxTokens) throw new RangeError(`the resident decoder was sized for ${this.maxTokens} tokens`);
+    this.stats.otherBytes += 8 + 4;
+    let x = (await this.sessions.embed.run({ ids: i64([id]), w_embed: globalTensors.w_embed })).x;
+    let sparseIndex = 0;
+    for (let layer = 0; layer < config.numHiddenLayers; layer++) {
+      let next: ort.Tensor;
+      if (config.mixerTypes[layer] === 'lightning-attn') {
+        const session = this.sessions.lightning;
+        const out = await session.run({
+          ...pick(layerTensors[layer], session.inputNames),
+          x,
+          state: this.lightningStates.get(layer)!,
+          positions: f32(Float32Array.of(position), [1]),
+        });
+        release(this.lightningStates.get(layer));
+        this.lightningStates.set(layer, out.state_out);
+        next = out.x_out;
+      } else {
+        next = await this.sparseLayer(this.sparse[sparseIndex++], x, position);
+      }
+      release(x);
+      x = next;
+    }
+    this.sequence.tokens.push(id);
+    this.stats.steps++;
+    const logits = (await this.sessions.head.run({ x, w_norm: globalTensors.w_norm, w_lm_head: globalTensors.w_lm_head })).logits;
+    release(x);
+    return floatData(logits);
+  }
+
+  private async sparseLayer(state: SparseLayerState, x: ort.Tensor, position: number): Promise<ort.Tensor> {
+    const { config, layerTensors } = this.parts;
+    const Hk = config.numKeyValueHeads;
+    const B = this.blockSize;
+    const tensorsOfLayer = layerTensors[state.layer];
+    const projected = await this.sessions.project.run({ ...pick(tensorsOfLayer, this.sessions.project.inputNames), x });
+    state.cache.append(floatData(projected.k_host), floatData(projected.v_host));
+    const length = position + 1;
+    const queryBlock = Math.floor(position / B);
+
+    // The tail completed last step: it moves into the pool (device to device) and a new one starts.
+    if (queryBlock !== state.tailBlock) {
+      await this.flushTail(state);
+      state.tailBlock = queryBlock;
+    }
+
+    let blocks: number[][];
+    if (this.dense || length < config.sparse.denseLen) {
+      const past = Array.from({ length: queryBlock }, (_, b) => b);
+      blocks = Array.from({ length: Hk }, () => past);
+    } else {
+      blocks = await this.selectBlocks(state, projected.q, position, length);
+    }
+
+    // Slots of each head's blocks; misses go up in one write per layer.
+    const slots: number[][] = [];
+    const missIndex: number[] = [];
+    const missed: { head: number; block: number }[] = [];
+    for (let h = 0; h < Hk; h++) {
+      if (!state.pool) {
+        slots.push(blocks[h]);
+        continue;
+      }
+      const placed = state.pool.place(h, blocks[h]);
+      slots.push(placed.slots);
+      for (const miss of placed.misses) {
+        missIndex.push(h, miss.slot);
+        missed.push({ head: h, block: miss.block });
+      }
+    }
+    if (missed.length > 0) await this.uploadBlocks(state, missIndex, missed);
+
+    const width = Math.max(1, ...blocks.map((b) => b.length));
+    const slotIds = new BigInt64Array(Hk * width);
+    const alive = new Uint8Array(Hk * width * B);
+    for (let h = 0; h < Hk; h++) {
+      slots[h].forEach((slot, i) => (slotIds[h * width + i] = BigInt(slot)));
+      alive.set(this.sequence.aliveKeys(blocks[h]), h * width * B);
+    }
+    const row = position % B;
+    const tailAlive = new Uint8Array(Hk * B);
+    const tailKeysAlive = this.sequence.aliveKeys([queryBlock]);
+    // The new token is not in sequence.dead yet (it was just appended), so rows ≤ row are live unless tombstoned.
+    for (let h = 0; h < Hk; h++) for (let r = 0; r <= row; r++) tailAlive[h * B + r] = r === row ? 1 : tailKeysAlive[r];
+    const tailRow = new BigInt64Array(Hk * 2);
+    for (let h = 0; h < Hk; h++) {
+      tailRow[2 * h] = BigInt(h);
+      tailRow[2 * h + 1] = BigInt(row);
+    }
+    const session = this.sessions.attend;
+    const feeds: Feeds = {
+      ...pick(tensorsOfLayer, session.inputNames),
+      x,
+      q: projected.q,
+      k: projected.k,
+      v: projected.v,
+      pool_keys: state.poolKeys,
+      pool_values: state.poolValues,
+      slots: i64(slotIds, [Hk, width]),
+      key_alive: bool(alive, [Hk, width, B]),
+      tail_keys: state.tailKeys,
+      tail_values: state.tailValues,
+      tail_row: i64(tailRow, [Hk, 2]),
+      tail_alive: bool(tailAlive, [Hk, B]),
+    };
+    if (projected.gate) feeds.gate = projected.gate;
+    this.stats.otherBytes += slotIds.byteLength + alive.byteLength + tailAlive.byteLength + tailRow.byteLength;
+    const out = await session.run(feeds);
+    release(state.tailKeys);
+    release(state.tailValues);
+    state.tailKeys = out.tail_keys_out;
+    state.tailValues = out.tail_values_out;
+    for (const name of ['q', 'k', 'v', 'gate']) release(projected[name]);
+    return out.x_out;
+  }
+
+  /** Writes the completed tail block into the pool (no host transfer). */
+  private async flushTail(state: SparseLayerState): Promise<void> {
+    const { tensors, config } = this.parts;
+    const Hk = config.numKeyValueHeads;
+    const index = new BigInt64Array(Hk * 2);
+    for (let h = 0; h < Hk; h++) {
+      const slot = state.pool ? state.pool.insert(h, state.tailBlock) : state.tailBlock;
+      if (slot >= state.poolSlots) throw new RangeError(`block ${state.tailBlock} does not fit the device pool of ${state.poolSlots} blocks`);
+      index[2 * h] = BigInt(h);
+      index[2 * h + 1] = BigInt(slot);
+    }
+    this.stats.otherBytes += index.byteLength;
+    const indices = i64(index, [Hk, 2]);
+    state.poolKeys = await tensors.scatter(state.poolKeys, indices, state.tailKeys);
+    state.poolValues = await tensors.scatter(state.poolValues, indices, state.tailValues);
+  }
+
+  private async uploadBlocks(state: SparseLayerState, index: number[], missed: { head: number; block: number }[]): Promise<void> {
+    const { tensors, sizes } = this.parts;
+    const hs = sizes.sparseHeadDim;
+    const B = this.blockSize;
+    const store = state.cache.store();
+    const floats = B * hs;
+    const keys = new Float32Array(missed.length * floats);
+    const values = new Float32Array(keys.length);
+    missed.forEach(({ head, block }, i) => {
+      const from = (head * store.capacityBlocks + block) * floats;
+      keys.set(store.keys.subarray(from, from + floats), i * floats);
+      values.set(store.values.subarray(from, from + floats), i * floats);
+    });
+    const indices = i64(index, [missed.length, 2]);
+    this.stats.blockBytes += keys.byteLength + values.byteLength;
+    this.stats.otherBytes += byteLength(indices);
+    state.poolKeys = await tensors.scatter(state.poolKeys, indices, f32(keys, [missed.length, B, hs]));
+    state.poolValues = await tensors.scatter(state.poolValues, indices, f32(values, [missed.length, B, hs]));
+  }
+
+  /** InfLLM-V2 selection on the device; returns each head's past blocks (the tail excluded). */
+  private async selectBlocks(state: SparseLayerState, q: ort.Tensor, position: number, length: number): Promise<number[][]> {
+    const { config, sizes, tensors, fineLevel, coarseLevel } = this.parts;
+    const Hk = config.numKeyValueHeads;
+    const hs = sizes.sparseHeadDim;
+    const rowSize = Hk * hs;
+    const { fine, coarse } = state.cache.compressedKeys();
+    const fineCount = fine.length / rowSize;
+    const coarseCount = coarse.length / rowSize;
+    // New compressed rows (a window completes every kernel_stride tokens) go up as they appear.
+    const append = async (store: ort.Tensor, data: Float32Array, from: number, to: number): Promise<ort.Tensor> => {
+      if (to > store.dims[0]) throw new RangeError(`compressed keys outgrew the device store (${store.dims[0]} rows)`);
+      const indices = i64(Array.from({ length: to - from }, (_, i) => from + i), [to - from, 1]);
+      this.stats.otherBytes += (to - from) * rowSize * 4 + byteLength(indices);
+      return tensors.scatter(store, indices, f32(data.slice(from * rowSize, to * rowSize), [to - from, Hk, hs]));
+    };
+    if (fineCount > state.fineRows) {
+      state.fine = await append(state.fine, fine, state.fineRows, fineCount);
+      state.fineRows = fineCount;
+    }
+    if (coarseCount > state.coarseRows) {
+      state.coarse = await append(state.coarse, coarse, state.coarseRows, coarseCount);
+      state.coarseRows = coarseCount;
+    }
+    const B = config.sparse.blockSize;
+    const blocks = Math.ceil(length / B);
+    const k = Math.min(sizes.topkTotal, blocks);
+    const excluded = this.sequence.excludedBlocks(blocks);
+    this.stats.otherBytes += 8 * 6 + excluded.byteLength;
+    const out = await this.sessions.select.run({
+      q,
+      c1_store: state.fine,
+      c2_store: state.coarse,
+      fine_count: i64([Math.max(1, fineCount)]),
+      coarse_count: i64([Math.max(1, coarseCount)]),
+      query_positions: i64([position]),
+      fine_visible: i64([visibleCount(position, fineLevel, fineCount)]),
+      coarse_visible: i64([visibleCount(position, coarseLevel, coarseCount)]),
+      pool_pads: i64(poolPads(Math.max(1, fineCount), blocks, B / config.sparse.kernelStride)),
+      k: i64([k]),
+      block_excluded: bool(excluded, [blocks]),
+    });
+    const selected = int64Data(out.selected);
+    const tail = Math.floor(position / B);
+    const perHead: number[][] = [];
+    for (let h = 0; h < Hk; h++) {
+      const mine: number[] = [];
+      for (let j = 0; j < k; j++) {
+        const block = Number(selected[h * k + j]);
+        if (block >= 0 && block !== tail) mine.push(block);
+      }
+      perHead.push(mine);
+    }
+    return perHead;
+  }
+
+  snapshot(): ResidentStats {
+    let hits = 0;
+    let misses = 0;
+    let deviceKvBytes = 0;
+    for (const state of this.sparse) {
+      hits += state.pool?.hits ?? 0;
+      misses += state.pool?.misses ?? 0;
+      deviceKvBytes += byteLength(state.poolKeys) * 2 + byteLength(state.tailKeys) * 2 + byteLength(state.fine) + byteLength(state.coarse);
+    }
+    return { steps: this.stats.steps, hits, misses, blockBytes: this.stats.blockBytes, otherBytes: this.stats.otherBytes, deviceKvBytes };
+  }
+
+  /** Brings the Lightning states back into the sequence and frees the device state. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const { tensors } = this.parts;
+    for (const [layer, tensor] of this.lightningStates) {
+      this.sequence.lightning.get(layer)!.set(floatData(await tensors.download(tensor)));
+      release(tensor);
+    }
+    for (const state of this.sparse) {
+      for (const tensor of [state.poolKeys, state.poolValues, state.tailKeys, state.tailValues, state.fine, state.coarse]) release(tensor);
+    }
+    await Promise.all(Object.values(this.sessions).map((session) => session.release()));
+  }
+}

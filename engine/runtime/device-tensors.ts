@@ -1,0 +1,125 @@
+// Tensors that live on the execution device between session runs. onnxruntime-node
+// has no API to allocate or write device memory directly, so each operation is a
+// tiny graph whose outputs stay on the device ('gpu-buffer'): upload (Identity),
+// zeros (ConstantOfShape), download (Identity to host), and in-place-style writes
+// (ScatterND, which returns the updated copy). On the CPU provider the same graphs
+// run on host tensors, so one code path serves both.
+//
+// Never read a device tensor's data from JavaScript: in onnxruntime-node 1.30,
+// getData() on a gpu-buffer tensor aborts the process. Download it instead.
+import * as ort from 'onnxruntime-node';
+import { GraphBuilder, type Dim } from './graph-builder.js';
+import type { ElemType } from './onnx-proto.js';
+import type { DeviceKind } from './device.js';
+import { GraphSession } from './session.js';
+
+const ORT_TYPE: Record<string, ElemType> = { float32: 'float', int64: 'int64', bool: 'bool', float16: 'float16' };
+
+function elemType(tensor: ort.Tensor): ElemType {
+  const type = ORT_TYPE[tensor.type];
+  if (!type) throw new Error(`device tensors: unsupported type ${tensor.type}`);
+  return type;
+}
+
+function symbolic(rank: number, prefix: string): Dim[] {
+  return Array.from({ length: rank }, (_, i) => `${prefix}${i}`);
+}
+
+export class DeviceTensors {
+  private readonly sessions = new Map<string, Promise<GraphSession>>();
+  /** Bytes that went from host to device through upload() and scatter() updates. */
+  uploadedBytes = 0;
+
+  constructor(readonly device: DeviceKind) {}
+
+  get onDevice(): boolean {
+    return this.device !== 'cpu';
+  }
+
+  private session(key: string, build: () => Uint8Array, outputs: Record<string, ort.Tensor.DataLocation>): Promise<GraphSession> {
+    let session = this.sessions.get(key);
+    if (!session) {
+      session = GraphSession.create(key, build(), { device: this.device, threads: 1, outputs });
+      this.sessions.set(key, session);
+    }
+    return session;
+  }
+
+  /** A device copy of a host tensor (the host tensor itself on the CPU provider). */
+  async upload(tensor: ort.Tensor): Promise<ort.Tensor> {
+    if (!this.onDevice) return tensor;
+    const type = elemType(tensor);
+    const rank = tensor.dims.length;
+    const session = await this.session(`upload_${type}_${rank}`, () => {
+      const g = new GraphBuilder('upload');
+      g.output(g.op('Identity', [g.input('x', type, symbolic(rank, 'd'))]), 'y', type, symbolic(rank, 'd'));
+      return g.toModel();
+    }, { y: 'gpu-buffer' });
+    this.uploadedBytes += byteLength(tensor);
+    return (await session.run({ x: tensor })).y;
+  }
+
+  /** A host copy of a device tensor. */
+  async download(tensor: ort.Tensor): Promise<ort.Tensor> {
+    if (!this.onDevice || tensor.location === 'cpu') return tensor;
+    const type = elemType(tensor);
+    const rank = tensor.dims.length;
+    const session = await this.session(`download_${type}_${rank}`, () => {
+      const g = new GraphBuilder('download');
+      g.output(g.op('Identity', [g.input('x', type, symbolic(rank, 'd'))]), 'y', type, symbolic(rank, 'd'));
+      return g.toModel();
+    }, { y: 'cpu' });
+    return (await session.run({ x: tensor })).y;
+  }
+
+  /** float32 zeros of the given shape, made on the device (nothing crosses the bus). */
+  async zeros(dims: readonly number[]): Promise<ort.Tensor> {
+    if (!this.onDevice) return new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
+    const session = await this.session(`zeros_${dims.length}`, () => {
+      const g = new GraphBuilder('zeros');
+      const shape = g.input('shape', 'int64', [dims.length]);
+      // ConstantOfShape without a value attribute fills float32 zeros.
+      g.output(g.op('ConstantOfShape', [shape]), 'y', 'float', symbolic(dims.length, 'd'));
+      return g.toModel();
+    }, { y: 'gpu-buffer' });
+    return (await session.run({ shape: new ort.Tensor('int64', BigInt64Array.from(dims, BigInt), [dims.length]) })).y;
+  }
+
+  /**
+   * data with data[indices[i]] = updates[i] (ONNX ScatterND), as a new device tensor;
+   * `data` is disposed. indices [n, q] address the leading q axes of data.
+   */
+  async scatter(data: ort.Tensor, indices: ort.Tensor, updates: ort.Tensor): Promise<ort.Tensor> {
+    const type = elemType(data);
+    const rank = data.dims.length;
+    const q = indices.dims[1];
+    const session = await this.session(`scatter_${type}_${rank}_${q}`, () => {
+      const g = new GraphBuilder('scatter');
+      const x = g.input('data', type, symbolic(rank, 'd'));
+      const at = g.input('indices', 'int64', ['n', q]);
+      const rows = g.input('updates', type, ['n', ...symbolic(rank - q, 'u')]);
+      g.output(g.op('ScatterND', [x, at, rows]), 'y', type, symbolic(rank, 'd'));
+      return g.toModel();
+    }, { y: 'gpu-buffer' });
+    if (updates.location === 'cpu') this.uploadedBytes += byteLength(updates);
+    const out = (await session.run({ data, indices, updates })).y;
+    release(data);
+    return out;
+  }
+
+  async release(): Promise<void> {
+    const sessions = await Promise.all(this.sessions.values());
+    this.sessions.clear();
+    await Promise.all(sessions.map((session) => session.release()));
+  }
+}
+
+export function byteLength(tensor: ort.Tensor): number {
+  const per = tensor.type === 'float32' ? 4 : tensor.type === 'int64' ? 8 : tensor.type === 'float16' ? 2 : 1;
+  return tensor.dims.reduce((a, b) => a * b, 1) * per;
+}
+
+/** Frees a device tensor's memory now rather than at garbage collection (no-op for host tensors). */
+export function release(tensor: ort.Tensor | undefined): void {
+  if (tensor && tensor.location !== 'cpu') tensor.dispose();
+}

@@ -1,0 +1,97 @@
+// The device-resident decode path (KV offloaded to host memory with a block pool,
+// or every block resident) must compute exactly what the host path computes: the
+// reference's fixtures, through real onnxruntime sessions (the CPU provider here;
+// the same graphs run on WebGPU on the device machine).
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { SalaModel } from '../../engine/model/sala-model.js';
+import type { ResidentOptions } from '../../engine/model/resident-decoder.js';
+import { readNpy } from '../helpers/npy.js';
+
+const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
+const LOGIT_TOLERANCE = 1e-5;
+
+let model: SalaModel;
+before(async () => {
+  model = await SalaModel.load(FIXTURE, { device: 'cpu' });
+});
+
+function load(name: string) {
+  return readNpy(path.join(FIXTURE, `${name}.npy`));
+}
+
+function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array | Int32Array): number {
+  assert.equal(a.length, b.length);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  return worst;
+}
+
+async function decodeResident(name: 'short' | 'long' | 'cross', options: Omit<ResidentOptions, 'maxTokens'>) {
+  const prompt = Array.from(load(`${name}_prompt_ids`).data);
+  const sequence = model.newSequence();
+  const last = await model.forward(sequence, prompt);
+  const decoder = await model.residentDecoder(sequence, { ...options, maxTokens: prompt.length + 16 });
+  const ids = [argmax(last)];
+  const logits = new Float32Array(8 * 512);
+  for (let step = 0; step < 8; step++) {
+    const row = await decoder.step(ids[step]);
+    logits.set(row, step * 512);
+    ids.push(argmax(row));
+  }
+  const stats = decoder.snapshot();
+  await decoder.close();
+  return { ids: ids.slice(0, 8), logits, stats, sequence, next: ids[8] };
+}
+
+for (const name of ['short', 'long', 'cross'] as const) {
+  for (const placement of ['offload', 'device'] as const) {
+    test(`${name} scenario, KV ${placement === 'offload' ? 'offloaded with a minimal block pool' : 'all on the device'}: the reference's decode ids and logits`, async (t) => {
+      // The fixture selects 5 blocks per head and dense_len is 8 blocks: 8 slots force evictions on the long prompt.
+      const result = await decodeResident(name, { placement, poolBlocks: 8 });
+      assert.deepEqual(result.ids, Array.from(load(`${name}_decode_ids`).data));
+      const diff = maxAbsDiff(result.logits, load(`${name}_decode_logits`).data);
+      t.diagnostic(`max |Δlogit| ${diff.toExponential(2)}; hits ${result.stats.hits}, misses ${result.stats.misses}, block bytes up ${result.stats.blockBytes}`);
+      assert.ok(diff <= LOGIT_TOLERANCE, `max |Δlogit| ${diff}`);
+      if (placement === 'device') assert.equal(result.stats.blockBytes, 0, 'nothing but the new rows moves when every block is resident');
+    });
+  }
+}
+
+test('the offload pool reuses resident blocks and uploads only misses; a larger pool misses less', async () => {
+  const small = await decodeResident('long', { placement: 'offload', poolBlocks: 8 });
+  const large = await decodeResident('long', { placement: 'offload', poolBlocks: 64 });
+  assert.ok(small.stats.hits > 0 && small.stats.misses > 0);
+  assert.ok(large.stats.misses <= small.stats.misses, `${large.stats.misses} ≤ ${small.stats.misses}`);
+  // Every miss uploads one block of K and V per head: blockSize · hs · 4 bytes · 2.
+  assert.equal(small.stats.blockBytes, small.stats.misses * 64 * 64 * 4 * 2);
+  assert.ok(small.stats.deviceKvBytes < large.stats.deviceKvBytes);
+});
+
+test('dense attention on the resident path equals the sparse selection where dense_len is not reached, and differs past it', async () => {
+  const shortSparse = await decodeResident('short', { placement: 'device' });
+  const shortDense = await decodeResident('short', { placement: 'device', attention: 'dense' });
+  assert.ok(maxAbsDiff(shortDense.logits, shortSparse.logits) <= 1e-6);
+  const longDense = await decodeResident('long', { placement: 'device', attention: 'dense' });
+  const longSparse = await decodeResident('long', { placement: 'device' });
+  assert.ok(maxAbsDiff(longDense.logits, longSparse.logits) > 1e-4, 'the long prompt selects a strict subset of blocks');
+  await assert.rejects(model.residentDecoder(model.newSequence(), { placement: 'offload', attention: 'dense', maxTokens: 64 }), /placement "device"/);
+});
+
+test('closing hands the state back: the host path continues exactly where the resident decoder stopped', async () => {
+  const resident = await decodeResident('long', { placement: 'offload', poolBlocks: 8 });
+  const viaHost = await model.forward(resident.sequence, [resident.next]);
+  // The same sequence decoded on the host path all the way.
+  const prompt = Array.from(load('long_prompt_ids').data);
+  const sequence = model.newSequence();
+  let row = await model.forward(sequence, prompt);
+  for (let step = 0; step < 9; step++) row = await model.forward(sequence, [argmax(row)]);
+  assert.ok(maxAbsDiff(viaHost, row) <= LOGIT_TOLERANCE);
+});
