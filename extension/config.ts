@@ -17,7 +17,7 @@ export interface RemoteSettings {
   baseUrl: string;
   /** '' = the first model the server lists. */
   model: string;
-  /** Budget of the workspace prefix sent with every request, in characters. */
+  /** Budget of the workspace prefix sent with every request, in characters; 0 sends none. */
   contextChars: number;
 }
 
@@ -50,7 +50,7 @@ export function readSettings(): PanoramaSettings {
     remote: {
       baseUrl: config.get<string>('remote.baseUrl', '').trim(),
       model: config.get<string>('remote.model', '').trim(),
-      contextChars: Math.max(1_000, Math.floor(config.get<number>('remote.contextChars', DEFAULT_REMOTE_CONTEXT_CHARS))),
+      contextChars: Math.max(0, Math.floor(config.get<number>('remote.contextChars', DEFAULT_REMOTE_CONTEXT_CHARS))),
     },
     enginePath: pathSetting('enginePath'),
     nodePath: pathSetting('nodePath'),

@@ -74,6 +74,8 @@ export function chatMessages(plan: PrefixPlan, params: Pick<AskParams, 'question
     const where = startLine !== undefined ? `${path}, from line ${startLine}` : path;
     question = `Selected code (${where}):\n\`\`\`\n${text}\n\`\`\`\n\n${question}`;
   }
+  // no files (contextChars 0: the server holds the workspace): no system message to cache either
+  if (plan.files.length === 0) return [{ role: 'user', content: question }];
   return [
     { role: 'system', content: PREAMBLE + plan.text },
     { role: 'user', content: question },

@@ -103,6 +103,8 @@ export class WorkspacePrefix {
 
   /** The prefix for the workspace as it is now (cached while nothing changed). */
   current(): Promise<PrefixPlan> {
+    // a budget of 0: the server holds the workspace itself (another Panorama engine), send none
+    if (this.options.budgetChars === 0) return Promise.resolve((this.plan ??= planPrefix([], 0)));
     if (!this.dirty && this.plan !== undefined) return Promise.resolve(this.plan);
     // one rescan at a time; a change during it marks dirty again for the next caller
     this.building ??= this.rebuild().finally(() => (this.building = undefined));

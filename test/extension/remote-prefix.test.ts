@@ -94,6 +94,13 @@ test('a deleted file leaves the prefix, a new one joins it', async () => {
   assert.equal(plan.files.at(-1), 'src/e.ts');
 });
 
+test('a budget of 0 sends no files and no system message (for a server that holds the workspace itself)', async () => {
+  const plan = await new WorkspacePrefix(workspace(), { budgetChars: 0 }).current();
+  assert.deepEqual([plan.text, plan.files], ['', []]);
+  assert.deepEqual(chatMessages(plan, { question: 'Why?' }), [{ role: 'user', content: 'Why?' }]);
+  assert.equal(completionPrompt(plan, 'a.ts', 'let '), '\n### file: a.ts\nlet ');
+});
+
 test('over the budget, the stalest files give way (the engine layout rule, in characters)', () => {
   const file = (name: string, chars: number, editCount: number, firstSeenMs: number) => ({ path: name, text: 'x'.repeat(chars), editCount, firstSeenMs });
   const files = [file('old.ts', 500, 0, 1), file('mid.ts', 500, 0, 2), file('edited.ts', 500, 1, 0), file('new.ts', 100, 0, 3)];
