@@ -73,3 +73,66 @@ export function randomModel(json: object, seed = 1): { config: SalaConfig; weigh
 export function denseVariant(config: SalaConfig): SalaConfig {
   return { ...config, sparse: { ...config.sparse, denseLen: Number.MAX_SAFE_INTEGER } };
 }
+
+/** MiniCPM-SALA-9B's exact shape (spec (a)): 32 layers, sparse 0, 9, 16, 17, 22, 29, 30, 31; d 4096; vocab 73448. */
+export const SALA_9B_SHAPE = {
+  ...SMALL_20M,
+  vocab_size: 73448,
+  hidden_size: 4096,
+  intermediate_size: 16384,
+  num_hidden_layers: 32,
+  mixer_types: Array.from({ length: 32 }, (_, i) => ([0, 9, 16, 17, 22, 29, 30, 31].includes(i) ? 'minicpm4' : 'lightning-attn')),
+  num_attention_heads: 32,
+  num_key_value_heads: 2,
+  head_dim: 128,
+  lightning_nh: 32,
+  lightning_nkv: 32,
+  lightning_head_dim: 128,
+  dim_model_base: 256,
+  max_position_embeddings: 524288,
+  eos_token_id: [2, 73440],
+};
+
+/**
+ * A random-weights model whose layers of one type share one set of weights. The
+ * cost of a step is the same as with distinct weights (every layer still streams
+ * its weights from device memory: one layer's are far larger than any cache), but
+ * host memory, generation and upload time are two layers' worth instead of 32 —
+ * what makes a 9B-shaped model loadable inside a device session. Values: a
+ * uniform pattern with the 0.02 standard deviation of randomModel, repeated with a
+ * prime period (nothing here depends on the values but their scale).
+ */
+export function sharedLayerRandomModel(json: object): { config: SalaConfig; weights: WeightMap; parameters: number } {
+  const config = parseConfig(json, 'random model');
+  const period = 1_000_003;
+  const pattern = new Float32Array(period);
+  let state = 2463534242;
+  const bound = 0.02 * Math.sqrt(3);
+  for (let i = 0; i < period; i++) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    pattern[i] = ((state >>> 0) / 4294967296 * 2 - 1) * bound;
+  }
+  const fill = (size: number): Float32Array => {
+    const data = new Float32Array(size);
+    for (let at = 0; at < size; at += period) data.set(pattern.subarray(0, Math.min(period, size - at)), at);
+    return data;
+  };
+  const weights: WeightMap = new Map();
+  const shared = new Map<string, Float32Array>();
+  let parameters = 0;
+  for (const [name, shape] of expectedWeights(config)) {
+    const size = shape.reduce((a, b) => a * b, 1);
+    parameters += size;
+    const layer = /^model\.layers\.(\d+)\.(.*)$/.exec(name);
+    const key = layer ? `${config.mixerTypes[Number(layer[1])]}.${layer[2]}` : name;
+    let data = shared.get(key);
+    if (!data) {
+      data = name.endsWith('norm.weight') ? new Float32Array(size).fill(1) : fill(size);
+      shared.set(key, data);
+    }
+    weights.set(name, data);
+  }
+  return { config, weights, parameters };
+}

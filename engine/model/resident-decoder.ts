@@ -95,6 +95,7 @@ export class ResidentDecoder {
   private readonly stats = { steps: 0, blockBytes: 0, otherBytes: 0 };
   private readonly lightningStates = new Map<number, ort.Tensor>();
   private readonly sparse: SparseLayerState[] = [];
+  private denseFeeds?: { key: string; slotTensor: ort.Tensor; aliveTensor: ort.Tensor };
   private closed = false;
 
   private constructor(
@@ -283,12 +284,7 @@ export class ResidentDecoder {
     if (missed.length > 0) await this.uploadBlocks(state, missIndex, missed);
 
     const width = Math.max(1, ...blocks.map((b) => b.length));
-    const slotIds = new BigInt64Array(Hk * width);
-    const alive = new Uint8Array(Hk * width * B);
-    for (let h = 0; h < Hk; h++) {
-      slots[h].forEach((slot, i) => (slotIds[h * width + i] = BigInt(slot)));
-      alive.set(this.sequence.aliveKeys(blocks[h]), h * width * B);
-    }
+    const { slotTensor, aliveTensor } = await this.blockFeeds(blocks, slots, width);
     const row = position % B;
     const tailAlive = new Uint8Array(Hk * B);
     const tailKeysAlive = this.sequence.aliveKeys([queryBlock]);
@@ -308,15 +304,15 @@ export class ResidentDecoder {
       v: projected.v,
       pool_keys: state.poolKeys,
       pool_values: state.poolValues,
-      slots: i64(slotIds, [Hk, width]),
-      key_alive: bool(alive, [Hk, width, B]),
+      slots: slotTensor,
+      key_alive: aliveTensor,
       tail_keys: state.tailKeys,
       tail_values: state.tailValues,
       tail_row: i64(tailRow, [Hk, 2]),
       tail_alive: bool(tailAlive, [Hk, B]),
     };
     if (projected.gate) feeds.gate = projected.gate;
-    this.stats.otherBytes += slotIds.byteLength + alive.byteLength + tailAlive.byteLength + tailRow.byteLength;
+    this.stats.otherBytes += tailAlive.byteLength + tailRow.byteLength;
     const out = await session.run(feeds);
     release(state.tailKeys);
     release(state.tailValues);
@@ -324,6 +320,37 @@ export class ResidentDecoder {
     state.tailValues = out.tail_values_out;
     for (const name of ['q', 'k', 'v', 'gate']) release(projected[name]);
     return out.x_out;
+  }
+
+  /**
+   * The slot ids [Hk, U] and live-key mask [Hk, U, blockSize] of a step. Dense steps
+   * attend to every past block, the same for every layer and for 64 steps in a row:
+   * those stay on the device until the block count changes (or a tombstone appears),
+   * so the dense comparison point is not charged a per-step upload the sparse path
+   * does not need.
+   */
+  private async blockFeeds(blocks: number[][], slots: number[][], width: number): Promise<{ slotTensor: ort.Tensor; aliveTensor: ort.Tensor }> {
+    const { config, tensors } = this.parts;
+    const Hk = config.numKeyValueHeads;
+    const B = this.blockSize;
+    const everyBlock = this.placement === 'device' && blocks.every((list) => list.length === width && list.every((b, i) => b === i));
+    const key = `${width}:${this.sequence.tombstoneVersion}`;
+    if (everyBlock && this.denseFeeds?.key === key) return this.denseFeeds;
+    const slotIds = new BigInt64Array(Hk * width);
+    const alive = new Uint8Array(Hk * width * B);
+    for (let h = 0; h < Hk; h++) {
+      slots[h].forEach((slot, i) => (slotIds[h * width + i] = BigInt(slot)));
+      alive.set(this.sequence.aliveKeys(blocks[h]), h * width * B);
+    }
+    this.stats.otherBytes += slotIds.byteLength + alive.byteLength;
+    const feeds = { slotTensor: i64(slotIds, [Hk, width]), aliveTensor: bool(alive, [Hk, width, B]) };
+    if (!everyBlock || width < 64) return feeds;
+    if (this.denseFeeds) {
+      release(this.denseFeeds.slotTensor);
+      release(this.denseFeeds.aliveTensor);
+    }
+    this.denseFeeds = { key, slotTensor: await tensors.upload(feeds.slotTensor), aliveTensor: await tensors.upload(feeds.aliveTensor) };
+    return this.denseFeeds;
   }
 
   /** Writes the completed tail block into the pool (no host transfer). */
@@ -440,6 +467,8 @@ export class ResidentDecoder {
       this.sequence.lightning.get(layer)!.set(floatData(await tensors.download(tensor)));
       release(tensor);
     }
+    release(this.denseFeeds?.slotTensor);
+    release(this.denseFeeds?.aliveTensor);
     for (const state of this.sparse) {
       for (const tensor of [state.poolKeys, state.poolValues, state.tailKeys, state.tailValues, state.fine, state.coarse]) release(tensor);
     }

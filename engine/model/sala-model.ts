@@ -132,16 +132,17 @@ export class SalaModel {
     const shapes = expectedWeights(config);
     // On a GPU every weight is uploaded once and stays there; each run then feeds the device copy.
     const deviceTensors = new DeviceTensors(device.kind);
-    const uploaded = new Map<string, ort.Tensor>();
+    // Keyed by the data, so a tied lm_head (or layers sharing weights) is uploaded once.
+    const uploaded = new Map<Float32Array, ort.Tensor>();
     const tensor = async (name: string): Promise<ort.Tensor> => {
       const data = weights.get(name);
       const shape = shapes.get(name);
       if (!data || !shape) throw new ModelInputError(`weight ${name} is missing`);
       if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new ModelInputError(`weight ${name} has ${data.length} values; the config implies shape [${shape.join(', ')}]`);
-      let resident = uploaded.get(name);
+      let resident = uploaded.get(data);
       if (!resident) {
         resident = await deviceTensors.upload(new ort.Tensor('float32', data, shape));
-        uploaded.set(name, resident);
+        uploaded.set(data, resident);
       }
       return resident;
     };

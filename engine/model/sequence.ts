@@ -26,6 +26,11 @@ export class Sequence {
     return this.tokens.length;
   }
 
+  /** Changes whenever a range is tombstoned or the dead ranges are cut back. */
+  get tombstoneVersion(): number {
+    return this.deadVersion;
+  }
+
   get deadRanges(): readonly (readonly [number, number])[] {
     return this.dead;
   }

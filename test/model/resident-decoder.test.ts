@@ -95,3 +95,23 @@ test('closing hands the state back: the host path continues exactly where the re
   for (let step = 0; step < 9; step++) row = await model.forward(sequence, [argmax(row)]);
   assert.ok(maxAbsDiff(viaHost, row) <= LOGIT_TOLERANCE);
 });
+
+test('tombstoned tokens are masked on the resident path exactly as on the host path', async () => {
+  const prompt = Array.from(load('long_prompt_ids').data);
+  const host = model.newSequence();
+  const resident = model.newSequence();
+  let hostRow = await model.forward(host, prompt);
+  await model.forward(resident, prompt);
+  for (const sequence of [host, resident]) {
+    sequence.markDead(70, 300); // most of blocks 1–4: blocks 2 and 3 wholly dead
+    sequence.markDead(prompt.length - 20, prompt.length - 5); // inside the tail block
+  }
+  const decoder = await model.residentDecoder(resident, { placement: 'offload', poolBlocks: 8, maxTokens: prompt.length + 16 });
+  for (let step = 0; step < 6; step++) {
+    const id = argmax(hostRow);
+    const row = await decoder.step(id);
+    hostRow = await model.forward(host, [id]);
+    assert.ok(maxAbsDiff(row, hostRow) <= LOGIT_TOLERANCE, `step ${step}`);
+  }
+  await decoder.close();
+});
