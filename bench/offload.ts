@@ -47,13 +47,19 @@ export interface OffloadRow {
   /** Bytes a step must read from device memory (weights, KV it attends to, Lightning states), and its floor at the measured bandwidth. */
   deviceBytesPerToken?: number;
   floorMs?: number;
+  /** With PANORAMA_PROFILE_RUNS: session runs and wall ms per token, by graph. */
+  profile?: Record<string, { runsPerToken: number; msPerToken: number }>;
 }
 
 export interface DeviceRates {
-  /** Device memory read+write GB/s (a large elementwise op), host→device GB/s, fp32 MatMul TFLOP/s. */
+  /** Device memory read GB/s (a large reduction), host→device GB/s, fp32 MatMul TFLOP/s. */
   deviceGBps: number;
   uploadGBps: number;
   matmulTflops: number;
+  /** One-row products against a weight of gemvBytes: Gemm(transB) as the graphs use, MatMul on a transposed weight. */
+  gemvGemmMs: number;
+  gemvMatMulMs: number;
+  gemvBytes: number;
 }
 
 export interface ModelSpec {
@@ -118,11 +124,13 @@ function deviceBytes(config: SalaConfig, parameters: number, context: number, mo
 
 export async function measureRates(device: DeviceKind): Promise<DeviceRates> {
   const tensors = new DeviceTensors(device);
-  const outputs = { y: 'gpu-buffer' as const };
-  // Device bandwidth: y = x + 1 over 256 Mi floats (1 GiB read, 1 GiB written).
+  // Every measurement ends in a scalar on the host: a run whose outputs stay on the
+  // device returns before the device is done, so only a host output times the work.
+  const outputs = { y: 'cpu' as const };
+  // Device read bandwidth: the max of 256 Mi floats (1 GiB read).
   const n = device === 'cpu' ? 1 << 24 : 1 << 28;
   const add = new GraphBuilder('bandwidth');
-  add.output(add.add(add.input('x', 'float', ['n']), add.float(1)), 'y', 'float', ['n']);
+  add.output(add.reduceMax(add.input('x', 'float', ['n']), [0], false), 'y', 'float', []);
   const addSession = await GraphSession.create('bandwidth', add.toModel(), { device, outputs });
   const hostX = new ort.Tensor('float32', new Float32Array(n), [n]);
   let started = performance.now();
@@ -132,21 +140,43 @@ export async function measureRates(device: DeviceKind): Promise<DeviceRates> {
   started = performance.now();
   const reps = 5;
   for (let i = 0; i < reps; i++) release((await addSession.run({ x })).y);
-  const deviceGBps = (reps * n * 8) / ((performance.now() - started) / 1000) / 1e9;
-  // MatMul rate: 4096² · 4096 fp32 (2048 on the CPU).
+  const deviceGBps = (reps * n * 4) / ((performance.now() - started) / 1000) / 1e9;
+  // MatMul rate: 4096² · 4096 fp32 (1024 on the CPU), plus a negligible sum.
   const m = device === 'cpu' ? 1024 : 4096;
   const mm = new GraphBuilder('matmul');
-  mm.output(mm.matmul(mm.input('a', 'float', [m, m]), mm.input('b', 'float', [m, m])), 'y', 'float', [m, m]);
+  mm.output(mm.reduceSum(mm.matmul(mm.input('a', 'float', [m, m]), mm.input('b', 'float', [m, m])), [0, 1], false), 'y', 'float', []);
   const mmSession = await GraphSession.create('matmul', mm.toModel(), { device, outputs });
   const a = await tensors.upload(new ort.Tensor('float32', new Float32Array(m * m).fill(0.5), [m, m]));
   release((await mmSession.run({ a, b: a })).y);
   started = performance.now();
   for (let i = 0; i < reps; i++) release((await mmSession.run({ a, b: a })).y);
   const matmulTflops = (reps * 2 * m ** 3) / ((performance.now() - started) / 1000) / 1e12;
+  // Decode's weight-streaming product, y = x Wᵀ for one row against a 16384 × 4096 weight
+  // (268 MB): as the graphs write it (Gemm with transB) and as a MatMul on a pre-transposed weight.
+  const rows = device === 'cpu' ? 4096 : 16384;
+  const gemv = async (transposed: boolean): Promise<number> => {
+    const gb = new GraphBuilder('gemv');
+    const xv = gb.input('x', 'float', [1, 4096]);
+    const w = gb.input('w', 'float', transposed ? [4096, rows] : [rows, 4096]);
+    const y = transposed ? gb.matmul(xv, w) : gb.op('Gemm', [xv, w], { transB: 1 });
+    gb.output(gb.reduceSum(y, [0, 1], false), 'y', 'float', []);
+    const session = await GraphSession.create('gemv', gb.toModel(), { device, outputs });
+    const weight = await tensors.upload(new ort.Tensor('float32', new Float32Array(rows * 4096).fill(0.001), transposed ? [4096, rows] : [rows, 4096]));
+    const input = new ort.Tensor('float32', new Float32Array(4096).fill(1), [1, 4096]);
+    await session.run({ x: input, w: weight });
+    const t0 = performance.now();
+    for (let i = 0; i < 10; i++) await session.run({ x: input, w: weight });
+    const ms = (performance.now() - t0) / 10;
+    release(weight);
+    await session.release();
+    return ms;
+  };
+  const gemvGemmMs = await gemv(false);
+  const gemvMatMulMs = await gemv(true);
   release(x);
   release(a);
   await Promise.all([addSession.release(), mmSession.release(), tensors.release()]);
-  return { deviceGBps, uploadGBps, matmulTflops };
+  return { deviceGBps, uploadGBps, matmulTflops, gemvGemmMs, gemvMatMulMs, gemvBytes: rows * 4096 * 4 };
 }
 
 /** The device's resident offload decoder against the CPU host path, from the same prefill. */
@@ -211,6 +241,7 @@ export async function benchModel(spec: ModelSpec, options: OffloadBenchOptions):
         let id = spec.tile[context % tileLength];
         for (let i = 0; i < options.warmup; i++) await decoder.step(id);
         const before = decoder.snapshot();
+        GraphSession.profile?.clear();
         started = performance.now();
         for (let i = 0; i < options.steps; i++) {
           const logits = await decoder.step(id);
@@ -228,6 +259,10 @@ export async function benchModel(spec: ModelSpec, options: OffloadBenchOptions):
           deviceKvBytes: after.deviceKvBytes,
           deviceBytesPerToken: deviceBytes(spec.config, spec.parameters, context, mode),
         });
+        if (GraphSession.profile) {
+          row.profile = Object.fromEntries([...GraphSession.profile].map(([name, e]) => [name, { runsPerToken: e.runs / options.steps, msPerToken: e.ms / options.steps }]));
+          log(`    per token: ${[...GraphSession.profile].map(([name, e]) => `${name} ${(e.runs / options.steps).toFixed(0)}× ${(e.ms / options.steps).toFixed(2)} ms`).join(', ')}`);
+        }
         if (options.stepLimitMs !== undefined && ms > options.stepLimitMs) overLimit.add(mode);
         log(`  ${spec.name} @ ${context} ${mode}: ${ms.toFixed(2)} ms/token` + (row.hitRate !== undefined ? `, hit rate ${(100 * row.hitRate).toFixed(1)}%` : '') + `, ${(row.blockBytesPerToken! / 1024).toFixed(0)} KiB blocks up/token, device KV ${(after.deviceKvBytes / 2 ** 20).toFixed(0)} MiB`);
       } catch (err) {
@@ -314,6 +349,8 @@ async function main(): Promise<void> {
       'step-limit-ms': { type: 'string', default: '2000' },
       out: { type: 'string' },
       check: { type: 'string', default: 'default' },
+      modes: { type: 'string' },
+      tile: { type: 'string' },
     },
   });
   if (!isDeviceRequest(values.device!) || values.device === 'auto') throw new Error(`--device must be cpu, webgpu or cuda, got ${values.device}`);
@@ -322,12 +359,14 @@ async function main(): Promise<void> {
   const steps = Number(values.steps ?? (values.quick ? 4 : 16));
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const rates = await measureRates(device);
-  log(`bench:offload on ${device}: device ${rates.deviceGBps.toFixed(0)} GB/s, upload ${rates.uploadGBps.toFixed(2)} GB/s, fp32 MatMul ${rates.matmulTflops.toFixed(2)} TFLOP/s`);
+  log(`bench:offload on ${device}: device read ${rates.deviceGBps.toFixed(0)} GB/s, upload ${rates.uploadGBps.toFixed(2)} GB/s, fp32 MatMul ${rates.matmulTflops.toFixed(2)} TFLOP/s; ` +
+    `one-row product over ${(rates.gemvBytes / 2 ** 20).toFixed(0)} MiB: Gemm(transB) ${rates.gemvGemmMs.toFixed(2)} ms (${(rates.gemvBytes / rates.gemvGemmMs / 1e6).toFixed(0)} GB/s), MatMul ${rates.gemvMatMulMs.toFixed(2)} ms (${(rates.gemvBytes / rates.gemvMatMulMs / 1e6).toFixed(0)} GB/s)`);
   const rows: OffloadRow[] = [];
   const prefill: Record<string, number> = {};
   const checks: Record<string, CheckResult> = {};
   for (const name of values.models!.split(',')) {
-    const spec = name === '9b' ? nineBSpec(2048) : await defaultModelSpec(values.quick ? 2048 : 4096);
+    const tile = values.tile ? Number(values.tile) : undefined;
+    const spec = name === '9b' ? nineBSpec(tile ?? 2048) : await defaultModelSpec(tile ?? (values.quick ? 2048 : 4096));
     const result = await benchModel(spec, {
       device,
       contexts,
@@ -336,6 +375,7 @@ async function main(): Promise<void> {
       poolBlocks: values['pool-blocks'] ? Number(values['pool-blocks']) : undefined,
       stepLimitMs: Number(values['step-limit-ms']),
       check: values.check!.split(',').includes(name),
+      modes: values.modes ? (values.modes.split(',') as Mode[]) : undefined,
       log,
     });
     rows.push(...result.rows);

@@ -29,7 +29,8 @@ export class GraphSession {
       executionProviders: [options.device],
       intraOpNumThreads: options.threads ?? 0,
       graphOptimizationLevel: 'all',
-      logSeverityLevel: 3,
+      // PANORAMA_ORT_LOG=1 shows onnxruntime's node placement (which ops fell back to the CPU provider).
+      logSeverityLevel: process.env.PANORAMA_ORT_LOG ? (Number(process.env.PANORAMA_ORT_LOG) as 0 | 1 | 2 | 3 | 4) : 3,
       // Idle worker threads sleep instead of spinning: the engine shares the machine with the editor.
       extra: { 'session.intra_op.allow_spinning': '0' },
     });
@@ -40,9 +41,23 @@ export class GraphSession {
     return this.session.inputNames;
   }
 
+  /**
+   * Wall time spent in run() per graph name, when PANORAMA_PROFILE_RUNS is set. On a
+   * GPU a run with only device outputs returns once its work is queued; the wait shows
+   * up in the next run that brings an output back to host memory.
+   */
+  static readonly profile = process.env.PANORAMA_PROFILE_RUNS ? new Map<string, { runs: number; ms: number }>() : undefined;
+
   async run(feeds: Feeds): Promise<Record<string, ort.Tensor>> {
     try {
-      return await this.session.run(feeds);
+      if (!GraphSession.profile) return await this.session.run(feeds);
+      const started = performance.now();
+      const out = await this.session.run(feeds);
+      const entry = GraphSession.profile.get(this.name) ?? { runs: 0, ms: 0 };
+      entry.runs++;
+      entry.ms += performance.now() - started;
+      GraphSession.profile.set(this.name, entry);
+      return out;
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       throw new Error(`graph ${this.name} failed: ${message}`, { cause: err });
