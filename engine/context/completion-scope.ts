@@ -1,0 +1,101 @@
+// How much an inline completion writes, decided from the cursor's line, and where
+// generation stops: a suggestion is worth showing as soon as its unit is complete,
+// and every token after that is latency the user waits through for text the editor
+// would cut anyway (the provider shows one line mid-line, and stops a block at a
+// blank line or where the indentation leaves it).
+//   cursor mid-line (code after it)         → the rest of the line
+//   end of a line that has code and does
+//   not open a block                        → the rest of the line, or the next
+//                                             line when this one is complete
+//   blank line, or after { ( [ :            → the block: up to a blank line, a line
+//                                             indented less than the block's body,
+//                                             or maxLines (a closing bracket at the
+//                                             cursor's indentation ends it, kept
+//                                             when the completion opened the block)
+// Pure: golden cases in test/context/completion-scope.test.ts.
+
+export type CompletionScope = 'line' | 'block';
+
+export interface ScopeInput {
+  /** The cursor's line before the cursor. */
+  linePrefix: string;
+  /** The cursor's line after the cursor. */
+  lineSuffix: string;
+  /** Most lines a block completion writes. */
+  maxLines: number;
+}
+
+const OPENS_BLOCK = /[{[(:]\s*$/;
+const CLOSES = /^\s*[}\])]/;
+
+function indentOf(line: string): number {
+  return line.length - line.trimStart().length;
+}
+
+export function completionScope(linePrefix: string, lineSuffix: string): CompletionScope {
+  if (lineSuffix.trim() !== '') return 'line';
+  return linePrefix.trim() === '' || OPENS_BLOCK.test(linePrefix) ? 'block' : 'line';
+}
+
+/**
+ * Watches the text of a completion as it streams and says where it ends:
+ * `end` is the length of the text worth keeping once the scope's unit is complete
+ * (generation can stop there), undefined while it is not.
+ */
+export class CompletionStopper {
+  readonly scope: CompletionScope;
+  private readonly midLine: boolean;
+  private readonly baseIndent: number;
+  private text = '';
+
+  constructor(private readonly input: ScopeInput) {
+    this.scope = completionScope(input.linePrefix, input.lineSuffix);
+    this.midLine = input.lineSuffix.trim() !== '';
+    this.baseIndent = input.linePrefix.trim() === '' ? input.linePrefix.length : indentOf(input.linePrefix);
+  }
+
+  /** Adds generated text; returns where the completion ends, once that is known. */
+  push(delta: string): number | undefined {
+    this.text += delta;
+    return this.scope === 'line' ? this.lineEnd() : this.blockEnd();
+  }
+
+  private lineEnd(): number | undefined {
+    const first = this.text.indexOf('\n');
+    if (first < 0) return undefined;
+    // mid-line, or the line's own rest: the first line is the completion
+    if (this.midLine || this.text.slice(0, first).trim() !== '') return first;
+    // the line was complete: the next non-blank line is the suggestion
+    const second = this.text.indexOf('\n', first + 1);
+    if (second < 0) return undefined;
+    return this.text.slice(first + 1, second).trim() === '' ? first : second;
+  }
+
+  private blockEnd(): number | undefined {
+    const lines = this.text.split('\n');
+    const opensBlock = lines.length > 1 && OPENS_BLOCK.test(this.input.linePrefix + lines[0]);
+    const bodyIndent = opensBlock ? this.baseIndent + 1 : this.baseIndent;
+    let end = lines[0].length;
+    // every line after the first that has started: decide as soon as its indentation is known
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i];
+      const complete = i < lines.length - 1;
+      if (line.trim() === '') {
+        if (complete) return end; // a blank line ends a unit of code
+        continue;
+      }
+      if (i >= this.input.maxLines) return end;
+      const indent = indentOf(line);
+      const closes = CLOSES.test(line);
+      if (indent < bodyIndent) {
+        // the bracket that closes the block the completion opened completes it
+        if (opensBlock && closes && indent === this.baseIndent) return complete ? end + 1 + line.length : undefined;
+        return end;
+      }
+      if (!opensBlock && closes && indent === this.baseIndent) return end;
+      if (!complete) return undefined;
+      end += 1 + line.length;
+    }
+    return undefined;
+  }
+}
