@@ -96,8 +96,13 @@ export class PromptFormat {
 
   /** What follows the prefix: the suffix and the cue to write the middle. Without FIM tokens, plain continuation. */
   fimEnd(suffix: string): number[] {
+    return this.fimEndIds(this.hasFim ? this.text(suffix) : []);
+  }
+
+  /** fimEnd() of a suffix already tokenized (e.g. cut to a few tokens). */
+  fimEndIds(suffix: readonly number[]): number[] {
     if (!this.hasFim) return [];
-    return [...this.special(SPECIAL.fimSuffix, ''), ...this.text(suffix), ...this.special(SPECIAL.fimMiddle, '')];
+    return [...this.special(SPECIAL.fimSuffix, ''), ...suffix, ...this.special(SPECIAL.fimMiddle, '')];
   }
 
   /** Newlines each token id decodes to, cached per id (the vocabulary is small; files are not). */

@@ -7,12 +7,35 @@
 // tokens pass a threshold, a background compaction builds a new sequence from the
 // last lightning checkpoint before the first tombstone, re-feeding the live files
 // after it (from their cached token ids: no re-tokenization), and swaps it in. Questions and completions run after the
-// context and are rolled back afterwards, so they never change it.
+// context and are rolled back afterwards, so they never change it. Inline completions
+// come first: they go ahead of queued work, long work yields to them between steps
+// (its own state set aside and brought back exactly), and a compaction pauses while
+// requests run.
 import type { SalaModel, SelectionRecord, Sequence } from '../model/sala-model.js';
 import type { SequenceCheckpoint } from '../model/sequence.js';
 import type { Tokenizer } from '../model/tokenizer.js';
-import { generate, type FinishReason } from '../model/generation.js';
+import { generate, type FinishReason, type GenerationResult } from '../model/generation.js';
 import { PromptFormat } from './prompt-format.js';
+import { RequestLock } from './request-lock.js';
+import { CompletionStopper, type CompletionScope } from './completion-scope.js';
+
+/** Long feeds (files, compaction) run in forward calls of this many tokens: a completion waits at most one (~0.1 s on 2 cores at 100K tokens). */
+const PIECE_TOKENS = 64;
+/** Prefill chunk of a completion's own feeds: a superseded request lets go within one. */
+const COMPLETION_CHUNK = 64;
+/** An inline completion restates the prefix from a line start at most this far back (the file itself is in the context)... */
+const PREFIX_CHARS = 1_200;
+/** ...and keeps that start while typing goes on, up to this far back (so the cached state stays valid as the client's window slides). */
+const PREFIX_MAX_CHARS = 2_400;
+/** The suffix restated: the rest of the cursor's line and this many more lines, at most SUFFIX_TOKENS tokens. */
+const SUFFIX_LINES = 1;
+const SUFFIX_TOKENS = 24;
+/** The prefix state is checkpointed this many tokens short of the prefix end: typing on re-tokenizes only the last token or two. */
+const KEEP_BACK = 4;
+/** A new checkpoint once the prefix has grown this many tokens past the last one (each costs one more forward call). */
+const CHECKPOINT_AFTER = 16;
+/** Checkpoints kept along a completion's prefix (each holds the lightning states: ~0.5 MB with the default model). */
+const MAX_CHECKPOINTS = 32;
 
 export interface ContextFile {
   path: string;
@@ -78,6 +101,41 @@ export interface CompleteOptions {
   signal?: AbortSignal;
   /** Sees the completion's text as it is generated. */
   onDelta?: (text: string) => void;
+  /**
+   * Inline-completion policy (default true): restate a short window around the
+   * cursor (the file itself is in the context) and stop where the suggestion's
+   * line or block ends (see completion-scope.ts). False: the prefix and suffix are
+   * the prompt, whole, and only `stop` and maxTokens end the text (an API completion).
+   */
+  inline?: boolean;
+  /** Most lines of a block completion (inline only; default 8). */
+  maxLines?: number;
+}
+
+export interface CompletionResult {
+  text: string;
+  /** Prompt tokens whose state was reused from earlier requests (the prefix cache's hits). */
+  reusedTokens: number;
+  /** Prompt tokens fed for this request (the cache's misses, plus the restated suffix). */
+  fedTokens: number;
+  breakdown: CompletionBreakdown;
+}
+
+/** Where a completion's time went. */
+export interface CompletionBreakdown {
+  /** Waiting for the context (behind other work). */
+  queueMs: number;
+  /** Feeding the prompt, up to the first generated token. */
+  feedMs: number;
+  /** Generating the rest. */
+  decodeMs: number;
+  generatedTokens: number;
+  /** Prefix tokens fed (the rest of the restated prefix came from the cache). */
+  prefixTokens: number;
+  suffixTokens: number;
+  /** The prefix state: built from the file header ('cold'), continued ('warm'), or set back after other work had the context ('restored'). */
+  cache: 'cold' | 'warm' | 'restored';
+  scope: CompletionScope | 'free';
 }
 
 export interface AskResult {
@@ -131,20 +189,27 @@ export interface ExcludedEntry {
   contentHash: string;
 }
 
-/** Serializes access to the shared sequence: requests queue, none interleave. */
-class Mutex {
-  private tail: Promise<void> = Promise.resolve();
-  async run<T>(work: () => Promise<T>): Promise<T> {
-    const previous = this.tail;
-    let release!: () => void;
-    this.tail = new Promise((resolve) => (release = resolve));
-    await previous;
-    try {
-      return await work();
-    } finally {
-      release();
-    }
-  }
+/** Whatever followed the context end (a request's prompt and output), set aside so the sequence can serve other work meanwhile. */
+interface ParkedTail {
+  version: number;
+  tokens: number[];
+  kv: Map<number, { keys: Float32Array; values: Float32Array }>;
+  end: SequenceCheckpoint;
+}
+
+/** The last completion's state after the context: the file header, then the restated prefix, checkpointed along the way. */
+interface CompletionState {
+  path: string;
+  /** The context version it was computed on. */
+  version: number;
+  /** The restated prefix text (where the next request's restatement starts, if it can). */
+  restated: string;
+  /** Ids after the header (its last token, then the prefix) up to the last checkpoint. */
+  fed: number[];
+  /** Ascending: `at` ids of `fed` are in the state of `checkpoint`; the first is the header's (at 0). */
+  checkpoints: { at: number; checkpoint: SequenceCheckpoint }[];
+  /** Set while other work has the context. */
+  parked?: ParkedTail;
 }
 
 /** A sequence with the files laid out in it: the live one, or one a compaction is building. */
@@ -163,14 +228,18 @@ export class WorkspaceContext {
   private compacting?: Promise<void>;
   /** The end of the workspace part of the sequence; requests run after it and roll back to it. */
   private contextEnd: SequenceCheckpoint;
-  private readonly lock = new Mutex();
+  /** Bumped whenever the workspace part changes (states computed after it are then stale). */
+  private version = 0;
+  private readonly lock = new RequestLock();
   private readonly budget: number;
   private readonly compactAt: number;
   private readonly checkpointEvery: number;
-  /** State of the last completion: after its FIM start (base) and a few tokens short of its prefix end (kept). */
   /** Lowest position rewritten since the last save (compaction re-feeds from a checkpoint). */
   private dirtyFrom = Number.POSITIVE_INFINITY;
-  private completionCache?: { path: string; base: SequenceCheckpoint; fed: number[]; kept: SequenceCheckpoint };
+  private completion?: CompletionState;
+  /** Questions and completions waiting or running: a compaction pauses meanwhile. */
+  private foreground = 0;
+  private foregroundIdle: (() => void)[] = [];
 
   constructor(
     readonly model: SalaModel,
@@ -201,7 +270,7 @@ export class WorkspaceContext {
   /** Everything a store needs to persist the context, taken under the lock so it is consistent. */
   withState<T>(use: (state: ContextState) => Promise<T>): Promise<T> {
     return this.lock.run(async () => {
-      this.restoreContextEnd();
+      this.settleTail();
       const result = await use({
         length: this.contextEnd.length,
         tokens: this.sequence.tokens,
@@ -267,20 +336,18 @@ export class WorkspaceContext {
   update(changed: readonly ContextFile[], deleted: readonly string[] = [], options: UpdateOptions = {}): Promise<void> {
     const { signal } = options;
     return this.lock.run(async () => {
-      this.restoreContextEnd();
+      this.settleTail();
       for (const path of deleted) this.tombstone(path);
-      try {
-        for (const file of changed) {
-          const old = this.spans.get(file.path);
-          if (old && old.contentHash === file.contentHash) continue;
-          const editCount = old ? old.editCount + 1 : 0;
-          this.tombstone(file.path);
-          const tokens = await this.append(file, editCount, signal);
-          options.onFile?.(file.path, tokens);
-        }
-      } finally {
-        // Files fed before an abort stay in (the context is consistent at file boundaries).
+      for (const file of changed) {
+        const old = this.spans.get(file.path);
+        if (old && old.contentHash === file.contentHash) continue;
+        const editCount = old ? old.editCount + 1 : 0;
+        this.tombstone(file.path);
+        const tokens = await this.append(file, editCount, signal);
+        // Each file fed is in the context (completions let in meanwhile see it; an abort keeps it).
         this.contextEnd = this.sequence.checkpoint();
+        this.version++;
+        options.onFile?.(file.path, tokens);
       }
       if (this.sequence.deadTokens > this.compactAt * this.sequence.length) {
         // In the background: questions and edits go on meanwhile.
@@ -302,7 +369,7 @@ export class WorkspaceContext {
 
   private async compactInBackground(signal?: AbortSignal): Promise<void> {
     const plan = await this.lock.run(async () => {
-      this.restoreContextEnd();
+      this.settleTail();
       const firstDead = this.sequence.deadRanges[0]?.[0];
       if (firstDead === undefined) return undefined;
       const restart = [...this.checkpoints].reverse().find((c) => c.length <= firstDead) ?? this.checkpoints[0];
@@ -317,13 +384,14 @@ export class WorkspaceContext {
       return { restart, refeed, track };
     });
     if (!plan) return;
+    // Requests run on the live sequence meanwhile; the building pauses while they do (between pieces of a file).
+    const pause = () => this.foregroundSettled();
     for (const { span, ids } of plan.refeed) {
-      await this.feedFile(plan.track, span.path, ids, span.headerTokens, span, signal);
-      // Let queued requests run on the live sequence between files.
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      await pause();
+      await this.feedFile(plan.track, span.path, ids, span.headerTokens, span, signal, pause);
     }
     await this.lock.run(async () => {
-      this.restoreContextEnd();
+      this.settleTail();
       // Replay what changed while building: new versions appended, deletions tombstoned.
       for (const span of this.layout()) {
         const built = plan.track.spans.get(span.path);
@@ -341,15 +409,65 @@ export class WorkspaceContext {
       }
       this.track = plan.track;
       this.dirtyFrom = Math.min(this.dirtyFrom, plan.restart.length);
-      this.completionCache = undefined;
       this.contextEnd = this.sequence.checkpoint();
+      this.version++;
     });
     this.options.onCompacted?.();
   }
 
-  private restoreContextEnd(): void {
-    if (this.sequence.length > this.contextEnd.length) this.sequence.rollback(this.contextEnd);
-    this.completionCache = undefined;
+  /** Resolves once no question or completion waits or runs. */
+  private async foregroundSettled(): Promise<void> {
+    while (this.foreground > 0) await new Promise<void>((resolve) => this.foregroundIdle.push(resolve));
+  }
+
+  private async asForeground<T>(work: () => Promise<T>): Promise<T> {
+    this.foreground++;
+    try {
+      return await work();
+    } finally {
+      if (--this.foreground === 0) for (const resolve of this.foregroundIdle.splice(0)) resolve();
+    }
+  }
+
+  /**
+   * Leaves the sequence at the context end for the lock's new holder. What follows
+   * it can only be the last completion's prefix state: that is set aside (a few
+   * hundred tokens' K/V rows), so the next completion continues it.
+   */
+  private settleTail(): void {
+    if (this.sequence.length === this.contextEnd.length) return;
+    const state = this.completion;
+    if (state && !state.parked && state.version === this.version) state.parked = this.parkTail();
+    else this.sequence.rollback(this.contextEnd);
+  }
+
+  /** Sets aside everything after the context end and rolls back to it. */
+  private parkTail(): ParkedTail {
+    const sequence = this.sequence;
+    const from = this.contextEnd.length;
+    const kv = new Map<number, { keys: Float32Array; values: Float32Array }>();
+    for (const [layer, cache] of sequence.sparse) kv.set(layer, cache.rows(from, sequence.length));
+    const parked = { version: this.version, tokens: sequence.tokens.slice(from), kv, end: sequence.checkpoint() };
+    sequence.rollback(this.contextEnd);
+    return parked;
+  }
+
+  /** Puts a parked tail back after the context end: the sequence is then exactly as it was when parked. */
+  private unparkTail(parked: ParkedTail): void {
+    const sequence = this.sequence;
+    if (parked.version !== this.version || sequence.length !== this.contextEnd.length) throw new ContextError('internal: a parked state no longer fits the context');
+    for (const [layer, rows] of parked.kv) sequence.sparse.get(layer)?.append(rows.keys, rows.values);
+    for (const id of parked.tokens) sequence.tokens.push(id);
+    for (const [layer, state] of parked.end.lightning) sequence.lightning.get(layer)?.set(state);
+  }
+
+  /** At a safe point of long work under the lock: lets waiting completions run, then carries on exactly where it was. */
+  private async yieldToCompletions(): Promise<void> {
+    if (!this.lock.interactiveWaiting) return;
+    const own = this.sequence.length > this.contextEnd.length ? this.parkTail() : undefined;
+    await this.lock.yield();
+    this.settleTail();
+    if (own) this.unparkTail(own);
   }
 
   private tombstone(path: string): void {
@@ -358,7 +476,7 @@ export class WorkspaceContext {
     if (!span) return;
     this.sequence.markDead(span.start, span.end);
     this.spans.delete(path);
-    this.completionCache = undefined;
+    this.version++;
   }
 
   /** Spans and tombstones tile the workspace part of the sequence, so live = length − dead (no walk over every file). */
@@ -374,7 +492,7 @@ export class WorkspaceContext {
       this.options.log?.(`context: ${file.path} (${ids.length} tokens) does not fit the ${this.budget}-token budget; left out`);
       return ids.length;
     }
-    await this.feedFile(this.track, file.path, ids, headerTokens, { contentHash: file.contentHash, mtimeMs: file.mtimeMs, size: file.size, editCount }, signal);
+    await this.feedFile(this.track, file.path, ids, headerTokens, { contentHash: file.contentHash, mtimeMs: file.mtimeMs, size: file.size, editCount }, signal, () => this.yieldToCompletions());
     return ids.length;
   }
 
@@ -389,14 +507,22 @@ export class WorkspaceContext {
     for (const { path, tokens, contentHash } of entries) if (!this.spans.has(path)) this.excluded.set(path, { tokens, contentHash });
   }
 
-  private async feedFile(track: Track, path: string, ids: number[], headerTokens: number, meta: { contentHash: string; mtimeMs: number; size?: number; editCount: number }, signal?: AbortSignal): Promise<void> {
+  private async feedFile(
+    track: Track,
+    path: string,
+    ids: number[],
+    headerTokens: number,
+    meta: { contentHash: string; mtimeMs: number; size?: number; editCount: number },
+    signal?: AbortSignal,
+    between?: () => Promise<void>,
+  ): Promise<void> {
     const { sequence, checkpoints } = track;
     const start = sequence.length;
     const before = sequence.checkpoint();
     const last = checkpoints[checkpoints.length - 1];
     if (start === 0 || start - (last?.length ?? 0) >= this.checkpointEvery) checkpoints.push(before);
     try {
-      await this.model.forward(sequence, ids, { logits: 'last', chunkSize: this.options.chunkSize, signal });
+      await this.feedInPieces(sequence, ids, signal, between);
     } catch (err) {
       // A half-fed file would leave tokens no span owns: roll back to where it started.
       sequence.rollback(before);
@@ -413,6 +539,27 @@ export class WorkspaceContext {
   }
 
   /**
+   * Feeds ids in forward calls of PIECE_TOKENS, running `between` after each, where
+   * that gives the same result as one call: the model decides the dense/sparse switch
+   * per call and aligns an all-new prefill differently, so only a sequence already
+   * past the switch (and past the full top-k), or staying below it, is split.
+   */
+  private async feedInPieces(sequence: Sequence, ids: readonly number[], signal?: AbortSignal, between?: () => Promise<void>): Promise<void> {
+    const { denseLen, blockSize } = this.model.config.sparse;
+    const past = sequence.length;
+    const sparseThroughout = past + Math.min(PIECE_TOKENS, ids.length) >= Math.max(denseLen, this.model.sizes.topkTotal * blockSize);
+    const denseThroughout = past + ids.length < denseLen;
+    if (!between || past === 0 || !(sparseThroughout || denseThroughout)) {
+      await this.model.forward(sequence, ids, { logits: 'last', chunkSize: this.options.chunkSize, signal });
+      return;
+    }
+    for (let at = 0; at < ids.length; at += PIECE_TOKENS) {
+      if (at > 0) await between();
+      await this.model.forward(sequence, ids.slice(at, at + PIECE_TOKENS), { logits: 'last', signal });
+    }
+  }
+
+  /**
    * Streams an answer to `question` generated after the whole context; returns
    * the sources: the files and lines whose blocks the sparse layers selected
    * most while reading the question and writing the answer.
@@ -423,8 +570,8 @@ export class WorkspaceContext {
     let done = false;
     let failure: unknown;
     let result: AskResult | undefined;
-    const work = this.lock.run(async () => {
-      this.restoreContextEnd();
+    const work = this.asForeground(() => this.lock.run(async () => {
+      this.settleTail();
       const start = this.sequence.length;
       let text = question;
       if (options.selection) {
@@ -447,13 +594,15 @@ export class WorkspaceContext {
         while (!next.done) {
           queue.push(next.value);
           wake?.();
+          // A completion waiting goes first: the answer so far is set aside and brought back exactly.
+          await this.yieldToCompletions();
           next = await stream.next();
         }
         result = { text: next.value.text, finishReason: next.value.finishReason, promptTokens: prompt.length, sources: this.sources(hits) };
       } finally {
         this.sequence.rollback(this.contextEnd);
       }
-    });
+    }));
     work.then(
       () => {
         done = true;
@@ -529,61 +678,182 @@ export class WorkspaceContext {
   /**
    * Inline completion at a cursor: the live text of `path` split into prefix and
    * suffix, after the whole context (fill-in-the-middle when the model has the
-   * tokens). The state after the prefix is kept, so a request whose prefix extends
-   * the previous one feeds only the new tokens.
+   * tokens). The state after the restated prefix is kept, checkpointed along it, so
+   * a request that shares the start of the previous one's prefix (typing on, a
+   * backspace, the client's window sliding) feeds only what differs. It goes ahead
+   * of queued work and waits at most one step of a question or a file being encoded.
    */
-  complete(path: string, prefix: string, suffix: string, options: CompleteOptions = {}): Promise<{ text: string; reusedTokens: number; fedTokens: number }> {
-    return this.lock.run(async () => {
-      const start = this.format.fimStart(path);
-      // Tokens fed after the cached base point: the last token of the FIM start, then the prefix.
-      const fed = [start[start.length - 1], ...this.format.text(prefix)];
-      const cache = this.completionCache?.path === path ? this.completionCache : undefined;
-      let base: SequenceCheckpoint;
-      let reused = 0;
-      if (cache && cache.fed.length < fed.length && startsWith(fed, cache.fed)) {
-        this.sequence.rollback(cache.kept);
-        base = cache.base;
-        reused = cache.fed.length;
-      } else if (cache) {
-        this.sequence.rollback(cache.base);
-        base = cache.base;
-      } else {
-        this.restoreContextEnd();
-        if (start.length > 1) await this.model.forward(this.sequence, start.slice(0, -1), { logits: 'last', signal: options.signal, chunkSize: this.options.chunkSize });
-        base = this.sequence.checkpoint();
-      }
-      // Keep the state a few tokens before the prefix end: typing usually re-tokenizes only the last token or two.
-      const keep = Math.min(fed.length - 1, Math.max(reused, fed.length - 4));
-      if (keep > reused) await this.model.forward(this.sequence, fed.slice(reused, keep), { logits: 'last', signal: options.signal, chunkSize: this.options.chunkSize });
-      this.completionCache = { path, base, fed: fed.slice(0, keep), kept: this.sequence.checkpoint() };
-      const tail = [...fed.slice(keep), ...this.format.fimEnd(suffix)];
-      try {
-        const stream = generate(this.model, this.tokenizer, tail, {
-          sequence: this.sequence,
-          maxTokens: options.maxTokens ?? 48,
-          stop: options.stop ?? ['\n\n'],
-          stopIds: this.format.stopIds,
-          signal: options.signal,
-        });
-        let text = '';
-        let next = await stream.next();
-        while (!next.done) {
-          text += next.value;
-          options.onDelta?.(next.value);
-          next = await stream.next();
-        }
-        return { text, reusedTokens: reused, fedTokens: keep - reused + tail.length };
-      } finally {
-        this.sequence.rollback(this.completionCache.kept);
-      }
-    });
+  complete(path: string, prefix: string, suffix: string, options: CompleteOptions = {}): Promise<CompletionResult> {
+    const requested = performance.now();
+    const { signal } = options;
+    return this.asForeground(() =>
+      this.lock.run(
+        async () => {
+          const began = performance.now();
+          const inline = options.inline ?? true;
+          const restated = inline ? this.restatePrefix(path, prefix) : prefix;
+          const start = this.format.fimStart(path);
+          // Ids after the state's base (the header less its last token): that token, then the prefix.
+          const fed = [start[start.length - 1], ...this.format.text(restated)];
+          const suffixIds = this.format.hasFim ? (inline ? this.format.text(restateSuffix(suffix)).slice(0, SUFFIX_TOKENS) : this.format.text(suffix)) : [];
+          const end = this.format.fimEndIds(suffixIds);
+          const feedOptions = { logits: 'last' as const, signal, chunkSize: COMPLETION_CHUNK };
+
+          let cache: CompletionBreakdown['cache'] = 'warm';
+          let state = this.completion;
+          if (state && (state.path !== path || state.version !== this.version)) state = undefined;
+          if (state?.parked) {
+            this.settleTail();
+            this.unparkTail(state.parked);
+            state.parked = undefined;
+            cache = 'restored';
+          }
+          let fedTokens = 0;
+          if (!state) {
+            this.completion = undefined;
+            this.settleTail();
+            if (start.length > 1) await this.model.forward(this.sequence, start.slice(0, -1), feedOptions);
+            fedTokens += start.length - 1;
+            state = { path, version: this.version, restated, fed: [], checkpoints: [{ at: 0, checkpoint: this.sequence.checkpoint() }] };
+            cache = 'cold';
+          }
+          this.completion = state;
+          const live = state;
+          // Continue from the last checkpoint inside the part this prefix shares (leaving at least one id to feed).
+          const shared = Math.min(commonPrefixLength(live.fed, fed), end.length > 0 ? fed.length : fed.length - 1);
+          while (live.checkpoints.length > 1 && live.checkpoints[live.checkpoints.length - 1].at > shared) live.checkpoints.pop();
+          const from = live.checkpoints[live.checkpoints.length - 1];
+          this.sequence.rollback(from.checkpoint);
+          live.fed = fed.slice(0, from.at);
+          live.restated = restated;
+          const reusedTokens = from.at;
+          let at = from.at;
+          try {
+            // The prefix up to a few tokens short of its end, in pieces, each checkpointed:
+            // a request superseded meanwhile leaves its progress to the next one.
+            const keep = fed.length - KEEP_BACK;
+            if (keep - at >= CHECKPOINT_AFTER) {
+              while (at < keep) {
+                const stop = Math.min(keep, at + PIECE_TOKENS);
+                await this.model.forward(this.sequence, fed.slice(at, stop), feedOptions);
+                fedTokens += stop - at;
+                at = stop;
+                live.fed = fed.slice(0, at);
+                live.checkpoints.push({ at, checkpoint: this.sequence.checkpoint() });
+                if (live.checkpoints.length > MAX_CHECKPOINTS) live.checkpoints.splice(1, 1);
+              }
+            }
+            const tail = [...fed.slice(at), ...end];
+            fedTokens += tail.length;
+            const lineStart = prefix.lastIndexOf('\n') + 1;
+            const lineEnd = suffix.indexOf('\n');
+            const stopper = inline ? new CompletionStopper({ linePrefix: prefix.slice(lineStart), lineSuffix: lineEnd < 0 ? suffix : suffix.slice(0, lineEnd), maxLines: options.maxLines ?? 8 }) : undefined;
+            const stream = generate(this.model, this.tokenizer, tail, {
+              sequence: this.sequence,
+              maxTokens: options.maxTokens ?? 48,
+              stop: options.stop ?? ['\n\n'],
+              stopIds: this.format.stopIds,
+              signal,
+              chunkSize: COMPLETION_CHUNK,
+            });
+            const promptEnd = this.sequence.length + tail.length;
+            let text = '';
+            let shown = 0;
+            let next = await stream.next();
+            const firstToken = performance.now();
+            while (!next.done) {
+              text += next.value;
+              const cut = stopper?.push(next.value);
+              const upTo = cut ?? text.length;
+              if (upTo > shown) options.onDelta?.(text.slice(shown, upTo));
+              shown = upTo;
+              if (cut !== undefined) {
+                // The suggestion is complete: what the model would write next is not shown.
+                text = text.slice(0, cut);
+                await stopGeneration(stream);
+                break;
+              }
+              next = await stream.next();
+            }
+            const finished = performance.now();
+            const decodeSteps = Math.max(0, this.sequence.length - promptEnd);
+            return {
+              text,
+              reusedTokens,
+              fedTokens,
+              breakdown: {
+                queueMs: began - requested,
+                feedMs: firstToken - began,
+                decodeMs: finished - firstToken,
+                generatedTokens: text === '' && decodeSteps === 0 ? 0 : decodeSteps + 1,
+                prefixTokens: fed.length - reusedTokens,
+                suffixTokens: suffixIds.length,
+                cache,
+                scope: stopper?.scope ?? 'free',
+              },
+            };
+          } finally {
+            this.sequence.rollback(live.checkpoints[live.checkpoints.length - 1].checkpoint);
+          }
+        },
+        { priority: 'interactive', signal },
+      ),
+    );
+  }
+
+  /**
+   * The part of an inline completion's prefix restated after the header: from a line
+   * start about PREFIX_CHARS back, or — while typing goes on in the same file — from
+   * where the previous request's restatement started, so its state stays valid.
+   */
+  private restatePrefix(path: string, prefix: string): string {
+    const previous = this.completion?.path === path ? this.completion.restated : undefined;
+    if (previous) {
+      const at = findRestatement(prefix, previous);
+      if (at >= 0 && prefix.length - at <= PREFIX_MAX_CHARS) return prefix.slice(at);
+    }
+    if (prefix.length <= PREFIX_CHARS) return prefix;
+    const lineStart = prefix.indexOf('\n', prefix.length - PREFIX_CHARS - 1) + 1;
+    return lineStart > 0 && lineStart < prefix.length ? prefix.slice(lineStart) : prefix.slice(-PREFIX_CHARS);
   }
 }
 
-function startsWith(ids: readonly number[], prefix: readonly number[]): boolean {
-  if (prefix.length > ids.length) return false;
-  for (let i = 0; i < prefix.length; i++) if (ids[i] !== prefix[i]) return false;
-  return true;
+/** Ends a generation where it stands, without running its next step. */
+async function stopGeneration(stream: AsyncGenerator<string, GenerationResult>): Promise<void> {
+  await stream.return({ text: '', tokens: [], finishReason: 'stop', promptTokens: 0, prefillMs: 0, decodeMsPerToken: 0 });
+}
+
+/** The rest of the cursor's line and SUFFIX_LINES more. */
+function restateSuffix(suffix: string): string {
+  let end = -1;
+  for (let line = 0; line <= SUFFIX_LINES; line++) {
+    end = suffix.indexOf('\n', end + 1);
+    if (end < 0) return suffix;
+  }
+  return suffix.slice(0, end + 1);
+}
+
+/** Where in `prefix` the previous restatement starts (the occurrence sharing most of it), or −1. */
+function findRestatement(prefix: string, previous: string): number {
+  const probe = previous.slice(0, 200);
+  if (probe.length === 0) return -1;
+  let best = -1;
+  let bestShared = -1;
+  for (let at = prefix.indexOf(probe), tries = 0; at >= 0 && tries < 32; at = prefix.indexOf(probe, at + 1), tries++) {
+    const shared = commonPrefixLength(prefix.slice(at), previous);
+    if (shared >= bestShared) {
+      best = at;
+      bestShared = shared;
+    }
+  }
+  return best;
+}
+
+function commonPrefixLength<T extends string | readonly number[]>(a: T, b: T): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
 }
 
 /** Joins ranges of one file that touch or overlap. */

@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { SalaModel } from '../model/sala-model.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import { WorkspaceIndex, type IndexProgress } from '../context/workspace-index.js';
+import type { CompletionBreakdown } from '../context/workspace-context.js';
 import { WorkspaceWatcher, type ChangeBatch } from '../index/watcher.js';
 import type { AskResult, CompleteResult, EngineNotifications, EngineStatus } from './protocol.js';
 
@@ -50,6 +51,8 @@ export interface CompleteRequest {
   suffix: string;
   maxTokens?: number;
   stop?: string[];
+  /** An editor's inline completion (default): a short window restated, generation stopped where the suggestion ends. False: the prefix and suffix are the whole prompt (/v1/completions). */
+  inline?: boolean;
 }
 
 /** Counters for /metrics; monotonic over the service's life. */
@@ -374,13 +377,13 @@ export class EngineService {
     }
   }
 
-  /** Inline completion after the context; throws RequestCancelledError when cancelled. */
-  async complete(request: CompleteRequest, options: { signal?: AbortSignal; onDelta?: (text: string) => void } = {}): Promise<CompleteResult> {
+  /** Inline completion after the context, with where its time went; throws RequestCancelledError when cancelled. */
+  async complete(request: CompleteRequest, options: { signal?: AbortSignal; onDelta?: (text: string) => void } = {}): Promise<CompleteResult & { breakdown: CompletionBreakdown }> {
     const index = this.requireIndex();
     const { controller, dispose } = this.track(options.signal);
     const started = performance.now();
     try {
-      const result = await index.complete(request.path, request.prefix, request.suffix, { maxTokens: request.maxTokens, stop: request.stop, signal: controller.signal, onDelta: options.onDelta });
+      const result = await index.complete(request.path, request.prefix, request.suffix, { maxTokens: request.maxTokens, stop: request.stop, inline: request.inline, signal: controller.signal, onDelta: options.onDelta });
       const cancelled = controller.signal.aborted;
       this.counters.reusedTokens += result.reusedTokens;
       this.counters.completionFedTokens += result.fedTokens;
