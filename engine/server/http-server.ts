@@ -495,7 +495,7 @@ export class PanoramaHttpServer {
             writeEvent(res, { id, object: 'text_completion', created, model: workspace.id, choices: [choice(delta, null)] });
           }
         : undefined;
-      const result = await workspace.service.complete({ path: 'untitled', prefix: prompt, suffix, maxTokens: params.maxTokens, stop: params.stop }, { signal, onDelta });
+      const result = await workspace.service.complete({ path: 'untitled', prefix: prompt, suffix, maxTokens: params.maxTokens, stop: params.stop, inline: false }, { signal, onDelta });
       const completionTokens = workspace.service.countTokens(result.text);
       const finish = completionTokens >= params.maxTokens ? 'length' : 'stop';
       const text = body.echo === true ? prompt + result.text : result.text;
