@@ -28,6 +28,11 @@ export class RequestLock {
     }
   }
 
+  /** Work is waiting for the lock. */
+  get contended(): boolean {
+    return this.waiting.length > 0;
+  }
+
   /** Interactive work is waiting: a holder at a safe point should yield(). */
   get interactiveWaiting(): boolean {
     return this.waiting.length > 0 && this.waiting[0].rank === RANK.interactive;

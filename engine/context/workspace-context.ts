@@ -11,7 +11,7 @@
 // come first: they go ahead of queued work, long work yields to them between steps
 // (its own state set aside and brought back exactly), and a compaction pauses while
 // requests run.
-import type { SalaModel, SelectionRecord, Sequence } from '../model/sala-model.js';
+import type { ForwardOptions, SalaModel, SelectionRecord, Sequence } from '../model/sala-model.js';
 import type { SequenceCheckpoint } from '../model/sequence.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import { generate, type FinishReason, type GenerationResult } from '../model/generation.js';
@@ -24,9 +24,9 @@ const PIECE_TOKENS = 64;
 /** Prefill chunk of a completion's own feeds: a superseded request lets go within one. */
 const COMPLETION_CHUNK = 64;
 /** An inline completion restates the prefix from a line start at most this far back (the file itself is in the context)... */
-const PREFIX_CHARS = 1_200;
+const PREFIX_CHARS = 1_000;
 /** ...and keeps that start while typing goes on, up to this far back (so the cached state stays valid as the client's window slides). */
-const PREFIX_MAX_CHARS = 2_400;
+const PREFIX_MAX_CHARS = 2_000;
 /** The suffix restated: the rest of the cursor's line and this many more lines, at most SUFFIX_TOKENS tokens. */
 const SUFFIX_LINES = 1;
 const SUFFIX_TOKENS = 24;
@@ -697,7 +697,13 @@ export class WorkspaceContext {
           const fed = [start[start.length - 1], ...this.format.text(restated)];
           const suffixIds = this.format.hasFim ? (inline ? this.format.text(restateSuffix(suffix)).slice(0, SUFFIX_TOKENS) : this.format.text(suffix)) : [];
           const end = this.format.fimEndIds(suffixIds);
-          const feedOptions = { logits: 'last' as const, signal, chunkSize: COMPLETION_CHUNK };
+          // The prefix state outlives this request: a superseded one goes on building it while
+          // nothing else waits (the next keystroke's request shares most of it), and stops at
+          // the next piece when something does.
+          const prefixOptions: ForwardOptions = { logits: 'last', chunkSize: COMPLETION_CHUNK };
+          const stillWanted = () => {
+            if (signal?.aborted && this.lock.contended) throw signal.reason ?? new Error('aborted');
+          };
 
           let cache: CompletionBreakdown['cache'] = 'warm';
           let state = this.completion;
@@ -712,7 +718,7 @@ export class WorkspaceContext {
           if (!state) {
             this.completion = undefined;
             this.settleTail();
-            if (start.length > 1) await this.model.forward(this.sequence, start.slice(0, -1), feedOptions);
+            if (start.length > 1) await this.model.forward(this.sequence, start.slice(0, -1), { ...prefixOptions, signal });
             fedTokens += start.length - 1;
             state = { path, version: this.version, restated, fed: [], checkpoints: [{ at: 0, checkpoint: this.sequence.checkpoint() }] };
             cache = 'cold';
@@ -734,8 +740,9 @@ export class WorkspaceContext {
             const keep = fed.length - KEEP_BACK;
             if (keep - at >= CHECKPOINT_AFTER) {
               while (at < keep) {
+                stillWanted();
                 const stop = Math.min(keep, at + PIECE_TOKENS);
-                await this.model.forward(this.sequence, fed.slice(at, stop), feedOptions);
+                await this.model.forward(this.sequence, fed.slice(at, stop), prefixOptions);
                 fedTokens += stop - at;
                 at = stop;
                 live.fed = fed.slice(0, at);

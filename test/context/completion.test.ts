@@ -56,8 +56,7 @@ test('typing on feeds only the last few prefix tokens; the suggestion equals a c
   const typed = `${before1} * 2`;
   const warm = await context.complete(editing, typed, after1);
   assert.equal(warm.breakdown.cache, 'warm');
-  const prefixIds = 1 + context.format.text(typed).length;
-  assert.ok(warm.reusedTokens >= prefixIds - 8, `reused ${warm.reusedTokens} of ${prefixIds}`);
+  assert.ok(warm.reusedTokens >= first.breakdown.prefixTokens - 8, `reused ${warm.reusedTokens} of the ${first.breakdown.prefixTokens} fed before`);
   assert.ok(warm.breakdown.prefixTokens <= 8, `fed ${warm.breakdown.prefixTokens} prefix tokens`);
   assert.equal(warm.fedTokens, warm.breakdown.prefixTokens + warm.breakdown.suffixTokens + 2, 'the prefix tail, the suffix and the two FIM tokens');
   const cold = await (await workspace()).complete(editing, typed, after1);
@@ -71,8 +70,7 @@ test('a backspace continues from a checkpoint inside what the prefix still share
   const shorter = before1.slice(0, before1.length - 40);
   const back = await context.complete(editing, shorter, after1);
   assert.equal(back.breakdown.cache, 'warm');
-  const prefixIds = 1 + context.format.text(shorter).length;
-  assert.ok(back.reusedTokens > prefixIds - 64 - 8, `reused ${back.reusedTokens} of ${prefixIds}`);
+  assert.ok(back.breakdown.prefixTokens <= 64 + 8, `fed ${back.breakdown.prefixTokens} prefix tokens`);
   const cold = await (await workspace()).complete(editing, shorter, after1);
   assert.equal(back.text, cold.text);
 });
@@ -83,13 +81,26 @@ test("a client window that slides with the cursor keeps the restatement's start:
   const window = (text: string) => text.slice(Math.max(0, text.length - 6000));
   assert.ok(long.length > 6000);
   const first = await context.complete(editing, window(long), after1);
-  // restated from a line start at most PREFIX_CHARS (1,200) back, not the whole 6,000-character window
-  assert.ok(first.breakdown.prefixTokens <= 1 + context.format.text(long.slice(-1200)).length, `fed ${first.breakdown.prefixTokens}`);
+  // restated from a line start at most PREFIX_CHARS (1,000) back, not the whole 6,000-character window
+  assert.ok(first.breakdown.prefixTokens <= 1 + context.format.text(long.slice(-1000)).length, `fed ${first.breakdown.prefixTokens}`);
   for (const typed of ['.', '.l', '.le']) {
     const next = await context.complete(editing, window(long + typed), after1);
     assert.equal(next.breakdown.cache, 'warm');
     assert.ok(next.breakdown.prefixTokens <= 8, `after "${typed}": fed ${next.breakdown.prefixTokens} prefix tokens`);
   }
+});
+
+test('a superseded request goes on building the prefix state while nothing else waits: the next request finds it built', async () => {
+  const context = await workspace();
+  const long = `${source(5, 48)}\nexport function last(values: number[]) {\n  return values[values`;
+  const controller = new AbortController();
+  const superseded = context.complete(editing, long.slice(-6000), after1, { signal: controller.signal });
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  controller.abort(new Error('superseded'));
+  await assert.rejects(superseded, /superseded/);
+  const next = await context.complete(editing, `${long}.`.slice(-6000), after1);
+  assert.equal(next.breakdown.cache, 'warm');
+  assert.ok(next.breakdown.prefixTokens <= 8, `fed ${next.breakdown.prefixTokens} prefix tokens`);
 });
 
 test('the suffix restated is the rest of the line and the next line, at most 24 tokens', async () => {

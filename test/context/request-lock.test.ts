@@ -55,9 +55,11 @@ test('a waiter whose signal aborts leaves the queue at once and never runs', asy
   const controller = new AbortController();
   let ran = false;
   const waiting = lock.run(async () => void (ran = true), { priority: 'interactive', signal: controller.signal });
+  assert.equal(lock.contended, true);
   controller.abort(new Error('superseded'));
   await assert.rejects(waiting, /superseded/);
   assert.equal(lock.interactiveWaiting, false);
+  assert.equal(lock.contended, false);
   holder.open();
   await first;
   await lock.run(async () => undefined); // the lock is free again
