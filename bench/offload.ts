@@ -341,7 +341,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       device: { type: 'string', default: 'webgpu' },
-      models: { type: 'string', default: 'default,9b' },
+      models: { type: 'string' },
       contexts: { type: 'string' },
       steps: { type: 'string' },
       quick: { type: 'boolean', default: false },
@@ -351,6 +351,7 @@ async function main(): Promise<void> {
       check: { type: 'string', default: 'default' },
       modes: { type: 'string' },
       tile: { type: 'string' },
+      'skip-rates': { type: 'boolean', default: false },
     },
   });
   if (!isDeviceRequest(values.device!) || values.device === 'auto') throw new Error(`--device must be cpu, webgpu or cuda, got ${values.device}`);
@@ -358,13 +359,13 @@ async function main(): Promise<void> {
   const contexts = values.contexts ? values.contexts.split(',').map(Number) : values.quick ? [4096] : [8192, 32768, 131072, 262144, 524288, 1048576];
   const steps = Number(values.steps ?? (values.quick ? 4 : 16));
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  const rates = await measureRates(device);
-  log(`bench:offload on ${device}: device read ${rates.deviceGBps.toFixed(0)} GB/s, upload ${rates.uploadGBps.toFixed(2)} GB/s, fp32 MatMul ${rates.matmulTflops.toFixed(2)} TFLOP/s; ` +
+  const rates = values['skip-rates'] ? undefined : await measureRates(device);
+  if (rates) log(`bench:offload on ${device}: device read ${rates.deviceGBps.toFixed(0)} GB/s, upload ${rates.uploadGBps.toFixed(2)} GB/s, fp32 MatMul ${rates.matmulTflops.toFixed(2)} TFLOP/s; ` +
     `one-row product over ${(rates.gemvBytes / 2 ** 20).toFixed(0)} MiB: Gemm(transB) ${rates.gemvGemmMs.toFixed(2)} ms (${(rates.gemvBytes / rates.gemvGemmMs / 1e6).toFixed(0)} GB/s), MatMul ${rates.gemvMatMulMs.toFixed(2)} ms (${(rates.gemvBytes / rates.gemvMatMulMs / 1e6).toFixed(0)} GB/s)`);
   const rows: OffloadRow[] = [];
   const prefill: Record<string, number> = {};
   const checks: Record<string, CheckResult> = {};
-  for (const name of values.models!.split(',')) {
+  for (const name of (values.models ?? (values.quick ? 'default' : 'default,9b')).split(',')) {
     const tile = values.tile ? Number(values.tile) : undefined;
     const spec = name === '9b' ? nineBSpec(tile ?? 2048) : await defaultModelSpec(tile ?? (values.quick ? 2048 : 4096));
     const result = await benchModel(spec, {

@@ -1,0 +1,33 @@
+// The CPU subset of bench:offload, run as the CLI it is: the offload path (host
+// store, block-pool bookkeeping, batched miss uploads) and its comparison points
+// must keep running and keep reporting sane figures.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { OffloadRow } from '../../bench/offload.js';
+
+const run = promisify(execFile);
+const root = path.resolve(__dirname, '../..');
+
+test('bench:offload --device cpu --quick writes rows for dense, sparse on-device and sparse offloaded', { timeout: 300_000 }, async () => {
+  const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'offload-bench-')), 'offload.json');
+  await run(process.execPath, ['--import', 'tsx', 'bench/offload.ts', '--device', 'cpu', '--models', 'default', '--quick', '--skip-rates', '--tile', '1024', '--contexts', '3072', '--steps', '3', '--pool-blocks', '36', '--check', 'default', '--out', out], { cwd: root });
+  const result = JSON.parse(readFileSync(out, 'utf8')) as { rows: OffloadRow[]; checks: Record<string, { maxAbsLogitDiff: number; sameArgmax: boolean }> };
+  assert.deepEqual(result.rows.map((r) => r.mode), ['dense', 'sparse-device', 'sparse-offload']);
+  for (const row of result.rows) assert.ok(row.decodeMsPerToken! > 0, `${row.mode} decoded`);
+  const [dense, device, offload] = result.rows;
+  assert.ok(offload.hitRate! > 0.5 && offload.hitRate! <= 1, `hit rate ${offload.hitRate}`);
+  assert.ok(offload.blockBytesPerToken! > 0, 'misses were uploaded');
+  assert.equal(device.blockBytesPerToken, 0);
+  // 36 slots of 48 blocks: the pool holds less KV than the host (and the all-resident modes hold it all).
+  assert.ok(offload.deviceKvBytes! < device.deviceKvBytes!, `${offload.deviceKvBytes} < ${device.deviceKvBytes}`);
+  assert.equal(dense.deviceKvBytes, device.deviceKvBytes);
+  // The CPU provider runs the resident graphs: same logits as the host path.
+  const check = result.checks['panorama-code-13m'];
+  assert.ok(check.maxAbsLogitDiff < 1e-4 && check.sameArgmax, JSON.stringify(check));
+  assert.ok(existsSync(out.replace(/\.json$/, '.md')) && existsSync(out.replace(/\.json$/, '-panorama-code-13m.svg')));
+});
