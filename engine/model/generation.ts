@@ -17,6 +17,11 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   stopIds?: readonly number[];
   /** Sees the blocks the sparse layers select for every prompt and generated token. */
   onSelection?: (record: SelectionRecord) => void;
+  /**
+   * Decode with the device-resident decoder (KV offloaded to host memory with a device
+   * block pool). Default: on a GPU provider, unless onSelection needs the host path.
+   */
+  resident?: boolean | { poolBlocks?: number };
 }
 
 export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled';
@@ -64,28 +69,43 @@ export async function* generate(
   let logits = await model.forward(sequence, promptIds, { chunkSize: options.chunkSize, signal: options.signal, onSelection: options.onSelection });
   const prefillMs = performance.now() - started;
   const decodeStarted = performance.now();
+  const wantResident = options.resident ?? (model.device.kind !== 'cpu' && !options.onSelection);
+  const decoder = wantResident && maxTokens > 1
+    ? await model.residentDecoder(sequence, {
+      placement: 'offload',
+      poolBlocks: typeof options.resident === 'object' ? options.resident.poolBlocks : undefined,
+      maxTokens: sequence.length + maxTokens,
+    })
+    : undefined;
 
-  for (let step = 0; step < maxTokens; step++) {
-    if (options.signal?.aborted) {
-      finishReason = 'cancelled';
-      break;
+  try {
+    for (let step = 0; step < maxTokens; step++) {
+      if (options.signal?.aborted) {
+        finishReason = 'cancelled';
+        break;
+      }
+      const next = sampler.next(logits);
+      if (endIds.has(next)) {
+        finishReason = 'eos';
+        break;
+      }
+      tokens.push(next);
+      const { emit, stopped } = stops.push(stream.push(next));
+      if (emit) {
+        text += emit;
+        yield emit;
+      }
+      if (stopped) {
+        finishReason = 'stop';
+        break;
+      }
+      if (step + 1 < maxTokens) {
+        logits = decoder ? await decoder.step(next) : await model.forward(sequence, [next], { signal: options.signal, onSelection: options.onSelection });
+      }
     }
-    const next = sampler.next(logits);
-    if (endIds.has(next)) {
-      finishReason = 'eos';
-      break;
-    }
-    tokens.push(next);
-    const { emit, stopped } = stops.push(stream.push(next));
-    if (emit) {
-      text += emit;
-      yield emit;
-    }
-    if (stopped) {
-      finishReason = 'stop';
-      break;
-    }
-    if (step + 1 < maxTokens) logits = await model.forward(sequence, [next], { signal: options.signal, onSelection: options.onSelection });
+  } finally {
+    // Hands the Lightning states back to the sequence, so a caller can continue it on either path.
+    await decoder?.close();
   }
   if (finishReason !== 'stop') {
     const rest = stops.push(stream.flush());

@@ -58,7 +58,7 @@ export interface ResidentStats {
   deviceKvBytes: number;
 }
 
-interface Sessions {
+export interface ResidentSessions {
   embed: GraphSession;
   lightning: GraphSession;
   head: GraphSession;
@@ -100,21 +100,20 @@ export class ResidentDecoder {
 
   private constructor(
     private readonly parts: ResidentParts,
-    private readonly sessions: Sessions,
+    private readonly sessions: ResidentSessions,
     readonly sequence: Sequence,
     private readonly placement: KvPlacement,
     private readonly dense: boolean,
     private readonly maxTokens: number,
   ) {}
 
-  /** Builds the sessions and moves the sequence's state onto the device. */
-  static async create(parts: ResidentParts, sequence: Sequence, options: ResidentOptions): Promise<ResidentDecoder> {
-    const { config, device } = parts;
+  /** The decode-step sessions (built once per model: see SalaModel.residentDecoder). */
+  static async sessions(config: SalaConfig, device: ResolvedDevice): Promise<ResidentSessions> {
     const graphs = buildGraphs(config);
     const resident = buildResidentGraphs(config);
     const make = (name: string, bytes: Uint8Array, outputs: Record<string, ort.Tensor.DataLocation>) =>
       GraphSession.create(name, bytes, { device: device.kind, threads: 1, outputs });
-    const sessions: Sessions = {
+    return {
       embed: await make('embed', graphs.embed, { x: onDevice }),
       lightning: await make('lightning', graphs.lightning, { x_out: onDevice, state_out: onDevice }),
       head: await make('head', graphs.head, { logits: 'cpu' }),
@@ -122,6 +121,10 @@ export class ResidentDecoder {
       select: await make('sparse_select_resident', resident.sparseSelect, { selected: 'cpu' }),
       attend: await make('sparse_attend_resident', resident.sparseAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
     };
+  }
+
+  /** Moves the sequence's state onto the device. */
+  static async create(parts: ResidentParts, sessions: ResidentSessions, sequence: Sequence, options: ResidentOptions): Promise<ResidentDecoder> {
     const placement = options.placement ?? 'offload';
     const dense = options.attention === 'dense';
     if (dense && placement === 'offload') throw new RangeError('dense attention reads every block each step: use placement "device"');
@@ -458,7 +461,7 @@ export class ResidentDecoder {
     return { steps: this.stats.steps, hits, misses, blockBytes: this.stats.blockBytes, otherBytes: this.stats.otherBytes, deviceKvBytes };
   }
 
-  /** Brings the Lightning states back into the sequence and frees the device state. */
+  /** Brings the Lightning states back into the sequence and frees the device state (the sessions stay with the model). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -472,6 +475,5 @@ export class ResidentDecoder {
     for (const state of this.sparse) {
       for (const tensor of [state.poolKeys, state.poolValues, state.tailKeys, state.tailValues, state.fine, state.coarse]) release(tensor);
     }
-    await Promise.all(Object.values(this.sessions).map((session) => session.release()));
   }
 }

@@ -13,7 +13,7 @@ import { derivedSizes, expectedWeights, loadConfig, type DerivedSizes, type Sala
 import { buildGraphs } from './graphs.js';
 import { loadWeights, type WeightMap } from './weights.js';
 import { DeviceTensors } from '../runtime/device-tensors.js';
-import { ResidentDecoder, type ResidentOptions } from './resident-decoder.js';
+import { ResidentDecoder, type ResidentOptions, type ResidentSessions } from './resident-decoder.js';
 
 export interface ModelOptions {
   device?: DeviceRequest;
@@ -84,6 +84,7 @@ function pick(tensors: LayerTensors, names: readonly string[]): Feeds {
 
 export class SalaModel {
   readonly sizes: DerivedSizes;
+  private residentSessions?: Promise<ResidentSessions>;
   private readonly fineLevel: Level;
   private readonly coarseLevel: Level;
 
@@ -170,6 +171,7 @@ export class SalaModel {
   /** Frees the onnxruntime sessions; the model cannot run afterwards. */
   async release(): Promise<void> {
     const all = [...Object.values(this.prefillSessions), ...Object.values(this.decodeSessions)];
+    if (this.residentSessions) all.push(...Object.values(await this.residentSessions));
     await Promise.all(all.map((session) => session.release()));
     await this.deviceTensors.release();
   }
@@ -179,7 +181,8 @@ export class SalaModel {
    * the device (KV blocks offloaded to host memory with a device block pool, or all
    * on the device). The sequence must not be used by forward() until it is closed.
    */
-  residentDecoder(sequence: Sequence, options: ResidentOptions): Promise<ResidentDecoder> {
+  async residentDecoder(sequence: Sequence, options: ResidentOptions): Promise<ResidentDecoder> {
+    this.residentSessions ??= ResidentDecoder.sessions(this.config, this.device);
     return ResidentDecoder.create(
       {
         config: this.config,
@@ -191,6 +194,7 @@ export class SalaModel {
         coarseLevel: this.coarseLevel,
         tensors: this.deviceTensors,
       },
+      await this.residentSessions,
       sequence,
       options,
     );

@@ -115,3 +115,20 @@ test('tombstoned tokens are masked on the resident path exactly as on the host p
   }
   await decoder.close();
 });
+
+test('generate() decodes through the resident decoder when asked (the default on a GPU): the same tokens as the host path', async () => {
+  const { generate } = await import('../../engine/model/generation.js');
+  const { byteLevelFallback } = await import('../../engine/model/tokenizer.js');
+  const tokenizer = byteLevelFallback(512);
+  const prompt = Array.from(load('long_prompt_ids').data);
+  const run = async (resident: boolean) => {
+    const stream = generate(model, tokenizer, prompt, { maxTokens: 12, temperature: 0, resident: resident ? { poolBlocks: 8 } : false });
+    let next = await stream.next();
+    while (!next.done) next = await stream.next();
+    return next.value;
+  };
+  const host = await run(false);
+  const resident = await run(true);
+  assert.equal(host.tokens.length, 12);
+  assert.deepEqual(resident.tokens, host.tokens);
+});
