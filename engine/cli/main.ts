@@ -20,6 +20,7 @@ const USAGE = `usage: panorama <command> [options]
 commands:
   generate  --prompt TEXT | --prompt-file F   stream a continuation
             [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--stop S ...]
+            [--gpu-kv-mb N]  on a GPU: device memory for the KV block pools (K/V stay in host memory)
   logits    --ids FILE.json --out FILE [--last N] [--prefill K]
             float32 little-endian logits, one row per position (the last N when given);
             with --prefill K the first K ids are one prefill call, the rest single-token decode steps
@@ -112,8 +113,10 @@ async function runGenerate(argv: string[]): Promise<number> {
       'top-k': { type: 'string' },
       seed: { type: 'string' },
       stop: { type: 'string', multiple: true },
+      'gpu-kv-mb': { type: 'string' },
     },
   });
+  const gpuKvMb = integerFlag(values, 'gpu-kv-mb', 1);
   const promptFile = stringFlag(values, 'prompt-file');
   const prompt = promptFile !== undefined ? await readFile(promptFile, 'utf8') : stringFlag(values, 'prompt');
   if (prompt === undefined) throw new UsageError('generate needs --prompt TEXT or --prompt-file F');
@@ -132,7 +135,8 @@ async function runGenerate(argv: string[]): Promise<number> {
   // Ctrl-C stops generation before the next token; a second Ctrl-C exits at once.
   const interrupt = interruptController();
   try {
-    const stream = generate(model, tokenizer, prompt, { ...sampling, maxTokens, chunkSize, stop: values.stop ?? [], signal: interrupt.signal });
+    const resident = gpuKvMb !== undefined && model.device.kind !== 'cpu' ? { poolBytes: gpuKvMb * 2 ** 20 } : undefined;
+    const stream = generate(model, tokenizer, prompt, { ...sampling, maxTokens, chunkSize, stop: values.stop ?? [], signal: interrupt.signal, resident });
     let next = await stream.next();
     while (!next.done) {
       process.stdout.write(next.value);

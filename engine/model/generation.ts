@@ -21,7 +21,7 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
    * Decode with the device-resident decoder (KV offloaded to host memory with a device
    * block pool). Default: on a GPU provider, unless onSelection needs the host path.
    */
-  resident?: boolean | { poolBlocks?: number };
+  resident?: boolean | { poolBlocks?: number; poolBytes?: number };
 }
 
 export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled';
@@ -73,7 +73,7 @@ export async function* generate(
   const decoder = wantResident && maxTokens > 1
     ? await model.residentDecoder(sequence, {
       placement: 'offload',
-      poolBlocks: typeof options.resident === 'object' ? options.resident.poolBlocks : undefined,
+      ...(typeof options.resident === 'object' ? options.resident : {}),
       maxTokens: sequence.length + maxTokens,
     })
     : undefined;

@@ -28,6 +28,8 @@ export interface ResidentOptions {
   placement?: KvPlacement;
   /** Offload: slots per KV head and layer (default 4 × the blocks one step selects). */
   poolBlocks?: number;
+  /** Offload: device memory for the block pools of all sparse layers, in bytes (instead of poolBlocks). */
+  poolBytes?: number;
   /** 'dense' attends to every block at every step (the comparison point); default 'auto' follows dense_len. */
   attention?: 'auto' | 'dense';
   /** Tokens the device stores are sized for (compressed keys; every block for 'device'). */
@@ -130,8 +132,20 @@ export class ResidentDecoder {
     if (dense && placement === 'offload') throw new RangeError('dense attention reads every block each step: use placement "device"');
     const maxTokens = Math.max(options.maxTokens, sequence.length + 1);
     const decoder = new ResidentDecoder(parts, sessions, sequence, placement, dense, maxTokens);
-    await decoder.attach(options.poolBlocks);
+    await decoder.attach(options.poolBytes !== undefined ? decoder.blocksForBudget(options.poolBytes) : options.poolBlocks);
     return decoder;
+  }
+
+  /** Pool slots per KV head that a device-memory budget for all sparse layers' pools holds. */
+  private blocksForBudget(bytes: number): number {
+    const { config, sizes } = this.parts;
+    const perSlot = sizes.sparseLayers.length * config.numKeyValueHeads * this.blockSize * sizes.sparseHeadDim * 4 * 2;
+    const slots = Math.floor(bytes / perSlot);
+    const needed = Math.max(sizes.topkTotal, Math.ceil(config.sparse.denseLen / this.blockSize));
+    if (slots < needed) {
+      throw new RangeError(`a KV pool of ${(bytes / 2 ** 20).toFixed(1)} MiB holds ${slots} blocks per head; this model needs at least ${needed} (${((needed * perSlot) / 2 ** 20).toFixed(1)} MiB)`);
+    }
+    return slots;
   }
 
   private get blockSize(): number {

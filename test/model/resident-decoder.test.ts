@@ -132,3 +132,18 @@ test('generate() decodes through the resident decoder when asked (the default on
   assert.equal(host.tokens.length, 12);
   assert.deepEqual(resident.tokens, host.tokens);
 });
+
+test('a device-memory budget sizes the pool, and one too small for a step is refused with the minimum', async () => {
+  const prompt = Array.from(load('long_prompt_ids').data);
+  const sequence = model.newSequence();
+  await model.forward(sequence, prompt);
+  // Fixture: 2 sparse layers × 2 KV heads × 64 × 64 floats × 4 bytes × (K, V) = 128 KiB per slot; 8 slots needed.
+  const decoder = await model.residentDecoder(sequence, { placement: 'offload', poolBytes: 10 * 128 * 1024, maxTokens: prompt.length + 4 });
+  const pools = decoder.snapshot().deviceKvBytes;
+  await decoder.step(5);
+  await decoder.close();
+  const ten = await model.residentDecoder(sequence, { placement: 'offload', poolBlocks: 10, maxTokens: prompt.length + 4 });
+  assert.equal(ten.snapshot().deviceKvBytes, pools, 'the budget bought 10 slots per head');
+  await ten.close();
+  await assert.rejects(model.residentDecoder(sequence, { placement: 'offload', poolBytes: 7 * 128 * 1024, maxTokens: prompt.length + 4 }), /holds 7 blocks per head; this model needs at least 8 \(1\.0 MiB\)/);
+});
