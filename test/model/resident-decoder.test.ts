@@ -147,3 +147,14 @@ test('a device-memory budget sizes the pool, and one too small for a step is ref
   await ten.close();
   await assert.rejects(model.residentDecoder(sequence, { placement: 'offload', poolBytes: 7 * 128 * 1024, maxTokens: prompt.length + 4 }), /holds 7 blocks per head; this model needs at least 8 \(1\.0 MiB\)/);
 });
+
+test("'--device auto' keeps a small model on the CPU and says why", async () => {
+  const { loadConfig } = await import('../../engine/model/config.js');
+  const { loadWeights } = await import('../../engine/model/weights.js');
+  const config = await loadConfig(FIXTURE);
+  const { weights } = await loadWeights(FIXTURE, config);
+  const auto = await SalaModel.create(config, weights, { device: 'auto' });
+  assert.equal(auto.device.kind, 'cpu');
+  assert.match(auto.device.reason, /auto: a \d+M-parameter model decodes faster on the CPU/);
+  await auto.release();
+});
