@@ -3,9 +3,14 @@
 // written directly through ContextStore — its load path does no model compute, so
 // the values need not come from the model — then reopened and restored, timed.
 //
-//   npm run bench:restart -- [--tokens 1000000] [--model DIR] [--out FILE.json]
+// Then, on the restored context, edit-to-fresh at that length: a real source file of
+// about 1,000 lines (eslint's, installed from npm) is added, then one line of it is
+// edited; both appends are prefilled after the whole context.
+//
+//   npm run bench:restart -- [--tokens 1000000] [--model DIR] [--out FILE.json] [--skip-edit]
 import { parseArgs } from 'node:util';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SalaModel } from '../engine/model/sala-model.js';
@@ -14,7 +19,27 @@ import { ContextStore } from '../engine/context/store.js';
 import { WorkspaceContext, type FileSpan } from '../engine/context/workspace-context.js';
 import { defaultModelDir } from '../engine/cli/main.js';
 
-const { values } = parseArgs({ options: { tokens: { type: 'string', default: '1000000' }, model: { type: 'string' }, out: { type: 'string' } } });
+const { values } = parseArgs({ options: { tokens: { type: 'string', default: '1000000' }, model: { type: 'string' }, out: { type: 'string' }, 'skip-edit': { type: 'boolean', default: false } } });
+
+/** The eslint source file closest to 1,000 lines. */
+function thousandLineFile(): { path: string; text: string; lines: number } {
+  const root = path.resolve(__dirname, '../node_modules/eslint/lib');
+  let best: { path: string; text: string; lines: number } | undefined;
+  const walk = (dir: string): void => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(full);
+      else if (entry.name.endsWith('.js')) {
+        const text = readFileSync(full, 'utf8');
+        const lines = text.split('\n').length;
+        if (!best || Math.abs(lines - 1000) < Math.abs(best.lines - 1000)) best = { path: path.relative(root, full), text, lines };
+      }
+    }
+  };
+  walk(root);
+  if (!best) throw new Error('no eslint sources in node_modules (npm ci first)');
+  return best;
+}
 const tokens = Number(values.tokens);
 
 async function main(): Promise<void> {
@@ -52,8 +77,26 @@ async function main(): Promise<void> {
     if (!state) throw new Error(`store did not load: ${report.notes.join('; ')}`);
     const context = WorkspaceContext.restore(model, tokenizer, {}, state);
     const restartMs = performance.now() - started;
-    const result = { tokens, files, diskBytes, saveSeconds, restartToReadyMs: restartMs, restored: context.stats().sequenceTokens };
-    const table = `| store | restart-to-ready (load + restore) | disk | full save |\n|---|---:|---:|---:|\n| ${tokens.toLocaleString('en-US')} tokens, ${files} files | ${restartMs.toFixed(0)} ms | ${(diskBytes / 2 ** 30).toFixed(2)} GiB | ${saveSeconds.toFixed(1)} s |`;
+    const result: Record<string, unknown> = { tokens, files, diskBytes, saveSeconds, restartToReadyMs: restartMs, restored: context.stats().sequenceTokens };
+    let table = `| store | restart-to-ready (load + restore) | disk | full save |\n|---|---:|---:|---:|\n| ${tokens.toLocaleString('en-US')} tokens, ${files} files | ${restartMs.toFixed(0)} ms | ${(diskBytes / 2 ** 30).toFixed(2)} GiB | ${saveSeconds.toFixed(1)} s |`;
+    if (!values['skip-edit']) {
+      const file = thousandLineFile();
+      const version = (text: string) => ({ path: `eslint/${file.path}`, text, contentHash: createHash('sha256').update(text).digest('hex'), mtimeMs: Date.now() });
+      let started = performance.now();
+      await context.update([version(file.text)]);
+      const addMs = performance.now() - started;
+      const lines = file.text.split('\n');
+      lines[Math.floor(lines.length / 2)] += ' // edited';
+      started = performance.now();
+      await context.update([version(lines.join('\n'))]);
+      const editMs = performance.now() - started;
+      const span = context.span(`eslint/${file.path}`);
+      const fileTokens = span ? span.end - span.start : 0;
+      result.editToFresh = { file: file.path, lines: file.lines, tokens: fileTokens, addMs, editMs };
+      process.stderr.write(`  at ${tokens} tokens: add ${file.path} (${file.lines} lines, ${fileTokens} tokens) ${addMs.toFixed(0)} ms, one-line edit ${editMs.toFixed(0)} ms\n`);
+      table += `\n\n| at ${tokens.toLocaleString('en-US')} tokens of context | file | tokens | ms |\n|---|---|---:|---:|\n` +
+        `| add a file | eslint/lib/${file.path} (${file.lines} lines) | ${fileTokens} | ${addMs.toFixed(0)} |\n| edit-to-fresh, one-line edit | same | ${fileTokens} | ${editMs.toFixed(0)} |`;
+    }
     process.stdout.write(`${table}\n`);
     if (values.out) {
       writeFileSync(values.out, JSON.stringify({ machine: { cpus: os.cpus().length, node: process.version, date: new Date().toISOString() }, ...result }, null, 2));
