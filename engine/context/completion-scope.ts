@@ -12,6 +12,9 @@
 //                                             or maxLines (a closing bracket at the
 //                                             cursor's indentation ends it, kept
 //                                             when the completion opened the block)
+// A line that starts repeating itself (a unit of 4–40 characters three times in a
+// row: small models loop) ends after its first occurrence, and no line runs past
+// maxLineChars.
 // Pure: golden cases in test/context/completion-scope.test.ts.
 
 export type CompletionScope = 'line' | 'block';
@@ -23,7 +26,12 @@ export interface ScopeInput {
   lineSuffix: string;
   /** Most lines a block completion writes. */
   maxLines: number;
+  /** Longest line, the line's text before the cursor included (default 160). */
+  maxLineChars?: number;
 }
+
+const REPEAT_MIN = 4;
+const REPEAT_MAX = 40;
 
 const OPENS_BLOCK = /[{[(:]\s*$/;
 const CLOSES = /^\s*[}\])]/;
@@ -57,7 +65,21 @@ export class CompletionStopper {
   /** Adds generated text; returns where the completion ends, once that is known. */
   push(delta: string): number | undefined {
     this.text += delta;
-    return this.scope === 'line' ? this.lineEnd() : this.blockEnd();
+    return (this.scope === 'line' ? this.lineEnd() : this.blockEnd()) ?? this.runawayEnd();
+  }
+
+  /** The end of a current line that loops or runs too long. */
+  private runawayEnd(): number | undefined {
+    const lineStart = this.text.lastIndexOf('\n') + 1;
+    const line = this.text.slice(lineStart);
+    const before = lineStart === 0 ? this.input.linePrefix.length : 0;
+    const limit = (this.input.maxLineChars ?? 160) - before;
+    if (line.length > limit) return lineStart + Math.max(0, limit);
+    for (let unit = REPEAT_MIN; unit <= REPEAT_MAX && 3 * unit <= line.length; unit++) {
+      const last = line.slice(-unit);
+      if (line.slice(-2 * unit, -unit) === last && line.slice(-3 * unit, -2 * unit) === last) return this.text.length - 2 * unit;
+    }
+    return undefined;
   }
 
   private lineEnd(): number | undefined {
