@@ -771,9 +771,10 @@ export class WorkspaceContext {
             while (!next.done) {
               text += next.value;
               const cut = stopper?.push(next.value);
-              const upTo = cut ?? text.length;
-              if (upTo > shown) options.onDelta?.(text.slice(shown, upTo));
-              shown = upTo;
+              // Streamed as it settles: an inline completion's current line may still be cut.
+              const settled = cut ?? (stopper ? text.lastIndexOf('\n') : text.length);
+              if (settled > shown) options.onDelta?.(text.slice(shown, settled));
+              shown = Math.max(shown, settled);
               if (cut !== undefined) {
                 // The suggestion is complete: what the model would write next is not shown.
                 text = text.slice(0, cut);
@@ -782,6 +783,7 @@ export class WorkspaceContext {
               }
               next = await stream.next();
             }
+            if (text.length > shown) options.onDelta?.(text.slice(shown));
             const finished = performance.now();
             const decodeSteps = Math.max(0, this.sequence.length - promptEnd);
             return {

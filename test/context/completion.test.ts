@@ -116,15 +116,26 @@ test('mid-line the suggestion is the rest of the line; it equals plain generatio
   const context = await workspace();
   const prefix = `${before1};\n  return Math.max(sum, `;
   const suffix = ');\n}\n\nexport function mean(values: number[]): number {\n  return 0;\n}\n';
-  const result = await context.complete(editing, prefix, suffix, { maxTokens: 24 });
+  const deltas: string[] = [];
+  const result = await context.complete(editing, prefix, suffix, { maxTokens: 24, onDelta: (delta) => deltas.push(delta) });
   assert.equal(result.breakdown.scope, 'line');
   assert.ok(!result.text.includes('\n'), JSON.stringify(result.text));
+  assert.equal(deltas.join(''), result.text, 'what was streamed is the suggestion');
   // uncached: the whole prompt in one generation on a fresh context
   const fresh = await workspace();
   const f = fresh.format;
   const prompt = [...f.fimStart(editing), ...f.text(prefix), ...f.fimEndIds(f.text(');\n}\n'))];
   const reference = await collect(generate(model, tokenizer, prompt, { sequence: fresh.sequence, maxTokens: 24, stop: ['\n'], stopIds: f.stopIds }));
   assert.equal(result.text, reference);
+});
+
+test('on an empty line the completion is a block of at most maxLines lines; what is streamed is the suggestion', async () => {
+  const context = await workspace();
+  const deltas: string[] = [];
+  const result = await context.complete(editing, `${before1};\n  `, '\n  return sum;\n}\n', { maxLines: 2, onDelta: (delta) => deltas.push(delta) });
+  assert.equal(result.breakdown.scope, 'block');
+  assert.ok(result.text.split('\n').length <= 2, JSON.stringify(result.text));
+  assert.equal(deltas.join(''), result.text);
 });
 
 test('an API completion (inline: false) restates the prompt whole and equals plain generation after the context', async () => {
