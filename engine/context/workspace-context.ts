@@ -36,6 +36,10 @@ const KEEP_BACK = 4;
 const CHECKPOINT_AFTER = 16;
 /** Checkpoints kept along a completion's prefix (each holds the lightning states: ~0.5 MB with the default model). */
 const MAX_CHECKPOINTS = 32;
+/** The file at the tail keeps lightning checkpoints this many tokens apart, so its next edit re-feeds from just before the change... */
+const TAIL_CHECKPOINT_TOKENS = 256;
+/** ...within this many bytes of states (a 9B model's lightning states are ~50 MB a checkpoint: they then spread out). */
+const TAIL_CHECKPOINT_BYTES = 64 * 1024 * 1024;
 
 export interface ContextFile {
   path: string;
@@ -152,6 +156,8 @@ export interface ContextStats {
   sequenceTokens: number;
   excluded: { path: string; tokens: number }[];
   checkpoints: number;
+  /** Workspace tokens fed through the model since this context was created or restored (appends, in-place edits, compaction). */
+  encodedTokens: number;
 }
 
 export class ContextError extends Error {}
@@ -218,6 +224,12 @@ interface Track {
   spans: Map<string, FileSpan>;
   /** Lightning states at file boundaries, ascending by length. */
   checkpoints: SequenceCheckpoint[];
+  /**
+   * The last file fed, with checkpoints along it (the first at its start): while it is
+   * still the last thing in the context, an edit to it rolls back to the checkpoint
+   * before the first changed token and re-feeds from there, in place (no tombstone).
+   */
+  tail?: { path: string; start: number; checkpoints: SequenceCheckpoint[] };
 }
 
 export class WorkspaceContext {
@@ -240,6 +252,7 @@ export class WorkspaceContext {
   /** Questions and completions waiting or running: a compaction pauses meanwhile. */
   private foreground = 0;
   private foregroundIdle: (() => void)[] = [];
+  private encodedTokens = 0;
 
   constructor(
     readonly model: SalaModel,
@@ -316,6 +329,7 @@ export class WorkspaceContext {
       sequenceTokens: this.contextEnd.length,
       excluded: [...this.excluded].map(([path, e]) => ({ path, tokens: e.tokens })),
       checkpoints: this.checkpoints.length,
+      encodedTokens: this.encodedTokens,
     };
   }
 
@@ -342,8 +356,7 @@ export class WorkspaceContext {
         const old = this.spans.get(file.path);
         if (old && old.contentHash === file.contentHash) continue;
         const editCount = old ? old.editCount + 1 : 0;
-        this.tombstone(file.path);
-        const tokens = await this.append(file, editCount, signal);
+        const tokens = (await this.editTail(file, editCount, signal)) ?? (this.tombstone(file.path), await this.append(file, editCount, signal));
         // Each file fed is in the context (completions let in meanwhile see it; an abort keeps it).
         this.contextEnd = this.sequence.checkpoint();
         this.version++;
@@ -484,6 +497,57 @@ export class WorkspaceContext {
     return this.sequence.length - this.sequence.deadTokens;
   }
 
+  /**
+   * An edit to the file that is last in the context: rolls back to the tail
+   * checkpoint at or before its first changed token and feeds the new version's
+   * tokens from there, so a one-line edit costs the tokens after the change, not
+   * the file's. Returns the new token count, or undefined where it does not apply.
+   */
+  private async editTail(file: ContextFile, editCount: number, signal?: AbortSignal): Promise<number | undefined> {
+    const { sequence, tail } = this.track;
+    const span = this.spans.get(file.path);
+    if (!span || !tail || tail.path !== file.path || tail.start !== span.start || span.end !== sequence.length) return undefined;
+    const { ids, headerTokens } = file.encoded ?? this.format.file(file.path, file.text);
+    if (this.liveTokens() - (span.end - span.start) + ids.length > this.budget) return undefined;
+    let same = 0;
+    const limit = Math.min(ids.length, span.end - span.start);
+    while (same < limit && ids[same] === sequence.tokens[span.start + same]) same++;
+    const from = [...tail.checkpoints].reverse().find((c) => c.length <= span.start + same) ?? tail.checkpoints[0];
+    sequence.rollback(from);
+    tail.checkpoints = tail.checkpoints.filter((c) => c.length <= from.length);
+    this.track.checkpoints = this.track.checkpoints.filter((c) => c.length <= from.length);
+    this.dirtyFrom = Math.min(this.dirtyFrom, from.length);
+    // While it is fed, requests let in between pieces see the context without this file (as with an append).
+    this.spans.delete(file.path);
+    this.contextEnd = from;
+    this.version++;
+    try {
+      await this.feedInPieces(sequence, ids.slice(from.length - span.start), signal, () => this.yieldToCompletions(), (length) => this.keepTailCheckpoint(this.track, length));
+    } catch (err) {
+      // Half fed: the old version is gone from here on, so the file leaves the context (the next update adds it back).
+      sequence.rollback(tail.checkpoints[0]);
+      this.contextEnd = tail.checkpoints[0];
+      this.dirtyFrom = Math.min(this.dirtyFrom, this.contextEnd.length);
+      this.track.checkpoints = this.track.checkpoints.filter((c) => c.length <= this.contextEnd.length);
+      this.track.tail = undefined;
+      throw err;
+    }
+    this.spans.set(file.path, this.fileSpan(file.path, span.start, ids, headerTokens, { ...file, editCount }));
+    return ids.length;
+  }
+
+  /** Keeps a tail checkpoint at `length` if the last is far enough back (spaced to stay within TAIL_CHECKPOINT_BYTES). */
+  private keepTailCheckpoint(track: Track, length: number): void {
+    const tail = track.tail;
+    if (!tail) return;
+    const stateBytes = [...track.sequence.lightning.values()].reduce((n, s) => n + s.byteLength, 0);
+    const spacing = Math.max(TAIL_CHECKPOINT_TOKENS, Math.ceil(((track.sequence.length - tail.start) * stateBytes) / TAIL_CHECKPOINT_BYTES));
+    const last = tail.checkpoints[tail.checkpoints.length - 1];
+    if (length - last.length < spacing) return;
+    if (stateBytes * (tail.checkpoints.length + 1) > TAIL_CHECKPOINT_BYTES) tail.checkpoints = tail.checkpoints.filter((_, i) => i % 2 === 0);
+    tail.checkpoints.push(track.sequence.checkpoint());
+  }
+
   /** Appends a file at the tail; returns its token count. */
   private async append(file: ContextFile, editCount: number, signal?: AbortSignal): Promise<number> {
     const { ids, headerTokens } = file.encoded ?? this.format.file(file.path, file.text);
@@ -521,13 +585,19 @@ export class WorkspaceContext {
     const before = sequence.checkpoint();
     const last = checkpoints[checkpoints.length - 1];
     if (start === 0 || start - (last?.length ?? 0) >= this.checkpointEvery) checkpoints.push(before);
+    track.tail = { path, start, checkpoints: [before] };
     try {
-      await this.feedInPieces(sequence, ids, signal, between);
+      await this.feedInPieces(sequence, ids, signal, between, (length) => this.keepTailCheckpoint(track, length));
     } catch (err) {
       // A half-fed file would leave tokens no span owns: roll back to where it started.
       sequence.rollback(before);
+      track.tail = undefined;
       throw err;
     }
+    track.spans.set(path, this.fileSpan(path, start, ids, headerTokens, meta));
+  }
+
+  private fileSpan(path: string, start: number, ids: readonly number[], headerTokens: number, meta: { contentHash: string; mtimeMs: number; size?: number; editCount: number }): FileSpan {
     const newlines = this.format.newlinesPerToken(ids.slice(headerTokens));
     const lineStarts = [headerTokens];
     newlines.forEach((n, i) => {
@@ -535,7 +605,7 @@ export class WorkspaceContext {
     });
     lineStarts.pop(); // the file's final newline starts no line
     const { contentHash, mtimeMs, size, editCount } = meta;
-    track.spans.set(path, { path, start, end: start + ids.length, headerTokens, lineStarts, contentHash, mtimeMs, size, editCount });
+    return { path, start, end: start + ids.length, headerTokens, lineStarts, contentHash, mtimeMs, size, editCount };
   }
 
   /**
@@ -544,9 +614,10 @@ export class WorkspaceContext {
    * per call and aligns an all-new prefill differently, so only a sequence already
    * past the switch (and past the full top-k), or staying below it, is split.
    */
-  private async feedInPieces(sequence: Sequence, ids: readonly number[], signal?: AbortSignal, between?: () => Promise<void>): Promise<void> {
+  private async feedInPieces(sequence: Sequence, ids: readonly number[], signal?: AbortSignal, between?: () => Promise<void>, afterPiece?: (length: number) => void): Promise<void> {
     const { denseLen, blockSize } = this.model.config.sparse;
     const past = sequence.length;
+    this.encodedTokens += ids.length;
     const sparseThroughout = past + Math.min(PIECE_TOKENS, ids.length) >= Math.max(denseLen, this.model.sizes.topkTotal * blockSize);
     const denseThroughout = past + ids.length < denseLen;
     if (!between || past === 0 || !(sparseThroughout || denseThroughout)) {
@@ -556,6 +627,7 @@ export class WorkspaceContext {
     for (let at = 0; at < ids.length; at += PIECE_TOKENS) {
       if (at > 0) await between();
       await this.model.forward(sequence, ids.slice(at, at + PIECE_TOKENS), { logits: 'last', signal });
+      if (at + PIECE_TOKENS < ids.length) afterPiece?.(sequence.length);
     }
   }
 

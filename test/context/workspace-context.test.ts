@@ -84,6 +84,49 @@ test('an edit tombstones the old span and appends the new version; compaction eq
   assert.equal(x.result.text, y.result.text);
 });
 
+test('an edit to the file last in the context re-feeds it in place from just before the change, equal to a fresh build', async () => {
+  const long = file('src/long.ts', source(5, 80));
+  const context = new WorkspaceContext(model, tokenizer, { compactAt: 1 });
+  await context.update([...files, long]);
+  const start = context.span('src/long.ts')?.start;
+  const fileTokens = context.stats().sequenceTokens - (start ?? 0);
+  assert.ok(fileTokens > 3000, `the tail file is long enough to hold checkpoints (${fileTokens} tokens)`);
+
+  const edits = [long.text.replace('x * 75;', 'x * 750;'), long.text.replace('x * 40;', 'x * 4;'), long.text.replace('f5_0', 'g5_0')];
+  for (const text of edits) {
+    const edited = file('src/long.ts', text);
+    const before = context.stats();
+    await context.update([edited]);
+    const after = context.stats();
+    const span = context.span('src/long.ts');
+    assert.equal(span?.start, start, 'in place');
+    assert.equal(after.deadTokens, 0, 'no tombstone');
+    assert.equal(span?.end, context.sequence.length);
+    const changedAt = Buffer.byteLength(text.slice(0, [...text].findIndex((ch, i) => ch !== long.text[i])));
+    const refed = after.encodedTokens - before.encodedTokens;
+    assert.ok(refed <= span!.end - span!.start - span!.headerTokens - changedAt + 256 + 64, `re-fed ${refed} tokens for a change at byte ${changedAt} of ${fileTokens}`);
+    assert.ok(refed >= span!.end - span!.start - span!.headerTokens - changedAt, `re-fed ${refed} tokens: at least from the change on`);
+
+    const fresh = new WorkspaceContext(model, tokenizer);
+    await fresh.update([...files, edited]);
+    assert.deepEqual(context.sequence.tokens, fresh.sequence.tokens);
+    for (const [layer, state] of fresh.sequence.lightning) {
+      const mine = context.sequence.lightning.get(layer)!;
+      const diff = state.reduce((m, v, i) => Math.max(m, Math.abs(v - mine[i])), 0);
+      assert.ok(diff < 1e-4, `lightning layer ${layer} state differs by ${diff}`);
+    }
+    const question = 'What does f5_70 return?';
+    const [x, y] = [await collect(context.ask(question, { maxTokens: 8 })), await collect(fresh.ask(question, { maxTokens: 8 }))];
+    assert.equal(x.result.text, y.result.text);
+  }
+
+  // Once another file follows it, an edit to it is an append again (old span tombstoned).
+  await context.update([file('src/a.ts', source(1) + '// more\n')]);
+  await context.update([file('src/long.ts', long.text)]);
+  assert.ok(context.stats().deadTokens > fileTokens, 'both old versions are tombstoned');
+  assert.equal(context.span('src/long.ts')?.end, context.sequence.length);
+});
+
 test('deleting a file tombstones it; it no longer appears in the layout or in sources', async () => {
   const context = new WorkspaceContext(model, tokenizer, { compactAt: 1 });
   await context.update(files);
