@@ -76,7 +76,7 @@ async function main(): Promise<void> {
     const started = performance.now();
     const { state, report } = await new ContextStore(dir, 'restart-bench').load(model);
     if (!state) throw new Error(`store did not load: ${report.notes.join('; ')}`);
-    const context = WorkspaceContext.restore(model, tokenizer, {}, state);
+    const context = WorkspaceContext.restore(model, tokenizer, { budget: tokens + 100_000 }, state);
     const restartMs = performance.now() - started;
     const result: Record<string, unknown> = { tokens, files, diskBytes, saveSeconds, restartToReadyMs: restartMs, restored: context.stats().sequenceTokens };
     let table = `| store | restart-to-ready (load + restore) | disk | full save |\n|---|---:|---:|---:|\n| ${tokens.toLocaleString('en-US')} tokens, ${files} files | ${restartMs.toFixed(0)} ms | ${(diskBytes / 2 ** 30).toFixed(2)} GiB | ${saveSeconds.toFixed(1)} s |`;
