@@ -3,13 +3,15 @@
 //   manifest.json            what is valid: model fingerprint, format, segments,
 //                            checkpoints, file spans, tombstones (atomically replaced)
 //   seg-<first>-<count>-<generation>.bin  token ids + every sparse layer's K and V rows for a
-//                            token range; append-only, never modified
+//                            token range and the compressed keys (both levels) whose
+//                            windows complete in it; append-only, never modified
 //   cp-<length>-<generation>.bin  lightning states at a position (file boundaries + end)
 // Every file is written under a temporary name, fsynced and renamed; the manifest
 // names only complete files and carries their CRC-32, and is itself replaced last.
 // A kill at any point leaves the previous manifest valid; files it does not name
-// are removed on the next open. Compressed keys are not stored: they are means of
-// stored keys, rebuilt on first use in O(tokens) without the model.
+// are removed on the next open. Loading reads segments straight into the sequence's
+// caches (the next while one is checked): no second copy of the KV, no compressed keys
+// to rebuild.
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -18,9 +20,11 @@ import type { SalaModel } from '../model/sala-model.js';
 import type { SequenceCheckpoint } from '../model/sequence.js';
 import type { ContextState, ExcludedEntry, FileSpan, RestoredState } from './workspace-context.js';
 
-export const STORE_FORMAT = 2;
-const SEGMENT_MAGIC = Buffer.from('PANSEG01');
+export const STORE_FORMAT = 3;
+const SEGMENT_MAGIC = Buffer.from('PANSEG02');
 const CHECKPOINT_MAGIC = Buffer.from('PANCKP01');
+/** Segments read ahead of the one being checked while loading. */
+const READ_AHEAD = 2;
 /** Tokens per segment file (a bounded unit of rewrite and of loss on corruption). */
 const SEGMENT_TOKENS = 32_768;
 
@@ -144,31 +148,93 @@ export class ContextStore {
 
     const sparse = this.sparseLayers(model);
     const lightning = this.lightningLayers(model);
-    const rowFloats = model.config.numKeyValueHeads * model.sizes.sparseHeadDim;
-    const tokens: number[] = [];
-    const keyParts = new Map(sparse.map((l) => [l, [] as Float32Array[]]));
-    const valueParts = new Map(sparse.map((l) => [l, [] as Float32Array[]]));
-    let validLength = 0;
+    const rowBytes = model.config.numKeyValueHeads * model.sizes.sparseHeadDim * 4;
+    const sequence = model.newSequence(manifest.length);
+    const caches = sparse.map((layer) => {
+      const cache = sequence.sparse.get(layer);
+      if (!cache) throw new StoreError(`internal: layer ${layer} has no KV cache`);
+      return cache;
+    });
+    // Segments are contiguous from token 0; the first missing, short or damaged one ends what is restored.
+    const segments: SegmentRecord[] = [];
     for (const segment of manifest.segments) {
-      if (segment.first !== validLength) break;
-      const bytes = await fs.readFile(path.join(this.dir, segment.file)).catch(() => undefined);
-      const expectedSize = SEGMENT_MAGIC.length + segment.count * 4 + sparse.length * 2 * segment.count * rowFloats * 4;
-      if (!bytes || bytes.length !== expectedSize || crc32(bytes) !== segment.crc || !bytes.subarray(0, SEGMENT_MAGIC.length).equals(SEGMENT_MAGIC)) {
+      if (segment.first !== segments.reduce((n, s) => n + s.count, 0)) break;
+      segments.push(segment);
+    }
+    const layout = (segment: SegmentRecord) => {
+      const from = caches[0]?.compressedCounts(segment.first) ?? { fine: 0, coarse: 0 };
+      const to = caches[0]?.compressedCounts(segment.first + segment.count) ?? { fine: 0, coarse: 0 };
+      const kvBytes = segment.count * rowBytes;
+      const fineBytes = (to.fine - from.fine) * rowBytes;
+      const coarseBytes = (to.coarse - from.coarse) * rowBytes;
+      return { kvBytes, fineBytes, coarseBytes, size: SEGMENT_MAGIC.length + segment.count * 4 + sparse.length * (2 * kvBytes + fineBytes + coarseBytes) };
+    };
+    for (const cache of caches) cache.reserve(manifest.length);
+    const floats = (bytes: Uint8Array, offset: number, length: number) => new Float32Array(bytes.buffer, bytes.byteOffset + offset, length / 4);
+    const bytesOf = (view: Float32Array) => new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+    /**
+     * Reads one segment part by part: with one KV head the K/V rows go straight into the
+     * caches' memory (no second copy of 1.5 GB per 1M tokens), else into scratch rows.
+     * Nothing counts as restored until its checksum matches (commit below).
+     */
+    const read = async (segment: SegmentRecord) => {
+      const { kvBytes, fineBytes, coarseBytes, size } = layout(segment);
+      const head = Buffer.alloc(SEGMENT_MAGIC.length + segment.count * 4);
+      const parts = caches.map((cache) => {
+        const direct = cache.rowsAt(segment.first, segment.count);
+        return {
+          keys: direct ? bytesOf(direct.keys) : new Uint8Array(kvBytes),
+          values: direct ? bytesOf(direct.values) : new Uint8Array(kvBytes),
+          direct: direct !== undefined,
+          fine: new Uint8Array(fineBytes),
+          coarse: new Uint8Array(coarseBytes),
+        };
+      });
+      const order = [head, ...parts.flatMap((p) => [p.keys, p.values, p.fine, p.coarse])];
+      const handle = await fs.open(path.join(this.dir, segment.file), 'r').catch(() => undefined);
+      if (!handle) return undefined;
+      try {
+        if ((await handle.stat()).size !== size) return undefined;
+        // Parts are read concurrently (libuv's pool): filling fresh memory is page-fault bound, so two cores do it faster than one.
+        let position = 0;
+        const reads = order.map(async (target) => {
+          const at = position;
+          position += target.length;
+          for (let got = 0; got < target.length; ) {
+            const { bytesRead } = await handle.read(target, got, target.length - got, at + got);
+            if (bytesRead === 0) return false;
+            got += bytesRead;
+          }
+          return true;
+        });
+        if (!(await Promise.all(reads)).every(Boolean)) return undefined;
+      } catch {
+        return undefined;
+      } finally {
+        await handle.close();
+      }
+      return { head, parts, crc: order.reduce((crc, bytes) => crc32(bytes, crc), 0) };
+    };
+    let validLength = 0;
+    // Segments ahead are read while one is checked and taken in.
+    const ahead = segments.slice(0, READ_AHEAD).map(read);
+    for (let index = 0; index < segments.length; index++) {
+      const segment = segments[index];
+      const got = await ahead[index];
+      if (index + READ_AHEAD < segments.length) ahead.push(read(segments[index + READ_AHEAD]));
+      if (!got || got.crc !== segment.crc || !got.head.subarray(0, SEGMENT_MAGIC.length).equals(SEGMENT_MAGIC)) {
         report.notes.push(`segment ${segment.file} is damaged or missing: rebuilding from token ${segment.first}`);
+        await Promise.all(ahead.slice(index + 1));
         break;
       }
-      // Typed views straight on the read buffer when it is aligned (it is, for large reads); a copy otherwise.
-      const bodyOffset = bytes.byteOffset + SEGMENT_MAGIC.length;
-      const body = bodyOffset % 4 === 0 ? new Uint8Array(bytes.buffer, bodyOffset, bytes.length - SEGMENT_MAGIC.length) : new Uint8Array(bytes.subarray(SEGMENT_MAGIC.length));
-      const ids = new Int32Array(body.buffer, body.byteOffset, segment.count);
-      for (const id of ids) tokens.push(id);
-      let offset = body.byteOffset + segment.count * 4;
-      for (const layer of sparse) {
-        keyParts.get(layer)?.push(new Float32Array(body.buffer, offset, segment.count * rowFloats));
-        offset += segment.count * rowFloats * 4;
-        valueParts.get(layer)?.push(new Float32Array(body.buffer, offset, segment.count * rowFloats));
-        offset += segment.count * rowFloats * 4;
-      }
+      const ids = new Int32Array(got.head.buffer, got.head.byteOffset + SEGMENT_MAGIC.length, segment.count);
+      for (const id of ids) sequence.tokens.push(id);
+      caches.forEach((cache, i) => {
+        const part = got.parts[i];
+        if (part.direct) cache.commitRows(segment.first + segment.count);
+        else cache.append(floats(part.keys, 0, part.keys.length), floats(part.values, 0, part.values.length));
+        cache.appendCompressed(floats(part.fine, 0, part.fine.length), floats(part.coarse, 0, part.coarse.length));
+      });
       validLength += segment.count;
     }
 
@@ -203,19 +269,7 @@ export class ContextStore {
       return { report };
     }
     const length = end.length;
-    // Parts as read, trimmed to the restored length (no joined copy of the whole KV).
-    const keep = (parts: Float32Array[]) => {
-      const kept: Float32Array[] = [];
-      let rows = 0;
-      for (const part of parts) {
-        const take = Math.min(part.length / rowFloats, length - rows);
-        if (take <= 0) break;
-        kept.push(part.subarray(0, take * rowFloats));
-        rows += take;
-      }
-      return kept;
-    };
-    const kv = new Map(sparse.map((layer) => [layer, { keys: keep(keyParts.get(layer) ?? []), values: keep(valueParts.get(layer) ?? []) }]));
+    sequence.rollback(end);
     const spans = manifest.spans.filter((span) => span.end <= length);
     report.lostFiles.push(...manifest.spans.filter((span) => span.end > length).map((span) => span.path));
     report.restoredTokens = length;
@@ -223,8 +277,7 @@ export class ContextStore {
     return {
       report,
       state: {
-        tokens: tokens.slice(0, length),
-        kv,
+        sequence,
         end,
         dead: manifest.dead.filter(([a]) => a < length).map(([a, b]) => [a, Math.min(b, length)]),
         spans,
@@ -238,6 +291,7 @@ export class ContextStore {
   async save(model: SalaModel, state: ContextState): Promise<{ bytesWritten: number }> {
     await fs.mkdir(this.dir, { recursive: true });
     const sparse = this.sparseLayers(model);
+    const rowFloats = model.config.numKeyValueHeads * model.sizes.sparseHeadDim;
     const previous = this.manifest;
     const stableUpTo = Math.min(previous?.length ?? 0, state.dirtyFrom, state.length);
     const kept = (previous?.segments ?? []).filter((s) => s.first + s.count <= stableUpTo);
@@ -254,7 +308,10 @@ export class ContextStore {
         const cache = state.sequence.sparse.get(layer);
         if (!cache) throw new StoreError(`internal: layer ${layer} has no KV cache`);
         const { keys, values } = cache.rows(covered, covered + count);
-        parts.push(floatBytes(keys), floatBytes(values));
+        const from = cache.compressedCounts(covered);
+        const to = cache.compressedCounts(covered + count);
+        const { fine, coarse } = cache.compressedKeys(covered + count);
+        parts.push(floatBytes(keys), floatBytes(values), floatBytes(fine.subarray(from.fine * rowFloats, to.fine * rowFloats)), floatBytes(coarse.subarray(from.coarse * rowFloats, to.coarse * rowFloats)));
       }
       const bytes = Buffer.concat(parts);
       const file = `seg-${covered}-${count}-${generation}.bin`;

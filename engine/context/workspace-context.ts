@@ -178,9 +178,8 @@ export interface ContextState {
 
 /** What a store hands back to rebuild a context. */
 export interface RestoredState {
-  tokens: number[];
-  /** Per sparse layer, K and V rows ([n, Hk, hs]) in order, as stored (not joined: 1M tokens is GBs). */
-  kv: Map<number, { keys: Float32Array[]; values: Float32Array[] }>;
+  /** Token ids, every sparse layer's K/V and compressed keys, at `end` (lightning states included). */
+  sequence: Sequence;
   end: SequenceCheckpoint;
   dead: [number, number][];
   spans: FileSpan[];
@@ -303,14 +302,8 @@ export class WorkspaceContext {
   /** Rebuilds a context from persisted state (see ContextStore.load). */
   static restore(model: SalaModel, tokenizer: Tokenizer, options: ContextOptions, saved: RestoredState): WorkspaceContext {
     const context = new WorkspaceContext(model, tokenizer, options);
-    const sequence = context.sequence;
-    for (const id of saved.tokens) sequence.tokens.push(id);
-    for (const [layer, kv] of saved.kv) {
-      const cache = sequence.sparse.get(layer);
-      if (!cache) throw new ContextError(`stored KV for layer ${layer}, which is not a sparse layer of this model`);
-      cache.reserve(saved.tokens.length);
-      kv.keys.forEach((keys, i) => cache.append(keys, kv.values[i]));
-    }
+    const sequence = saved.sequence;
+    context.track.sequence = sequence;
     sequence.rollback(saved.end);
     for (const [a, b] of saved.dead) sequence.markDead(a, b);
     for (const span of saved.spans) context.spans.set(span.path, span);

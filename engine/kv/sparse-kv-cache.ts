@@ -63,6 +63,18 @@ class CompressedKeys {
     this.count = Math.min(this.count, count);
   }
 
+  /** Appends saved entries ([n, Hk, hs]) after the current ones (a restore: no recompute). */
+  appendRows(rows: Float32Array): void {
+    const target = this.count + rows.length / this.rowSize;
+    if (target * this.rowSize > this.data.length) {
+      const grown = new Float32Array(Math.max(target, this.count * 2, 64) * this.rowSize);
+      grown.set(this.view());
+      this.data = grown;
+    }
+    this.data.set(rows, this.count * this.rowSize);
+    this.count = target;
+  }
+
   clone(): CompressedKeys {
     const copy = new CompressedKeys(this.window, this.stride, this.rowSize);
     copy.data = this.view().slice();
@@ -159,6 +171,24 @@ export class SparseKvCache {
     this.length += tokens;
   }
 
+  /**
+   * Writable views of the key and value rows of positions [start, start + tokens), for a
+   * restore to read straight into (then commitRows): only where a token's row follows
+   * the previous one in the store (one KV head) and the room is reserved (the views must
+   * not be moved by a regrowth). Undefined otherwise: append rows instead.
+   */
+  rowsAt(start: number, tokens: number): { keys: Float32Array; values: Float32Array } | undefined {
+    const { kvHeads, headDim, blockSize } = this.geometry;
+    if (kvHeads !== 1 || start + tokens > this.capacityBlocks * blockSize) return undefined;
+    return { keys: this.keys.subarray(start * headDim, (start + tokens) * headDim), values: this.values.subarray(start * headDim, (start + tokens) * headDim) };
+  }
+
+  /** Takes the rows written through rowsAt up to `length` as held. */
+  commitRows(length: number): void {
+    if (length < this.length || length > this.capacityBlocks * this.geometry.blockSize) throw new RangeError(`cannot commit rows up to ${length}: ${this.length} held`);
+    this.length = length;
+  }
+
   /** Makes room for `tokens` tokens at once (a restore knows its size). */
   reserve(tokens: number): void {
     this.ensureCapacity(tokens);
@@ -200,6 +230,23 @@ export class SparseKvCache {
       for (let i = 0; i < headDim; i++) out[h * headDim + i] = this.keys[src + i];
     }
   };
+
+  /** Entries of each level that are complete over the first `length` tokens. */
+  compressedCounts(length: number): { fine: number; coarse: number } {
+    return { fine: this.fine.countFor(length), coarse: this.coarse.countFor(length) };
+  }
+
+  /**
+   * Appends saved compressed entries after those held (a restore, in step with the
+   * K/V appended): the levels then cover the held tokens with no recompute.
+   */
+  appendCompressed(fine: Float32Array, coarse: Float32Array): void {
+    this.fine.appendRows(fine);
+    this.coarse.appendRows(coarse);
+    if (this.fine.count > this.fine.countFor(this.length) || this.coarse.count > this.coarse.countFor(this.length)) {
+      throw new RangeError(`compressed keys past the ${this.length} tokens held`);
+    }
+  }
 
   /** Fine and coarse compressed keys over the first `length` tokens, [n, Hk, hs] each. */
   compressedKeys(length = this.length): { fine: Float32Array; coarse: Float32Array } {

@@ -72,6 +72,9 @@ test('a reopened store answers exactly as before and costs no model compute', as
   assert.ok(reopened.context);
   assert.deepEqual({ ...reopened.context.stats(), encodedTokens: 0 }, { ...context.stats(), encodedTokens: 0 });
   assert.equal(reopened.context.stats().encodedTokens, 0, 'nothing re-encoded');
+  for (const [layer, cache] of context.sequence.sparse) {
+    assert.deepEqual(reopened.context.sequence.sparse.get(layer)?.compressedKeys(), cache.compressedKeys(), `layer ${layer}: compressed keys restored as saved`);
+  }
   assert.deepEqual(reopened.context.sequence.tokens, context.sequence.tokens);
   assert.equal(await answer(reopened.context), expected);
 });
