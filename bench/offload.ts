@@ -10,6 +10,10 @@
 // are valid keys; the Lightning state is the real one). Decode steps then run at
 // that length exactly as they would after a real prefill.
 //
+// Each model runs in every --precision (fp32 and fp16 weights on a GPU by default)
+// from the same prefilled state, side by side, with the fp16 logits checked against
+// fp32's on the device.
+//
 //   npm run bench:offload -- --device webgpu --models default,9b --out docs/benchmarks/offload-webgpu.json
 //   npm run bench:offload -- --device cpu --quick         (the CPU subset that CI runs)
 import { parseArgs } from 'node:util';
@@ -18,11 +22,13 @@ import path from 'node:path';
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { SalaModel, type Sequence } from '../engine/model/sala-model.js';
-import { loadConfig, derivedSizes, type SalaConfig } from '../engine/model/config.js';
+import { loadConfig, derivedSizes, expectedWeights, type SalaConfig } from '../engine/model/config.js';
 import { loadWeights, type WeightMap } from '../engine/model/weights.js';
 import { loadTokenizer } from '../engine/model/tokenizer.js';
-import { isDeviceRequest, type DeviceKind } from '../engine/runtime/device.js';
-import { GraphSession } from '../engine/runtime/session.js';
+import { f16BitsToFloat } from '../engine/model/safetensors.js';
+import { toHalfBits } from '../engine/runtime/half.js';
+import { isDeviceRequest, isPrecisionRequest, type DeviceKind, type Precision } from '../engine/runtime/device.js';
+import { GraphSession, f16, f32 } from '../engine/runtime/session.js';
 import { GraphBuilder } from '../engine/runtime/graph-builder.js';
 import { DeviceTensors, release } from '../engine/runtime/device-tensors.js';
 import type { ResidentOptions } from '../engine/model/resident-decoder.js';
@@ -36,6 +42,8 @@ export interface OffloadRow {
   model: string;
   context: number;
   mode: Mode;
+  /** Precision of the weights (runs before fp16 existed have none: fp32). */
+  precision?: Precision;
   decodeMsPerToken?: number;
   /** Why there is no figure (out of memory, over the time limit). */
   skipped?: string;
@@ -44,7 +52,7 @@ export interface OffloadRow {
   otherBytesPerToken?: number;
   deviceKvBytes?: number;
   hostKvBytes?: number;
-  /** Bytes a step must read from device memory (weights, KV it attends to, Lightning states), and its floor at the measured bandwidth. */
+  /** Bytes a step must read from device memory (weights, KV it attends to, Lightning states), and its floor at the products' measured streaming rate. */
   deviceBytesPerToken?: number;
   floorMs?: number;
   /** With PANORAMA_PROFILE_RUNS: session runs and wall ms per token, by graph. */
@@ -56,10 +64,29 @@ export interface DeviceRates {
   deviceGBps: number;
   uploadGBps: number;
   matmulTflops: number;
-  /** One-row products against a weight of gemvBytes: Gemm(transB) as the graphs use, MatMul on a transposed weight. */
+  /** One-row products against a 16384 × 4096 fp32 weight (gemvBytes): Gemm(transB) as the graphs use, MatMul on a transposed weight. */
   gemvGemmMs: number;
   gemvMatMulMs: number;
   gemvBytes: number;
+  /** The same against its fp16 copy (gemvHalfBytes), fp32 in and out through Casts as the graphs do it. */
+  gemvHalfGemmMs?: number;
+  gemvHalfMatMulMs?: number;
+  gemvHalfBytes?: number;
+  /** ‖y − y_ref‖ / ‖y_ref‖ of each one-row product (Gemm form) against float64 on the host from the same rounded inputs. */
+  gemvRelError?: number;
+  gemvHalfRelError?: number;
+  /** Split-K one-row products y = x B (B [K, N] as [S, K/S, N], partial rows summed in fp32), both precisions. */
+  gemvSweep?: GemvVariant[];
+}
+
+export interface GemvVariant {
+  precision: Precision;
+  k: number;
+  n: number;
+  splits: number;
+  ms: number;
+  gbps: number;
+  relError?: number;
 }
 
 export interface ModelSpec {
@@ -73,6 +100,8 @@ export interface ModelSpec {
 
 export interface OffloadBenchOptions {
   device: DeviceKind;
+  /** Weight precisions to decode in, side by side from the same state (default fp32). */
+  precisions?: Precision[];
   contexts: number[];
   steps: number;
   warmup: number;
@@ -92,8 +121,22 @@ export interface CheckResult {
   sameArgmax: boolean;
 }
 
-function bytesPerFloat(): number {
-  return 4; // the graphs run in fp32
+/** fp16 decoding against fp32 on the device: the same ids fed to both from one state. */
+export interface PrecisionCheck {
+  context: number;
+  steps: number;
+  maxAbsLogitDiff: number;
+  /** The largest |logit| of the fp32 rows, for scale. */
+  maxAbsLogit: number;
+  /** Steps whose argmax agrees. */
+  sameArgmaxSteps: number;
+}
+
+/** KV, Lightning states and activations are fp32 in either precision. */
+const KV_BYTES = 4;
+
+function matrixBytes(precision: Precision): number {
+  return precision === 'fp16' ? 2 : 4;
 }
 
 /** Appends copies of the sequence's first `tileLength` tokens (K/V and ids) until it holds `target` tokens. */
@@ -111,15 +154,29 @@ export function tileSequence(sequence: Sequence, tileLength: number, target: num
   while (sequence.tokens.length < target) sequence.tokens.push(sequence.tokens[sequence.tokens.length % tileLength]);
 }
 
+/** Bytes of weights one decode step reads: every matrix but the embedding table (one row of it), every norm. */
+export function weightBytesPerToken(config: SalaConfig, parameters: number, precision: Precision): number {
+  let norms = 0;
+  for (const [name, shape] of expectedWeights(config)) if (name.endsWith('norm.weight')) norms += shape.reduce((a, b) => a * b, 1);
+  const table = config.vocabSize * config.hiddenSize;
+  // A tied lm_head reads the table once in full; an untied table is read a row at a time.
+  const matrices = parameters - norms - (config.tieWordEmbeddings ? 0 : table);
+  return matrices * matrixBytes(precision) + config.hiddenSize * matrixBytes(precision) + norms * 4;
+}
+
 /** Bytes one decode step reads from device memory at a context, for the floor. */
-function deviceBytes(config: SalaConfig, parameters: number, context: number, mode: Mode): number {
+function deviceBytes(config: SalaConfig, parameters: number, context: number, mode: Mode, precision: Precision): number {
   const sizes = derivedSizes(config);
-  const f = bytesPerFloat();
-  const weights = (parameters - config.vocabSize * config.hiddenSize) * f + config.hiddenSize * f; // one embedding row, every other weight
-  const lightning = sizes.lightningLayers.length * 2 * sizes.lightningHeads * sizes.lightningHeadDim * sizes.lightningHeadDim * f;
+  const lightning = sizes.lightningLayers.length * 2 * sizes.lightningHeads * sizes.lightningHeadDim * sizes.lightningHeadDim * KV_BYTES;
   const keysPerHead = mode === 'dense' || context < config.sparse.denseLen ? context : Math.min(context, (sizes.topkTotal + 1) * config.sparse.blockSize);
-  const kv = sizes.sparseLayers.length * config.numKeyValueHeads * keysPerHead * sizes.sparseHeadDim * f * 2;
-  return weights + lightning + kv;
+  const kv = sizes.sparseLayers.length * config.numKeyValueHeads * keysPerHead * sizes.sparseHeadDim * KV_BYTES * 2;
+  return weightBytesPerToken(config, parameters, precision) + lightning + kv;
+}
+
+/** Streaming rate of the graphs' one-row product in a precision (Gemm with transB), GB/s. */
+export function gemvGBps(rates: DeviceRates, precision: Precision): number | undefined {
+  if (precision === 'fp32') return rates.gemvBytes / rates.gemvGemmMs / 1e6;
+  return rates.gemvHalfGemmMs && rates.gemvHalfBytes ? rates.gemvHalfBytes / rates.gemvHalfGemmMs / 1e6 : undefined;
 }
 
 export async function measureRates(device: DeviceKind): Promise<DeviceRates> {
@@ -152,36 +209,155 @@ export async function measureRates(device: DeviceKind): Promise<DeviceRates> {
   for (let i = 0; i < reps; i++) release((await mmSession.run({ a, b: a })).y);
   const matmulTflops = (reps * 2 * m ** 3) / ((performance.now() - started) / 1000) / 1e12;
   // Decode's weight-streaming product, y = x Wᵀ for one row against a 16384 × 4096 weight
-  // (268 MB): as the graphs write it (Gemm with transB) and as a MatMul on a pre-transposed weight.
+  // (268 MB in fp32, 134 MB in fp16): as the graphs write it (Gemm with transB; in fp16
+  // with the Casts around it) and as a MatMul on a pre-transposed weight. Random values
+  // (a constant weight can stream faster than real data), fixed seed.
   const rows = device === 'cpu' ? 4096 : 16384;
-  const gemv = async (transposed: boolean): Promise<number> => {
+  const cols = 4096;
+  const weightValues = uniform(rows * cols, 0.02, 7);
+  const inputValues = uniform(cols, 1, 11);
+  const transposedValues = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) transposedValues[c * rows + r] = weightValues[r * cols + c];
+  const gemv = async (precision: Precision, transposed: boolean): Promise<{ ms: number; relError?: number }> => {
     const gb = new GraphBuilder('gemv');
-    const xv = gb.input('x', 'float', [1, 4096]);
-    const w = gb.input('w', 'float', transposed ? [4096, rows] : [rows, 4096]);
-    const y = transposed ? gb.matmul(xv, w) : gb.op('Gemm', [xv, w], { transB: 1 });
-    gb.output(gb.reduceSum(y, [0, 1], false), 'y', 'float', []);
-    const session = await GraphSession.create('gemv', gb.toModel(), { device, outputs });
-    const weight = await tensors.upload(new ort.Tensor('float32', new Float32Array(rows * 4096).fill(0.001), transposed ? [4096, rows] : [rows, 4096]));
-    const input = new ort.Tensor('float32', new Float32Array(4096).fill(1), [1, 4096]);
-    await session.run({ x: input, w: weight });
+    const type = precision === 'fp16' ? 'float16' : 'float';
+    const xv = gb.input('x', 'float', [1, cols]);
+    const w = gb.input('w', type, transposed ? [cols, rows] : [rows, cols]);
+    const operand = precision === 'fp16' ? gb.cast(xv, 'float16') : xv;
+    const product = transposed ? gb.matmul(operand, w) : gb.op('Gemm', [operand, w], { transB: 1 });
+    const y = precision === 'fp16' ? gb.cast(product, 'float') : product;
+    gb.output(gb.reduceSum(y, [0, 1], false), 'sum', 'float', []);
+    gb.output(y, 'y', 'float', [1, rows]);
+    const session = await GraphSession.create('gemv', gb.toModel(), { device, outputs: { sum: 'cpu', y: 'gpu-buffer' } });
+    const values = transposed ? transposedValues : weightValues;
+    const dims = transposed ? [cols, rows] : [rows, cols];
+    const weight = await tensors.upload(precision === 'fp16' ? f16(values, dims) : f32(values, dims));
+    const input = f32(inputValues, [1, cols]);
+    release((await session.run({ x: input, w: weight })).y);
     const t0 = performance.now();
-    for (let i = 0; i < 10; i++) await session.run({ x: input, w: weight });
+    for (let i = 0; i < 10; i++) release((await session.run({ x: input, w: weight })).y);
     const ms = (performance.now() - t0) / 10;
+    let relError: number | undefined;
+    if (!transposed) {
+      const out = await session.run({ x: input, w: weight });
+      const got = (await tensors.download(out.y)).data;
+      release(out.y);
+      if (got instanceof Float32Array) relError = relativeError(got, gemvReference(values, inputValues, rows, cols, precision));
+    }
     release(weight);
     await session.release();
-    return ms;
+    return { ms, relError };
   };
-  const gemvGemmMs = await gemv(false);
-  const gemvMatMulMs = await gemv(true);
+  const sweep: GemvVariant[] = [];
+  if (device !== 'cpu') {
+    for (const [k, n] of [[4096, 16384], [16384, 4096], [4096, 4096]]) {
+      const b = uniform(k * n, 0.02, 13);
+      const xs = uniform(k, 1, 17);
+      for (const precision of ['fp32', 'fp16'] as const) {
+        for (const splits of [1, 4, 8, 16, 32]) {
+          const variant = await splitGemv(tensors, device, b, xs, k, n, precision, splits);
+          sweep.push(variant);
+        }
+      }
+    }
+  }
+  const single = await gemv('fp32', false);
+  const singleT = await gemv('fp32', true);
+  const half = await gemv('fp16', false);
+  const halfT = await gemv('fp16', true);
   release(x);
   release(a);
   await Promise.all([addSession.release(), mmSession.release(), tensors.release()]);
-  return { deviceGBps, uploadGBps, matmulTflops, gemvGemmMs, gemvMatMulMs, gemvBytes: rows * 4096 * 4 };
+  return {
+    deviceGBps, uploadGBps, matmulTflops,
+    gemvGemmMs: single.ms, gemvMatMulMs: singleT.ms, gemvBytes: rows * cols * 4,
+    gemvHalfGemmMs: half.ms, gemvHalfMatMulMs: halfT.ms, gemvHalfBytes: rows * cols * 2,
+    gemvRelError: single.relError, gemvHalfRelError: half.relError,
+    gemvSweep: sweep,
+  };
+}
+
+/** y = x B as S batched products over K/S each, partial sums added in fp32 (a split-K product out of standard ops). */
+async function splitGemv(tensors: DeviceTensors, device: DeviceKind, b: Float32Array, xs: Float32Array, k: number, n: number, precision: Precision, splits: number): Promise<GemvVariant> {
+  const gb = new GraphBuilder('gemv_split');
+  const type = precision === 'fp16' ? 'float16' : 'float';
+  const xv = gb.input('x', 'float', [1, k]);
+  const w = gb.input('w', type, [splits, k / splits, n]);
+  const operand = gb.reshape(precision === 'fp16' ? gb.cast(xv, 'float16') : xv, [splits, 1, k / splits]);
+  const partial = gb.matmul(operand, w); // [S, 1, N]
+  const y = gb.reduceSum(precision === 'fp16' ? gb.cast(partial, 'float') : partial, [0], false); // [1, N]
+  gb.output(gb.reduceSum(y, [0, 1], false), 'sum', 'float', []);
+  gb.output(y, 'y', 'float', [1, n]);
+  const session = await GraphSession.create('gemv_split', gb.toModel(), { device, outputs: { sum: 'cpu', y: 'gpu-buffer' } });
+  const dims = [splits, k / splits, n];
+  const weight = await tensors.upload(precision === 'fp16' ? f16(b, dims) : f32(b, dims));
+  const input = f32(xs, [1, k]);
+  release((await session.run({ x: input, w: weight })).y);
+  const times: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    const t0 = performance.now();
+    release((await session.run({ x: input, w: weight })).y);
+    times.push(performance.now() - t0);
+  }
+  const ms = times.sort((p, q) => p - q)[5];
+  const out = await session.run({ x: input, w: weight });
+  const got = (await tensors.download(out.y)).data;
+  release(out.y);
+  let relError: number | undefined;
+  if (got instanceof Float32Array) {
+    const round = (v: Float32Array): Float32Array => (precision === 'fp16' ? Float32Array.from(toHalfBits(v), f16BitsToFloat) : v);
+    const br = round(b);
+    const xr = round(xs);
+    const want = new Float64Array(n);
+    for (let row = 0; row < k; row++) for (let col = 0; col < n; col++) want[col] += xr[row] * br[row * n + col];
+    relError = relativeError(got, want);
+  }
+  release(weight);
+  await session.release();
+  const bytes = k * n * (precision === 'fp16' ? 2 : 4);
+  return { precision, k, n, splits, ms, gbps: bytes / ms / 1e6, relError };
+}
+
+/** Deterministic uniform values in [−scale, scale]. */
+function uniform(n: number, scale: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let state = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    out[i] = ((state >>> 0) / 4294967296 * 2 - 1) * scale;
+  }
+  return out;
+}
+
+/** y = x Wᵀ in float64 from the operands as the device sees them (rounded to fp16 in fp16). */
+function gemvReference(weight: Float32Array, input: Float32Array, rows: number, cols: number, precision: Precision): Float64Array {
+  const round = (v: Float32Array): Float32Array => (precision === 'fp16' ? Float32Array.from(toHalfBits(v), f16BitsToFloat) : v);
+  const w = round(weight);
+  const xr = round(input);
+  const y = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let sum = 0;
+    for (let c = 0; c < cols; c++) sum += w[r * cols + c] * xr[c];
+    y[r] = sum;
+  }
+  return y;
+}
+
+function relativeError(got: Float32Array, want: Float64Array): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i] - want[i]) ** 2;
+    den += want[i] ** 2;
+  }
+  return Math.sqrt(num / den);
 }
 
 /** The device's resident offload decoder against the CPU host path, from the same prefill. */
 async function checkAgainstCpu(spec: ModelSpec, model: SalaModel, steps: number): Promise<CheckResult> {
-  const cpu = await SalaModel.create(spec.config, spec.weights, { device: 'cpu' });
+  const cpu = await SalaModel.create(spec.config, spec.weights, { device: 'cpu', precision: 'fp32' });
   const onCpu = cpu.newSequence();
   const onDevice = model.newSequence();
   let hostRow = await cpu.forward(onCpu, spec.tile);
@@ -201,80 +377,148 @@ async function checkAgainstCpu(spec: ModelSpec, model: SalaModel, steps: number)
   return { steps, maxAbsLogitDiff: worst, sameArgmax };
 }
 
-export async function benchModel(spec: ModelSpec, options: OffloadBenchOptions): Promise<{ rows: OffloadRow[]; prefillTokensPerSecond: number; check?: CheckResult }> {
+/**
+ * fp16 against fp32 on the device, from one state: fp32 decodes greedily, then fp16
+ * is fed the same ids (so one early disagreement does not make every later row differ).
+ */
+async function comparePrecisions(reference: SalaModel, other: SalaModel, sequence: Sequence, first: number, steps: number): Promise<PrecisionCheck> {
+  const context = sequence.length;
+  const run = async (model: SalaModel, ids: number[]): Promise<Float32Array[]> => {
+    const checkpoint = sequence.checkpoint();
+    const decoder = await model.residentDecoder(sequence, { placement: 'offload', maxTokens: context + steps + 1 });
+    const rows: Float32Array[] = [];
+    for (let i = 0; i < steps; i++) {
+      rows.push(await decoder.step(ids[i]));
+      if (ids.length <= i + 1) ids.push(argmax(rows[i]));
+    }
+    await decoder.close();
+    sequence.rollback(checkpoint);
+    return rows;
+  };
+  const ids = [first];
+  const want = await run(reference, ids);
+  const got = await run(other, ids);
+  let maxAbsLogitDiff = 0;
+  let maxAbsLogit = 0;
+  let sameArgmaxSteps = 0;
+  want.forEach((row, i) => {
+    for (let j = 0; j < row.length; j++) {
+      maxAbsLogitDiff = Math.max(maxAbsLogitDiff, Math.abs(row[j] - got[i][j]));
+      maxAbsLogit = Math.max(maxAbsLogit, Math.abs(row[j]));
+    }
+    if (argmax(row) === argmax(got[i])) sameArgmaxSteps++;
+  });
+  return { context, steps, maxAbsLogitDiff, maxAbsLogit, sameArgmaxSteps };
+}
+
+export interface ModelResult {
+  rows: OffloadRow[];
+  prefillTokensPerSecond: number;
+  /** Per precision: the device's resident decoder against the CPU host path (fp32). */
+  checks: Partial<Record<Precision, CheckResult>>;
+  precisionCheck?: PrecisionCheck;
+}
+
+export async function benchModel(spec: ModelSpec, options: OffloadBenchOptions): Promise<ModelResult> {
   const log = options.log ?? (() => {});
   const modes = options.modes ?? MODES;
-  const model = await SalaModel.create(spec.config, spec.weights, { device: options.device });
-  const check = options.check ? await checkAgainstCpu(spec, model, 8) : undefined;
-  if (check) log(`  ${spec.name}: resident decoder on ${options.device} vs CPU host path, ${check.steps} steps: max |Δlogit| ${check.maxAbsLogitDiff.toExponential(2)}, same argmax ${check.sameArgmax}`);
+  const precisions = options.precisions ?? ['fp32'];
+  // One model per precision, from the same host weights; all decode from one prefilled state.
+  const models = new Map<Precision, SalaModel>();
+  for (const precision of precisions) {
+    const started = performance.now();
+    const model = await SalaModel.create(spec.config, spec.weights, { device: options.device, precision });
+    if (model.precision.kind !== precision) throw new Error(`${precision} is not available on ${options.device}: ${model.precision.reason}`);
+    models.set(precision, model);
+    log(`  ${spec.name}: ${precision} weights loaded onto ${options.device} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  }
+  const checks: Partial<Record<Precision, CheckResult>> = {};
+  if (options.check) {
+    for (const [precision, model] of models) {
+      const check = await checkAgainstCpu(spec, model, 8);
+      checks[precision] = check;
+      log(`  ${spec.name}: ${precision} resident decoder on ${options.device} vs fp32 CPU host path, ${check.steps} steps: max |Δlogit| ${check.maxAbsLogitDiff.toExponential(2)}, same argmax ${check.sameArgmax}`);
+    }
+  }
+  const prefillModel = models.get(precisions[0])!;
   const maxContext = Math.max(...options.contexts);
-  const sequence = model.newSequence(maxContext + 64);
+  const sequence = prefillModel.newSequence(maxContext + 64);
   let started = performance.now();
-  await model.forward(sequence, spec.tile);
+  await prefillModel.forward(sequence, spec.tile);
   const prefillTokensPerSecond = spec.tile.length / ((performance.now() - started) / 1000);
-  log(`  ${spec.name}: prefill of the ${spec.tile.length}-token tile ${prefillTokensPerSecond.toFixed(0)} tok/s`);
+  log(`  ${spec.name}: ${precisions[0]} prefill of the ${spec.tile.length}-token tile ${prefillTokensPerSecond.toFixed(0)} tok/s`);
   const tileLength = spec.tile.length;
   const rows: OffloadRow[] = [];
-  const overLimit = new Set<Mode>();
+  const overLimit = new Set<string>();
   const sizes = derivedSizes(spec.config);
-  const hostKvPerToken = sizes.sparseLayers.length * spec.config.numKeyValueHeads * sizes.sparseHeadDim * bytesPerFloat() * 2;
+  const hostKvPerToken = sizes.sparseLayers.length * spec.config.numKeyValueHeads * sizes.sparseHeadDim * KV_BYTES * 2;
+  let precisionCheck: PrecisionCheck | undefined;
   for (const context of options.contexts) {
     if (sequence.length > context) continue;
     tileSequence(sequence, tileLength, context);
+    const fp32 = models.get('fp32');
+    const fp16 = models.get('fp16');
+    if (fp32 && fp16 && !precisionCheck) {
+      precisionCheck = await comparePrecisions(fp32, fp16, sequence, spec.tile[context % tileLength], 8);
+      log(`  ${spec.name} @ ${context}: fp16 vs fp32 on ${options.device}, ${precisionCheck.steps} steps fed the same ids: max |Δlogit| ${precisionCheck.maxAbsLogitDiff.toExponential(2)} (max |logit| ${precisionCheck.maxAbsLogit.toFixed(2)}), same argmax at ${precisionCheck.sameArgmaxSteps}/${precisionCheck.steps} steps`);
+    }
     for (const mode of modes) {
-      const row: OffloadRow = { model: spec.name, context, mode, hostKvBytes: context * hostKvPerToken };
-      rows.push(row);
-      if (overLimit.has(mode)) {
-        row.skipped = `over ${options.stepLimitMs} ms/token at a shorter context`;
-        continue;
-      }
-      // Each mode decodes from the same state: a checkpoint of the tiled sequence.
-      const checkpoint = sequence.checkpoint();
-      const resident: ResidentOptions = {
-        placement: mode === 'sparse-offload' ? 'offload' : 'device',
-        attention: mode === 'dense' ? 'dense' : 'auto',
-        poolBlocks: options.poolBlocks,
-        maxTokens: context + options.warmup + options.steps + 1,
-      };
-      try {
-        const decoder = await model.residentDecoder(sequence, resident);
-        let id = spec.tile[context % tileLength];
-        for (let i = 0; i < options.warmup; i++) await decoder.step(id);
-        const before = decoder.snapshot();
-        GraphSession.profile?.clear();
-        started = performance.now();
-        for (let i = 0; i < options.steps; i++) {
-          const logits = await decoder.step(id);
-          id = argmax(logits);
+      for (const [precision, model] of models) {
+        const row: OffloadRow = { model: spec.name, context, mode, precision, hostKvBytes: context * hostKvPerToken };
+        rows.push(row);
+        const limitKey = `${precision}:${mode}`;
+        if (overLimit.has(limitKey)) {
+          row.skipped = `over ${options.stepLimitMs} ms/token at a shorter context`;
+          continue;
         }
-        const ms = (performance.now() - started) / options.steps;
-        const after = decoder.snapshot();
-        await decoder.close();
-        const requests = after.hits + after.misses - before.hits - before.misses;
-        Object.assign(row, {
-          decodeMsPerToken: ms,
-          hitRate: mode === 'sparse-offload' && requests > 0 ? (after.hits - before.hits) / requests : undefined,
-          blockBytesPerToken: (after.blockBytes - before.blockBytes) / options.steps,
-          otherBytesPerToken: (after.otherBytes - before.otherBytes) / options.steps,
-          deviceKvBytes: after.deviceKvBytes,
-          deviceBytesPerToken: deviceBytes(spec.config, spec.parameters, context, mode),
-        });
-        if (GraphSession.profile) {
-          row.profile = Object.fromEntries([...GraphSession.profile].map(([name, e]) => [name, { runsPerToken: e.runs / options.steps, msPerToken: e.ms / options.steps }]));
-          log(`    per token: ${[...GraphSession.profile].map(([name, e]) => `${name} ${(e.runs / options.steps).toFixed(0)}× ${(e.ms / options.steps).toFixed(2)} ms`).join(', ')}`);
+        // Each mode decodes from the same state: a checkpoint of the tiled sequence.
+        const checkpoint = sequence.checkpoint();
+        const resident: ResidentOptions = {
+          placement: mode === 'sparse-offload' ? 'offload' : 'device',
+          attention: mode === 'dense' ? 'dense' : 'auto',
+          poolBlocks: options.poolBlocks,
+          maxTokens: context + options.warmup + options.steps + 1,
+        };
+        try {
+          const decoder = await model.residentDecoder(sequence, resident);
+          let id = spec.tile[context % tileLength];
+          for (let i = 0; i < options.warmup; i++) await decoder.step(id);
+          const before = decoder.snapshot();
+          GraphSession.profile?.clear();
+          started = performance.now();
+          for (let i = 0; i < options.steps; i++) {
+            const logits = await decoder.step(id);
+            id = argmax(logits);
+          }
+          const ms = (performance.now() - started) / options.steps;
+          const after = decoder.snapshot();
+          await decoder.close();
+          const requests = after.hits + after.misses - before.hits - before.misses;
+          Object.assign(row, {
+            decodeMsPerToken: ms,
+            hitRate: mode === 'sparse-offload' && requests > 0 ? (after.hits - before.hits) / requests : undefined,
+            blockBytesPerToken: (after.blockBytes - before.blockBytes) / options.steps,
+            otherBytesPerToken: (after.otherBytes - before.otherBytes) / options.steps,
+            deviceKvBytes: after.deviceKvBytes,
+            deviceBytesPerToken: deviceBytes(spec.config, spec.parameters, context, mode, precision),
+          });
+          if (GraphSession.profile) {
+            row.profile = Object.fromEntries([...GraphSession.profile].map(([name, e]) => [name, { runsPerToken: e.runs / options.steps, msPerToken: e.ms / options.steps }]));
+            log(`    per token: ${[...GraphSession.profile].map(([name, e]) => `${name} ${(e.runs / options.steps).toFixed(0)}× ${(e.ms / options.steps).toFixed(2)} ms`).join(', ')}`);
+          }
+          if (options.stepLimitMs !== undefined && ms > options.stepLimitMs) overLimit.add(limitKey);
+          log(`  ${spec.name} @ ${context} ${mode} ${precision}: ${ms.toFixed(2)} ms/token` + (row.hitRate !== undefined ? `, hit rate ${(100 * row.hitRate).toFixed(1)}%` : '') + `, ${(row.blockBytesPerToken! / 1024).toFixed(0)} KiB blocks up/token, device KV ${(after.deviceKvBytes / 2 ** 20).toFixed(0)} MiB`);
+        } catch (err) {
+          row.skipped = err instanceof Error ? err.message.split('\n')[0].slice(0, 160) : String(err);
+          overLimit.add(limitKey);
+          log(`  ${spec.name} @ ${context} ${mode} ${precision}: failed (${row.skipped})`);
         }
-        if (options.stepLimitMs !== undefined && ms > options.stepLimitMs) overLimit.add(mode);
-        log(`  ${spec.name} @ ${context} ${mode}: ${ms.toFixed(2)} ms/token` + (row.hitRate !== undefined ? `, hit rate ${(100 * row.hitRate).toFixed(1)}%` : '') + `, ${(row.blockBytesPerToken! / 1024).toFixed(0)} KiB blocks up/token, device KV ${(after.deviceKvBytes / 2 ** 20).toFixed(0)} MiB`);
-      } catch (err) {
-        row.skipped = err instanceof Error ? err.message.split('\n')[0].slice(0, 160) : String(err);
-        overLimit.add(mode);
-        log(`  ${spec.name} @ ${context} ${mode}: failed (${row.skipped})`);
+        sequence.rollback(checkpoint);
       }
-      sequence.rollback(checkpoint);
     }
   }
-  await model.release();
-  return { rows, prefillTokensPerSecond, check };
+  for (const model of models.values()) await model.release();
+  return { rows, prefillTokensPerSecond, checks, precisionCheck };
 }
 
 function argmax(row: Float32Array): number {
@@ -321,20 +565,45 @@ export function nineBSpec(tileLength: number): ModelSpec {
 
 export function offloadTable(rows: OffloadRow[], rates?: DeviceRates): string {
   const lines = [
-    '| model | context | mode | decode ms/token | floor ms | hit rate | blocks up KiB/token | other up KiB/token | device KV MiB | host KV MiB |',
-    '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| model | context | mode | precision | decode ms/token | floor ms | hit rate | blocks up KiB/token | other up KiB/token | device KV MiB | host KV MiB |',
+    '|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
-    const floor = rates && r.deviceBytesPerToken ? (r.deviceBytesPerToken / (rates.deviceGBps * 1e9)) * 1000 + (r.blockBytesPerToken ?? 0) / (rates.uploadGBps * 1e9) * 1000 : undefined;
+    // The floor: what the step reads from device memory at the products' streaming rate, plus the missed blocks at the upload rate.
+    const rate = rates ? gemvGBps(rates, r.precision ?? 'fp32') : undefined;
+    const floor = rates && rate && r.deviceBytesPerToken ? (r.deviceBytesPerToken / (rate * 1e9)) * 1000 + (r.blockBytesPerToken ?? 0) / (rates.uploadGBps * 1e9) * 1000 : undefined;
     r.floorMs = floor;
     const mib = (b?: number) => (b === undefined ? '–' : (b / 2 ** 20).toFixed(b < 2 ** 20 ? 2 : 0));
     lines.push(
-      `| ${r.model} | ${r.context} | ${r.mode} | ${r.decodeMsPerToken?.toFixed(2) ?? `– (${r.skipped})`} | ${floor?.toFixed(2) ?? '–'} | ` +
+      `| ${r.model} | ${r.context} | ${r.mode} | ${r.precision ?? 'fp32'} | ${r.decodeMsPerToken?.toFixed(2) ?? `– (${r.skipped})`} | ${floor?.toFixed(2) ?? '–'} | ` +
         `${r.hitRate === undefined ? '–' : `${(100 * r.hitRate).toFixed(1)}%`} | ${r.blockBytesPerToken === undefined ? '–' : (r.blockBytesPerToken / 1024).toFixed(1)} | ` +
         `${r.otherBytesPerToken === undefined ? '–' : (r.otherBytesPerToken / 1024).toFixed(1)} | ${mib(r.deviceKvBytes)} | ${mib(r.hostKvBytes)} |`,
     );
   }
   return lines.join('\n');
+}
+
+/** Decode ms/token against context, one line per mode (fp16 dashed beside fp32 in the mode's color). */
+export function decodeChart(title: string, rows: OffloadRow[]): string {
+  const precisions = [...new Set(rows.map((r) => r.precision ?? 'fp32'))].sort();
+  return lineChart({
+    title,
+    xLabel: 'context tokens',
+    yLabel: 'ms/token',
+    series: MODES.flatMap((mode, color) => precisions.map((precision) => ({
+      name: precisions.length > 1 ? `${mode} ${precision}` : mode,
+      color,
+      dashed: precision === 'fp16' && precisions.length > 1,
+      points: rows.filter((r) => r.mode === mode && (r.precision ?? 'fp32') === precision && r.decodeMsPerToken !== undefined).map((r) => [r.context, r.decodeMsPerToken!] as [number, number]),
+    }))),
+  });
+}
+
+function describeRates(device: DeviceKind, rates: DeviceRates): string {
+  const gbps = (bytes: number, ms?: number) => (ms === undefined ? '–' : `${ms.toFixed(2)} ms (${(bytes / ms / 1e6).toFixed(0)} GB/s)`);
+  return `bench:offload on ${device}: device read ${rates.deviceGBps.toFixed(0)} GB/s, upload ${rates.uploadGBps.toFixed(2)} GB/s, fp32 MatMul ${rates.matmulTflops.toFixed(2)} TFLOP/s; ` +
+    `one-row product over ${(rates.gemvBytes / 2 ** 20).toFixed(0)} MiB fp32: Gemm(transB) ${gbps(rates.gemvBytes, rates.gemvGemmMs)}, MatMul ${gbps(rates.gemvBytes, rates.gemvMatMulMs)}, rel. error ${rates.gemvRelError?.toExponential(1) ?? '–'}; ` +
+    `over ${((rates.gemvHalfBytes ?? 0) / 2 ** 20).toFixed(0)} MiB fp16: Gemm(transB) ${gbps(rates.gemvHalfBytes ?? 0, rates.gemvHalfGemmMs)}, MatMul ${gbps(rates.gemvHalfBytes ?? 0, rates.gemvHalfMatMulMs)}, rel. error ${rates.gemvHalfRelError?.toExponential(1) ?? '–'}`;
 }
 
 async function main(): Promise<void> {
@@ -351,25 +620,42 @@ async function main(): Promise<void> {
       check: { type: 'string', default: 'default' },
       modes: { type: 'string' },
       tile: { type: 'string' },
+      precision: { type: 'string' },
       'skip-rates': { type: 'boolean', default: false },
+      'rates-only': { type: 'boolean', default: false },
     },
   });
   if (!isDeviceRequest(values.device!) || values.device === 'auto') throw new Error(`--device must be cpu, webgpu or cuda, got ${values.device}`);
   const device = values.device as DeviceKind;
+  const precisions = (values.precision ?? (device === 'cpu' ? 'fp32' : 'fp32,fp16')).split(',').map((p) => {
+    if (!isPrecisionRequest(p) || p === 'auto') throw new Error(`--precision takes fp32, fp16 or both (fp32,fp16), got ${p}`);
+    return p;
+  });
   const contexts = values.contexts ? values.contexts.split(',').map(Number) : values.quick ? [4096] : [8192, 32768, 131072, 262144, 524288, 1048576];
   const steps = Number(values.steps ?? (values.quick ? 4 : 16));
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const rates = values['skip-rates'] ? undefined : await measureRates(device);
-  if (rates) log(`bench:offload on ${device}: device read ${rates.deviceGBps.toFixed(0)} GB/s, upload ${rates.uploadGBps.toFixed(2)} GB/s, fp32 MatMul ${rates.matmulTflops.toFixed(2)} TFLOP/s; ` +
-    `one-row product over ${(rates.gemvBytes / 2 ** 20).toFixed(0)} MiB: Gemm(transB) ${rates.gemvGemmMs.toFixed(2)} ms (${(rates.gemvBytes / rates.gemvGemmMs / 1e6).toFixed(0)} GB/s), MatMul ${rates.gemvMatMulMs.toFixed(2)} ms (${(rates.gemvBytes / rates.gemvMatMulMs / 1e6).toFixed(0)} GB/s)`);
+  if (rates) log(describeRates(device, rates));
+  for (const v of rates?.gemvSweep ?? []) log(`  split-K one-row product ${v.precision} K ${v.k} N ${v.n} S ${v.splits}: ${v.ms.toFixed(3)} ms, ${v.gbps.toFixed(0)} GB/s, rel. error ${v.relError?.toExponential(1) ?? '–'}`);
   const rows: OffloadRow[] = [];
   const prefill: Record<string, number> = {};
-  const checks: Record<string, CheckResult> = {};
-  for (const name of (values.models ?? (values.quick ? 'default' : 'default,9b')).split(',')) {
+  const checks: Record<string, Partial<Record<Precision, CheckResult>>> = {};
+  const precisionChecks: Record<string, PrecisionCheck> = {};
+  const machine = { device, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, node: process.version, date: new Date().toISOString() };
+  // Written after every model, so a run cut short by a time limit keeps what it measured.
+  const save = (): void => {
+    if (!values.out) return;
+    mkdirSync(path.dirname(values.out), { recursive: true });
+    writeFileSync(values.out, JSON.stringify({ machine, rates, steps, precisions, prefillTileTokensPerSecond: prefill, checks, precisionChecks, rows }, null, 2));
+  };
+  save();
+  const models = values['rates-only'] ? [] : (values.models ?? (values.quick ? 'default' : 'default,9b')).split(',');
+  for (const name of models) {
     const tile = values.tile ? Number(values.tile) : undefined;
     const spec = name === '9b' ? nineBSpec(tile ?? 2048) : await defaultModelSpec(tile ?? (values.quick ? 2048 : 4096));
     const result = await benchModel(spec, {
       device,
+      precisions,
       contexts,
       steps,
       warmup: 3,
@@ -380,31 +666,20 @@ async function main(): Promise<void> {
       log,
     });
     rows.push(...result.rows);
-    if (result.check) checks[spec.name] = result.check;
+    if (Object.keys(result.checks).length > 0) checks[spec.name] = result.checks;
+    if (result.precisionCheck) precisionChecks[spec.name] = result.precisionCheck;
     prefill[spec.name] = result.prefillTokensPerSecond;
+    offloadTable(rows, rates);
+    save();
   }
   const markdown = offloadTable(rows, rates);
   process.stdout.write(`${markdown}\n`);
   if (values.out) {
-    mkdirSync(path.dirname(values.out), { recursive: true });
-    const machine = { device, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, node: process.version, date: new Date().toISOString() };
-    writeFileSync(values.out, JSON.stringify({ machine, rates, steps, prefillTileTokensPerSecond: prefill, checks, rows }, null, 2));
+    save();
     writeFileSync(values.out.replace(/\.json$/, '.md'), `${markdown}\n`);
     for (const model of new Set(rows.map((r) => r.model))) {
-      const mine = rows.filter((r) => r.model === model);
       const slug = model.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
-      writeFileSync(
-        values.out.replace(/\.json$/, `-${slug}.svg`),
-        lineChart({
-          title: `${model}: decode ms/token (${device})`,
-          xLabel: 'context tokens',
-          yLabel: 'ms/token',
-          series: MODES.map((mode) => ({
-            name: mode,
-            points: mine.filter((r) => r.mode === mode && r.decodeMsPerToken !== undefined).map((r) => [r.context, r.decodeMsPerToken!] as [number, number]),
-          })),
-        }),
-      );
+      writeFileSync(values.out.replace(/\.json$/, `-${slug}.svg`), decodeChart(`${model}: decode ms/token (${device})`, rows.filter((r) => r.model === model)));
     }
   }
 }

@@ -77,9 +77,11 @@ async function main(): Promise<void> {
     const { state, report } = await new ContextStore(dir, 'restart-bench').load(model);
     if (!state) throw new Error(`store did not load: ${report.notes.join('; ')}`);
     const context = WorkspaceContext.restore(model, tokenizer, { budget: tokens + 100_000 }, state);
+    // Ready = block selection can run: the compressed keys over the whole context are there (restored, not re-pooled).
+    for (const cache of context.sequence.sparse.values()) cache.compressedKeys();
     const restartMs = performance.now() - started;
     const result: Record<string, unknown> = { tokens, files, diskBytes, saveSeconds, restartToReadyMs: restartMs, restored: context.stats().sequenceTokens };
-    let table = `| store | restart-to-ready (load + restore) | disk | full save |\n|---|---:|---:|---:|\n| ${tokens.toLocaleString('en-US')} tokens, ${files} files | ${restartMs.toFixed(0)} ms | ${(diskBytes / 2 ** 30).toFixed(2)} GiB | ${saveSeconds.toFixed(1)} s |`;
+    let table = `| store | restart-to-ready (load + restore + compressed keys) | disk | full save |\n|---|---:|---:|---:|\n| ${tokens.toLocaleString('en-US')} tokens, ${files} files | ${restartMs.toFixed(0)} ms | ${(diskBytes / 2 ** 30).toFixed(2)} GiB | ${saveSeconds.toFixed(1)} s |`;
     if (!values['skip-edit']) {
       const file = thousandLineFile();
       const version = (text: string) => ({ path: `eslint/${file.path}`, text, contentHash: createHash('sha256').update(text).digest('hex'), mtimeMs: Date.now() });

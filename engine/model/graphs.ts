@@ -5,7 +5,13 @@
 //
 // Shapes in comments: T new tokens, d hidden size, H query heads, Hk key/value
 // heads, G = H/Hk, hs sparse head size, D lightning head size, S gathered keys.
+//
+// Precision: the large matrices (q/k/v/o/z/gate projections, the MLP, the embedding
+// and lm_head) are fp32 or fp16 graph inputs. In fp16 a product casts its input to
+// fp16 and its result back to fp32, so everything else — RMSNorm, RoPE, attention
+// scores and softmax, the Lightning state, the residual stream, logits — is fp32.
 import { GraphBuilder, type Value } from '../runtime/graph-builder.js';
+import type { Precision } from '../runtime/device.js';
 import { derivedSizes, type SalaConfig } from './config.js';
 
 export interface GraphSet {
@@ -27,27 +33,44 @@ function rmsNorm(g: GraphBuilder, x: Value, weight: Value, eps: number): Value {
   return g.mul(g.div(x, g.sqrt(g.add(meanSquare, g.float(eps)))), weight);
 }
 
-/** y = x Wᵀ for an HF [out, in] weight, without transposing the weight. */
-function linear(g: GraphBuilder, x: Value, weight: Value): Value {
-  return g.op('Gemm', [x, weight], { transB: 1 });
+/** A large matrix's graph input, in the model's precision. */
+function matrixInput(g: GraphBuilder, name: string, shape: (number | string)[], precision: Precision): Value {
+  return g.input(name, precision === 'fp16' ? 'float16' : 'float', shape);
+}
+
+/** fp16 copies of fp32 values, one per value, so q/k/v (or gate/up) of one input share its cast. */
+const halfOf = new WeakMap<Value, Value>();
+
+/**
+ * y = x Wᵀ for an HF [out, in] weight, without transposing the weight. x and y are
+ * fp32; in fp16 the product runs on fp16 operands.
+ */
+function linear(g: GraphBuilder, x: Value, weight: Value, precision: Precision): Value {
+  if (precision === 'fp32') return g.op('Gemm', [x, weight], { transB: 1 });
+  let half = halfOf.get(x);
+  if (!half) {
+    half = g.cast(x, 'float16');
+    halfOf.set(x, half);
+  }
+  return g.cast(g.op('Gemm', [half, weight], { transB: 1 }), 'float');
 }
 
 /** SwiGLU MLP (b)(1): down(silu(gate(x)) * up(x)). */
-function mlp(g: GraphBuilder, x: Value, gate: Value, up: Value, down: Value): Value {
-  const gateOut = linear(g, x, gate);
+function mlp(g: GraphBuilder, x: Value, gate: Value, up: Value, down: Value, precision: Precision): Value {
+  const gateOut = linear(g, x, gate, precision);
   const activated = g.mul(gateOut, g.sigmoid(gateOut));
-  return linear(g, g.mul(activated, linear(g, x, up)), down);
+  return linear(g, g.mul(activated, linear(g, x, up, precision)), down, precision);
 }
 
 /** Second half of every decoder layer: h + α·MLP(RMSNorm_post(h)). */
-function mlpBlock(g: GraphBuilder, h: Value, cfg: SalaConfig, residualScale: number): Value {
+function mlpBlock(g: GraphBuilder, h: Value, cfg: SalaConfig, residualScale: number, precision: Precision): Value {
   const d = cfg.hiddenSize;
   const ff = cfg.intermediateSize;
   const postNorm = g.input('w_post_norm', 'float', [d]);
-  const gate = g.input('w_mlp_gate', 'float', [ff, d]);
-  const up = g.input('w_mlp_up', 'float', [ff, d]);
-  const down = g.input('w_mlp_down', 'float', [d, ff]);
-  const branch = mlp(g, rmsNorm(g, h, postNorm, cfg.rmsNormEps), gate, up, down);
+  const gate = matrixInput(g, 'w_mlp_gate', [ff, d], precision);
+  const up = matrixInput(g, 'w_mlp_up', [ff, d], precision);
+  const down = matrixInput(g, 'w_mlp_down', [d, ff], precision);
+  const branch = mlp(g, rmsNorm(g, h, postNorm, cfg.rmsNormEps), gate, up, down, precision);
   return g.add(h, g.mul(branch, g.float(residualScale)));
 }
 
@@ -82,11 +105,12 @@ export function lightningScale(cfg: SalaConfig): number {
 }
 
 /** embed: x = embed_tokens[ids] · scale_emb. ids [T] → x [T, d]. */
-function buildEmbed(cfg: SalaConfig): Uint8Array {
+function buildEmbed(cfg: SalaConfig, precision: Precision): Uint8Array {
   const g = new GraphBuilder('embed');
   const ids = g.input('ids', 'int64', ['T']);
-  const table = g.input('w_embed', 'float', [cfg.vocabSize, cfg.hiddenSize]);
-  const x = g.mul(g.gather(table, ids), g.float(cfg.scaleEmb));
+  const table = matrixInput(g, 'w_embed', [cfg.vocabSize, cfg.hiddenSize], precision);
+  const rows = g.gather(table, ids);
+  const x = g.mul(precision === 'fp16' ? g.cast(rows, 'float') : rows, g.float(cfg.scaleEmb));
   g.output(x, 'x', 'float', ['T', cfg.hiddenSize]);
   return g.toModel();
 }
@@ -98,7 +122,7 @@ function buildEmbed(cfg: SalaConfig): Uint8Array {
  *   S_new = γ^T S_prev + (diag(γ^(T−1−j)) K)ᵀ V
  * which for T = 1 is the recurrent decode step.
  */
-function buildLightning(cfg: SalaConfig): Uint8Array {
+function buildLightning(cfg: SalaConfig, precision: Precision): Uint8Array {
   const sizes = derivedSizes(cfg);
   const d = cfg.hiddenSize;
   const H = sizes.lightningHeads;
@@ -109,15 +133,15 @@ function buildLightning(cfg: SalaConfig): Uint8Array {
   const state = g.input('state', 'float', [H, D, D]);
   const positions = g.input('positions', 'float', ['T']);
   const inNorm = g.input('w_in_norm', 'float', [d]);
-  const wq = g.input('w_q', 'float', [H * D, d]);
-  const wk = g.input('w_k', 'float', [Hkv * D, d]);
-  const wv = g.input('w_v', 'float', [Hkv * D, d]);
-  const wo = g.input('w_o', 'float', [d, H * D]);
+  const wq = matrixInput(g, 'w_q', [H * D, d], precision);
+  const wk = matrixInput(g, 'w_k', [Hkv * D, d], precision);
+  const wv = matrixInput(g, 'w_v', [Hkv * D, d], precision);
+  const wo = matrixInput(g, 'w_o', [d, H * D], precision);
 
   const xn = rmsNorm(g, x, inNorm, cfg.rmsNormEps);
-  let q = g.reshape(linear(g, xn, wq), [0, H, D]); // [T, H, D]
-  let k = g.reshape(linear(g, xn, wk), [0, Hkv, D]); // [T, Hkv, D]
-  let v = g.reshape(linear(g, xn, wv), [0, Hkv, D]);
+  let q = g.reshape(linear(g, xn, wq, precision), [0, H, D]); // [T, H, D]
+  let k = g.reshape(linear(g, xn, wk, precision), [0, Hkv, D]); // [T, Hkv, D]
+  let v = g.reshape(linear(g, xn, wv, precision), [0, Hkv, D]);
 
   // q/k RMSNorm per head, then RoPE: order matters (norm first).
   if (cfg.qkNorm) {
@@ -174,16 +198,16 @@ function buildLightning(cfg: SalaConfig): Uint8Array {
 
   let o = g.reshape(g.transpose(attended, [1, 0, 2]), [0, H * D]); // [T, H·D]
   if (cfg.useOutputNorm) o = rmsNorm(g, o, g.input('w_o_norm', 'float', [H * D]), cfg.rmsNormEps);
-  if (cfg.useOutputGate) o = g.mul(o, g.sigmoid(linear(g, xn, g.input('w_z', 'float', [H * D, d]))));
-  const h = g.add(x, g.mul(linear(g, o, wo), g.float(sizes.residualScale)));
+  if (cfg.useOutputGate) o = g.mul(o, g.sigmoid(linear(g, xn, matrixInput(g, 'w_z', [H * D, d], precision), precision)));
+  const h = g.add(x, g.mul(linear(g, o, wo, precision), g.float(sizes.residualScale)));
 
-  g.output(mlpBlock(g, h, cfg, sizes.residualScale), 'x_out', 'float', ['T', d]);
+  g.output(mlpBlock(g, h, cfg, sizes.residualScale, precision), 'x_out', 'float', ['T', d]);
   g.output(newState, 'state_out', 'float', [H, D, D]);
   return g.toModel();
 }
 
 /** Sparse layer, first part (b)(2) step 1 and 4: q, k, v (NoPE) and the output gate from the normed input. */
-function buildSparseProject(cfg: SalaConfig, resident = false): Uint8Array {
+function buildSparseProject(cfg: SalaConfig, precision: Precision, resident = false): Uint8Array {
   const { sparseHeadDim: hs } = derivedSizes(cfg);
   const d = cfg.hiddenSize;
   const H = cfg.numAttentionHeads;
@@ -191,9 +215,10 @@ function buildSparseProject(cfg: SalaConfig, resident = false): Uint8Array {
   const g = new GraphBuilder(resident ? 'sparse_project_resident' : 'sparse_project');
   const x = g.input('x', 'float', ['T', d]);
   const xn = rmsNorm(g, x, g.input('w_in_norm', 'float', [d]), cfg.rmsNormEps);
-  g.output(g.reshape(linear(g, xn, g.input('w_q', 'float', [H * hs, d])), [0, H, hs]), 'q', 'float', ['T', H, hs]);
-  const k = g.reshape(linear(g, xn, g.input('w_k', 'float', [Hk * hs, d])), [0, Hk, hs]);
-  const v = g.reshape(linear(g, xn, g.input('w_v', 'float', [Hk * hs, d])), [0, Hk, hs]);
+  const project = (name: string, rows: number): Value => linear(g, xn, matrixInput(g, name, [rows, d], precision), precision);
+  g.output(g.reshape(project('w_q', H * hs), [0, H, hs]), 'q', 'float', ['T', H, hs]);
+  const k = g.reshape(project('w_k', Hk * hs), [0, Hk, hs]);
+  const v = g.reshape(project('w_v', Hk * hs), [0, Hk, hs]);
   g.output(k, 'k', 'float', ['T', Hk, hs]);
   g.output(v, 'v', 'float', ['T', Hk, hs]);
   if (resident) {
@@ -202,7 +227,7 @@ function buildSparseProject(cfg: SalaConfig, resident = false): Uint8Array {
     g.output(g.op('Identity', [v]), 'v_host', 'float', ['T', Hk, hs]);
   }
   if (cfg.attnUseOutputGate) {
-    g.output(g.sigmoid(linear(g, xn, g.input('w_o_gate', 'float', [H * hs, d]))), 'gate', 'float', ['T', H * hs]);
+    g.output(g.sigmoid(project('w_o_gate', H * hs)), 'gate', 'float', ['T', H * hs]);
   }
   return g.toModel();
 }
@@ -304,7 +329,7 @@ function buildSparseSelect(cfg: SalaConfig, resident = false): Uint8Array {
  * query by a block mask, causally by position and to live (untombstoned) keys;
  * then the output gate, o_proj, the scaled residual and the MLP block.
  */
-function buildSparseAttend(cfg: SalaConfig): Uint8Array {
+function buildSparseAttend(cfg: SalaConfig, precision: Precision): Uint8Array {
   const sizes = derivedSizes(cfg);
   const hs = sizes.sparseHeadDim;
   const d = cfg.hiddenSize;
@@ -351,8 +376,8 @@ function buildSparseAttend(cfg: SalaConfig): Uint8Array {
   const attended = g.matmul(g.reshape(probabilities, g.shapeOf([Hk, -1, g.dim(keysByHead, 1)])), valuesByHead); // [Hk, G·T, hs]
   let o = g.reshape(g.transpose(g.reshape(attended, [H, -1, hs]), [1, 0, 2]), [0, H * hs]); // [T, H·hs]
   if (cfg.attnUseOutputGate) o = g.mul(o, g.input('gate', 'float', ['T', H * hs]));
-  const h = g.add(x, g.mul(linear(g, o, g.input('w_o', 'float', [d, H * hs])), g.float(sizes.residualScale)));
-  g.output(mlpBlock(g, h, cfg, sizes.residualScale), 'x_out', 'float', ['T', d]);
+  const h = g.add(x, g.mul(linear(g, o, matrixInput(g, 'w_o', [d, H * hs], precision), precision), g.float(sizes.residualScale)));
+  g.output(mlpBlock(g, h, cfg, sizes.residualScale, precision), 'x_out', 'float', ['T', d]);
   return g.toModel();
 }
 
@@ -366,7 +391,7 @@ function buildSparseAttend(cfg: SalaConfig): Uint8Array {
  * masks: key_alive [Hk, U, blockSize] for the gathered blocks (false for padding and
  * tombstones), tail_alive [Hk, blockSize] for the tail rows written so far.
  */
-function buildSparseAttendResident(cfg: SalaConfig): Uint8Array {
+function buildSparseAttendResident(cfg: SalaConfig, precision: Precision): Uint8Array {
   const sizes = derivedSizes(cfg);
   const hs = sizes.sparseHeadDim;
   const d = cfg.hiddenSize;
@@ -400,21 +425,21 @@ function buildSparseAttendResident(cfg: SalaConfig): Uint8Array {
   const probabilities = g.softmax(g.add(scores, g.where(alive, g.float(0), g.float(-Infinity))), -1);
   let o = g.reshape(g.matmul(probabilities, values), [1, H * hs]); // [Hk, G, hs] → [1, H·hs]
   if (cfg.attnUseOutputGate) o = g.mul(o, g.input('gate', 'float', [1, H * hs]));
-  const h = g.add(x, g.mul(linear(g, o, g.input('w_o', 'float', [d, H * hs])), g.float(sizes.residualScale)));
-  g.output(mlpBlock(g, h, cfg, sizes.residualScale), 'x_out', 'float', [1, d]);
+  const h = g.add(x, g.mul(linear(g, o, matrixInput(g, 'w_o', [d, H * hs], precision), precision), g.float(sizes.residualScale)));
+  g.output(mlpBlock(g, h, cfg, sizes.residualScale, precision), 'x_out', 'float', [1, d]);
   g.output(newTailKeys, 'tail_keys_out', 'float', [Hk, blockSize, hs]);
   g.output(newTailValues, 'tail_values_out', 'float', [Hk, blockSize, hs]);
   return g.toModel();
 }
 
 /** Final norm and lm_head on hidden / (hidden_size / dim_model_base); logits in fp32. */
-function buildHead(cfg: SalaConfig): Uint8Array {
+function buildHead(cfg: SalaConfig, precision: Precision): Uint8Array {
   const sizes = derivedSizes(cfg);
   const g = new GraphBuilder('head');
   const x = g.input('x', 'float', ['R', cfg.hiddenSize]);
   const normed = rmsNorm(g, x, g.input('w_norm', 'float', [cfg.hiddenSize]), cfg.rmsNormEps);
   const scaled = g.div(normed, g.float(sizes.logitDivisor));
-  g.output(linear(g, scaled, g.input('w_lm_head', 'float', [cfg.vocabSize, cfg.hiddenSize])), 'logits', 'float', ['R', cfg.vocabSize]);
+  g.output(linear(g, scaled, matrixInput(g, 'w_lm_head', [cfg.vocabSize, cfg.hiddenSize], precision), precision), 'logits', 'float', ['R', cfg.vocabSize]);
   return g.toModel();
 }
 
@@ -425,21 +450,26 @@ export interface ResidentGraphSet {
   sparseAttend: Uint8Array;
 }
 
-export function buildResidentGraphs(cfg: SalaConfig): ResidentGraphSet {
+export function buildResidentGraphs(cfg: SalaConfig, precision: Precision = 'fp32'): ResidentGraphSet {
   return {
-    sparseProject: buildSparseProject(cfg, true),
+    sparseProject: buildSparseProject(cfg, precision, true),
     sparseSelect: buildSparseSelect(cfg, true),
-    sparseAttend: buildSparseAttendResident(cfg),
+    sparseAttend: buildSparseAttendResident(cfg, precision),
   };
 }
 
-export function buildGraphs(cfg: SalaConfig): GraphSet {
+export function buildGraphs(cfg: SalaConfig, precision: Precision = 'fp32'): GraphSet {
   return {
-    embed: buildEmbed(cfg),
-    lightning: buildLightning(cfg),
-    sparseProject: buildSparseProject(cfg),
+    embed: buildEmbed(cfg, precision),
+    lightning: buildLightning(cfg, precision),
+    sparseProject: buildSparseProject(cfg, precision),
     sparseSelect: buildSparseSelect(cfg),
-    sparseAttend: buildSparseAttend(cfg),
-    head: buildHead(cfg),
+    sparseAttend: buildSparseAttend(cfg, precision),
+    head: buildHead(cfg, precision),
   };
 }
+
+/** The graph inputs that are large matrices (stored in the model's precision); the rest are fp32. */
+export const MATRIX_INPUTS: ReadonlySet<string> = new Set([
+  'w_embed', 'w_lm_head', 'w_q', 'w_k', 'w_v', 'w_o', 'w_z', 'w_o_gate', 'w_mlp_gate', 'w_mlp_up', 'w_mlp_down',
+]);

@@ -12,7 +12,7 @@
 // the selected block ids come back.
 import * as ort from 'onnxruntime-node';
 import { DeviceTensors, byteLength, release } from '../runtime/device-tensors.js';
-import type { ResolvedDevice } from '../runtime/device.js';
+import type { Precision, ResolvedDevice } from '../runtime/device.js';
 import { GraphSession, bool, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { BlockPool } from '../kv/block-pool.js';
 import type { SparseKvCache } from '../kv/sparse-kv-cache.js';
@@ -110,9 +110,9 @@ export class ResidentDecoder {
   ) {}
 
   /** The decode-step sessions (built once per model: see SalaModel.residentDecoder). */
-  static async sessions(config: SalaConfig, device: ResolvedDevice): Promise<ResidentSessions> {
-    const graphs = buildGraphs(config);
-    const resident = buildResidentGraphs(config);
+  static async sessions(config: SalaConfig, device: ResolvedDevice, precision: Precision = 'fp32'): Promise<ResidentSessions> {
+    const graphs = buildGraphs(config, precision);
+    const resident = buildResidentGraphs(config, precision);
     const make = (name: string, bytes: Uint8Array, outputs: Record<string, ort.Tensor.DataLocation>) =>
       GraphSession.create(name, bytes, { device: device.kind, threads: 1, outputs });
     return {

@@ -4,13 +4,13 @@
 // Long inputs run in chunks; a call is one logical prefill (or a decode step when
 // it carries one token), so chunking never changes the result.
 import * as ort from 'onnxruntime-node';
-import { resolveDevice, type DeviceRequest, type ResolvedDevice } from '../runtime/device.js';
-import { GraphSession, bool, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
+import { resolveDevice, resolvePrecision, type DeviceRequest, type PrecisionRequest, type ResolvedDevice, type ResolvedPrecision } from '../runtime/device.js';
+import { GraphSession, bool, f16, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { SparseKvCache } from '../kv/sparse-kv-cache.js';
 import { Sequence } from './sequence.js';
 import { blocksPerHead, poolPads, visibleCount, type Level } from '../kv/selection.js';
 import { derivedSizes, expectedWeights, loadConfig, type DerivedSizes, type SalaConfig } from './config.js';
-import { buildGraphs } from './graphs.js';
+import { MATRIX_INPUTS, buildGraphs } from './graphs.js';
 import { loadWeights, type WeightMap } from './weights.js';
 import { DeviceTensors } from '../runtime/device-tensors.js';
 import { ResidentDecoder, type ResidentOptions, type ResidentSessions } from './resident-decoder.js';
@@ -21,6 +21,11 @@ export interface ModelOptions {
   threads?: number;
   /** Threads for single-token decode steps (default 1). */
   decodeThreads?: number;
+  /**
+   * Storage and product precision of the large matrices ('auto': fp16 on a GPU that
+   * runs fp16 products, fp32 on the CPU). Norms, attention, states and logits stay fp32.
+   */
+  precision?: PrecisionRequest;
 }
 
 /** Blocks selected by one sparse layer for a run of queries: [Hk, T, k], ascending, −1 = none. */
@@ -98,6 +103,7 @@ export class SalaModel {
   private constructor(
     readonly config: SalaConfig,
     readonly device: ResolvedDevice,
+    readonly precision: ResolvedPrecision,
     private readonly prefillSessions: Sessions,
     private readonly decodeSessions: Sessions,
     private readonly layerTensors: LayerTensors[],
@@ -123,8 +129,8 @@ export class SalaModel {
     const device = options.device === 'auto' && parameters < AUTO_GPU_MIN_PARAMETERS
       ? { kind: 'cpu' as const, reason: `auto: a ${(parameters / 1e6).toFixed(0)}M-parameter model decodes faster on the CPU than through a GPU provider, whose per-kernel cost dominates small models (docs/benchmarks/offload-webgpu.md)` }
       : await resolveDevice(options.device ?? 'cpu');
-    // The graphs are fp32 CPU graphs for now; GPU providers run the same graphs.
-    const graphs = buildGraphs(config);
+    const precision = await resolvePrecision(options.precision ?? 'auto', device.kind);
+    const graphs = buildGraphs(config, precision.kind);
     const createSessions = async (threads: number | undefined): Promise<Sessions> => {
       const sessionOptions = { device: device.kind, threads };
       return {
@@ -145,14 +151,16 @@ export class SalaModel {
     const deviceTensors = new DeviceTensors(device.kind);
     // Keyed by the data, so a tied lm_head (or layers sharing weights) is uploaded once.
     const uploaded = new Map<Float32Array, ort.Tensor>();
-    const tensor = async (name: string): Promise<ort.Tensor> => {
+    const tensor = async (name: string, input: string): Promise<ort.Tensor> => {
       const data = weights.get(name);
       const shape = shapes.get(name);
       if (!data || !shape) throw new ModelInputError(`weight ${name} is missing`);
       if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new ModelInputError(`weight ${name} has ${data.length} values; the config implies shape [${shape.join(', ')}]`);
       let resident = uploaded.get(data);
       if (!resident) {
-        resident = await deviceTensors.upload(new ort.Tensor('float32', data, shape));
+        // fp16 matrices are converted here, once, and only the halves go to the device.
+        const host = precision.kind === 'fp16' && MATRIX_INPUTS.has(input) ? f16(data, shape) : f32(data, shape);
+        resident = await deviceTensors.upload(host);
         uploaded.set(data, resident);
       }
       return resident;
@@ -162,16 +170,16 @@ export class SalaModel {
       const tensors: LayerTensors = {};
       for (const [suffix, input] of Object.entries(LAYER_WEIGHT_NAMES)) {
         const name = `model.layers.${layer}.${suffix}.weight`;
-        if (weights.has(name)) tensors[input] = await tensor(name);
+        if (weights.has(name)) tensors[input] = await tensor(name, input);
       }
       layerTensors.push(tensors);
     }
     const globalTensors: LayerTensors = {
-      w_embed: await tensor('model.embed_tokens.weight'),
-      w_norm: await tensor('model.norm.weight'),
-      w_lm_head: await tensor(config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'),
+      w_embed: await tensor('model.embed_tokens.weight', 'w_embed'),
+      w_norm: await tensor('model.norm.weight', 'w_norm'),
+      w_lm_head: await tensor(config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', 'w_lm_head'),
     };
-    return new SalaModel(config, device, prefillSessions, decodeSessions, layerTensors, globalTensors, deviceTensors);
+    return new SalaModel(config, device, precision, prefillSessions, decodeSessions, layerTensors, globalTensors, deviceTensors);
   }
 
   private sessionsFor(tokens: number): Sessions {
@@ -189,10 +197,12 @@ export class SalaModel {
   /**
    * A decoder that continues `sequence` one token at a time with its state kept on
    * the device (KV blocks offloaded to host memory with a device block pool, or all
-   * on the device). The sequence must not be used by forward() until it is closed.
+   * on the device), in the model's precision (its weights are uploaded once, in that
+   * precision, for prefill and decode alike). The sequence must not be used by
+   * forward() until it is closed.
    */
   async residentDecoder(sequence: Sequence, options: ResidentOptions): Promise<ResidentDecoder> {
-    this.residentSessions ??= ResidentDecoder.sessions(this.config, this.device);
+    this.residentSessions ??= ResidentDecoder.sessions(this.config, this.device, this.precision.kind);
     return ResidentDecoder.create(
       {
         config: this.config,

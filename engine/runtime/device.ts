@@ -2,6 +2,7 @@
 // whether a requested one can actually start on this machine.
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from './graph-builder.js';
+import { toHalfBits } from './half.js';
 
 export type DeviceKind = 'cpu' | 'webgpu' | 'cuda';
 export type DeviceRequest = DeviceKind | 'auto';
@@ -59,4 +60,64 @@ export async function resolveDevice(request: DeviceRequest): Promise<ResolvedDev
     failures.push(`${kind}: ${failure}`);
   }
   return { kind: 'cpu', reason: `${request === 'auto' ? 'auto: no GPU provider started' : `${request} unavailable`} (${failures.join('; ')}); using cpu` };
+}
+
+/** How a model's large matrices are stored and multiplied on the device. */
+export type Precision = 'fp32' | 'fp16';
+export type PrecisionRequest = Precision | 'auto';
+export const PRECISION_REQUESTS: readonly PrecisionRequest[] = ['fp32', 'fp16', 'auto'];
+
+export interface ResolvedPrecision {
+  kind: Precision;
+  /** Why this precision: shown to the user with the device's reason. */
+  reason: string;
+}
+
+export function isPrecisionRequest(value: string): value is PrecisionRequest {
+  return (PRECISION_REQUESTS as readonly string[]).includes(value);
+}
+
+const halfProbes = new Map<DeviceKind, Promise<string | undefined>>();
+
+/**
+ * Runs an fp16 product (Cast → MatMul → Cast, as the graphs use it) on `kind` and
+ * checks its value; resolves to undefined when it works, else why not (a WebGPU
+ * adapter without shader-f16, say).
+ */
+export function probeHalf(kind: DeviceKind): Promise<string | undefined> {
+  let probe = halfProbes.get(kind);
+  if (!probe) {
+    probe = (async () => {
+      const g = new GraphBuilder('probe_half');
+      const x = g.cast(g.input('x', 'float', [1, 4]), 'float16');
+      g.output(g.cast(g.matmul(x, g.input('w', 'float16', [4, 2])), 'float'), 'y', 'float', [1, 2]);
+      try {
+        const session = await ort.InferenceSession.create(g.toModel(), { executionProviders: [kind], logSeverityLevel: 4 });
+        const w = new ort.Tensor('float16', toHalfBits(Float32Array.of(1, 2, 3, 4, 5, 6, 7, 8)), [4, 2]);
+        const { y } = await session.run({ x: new ort.Tensor('float32', Float32Array.of(1, 1, 1, 0.5), [1, 4]), w });
+        await session.release();
+        const data = y.data;
+        return data instanceof Float32Array && data[0] === 12.5 && data[1] === 16 ? undefined : `an fp16 product gave ${String(data)}, not 12.5,16`;
+      } catch (err) {
+        return err instanceof Error ? err.message.split('\n')[0].trim() : String(err);
+      }
+    })();
+    halfProbes.set(kind, probe);
+  }
+  return probe;
+}
+
+/**
+ * Turns a user's --precision into the one a model runs in. 'auto' is fp16 on a GPU
+ * provider that runs fp16 products (half the bytes of weights to stream per token)
+ * and fp32 on the CPU; fp16 that cannot run on the GPU falls back to fp32 with the
+ * reason. On the CPU, fp16 is honoured: onnxruntime computes its products in fp32
+ * from the fp16 weights (half the memory, not faster).
+ */
+export async function resolvePrecision(request: PrecisionRequest, device: DeviceKind): Promise<ResolvedPrecision> {
+  if (request === 'fp32') return { kind: 'fp32', reason: 'requested' };
+  if (device === 'cpu') return request === 'fp16' ? { kind: 'fp16', reason: 'requested' } : { kind: 'fp32', reason: 'auto: fp32 on the CPU' };
+  const failure = await probeHalf(device);
+  if (failure === undefined) return { kind: 'fp16', reason: request === 'auto' ? `auto: ${device} runs fp16 products` : 'requested' };
+  return { kind: 'fp32', reason: `${request === 'auto' ? 'auto' : 'fp16 requested'}: ${device} cannot run fp16 products (${failure}); using fp32` };
 }

@@ -1,6 +1,7 @@
 // onnxruntime sessions built from graph bytes, with typed tensor helpers.
 import * as ort from 'onnxruntime-node';
 import type { DeviceKind } from './device.js';
+import { toHalfBits } from './half.js';
 
 export type Feeds = Record<string, ort.Tensor>;
 
@@ -71,6 +72,11 @@ export class GraphSession {
 
 export function f32(data: Float32Array, dims: readonly number[]): ort.Tensor {
   return new ort.Tensor('float32', data, dims);
+}
+
+/** A float16 tensor of float32 values (rounded to nearest even). */
+export function f16(data: Float32Array, dims: readonly number[]): ort.Tensor {
+  return new ort.Tensor('float16', toHalfBits(data), dims);
 }
 
 export function i64(data: BigInt64Array | readonly number[], dims?: readonly number[]): ort.Tensor {
