@@ -35,15 +35,23 @@ function rssMb(): number {
 }
 
 /** "Where is X defined?" over function declarations the context holds; correct when the answer names the file. */
-function needleQuestions(context: WorkspaceContext, count: number): { question: string; path: string }[] {
-  const questions: { question: string; path: string }[] = [];
+interface Needle {
+  question: string;
+  path: string;
+  /** The gold answer, as the default model was trained to give it: path:line. */
+  answer: string;
+}
+
+function needleQuestions(context: WorkspaceContext, count: number): Needle[] {
+  const questions: Needle[] = [];
   const seen = new Set<string>();
   for (const span of context.layout()) {
     const text = readFileSync(path.join(root, span.path), 'utf8');
     for (const match of text.matchAll(/^function (\w{6,})\(/gm)) {
       if (seen.has(match[1])) continue;
       seen.add(match[1]);
-      questions.push({ question: `Where is \`${match[1]}\` defined?`, path: span.path });
+      const line = text.slice(0, match.index).split('\n').length;
+      questions.push({ question: `Where is \`${match[1]}\` defined?`, path: span.path, answer: `${span.path}:${line}` });
       break;
     }
   }
@@ -52,15 +60,24 @@ function needleQuestions(context: WorkspaceContext, count: number): { question: 
   return questions.filter((_, i) => i % step === 0).slice(0, count);
 }
 
-async function accuracy(context: WorkspaceContext, questions: { question: string; path: string }[]): Promise<number> {
+/**
+ * Share of answers naming the right file, and the mean log-probability per token of the
+ * gold answer (graded: it moves where a small model's exact answers are all wrong).
+ */
+async function accuracy(context: WorkspaceContext, questions: Needle[]): Promise<{ correct: number; logProbPerToken: number }> {
   let correct = 0;
+  let logProb = 0;
+  let tokens = 0;
   for (const q of questions) {
     const stream = context.ask(q.question, { maxTokens: 24 });
     let next = await stream.next();
     while (!next.done) next = await stream.next();
     if (next.value.text.includes(q.path)) correct++;
+    const score = await context.score(q.question, q.answer);
+    logProb += score.logProb;
+    tokens += score.tokens;
   }
-  return questions.length ? correct / questions.length : 0;
+  return { correct: questions.length ? correct / questions.length : 0, logProbPerToken: tokens ? logProb / tokens : 0 };
 }
 
 async function main(): Promise<void> {
@@ -129,7 +146,8 @@ async function main(): Promise<void> {
   await context.compact();
   const compactSeconds = (performance.now() - compactStarted) / 1000;
   const afterCompaction = await accuracy(context, questions);
-  process.stderr.write(`  needle accuracy: fresh ${fresh}, with ${(deadShare * 100).toFixed(0)}% tombstones ${withTombstones}, after compaction ${afterCompaction} (compaction ${compactSeconds.toFixed(1)} s)\n`);
+  const show = (a: { correct: number; logProbPerToken: number }) => `${a.correct.toFixed(2)} (gold ${a.logProbPerToken.toFixed(3)} nats/token)`;
+  process.stderr.write(`  needle accuracy: fresh ${show(fresh)}, with ${(deadShare * 100).toFixed(0)}% tombstones ${show(withTombstones)}, after compaction ${show(afterCompaction)} (compaction ${compactSeconds.toFixed(1)} s)\n`);
   await reopened.index.close();
 
   const perMillion = 1e6 / stats.liveTokens;
@@ -154,7 +172,8 @@ async function main(): Promise<void> {
     `| restart-to-ready (${stats.liveTokens.toLocaleString('en-US')} tokens) | ${restartToReadyMs.toFixed(0)} ms |`,
     `| disk per 1M tokens | ${(result.diskBytesPerMillionTokens / 2 ** 30).toFixed(2)} GiB |`,
     `| host memory per 1M tokens | ${(result.hostMemoryMbPerMillionTokens / 1024).toFixed(2)} GiB |`,
-    `| needle accuracy fresh / ${(deadShare * 100).toFixed(0)}% tombstones / compacted (${questions.length} questions) | ${fresh.toFixed(2)} / ${withTombstones.toFixed(2)} / ${afterCompaction.toFixed(2)} |`,
+    `| needle accuracy fresh / ${(deadShare * 100).toFixed(0)}% tombstones / compacted (${questions.length} questions) | ${fresh.correct.toFixed(2)} / ${withTombstones.correct.toFixed(2)} / ${afterCompaction.correct.toFixed(2)} |`,
+    `| gold answer (path:line) log-prob per token, same three states | ${fresh.logProbPerToken.toFixed(3)} / ${withTombstones.logProbPerToken.toFixed(3)} / ${afterCompaction.logProbPerToken.toFixed(3)} nats |`,
   ].join('\n');
   process.stdout.write(`${table}\n`);
   if (values.out) {

@@ -37,7 +37,7 @@ const CHECKPOINT_AFTER = 16;
 /** Checkpoints kept along a completion's prefix (each holds the lightning states: ~0.5 MB with the default model). */
 const MAX_CHECKPOINTS = 32;
 /** The file at the tail keeps lightning checkpoints this many tokens apart, so its next edit re-feeds from just before the change... */
-const TAIL_CHECKPOINT_TOKENS = 256;
+const TAIL_CHECKPOINT_TOKENS = 128;
 /** ...within this many bytes of states (a 9B model's lightning states are ~50 MB a checkpoint: they then spread out). */
 const TAIL_CHECKPOINT_BYTES = 64 * 1024 * 1024;
 
@@ -691,6 +691,37 @@ export class WorkspaceContext {
   }
 
   /** Counts, per block of the workspace part, how often a query picked it beyond the forced ones. */
+  /**
+   * How likely the model finds `answer` (then the end of the turn) as the reply to
+   * `question` after the whole context: the log-probability in nats and the tokens
+   * scored. A graded measure where exact answers are rare (a small model, a long
+   * context); the context is unchanged afterwards.
+   */
+  score(question: string, answer: string, signal?: AbortSignal): Promise<{ logProb: number; tokens: number }> {
+    return this.asForeground(() => this.lock.run(async () => {
+      this.settleTail();
+      const prompt = this.format.question(question);
+      const target = [...this.format.text(answer), ...this.format.stopIds.slice(0, 1)];
+      try {
+        // Rows from the prompt's last position on: row i predicts target[i].
+        const logits = await this.model.forward(this.sequence, [...prompt, ...target], { logits: target.length + 1, signal });
+        const vocab = this.model.config.vocabSize;
+        let logProb = 0;
+        target.forEach((id, row) => {
+          const values = logits.subarray(row * vocab, (row + 1) * vocab);
+          let max = -Infinity;
+          for (const v of values) max = Math.max(max, v);
+          let sum = 0;
+          for (const v of values) sum += Math.exp(v - max);
+          logProb += values[id] - max - Math.log(sum);
+        });
+        return { logProb, tokens: target.length };
+      } finally {
+        this.sequence.rollback(this.contextEnd);
+      }
+    }));
+  }
+
   private countHits(record: SelectionRecord, contextLength: number, hits: Map<number, number>): void {
     const { blockSize, initBlocks } = this.model.config.sparse;
     const { localBlocks } = this.model.sizes;

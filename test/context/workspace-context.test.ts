@@ -104,7 +104,7 @@ test('an edit to the file last in the context re-feeds it in place from just bef
     assert.equal(span?.end, context.sequence.length);
     const changedAt = Buffer.byteLength(text.slice(0, [...text].findIndex((ch, i) => ch !== long.text[i])));
     const refed = after.encodedTokens - before.encodedTokens;
-    assert.ok(refed <= span!.end - span!.start - span!.headerTokens - changedAt + 256 + 64, `re-fed ${refed} tokens for a change at byte ${changedAt} of ${fileTokens}`);
+    assert.ok(refed <= span!.end - span!.start - span!.headerTokens - changedAt + 128 + 64, `re-fed ${refed} tokens for a change at byte ${changedAt} of ${fileTokens}`);
     assert.ok(refed >= span!.end - span!.start - span!.headerTokens - changedAt, `re-fed ${refed} tokens: at least from the change on`);
 
     const fresh = new WorkspaceContext(model, tokenizer);
@@ -125,6 +125,31 @@ test('an edit to the file last in the context re-feeds it in place from just bef
   await context.update([file('src/long.ts', long.text)]);
   assert.ok(context.stats().deadTokens > fileTokens, 'both old versions are tombstoned');
   assert.equal(context.span('src/long.ts')?.end, context.sequence.length);
+});
+
+test('score: the log-probability of an answer after the context, as token-by-token decoding computes it; the context is unchanged', async () => {
+  const context = new WorkspaceContext(model, tokenizer);
+  await context.update(files);
+  const before = [...context.sequence.tokens];
+  const question = 'Where is `f3_4` defined?';
+  const answer = 'src/c.ts:5';
+  const { logProb, tokens } = await context.score(question, answer);
+  assert.deepEqual(context.sequence.tokens, before, 'rolled back');
+
+  const target = [...context.format.text(answer), ...context.format.stopIds.slice(0, 1)];
+  assert.equal(tokens, target.length);
+  const sequence = context.sequence.clone();
+  let logits = await model.forward(sequence, context.format.question(question));
+  let expected = 0;
+  for (const id of target) {
+    const max = Math.max(...logits);
+    expected += logits[id] - max - Math.log(logits.reduce((n, v) => n + Math.exp(v - max), 0));
+    logits = await model.forward(sequence, [id]);
+  }
+  assert.ok(Number.isFinite(logProb) && logProb < 0);
+  assert.ok(Math.abs(logProb - expected) < 1e-3, `score ${logProb} vs decoded ${expected}`);
+  const other = await context.score(question, 'src/a.ts:5');
+  assert.notEqual(other.logProb, logProb);
 });
 
 test('deleting a file tombstones it; it no longer appears in the layout or in sources', async () => {
