@@ -5,7 +5,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile, writeFile, rename } from 'node:fs/promises';
 import path from 'node:path';
-import { isDeviceRequest, type DeviceRequest } from '../runtime/device.js';
+import { isDeviceRequest, isPrecisionRequest, type DeviceRequest, type PrecisionRequest } from '../runtime/device.js';
 import { SalaModel } from '../model/sala-model.js';
 import { loadTokenizer, FALLBACK_SOURCE, type Tokenizer } from '../model/tokenizer.js';
 import { generate } from '../model/generation.js';
@@ -21,6 +21,7 @@ commands:
   generate  --prompt TEXT | --prompt-file F   stream a continuation
             [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--stop S ...]
             [--gpu-kv-mb N]  on a GPU: device memory for the KV block pools (K/V stay in host memory)
+            [--precision fp16|fp32|auto]  weights on the device (auto: fp16 on a GPU that runs it, fp32 on the CPU)
   logits    --ids FILE.json --out FILE [--last N] [--prefill K]
             float32 little-endian logits, one row per position (the last N when given);
             with --prefill K the first K ids are one prefill call, the rest single-token decode steps
@@ -83,14 +84,15 @@ export function defaultModelDir(): string {
   return path.join(root, found[0]);
 }
 
-async function openModel(values: Record<string, unknown>): Promise<{ model: SalaModel; modelDir: string }> {
+async function openModel(values: Record<string, unknown>, precision?: PrecisionRequest): Promise<{ model: SalaModel; modelDir: string }> {
   const device = stringFlag(values, 'device') ?? 'cpu';
   if (!isDeviceRequest(device)) throw new UsageError(`--device must be cpu, webgpu, cuda or auto, got "${device}"`);
   const requested: DeviceRequest = device;
   const modelDir = path.resolve(stringFlag(values, 'model') ?? defaultModelDir());
   if (!existsSync(path.join(modelDir, 'config.json'))) throw new UsageError(`${modelDir} is not a model directory: it has no config.json`);
-  const model = await SalaModel.load(modelDir, { device: requested, threads: integerFlag(values, 'threads', 0) });
+  const model = await SalaModel.load(modelDir, { device: requested, threads: integerFlag(values, 'threads', 0), precision });
   if (model.device.reason !== 'requested') process.stderr.write(`panorama: device ${model.device.kind} (${model.device.reason})\n`);
+  if (precision !== undefined && model.device.kind !== 'cpu' && model.precision.reason !== 'requested') process.stderr.write(`panorama: precision ${model.precision.kind} (${model.precision.reason})\n`);
   return { model, modelDir };
 }
 
@@ -114,9 +116,12 @@ async function runGenerate(argv: string[]): Promise<number> {
       seed: { type: 'string' },
       stop: { type: 'string', multiple: true },
       'gpu-kv-mb': { type: 'string' },
+      precision: { type: 'string' },
     },
   });
   const gpuKvMb = integerFlag(values, 'gpu-kv-mb', 1);
+  const precision = stringFlag(values, 'precision') ?? 'auto';
+  if (!isPrecisionRequest(precision)) throw new UsageError(`--precision must be fp16, fp32 or auto, got "${precision}"`);
   const promptFile = stringFlag(values, 'prompt-file');
   const prompt = promptFile !== undefined ? await readFile(promptFile, 'utf8') : stringFlag(values, 'prompt');
   if (prompt === undefined) throw new UsageError('generate needs --prompt TEXT or --prompt-file F');
@@ -129,7 +134,7 @@ async function runGenerate(argv: string[]): Promise<number> {
     topK: integerFlag(values, 'top-k', 0),
     seed: integerFlag(values, 'seed', Number.MIN_SAFE_INTEGER),
   };
-  const { model, modelDir } = await openModel(values);
+  const { model, modelDir } = await openModel(values, precision);
   const tokenizer = await openTokenizer(modelDir, model.config.vocabSize);
 
   // Ctrl-C stops generation before the next token; a second Ctrl-C exits at once.
