@@ -75,7 +75,7 @@ export interface DeviceRates {
   /** ‖y − y_ref‖ / ‖y_ref‖ of each one-row product (Gemm form) against float64 on the host from the same rounded inputs. */
   gemvRelError?: number;
   gemvHalfRelError?: number;
-  /** Split-K one-row products y = x B (B [K, N] as [S, K/S, N], partial rows summed in fp32), both precisions. */
+  /** With --gemv-sweep: split-K one-row products y = x B (B [K, N] as [S, K/S, N], partial rows summed in fp32), both precisions. */
   gemvSweep?: GemvVariant[];
 }
 
@@ -179,7 +179,7 @@ export function gemvGBps(rates: DeviceRates, precision: Precision): number | und
   return rates.gemvHalfGemmMs && rates.gemvHalfBytes ? rates.gemvHalfBytes / rates.gemvHalfGemmMs / 1e6 : undefined;
 }
 
-export async function measureRates(device: DeviceKind): Promise<DeviceRates> {
+export async function measureRates(device: DeviceKind, options: { sweep?: boolean } = {}): Promise<DeviceRates> {
   const tensors = new DeviceTensors(device);
   // Every measurement ends in a scalar on the host: a run whose outputs stay on the
   // device returns before the device is done, so only a host output times the work.
@@ -249,7 +249,7 @@ export async function measureRates(device: DeviceKind): Promise<DeviceRates> {
     return { ms, relError };
   };
   const sweep: GemvVariant[] = [];
-  if (device !== 'cpu') {
+  if (options.sweep) {
     for (const [k, n] of [[4096, 16384], [16384, 4096], [4096, 4096]]) {
       const b = uniform(k * n, 0.02, 13);
       const xs = uniform(k, 1, 17);
@@ -563,14 +563,22 @@ export function nineBSpec(tileLength: number): ModelSpec {
   return { name: 'random MiniCPM-SALA-9B shape', config, weights, parameters, tile: randomTile(tileLength, config.vocabSize) };
 }
 
-export function offloadTable(rows: OffloadRow[], rates?: DeviceRates): string {
+/**
+ * The rate a floor is computed at: the device's memory bandwidth when given (--peak-gbps,
+ * e.g. the card's datasheet figure), else the best rate measured in the run.
+ */
+function floorGBps(rates: DeviceRates, precision: Precision, peakGBps?: number): number {
+  return peakGBps ?? Math.max(rates.deviceGBps, gemvGBps(rates, precision) ?? 0);
+}
+
+export function offloadTable(rows: OffloadRow[], rates?: DeviceRates, peakGBps?: number): string {
   const lines = [
     '| model | context | mode | precision | decode ms/token | floor ms | hit rate | blocks up KiB/token | other up KiB/token | device KV MiB | host KV MiB |',
     '|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
     // The floor: what the step reads from device memory at the products' streaming rate, plus the missed blocks at the upload rate.
-    const rate = rates ? gemvGBps(rates, r.precision ?? 'fp32') : undefined;
+    const rate = rates ? floorGBps(rates, r.precision ?? 'fp32', peakGBps) : undefined;
     const floor = rates && rate && r.deviceBytesPerToken ? (r.deviceBytesPerToken / (rate * 1e9)) * 1000 + (r.blockBytesPerToken ?? 0) / (rates.uploadGBps * 1e9) * 1000 : undefined;
     r.floorMs = floor;
     const mib = (b?: number) => (b === undefined ? '–' : (b / 2 ** 20).toFixed(b < 2 ** 20 ? 2 : 0));
@@ -623,6 +631,8 @@ async function main(): Promise<void> {
       precision: { type: 'string' },
       'skip-rates': { type: 'boolean', default: false },
       'rates-only': { type: 'boolean', default: false },
+      'gemv-sweep': { type: 'boolean', default: false },
+      'peak-gbps': { type: 'string' },
     },
   });
   if (!isDeviceRequest(values.device!) || values.device === 'auto') throw new Error(`--device must be cpu, webgpu or cuda, got ${values.device}`);
@@ -634,7 +644,8 @@ async function main(): Promise<void> {
   const contexts = values.contexts ? values.contexts.split(',').map(Number) : values.quick ? [4096] : [8192, 32768, 131072, 262144, 524288, 1048576];
   const steps = Number(values.steps ?? (values.quick ? 4 : 16));
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  const rates = values['skip-rates'] ? undefined : await measureRates(device);
+  const rates = values['skip-rates'] ? undefined : await measureRates(device, { sweep: values['gemv-sweep'] });
+  const peakGBps = values['peak-gbps'] ? Number(values['peak-gbps']) : undefined;
   if (rates) log(describeRates(device, rates));
   for (const v of rates?.gemvSweep ?? []) log(`  split-K one-row product ${v.precision} K ${v.k} N ${v.n} S ${v.splits}: ${v.ms.toFixed(3)} ms, ${v.gbps.toFixed(0)} GB/s, rel. error ${v.relError?.toExponential(1) ?? '–'}`);
   const rows: OffloadRow[] = [];
@@ -646,7 +657,7 @@ async function main(): Promise<void> {
   const save = (): void => {
     if (!values.out) return;
     mkdirSync(path.dirname(values.out), { recursive: true });
-    writeFileSync(values.out, JSON.stringify({ machine, rates, steps, precisions, prefillTileTokensPerSecond: prefill, checks, precisionChecks, rows }, null, 2));
+    writeFileSync(values.out, JSON.stringify({ machine, rates, peakGBps, steps, precisions, prefillTileTokensPerSecond: prefill, checks, precisionChecks, rows }, null, 2));
   };
   save();
   const models = values['rates-only'] ? [] : (values.models ?? (values.quick ? 'default' : 'default,9b')).split(',');
@@ -669,10 +680,10 @@ async function main(): Promise<void> {
     if (Object.keys(result.checks).length > 0) checks[spec.name] = result.checks;
     if (result.precisionCheck) precisionChecks[spec.name] = result.precisionCheck;
     prefill[spec.name] = result.prefillTokensPerSecond;
-    offloadTable(rows, rates);
+    offloadTable(rows, rates, peakGBps);
     save();
   }
-  const markdown = offloadTable(rows, rates);
+  const markdown = offloadTable(rows, rates, peakGBps);
   process.stdout.write(`${markdown}\n`);
   if (values.out) {
     save();
