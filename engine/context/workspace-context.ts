@@ -36,10 +36,10 @@ const KEEP_BACK = 4;
 const CHECKPOINT_AFTER = 16;
 /** Checkpoints kept along a completion's prefix (each holds the lightning states: ~0.5 MB with the default model). */
 const MAX_CHECKPOINTS = 32;
-/** The file at the tail keeps lightning checkpoints this many tokens apart, so its next edit re-feeds from just before the change... */
-const TAIL_CHECKPOINT_TOKENS = 128;
-/** ...within this many bytes of states (a 9B model's lightning states are ~50 MB a checkpoint: they then spread out). */
-const TAIL_CHECKPOINT_BYTES = 64 * 1024 * 1024;
+/** Recently fed files keep lightning checkpoints this many tokens apart, so their next edit re-feeds from just before the change... */
+const RECENT_CHECKPOINT_TOKENS = 128;
+/** ...within this many bytes of states, the oldest files' dropped first (a 9B model's states are ~50 MB a checkpoint: they then spread out). */
+const RECENT_CHECKPOINT_BYTES = 64 * 1024 * 1024;
 
 export interface ContextFile {
   path: string;
@@ -224,11 +224,11 @@ interface Track {
   /** Lightning states at file boundaries, ascending by length. */
   checkpoints: SequenceCheckpoint[];
   /**
-   * The last file fed, with checkpoints along it (the first at its start): while it is
-   * still the last thing in the context, an edit to it rolls back to the checkpoint
-   * before the first changed token and re-feeds from there, in place (no tombstone).
+   * The files fed last, in order, each with checkpoints along it (the first at its
+   * start): an edit to one of them can roll back to the checkpoint before its first
+   * changed token and re-feed from there, in place (see editInPlace).
    */
-  tail?: { path: string; start: number; checkpoints: SequenceCheckpoint[] };
+  recent: { path: string; start: number; checkpoints: SequenceCheckpoint[] }[];
 }
 
 export class WorkspaceContext {
@@ -259,7 +259,7 @@ export class WorkspaceContext {
     private readonly options: ContextOptions = {},
   ) {
     this.format = new PromptFormat(tokenizer);
-    this.track = { sequence: model.newSequence(), spans: new Map(), checkpoints: [] };
+    this.track = { sequence: model.newSequence(), spans: new Map(), checkpoints: [], recent: [] };
     this.budget = options.budget ?? 1_000_000;
     this.compactAt = options.compactAt ?? 0.25;
     this.checkpointEvery = options.checkpointEvery ?? 16_384;
@@ -349,7 +349,7 @@ export class WorkspaceContext {
         const old = this.spans.get(file.path);
         if (old && old.contentHash === file.contentHash) continue;
         const editCount = old ? old.editCount + 1 : 0;
-        const tokens = (await this.editTail(file, editCount, signal)) ?? (this.tombstone(file.path), await this.append(file, editCount, signal));
+        const tokens = (await this.editInPlace(file, editCount, signal)) ?? (this.tombstone(file.path), await this.append(file, editCount, signal));
         // Each file fed is in the context (completions let in meanwhile see it; an abort keeps it).
         this.contextEnd = this.sequence.checkpoint();
         this.version++;
@@ -385,6 +385,7 @@ export class WorkspaceContext {
         sequence: this.sequence.prefix(restart),
         spans: new Map(layout.filter((span) => span.end <= restart.length).map((span) => [span.path, span])),
         checkpoints: this.checkpoints.filter((c) => c.length <= restart.length),
+        recent: [],
       };
       this.options.log?.(`context: compacting from token ${restart.length} (${this.sequence.deadTokens} dead, ${refeed.length} files to re-feed)`);
       return { restart, refeed, track };
@@ -491,54 +492,90 @@ export class WorkspaceContext {
   }
 
   /**
-   * An edit to the file that is last in the context: rolls back to the tail
-   * checkpoint at or before its first changed token and feeds the new version's
-   * tokens from there, so a one-line edit costs the tokens after the change, not
-   * the file's. Returns the new token count, or undefined where it does not apply.
+   * An edit in place, where that feeds fewer tokens than appending the whole new
+   * version: roll back to the recent checkpoint at or before the file's first changed
+   * token, feed the new version from there, then the files after it again (from their
+   * cached ids). The file last in the context always qualifies (a one-line edit costs the
+   * tokens after the change, not the file's); so does one followed by a few small files
+   * (edits alternating between files). No tombstone. Returns the new token count, or
+   * undefined where appending is cheaper or the recent checkpoints do not reach back.
    */
-  private async editTail(file: ContextFile, editCount: number, signal?: AbortSignal): Promise<number | undefined> {
-    const { sequence, tail } = this.track;
+  private async editInPlace(file: ContextFile, editCount: number, signal?: AbortSignal): Promise<number | undefined> {
+    const track = this.track;
+    const { sequence } = track;
     const span = this.spans.get(file.path);
-    if (!span || !tail || tail.path !== file.path || tail.start !== span.start || span.end !== sequence.length) return undefined;
+    const entry = span && track.recent.find((r) => r.path === file.path && r.start === span.start);
+    if (!span || !entry) return undefined;
+    // What follows the file must be live files laid end to end: they are fed again as they are.
+    const lastDead = sequence.deadRanges[sequence.deadRanges.length - 1];
+    if (lastDead && lastDead[1] > span.start) return undefined;
+    const following = this.layout().filter((s) => s.start >= span.end);
+    let end = span.end;
+    for (const s of following) {
+      if (s.start !== end) return undefined;
+      end = s.end;
+    }
+    if (end !== sequence.length) return undefined;
     const { ids, headerTokens } = file.encoded ?? this.format.file(file.path, file.text);
     if (this.liveTokens() - (span.end - span.start) + ids.length > this.budget) return undefined;
     let same = 0;
     const limit = Math.min(ids.length, span.end - span.start);
     while (same < limit && ids[same] === sequence.tokens[span.start + same]) same++;
-    const from = [...tail.checkpoints].reverse().find((c) => c.length <= span.start + same) ?? tail.checkpoints[0];
-    sequence.rollback(from);
-    tail.checkpoints = tail.checkpoints.filter((c) => c.length <= from.length);
-    this.track.checkpoints = this.track.checkpoints.filter((c) => c.length <= from.length);
-    this.dirtyFrom = Math.min(this.dirtyFrom, from.length);
-    // While it is fed, requests let in between pieces see the context without this file (as with an append).
+    const from = [...entry.checkpoints].reverse().find((c) => c.length <= span.start + same) ?? entry.checkpoints[0];
+    const cost = span.start + ids.length - from.length + (sequence.length - span.end);
+    if (cost > ids.length) return undefined;
+
+    const refeed = following.map((s) => ({ span: s, ids: sequence.tokens.slice(s.start, s.end) }));
+    const cutBack = (to: SequenceCheckpoint) => {
+      sequence.rollback(to);
+      track.checkpoints = track.checkpoints.filter((c) => c.length <= to.length);
+      // The files after the cut get fresh entries as they are fed again.
+      track.recent = track.recent.filter((r) => r.start < to.length || r === entry);
+      entry.checkpoints = entry.checkpoints.filter((c) => c.length <= to.length);
+      this.dirtyFrom = Math.min(this.dirtyFrom, to.length);
+      // While it is fed, requests let in between pieces see the context up to here (as with an append).
+      this.contextEnd = to;
+    };
+    const feedFollowing = async () => {
+      for (const { span: s, ids: followingIds } of refeed) {
+        await this.feedFile(track, s.path, followingIds, s.headerTokens, s, undefined, () => this.yieldToCompletions());
+      }
+    };
+    cutBack(from);
     this.spans.delete(file.path);
-    this.contextEnd = from;
+    for (const { span: s } of refeed) this.spans.delete(s.path);
     this.version++;
     try {
-      await this.feedInPieces(sequence, ids.slice(from.length - span.start), signal, () => this.yieldToCompletions(), (length) => this.keepTailCheckpoint(this.track, length));
+      await this.feedInPieces(sequence, ids.slice(from.length - span.start), signal, () => this.yieldToCompletions(), (length) => this.keepRecentCheckpoint(track, length));
     } catch (err) {
-      // Half fed: the old version is gone from here on, so the file leaves the context (the next update adds it back).
-      sequence.rollback(tail.checkpoints[0]);
-      this.contextEnd = tail.checkpoints[0];
-      this.dirtyFrom = Math.min(this.dirtyFrom, this.contextEnd.length);
-      this.track.checkpoints = this.track.checkpoints.filter((c) => c.length <= this.contextEnd.length);
-      this.track.tail = undefined;
+      // Half fed: the old version is gone from here on, so the file leaves the context (the
+      // next update adds it back), as with an append; the files after it are fed again.
+      const start = entry.checkpoints[0];
+      cutBack(start);
+      track.recent = track.recent.filter((r) => r !== entry);
+      await feedFollowing();
+      this.contextEnd = sequence.checkpoint();
       throw err;
     }
     this.spans.set(file.path, this.fileSpan(file.path, span.start, ids, headerTokens, { ...file, editCount }));
+    this.contextEnd = sequence.checkpoint();
+    // The files after it again (bounded: cheaper than the file itself, by the test above).
+    await feedFollowing();
     return ids.length;
   }
 
-  /** Keeps a tail checkpoint at `length` if the last is far enough back (spaced to stay within TAIL_CHECKPOINT_BYTES). */
-  private keepTailCheckpoint(track: Track, length: number): void {
-    const tail = track.tail;
-    if (!tail) return;
+  /** Keeps a checkpoint at `length` in the last recent file if the previous is far enough back (all within RECENT_CHECKPOINT_BYTES). */
+  private keepRecentCheckpoint(track: Track, length: number): void {
+    const entry = track.recent[track.recent.length - 1];
+    if (!entry) return;
     const stateBytes = [...track.sequence.lightning.values()].reduce((n, s) => n + s.byteLength, 0);
-    const spacing = Math.max(TAIL_CHECKPOINT_TOKENS, Math.ceil(((track.sequence.length - tail.start) * stateBytes) / TAIL_CHECKPOINT_BYTES));
-    const last = tail.checkpoints[tail.checkpoints.length - 1];
+    const spacing = Math.max(RECENT_CHECKPOINT_TOKENS, Math.ceil(((length - entry.start) * stateBytes) / RECENT_CHECKPOINT_BYTES));
+    const last = entry.checkpoints[entry.checkpoints.length - 1];
     if (length - last.length < spacing) return;
-    if (stateBytes * (tail.checkpoints.length + 1) > TAIL_CHECKPOINT_BYTES) tail.checkpoints = tail.checkpoints.filter((_, i) => i % 2 === 0);
-    tail.checkpoints.push(track.sequence.checkpoint());
+    entry.checkpoints.push(track.sequence.checkpoint());
+    const held = () => track.recent.reduce((n, r) => n + r.checkpoints.length, 0) * stateBytes;
+    while (held() > RECENT_CHECKPOINT_BYTES && track.recent.length > 1) track.recent.shift();
+    if (held() > RECENT_CHECKPOINT_BYTES) entry.checkpoints = entry.checkpoints.filter((_, i) => i % 2 === 0);
   }
 
   /** Appends a file at the tail; returns its token count. */
@@ -578,13 +615,14 @@ export class WorkspaceContext {
     const before = sequence.checkpoint();
     const last = checkpoints[checkpoints.length - 1];
     if (start === 0 || start - (last?.length ?? 0) >= this.checkpointEvery) checkpoints.push(before);
-    track.tail = { path, start, checkpoints: [before] };
+    const entry = { path, start, checkpoints: [before] };
+    track.recent.push(entry);
     try {
-      await this.feedInPieces(sequence, ids, signal, between, (length) => this.keepTailCheckpoint(track, length));
+      await this.feedInPieces(sequence, ids, signal, between, (length) => this.keepRecentCheckpoint(track, length));
     } catch (err) {
       // A half-fed file would leave tokens no span owns: roll back to where it started.
       sequence.rollback(before);
-      track.tail = undefined;
+      track.recent = track.recent.filter((r) => r !== entry);
       throw err;
     }
     track.spans.set(path, this.fileSpan(path, start, ids, headerTokens, meta));

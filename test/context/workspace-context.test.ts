@@ -120,10 +120,26 @@ test('an edit to the file last in the context re-feeds it in place from just bef
     assert.equal(x.result.text, y.result.text);
   }
 
-  // Once another file follows it, an edit to it is an append again (old span tombstoned).
-  await context.update([file('src/a.ts', source(1) + '// more\n')]);
+  // A small file now follows it: an edit near its end is still in place (the small file
+  // is fed again after it), one near its start is an append (old span tombstoned).
+  const small = file('src/a.ts', source(1) + '// more\n');
+  await context.update([small]);
+  const deadBefore = context.stats().deadTokens;
+  const nearEnd = file('src/long.ts', edits[edits.length - 1].replace('x * 80;', 'x * 8;'));
+  const encodedBefore = context.stats().encodedTokens;
+  await context.update([nearEnd]);
+  assert.equal(context.stats().deadTokens, deadBefore, 'in place: no new tombstone');
+  assert.equal(context.span('src/long.ts')?.start, start);
+  assert.equal(context.span('src/a.ts')?.start, context.span('src/long.ts')?.end, 'the small file follows it again');
+  assert.equal(context.span('src/a.ts')?.end, context.sequence.length);
+  assert.ok(context.stats().encodedTokens - encodedBefore < fileTokens / 2, 'fed far fewer tokens than the file');
+  const fresh = new WorkspaceContext(model, tokenizer);
+  await fresh.update([...files.slice(1), nearEnd, small]);
+  // Same tokens after the live prefix: the in-place context holds a.ts's old span (dead) first.
+  assert.deepEqual(context.sequence.tokens.slice(context.span('src/b.ts')!.start), fresh.sequence.tokens.slice(fresh.span('src/b.ts')!.start));
+
   await context.update([file('src/long.ts', long.text)]);
-  assert.ok(context.stats().deadTokens > fileTokens, 'both old versions are tombstoned');
+  assert.ok(context.stats().deadTokens > deadBefore + fileTokens - 10, 'an edit near the start of a file followed by another is an append');
   assert.equal(context.span('src/long.ts')?.end, context.sequence.length);
 });
 
