@@ -286,11 +286,12 @@ function buildSparseSelect(cfg: SalaConfig, resident = false): Uint8Array {
   // A query that sees no coarse key gets probability 0 everywhere (the reference's NaN → 0).
   const hasCoarse = g.unsqueeze(g.greater(coarseVisible, g.int64(0)), [1]); // [T, 1]
   const safeLse = g.where(hasCoarse, lse, g.float(Infinity));
-  // 2. Fine probabilities, 0 where not visible.
-  const fineMask = g.cast(visibleMask(fineVisible, fineKeys), 'float'); // [T, N1]
-  const probabilities = g.mul(g.exp(g.sub(dot(fineKeys), safeLse)), fineMask);
-  // 3. Sum over the query heads of each group; the reference kernels see 16 rows per KV head.
-  const groupScores = g.mul(g.reduceSum(probabilities, [1], false), g.float(16 / G)); // [Hk, T, N1]
+  // 2. Fine probabilities, 3. summed over the query heads of each group (the reference
+  // kernels see 16 rows per KV head), 0 where not visible: the 0/1 mask is the same for
+  // every head of a group, so it applies after the sum, on a G-times smaller tensor (exact).
+  const fineMask = g.mul(g.cast(visibleMask(fineVisible, fineKeys), 'float'), g.float(16 / G)); // [T, N1]
+  const probabilities = g.exp(g.sub(dot(fineKeys), safeLse)); // [Hk, G, T, N1]
+  const groupScores = g.mul(g.reduceSum(probabilities, [1], false), fineMask); // [Hk, T, N1]
 
   // Pool to blocks: block b takes max over fine keys 4b−1 … 4b+3 (kernel 5, stride 4, pad 1);
   // −inf padding makes windows past the end −inf, as the kernel does.
