@@ -44,6 +44,8 @@ common options:
   --device cpu|webgpu|cuda|auto   default cpu
   --chunk-size N       prefill chunk in tokens (default 512)
   --threads N          onnxruntime intra-op threads (default: one per core)
+  --host-kv-mb N       host memory for a context's sparse-layer K/V; past it the oldest blocks
+                       spill to a temp file and are read back on demand (default: 40% of RAM; 0: never)
 `;
 
 const COMMON: ParseArgsConfig['options'] = {
@@ -51,6 +53,7 @@ const COMMON: ParseArgsConfig['options'] = {
   device: { type: 'string', default: 'cpu' },
   'chunk-size': { type: 'string' },
   threads: { type: 'string' },
+  'host-kv-mb': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 };
 
@@ -90,7 +93,8 @@ async function openModel(values: Record<string, unknown>, precision?: PrecisionR
   const requested: DeviceRequest = device;
   const modelDir = path.resolve(stringFlag(values, 'model') ?? defaultModelDir());
   if (!existsSync(path.join(modelDir, 'config.json'))) throw new UsageError(`${modelDir} is not a model directory: it has no config.json`);
-  const model = await SalaModel.load(modelDir, { device: requested, threads: integerFlag(values, 'threads', 0), precision });
+  const hostKvMb = integerFlag(values, 'host-kv-mb', 0);
+  const model = await SalaModel.load(modelDir, { device: requested, threads: integerFlag(values, 'threads', 0), precision, hostKvBytes: hostKvMb === undefined ? undefined : hostKvMb === 0 ? Infinity : hostKvMb * 2 ** 20 });
   if (model.device.reason !== 'requested') process.stderr.write(`panorama: device ${model.device.kind} (${model.device.reason})\n`);
   if (precision !== undefined && model.device.kind !== 'cpu' && model.precision.reason !== 'requested') process.stderr.write(`panorama: precision ${model.precision.kind} (${model.precision.reason})\n`);
   return { model, modelDir };

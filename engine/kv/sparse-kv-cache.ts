@@ -6,6 +6,10 @@
 // reference's "uncompressed tails" are implicit: they are the keys past the last
 // complete window, still in the block store.
 
+import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import path from 'node:path';
+
 export interface SparseGeometry {
   kvHeads: number;
   headDim: number;
@@ -83,10 +87,30 @@ class CompressedKeys {
   }
 }
 
+/** Where a cache's K/V may go when host memory runs short. */
+export interface SpillOptions {
+  /** K/V bytes this cache keeps in host memory; its oldest complete blocks go to a file beyond that. */
+  memoryBytes: number;
+  /** Directory of the spill file (the file is unlinked at once: the OS frees it when the cache goes). */
+  dir: string;
+}
+
+/** Closes a collected cache's spill file. */
+const spillFiles = new FinalizationRegistry<number>((fd) => {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+});
+
 /**
- * Keys and values are stored head-major, [Hk, capacityBlocks, blockSize, hs], so
- * the attention graph can gather any head's blocks straight from the store (no
- * copy on the host) and a head's blocks are contiguous for upload.
+ * Keys and values are stored head-major, [Hk, capacityBlocks, blockSize, hs], so a
+ * head's blocks are contiguous for gathers and uploads. With spill options, memory
+ * holds blocks [base, base + capacityBlocks) only, within the budget; the blocks
+ * before `base` live in an unlinked file (block b at b · blockBytes: its K for every
+ * head, then its V) and are read back on demand. The block being written is always
+ * in memory.
  */
 export class SparseKvCache {
   /** Tokens held. */
@@ -94,18 +118,30 @@ export class SparseKvCache {
   private keys: Float32Array;
   private values: Float32Array;
   private capacityBlocks: number;
+  /** First block held in memory (blocks below it are in the spill file). */
+  private base = 0;
   /** Floats of one head's block: blockSize · hs. */
   private readonly headBlockFloats: number;
   private fine: CompressedKeys;
   private coarse: CompressedKeys;
+  private readonly spill?: { fd: number; memoryBlocks: number; options: SpillOptions };
 
   constructor(
     readonly geometry: SparseGeometry,
     initialTokens = 0,
+    spill?: SpillOptions,
   ) {
     const { kvHeads, headDim, blockSize, kernelSize, kernelStride } = geometry;
     this.headBlockFloats = blockSize * headDim;
-    this.capacityBlocks = Math.max(1, Math.ceil(initialTokens / blockSize));
+    if (spill) {
+      const memoryBlocks = Math.max(2, Math.floor(spill.memoryBytes / (2 * kvHeads * this.headBlockFloats * 4)));
+      const file = path.join(spill.dir, `panorama-kv-${process.pid}-${randomBytes(6).toString('hex')}.bin`);
+      const fd = openSync(file, 'w+');
+      unlinkSync(file);
+      spillFiles.register(this, fd);
+      this.spill = { fd, memoryBlocks, options: spill };
+    }
+    this.capacityBlocks = Math.max(1, Math.min(Math.ceil(initialTokens / blockSize), this.spill?.memoryBlocks ?? Infinity));
     this.keys = new Float32Array(kvHeads * this.capacityBlocks * this.headBlockFloats);
     this.values = new Float32Array(this.keys.length);
     const rowSize = kvHeads * headDim;
@@ -118,10 +154,32 @@ export class SparseKvCache {
     return Math.ceil(this.length / this.geometry.blockSize);
   }
 
+  /** Bytes of K/V held in host memory. */
+  get memoryBytes(): number {
+    return this.keys.byteLength + this.values.byteLength;
+  }
+
+  /** Blocks in the spill file (0 without spilling). */
+  get spilledBlocks(): number {
+    return this.base;
+  }
+
+  /** Bytes of one block in the spill file: K then V, every head. */
+  private get blockBytes(): number {
+    return 2 * this.geometry.kvHeads * this.headBlockFloats * 4;
+  }
+
   private ensureCapacity(tokens: number): void {
-    const needed = Math.ceil(tokens / this.geometry.blockSize);
-    if (needed <= this.capacityBlocks) return;
-    const capacity = Math.max(needed, this.capacityBlocks * 2);
+    const { blockSize } = this.geometry;
+    const needed = Math.ceil(tokens / blockSize);
+    if (needed - this.base <= this.capacityBlocks) return;
+    if (this.spill && needed - this.base > this.spill.memoryBlocks) {
+      // Over budget: write the oldest complete blocks out (half the budget at once, to amortize), keep the rest.
+      const keepFrom = Math.min(Math.floor(this.length / blockSize), Math.max(this.base, needed - Math.ceil(this.spill.memoryBlocks / 2)));
+      if (keepFrom > this.base) this.spillBlocks(keepFrom);
+      if (needed - this.base <= this.capacityBlocks) return;
+    }
+    const capacity = Math.min(Math.max(needed - this.base, this.capacityBlocks * 2), Math.max(needed - this.base, this.spill?.memoryBlocks ?? Infinity));
     const { kvHeads } = this.geometry;
     const regrow = (old: Float32Array): Float32Array => {
       const grown = new Float32Array(kvHeads * capacity * this.headBlockFloats);
@@ -136,16 +194,46 @@ export class SparseKvCache {
     this.capacityBlocks = capacity;
   }
 
+  /** Moves blocks [base, keepFrom) to the spill file and shifts the rest down in memory. */
+  private spillBlocks(keepFrom: number): void {
+    const spill = this.spill;
+    if (!spill) throw new Error('internal: spilling without a spill file');
+    const { kvHeads } = this.geometry;
+    const headBlockBytes = this.headBlockFloats * 4;
+    for (let block = this.base; block < keepFrom; block++) {
+      const at = block * this.blockBytes;
+      for (let h = 0; h < kvHeads; h++) {
+        const from = (h * this.capacityBlocks + block - this.base) * this.headBlockFloats;
+        writeFully(spill.fd, this.keys.subarray(from, from + this.headBlockFloats), at + h * headBlockBytes);
+        writeFully(spill.fd, this.values.subarray(from, from + this.headBlockFloats), at + (kvHeads + h) * headBlockBytes);
+      }
+    }
+    const shift = keepFrom - this.base;
+    for (let h = 0; h < kvHeads; h++) {
+      const start = h * this.capacityBlocks * this.headBlockFloats;
+      this.keys.copyWithin(start, start + shift * this.headBlockFloats, start + this.capacityBlocks * this.headBlockFloats);
+      this.values.copyWithin(start, start + shift * this.headBlockFloats, start + this.capacityBlocks * this.headBlockFloats);
+    }
+    this.base = keepFrom;
+  }
+
   private offset(position: number, head: number): number {
     const { blockSize, headDim } = this.geometry;
     const block = Math.floor(position / blockSize);
-    return (head * this.capacityBlocks + block) * this.headBlockFloats + (position % blockSize) * headDim;
+    return (head * this.capacityBlocks + block - this.base) * this.headBlockFloats + (position % blockSize) * headDim;
   }
 
   /** Appends T new keys/values given as [T, Hk, hs]. */
   append(k: Float32Array, v: Float32Array): void {
     const { kvHeads, headDim, blockSize } = this.geometry;
-    const tokens = k.length / (kvHeads * headDim);
+    const rowFloats = kvHeads * headDim;
+    const tokens = k.length / rowFloats;
+    if (this.spill && tokens > (this.spill.memoryBlocks >> 1) * blockSize) {
+      // More than half the budget at once (a restore): in pieces, so memory stays within it.
+      const piece = Math.max(1, this.spill.memoryBlocks >> 1) * blockSize;
+      for (let t = 0; t < tokens; t += piece) this.append(k.subarray(t * rowFloats, (t + piece) * rowFloats), v.subarray(t * rowFloats, (t + piece) * rowFloats));
+      return;
+    }
     this.ensureCapacity(this.length + tokens);
     if (kvHeads === 1) {
       // One head: source rows are contiguous, so copy a block's run at a time (restoring 1M tokens).
@@ -174,12 +262,12 @@ export class SparseKvCache {
   /**
    * Writable views of the key and value rows of positions [start, start + tokens), for a
    * restore to read straight into (then commitRows): only where a token's row follows
-   * the previous one in the store (one KV head) and the room is reserved (the views must
-   * not be moved by a regrowth). Undefined otherwise: append rows instead.
+   * the previous one in the store (one KV head, nothing spilled) and the room is reserved
+   * (the views must not be moved by a regrowth). Undefined otherwise: append rows instead.
    */
   rowsAt(start: number, tokens: number): { keys: Float32Array; values: Float32Array } | undefined {
     const { kvHeads, headDim, blockSize } = this.geometry;
-    if (kvHeads !== 1 || start + tokens > this.capacityBlocks * blockSize) return undefined;
+    if (kvHeads !== 1 || this.base !== 0 || start + tokens > this.capacityBlocks * blockSize) return undefined;
     return { keys: this.keys.subarray(start * headDim, (start + tokens) * headDim), values: this.values.subarray(start * headDim, (start + tokens) * headDim) };
   }
 
@@ -189,22 +277,63 @@ export class SparseKvCache {
     this.length = length;
   }
 
-  /** Makes room for `tokens` tokens at once (a restore knows its size). */
+  /** Makes room for `tokens` tokens at once (a restore knows its size; with spilling, within the budget). */
   reserve(tokens: number): void {
-    this.ensureCapacity(tokens);
+    this.ensureCapacity(this.spill ? Math.min(tokens, (this.base + this.spill.memoryBlocks) * this.geometry.blockSize) : tokens);
+  }
+
+  /** The whole store, [Hk, capacityBlocks, blockSize, hs] each, without copying — undefined once blocks spilled to disk. Blocks ≥ blockCount are stale. */
+  store(): { keys: Float32Array; values: Float32Array; capacityBlocks: number } | undefined {
+    return this.base === 0 ? { keys: this.keys, values: this.values, capacityBlocks: this.capacityBlocks } : undefined;
+  }
+
+  /**
+   * Copies head `head`'s K and V of each block into `keys` / `values` ([n, blockSize, hs]
+   * from row `at`), from memory or the spill file. A block id of −1 is skipped.
+   */
+  readBlocks(head: number, blocks: readonly number[], keys: Float32Array, values: Float32Array, at = 0): void {
+    const floats = this.headBlockFloats;
+    blocks.forEach((block, i) => {
+      if (block < 0) return;
+      const to = (at + i) * floats;
+      if (block >= this.base) {
+        const from = (head * this.capacityBlocks + block - this.base) * floats;
+        keys.set(this.keys.subarray(from, from + floats), to);
+        values.set(this.values.subarray(from, from + floats), to);
+        return;
+      }
+      const spill = this.spill;
+      if (!spill) throw new Error('internal: a block below base without a spill file');
+      const headBlockBytes = floats * 4;
+      readFully(spill.fd, keys.subarray(to, to + floats), block * this.blockBytes + head * headBlockBytes);
+      readFully(spill.fd, values.subarray(to, to + floats), block * this.blockBytes + (this.geometry.kvHeads + head) * headBlockBytes);
+    });
   }
 
   /** Keys and values of positions [start, end) as [end − start, Hk, hs] (the layout append takes). */
   rows(start: number, end: number): { keys: Float32Array; values: Float32Array } {
-    const { kvHeads, headDim } = this.geometry;
+    const { kvHeads, headDim, blockSize } = this.geometry;
     const keys = new Float32Array((end - start) * kvHeads * headDim);
     const values = new Float32Array(keys.length);
-    for (let t = start; t < end; t++) {
+    const blockKeys = new Float32Array(this.headBlockFloats);
+    const blockValues = new Float32Array(this.headBlockFloats);
+    for (let block = Math.floor(start / blockSize); block * blockSize < end; block++) {
+      const first = Math.max(start, block * blockSize);
+      const last = Math.min(end, (block + 1) * blockSize);
       for (let h = 0; h < kvHeads; h++) {
-        const src = this.offset(t, h);
-        const dst = ((t - start) * kvHeads + h) * headDim;
-        keys.set(this.keys.subarray(src, src + headDim), dst);
-        values.set(this.values.subarray(src, src + headDim), dst);
+        let source = this.keys;
+        let sourceValues = this.values;
+        let blockStart = (h * this.capacityBlocks + block - this.base) * this.headBlockFloats;
+        if (block < this.base) {
+          this.readBlocks(h, [block], blockKeys, blockValues);
+          [source, sourceValues, blockStart] = [blockKeys, blockValues, 0];
+        }
+        for (let t = first; t < last; t++) {
+          const src = blockStart + (t % blockSize) * headDim;
+          const dst = ((t - start) * kvHeads + h) * headDim;
+          keys.set(source.subarray(src, src + headDim), dst);
+          values.set(sourceValues.subarray(src, src + headDim), dst);
+        }
       }
     }
     return { keys, values };
@@ -213,18 +342,35 @@ export class SparseKvCache {
   /** Forgets everything after `length` tokens (used to roll a sequence back). */
   truncate(length: number): void {
     if (length >= this.length) return;
+    const { blockSize } = this.geometry;
+    const tailBlock = Math.floor(length / blockSize);
+    if (tailBlock < this.base) {
+      // The new tail block was spilled: it comes back to memory as the first block held.
+      const blockKeys = new Float32Array(this.headBlockFloats);
+      const blockValues = new Float32Array(this.headBlockFloats);
+      for (let h = 0; h < this.geometry.kvHeads; h++) {
+        this.readBlocks(h, [tailBlock], blockKeys, blockValues);
+        this.keys.set(blockKeys, h * this.capacityBlocks * this.headBlockFloats);
+        this.values.set(blockValues, h * this.capacityBlocks * this.headBlockFloats);
+      }
+      this.base = tailBlock;
+    }
     this.length = length;
     this.fine.truncate(this.fine.countFor(length));
     this.coarse.truncate(this.coarse.countFor(length));
   }
 
-  /** The whole store, [Hk, capacityBlocks, blockSize, hs] each, without copying. Blocks ≥ blockCount are stale. */
-  store(): { keys: Float32Array; values: Float32Array; capacityBlocks: number } {
-    return { keys: this.keys, values: this.values, capacityBlocks: this.capacityBlocks };
-  }
-
   private readonly readKey = (position: number, out: Float64Array): void => {
-    const { kvHeads, headDim } = this.geometry;
+    const { kvHeads, headDim, blockSize } = this.geometry;
+    const block = Math.floor(position / blockSize);
+    if (block < this.base) {
+      const blockKeys = new Float32Array(this.headBlockFloats);
+      for (let h = 0; h < kvHeads; h++) {
+        this.readBlocks(h, [block], blockKeys, new Float32Array(this.headBlockFloats));
+        for (let i = 0; i < headDim; i++) out[h * headDim + i] = blockKeys[(position % blockSize) * headDim + i];
+      }
+      return;
+    }
     for (let h = 0; h < kvHeads; h++) {
       const src = this.offset(position, h);
       for (let i = 0; i < headDim; i++) out[h * headDim + i] = this.keys[src + i];
@@ -255,7 +401,23 @@ export class SparseKvCache {
     return { fine: this.fine.view(), coarse: this.coarse.view() };
   }
 
+  /** A copy of the first `length` tokens (K/V and compressed keys), with the same spill budget. */
+  prefix(length = this.length): SparseKvCache {
+    const copy = new SparseKvCache(this.geometry, length, this.spill?.options);
+    const step = Math.max(1, (this.spill ? this.spill.memoryBlocks >> 1 : 1024)) * this.geometry.blockSize;
+    for (let at = 0; at < length; at += step) {
+      const { keys, values } = this.rows(at, Math.min(length, at + step));
+      copy.append(keys, values);
+    }
+    const { fine, coarse } = this.compressedKeys();
+    const counts = this.compressedCounts(length);
+    const rowSize = this.geometry.kvHeads * this.geometry.headDim;
+    copy.appendCompressed(fine.subarray(0, Math.min(counts.fine, this.fine.count) * rowSize), coarse.subarray(0, Math.min(counts.coarse, this.coarse.count) * rowSize));
+    return copy;
+  }
+
   clone(): SparseKvCache {
+    if (this.spill) return this.prefix();
     const copy = new SparseKvCache(this.geometry);
     copy.keys = this.keys.slice();
     copy.values = this.values.slice();
@@ -264,5 +426,19 @@ export class SparseKvCache {
     copy.fine = this.fine.clone();
     copy.coarse = this.coarse.clone();
     return copy;
+  }
+}
+
+function writeFully(fd: number, data: Float32Array, position: number): void {
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
+}
+
+function readFully(fd: number, into: Float32Array, position: number): void {
+  const bytes = new Uint8Array(into.buffer, into.byteOffset, into.byteLength);
+  for (let done = 0; done < bytes.length; ) {
+    const got = readSync(fd, bytes, done, bytes.length - done, position + done);
+    if (got === 0) throw new Error(`spill file ended at byte ${position + done}`);
+    done += got;
   }
 }

@@ -341,19 +341,21 @@ function buildSparseAttend(cfg: SalaConfig, precision: Precision): Uint8Array {
   const g = new GraphBuilder('sparse_attend');
   const x = g.input('x', 'float', ['T', d]);
   const q = g.input('q', 'float', ['T', H, hs]);
-  // The whole host store (head-major) and, per KV head, the blocks to attend to
-  // (padded to U with id −1, masked); the gather happens here, not on the host.
+  // A store of blocks (head-major) and, per KV head, the blocks to attend to: their ids
+  // (padded to U with −1, masked; for positions) and their slots in the store. The store
+  // is the host KV store itself (slot = id: no copy), or, where it spilled to disk, just
+  // these blocks gathered on the host (slot = i).
   const keyStore = g.input('key_store', 'float', [Hk, 'C', blockSize, hs]);
   const valueStore = g.input('value_store', 'float', [Hk, 'C', blockSize, hs]);
   const blockIds = g.input('block_ids', 'int64', [Hk, 'U']);
+  const storeSlots = g.input('store_slots', 'int64', [Hk, 'U']);
   const blockMask = g.input('block_mask', 'bool', [Hk, 'T', 'U']);
   const keyAlive = g.input('key_alive', 'bool', [Hk, 'U', blockSize]);
   const queryPositions = g.input('query_positions', 'int64', ['T']);
 
   const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]); // [Hk, G·T, hs]
-  const heads = g.unsqueeze(g.expand(g.unsqueeze(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [1]), g.shape(blockIds)), [2]); // [Hk, U, 1]
-  const blockIndex = g.unsqueeze(g.op('Max', [blockIds, g.int64(0)]), [2]); // padding reads block 0, masked below
-  const gatherIndex = g.concat([heads, blockIndex], 2); // [Hk, U, 2]
+  const heads = g.unsqueeze(g.expand(g.unsqueeze(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [1]), g.shape(storeSlots)), [2]); // [Hk, U, 1]
+  const gatherIndex = g.concat([heads, g.unsqueeze(storeSlots, [2])], 2); // [Hk, U, 2]
   const keysByHead = g.reshape(g.op('GatherND', [keyStore, gatherIndex]), [Hk, -1, hs]); // [Hk, S, hs]
   const valuesByHead = g.reshape(g.op('GatherND', [valueStore, gatherIndex]), [Hk, -1, hs]);
   const scoreShape = g.shapeOf([Hk, G, g.dim(q, 0), -1]);

@@ -164,16 +164,10 @@ export class ResidentDecoder {
     const maxBlocks = Math.ceil(this.maxTokens / B);
     for (const [layer, cache] of this.sequence.sparse) {
       const tailBlock = Math.floor(cache.length / B);
-      const store = cache.store();
-      const tail = (data: Float32Array): ort.Tensor => {
-        const out = new Float32Array(Hk * B * hs);
-        for (let h = 0; h < Hk; h++) {
-          if (tailBlock >= store.capacityBlocks) continue;
-          const from = (h * store.capacityBlocks + tailBlock) * B * hs;
-          out.set(data.subarray(from, from + B * hs), h * B * hs);
-        }
-        return f32(out, [Hk, B, hs]);
-      };
+      // The block being written, every head ([Hk, B, hs]); zeros where it has no token yet.
+      const tailKeys = new Float32Array(Hk * B * hs);
+      const tailValues = new Float32Array(tailKeys.length);
+      if (tailBlock < cache.blockCount) for (let h = 0; h < Hk; h++) cache.readBlocks(h, [tailBlock], tailKeys, tailValues, h);
       let pool: BlockPool | undefined;
       let poolKeys: ort.Tensor;
       let poolValues: ort.Tensor;
@@ -181,17 +175,12 @@ export class ResidentDecoder {
       if (this.placement === 'device') {
         // Slot = block id: the host store's head-major layout is the pool's, with room to grow.
         poolSlots = Math.max(1, maxBlocks);
-        const copy = (data: Float32Array): ort.Tensor => {
-          const out = new Float32Array(Hk * poolSlots * B * hs);
-          const complete = Math.min(tailBlock, store.capacityBlocks);
-          for (let h = 0; h < Hk; h++) {
-            const from = h * store.capacityBlocks * B * hs;
-            out.set(data.subarray(from, from + complete * B * hs), h * poolSlots * B * hs);
-          }
-          return f32(out, [Hk, poolSlots, B, hs]);
-        };
-        poolKeys = await tensors.upload(copy(store.keys));
-        poolValues = await tensors.upload(copy(store.values));
+        const keys = new Float32Array(Hk * poolSlots * B * hs);
+        const values = new Float32Array(keys.length);
+        const complete = Array.from({ length: tailBlock }, (_, block) => block);
+        for (let h = 0; h < Hk; h++) cache.readBlocks(h, complete, keys, values, h * poolSlots);
+        poolKeys = await tensors.upload(f32(keys, [Hk, poolSlots, B, hs]));
+        poolValues = await tensors.upload(f32(values, [Hk, poolSlots, B, hs]));
       } else {
         // At least one step's selection, and every block below dense_len (those steps attend to all of them).
         const needed = Math.max(sizes.topkTotal, Math.ceil(config.sparse.denseLen / B));
@@ -210,8 +199,8 @@ export class ResidentDecoder {
         poolKeys,
         poolValues,
         poolSlots,
-        tailKeys: await tensors.upload(tail(store.keys)),
-        tailValues: await tensors.upload(tail(store.values)),
+        tailKeys: await tensors.upload(f32(tailKeys, [Hk, B, hs])),
+        tailValues: await tensors.upload(f32(tailValues, [Hk, B, hs])),
         tailBlock,
         fine: await tensors.zeros([fineCapacity, Hk, hs]),
         coarse: await tensors.zeros([coarseCapacity, Hk, hs]),
@@ -391,15 +380,10 @@ export class ResidentDecoder {
     const { tensors, sizes } = this.parts;
     const hs = sizes.sparseHeadDim;
     const B = this.blockSize;
-    const store = state.cache.store();
-    const floats = B * hs;
-    const keys = new Float32Array(missed.length * floats);
+    const keys = new Float32Array(missed.length * B * hs);
     const values = new Float32Array(keys.length);
-    missed.forEach(({ head, block }, i) => {
-      const from = (head * store.capacityBlocks + block) * floats;
-      keys.set(store.keys.subarray(from, from + floats), i * floats);
-      values.set(store.values.subarray(from, from + floats), i * floats);
-    });
+    // From host memory or, where the store spilled, from its file.
+    missed.forEach(({ head, block }, i) => state.cache.readBlocks(head, [block], keys, values, i));
     const indices = i64(index, [missed.length, 2]);
     this.stats.blockBytes += keys.byteLength + values.byteLength;
     this.stats.otherBytes += byteLength(indices);

@@ -3,10 +3,11 @@
 //   x = embed·scale_emb → per layer: lightning or sparse mixer + MLP → head.
 // Long inputs run in chunks; a call is one logical prefill (or a decode step when
 // it carries one token), so chunking never changes the result.
+import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { resolveDevice, resolvePrecision, type DeviceRequest, type PrecisionRequest, type ResolvedDevice, type ResolvedPrecision } from '../runtime/device.js';
 import { GraphSession, bool, f16, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
-import { SparseKvCache } from '../kv/sparse-kv-cache.js';
+import { SparseKvCache, type SpillOptions } from '../kv/sparse-kv-cache.js';
 import { Sequence } from './sequence.js';
 import { blocksPerHead, poolPads, visibleCount, type Level } from '../kv/selection.js';
 import { derivedSizes, expectedWeights, loadConfig, type DerivedSizes, type SalaConfig } from './config.js';
@@ -26,7 +27,17 @@ export interface ModelOptions {
    * runs fp16 products, fp32 on the CPU). Norms, attention, states and logits stay fp32.
    */
   precision?: PrecisionRequest;
+  /**
+   * Host memory for a sequence's sparse-layer K/V (all layers together). Past it, each
+   * layer's oldest blocks spill to a file under `spillDir` (default the OS temp dir) and
+   * are read back on demand. Default: 40% of physical memory; 0 or Infinity: never spill.
+   */
+  hostKvBytes?: number;
+  spillDir?: string;
 }
+
+/** Share of physical memory one sequence's host K/V may take before it spills to disk. */
+const DEFAULT_HOST_KV_SHARE = 0.4;
 
 /** Blocks selected by one sparse layer for a run of queries: [Hk, T, k], ascending, −1 = none. */
 export interface SelectionRecord {
@@ -99,6 +110,8 @@ export class SalaModel {
   private residentSessions?: Promise<ResidentSessions>;
   private readonly fineLevel: Level;
   private readonly coarseLevel: Level;
+  /** Each sparse layer's K/V spill budget, if any (see ModelOptions.hostKvBytes). */
+  private spill?: SpillOptions;
 
   private constructor(
     readonly config: SalaConfig,
@@ -179,7 +192,15 @@ export class SalaModel {
       w_norm: await tensor('model.norm.weight', 'w_norm'),
       w_lm_head: await tensor(config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', 'w_lm_head'),
     };
-    return new SalaModel(config, device, precision, prefillSessions, decodeSessions, layerTensors, globalTensors, deviceTensors);
+    const model = new SalaModel(config, device, precision, prefillSessions, decodeSessions, layerTensors, globalTensors, deviceTensors);
+    model.setHostKvBudget(options.hostKvBytes ?? os.totalmem() * DEFAULT_HOST_KV_SHARE, options.spillDir);
+    return model;
+  }
+
+  /** Sets the host-memory budget of sequences made from now on (0 or Infinity: never spill). */
+  setHostKvBudget(bytes: number, dir = os.tmpdir()): void {
+    const layers = Math.max(1, this.sizes.sparseLayers.length);
+    this.spill = bytes > 0 && Number.isFinite(bytes) ? { memoryBytes: Math.floor(bytes / layers), dir } : undefined;
   }
 
   private sessionsFor(tokens: number): Sessions {
@@ -229,6 +250,7 @@ export class SalaModel {
         new SparseKvCache(
           { kvHeads: this.config.numKeyValueHeads, headDim: this.sizes.sparseHeadDim, blockSize, kernelSize, kernelStride },
           expectedTokens,
+          this.spill,
         ),
       );
     }
@@ -371,24 +393,32 @@ export class SalaModel {
     const { blockSize } = this.config.sparse;
     const rows = end - start;
     const { blockIds, width, mask } = blocks;
-    const store = cache.store();
     const ids = new BigInt64Array(Hk * width).fill(-1n);
+    const slots = new BigInt64Array(Hk * width); // padding reads slot 0, masked
     const alive = new Uint8Array(Hk * width * blockSize);
+    // The whole store while it is all in memory (the graph gathers: no copy); else just these blocks, gathered here from memory and the spill file.
+    const inMemory = cache.store();
+    const store = inMemory ?? { keys: new Float32Array(Hk * width * blockSize * hs), values: new Float32Array(Hk * width * blockSize * hs), capacityBlocks: width };
     for (let h = 0; h < Hk; h++) {
-      blockIds[h].forEach((block, i) => (ids[h * width + i] = BigInt(block)));
+      blockIds[h].forEach((block, i) => {
+        ids[h * width + i] = BigInt(block);
+        slots[h * width + i] = BigInt(inMemory ? Math.max(block, 0) : i);
+      });
       alive.set(sequence.aliveKeys(blockIds[h]), h * width * blockSize);
+      if (!inMemory) cache.readBlocks(h, blockIds[h], store.keys, store.values, h * width);
     }
-    const whole = start === 0 && end * d === x.length;
+    const allRows = start === 0 && end * d === x.length;
     const sliceRows = (tensor: ort.Tensor, rowWidth: number): ort.Tensor =>
-      whole ? tensor : f32(floatData(tensor).subarray(start * rowWidth, end * rowWidth), [rows, ...tensor.dims.slice(1)]);
+      allRows ? tensor : f32(floatData(tensor).subarray(start * rowWidth, end * rowWidth), [rows, ...tensor.dims.slice(1)]);
     const session = this.sessionsFor(rows).sparseAttend;
     const feeds: Feeds = {
       ...pick(this.layerTensors[layer], session.inputNames),
-      x: f32(whole ? x : x.subarray(start * d, end * d), [rows, d]),
+      x: f32(allRows ? x : x.subarray(start * d, end * d), [rows, d]),
       q: sliceRows(projected.q, H * hs),
       key_store: f32(store.keys, [Hk, store.capacityBlocks, blockSize, hs]),
       value_store: f32(store.values, [Hk, store.capacityBlocks, blockSize, hs]),
       block_ids: i64(ids, [Hk, width]),
+      store_slots: i64(slots, [Hk, width]),
       block_mask: bool(mask, [Hk, rows, width]),
       key_alive: bool(alive, [Hk, width, blockSize]),
       query_positions: i64(Array.from({ length: rows }, (_, i) => firstPosition + start + i)),

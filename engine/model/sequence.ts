@@ -1,7 +1,7 @@
 // The model state of one token stream: every sparse layer's KV cache, every
 // lightning layer's recurrent state, the tokens, and the spans of it that are
 // dead (tombstoned: kept in the cache, but never attended to again).
-import { SparseKvCache } from '../kv/sparse-kv-cache.js';
+import type { SparseKvCache } from '../kv/sparse-kv-cache.js';
 
 /** The state needed to return a sequence to an earlier length (see Sequence.rollback). */
 export interface SequenceCheckpoint {
@@ -52,18 +52,13 @@ export class Sequence {
   }
 
   /**
-   * A new sequence holding this one's first `to.length` tokens (KV copied, lightning
+   * A new sequence holding this one's first `to.length` tokens (KV and compressed keys copied, lightning
    * states from the checkpoint): the base a background compaction builds on while
    * this sequence keeps serving.
    */
   prefix(to: SequenceCheckpoint): Sequence {
     const sparse = new Map<number, SparseKvCache>();
-    for (const [layer, cache] of this.sparse) {
-      const copy = new SparseKvCache(cache.geometry, to.length);
-      const { keys, values } = cache.rows(0, to.length);
-      copy.append(keys, values);
-      sparse.set(layer, copy);
-    }
+    for (const [layer, cache] of this.sparse) sparse.set(layer, cache.prefix(to.length));
     const lightning = new Map([...to.lightning].map(([layer, state]) => [layer, state.slice()]));
     const copy = new Sequence(sparse, lightning, this.blockSize);
     for (let i = 0; i < to.length; i++) copy.tokens.push(this.tokens[i]);

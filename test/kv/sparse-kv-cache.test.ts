@@ -1,7 +1,9 @@
 // The host KV store of a sparse layer: a restore (rows read straight into the store,
-// saved compressed keys appended) holds exactly what appending and pooling computed.
+// saved compressed keys appended) holds exactly what appending and pooling computed;
+// past a memory budget, blocks spill to disk and come back exactly.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import os from 'node:os';
 import { SparseKvCache, type SparseGeometry } from '../../engine/kv/sparse-kv-cache.js';
 
 const rows = (tokens: number, width: number, seed: number) => Float32Array.from({ length: tokens * width }, (_, i) => Math.sin(seed + i * 0.37));
@@ -40,5 +42,46 @@ for (const kvHeads of [1, 2]) {
     assert.deepEqual(again.fine, fine);
     assert.deepEqual(again.coarse, coarse);
     assert.throws(() => restored.appendCompressed(fine.subarray(0, width), new Float32Array(0)), /compressed keys past/);
+  });
+}
+
+for (const kvHeads of [1, 2]) {
+  test(`past its memory budget the store spills its oldest blocks to disk and reads them back exactly (${kvHeads} KV head${kvHeads > 1 ? 's' : ''})`, () => {
+    const geometry: SparseGeometry = { kvHeads, headDim: 8, blockSize: 16, kernelSize: 8, kernelStride: 4 };
+    const width = kvHeads * geometry.headDim;
+    const blockBytes = 2 * kvHeads * 16 * 8 * 4;
+    const spilled = new SparseKvCache(geometry, 0, { memoryBytes: 6 * blockBytes, dir: os.tmpdir() });
+    const plain = new SparseKvCache(geometry);
+    const keys = rows(1000, width, 3);
+    const values = rows(1000, width, 4);
+    for (let at = 0, step = 1; at < 1000; at += step, step = (step * 7) % 61 + 1) {
+      const end = Math.min(1000, at + step);
+      for (const cache of [spilled, plain]) cache.append(keys.subarray(at * width, end * width), values.subarray(at * width, end * width));
+      if (at % 5 === 0) assert.deepEqual(spilled.compressedKeys(), plain.compressedKeys()); // pooled as it grows, as prefill does
+    }
+    assert.ok(spilled.spilledBlocks > 40, `${spilled.spilledBlocks} of ${spilled.blockCount} blocks spilled`);
+    assert.ok(spilled.memoryBytes <= 6 * blockBytes, `${spilled.memoryBytes} bytes in memory`);
+    assert.equal(spilled.store(), undefined, 'no whole in-memory store once blocks spilled');
+    assert.deepEqual(spilled.rows(0, 1000), plain.rows(0, 1000));
+    assert.deepEqual(spilled.rows(37, 555), plain.rows(37, 555));
+    const pick = [0, 5, -1, 40, 61, 3]; // complete blocks: past the length a block holds stale rows (masked by position)
+    for (let h = 0; h < kvHeads; h++) {
+      const [a, b] = [0, 1].map(() => ({ keys: new Float32Array(pick.length * 128), values: new Float32Array(pick.length * 128) }));
+      spilled.readBlocks(h, pick, a.keys, a.values);
+      plain.readBlocks(h, pick, b.keys, b.values);
+      assert.deepEqual(a, b);
+    }
+    assert.deepEqual(spilled.compressedKeys(), plain.compressedKeys());
+    assert.deepEqual(spilled.prefix(700).rows(0, 700), plain.rows(0, 700));
+    assert.deepEqual(spilled.clone().rows(0, 1000), plain.rows(0, 1000));
+
+    // A rollback into the spilled part brings the new tail block back; appending goes on exactly.
+    for (const cache of [spilled, plain]) {
+      cache.truncate(150);
+      cache.append(keys.subarray(500 * width, 900 * width), values.subarray(500 * width, 900 * width));
+    }
+    assert.equal(spilled.length, 550);
+    assert.deepEqual(spilled.rows(0, 550), plain.rows(0, 550));
+    assert.deepEqual(spilled.compressedKeys(), plain.compressedKeys());
   });
 }

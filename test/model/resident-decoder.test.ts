@@ -116,6 +116,35 @@ test('tombstoned tokens are masked on the resident path exactly as on the host p
   await decoder.close();
 });
 
+test('a host KV store that spilled to disk gives the same logits, on the host path and on the resident path', async () => {
+  const prompt = Array.from(load('long_prompt_ids').data);
+  const plain = model.newSequence();
+  // ~6 blocks of the fixture's K/V per layer in memory: most of the prompt's blocks go to the spill file.
+  const blockBytes = 2 * model.config.numKeyValueHeads * model.config.sparse.blockSize * model.sizes.sparseHeadDim * 4;
+  model.setHostKvBudget(6 * blockBytes * model.sizes.sparseLayers.length);
+  const spilled = model.newSequence();
+  model.setHostKvBudget(Infinity);
+  const spilledCache = [...spilled.sparse.values()][0];
+  let plainRow = await model.forward(plain, prompt, { chunkSize: 128 });
+  let spilledRow = await model.forward(spilled, prompt, { chunkSize: 128 });
+  assert.ok(spilledCache.spilledBlocks > 4, `${spilledCache.spilledBlocks} blocks spilled`);
+  assert.equal(maxAbsDiff(plainRow, spilledRow), 0, 'prefill logits identical');
+  for (let step = 0; step < 4; step++) {
+    const id = argmax(plainRow);
+    plainRow = await model.forward(plain, [id]);
+    spilledRow = await model.forward(spilled, [id]);
+    assert.equal(maxAbsDiff(plainRow, spilledRow), 0, `host decode step ${step}`);
+  }
+  const decoder = await model.residentDecoder(spilled, { placement: 'offload', poolBlocks: 8, maxTokens: spilled.length + 8 });
+  for (let step = 0; step < 4; step++) {
+    const id = argmax(plainRow);
+    const row = await decoder.step(id);
+    plainRow = await model.forward(plain, [id]);
+    assert.ok(maxAbsDiff(row, plainRow) <= LOGIT_TOLERANCE, `resident step ${step} over a spilled store`);
+  }
+  await decoder.close();
+});
+
 test('generate() decodes through the resident decoder when asked (the default on a GPU): the same tokens as the host path', async () => {
   const { generate } = await import('../../engine/model/generation.js');
   const { byteLevelFallback } = await import('../../engine/model/tokenizer.js');
