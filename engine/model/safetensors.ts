@@ -6,6 +6,7 @@
 import { open as openFile, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { endianness } from 'node:os';
+import { halfBits } from '../runtime/half.js';
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'I8';
 
@@ -63,28 +64,7 @@ const scratchU32 = new Uint32Array(scratchF32.buffer);
 /** float → f16 bits, round to nearest even; overflow → ±inf, NaN stays NaN (quiet). */
 export function floatToF16Bits(value: number): number {
   scratchF32[0] = value;
-  const bits = scratchU32[0];
-  const sign = (bits >>> 16) & 0x8000;
-  const exponent = (bits >>> 23) & 0xff;
-  const mantissa = bits & 0x7fffff;
-  if (exponent === 0xff) return sign | 0x7c00 | (mantissa !== 0 ? 0x200 | (mantissa >>> 13) : 0);
-  const halfExponent = exponent - 127 + 15;
-  if (halfExponent >= 0x1f) return sign | 0x7c00;
-  if (halfExponent <= 0) {
-    // Subnormal half (or zero): value = m · 2^-24 with m = significand >> shift.
-    if (halfExponent < -10) return sign;
-    const significand = mantissa | 0x800000;
-    const shift = 14 - halfExponent;
-    const kept = significand >>> shift;
-    const rest = significand - kept * 2 ** shift;
-    const halfway = 2 ** (shift - 1);
-    // A carry out of the subnormal range correctly becomes the smallest normal.
-    return sign | (rest > halfway || (rest === halfway && kept & 1) ? kept + 1 : kept);
-  }
-  const half = (halfExponent << 10) | (mantissa >>> 13);
-  const rest = mantissa & 0x1fff;
-  // A carry propagates into the exponent, up to +inf (0x7c00), as it should.
-  return sign | (rest > 0x1000 || (rest === 0x1000 && half & 1) ? half + 1 : half);
+  return halfBits(scratchU32[0]);
 }
 
 /** float → bf16 bits, round to nearest even; NaN stays NaN (quiet). */

@@ -1,8 +1,8 @@
 // IEEE 754 half-precision bits from float32 values, for tensors stored as float16
 // on an execution device (onnxruntime-node takes 'float16' tensors as Uint16Array).
 
-/** One value's half bits, rounded to nearest even: subnormals, overflow to ±inf, NaN kept NaN. */
-function halfBits(x: number): number {
+/** Half bits of a float32 given as its bits, rounded to nearest even: subnormals, overflow to ±inf, NaN kept NaN. */
+export function halfBits(x: number): number {
   const sign = (x >>> 16) & 0x8000;
   const exponent = (x >>> 23) & 0xff;
   const mantissa = x & 0x7fffff;
