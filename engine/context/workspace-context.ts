@@ -3,7 +3,9 @@
 // Files sit in the sequence one after another (rarely edited first). An edit
 // tombstones the file's old span — its tokens stay cached but are masked out of
 // attention and block selection — and appends the new version at the tail, so a
-// one-line edit costs the new version's tokens, not the workspace's. When dead
+// one-line edit costs the new version's tokens, not the workspace's. A file fed
+// recently keeps checkpoints along it, so its next edit rolls back to just before
+// the change and re-feeds from there in place where that is cheaper. When dead
 // tokens pass a threshold, a background compaction builds a new sequence from the
 // last lightning checkpoint before the first tombstone, re-feeding the live files
 // after it (from their cached token ids: no re-tokenization), and swaps it in. Questions and completions run after the
@@ -38,7 +40,7 @@ const CHECKPOINT_AFTER = 16;
 const MAX_CHECKPOINTS = 32;
 /** Recently fed files keep lightning checkpoints this many tokens apart, so their next edit re-feeds from just before the change... */
 const RECENT_CHECKPOINT_TOKENS = 128;
-/** ...within this many bytes of states, the oldest files' dropped first (a 9B model's states are ~50 MB a checkpoint: they then spread out). */
+/** ...within this many bytes of states by default, the oldest files' dropped first (a 9B model's states are ~50 MB a checkpoint: they then spread out). */
 const RECENT_CHECKPOINT_BYTES = 64 * 1024 * 1024;
 
 export interface ContextFile {
@@ -86,6 +88,8 @@ export interface ContextOptions {
   compactAt?: number;
   /** Lightning checkpoints at file boundaries at least this many tokens apart (default 16,384). */
   checkpointEvery?: number;
+  /** Host memory for the recently fed files' checkpoints (in-place edits), default 64 MiB. */
+  recentCheckpointBytes?: number;
   /** Called after a (background) compaction replaced the sequence, e.g. to save it. */
   onCompacted?: () => void;
   chunkSize?: number;
@@ -156,6 +160,8 @@ export interface ContextStats {
   sequenceTokens: number;
   excluded: { path: string; tokens: number }[];
   checkpoints: number;
+  /** Bytes of lightning states held for in-place edits of recently fed files. */
+  recentCheckpointBytes: number;
   /** Workspace tokens fed through the model since this context was created or restored (appends, in-place edits, compaction). */
   encodedTokens: number;
 }
@@ -245,6 +251,7 @@ export class WorkspaceContext {
   private readonly budget: number;
   private readonly compactAt: number;
   private readonly checkpointEvery: number;
+  private readonly recentBudget: number;
   /** Lowest position rewritten since the last save (compaction re-feeds from a checkpoint). */
   private dirtyFrom = Number.POSITIVE_INFINITY;
   private completion?: CompletionState;
@@ -263,6 +270,7 @@ export class WorkspaceContext {
     this.budget = options.budget ?? 1_000_000;
     this.compactAt = options.compactAt ?? 0.25;
     this.checkpointEvery = options.checkpointEvery ?? 16_384;
+    this.recentBudget = options.recentCheckpointBytes ?? RECENT_CHECKPOINT_BYTES;
     this.contextEnd = this.sequence.checkpoint();
   }
 
@@ -322,6 +330,7 @@ export class WorkspaceContext {
       sequenceTokens: this.contextEnd.length,
       excluded: [...this.excluded].map(([path, e]) => ({ path, tokens: e.tokens })),
       checkpoints: this.checkpoints.length,
+      recentCheckpointBytes: this.track.recent.reduce((n, r) => n + r.checkpoints.length, 0) * this.stateBytes(),
       encodedTokens: this.encodedTokens,
     };
   }
@@ -564,18 +573,37 @@ export class WorkspaceContext {
     return ids.length;
   }
 
-  /** Keeps a checkpoint at `length` in the last recent file if the previous is far enough back (all within RECENT_CHECKPOINT_BYTES). */
+  /** Bytes of one checkpoint (every lightning layer's state). */
+  private stateBytes(): number {
+    return [...this.sequence.lightning.values()].reduce((n, s) => n + s.byteLength, 0);
+  }
+
+  /** Starts the recent entry of a file fed from `start` (its first checkpoint), within the budget. */
+  private addRecent(track: Track, path: string, start: SequenceCheckpoint): Track['recent'][number] {
+    const entry = { path, start: start.length, checkpoints: [start] };
+    track.recent.push(entry);
+    this.trimRecent(track);
+    return entry;
+  }
+
+  /** Keeps a checkpoint at `length` in the last recent file if the previous is far enough back. */
   private keepRecentCheckpoint(track: Track, length: number): void {
     const entry = track.recent[track.recent.length - 1];
     if (!entry) return;
-    const stateBytes = [...track.sequence.lightning.values()].reduce((n, s) => n + s.byteLength, 0);
-    const spacing = Math.max(RECENT_CHECKPOINT_TOKENS, Math.ceil(((length - entry.start) * stateBytes) / RECENT_CHECKPOINT_BYTES));
+    const spacing = Math.max(RECENT_CHECKPOINT_TOKENS, Math.ceil(((length - entry.start) * this.stateBytes()) / this.recentBudget));
     const last = entry.checkpoints[entry.checkpoints.length - 1];
     if (length - last.length < spacing) return;
     entry.checkpoints.push(track.sequence.checkpoint());
-    const held = () => track.recent.reduce((n, r) => n + r.checkpoints.length, 0) * stateBytes;
-    while (held() > RECENT_CHECKPOINT_BYTES && track.recent.length > 1) track.recent.shift();
-    if (held() > RECENT_CHECKPOINT_BYTES) entry.checkpoints = entry.checkpoints.filter((_, i) => i % 2 === 0);
+    this.trimRecent(track);
+  }
+
+  /** Drops the oldest files' checkpoints past the budget, then thins the last file's. */
+  private trimRecent(track: Track): void {
+    const stateBytes = this.stateBytes();
+    let held = track.recent.reduce((n, r) => n + r.checkpoints.length, 0) * stateBytes;
+    while (held > this.recentBudget && track.recent.length > 1) held -= (track.recent.shift()?.checkpoints.length ?? 0) * stateBytes;
+    const entry = track.recent[0];
+    if (entry && held > this.recentBudget) entry.checkpoints = entry.checkpoints.filter((_, i) => i % 2 === 0);
   }
 
   /** Appends a file at the tail; returns its token count. */
@@ -615,8 +643,7 @@ export class WorkspaceContext {
     const before = sequence.checkpoint();
     const last = checkpoints[checkpoints.length - 1];
     if (start === 0 || start - (last?.length ?? 0) >= this.checkpointEvery) checkpoints.push(before);
-    const entry = { path, start, checkpoints: [before] };
-    track.recent.push(entry);
+    const entry = this.addRecent(track, path, before);
     try {
       await this.feedInPieces(sequence, ids, signal, between, (length) => this.keepRecentCheckpoint(track, length));
     } catch (err) {

@@ -143,6 +143,21 @@ test('an edit to the file last in the context re-feeds it in place from just bef
   assert.equal(context.span('src/long.ts')?.end, context.sequence.length);
 });
 
+test('the checkpoints kept for in-place edits stay within their budget over many files; the last file still edits in place', async () => {
+  const probe = new WorkspaceContext(model, tokenizer);
+  await probe.update([files[0]]);
+  const stateBytes = probe.stats().recentCheckpointBytes; // one file: its start checkpoint only
+  assert.ok(stateBytes > 0);
+  const budget = 5 * stateBytes;
+  const context = new WorkspaceContext(model, tokenizer, { recentCheckpointBytes: budget, compactAt: 1 });
+  const many = Array.from({ length: 40 }, (_, i) => file(`src/m${i}.ts`, source(10 + i, 1))); // each under one checkpoint spacing: only start checkpoints
+  await context.update(many);
+  assert.ok(context.stats().recentCheckpointBytes <= budget, `${context.stats().recentCheckpointBytes} bytes held, budget ${budget}`);
+  const last = many[many.length - 1];
+  await context.update([file(last.path, last.text.replace(/x \* \d+/, 'x * 7'))]);
+  assert.equal(context.stats().deadTokens, 0, 'the last file edited in place');
+});
+
 test('score: the log-probability of an answer after the context, as token-by-token decoding computes it; the context is unchanged', async () => {
   const context = new WorkspaceContext(model, tokenizer);
   await context.update(files);
