@@ -157,9 +157,8 @@ export class ContextStore {
     });
     // Segments are contiguous from token 0; the first missing, short or damaged one ends what is restored.
     const segments: SegmentRecord[] = [];
-    for (const segment of manifest.segments) {
-      if (segment.first !== segments.reduce((n, s) => n + s.count, 0)) break;
-      segments.push(segment);
+    for (let next = 0, i = 0; i < manifest.segments.length && manifest.segments[i].first === next; next += manifest.segments[i++].count) {
+      segments.push(manifest.segments[i]);
     }
     const layout = (segment: SegmentRecord) => {
       const from = caches[0]?.compressedCounts(segment.first) ?? { fine: 0, coarse: 0 };

@@ -125,6 +125,8 @@ export class SparseKvCache {
   private fine: CompressedKeys;
   private coarse: CompressedKeys;
   private readonly spill?: { fd: number; memoryBlocks: number; options: SpillOptions };
+  /** The last spilled block read for pooling (spilled blocks never change until a truncate). */
+  private spilledKeyBlock?: { block: number; keys: Float32Array };
 
   constructor(
     readonly geometry: SparseGeometry,
@@ -355,6 +357,7 @@ export class SparseKvCache {
       }
       this.base = tailBlock;
     }
+    this.spilledKeyBlock = undefined;
     this.length = length;
     this.fine.truncate(this.fine.countFor(length));
     this.coarse.truncate(this.coarse.countFor(length));
@@ -364,10 +367,17 @@ export class SparseKvCache {
     const { kvHeads, headDim, blockSize } = this.geometry;
     const block = Math.floor(position / blockSize);
     if (block < this.base) {
-      const blockKeys = new Float32Array(this.headBlockFloats);
+      // A spilled key (pooling fell behind the spill): its block is read once for the window's run of positions.
+      const cached = this.spilledKeyBlock;
+      if (!cached || cached.block !== block) {
+        const keys = new Float32Array(kvHeads * this.headBlockFloats);
+        const scratch = new Float32Array(this.headBlockFloats);
+        for (let h = 0; h < kvHeads; h++) this.readBlocks(h, [block], keys.subarray(h * this.headBlockFloats), scratch);
+        this.spilledKeyBlock = { block, keys };
+      }
+      const { keys } = this.spilledKeyBlock as { keys: Float32Array };
       for (let h = 0; h < kvHeads; h++) {
-        this.readBlocks(h, [block], blockKeys, new Float32Array(this.headBlockFloats));
-        for (let i = 0; i < headDim; i++) out[h * headDim + i] = blockKeys[(position % blockSize) * headDim + i];
+        for (let i = 0; i < headDim; i++) out[h * headDim + i] = keys[h * this.headBlockFloats + (position % blockSize) * headDim + i];
       }
       return;
     }
