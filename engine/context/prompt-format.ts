@@ -1,6 +1,7 @@
 // How workspace files, questions and fill-in-the-middle requests become tokens,
 // in the format the default model was trained on (training/data.py):
 //   file   <|file|>{path}\n{content}\n
+//   patch  <|file|>{path}:{first}-{last}\n{those lines as edited}
 //   FIM    <|file|>{path}\n<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>
 //   chat   <|user|>{question}<|end|><|assistant|>
 // A model whose tokenizer lacks these tokens gets plain-text equivalents.
@@ -82,6 +83,14 @@ export class PromptFormat {
     const header = [...this.special(SPECIAL.file, '\n### file: '), ...this.text(`${path}\n`)];
     const ids = header.concat(this.text(content.endsWith('\n') ? content : `${content}\n`));
     return { ids, headerTokens: header.length };
+  }
+
+  /**
+   * The header of a patch: lines `first`–`last` of a file as edited, fed after the
+   * context while the rest of the file stays where it was (its old lines masked out).
+   */
+  patchHeader(path: string, first: number, last: number): number[] {
+    return [...this.special(SPECIAL.file, '\n### file: '), ...this.text(`${path}:${first === last ? first : `${first}-${last}`}\n`)];
   }
 
   /** A question after the context, up to where the answer starts. */

@@ -20,7 +20,9 @@ import type { SalaModel } from '../model/sala-model.js';
 import type { SequenceCheckpoint } from '../model/sequence.js';
 import type { ContextState, ExcludedEntry, FileSpan, RestoredState } from './workspace-context.js';
 
-export const STORE_FORMAT = 3;
+export const STORE_FORMAT = 4;
+/** Formats this code reads as they are (3 lacks patched files' pieces, which it cannot hold). */
+const READABLE_FORMATS = new Set([3, STORE_FORMAT]);
 const SEGMENT_MAGIC = Buffer.from('PANSEG02');
 const CHECKPOINT_MAGIC = Buffer.from('PANCKP01');
 /** Segments read ahead of the one being checked while loading. */
@@ -139,8 +141,8 @@ export class ContextStore {
       await this.clear();
       return { report };
     }
-    if (manifest.format !== STORE_FORMAT || manifest.model !== this.modelId) {
-      report.notes.push(manifest.format !== STORE_FORMAT ? `index format ${manifest.format} is not ${STORE_FORMAT}: rebuilding` : 'the model changed since the index was built: rebuilding');
+    if (!READABLE_FORMATS.has(manifest.format) || manifest.model !== this.modelId) {
+      report.notes.push(!READABLE_FORMATS.has(manifest.format) ? `index format ${manifest.format} is not ${STORE_FORMAT}: rebuilding` : 'the model changed since the index was built: rebuilding');
       await this.clear();
       return { report };
     }
@@ -270,7 +272,10 @@ export class ContextStore {
     const length = end.length;
     sequence.rollback(end);
     const spans = manifest.spans.filter((span) => span.end <= length);
-    report.lostFiles.push(...manifest.spans.filter((span) => span.end > length).map((span) => span.path));
+    const lost = manifest.spans.filter((span) => span.end > length);
+    report.lostFiles.push(...lost.map((span) => span.path));
+    // What survived of a lost file is masked out (the caller feeds the file again).
+    const lostRanges = lost.flatMap((span) => (span.pieces ?? [{ at: span.start, length: span.end - span.start, header: 0 }]).map((p): [number, number] => [p.at - p.header, Math.min(p.at + p.length, length)]));
     report.restoredTokens = length;
     this.manifest = { ...manifest, length, segments: manifest.segments.filter((s) => s.first + s.count <= length), checkpoints: manifest.checkpoints.filter((c) => c.length <= length) };
     return {
@@ -278,7 +283,7 @@ export class ContextStore {
       state: {
         sequence,
         end,
-        dead: manifest.dead.filter(([a]) => a < length).map(([a, b]) => [a, Math.min(b, length)]),
+        dead: [...manifest.dead, ...lostRanges].filter(([a, b]) => a < Math.min(b, length)).map(([a, b]) => [a, Math.min(b, length)]),
         spans,
         excluded: manifest.excluded,
         checkpoints,

@@ -1,11 +1,14 @@
 // The whole workspace as one long model context, kept fresh by appending.
 //
 // Files sit in the sequence one after another (rarely edited first). An edit
-// tombstones the file's old span — its tokens stay cached but are masked out of
-// attention and block selection — and appends the new version at the tail, so a
-// one-line edit costs the new version's tokens, not the workspace's. A file fed
-// recently keeps checkpoints along it, so its next edit rolls back to just before
-// the change and re-feeds from there in place where that is cheaper. When dead
+// tombstones what it replaced — those tokens stay cached but are masked out of
+// attention and block selection — and appends the new text at the tail. A small
+// edit is a patch: only the changed lines are tombstoned and appended (with a
+// `path:first-last` header), the rest of the file stays where it is, so a one-line
+// edit costs a line's tokens wherever the file sits; a larger one appends the whole
+// new version. A file fed recently keeps checkpoints along it, so its next edit rolls
+// back to just before the change and re-feeds from there in place where that is
+// cheaper still. When dead
 // tokens pass a threshold, a background compaction builds a new sequence from the
 // last lightning checkpoint before the first tombstone, re-feeding the live files
 // after it (from their cached token ids: no re-tokenization), and swaps it in. Questions and completions run after the
@@ -42,6 +45,10 @@ const MAX_CHECKPOINTS = 32;
 const RECENT_CHECKPOINT_TOKENS = 128;
 /** ...within this many bytes of states by default, the oldest files' dropped first (a 9B model's states are ~50 MB a checkpoint: they then spread out). */
 const RECENT_CHECKPOINT_BYTES = 64 * 1024 * 1024;
+/** An edit is patched in when the patch feeds at most this share of the file's tokens (else the whole new version goes last). */
+const PATCH_SHARE = 0.5;
+/** A file in more pieces than this is appended whole at its next edit (its pieces collapse into one). */
+const MAX_PIECES = 32;
 
 export interface ContextFile {
   path: string;
@@ -69,8 +76,21 @@ export interface FileSpan {
   mtimeMs: number;
   size?: number;
   editCount: number;
-  /** Token offset (from start) of the first token of each line of the file. */
+  /** Token offset (into the file's ids: header, then content) of the first token of each line of the file. */
   lineStarts: number[];
+  /**
+   * Set once an edit was patched in: where the file's ids are, in order of `from`
+   * (`start`/`end` then bound them all). Unset: the ids are [start, end) in one piece.
+   */
+  pieces?: FilePiece[];
+}
+
+/** Part of a patched file: its ids [from, from + length) at sequence positions [at, at + length), after `header` tokens of a patch header (0 for the file's own first piece). */
+export interface FilePiece {
+  at: number;
+  from: number;
+  length: number;
+  header: number;
 }
 
 export interface Source {
@@ -90,6 +110,8 @@ export interface ContextOptions {
   checkpointEvery?: number;
   /** Host memory for the recently fed files' checkpoints (in-place edits), default 64 MiB. */
   recentCheckpointBytes?: number;
+  /** Patch an edit in when that feeds at most this share of the file's tokens (default 0.5; 0: always append the whole new version). */
+  patchShare?: number;
   /** Called after a (background) compaction replaced the sequence, e.g. to save it. */
   onCompacted?: () => void;
   chunkSize?: number;
@@ -252,6 +274,7 @@ export class WorkspaceContext {
   private readonly compactAt: number;
   private readonly checkpointEvery: number;
   private readonly recentBudget: number;
+  private readonly patchShare: number;
   /** Lowest position rewritten since the last save (compaction re-feeds from a checkpoint). */
   private dirtyFrom = Number.POSITIVE_INFINITY;
   private completion?: CompletionState;
@@ -271,6 +294,7 @@ export class WorkspaceContext {
     this.compactAt = options.compactAt ?? 0.25;
     this.checkpointEvery = options.checkpointEvery ?? 16_384;
     this.recentBudget = options.recentCheckpointBytes ?? RECENT_CHECKPOINT_BYTES;
+    this.patchShare = options.patchShare ?? PATCH_SHARE;
     this.contextEnd = this.sequence.checkpoint();
   }
 
@@ -322,7 +346,7 @@ export class WorkspaceContext {
   }
 
   stats(): ContextStats {
-    const liveTokens = [...this.spans.values()].reduce((n, s) => n + s.end - s.start, 0);
+    const liveTokens = [...this.spans.values()].reduce((n, s) => n + spanTokens(s), 0);
     return {
       files: this.spans.size,
       liveTokens,
@@ -337,6 +361,23 @@ export class WorkspaceContext {
 
   span(path: string): FileSpan | undefined {
     return this.spans.get(path);
+  }
+
+  /** The file's ids as they are in the context now (header, then content): one slice, or a patched file's pieces in order. */
+  fileIds(path: string): number[] | undefined {
+    const span = this.spans.get(path);
+    return span && idsOf(span, this.sequence.tokens);
+  }
+
+  /** The file and line (1-based) a live position of the workspace part belongs to; undefined for a tombstone or a patch header. */
+  locate(position: number): { path: string; line: number } | undefined {
+    for (const span of this.spans.values()) {
+      if (position < span.start || position >= span.end) continue;
+      for (const piece of piecesOf(span)) {
+        if (position >= piece.at && position < piece.at + piece.length) return { path: span.path, line: lineOf(span, piece.from + position - piece.at) };
+      }
+    }
+    return undefined;
   }
 
   /** Spans in context order. */
@@ -358,7 +399,12 @@ export class WorkspaceContext {
         const old = this.spans.get(file.path);
         if (old && old.contentHash === file.contentHash) continue;
         const editCount = old ? old.editCount + 1 : 0;
-        const tokens = (await this.editInPlace(file, editCount, signal)) ?? (this.tombstone(file.path), await this.append(file, editCount, signal));
+        const encoded = file.encoded ?? this.format.file(file.path, file.text);
+        const patch = old && this.planPatch(old, encoded.ids, encoded.headerTokens);
+        const tokens =
+          (await this.editInPlace({ ...file, encoded }, editCount, patch?.cost, signal)) ??
+          (patch && (await this.applyPatch(old, patch, { ...file, editCount }, signal))) ??
+          (this.tombstone(file.path), await this.append({ ...file, encoded }, editCount, signal));
         // Each file fed is in the context (completions let in meanwhile see it; an abort keeps it).
         this.contextEnd = this.sequence.checkpoint();
         this.version++;
@@ -389,13 +435,15 @@ export class WorkspaceContext {
       if (firstDead === undefined) return undefined;
       const restart = [...this.checkpoints].reverse().find((c) => c.length <= firstDead) ?? this.checkpoints[0];
       const layout = this.layout();
-      const refeed = layout.filter((span) => span.start >= restart.length).map((span) => ({ span, ids: this.sequence.tokens.slice(span.start, span.end) }));
+      // A patched file with pieces on both sides of the restart is re-fed whole, its earlier pieces tombstoned.
+      const refeed = layout.filter((span) => span.end > restart.length).map((span) => ({ span, ids: idsOf(span, this.sequence.tokens) }));
       const track: Track = {
         sequence: this.sequence.prefix(restart),
         spans: new Map(layout.filter((span) => span.end <= restart.length).map((span) => [span.path, span])),
         checkpoints: this.checkpoints.filter((c) => c.length <= restart.length),
         recent: [],
       };
+      for (const { span } of refeed) for (const [a, b] of rangesOf(span)) if (a < restart.length) track.sequence.markDead(a, Math.min(b, restart.length));
       this.options.log?.(`context: compacting from token ${restart.length} (${this.sequence.deadTokens} dead, ${refeed.length} files to re-feed)`);
       return { restart, refeed, track };
     });
@@ -413,14 +461,14 @@ export class WorkspaceContext {
         const built = plan.track.spans.get(span.path);
         if (built && built.contentHash === span.contentHash) continue;
         if (built) {
-          plan.track.sequence.markDead(built.start, built.end);
+          for (const [a, b] of rangesOf(built)) plan.track.sequence.markDead(a, b);
           plan.track.spans.delete(span.path);
         }
-        await this.feedFile(plan.track, span.path, this.sequence.tokens.slice(span.start, span.end), span.headerTokens, span, signal);
+        await this.feedFile(plan.track, span.path, idsOf(span, this.sequence.tokens), span.headerTokens, span, signal);
       }
       for (const [path, built] of [...plan.track.spans]) {
         if (this.spans.has(path)) continue;
-        plan.track.sequence.markDead(built.start, built.end);
+        for (const [a, b] of rangesOf(built)) plan.track.sequence.markDead(a, b);
         plan.track.spans.delete(path);
       }
       this.track = plan.track;
@@ -490,7 +538,7 @@ export class WorkspaceContext {
     const span = this.spans.get(path);
     this.excluded.delete(path);
     if (!span) return;
-    this.sequence.markDead(span.start, span.end);
+    for (const [a, b] of rangesOf(span)) this.sequence.markDead(a, b);
     this.spans.delete(path);
     this.version++;
   }
@@ -507,13 +555,14 @@ export class WorkspaceContext {
    * cached ids). The file last in the context always qualifies (a one-line edit costs the
    * tokens after the change, not the file's); so does one followed by a few small files
    * (edits alternating between files). No tombstone. Returns the new token count, or
-   * undefined where appending is cheaper or the recent checkpoints do not reach back.
+   * undefined where appending or a patch (`patchCost` tokens) is cheaper or the recent
+   * checkpoints do not reach back.
    */
-  private async editInPlace(file: ContextFile, editCount: number, signal?: AbortSignal): Promise<number | undefined> {
+  private async editInPlace(file: ContextFile, editCount: number, patchCost = Number.POSITIVE_INFINITY, signal?: AbortSignal): Promise<number | undefined> {
     const track = this.track;
     const { sequence } = track;
     const span = this.spans.get(file.path);
-    const entry = span && track.recent.find((r) => r.path === file.path && r.start === span.start);
+    const entry = span && !span.pieces && track.recent.find((r) => r.path === file.path && r.start === span.start);
     if (!span || !entry) return undefined;
     // What follows the file must be live files laid end to end: they are fed again as they are.
     const lastDead = sequence.deadRanges[sequence.deadRanges.length - 1];
@@ -521,7 +570,7 @@ export class WorkspaceContext {
     const following = this.layout().filter((s) => s.start >= span.end);
     let end = span.end;
     for (const s of following) {
-      if (s.start !== end) return undefined;
+      if (s.pieces || s.start !== end) return undefined;
       end = s.end;
     }
     if (end !== sequence.length) return undefined;
@@ -532,7 +581,8 @@ export class WorkspaceContext {
     while (same < limit && ids[same] === sequence.tokens[span.start + same]) same++;
     const from = [...entry.checkpoints].reverse().find((c) => c.length <= span.start + same) ?? entry.checkpoints[0];
     const cost = span.start + ids.length - from.length + (sequence.length - span.end);
-    if (cost > ids.length) return undefined;
+    // In place when no dearer than a patch by more than a piece: it leaves the file whole.
+    if (cost > ids.length || cost > patchCost + PIECE_TOKENS) return undefined;
 
     const refeed = following.map((s) => ({ span: s, ids: sequence.tokens.slice(s.start, s.end) }));
     const cutBack = (to: SequenceCheckpoint) => {
@@ -606,6 +656,87 @@ export class WorkspaceContext {
     if (entry && held > this.recentBudget) entry.checkpoints = entry.checkpoints.filter((_, i) => i % 2 === 0);
   }
 
+  /**
+   * A patch for an edit of `span` to `ids`: the lines from the first changed token to
+   * the last, as edited, with a `path:first-last` header. The file's common start and
+   * end stay where they are; only the replaced lines are tombstoned. Undefined where
+   * it would feed more than the patch share of the file, split the file into too many
+   * pieces, or not fit the budget.
+   */
+  private planPatch(span: FileSpan, ids: readonly number[], headerTokens: number): PatchPlan | undefined {
+    if (!(this.patchShare > 0) || headerTokens !== span.headerTokens) return undefined;
+    const old = idsOf(span, this.sequence.tokens);
+    const limit = Math.min(old.length, ids.length);
+    let same = 0;
+    while (same < limit && old[same] === ids[same]) same++;
+    let sameEnd = 0;
+    while (sameEnd < limit - same && old[old.length - 1 - sameEnd] === ids[ids.length - 1 - sameEnd]) sameEnd++;
+    if (same < headerTokens) return undefined;
+    const lineStarts = lineStartsOf(this.format, ids, headerTokens);
+    // From the start of the line with the first changed token to the first line start after
+    // the last one whose break token is unchanged too (so it is a line start in both versions).
+    let first = 0;
+    while (first + 1 < lineStarts.length && lineStarts[first + 1] <= same) first++;
+    let next = first;
+    while (next < lineStarts.length && lineStarts[next] <= ids.length - sameEnd) next++;
+    const from = lineStarts[first];
+    const to = next < lineStarts.length ? lineStarts[next] : ids.length;
+    const oldTo = to - (ids.length - old.length);
+    const header = this.format.patchHeader(span.path, first + 1, Math.max(first + 1, next));
+    const cost = header.length + to - from;
+    if (cost > this.patchShare * ids.length) return undefined;
+
+    const pieces: FilePiece[] = [];
+    const dead: [number, number][] = [];
+    for (const piece of piecesOf(span)) {
+      const a = piece.from;
+      const b = piece.from + piece.length;
+      if (a < from) pieces.push({ at: piece.at, from: a, length: Math.min(b, from) - a, header: piece.header });
+      const deadFrom = Math.max(a, from);
+      const deadTo = Math.min(b, oldTo);
+      if (deadFrom < deadTo) dead.push([piece.at + deadFrom - a, piece.at + deadTo - a]);
+      if (b > oldTo) {
+        const keep = Math.max(a, oldTo);
+        pieces.push({ at: piece.at + keep - a, from: keep + ids.length - old.length, length: b - keep, header: keep === a ? piece.header : 0 });
+      }
+      // A patch header whose first tokens were replaced heads nothing now.
+      if (piece.header > 0 && a >= from && a < oldTo) dead.push([piece.at - piece.header, piece.at]);
+    }
+    if (pieces.length + 1 > MAX_PIECES) return undefined;
+    const deadTokens = dead.reduce((n, [a, b]) => n + b - a, 0);
+    if (this.liveTokens() - deadTokens + cost > this.budget) return undefined;
+    return { ids: [...header, ...ids.slice(from, to)], header: header.length, from, pieces, dead, lineStarts, headerTokens, cost };
+  }
+
+  /** Feeds a planned patch at the tail; returns its token count. If it fails half fed, the file leaves the context (the next update adds it back). */
+  private async applyPatch(span: FileSpan, patch: PatchPlan, meta: { contentHash: string; mtimeMs: number; size?: number; editCount: number }, signal?: AbortSignal): Promise<number> {
+    const track = this.track;
+    for (const [a, b] of patch.dead) track.sequence.markDead(a, b);
+    this.version++;
+    let at: number;
+    try {
+      at = (await this.feedTokens(track, span.path, patch.ids, signal, () => this.yieldToCompletions())) + patch.header;
+    } catch (err) {
+      this.tombstone(span.path);
+      throw err;
+    }
+    const pieces = [...patch.pieces, { at, from: patch.from, length: patch.ids.length - patch.header, header: patch.header }].sort((x, y) => x.from - y.from);
+    const { contentHash, mtimeMs, size, editCount } = meta;
+    track.spans.set(span.path, {
+      path: span.path,
+      start: Math.min(...pieces.map((p) => p.at - p.header)),
+      end: Math.max(...pieces.map((p) => p.at + p.length)),
+      headerTokens: patch.headerTokens,
+      lineStarts: patch.lineStarts,
+      pieces,
+      contentHash,
+      mtimeMs,
+      size,
+      editCount,
+    });
+    return patch.ids.length;
+  }
+
   /** Appends a file at the tail; returns its token count. */
   private async append(file: ContextFile, editCount: number, signal?: AbortSignal): Promise<number> {
     const { ids, headerTokens } = file.encoded ?? this.format.file(file.path, file.text);
@@ -638,6 +769,12 @@ export class WorkspaceContext {
     signal?: AbortSignal,
     between?: () => Promise<void>,
   ): Promise<void> {
+    const start = await this.feedTokens(track, path, ids, signal, between);
+    track.spans.set(path, this.fileSpan(path, start, ids, headerTokens, meta));
+  }
+
+  /** Feeds a file's (or a patch's) ids at the tail, checkpointed; returns where they start. A half-fed run is rolled back. */
+  private async feedTokens(track: Track, path: string, ids: readonly number[], signal?: AbortSignal, between?: () => Promise<void>): Promise<number> {
     const { sequence, checkpoints } = track;
     const start = sequence.length;
     const before = sequence.checkpoint();
@@ -647,23 +784,17 @@ export class WorkspaceContext {
     try {
       await this.feedInPieces(sequence, ids, signal, between, (length) => this.keepRecentCheckpoint(track, length));
     } catch (err) {
-      // A half-fed file would leave tokens no span owns: roll back to where it started.
+      // Half-fed ids would leave tokens no span owns: roll back to where they started.
       sequence.rollback(before);
       track.recent = track.recent.filter((r) => r !== entry);
       throw err;
     }
-    track.spans.set(path, this.fileSpan(path, start, ids, headerTokens, meta));
+    return start;
   }
 
   private fileSpan(path: string, start: number, ids: readonly number[], headerTokens: number, meta: { contentHash: string; mtimeMs: number; size?: number; editCount: number }): FileSpan {
-    const newlines = this.format.newlinesPerToken(ids.slice(headerTokens));
-    const lineStarts = [headerTokens];
-    newlines.forEach((n, i) => {
-      for (let k = 0; k < n; k++) lineStarts.push(headerTokens + i + 1);
-    });
-    lineStarts.pop(); // the file's final newline starts no line
     const { contentHash, mtimeMs, size, editCount } = meta;
-    return { path, start, end: start + ids.length, headerTokens, lineStarts, contentHash, mtimeMs, size, editCount };
+    return { path, start, end: start + ids.length, headerTokens, lineStarts: lineStartsOf(this.format, ids, headerTokens), contentHash, mtimeMs, size, editCount };
   }
 
   /**
@@ -814,23 +945,18 @@ export class WorkspaceContext {
       const to = from + blockSize;
       for (const span of spans) {
         if (span.end <= from || span.start >= to) continue;
-        const lineOf = (position: number) => {
-          const offset = position - span.start;
-          let lo = 0;
-          let hi = span.lineStarts.length - 1;
-          while (lo < hi) {
-            const mid = (lo + hi + 1) >> 1;
-            if (span.lineStarts[mid] <= offset) lo = mid;
-            else hi = mid - 1;
-          }
-          return lo + 1;
-        };
-        const startLine = lineOf(Math.max(from, span.start));
-        const endLine = lineOf(Math.min(to, span.end) - 1);
-        const key = `${span.path}:${startLine}`;
-        const entry = byFileLine.get(key) ?? { path: span.path, startLine, endLine, weight: 0 };
-        entry.weight += count / total;
-        byFileLine.set(key, entry);
+        // Through the file's pieces: a patch's lines are reported where they are in the file now.
+        for (const piece of piecesOf(span)) {
+          const a = Math.max(from, piece.at);
+          const b = Math.min(to, piece.at + piece.length);
+          if (a >= b) continue;
+          const startLine = lineOf(span, piece.from + a - piece.at);
+          const endLine = lineOf(span, piece.from + b - 1 - piece.at);
+          const key = `${span.path}:${startLine}`;
+          const entry = byFileLine.get(key) ?? { path: span.path, startLine, endLine, weight: 0 };
+          entry.weight += count / total;
+          byFileLine.set(key, entry);
+        }
       }
     }
     return mergeAdjacent([...byFileLine.values()]).sort((a, b) => b.weight - a.weight).slice(0, limit);
@@ -986,6 +1112,66 @@ export class WorkspaceContext {
     const lineStart = prefix.indexOf('\n', prefix.length - PREFIX_CHARS - 1) + 1;
     return lineStart > 0 && lineStart < prefix.length ? prefix.slice(lineStart) : prefix.slice(-PREFIX_CHARS);
   }
+}
+
+/** A planned patch (see planPatch). */
+interface PatchPlan {
+  /** The patch header, then the file's new ids [from, from + ids.length − header). */
+  ids: number[];
+  header: number;
+  from: number;
+  /** The file's pieces other than the patch, shifted to the new version's offsets. */
+  pieces: FilePiece[];
+  /** Sequence ranges the edit replaced. */
+  dead: [number, number][];
+  lineStarts: number[];
+  headerTokens: number;
+  cost: number;
+}
+
+function piecesOf(span: FileSpan): FilePiece[] {
+  return span.pieces ?? [{ at: span.start, from: 0, length: span.end - span.start, header: 0 }];
+}
+
+/** The sequence ranges a file holds (patch headers included). */
+function rangesOf(span: FileSpan): [number, number][] {
+  return piecesOf(span).map((p) => [p.at - p.header, p.at + p.length]);
+}
+
+/** Live tokens a file holds (patch headers included). */
+function spanTokens(span: FileSpan): number {
+  return piecesOf(span).reduce((n, p) => n + p.header + p.length, 0);
+}
+
+/** The file's ids, in order, from the sequence's tokens. */
+function idsOf(span: FileSpan, tokens: readonly number[]): number[] {
+  if (!span.pieces) return tokens.slice(span.start, span.end);
+  const ids: number[] = [];
+  for (const piece of span.pieces) for (let i = 0; i < piece.length; i++) ids.push(tokens[piece.at + i]);
+  return ids;
+}
+
+/** The line (1-based) holding a token offset into the file's ids. */
+function lineOf(span: FileSpan, offset: number): number {
+  let lo = 0;
+  let hi = span.lineStarts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (span.lineStarts[mid] <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo + 1;
+}
+
+/** Token offsets of each line's first token in a file's ids (header, then content). */
+function lineStartsOf(format: PromptFormat, ids: readonly number[], headerTokens: number): number[] {
+  const newlines = format.newlinesPerToken(ids.slice(headerTokens));
+  const lineStarts = [headerTokens];
+  newlines.forEach((n, i) => {
+    for (let k = 0; k < n; k++) lineStarts.push(headerTokens + i + 1);
+  });
+  lineStarts.pop(); // the file's final newline starts no line
+  return lineStarts;
 }
 
 /** Ends a generation where it stands, without running its next step. */

@@ -56,7 +56,7 @@ test('files are laid out one after another with exact spans; an unchanged re-sav
 });
 
 test('an edit tombstones the old span and appends the new version; compaction equals a fresh build of the same layout', async () => {
-  const context = new WorkspaceContext(model, tokenizer, { compactAt: 1 });
+  const context = new WorkspaceContext(model, tokenizer, { compactAt: 1, patchShare: 0 });
   await context.update(files);
   const before = context.stats();
   const edited = file('src/b.ts', source(2).replace('x * 3', 'x * 33'));
@@ -86,7 +86,8 @@ test('an edit tombstones the old span and appends the new version; compaction eq
 
 test('an edit to the file last in the context re-feeds it in place from just before the change, equal to a fresh build', async () => {
   const long = file('src/long.ts', source(5, 80));
-  const context = new WorkspaceContext(model, tokenizer, { compactAt: 1 });
+  // (Patches off: a patch is cheaper for all but edits near the end; this is the in-place path.)
+  const context = new WorkspaceContext(model, tokenizer, { compactAt: 1, patchShare: 0 });
   await context.update([...files, long]);
   const start = context.span('src/long.ts')?.start;
   const fileTokens = context.stats().sequenceTokens - (start ?? 0);
@@ -141,6 +142,79 @@ test('an edit to the file last in the context re-feeds it in place from just bef
   await context.update([file('src/long.ts', long.text)]);
   assert.ok(context.stats().deadTokens > deadBefore + fileTokens - 10, 'an edit near the start of a file followed by another is an append');
   assert.equal(context.span('src/long.ts')?.end, context.sequence.length);
+});
+
+test('a small edit anywhere is a patch: its lines tombstoned and appended under a path:line header, the rest of the file left in place; compaction makes it whole', async () => {
+  const context = new WorkspaceContext(model, tokenizer, { compactAt: 1 });
+  await context.update(files);
+  const b = context.span('src/b.ts')!;
+  const lines = files[1].text.split('\n');
+  const liveBefore = context.stats().liveTokens;
+  const edit = async (text: string) => {
+    const before = context.stats();
+    await context.update([file('src/b.ts', text)]);
+    const after = context.stats();
+    // The file reads back as edited, through its pieces.
+    assert.deepEqual(context.fileIds('src/b.ts'), context.format.file('src/b.ts', text).ids);
+    assert.equal(after.liveTokens + after.deadTokens, after.sequenceTokens, 'live spans and tombstones tile the sequence');
+    return { fed: after.encodedTokens - before.encodedTokens, dead: after.deadTokens - before.deadTokens };
+  };
+
+  // One line changed (line 2): the line and a short header go last; only the old line is dead.
+  const v1 = [...lines];
+  v1[1] = v1[1].replace('x * 3;', 'x * 33;');
+  const first = await edit(v1.join('\n'));
+  const header = Buffer.byteLength('\n### file: src/b.ts:2\n');
+  assert.equal(first.fed, header + Buffer.byteLength(v1[1]) + 1, 'fed: the header and line 2 with its newline');
+  assert.equal(first.dead, Buffer.byteLength(lines[1]) + 1, 'dead: the old line 2');
+  const span = context.span('src/b.ts')!;
+  assert.equal(span.start, b.start, 'the file stays where it was');
+  assert.equal(span.editCount, 1);
+  assert.equal(span.pieces?.length, 3);
+  assert.equal(tokenizer.decode(context.sequence.tokens.slice(-first.fed)), `\n### file: src/b.ts:2\n${v1[1]}\n`);
+  assert.deepEqual(context.locate(context.sequence.length - 2), { path: 'src/b.ts', line: 2 }, 'the patch maps to its line');
+  assert.deepEqual(context.locate(b.start + b.lineStarts[4] + 3), { path: 'src/b.ts', line: 5 });
+  assert.equal(context.locate(b.start + b.lineStarts[1] + 3), undefined, 'a tombstone is nobody\'s');
+
+  // Two lines inserted after line 6: later lines move down by two.
+  const v2 = [...v1.slice(0, 6), '// added', 'const y = 2;', ...v1.slice(6)];
+  const inserted = await edit(v2.join('\n'));
+  assert.ok(inserted.fed < 120, `an insertion feeds the new lines and a neighbour (${inserted.fed} tokens)`);
+  assert.deepEqual(context.locate(b.start + b.lineStarts[9] + 3), { path: 'src/b.ts', line: 12 }, 'old line 10 is line 12 now');
+
+  // Line 2 edited again: the earlier patch is replaced whole, header included; pieces stay few.
+  const v3 = [...v2];
+  v3[1] = v3[1].replace('x * 33;', 'x * 333;');
+  const again = await edit(v3.join('\n'));
+  assert.equal(again.dead, first.fed, 'the whole earlier patch (header and line) is dead');
+  assert.ok(context.span('src/b.ts')!.pieces!.length <= 5);
+
+  // A line deleted.
+  const v4 = v3.filter((_, i) => i !== 9);
+  await edit(v4.join('\n'));
+  assert.ok(context.stats().liveTokens - liveBefore < 200, 'live tokens grew by the edits and a few headers only');
+
+  // A large edit appends the whole new version (its pieces collapse into one).
+  const rewritten = v4.map((line) => line.replace('x *', 'y +')).join('\n');
+  await context.update([file('src/b.ts', rewritten)]);
+  assert.equal(context.span('src/b.ts')?.pieces, undefined);
+  assert.equal(context.span('src/b.ts')?.end, context.sequence.length);
+  await context.update([file('src/b.ts', v4.join('\n'))]); // back to v4: appended whole again
+  const patched = file('src/c.ts', files[2].text.replace('x * 7;', 'x * 77;'));
+  await context.update([patched]);
+  assert.ok(context.span('src/c.ts')?.pieces);
+
+  // Compaction re-feeds patched files whole, in place: a fresh build of the same layout.
+  await context.compact();
+  assert.equal(context.stats().deadTokens, 0);
+  assert.equal(context.span('src/c.ts')?.pieces, undefined);
+  const fresh = new WorkspaceContext(model, tokenizer);
+  await fresh.update([files[0], patched, files[3], file('src/b.ts', v4.join('\n'))]);
+  assert.deepEqual(context.layout().map((s) => s.path), fresh.layout().map((s) => s.path));
+  assert.deepEqual(context.sequence.tokens, fresh.sequence.tokens);
+  const question = 'What does f3_4 return?';
+  const [x, y] = [await collect(context.ask(question, { maxTokens: 8 })), await collect(fresh.ask(question, { maxTokens: 8 }))];
+  assert.equal(x.result.text, y.result.text);
 });
 
 test('the checkpoints kept for in-place edits stay within their budget over many files; the last file still edits in place', async () => {
