@@ -5,10 +5,10 @@
 //
 // Then, on the restored context, edit-to-fresh at that length: a real source file of
 // about 1,000 lines (eslint's, installed from npm) is added after the whole context
-// (what a file's first edit costs too: its new version goes last), then one line of it
-// is edited in the middle and one near the end (the file is last: re-fed from the change).
+// (what a large edit costs too: the whole new version goes last), then one line of it
+// is edited in the middle and one near the end (each a patch: the line goes last).
 //
-//   npm run bench:restart -- [--tokens 1000000] [--model DIR] [--out FILE.json] [--skip-edit]
+//   npm run bench:restart -- [--tokens 1000000] [--model DIR] [--device cpu|webgpu] [--out FILE.json] [--skip-edit] [--skip-spill] [--file F.js]
 import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -20,13 +20,19 @@ import { loadTokenizer, type Tokenizer } from '../engine/model/tokenizer.js';
 import { ContextStore } from '../engine/context/store.js';
 import { WorkspaceContext, type FileSpan } from '../engine/context/workspace-context.js';
 import { defaultModelDir } from '../engine/cli/main.js';
+import type { DeviceRequest } from '../engine/runtime/device.js';
 
 const { values } = parseArgs({
-  options: { tokens: { type: 'string', default: '1000000' }, model: { type: 'string' }, out: { type: 'string' }, 'skip-edit': { type: 'boolean', default: false }, 'restart-from': { type: 'string' } },
+  options: { tokens: { type: 'string', default: '1000000' }, model: { type: 'string' }, out: { type: 'string' }, 'skip-edit': { type: 'boolean', default: false }, 'restart-from': { type: 'string' }, device: { type: 'string', default: 'cpu' }, file: { type: 'string' }, 'skip-spill': { type: 'boolean', default: false } },
 });
 
 /** The eslint source file closest to 1,000 lines. */
 function thousandLineFile(): { path: string; text: string; lines: number } {
+  if (values.file) {
+    // Given (a machine without eslint installed gets a copy of the file).
+    const text = readFileSync(values.file, 'utf8');
+    return { path: path.basename(values.file), text, lines: text.split('\n').length };
+  }
   const root = path.resolve(__dirname, '../node_modules/eslint/lib');
   let best: { path: string; text: string; lines: number } | undefined;
   const walk = (dir: string): void => {
@@ -59,7 +65,7 @@ async function restart(model: SalaModel, tokenizer: Tokenizer, dir: string): Pro
 
 async function main(): Promise<void> {
   const modelDir = path.resolve(values.model ?? defaultModelDir());
-  const model = await SalaModel.load(modelDir);
+  const model = await SalaModel.load(modelDir, { device: values['restart-from'] ? 'cpu' : (values.device as DeviceRequest) });
   const tokenizer = await loadTokenizer(modelDir, model.config.vocabSize);
   if (values['restart-from']) {
     // A restart is a new process: this one only opens the store (the parent built it).
@@ -96,7 +102,7 @@ async function main(): Promise<void> {
     // Timed in a fresh process, as a restart is (this one holds the 1.5 GB it just saved); twice: the
     // first reads what the OS kept of the files just written, the second finds them all in its cache.
     const restartOnce = (): number => {
-      const child = spawnSync(process.execPath, ['--import', 'tsx', __filename, '--tokens', String(tokens), '--model', modelDir, '--restart-from', dir], { encoding: 'utf8' });
+      const child = spawnSync(process.execPath, [...(__filename.endsWith('.ts') ? ['--import', 'tsx'] : []), __filename, '--tokens', String(tokens), '--model', modelDir, '--restart-from', dir], { encoding: 'utf8' });
       if (child.status !== 0) throw new Error(`restart process failed: ${child.stderr}`);
       const { restartMs, restored } = JSON.parse(child.stdout.trim().split('\n').pop() ?? '{}') as { restartMs: number; restored: number };
       if (restored !== tokens) throw new Error(`the restarted context holds ${restored} tokens, not ${tokens}`);
@@ -116,7 +122,7 @@ async function main(): Promise<void> {
       await context.update([version(file.text)]);
       const addMs = performance.now() - started;
       const lines = file.text.split('\n');
-      // The file is now last in the context: an edit to it re-feeds it in place from the change on.
+      // One-line edits: each a patch (the changed line goes last, the file stays where it is).
       const edit = async (line: number): Promise<{ line: number; ms: number; refedTokens: number }> => {
         lines[line] += ' // edited';
         const encodedBefore = context.stats().encodedTokens;
@@ -126,39 +132,41 @@ async function main(): Promise<void> {
       };
       const middle = await edit(Math.floor(lines.length / 2));
       const nearEnd = await edit(Math.floor(lines.length * 0.9));
-      const span = context.span(`eslint/${file.path}`);
-      const fileTokens = span ? span.end - span.start : 0;
+      const fileTokens = context.fileIds(`eslint/${file.path}`)?.length ?? 0;
       result.editToFresh = { file: file.path, lines: file.lines, tokens: fileTokens, addMs, editMs: middle.ms, middle, nearEnd };
-      process.stderr.write(`  at ${tokens} tokens: add ${file.path} (${file.lines} lines, ${fileTokens} tokens) ${addMs.toFixed(0)} ms; one-line edit at line ${middle.line}: ${middle.ms.toFixed(0)} ms (${middle.refedTokens} tokens re-fed), at line ${nearEnd.line}: ${nearEnd.ms.toFixed(0)} ms (${nearEnd.refedTokens})\n`);
+      result.device = `${model.device.kind} (${model.device.reason})`;
+      process.stderr.write(`  at ${tokens} tokens (${result.device}): add ${file.path} (${file.lines} lines, ${fileTokens} tokens) ${addMs.toFixed(0)} ms; one-line edit at line ${middle.line}: ${middle.ms.toFixed(0)} ms (${middle.refedTokens} tokens re-fed), at line ${nearEnd.line}: ${nearEnd.ms.toFixed(0)} ms (${nearEnd.refedTokens})\n`);
       table += `\n\n| at ${tokens.toLocaleString('en-US')} tokens of context, eslint/lib/${file.path} (${file.lines} lines) | tokens fed | ms |\n|---|---:|---:|\n` +
-        `| add the file, or its first edit (the new version goes last: the whole file is fed) | ${fileTokens} | ${addMs.toFixed(0)} |\n` +
-        `| edit-to-fresh, one-line edit at line ${middle.line} (the file is last: fed from the change on) | ${middle.refedTokens} | ${middle.ms.toFixed(0)} |\n` +
-        `| edit-to-fresh, one-line edit at line ${nearEnd.line} | ${nearEnd.refedTokens} | ${nearEnd.ms.toFixed(0)} |`;
+        `| add the file, or a large edit of it (the whole new version goes last) | ${fileTokens} | ${addMs.toFixed(0)} |\n` +
+        `| edit-to-fresh, one-line edit at line ${middle.line} (a patch: the line goes last under a path:line header) | ${middle.refedTokens} | ${middle.ms.toFixed(0)} |\n` +
+        `| edit-to-fresh, one-line edit at line ${nearEnd.line} (a patch) | ${nearEnd.refedTokens} | ${nearEnd.ms.toFixed(0)} |`;
 
-      // Side by side: the same store restored with its host K/V budget at a quarter of the K/V, so three
-      // quarters of every sparse layer's blocks live in the spill file; the same add and near-end edit.
-      const kvBytes = tokens * model.config.numKeyValueHeads * model.sizes.sparseHeadDim * 2 * 4 * model.sizes.sparseLayers.length;
-      model.setHostKvBudget(kvBytes / 4);
-      try {
-        const { ms: spilledRestartMs, context: spilledContext } = await restart(model, tokenizer, dir);
-        const spilledLines = file.text.split('\n');
-        let started2 = performance.now();
-        await spilledContext.update([version(file.text)]);
-        const spilledAddMs = performance.now() - started2;
-        spilledLines[Math.floor(spilledLines.length * 0.9)] += ' // edited';
-        started2 = performance.now();
-        await spilledContext.update([version(spilledLines.join('\n'))]);
-        const spilledEditMs = performance.now() - started2;
-        const spilledBlocks = [...spilledContext.sequence.sparse.values()].reduce((n, c) => n + c.spilledBlocks, 0);
-        const blocks = [...spilledContext.sequence.sparse.values()].reduce((n, c) => n + c.blockCount, 0);
-        result.spilled = { budgetBytes: kvBytes / 4, spilledBlocks, blocks, restartMs: spilledRestartMs, addMs: spilledAddMs, nearEndEditMs: spilledEditMs };
-        process.stderr.write(`  spilled (${spilledBlocks} of ${blocks} blocks on disk): restart ${spilledRestartMs.toFixed(0)} ms, add ${spilledAddMs.toFixed(0)} ms, near-end edit ${spilledEditMs.toFixed(0)} ms\n`);
-        table += `\n\n| host K/V budget a quarter of the K/V (${((100 * spilledBlocks) / blocks).toFixed(0)}% of the blocks in the spill file) | in memory | spilled | spilled ÷ in memory |\n|---|---:|---:|---:|\n` +
-          `| restart-to-ready, in the bench's process | ${inProcess.ms.toFixed(0)} ms | ${spilledRestartMs.toFixed(0)} ms | ${(spilledRestartMs / inProcess.ms).toFixed(2)}× |\n` +
-          `| add the file (${fileTokens} tokens) | ${addMs.toFixed(0)} ms | ${spilledAddMs.toFixed(0)} ms | ${(spilledAddMs / addMs).toFixed(2)}× |\n` +
-          `| one-line edit at line ${nearEnd.line} | ${nearEnd.ms.toFixed(0)} ms | ${spilledEditMs.toFixed(0)} ms | ${(spilledEditMs / nearEnd.ms).toFixed(2)}× |`;
-      } finally {
-        model.setHostKvBudget(Infinity);
+      if (!values['skip-spill']) {
+        // Side by side: the same store restored with its host K/V budget at a quarter of the K/V, so three
+        // quarters of every sparse layer's blocks live in the spill file; the same add and near-end edit.
+        const kvBytes = tokens * model.config.numKeyValueHeads * model.sizes.sparseHeadDim * 2 * 4 * model.sizes.sparseLayers.length;
+        model.setHostKvBudget(kvBytes / 4);
+        try {
+          const { ms: spilledRestartMs, context: spilledContext } = await restart(model, tokenizer, dir);
+          const spilledLines = file.text.split('\n');
+          let started2 = performance.now();
+          await spilledContext.update([version(file.text)]);
+          const spilledAddMs = performance.now() - started2;
+          spilledLines[Math.floor(spilledLines.length * 0.9)] += ' // edited';
+          started2 = performance.now();
+          await spilledContext.update([version(spilledLines.join('\n'))]);
+          const spilledEditMs = performance.now() - started2;
+          const spilledBlocks = [...spilledContext.sequence.sparse.values()].reduce((n, c) => n + c.spilledBlocks, 0);
+          const blocks = [...spilledContext.sequence.sparse.values()].reduce((n, c) => n + c.blockCount, 0);
+          result.spilled = { budgetBytes: kvBytes / 4, spilledBlocks, blocks, restartMs: spilledRestartMs, addMs: spilledAddMs, nearEndEditMs: spilledEditMs };
+          process.stderr.write(`  spilled (${spilledBlocks} of ${blocks} blocks on disk): restart ${spilledRestartMs.toFixed(0)} ms, add ${spilledAddMs.toFixed(0)} ms, near-end edit ${spilledEditMs.toFixed(0)} ms\n`);
+          table += `\n\n| host K/V budget a quarter of the K/V (${((100 * spilledBlocks) / blocks).toFixed(0)}% of the blocks in the spill file) | in memory | spilled | spilled ÷ in memory |\n|---|---:|---:|---:|\n` +
+            `| restart-to-ready, in the bench's process | ${inProcess.ms.toFixed(0)} ms | ${spilledRestartMs.toFixed(0)} ms | ${(spilledRestartMs / inProcess.ms).toFixed(2)}× |\n` +
+            `| add the file (${fileTokens} tokens) | ${addMs.toFixed(0)} ms | ${spilledAddMs.toFixed(0)} ms | ${(spilledAddMs / addMs).toFixed(2)}× |\n` +
+            `| one-line edit at line ${nearEnd.line} | ${nearEnd.ms.toFixed(0)} ms | ${spilledEditMs.toFixed(0)} ms | ${(spilledEditMs / nearEnd.ms).toFixed(2)}× |`;
+        } finally {
+          model.setHostKvBudget(Infinity);
+        }
       }
     }
     process.stdout.write(`${table}\n`);
