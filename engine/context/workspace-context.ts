@@ -549,6 +549,17 @@ export class WorkspaceContext {
   }
 
   /**
+   * What the budget counts: every file's own tokens (as the layout plan counts them),
+   * not patch headers — else each patch would grow a full context by its header until
+   * edits could only append whole files.
+   */
+  private budgetTokens(): number {
+    let headers = 0;
+    for (const span of this.spans.values()) for (const piece of span.pieces ?? []) headers += piece.header;
+    return this.liveTokens() - headers;
+  }
+
+  /**
    * An edit in place, where that feeds fewer tokens than appending the whole new
    * version: roll back to the recent checkpoint at or before the file's first changed
    * token, feed the new version from there, then the files after it again (from their
@@ -575,7 +586,7 @@ export class WorkspaceContext {
     }
     if (end !== sequence.length) return undefined;
     const { ids, headerTokens } = file.encoded ?? this.format.file(file.path, file.text);
-    if (this.liveTokens() - (span.end - span.start) + ids.length > this.budget) return undefined;
+    if (this.budgetTokens() - (span.end - span.start) + ids.length > this.budget) return undefined;
     let same = 0;
     const limit = Math.min(ids.length, span.end - span.start);
     while (same < limit && ids[same] === sequence.tokens[span.start + same]) same++;
@@ -703,8 +714,7 @@ export class WorkspaceContext {
       if (piece.header > 0 && a >= from && a < oldTo) dead.push([piece.at - piece.header, piece.at]);
     }
     if (pieces.length + 1 > MAX_PIECES) return undefined;
-    const deadTokens = dead.reduce((n, [a, b]) => n + b - a, 0);
-    if (this.liveTokens() - deadTokens + cost > this.budget) return undefined;
+    if (this.budgetTokens() - old.length + ids.length > this.budget) return undefined;
     return { ids: [...header, ...ids.slice(from, to)], header: header.length, from, pieces, dead, lineStarts, headerTokens, cost };
   }
 
@@ -740,7 +750,7 @@ export class WorkspaceContext {
   /** Appends a file at the tail; returns its token count. */
   private async append(file: ContextFile, editCount: number, signal?: AbortSignal): Promise<number> {
     const { ids, headerTokens } = file.encoded ?? this.format.file(file.path, file.text);
-    if (this.liveTokens() + ids.length > this.budget) {
+    if (this.budgetTokens() + ids.length > this.budget) {
       this.excluded.set(file.path, { tokens: ids.length, contentHash: file.contentHash });
       this.options.log?.(`context: ${file.path} (${ids.length} tokens) does not fit the ${this.budget}-token budget; left out`);
       return ids.length;

@@ -217,6 +217,26 @@ test('a small edit anywhere is a patch: its lines tombstoned and appended under 
   assert.equal(x.result.text, y.result.text);
 });
 
+test('the budget counts files\' own tokens, not patch headers: a full context keeps taking small edits as patches', async () => {
+  const probe = new WorkspaceContext(model, tokenizer);
+  const full = files.reduce((n, f) => n + probe.format.file(f.path, f.text).ids.length, 0);
+  const context = new WorkspaceContext(model, tokenizer, { budget: full, compactAt: 1 });
+  await context.update(files);
+  assert.equal(context.stats().excluded.length, 0);
+  let text = files[1].text;
+  for (const [from, to] of [['x * 3;', 'y * 3;'], ['x * 5;', 'y * 5;'], ['x * 9;', 'y * 9;']]) { // same length: the files stay exactly at the budget
+    text = text.replace(from, to);
+    const encoded = context.stats().encodedTokens;
+    await context.update([file('src/b.ts', text)]);
+    assert.ok(context.span('src/b.ts')?.pieces, 'patched');
+    assert.ok(context.stats().encodedTokens - encoded < 80, 'fed a line, not the file');
+  }
+  // Growing past the budget still leaves the file out, listed.
+  await context.update([file('src/b.ts', `${text}${'// more\n'.repeat(40)}`)]);
+  assert.equal(context.span('src/b.ts'), undefined);
+  assert.deepEqual(context.stats().excluded.map((e) => e.path), ['src/b.ts']);
+});
+
 test('the checkpoints kept for in-place edits stay within their budget over many files; the last file still edits in place', async () => {
   const probe = new WorkspaceContext(model, tokenizer);
   await probe.update([files[0]]);
