@@ -113,6 +113,23 @@ export interface OffloadBenchOptions {
   log?: (line: string) => void;
   /** Also decode a few steps on the CPU host path and report the largest logit difference. */
   check?: boolean;
+  /** Also time a prefill of this many tokens after each context (the host path: K/V in host memory, the selected blocks gathered and uploaded per layer and chunk). */
+  prefillTokens?: number;
+  /** A prefill slower than this many tokens/s is not run at longer contexts. */
+  prefillMinTokensPerSecond?: number;
+}
+
+/** Prefill rate after a context: a chunk of new tokens fed through the host path (sparse attention, K/V offloaded to host memory). */
+export interface PrefillRow {
+  model: string;
+  context: number;
+  precision: Precision;
+  tokens: number;
+  tokensPerSecond?: number;
+  skipped?: string;
+  /** FLOPs of the chunk (weight products + attention over what it attends to) and their floor at the measured MatMul rate. */
+  flops?: number;
+  floorMs?: number;
 }
 
 export interface CheckResult {
@@ -171,6 +188,15 @@ function deviceBytes(config: SalaConfig, parameters: number, context: number, mo
   const keysPerHead = mode === 'dense' || context < config.sparse.denseLen ? context : Math.min(context, (sizes.topkTotal + 1) * config.sparse.blockSize);
   const kv = sizes.sparseLayers.length * config.numKeyValueHeads * keysPerHead * sizes.sparseHeadDim * KV_BYTES * 2;
   return weightBytesPerToken(config, parameters, precision) + lightning + kv;
+}
+
+/** FLOPs of prefilling `tokens` after `context`: every weight product, sparse attention over what each query attends to (its selected blocks, or everything below dense_len), Lightning's state updates. */
+function prefillFlops(config: SalaConfig, parameters: number, context: number, tokens: number): number {
+  const sizes = derivedSizes(config);
+  const keys = context < config.sparse.denseLen ? context + tokens / 2 : Math.min(context, (sizes.topkTotal + 1) * config.sparse.blockSize);
+  const sparse = sizes.sparseLayers.length * 4 * config.numAttentionHeads * sizes.sparseHeadDim * keys;
+  const lightning = sizes.lightningLayers.length * 4 * sizes.lightningHeads * sizes.lightningHeadDim * sizes.lightningHeadDim;
+  return tokens * (2 * parameters + sparse + lightning);
 }
 
 /** Streaming rate of the graphs' one-row product in a precision (Gemm with transB), GB/s. */
@@ -412,6 +438,7 @@ async function comparePrecisions(reference: SalaModel, other: SalaModel, sequenc
 }
 
 export interface ModelResult {
+  prefill: PrefillRow[];
   rows: OffloadRow[];
   prefillTokensPerSecond: number;
   /** Per precision: the device's resident decoder against the CPU host path (fp32). */
@@ -453,6 +480,9 @@ export async function benchModel(spec: ModelSpec, options: OffloadBenchOptions):
   const sizes = derivedSizes(spec.config);
   const hostKvPerToken = sizes.sparseLayers.length * spec.config.numKeyValueHeads * sizes.sparseHeadDim * KV_BYTES * 2;
   let precisionCheck: PrecisionCheck | undefined;
+  const prefill: PrefillRow[] = [];
+  const prefillTooSlow = new Set<Precision>();
+  let prefillWarm = false;
   for (const context of options.contexts) {
     if (sequence.length > context) continue;
     tileSequence(sequence, tileLength, context);
@@ -516,9 +546,47 @@ export async function benchModel(spec: ModelSpec, options: OffloadBenchOptions):
         sequence.rollback(checkpoint);
       }
     }
+    if (options.prefillTokens) {
+      const n = options.prefillTokens;
+      const ids = Array.from({ length: n }, (_, i) => spec.tile[(context + i) % tileLength]);
+      const checkpoint = sequence.checkpoint();
+      for (const [precision, model] of models) {
+        const row: PrefillRow = { model: spec.name, context, precision, tokens: n, flops: prefillFlops(spec.config, spec.parameters, context, n) };
+        prefill.push(row);
+        if (prefillTooSlow.has(precision)) {
+          row.skipped = `under ${options.prefillMinTokensPerSecond} tok/s at a shorter context`;
+          continue;
+        }
+        try {
+          // The first chunk also compiles the device's kernels for these shapes: it is run once untimed.
+          if (!prefillWarm) {
+            await model.forward(sequence, ids, { logits: 'last', chunkSize: n });
+            sequence.rollback(checkpoint);
+          }
+          GraphSession.profile?.clear();
+          started = performance.now();
+          await model.forward(sequence, ids, { logits: 'last', chunkSize: n });
+          const ms = performance.now() - started;
+          row.tokensPerSecond = n / (ms / 1000);
+          if (GraphSession.profile) {
+            const graphs = [...GraphSession.profile].sort((a, b) => b[1].ms - a[1].ms);
+            const inRuns = graphs.reduce((t, [, e]) => t + e.ms, 0);
+            log(`    prefill ${ms.toFixed(0)} ms: host work outside session runs ${(ms - inRuns).toFixed(0)} ms; ${graphs.map(([name, e]) => `${name} ${e.runs}× ${e.ms.toFixed(0)} ms`).join(', ')}`);
+          }
+          if (options.prefillMinTokensPerSecond !== undefined && row.tokensPerSecond < options.prefillMinTokensPerSecond) prefillTooSlow.add(precision);
+          log(`  ${spec.name} @ ${context} prefill ${precision}: ${n} tokens at ${row.tokensPerSecond.toFixed(0)} tok/s`);
+        } catch (err) {
+          row.skipped = err instanceof Error ? err.message.split('\n')[0].slice(0, 160) : String(err);
+          prefillTooSlow.add(precision);
+          log(`  ${spec.name} @ ${context} prefill ${precision}: failed (${row.skipped})`);
+        }
+        sequence.rollback(checkpoint);
+      }
+      prefillWarm = true;
+    }
   }
   for (const model of models.values()) await model.release();
-  return { rows, prefillTokensPerSecond, checks, precisionCheck };
+  return { rows, prefill, prefillTokensPerSecond, checks, precisionCheck };
 }
 
 function argmax(row: Float32Array): number {
@@ -591,6 +659,24 @@ export function offloadTable(rows: OffloadRow[], rates?: DeviceRates, peakGBps?:
   return lines.join('\n');
 }
 
+export function prefillTable(rows: PrefillRow[]): string {
+  return [
+    '| model | context | precision | tokens fed | prefill tok/s | floor tok/s (FLOPs at the measured MatMul rate) |',
+    '|---|---:|---|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.model} | ${r.context} | ${r.precision} | ${r.tokens} | ${r.tokensPerSecond?.toFixed(0) ?? `– (${r.skipped})`} | ${r.floorMs ? (r.tokens / (r.floorMs / 1000)).toFixed(0) : '–'} |`),
+  ].join('\n');
+}
+
+function prefillChart(title: string, rows: PrefillRow[]): string {
+  const precisions = [...new Set(rows.map((r) => r.precision))];
+  return lineChart({
+    title,
+    xLabel: 'context tokens',
+    yLabel: 'prefill tokens/s',
+    series: precisions.map((precision, color) => ({ name: precision, color, dashed: precision === 'fp16', points: rows.filter((r) => r.precision === precision).map((r) => [r.context, r.tokensPerSecond!] as [number, number]) })),
+  });
+}
+
 /** Decode ms/token against context, one line per mode (fp16 dashed beside fp32 in the mode's color). */
 export function decodeChart(title: string, rows: OffloadRow[]): string {
   const precisions = [...new Set(rows.map((r) => r.precision ?? 'fp32'))].sort();
@@ -633,6 +719,7 @@ async function main(): Promise<void> {
       'rates-only': { type: 'boolean', default: false },
       'gemv-sweep': { type: 'boolean', default: false },
       'peak-gbps': { type: 'string' },
+      'prefill-tokens': { type: 'string' },
     },
   });
   if (!isDeviceRequest(values.device!) || values.device === 'auto') throw new Error(`--device must be cpu, webgpu or cuda, got ${values.device}`);
@@ -649,6 +736,7 @@ async function main(): Promise<void> {
   if (rates) log(describeRates(device, rates));
   for (const v of rates?.gemvSweep ?? []) log(`  split-K one-row product ${v.precision} K ${v.k} N ${v.n} S ${v.splits}: ${v.ms.toFixed(3)} ms, ${v.gbps.toFixed(0)} GB/s, rel. error ${v.relError?.toExponential(1) ?? '–'}`);
   const rows: OffloadRow[] = [];
+  const prefillRows: PrefillRow[] = [];
   const prefill: Record<string, number> = {};
   const checks: Record<string, Partial<Record<Precision, CheckResult>>> = {};
   const precisionChecks: Record<string, PrecisionCheck> = {};
@@ -657,7 +745,7 @@ async function main(): Promise<void> {
   const save = (): void => {
     if (!values.out) return;
     mkdirSync(path.dirname(values.out), { recursive: true });
-    writeFileSync(values.out, JSON.stringify({ machine, rates, peakGBps, steps, precisions, prefillTileTokensPerSecond: prefill, checks, precisionChecks, rows }, null, 2));
+    writeFileSync(values.out, JSON.stringify({ machine, rates, peakGBps, steps, precisions, prefillTileTokensPerSecond: prefill, checks, precisionChecks, rows, prefill: prefillRows }, null, 2));
   };
   save();
   const models = values['rates-only'] ? [] : (values.models ?? (values.quick ? 'default' : 'default,9b')).split(',');
@@ -674,16 +762,20 @@ async function main(): Promise<void> {
       stepLimitMs: Number(values['step-limit-ms']),
       check: values.check!.split(',').includes(name),
       modes: values.modes ? (values.modes.split(',') as Mode[]) : undefined,
+      prefillTokens: values['prefill-tokens'] ? Number(values['prefill-tokens']) : undefined,
+      prefillMinTokensPerSecond: 20,
       log,
     });
     rows.push(...result.rows);
+    for (const row of result.prefill) if (rates) row.floorMs = ((row.flops ?? 0) / (rates.matmulTflops * 1e12)) * 1000;
+    prefillRows.push(...result.prefill);
     if (Object.keys(result.checks).length > 0) checks[spec.name] = result.checks;
     if (result.precisionCheck) precisionChecks[spec.name] = result.precisionCheck;
     prefill[spec.name] = result.prefillTokensPerSecond;
     offloadTable(rows, rates, peakGBps);
     save();
   }
-  const markdown = offloadTable(rows, rates, peakGBps);
+  const markdown = offloadTable(rows, rates, peakGBps) + (prefillRows.length > 0 ? `\n\n${prefillTable(prefillRows)}` : '');
   process.stdout.write(`${markdown}\n`);
   if (values.out) {
     save();
@@ -691,6 +783,8 @@ async function main(): Promise<void> {
     for (const model of new Set(rows.map((r) => r.model))) {
       const slug = model.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
       writeFileSync(values.out.replace(/\.json$/, `-${slug}.svg`), decodeChart(`${model}: decode ms/token (${device})`, rows.filter((r) => r.model === model)));
+      const prefillOf = prefillRows.filter((r) => r.model === model && r.tokensPerSecond !== undefined);
+      if (prefillOf.length > 0) writeFileSync(values.out.replace(/\.json$/, `-${slug}-prefill.svg`), prefillChart(`${model}: prefill tokens/s after the context (${device}, sparse, K/V offloaded)`, prefillOf));
     }
   }
 }

@@ -23,6 +23,7 @@ import { generate, type FinishReason, type GenerationResult } from '../model/gen
 import { PromptFormat } from './prompt-format.js';
 import { RequestLock } from './request-lock.js';
 import { CompletionStopper, type CompletionScope } from './completion-scope.js';
+import { compareLayoutOrder } from '../index/layout.js';
 
 /** Long feeds (files, compaction) run in forward calls of this many tokens: a completion waits at most one (~0.1 s on 2 cores at 100K tokens). */
 const PIECE_TOKENS = 64;
@@ -400,6 +401,8 @@ export class WorkspaceContext {
         if (old && old.contentHash === file.contentHash) continue;
         const editCount = old ? old.editCount + 1 : 0;
         const encoded = file.encoded ?? this.format.file(file.path, file.text);
+        // The file just edited goes in: where it outgrows the budget, the stalest files give way (as in the layout plan).
+        if (encoded.ids.length <= this.budget) this.makeRoom(this.budgetTokens() + encoded.ids.length - (old ? fileTokens(old) : 0) - this.budget, file.path);
         const patch = old && this.planPatch(old, encoded.ids, encoded.headerTokens);
         const tokens =
           (await this.editInPlace({ ...file, encoded }, editCount, patch?.cost, signal)) ??
@@ -665,6 +668,23 @@ export class WorkspaceContext {
     while (held > this.recentBudget && track.recent.length > 1) held -= (track.recent.shift()?.checkpoints.length ?? 0) * stateBytes;
     const entry = track.recent[0];
     if (entry && held > this.recentBudget) entry.checkpoints = entry.checkpoints.filter((_, i) => i % 2 === 0);
+  }
+
+  /**
+   * Leaves out the stalest files (layout order: fewest edits, oldest) until `needed`
+   * budget tokens are free, never `keep`; each is tombstoned and listed as excluded.
+   */
+  private makeRoom(needed: number, keep: string): void {
+    if (needed <= 0) return;
+    const stalest = [...this.spans.values()].filter((s) => s.path !== keep).sort((a, b) => compareLayoutOrder({ ...a, tokens: 0 }, { ...b, tokens: 0 }));
+    for (const span of stalest) {
+      if (needed <= 0) break;
+      const tokens = fileTokens(span);
+      this.tombstone(span.path);
+      this.excluded.set(span.path, { tokens, contentHash: span.contentHash });
+      this.options.log?.(`context: ${span.path} (${tokens} tokens) left out to make room for ${keep} within the ${this.budget}-token budget`);
+      needed -= tokens;
+    }
   }
 
   /**
@@ -1146,6 +1166,11 @@ function piecesOf(span: FileSpan): FilePiece[] {
 /** The sequence ranges a file holds (patch headers included). */
 function rangesOf(span: FileSpan): [number, number][] {
   return piecesOf(span).map((p) => [p.at - p.header, p.at + p.length]);
+}
+
+/** The file's own tokens (what the budget counts): its ids, without patch headers. */
+function fileTokens(span: FileSpan): number {
+  return span.pieces ? span.pieces.reduce((n, p) => n + p.length, 0) : span.end - span.start;
 }
 
 /** Live tokens a file holds (patch headers included). */

@@ -231,10 +231,16 @@ test('the budget counts files\' own tokens, not patch headers: a full context ke
     assert.ok(context.span('src/b.ts')?.pieces, 'patched');
     assert.ok(context.stats().encodedTokens - encoded < 80, 'fed a line, not the file');
   }
-  // Growing past the budget still leaves the file out, listed.
+  // Growing past the budget, the edited file stays and the stalest file gives way (listed, not dropped).
   await context.update([file('src/b.ts', `${text}${'// more\n'.repeat(40)}`)]);
-  assert.equal(context.span('src/b.ts'), undefined);
-  assert.deepEqual(context.stats().excluded.map((e) => e.path), ['src/b.ts']);
+  assert.ok(context.span('src/b.ts'));
+  // (all unedited and equally old: the layout order ties on the path, lib/d.ts first)
+  assert.deepEqual(context.stats().excluded.map((e) => e.path), ['lib/d.ts']);
+  assert.ok(context.stats().liveTokens <= full);
+  // A file larger than the whole budget is left out itself; nothing else goes.
+  await context.update([file('src/huge.ts', source(9, 200))]);
+  assert.equal(context.span('src/huge.ts'), undefined);
+  assert.deepEqual(context.stats().excluded.map((e) => e.path).sort(), ['lib/d.ts', 'src/huge.ts']);
 });
 
 test('the checkpoints kept for in-place edits stay within their budget over many files; the last file still edits in place', async () => {
