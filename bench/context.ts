@@ -143,11 +143,13 @@ async function main(): Promise<void> {
     const text = lines.join('\n');
     return { path: file, text, contentHash: createHash('sha256').update(text).digest('hex'), mtimeMs: Date.now() };
   };
-  const toPatch = context.layout().filter((_, i) => i % 3 === 1);
+  // Both thirds are picked from the layout before any edit (a patch can make a stale file give way and shift it).
+  const initial = context.layout();
+  const toPatch = initial.filter((_, i) => i % 3 === 1);
   await context.update(toPatch.map((span) => version(span.path, (lines) => (lines[Math.floor(lines.length / 2)] += ' // patched'))));
   const patchedFiles = context.layout().filter((span) => span.pieces).length;
   const withPatches = await accuracy(context, questions);
-  const toEdit = context.layout().filter((span, i) => i % 3 === 0 && !span.pieces);
+  const toEdit = initial.filter((span, i) => i % 3 === 0 && context.span(span.path));
   await context.update(
     toEdit.map((span) =>
       version(span.path, (lines) => {

@@ -111,6 +111,27 @@ test('an in-place edit of the last file rewrites the store from the change on: r
   assert.equal(await answer(reopened.context, 'What is v7?'), await answer(context, 'What is v7?'));
 });
 
+test('a patched file keeps its pieces through save and reopen; the next edit patches it again, as in the live context', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'panorama-store-'));
+  const { context, store } = await build(dir);
+  const target = files[2];
+  const lines = target.text.split('\n');
+  lines[4] = 'export const v2 = 222;';
+  await context.update([file(target.path, lines.join('\n'))]);
+  assert.ok(context.span(target.path)?.pieces, 'patched');
+  await context.withState((state) => store.save(model, state));
+  const reopened = await reopen(dir);
+  assert.ok(reopened.context);
+  assert.deepEqual(JSON.parse(JSON.stringify(reopened.context.layout())), JSON.parse(JSON.stringify(context.layout())));
+  assert.deepEqual(reopened.context.fileIds(target.path), context.format.file(target.path, lines.join('\n')).ids);
+  assert.equal(await answer(reopened.context, 'What is v2?'), await answer(context, 'What is v2?'));
+  lines[7] = 'export const v2 = 2222;';
+  for (const c of [context, reopened.context]) await c.update([file(target.path, lines.join('\n'))]);
+  assert.equal(reopened.context.span(target.path)?.pieces?.length, 5);
+  assert.deepEqual(reopened.context.sequence.tokens, context.sequence.tokens);
+  assert.deepEqual(reopened.context.fileIds(target.path), context.format.file(target.path, lines.join('\n')).ids);
+});
+
 test('a damaged segment is detected and only the files after the last good checkpoint are lost', async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'panorama-store-'));
   const { context } = await build(dir, 300);
