@@ -112,6 +112,12 @@ export class SalaModel {
   private readonly coarseLevel: Level;
   /** Each sparse layer's K/V spill budget, if any (see ModelOptions.hostKvBytes). */
   private spill?: SpillOptions;
+  /**
+   * Gather buffers for attention over host-gathered blocks (on a GPU, or once blocks
+   * spilled), reused: fresh zero-filled ones per call cost page faults and GC (the 9B
+   * shape gathers ~2 GB per 256-token chunk). A free list, as forwards may interleave.
+   */
+  private readonly gatherBuffers: { keys: Float32Array; values: Float32Array }[] = [];
 
   private constructor(
     readonly config: SalaConfig,
@@ -401,7 +407,11 @@ export class SalaModel {
     // would be uploaded on every call (a prefill chunk's cost grew with the context: 1.8 s of
     // 2.0 at 8K, 3.4 of 3.8 at 128K for the default model on the H100): the blocks only.
     const inMemory = this.device.kind === 'cpu' ? cache.store() : undefined;
-    const store = inMemory ?? { keys: new Float32Array(Hk * width * blockSize * hs), values: new Float32Array(Hk * width * blockSize * hs), capacityBlocks: width };
+    const floats = Hk * width * blockSize * hs;
+    let gathered = inMemory ? undefined : this.gatherBuffers.pop();
+    if (!inMemory && (!gathered || gathered.keys.length < floats)) gathered = { keys: new Float32Array(floats), values: new Float32Array(floats) };
+    // (Padding slots keep an earlier call's values: they are masked out like any padding.)
+    const store = inMemory ?? { keys: gathered!.keys.subarray(0, floats), values: gathered!.values.subarray(0, floats), capacityBlocks: width };
     for (let h = 0; h < Hk; h++) {
       blockIds[h].forEach((block, i) => {
         ids[h * width + i] = BigInt(block);
@@ -427,8 +437,12 @@ export class SalaModel {
       query_positions: i64(Array.from({ length: rows }, (_, i) => firstPosition + start + i)),
     };
     if (projected.gate) feeds.gate = sliceRows(projected.gate, H * hs);
-    const out = await session.run(feeds);
-    return floatData(out.x_out);
+    try {
+      const out = await session.run(feeds);
+      return floatData(out.x_out);
+    } finally {
+      if (gathered) this.gatherBuffers.push(gathered);
+    }
   }
 
   /** InfLLM-V2 stage 1 + pooling + top-k for the queries of this call (graph sparse_select). */
