@@ -469,7 +469,8 @@ export async function benchModel(spec: ModelSpec, options: OffloadBenchOptions):
   }
   const prefillModel = models.get(precisions[0])!;
   const maxContext = Math.max(...options.contexts);
-  const sequence = prefillModel.newSequence(maxContext + 64);
+  // Room for the decode steps and a prefill chunk: growing a 1M-token store past its capacity copies all of it.
+  const sequence = prefillModel.newSequence(maxContext + 64 + (options.prefillTokens ?? 0));
   let started = performance.now();
   await prefillModel.forward(sequence, spec.tile);
   const prefillTokensPerSecond = spec.tile.length / ((performance.now() - started) / 1000);
@@ -667,7 +668,7 @@ export function prefillTable(rows: PrefillRow[]): string {
   ].join('\n');
 }
 
-function prefillChart(title: string, rows: PrefillRow[]): string {
+export function prefillChart(title: string, rows: PrefillRow[]): string {
   const precisions = [...new Set(rows.map((r) => r.precision))];
   return lineChart({
     title,
