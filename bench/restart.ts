@@ -53,14 +53,15 @@ function thousandLineFile(): { path: string; text: string; lines: number } {
 const tokens = Number(values.tokens);
 
 /** Opens a store and restores its context until block selection can run; the time that takes. */
-async function restart(model: SalaModel, tokenizer: Tokenizer, dir: string): Promise<{ ms: number; context: WorkspaceContext }> {
+async function restart(model: SalaModel, tokenizer: Tokenizer, dir: string): Promise<{ ms: number; context: WorkspaceContext; store: ContextStore }> {
   const started = performance.now();
-  const { state, report } = await new ContextStore(dir, 'restart-bench').load(model);
+  const store = new ContextStore(dir, 'restart-bench');
+  const { state, report } = await store.load(model);
   if (!state) throw new Error(`store did not load: ${report.notes.join('; ')}`);
   const context = WorkspaceContext.restore(model, tokenizer, { budget: tokens + 100_000 }, state);
   // Ready = block selection can run: the compressed keys over the whole context are there (restored, not re-pooled).
   for (const cache of context.sequence.sparse.values()) cache.compressedKeys();
-  return { ms: performance.now() - started, context };
+  return { ms: performance.now() - started, context, store };
 }
 
 async function main(): Promise<void> {
@@ -133,13 +134,22 @@ async function main(): Promise<void> {
       const middle = await edit(Math.floor(lines.length / 2));
       const nearEnd = await edit(Math.floor(lines.length * 0.9));
       const fileTokens = context.fileIds(`eslint/${file.path}`)?.length ?? 0;
-      result.editToFresh = { file: file.path, lines: file.lines, tokens: fileTokens, addMs, editMs: middle.ms, middle, nearEnd };
+      // Saved (incrementally) and restarted: the first edit after a restart, timed from the restored context.
+      await context.withState((state) => inProcess.store.save(model, state));
+      const again = await restart(model, tokenizer, dir);
+      lines[Math.floor(lines.length * 0.3)] += ' // edited after the restart';
+      const afterRestartStarted = performance.now();
+      const encodedBefore = again.context.stats().encodedTokens;
+      await again.context.update([version(lines.join('\n'))]);
+      const afterRestart = { line: Math.floor(lines.length * 0.3) + 1, ms: performance.now() - afterRestartStarted, refedTokens: again.context.stats().encodedTokens - encodedBefore };
+      result.editToFresh = { file: file.path, lines: file.lines, tokens: fileTokens, addMs, editMs: middle.ms, middle, nearEnd, afterRestart };
       result.device = `${model.device.kind} (${model.device.reason})`;
-      process.stderr.write(`  at ${tokens} tokens (${result.device}): add ${file.path} (${file.lines} lines, ${fileTokens} tokens) ${addMs.toFixed(0)} ms; one-line edit at line ${middle.line}: ${middle.ms.toFixed(0)} ms (${middle.refedTokens} tokens re-fed), at line ${nearEnd.line}: ${nearEnd.ms.toFixed(0)} ms (${nearEnd.refedTokens})\n`);
+      process.stderr.write(`  at ${tokens} tokens (${result.device}): add ${file.path} (${file.lines} lines, ${fileTokens} tokens) ${addMs.toFixed(0)} ms; one-line edit at line ${middle.line}: ${middle.ms.toFixed(0)} ms (${middle.refedTokens} tokens re-fed), at line ${nearEnd.line}: ${nearEnd.ms.toFixed(0)} ms (${nearEnd.refedTokens}); first edit after a restart (line ${afterRestart.line}): ${afterRestart.ms.toFixed(0)} ms (${afterRestart.refedTokens})\n`);
       table += `\n\n| at ${tokens.toLocaleString('en-US')} tokens of context, eslint/lib/${file.path} (${file.lines} lines) | tokens fed | ms |\n|---|---:|---:|\n` +
         `| add the file, or a large edit of it (the whole new version goes last) | ${fileTokens} | ${addMs.toFixed(0)} |\n` +
         `| edit-to-fresh, one-line edit at line ${middle.line} (a patch: the line goes last under a path:line header) | ${middle.refedTokens} | ${middle.ms.toFixed(0)} |\n` +
-        `| edit-to-fresh, one-line edit at line ${nearEnd.line} (a patch) | ${nearEnd.refedTokens} | ${nearEnd.ms.toFixed(0)} |`;
+        `| edit-to-fresh, one-line edit at line ${nearEnd.line} (a patch) | ${nearEnd.refedTokens} | ${nearEnd.ms.toFixed(0)} |\n` +
+        `| edit-to-fresh, the first one-line edit after a restart (line ${afterRestart.line}, a patch) | ${afterRestart.refedTokens} | ${afterRestart.ms.toFixed(0)} |`;
 
       if (!values['skip-spill']) {
         // Side by side: the same store restored with its host K/V budget at a quarter of the K/V, so three

@@ -27,6 +27,8 @@ const SEGMENT_MAGIC = Buffer.from('PANSEG02');
 const CHECKPOINT_MAGIC = Buffer.from('PANCKP01');
 /** Segments read ahead of the one being checked while loading. */
 const READ_AHEAD = 2;
+/** Tokens of room reserved past a restored context, at least (an eighth of it if more). */
+const RESTORE_HEADROOM_TOKENS = 65_536;
 /** Tokens per segment file (a bounded unit of rewrite and of loss on corruption). */
 const SEGMENT_TOKENS = 32_768;
 
@@ -151,7 +153,11 @@ export class ContextStore {
     const sparse = this.sparseLayers(model);
     const lightning = this.lightningLayers(model);
     const rowBytes = model.config.numKeyValueHeads * model.sizes.sparseHeadDim * 4;
-    const sequence = model.newSequence(manifest.length);
+    // Room past the restored length too: the first edit after a restart would otherwise grow
+    // every store past its capacity and copy all of it (1.5 GB at 1M tokens of the default
+    // model). Pages never written cost no memory.
+    const capacity = manifest.length + Math.max(RESTORE_HEADROOM_TOKENS, manifest.length >> 3);
+    const sequence = model.newSequence(capacity);
     const caches = sparse.map((layer) => {
       const cache = sequence.sparse.get(layer);
       if (!cache) throw new StoreError(`internal: layer ${layer} has no KV cache`);
@@ -170,7 +176,7 @@ export class ContextStore {
       const coarseBytes = (to.coarse - from.coarse) * rowBytes;
       return { kvBytes, fineBytes, coarseBytes, size: SEGMENT_MAGIC.length + segment.count * 4 + sparse.length * (2 * kvBytes + fineBytes + coarseBytes) };
     };
-    for (const cache of caches) cache.reserve(manifest.length);
+    for (const cache of caches) cache.reserve(capacity);
     const floats = (bytes: Uint8Array, offset: number, length: number) => new Float32Array(bytes.buffer, bytes.byteOffset + offset, length / 4);
     const bytesOf = (view: Float32Array) => new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
     /**
