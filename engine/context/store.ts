@@ -18,7 +18,7 @@ import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { SalaModel } from '../model/sala-model.js';
 import type { SequenceCheckpoint } from '../model/sequence.js';
-import type { ContextState, ExcludedEntry, FileSpan, RestoredState } from './workspace-context.js';
+import { rangesOf, type ContextState, type ExcludedEntry, type FileSpan, type RestoredState } from './workspace-context.js';
 
 export const STORE_FORMAT = 4;
 /** Formats this code reads as they are (3 lacks patched files' pieces, which it cannot hold). */
@@ -281,7 +281,7 @@ export class ContextStore {
     const lost = manifest.spans.filter((span) => span.end > length);
     report.lostFiles.push(...lost.map((span) => span.path));
     // What survived of a lost file is masked out (the caller feeds the file again).
-    const lostRanges = lost.flatMap((span) => (span.pieces ?? [{ at: span.start, length: span.end - span.start, header: 0 }]).map((p): [number, number] => [p.at - p.header, Math.min(p.at + p.length, length)]));
+    const lostRanges = lost.flatMap(rangesOf);
     report.restoredTokens = length;
     this.manifest = { ...manifest, length, segments: manifest.segments.filter((s) => s.first + s.count <= length), checkpoints: manifest.checkpoints.filter((c) => c.length <= length) };
     return {

@@ -1164,7 +1164,7 @@ function piecesOf(span: FileSpan): FilePiece[] {
 }
 
 /** The sequence ranges a file holds (patch headers included). */
-function rangesOf(span: FileSpan): [number, number][] {
+export function rangesOf(span: FileSpan): [number, number][] {
   return piecesOf(span).map((p) => [p.at - p.header, p.at + p.length]);
 }
 
