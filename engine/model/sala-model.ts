@@ -408,10 +408,9 @@ export class SalaModel {
     // 2.0 at 8K, 3.4 of 3.8 at 128K for the default model on the H100): the blocks only.
     const inMemory = this.device.kind === 'cpu' ? cache.store() : undefined;
     const floats = Hk * width * blockSize * hs;
-    let gathered = inMemory ? undefined : this.gatherBuffers.pop();
-    if (!inMemory && (!gathered || gathered.keys.length < floats)) gathered = { keys: new Float32Array(floats), values: new Float32Array(floats) };
+    const gathered = inMemory ? undefined : this.takeGatherBuffer(floats);
     // (Padding slots keep an earlier call's values: they are masked out like any padding.)
-    const store = inMemory ?? { keys: gathered!.keys.subarray(0, floats), values: gathered!.values.subarray(0, floats), capacityBlocks: width };
+    const store = inMemory ?? { keys: gathered?.keys.subarray(0, floats) ?? new Float32Array(0), values: gathered?.values.subarray(0, floats) ?? new Float32Array(0), capacityBlocks: width };
     for (let h = 0; h < Hk; h++) {
       blockIds[h].forEach((block, i) => {
         ids[h * width + i] = BigInt(block);
@@ -443,6 +442,12 @@ export class SalaModel {
     } finally {
       if (gathered) this.gatherBuffers.push(gathered);
     }
+  }
+
+  /** A gather buffer of at least `floats` floats, reused when one is free and big enough (given back with gatherBuffers.push). */
+  private takeGatherBuffer(floats: number): { keys: Float32Array; values: Float32Array } {
+    const reused = this.gatherBuffers.pop();
+    return reused && reused.keys.length >= floats ? reused : { keys: new Float32Array(floats), values: new Float32Array(floats) };
   }
 
   /** InfLLM-V2 stage 1 + pooling + top-k for the queries of this call (graph sparse_select). */
