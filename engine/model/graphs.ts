@@ -332,26 +332,58 @@ function buildSparseSelect(cfg: SalaConfig, resident = false): Uint8Array {
  */
 function buildSparseAttend(cfg: SalaConfig, precision: Precision): Uint8Array {
   const sizes = derivedSizes(cfg);
+  const g = new GraphBuilder('sparse_attend');
+  const x = g.input('x', 'float', ['T', cfg.hiddenSize]);
+  const q = g.input('q', 'float', ['T', cfg.numAttentionHeads, sizes.sparseHeadDim]);
+  const gate = cfg.attnUseOutputGate ? g.input('gate', 'float', ['T', cfg.numAttentionHeads * sizes.sparseHeadDim]) : undefined;
+  g.output(attendBlocks(g, cfg, precision, x, q, gate), 'x_out', 'float', ['T', cfg.hiddenSize]);
+  return g.toModel();
+}
+
+/**
+ * The same for rows [start, end) of a chunk whose hidden states, queries and gate stay
+ * on the device: the rows are sliced here and their outputs written into x_acc (the
+ * chunk's output so far), so a chunk attends in several calls — each with the blocks
+ * its rows selected — without its tensors ever coming back to the host.
+ */
+function buildSparseAttendRows(cfg: SalaConfig, precision: Precision): Uint8Array {
+  const sizes = derivedSizes(cfg);
+  const d = cfg.hiddenSize;
+  const width = cfg.numAttentionHeads * sizes.sparseHeadDim;
+  const g = new GraphBuilder('sparse_attend_rows');
+  const range = g.input('row_range', 'int64', [2]);
+  const start = g.slice(range, [0], [1], [0]);
+  const end = g.slice(range, [1], [2], [0]);
+  const rows = (value: Value): Value => g.op('Slice', [value, start, end, g.int64s([0])]);
+  const x = rows(g.input('x', 'float', ['T', d]));
+  const q = rows(g.input('q', 'float', ['T', cfg.numAttentionHeads, sizes.sparseHeadDim]));
+  const gate = cfg.attnUseOutputGate ? rows(g.input('gate', 'float', ['T', width])) : undefined;
+  const out = attendBlocks(g, cfg, precision, x, q, gate); // [end − start, d]
+  const at = g.unsqueeze(g.range(g.squeeze(start, [0]), g.squeeze(end, [0]), g.int64(1)), [1]); // [R, 1]
+  g.output(g.op('ScatterND', [g.input('x_acc', 'float', ['T', d]), at, out]), 'x_acc_out', 'float', ['T', d]);
+  return g.toModel();
+}
+
+/** Block attention, gate, o_proj, residual and MLP for queries q of hidden rows x (the shared core of the attend graphs). */
+function attendBlocks(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined): Value {
+  const sizes = derivedSizes(cfg);
   const hs = sizes.sparseHeadDim;
   const d = cfg.hiddenSize;
   const H = cfg.numAttentionHeads;
   const Hk = cfg.numKeyValueHeads;
   const G = H / Hk;
   const blockSize = cfg.sparse.blockSize;
-  const g = new GraphBuilder('sparse_attend');
-  const x = g.input('x', 'float', ['T', d]);
-  const q = g.input('q', 'float', ['T', H, hs]);
   // A store of blocks (head-major) and, per KV head, the blocks to attend to: their ids
   // (padded to U with −1, masked; for positions) and their slots in the store. The store
-  // is the host KV store itself (slot = id: no copy), or, where it spilled to disk, just
-  // these blocks gathered on the host (slot = i).
+  // is the host KV store itself (slot = id: no copy), where it spilled to disk just these
+  // blocks gathered on the host (slot = i), or a device pool.
   const keyStore = g.input('key_store', 'float', [Hk, 'C', blockSize, hs]);
   const valueStore = g.input('value_store', 'float', [Hk, 'C', blockSize, hs]);
   const blockIds = g.input('block_ids', 'int64', [Hk, 'U']);
   const storeSlots = g.input('store_slots', 'int64', [Hk, 'U']);
-  const blockMask = g.input('block_mask', 'bool', [Hk, 'T', 'U']);
+  const blockMask = g.input('block_mask', 'bool', [Hk, 'R', 'U']);
   const keyAlive = g.input('key_alive', 'bool', [Hk, 'U', blockSize]);
-  const queryPositions = g.input('query_positions', 'int64', ['T']);
+  const queryPositions = g.input('query_positions', 'int64', ['R']);
 
   const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]); // [Hk, G·T, hs]
   const heads = g.unsqueeze(g.expand(g.unsqueeze(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [1]), g.shape(storeSlots)), [2]); // [Hk, U, 1]
@@ -378,10 +410,9 @@ function buildSparseAttend(cfg: SalaConfig, precision: Precision): Uint8Array {
   const probabilities = g.softmax(g.add(scores, bias), -1);
   const attended = g.matmul(g.reshape(probabilities, g.shapeOf([Hk, -1, g.dim(keysByHead, 1)])), valuesByHead); // [Hk, G·T, hs]
   let o = g.reshape(g.transpose(g.reshape(attended, [H, -1, hs]), [1, 0, 2]), [0, H * hs]); // [T, H·hs]
-  if (cfg.attnUseOutputGate) o = g.mul(o, g.input('gate', 'float', ['T', H * hs]));
+  if (gate) o = g.mul(o, gate);
   const h = g.add(x, g.mul(linear(g, o, matrixInput(g, 'w_o', [d, H * hs], precision), precision), g.float(sizes.residualScale)));
-  g.output(mlpBlock(g, h, cfg, sizes.residualScale, precision), 'x_out', 'float', ['T', d]);
-  return g.toModel();
+  return mlpBlock(g, h, cfg, sizes.residualScale, precision);
 }
 
 /**
@@ -436,13 +467,15 @@ function buildSparseAttendResident(cfg: SalaConfig, precision: Precision): Uint8
 }
 
 /** Final norm and lm_head on hidden / (hidden_size / dim_model_base); logits in fp32. */
-function buildHead(cfg: SalaConfig, precision: Precision): Uint8Array {
+function buildHead(cfg: SalaConfig, precision: Precision, lastRow = false): Uint8Array {
   const sizes = derivedSizes(cfg);
-  const g = new GraphBuilder('head');
-  const x = g.input('x', 'float', ['R', cfg.hiddenSize]);
+  const g = new GraphBuilder(lastRow ? 'head_last' : 'head');
+  const input = g.input('x', 'float', [lastRow ? 'T' : 'R', cfg.hiddenSize]);
+  // The last row only: a chunk's other rows never cross to the host (vocab-wide logits of 256 rows are 75 MB at the 9B shape).
+  const x = lastRow ? g.slice(input, [-1], [Number.MAX_SAFE_INTEGER], [0]) : input;
   const normed = rmsNorm(g, x, g.input('w_norm', 'float', [cfg.hiddenSize]), cfg.rmsNormEps);
   const scaled = g.div(normed, g.float(sizes.logitDivisor));
-  g.output(linear(g, scaled, matrixInput(g, 'w_lm_head', [cfg.vocabSize, cfg.hiddenSize], precision), precision), 'logits', 'float', ['R', cfg.vocabSize]);
+  g.output(linear(g, scaled, matrixInput(g, 'w_lm_head', [cfg.vocabSize, cfg.hiddenSize], precision), precision), 'logits', 'float', [lastRow ? 1 : 'R', cfg.vocabSize]);
   return g.toModel();
 }
 
@@ -451,6 +484,9 @@ export interface ResidentGraphSet {
   sparseProject: Uint8Array;
   sparseSelect: Uint8Array;
   sparseAttend: Uint8Array;
+  /** Chunked prefill: attention for a range of a chunk's rows, and the head on its last row. */
+  sparseAttendRows: Uint8Array;
+  headLast: Uint8Array;
 }
 
 export function buildResidentGraphs(cfg: SalaConfig, precision: Precision = 'fp32'): ResidentGraphSet {
@@ -458,6 +494,8 @@ export function buildResidentGraphs(cfg: SalaConfig, precision: Precision = 'fp3
     sparseProject: buildSparseProject(cfg, precision, true),
     sparseSelect: buildSparseSelect(cfg, true),
     sparseAttend: buildSparseAttendResident(cfg, precision),
+    sparseAttendRows: buildSparseAttendRows(cfg, precision),
+    headLast: buildHead(cfg, precision, true),
   };
 }
 

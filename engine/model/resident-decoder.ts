@@ -34,6 +34,8 @@ export interface ResidentOptions {
   attention?: 'auto' | 'dense';
   /** Tokens the device stores are sized for (compressed keys; every block for 'device'). */
   maxTokens: number;
+  /** prefill(): device memory for one attention call's scores; more rows split into several calls (default 512 MiB). */
+  attentionBytes?: number;
 }
 
 /** What the model hands its decoder. */
@@ -50,6 +52,10 @@ export interface ResidentParts {
 
 export interface ResidentStats {
   steps: number;
+  /** Tokens fed through prefill() (their block placements count in hits/misses and blockBytes too). */
+  prefilledTokens: number;
+  /** Attention calls of those prefills (a chunk's rows split into groups to fit the pool or the score budget). */
+  prefillAttendCalls: number;
   /** Block requests served from the pool / uploaded (offload), summed over layers and heads. */
   hits: number;
   misses: number;
@@ -67,6 +73,9 @@ export interface ResidentSessions {
   project: GraphSession;
   select: GraphSession;
   attend: GraphSession;
+  /** Chunked prefill: a range of a chunk's rows over their blocks; the head on the chunk's last row. */
+  attendRows: GraphSession;
+  headLast: GraphSession;
 }
 
 interface SparseLayerState {
@@ -93,8 +102,25 @@ function pick(tensors: Record<string, ort.Tensor>, names: readonly string[]): Fe
 
 const onDevice = 'gpu-buffer' as const;
 
+/** Tokens per prefill chunk (as SalaModel.forward's default). */
+export const DEFAULT_PREFILL_CHUNK = 512;
+
+/**
+ * Device memory for one attention call's scores ([H, rows, keys] fp32, and as much again
+ * for their softmax): a chunk whose rows attend to more keys than this allows splits its
+ * rows over several calls, so dense attention at long contexts runs in bounded memory.
+ */
+const ATTENTION_SCORE_BYTES = 512 * 2 ** 20;
+
+/** What one prefill() call decides for all its chunks (as SalaModel.forward does). */
+interface PrefillCall {
+  sparse: boolean;
+  promptLength?: number;
+  k: number;
+}
+
 export class ResidentDecoder {
-  private readonly stats = { steps: 0, blockBytes: 0, otherBytes: 0 };
+  private readonly stats = { steps: 0, prefilledTokens: 0, prefillAttendCalls: 0, blockBytes: 0, otherBytes: 0 };
   private readonly lightningStates = new Map<number, ort.Tensor>();
   private readonly sparse: SparseLayerState[] = [];
   private denseFeeds?: { key: string; slotTensor: ort.Tensor; aliveTensor: ort.Tensor };
@@ -107,6 +133,7 @@ export class ResidentDecoder {
     private readonly placement: KvPlacement,
     private readonly dense: boolean,
     private readonly maxTokens: number,
+    private readonly attentionBytes: number,
   ) {}
 
   /** The decode-step sessions (built once per model: see SalaModel.residentDecoder). */
@@ -122,6 +149,8 @@ export class ResidentDecoder {
       project: await make('sparse_project_resident', resident.sparseProject, { q: onDevice, k: onDevice, v: onDevice, gate: onDevice, k_host: 'cpu', v_host: 'cpu' }),
       select: await make('sparse_select_resident', resident.sparseSelect, { selected: 'cpu' }),
       attend: await make('sparse_attend_resident', resident.sparseAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
+      attendRows: await make('sparse_attend_rows', resident.sparseAttendRows, { x_acc_out: onDevice }),
+      headLast: await make('head_last', resident.headLast, { logits: 'cpu' }),
     };
   }
 
@@ -131,7 +160,7 @@ export class ResidentDecoder {
     const dense = options.attention === 'dense';
     if (dense && placement === 'offload') throw new RangeError('dense attention reads every block each step: use placement "device"');
     const maxTokens = Math.max(options.maxTokens, sequence.length + 1);
-    const decoder = new ResidentDecoder(parts, sessions, sequence, placement, dense, maxTokens);
+    const decoder = new ResidentDecoder(parts, sessions, sequence, placement, dense, maxTokens, options.attentionBytes ?? ATTENTION_SCORE_BYTES);
     await decoder.attach(options.poolBytes !== undefined ? decoder.blocksForBudget(options.poolBytes) : options.poolBlocks);
     return decoder;
   }
@@ -163,11 +192,7 @@ export class ResidentDecoder {
     }
     const maxBlocks = Math.ceil(this.maxTokens / B);
     for (const [layer, cache] of this.sequence.sparse) {
-      const tailBlock = Math.floor(cache.length / B);
-      // The block being written, every head ([Hk, B, hs]); zeros where it has no token yet.
-      const tailKeys = new Float32Array(Hk * B * hs);
-      const tailValues = new Float32Array(tailKeys.length);
-      if (tailBlock < cache.blockCount) for (let h = 0; h < Hk; h++) cache.readBlocks(h, [tailBlock], tailKeys, tailValues, h);
+      const { tailBlock, tailKeys, tailValues } = this.hostTail(cache);
       let pool: BlockPool | undefined;
       let poolKeys: ort.Tensor;
       let poolValues: ort.Tensor;
@@ -209,6 +234,220 @@ export class ResidentDecoder {
       };
       this.sparse.push(state);
     }
+  }
+
+  /** The block being written, every head ([Hk, B, hs]), from the host store; zeros where it has no token yet. */
+  private hostTail(cache: SparseKvCache): { tailBlock: number; tailKeys: Float32Array; tailValues: Float32Array } {
+    const B = this.blockSize;
+    const Hk = this.parts.config.numKeyValueHeads;
+    const tailBlock = Math.floor(cache.length / B);
+    const tailKeys = new Float32Array(Hk * B * this.parts.sizes.sparseHeadDim);
+    const tailValues = new Float32Array(tailKeys.length);
+    if (tailBlock < cache.blockCount) for (let h = 0; h < Hk; h++) cache.readBlocks(h, [tailBlock], tailKeys, tailValues, h);
+    return { tailBlock, tailKeys, tailValues };
+  }
+
+  /**
+   * Feeds `ids` after the sequence in chunks with every layer on the device and returns
+   * the last position's logits [vocab]: the chunked counterpart of step(). A sparse
+   * layer's new K/V rows go to the host store (the source of truth) and the blocks they
+   * touch go up into the device store: at slot = block id when every block is resident;
+   * with offload, each group of query rows places the union of the blocks it selected in
+   * the pool (misses uploaded, the chunk's own blocks refreshed). One call is one logical
+   * prefill, as in SalaModel.forward: the dense/sparse switch, k and the prompt's
+   * visibility rule hold for the whole call, so chunking does not change the result.
+   */
+  async prefill(ids: readonly number[], options: { chunkSize?: number; signal?: AbortSignal } = {}): Promise<Float32Array> {
+    if (this.closed) throw new Error('the resident decoder was closed');
+    const { config, sizes, layerTensors, globalTensors } = this.parts;
+    if (ids.length === 0) throw new RangeError('no tokens to prefill');
+    const bad = ids.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= config.vocabSize);
+    if (bad >= 0) throw new RangeError(`token id ${ids[bad]} at index ${bad} is outside the vocabulary [0, ${config.vocabSize})`);
+    const past = this.sequence.length;
+    const total = past + ids.length;
+    if (total > this.maxTokens) throw new RangeError(`the resident decoder was sized for ${this.maxTokens} tokens; ${total} do not fit`);
+    const call: PrefillCall = {
+      sparse: !this.dense && total >= config.sparse.denseLen,
+      promptLength: past === 0 && ids.length > 1 ? total : undefined,
+      k: Math.min(sizes.topkTotal, Math.ceil(total / this.blockSize)),
+    };
+    const chunkSize = Math.max(1, options.chunkSize ?? DEFAULT_PREFILL_CHUNK);
+    let x: ort.Tensor | undefined;
+    try {
+      for (let start = 0; start < ids.length; start += chunkSize) {
+        if (options.signal?.aborted) throw options.signal.reason ?? new Error('aborted');
+        release(x);
+        const chunk = ids.slice(start, start + chunkSize);
+        const first = past + start;
+        this.stats.otherBytes += chunk.length * (8 + 4);
+        x = (await this.sessions.embed.run({ ids: i64(chunk), w_embed: globalTensors.w_embed })).x;
+        let sparseIndex = 0;
+        for (let layer = 0; layer < config.numHiddenLayers; layer++) {
+          let next: ort.Tensor;
+          if (config.mixerTypes[layer] === 'lightning-attn') {
+            const session = this.sessions.lightning;
+            const out = await session.run({
+              ...pick(layerTensors[layer], session.inputNames),
+              x,
+              state: this.lightningStates.get(layer)!,
+              positions: f32(Float32Array.from(chunk, (_, i) => first + i), [chunk.length]),
+            });
+            release(this.lightningStates.get(layer));
+            this.lightningStates.set(layer, out.state_out);
+            next = out.x_out;
+          } else {
+            next = await this.sparseChunk(this.sparse[sparseIndex++], x, first, chunk.length, call);
+          }
+          release(x);
+          x = next;
+        }
+        for (const id of chunk) this.sequence.tokens.push(id);
+        this.stats.prefilledTokens += chunk.length;
+      }
+      const logits = (await this.sessions.headLast.run({ x: x!, w_norm: globalTensors.w_norm, w_lm_head: globalTensors.w_lm_head })).logits;
+      return floatData(logits);
+    } finally {
+      release(x);
+      // Decoding goes on with the block now being written as its tail, re-read from the host store.
+      for (const state of this.sparse) {
+        const { tailBlock, tailKeys, tailValues } = this.hostTail(state.cache);
+        release(state.tailKeys);
+        release(state.tailValues);
+        state.tailKeys = await this.parts.tensors.upload(f32(tailKeys, [config.numKeyValueHeads, this.blockSize, sizes.sparseHeadDim]));
+        state.tailValues = await this.parts.tensors.upload(f32(tailValues, [config.numKeyValueHeads, this.blockSize, sizes.sparseHeadDim]));
+        state.tailBlock = tailBlock;
+        this.stats.otherBytes += tailKeys.byteLength * 2;
+      }
+    }
+  }
+
+  /** A sparse layer over a prefill chunk of `rows` tokens from `first`: project, store, select, attend in row groups. */
+  private async sparseChunk(state: SparseLayerState, x: ort.Tensor, first: number, rows: number, call: PrefillCall): Promise<ort.Tensor> {
+    const { config, layerTensors } = this.parts;
+    const Hk = config.numKeyValueHeads;
+    const H = config.numAttentionHeads;
+    const B = this.blockSize;
+    const projected = await this.sessions.project.run({ ...pick(layerTensors[state.layer], this.sessions.project.inputNames), x });
+    state.cache.append(floatData(projected.k_host), floatData(projected.v_host));
+    const blocks = Math.ceil((first + rows) / B);
+    const firstTouched = Math.floor(first / B);
+    const k = Math.min(call.k, blocks);
+    // [Hk, rows, k] selected block ids (−1: none); none on the dense path, where a row attends to every block up to its own.
+    const selected = call.sparse ? await this.select(state, projected.q, first, rows, k, blocks, call.promptLength) : undefined;
+    const blocksOf = (from: number, to: number): number[][] => {
+      if (!selected) {
+        const last = Math.floor((first + to - 1) / B);
+        const every = Array.from({ length: last + 1 }, (_, b) => b);
+        return Array.from({ length: Hk }, () => every);
+      }
+      return Array.from({ length: Hk }, (_, h) => {
+        const seen = new Set<number>();
+        for (let i = (h * rows + from) * k; i < (h * rows + to) * k; i++) if (selected[i] >= 0n) seen.add(Number(selected[i]));
+        return [...seen].sort((a, b) => a - b);
+      });
+    };
+    // Row groups: as many rows per call as the pool (offload) and the score budget allow.
+    const groups: { from: number; to: number; blocks: number[][] }[] = [];
+    const split = (from: number, to: number): void => {
+      const lists = blocksOf(from, to);
+      const width = Math.max(1, ...lists.map((list) => list.length));
+      const fits = (!state.pool || width <= state.poolSlots) && H * (to - from) * width * B * 4 <= this.attentionBytes;
+      if (fits || to - from === 1) {
+        if (state.pool && width > state.poolSlots) throw new RangeError(`one query selected ${width} blocks; the pool holds ${state.poolSlots}`);
+        groups.push({ from, to, blocks: lists });
+        return;
+      }
+      const middle = from + Math.ceil((to - from) / 2);
+      split(from, middle);
+      split(middle, to);
+    };
+    split(0, rows);
+
+    // The chunk's blocks hold new rows: with every block resident they go up now; in a pool, when first placed.
+    const refreshed = Array.from({ length: Hk }, () => new Set<number>());
+    if (!state.pool) {
+      const index: number[] = [];
+      const upload: { head: number; block: number }[] = [];
+      for (let h = 0; h < Hk; h++) {
+        for (let b = firstTouched; b < blocks; b++) {
+          index.push(h, b);
+          upload.push({ head: h, block: b });
+        }
+      }
+      await this.uploadBlocks(state, index, upload);
+    }
+    let acc = x;
+    try {
+      for (const group of groups) {
+        const R = group.to - group.from;
+        const width = Math.max(1, ...group.blocks.map((list) => list.length));
+        const blockIds = new BigInt64Array(Hk * width).fill(-1n);
+        const slotIds = new BigInt64Array(Hk * width); // padding reads slot 0, masked
+        const mask = new Uint8Array(Hk * R * width);
+        const alive = new Uint8Array(Hk * width * B);
+        const index: number[] = [];
+        const upload: { head: number; block: number }[] = [];
+        for (let h = 0; h < Hk; h++) {
+          const list = group.blocks[h];
+          let slots = list;
+          if (state.pool) {
+            const placed = state.pool.place(h, list);
+            slots = placed.slots;
+            const missed = new Set(placed.misses.map((miss) => miss.block));
+            list.forEach((block, i) => {
+              if (missed.has(block) || (block >= firstTouched && !refreshed[h].has(block))) {
+                index.push(h, slots[i]);
+                upload.push({ head: h, block });
+                if (block >= firstTouched) refreshed[h].add(block);
+              }
+            });
+          }
+          const column = new Map<number, number>();
+          list.forEach((block, i) => {
+            blockIds[h * width + i] = BigInt(block);
+            slotIds[h * width + i] = BigInt(slots[i]);
+            column.set(block, i);
+          });
+          alive.set(this.sequence.aliveKeys(list), h * width * B);
+          for (let t = 0; t < R; t++) {
+            const row = (h * R + t) * width;
+            if (!selected) {
+              mask.fill(1, row, row + list.length);
+              continue;
+            }
+            const from = (h * rows + group.from + t) * k;
+            for (let j = from; j < from + k; j++) {
+              if (selected[j] >= 0n) mask[row + column.get(Number(selected[j]))!] = 1;
+            }
+          }
+        }
+        if (upload.length > 0) await this.uploadBlocks(state, index, upload);
+        const session = this.sessions.attendRows;
+        const feeds: Feeds = {
+          ...pick(layerTensors[state.layer], session.inputNames),
+          x,
+          q: projected.q,
+          x_acc: acc,
+          row_range: i64([group.from, group.to]),
+          key_store: state.poolKeys,
+          value_store: state.poolValues,
+          block_ids: i64(blockIds, [Hk, width]),
+          store_slots: i64(slotIds, [Hk, width]),
+          block_mask: bool(mask, [Hk, R, width]),
+          key_alive: bool(alive, [Hk, width, B]),
+          query_positions: i64(Array.from({ length: R }, (_, t) => first + group.from + t)),
+        };
+        if (projected.gate) feeds.gate = projected.gate;
+        this.stats.otherBytes += blockIds.byteLength * 2 + mask.byteLength + alive.byteLength + R * 8;
+        const out = await session.run(feeds);
+        this.stats.prefillAttendCalls++;
+        if (acc !== x) release(acc);
+        acc = out.x_acc_out;
+      }
+    } finally {
+      for (const name of ['q', 'k', 'v', 'gate']) release(projected[name]);
+    }
+    return acc;
   }
 
   /** Feeds one token after the sequence and returns its logits [vocab]. */
@@ -391,8 +630,30 @@ export class ResidentDecoder {
     state.poolValues = await tensors.scatter(state.poolValues, indices, f32(values, [missed.length, B, hs]));
   }
 
-  /** InfLLM-V2 selection on the device; returns each head's past blocks (the tail excluded). */
+  /** InfLLM-V2 selection on the device for one decode query; returns each head's past blocks (the tail excluded). */
   private async selectBlocks(state: SparseLayerState, q: ort.Tensor, position: number, length: number): Promise<number[][]> {
+    const Hk = this.parts.config.numKeyValueHeads;
+    const blocks = Math.ceil(length / this.blockSize);
+    const k = Math.min(this.parts.sizes.topkTotal, blocks);
+    const selected = await this.select(state, q, position, 1, k, blocks);
+    const tail = Math.floor(position / this.blockSize);
+    const perHead: number[][] = [];
+    for (let h = 0; h < Hk; h++) {
+      const mine: number[] = [];
+      for (let j = 0; j < k; j++) {
+        const block = Number(selected[h * k + j]);
+        if (block >= 0 && block !== tail) mine.push(block);
+      }
+      perHead.push(mine);
+    }
+    return perHead;
+  }
+
+  /**
+   * Stage 1 + pooling + top-k on the device for `rows` queries from `firstPosition`,
+   * over the layer's compressed keys (new ones go up first): [Hk, rows, k], −1 = none.
+   */
+  private async select(state: SparseLayerState, q: ort.Tensor, firstPosition: number, rows: number, k: number, blocks: number, promptLength?: number): Promise<BigInt64Array> {
     const { config, sizes, tensors, fineLevel, coarseLevel } = this.parts;
     const Hk = config.numKeyValueHeads;
     const hs = sizes.sparseHeadDim;
@@ -415,36 +676,23 @@ export class ResidentDecoder {
       state.coarse = await append(state.coarse, coarse, state.coarseRows, coarseCount);
       state.coarseRows = coarseCount;
     }
-    const B = config.sparse.blockSize;
-    const blocks = Math.ceil(length / B);
-    const k = Math.min(sizes.topkTotal, blocks);
+    const positions = Array.from({ length: rows }, (_, i) => firstPosition + i);
     const excluded = this.sequence.excludedBlocks(blocks);
-    this.stats.otherBytes += 8 * 6 + excluded.byteLength;
+    this.stats.otherBytes += 8 * (3 * rows + 10) + excluded.byteLength;
     const out = await this.sessions.select.run({
       q,
       c1_store: state.fine,
       c2_store: state.coarse,
       fine_count: i64([Math.max(1, fineCount)]),
       coarse_count: i64([Math.max(1, coarseCount)]),
-      query_positions: i64([position]),
-      fine_visible: i64([visibleCount(position, fineLevel, fineCount)]),
-      coarse_visible: i64([visibleCount(position, coarseLevel, coarseCount)]),
-      pool_pads: i64(poolPads(Math.max(1, fineCount), blocks, B / config.sparse.kernelStride)),
+      query_positions: i64(positions),
+      fine_visible: i64(positions.map((p) => visibleCount(p, fineLevel, fineCount, promptLength))),
+      coarse_visible: i64(positions.map((p) => visibleCount(p, coarseLevel, coarseCount, promptLength))),
+      pool_pads: i64(poolPads(Math.max(1, fineCount), blocks, config.sparse.blockSize / config.sparse.kernelStride)),
       k: i64([k]),
       block_excluded: bool(excluded, [blocks]),
     });
-    const selected = int64Data(out.selected);
-    const tail = Math.floor(position / B);
-    const perHead: number[][] = [];
-    for (let h = 0; h < Hk; h++) {
-      const mine: number[] = [];
-      for (let j = 0; j < k; j++) {
-        const block = Number(selected[h * k + j]);
-        if (block >= 0 && block !== tail) mine.push(block);
-      }
-      perHead.push(mine);
-    }
-    return perHead;
+    return int64Data(out.selected);
   }
 
   snapshot(): ResidentStats {
@@ -456,7 +704,7 @@ export class ResidentDecoder {
       misses += state.pool?.misses ?? 0;
       deviceKvBytes += byteLength(state.poolKeys) * 2 + byteLength(state.tailKeys) * 2 + byteLength(state.fine) + byteLength(state.coarse);
     }
-    return { steps: this.stats.steps, hits, misses, blockBytes: this.stats.blockBytes, otherBytes: this.stats.otherBytes, deviceKvBytes };
+    return { steps: this.stats.steps, prefilledTokens: this.stats.prefilledTokens, prefillAttendCalls: this.stats.prefillAttendCalls, hits, misses, blockBytes: this.stats.blockBytes, otherBytes: this.stats.otherBytes, deviceKvBytes };
   }
 
   /** Brings the Lightning states back into the sequence and frees the device state (the sessions stay with the model). */

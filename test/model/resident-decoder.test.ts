@@ -238,3 +238,91 @@ test('fp16 weights (CPU provider) decode within 2e-3 of fp32 with the same greed
   assert.deepEqual(got.ids, want.ids);
   await Promise.all([single.release(), half.release()]);
 });
+
+/** Prefill on the resident path from `past` tokens of the prompt fed by the host path, then 8 greedy decode steps. */
+async function prefillResident(name: 'short' | 'long' | 'cross', past: number, options: Omit<ResidentOptions, 'maxTokens'>, chunkSize: number) {
+  const prompt = Array.from(load(`${name}_prompt_ids`).data);
+  const sequence = model.newSequence();
+  if (past > 0) await model.forward(sequence, prompt.slice(0, past));
+  const decoder = await model.residentDecoder(sequence, { ...options, maxTokens: prompt.length + 16 });
+  const last = await decoder.prefill(prompt.slice(past), { chunkSize });
+  const ids = [argmax(last)];
+  const logits = new Float32Array(8 * 512);
+  for (let step = 0; step < 8; step++) {
+    const row = await decoder.step(ids[step]);
+    logits.set(row, step * 512);
+    ids.push(argmax(row));
+  }
+  const stats = decoder.snapshot();
+  await decoder.close();
+  return { last, ids: ids.slice(0, 8), logits, stats, sequence };
+}
+
+for (const name of ['short', 'long', 'cross'] as const) {
+  for (const placement of ['offload', 'device'] as const) {
+    test(`${name} scenario prefilled on the resident path (KV ${placement}, 100-token chunks): the host path's last logits, then the reference's decode`, async (t) => {
+      const prompt = Array.from(load(`${name}_prompt_ids`).data);
+      const host = await model.forward(model.newSequence(), prompt);
+      const result = await prefillResident(name, 0, { placement, poolBlocks: 8 }, 100);
+      const prefillDiff = maxAbsDiff(result.last, host);
+      const decodeDiff = maxAbsDiff(result.logits, load(`${name}_decode_logits`).data);
+      t.diagnostic(`prefill max |Δlogit| ${prefillDiff.toExponential(2)}, decode ${decodeDiff.toExponential(2)}; hits ${result.stats.hits}, misses ${result.stats.misses}`);
+      assert.ok(prefillDiff <= LOGIT_TOLERANCE, `prefill max |Δlogit| ${prefillDiff}`);
+      assert.deepEqual(result.ids, Array.from(load(`${name}_decode_ids`).data));
+      assert.ok(decodeDiff <= LOGIT_TOLERANCE, `decode max |Δlogit| ${decodeDiff}`);
+      assert.equal(result.stats.prefilledTokens, prompt.length);
+      assert.equal(result.sequence.length, prompt.length + 8);
+    });
+  }
+}
+
+test('a continuation prefilled on the resident path equals the host path continuing the same sequence; row groups and chunking do not change it', async () => {
+  const prompt = Array.from(load('long_prompt_ids').data);
+  const past = 700; // past dense_len (512): the continuation selects blocks
+  const hostSequence = model.newSequence();
+  await model.forward(hostSequence, prompt.slice(0, past));
+  const host = await model.forward(hostSequence, prompt.slice(past), { chunkSize: 256 });
+  // An 8-slot pool cannot hold the union of a 128-row chunk's selections: the rows split into groups.
+  const offload = await prefillResident('long', past, { placement: 'offload', poolBlocks: 8 }, 128);
+  const device = await prefillResident('long', past, { placement: 'device' }, 831);
+  assert.ok(maxAbsDiff(offload.last, host) <= LOGIT_TOLERANCE, `offload ${maxAbsDiff(offload.last, host)}`);
+  assert.ok(maxAbsDiff(device.last, host) <= LOGIT_TOLERANCE, `device ${maxAbsDiff(device.last, host)}`);
+  assert.deepEqual(offload.ids, device.ids);
+  assert.ok(offload.stats.misses > 0 && offload.stats.hits > 0);
+  // 2 sparse layers: the device path attends once per layer and chunk, the 8-slot pool in groups.
+  assert.equal(device.stats.prefillAttendCalls, 2);
+  assert.ok(offload.stats.prefillAttendCalls > 2 * 7, `${offload.stats.prefillAttendCalls} calls for 7 chunks`);
+  // The same through the host path's decode, to the resident decode's ids.
+  let row = host;
+  const ids: number[] = [];
+  for (let step = 0; step < 8; step++) {
+    ids.push(argmax(row));
+    row = await model.forward(hostSequence, [ids[step]]);
+  }
+  assert.deepEqual(device.ids, ids);
+});
+
+test('dense prefill on the resident path: the sparse result below dense_len, a different one past it, and the same in bounded memory', async () => {
+  const shortSparse = await prefillResident('short', 0, { placement: 'device' }, 64);
+  const shortDense = await prefillResident('short', 0, { placement: 'device', attention: 'dense' }, 64);
+  assert.ok(maxAbsDiff(shortDense.last, shortSparse.last) <= 1e-6);
+  const longDense = await prefillResident('long', 0, { placement: 'device', attention: 'dense' }, 512);
+  const longSparse = await prefillResident('long', 0, { placement: 'device' }, 512);
+  assert.ok(maxAbsDiff(longDense.last, longSparse.last) > 1e-4, 'the long prompt selects a strict subset of blocks');
+  // A budget of two rows' scores at the longest context (4 heads × 1,536 keys × 4 bytes each): hundreds of calls.
+  const tight = await prefillResident('long', 0, { placement: 'device', attention: 'dense', attentionBytes: 2 * 4 * 1536 * 4 }, 512);
+  assert.ok(maxAbsDiff(tight.last, longDense.last) <= 1e-6, `${maxAbsDiff(tight.last, longDense.last)}`);
+  assert.equal(longDense.stats.prefillAttendCalls, 2 * 3);
+  assert.ok(tight.stats.prefillAttendCalls > 100 * longDense.stats.prefillAttendCalls, `${tight.stats.prefillAttendCalls} calls`);
+});
+
+test('resident prefill refuses bad input and keeps the sequence as it was', async () => {
+  const sequence = model.newSequence();
+  await model.forward(sequence, [5, 6, 7]);
+  const decoder = await model.residentDecoder(sequence, { placement: 'device', maxTokens: 16 });
+  await assert.rejects(decoder.prefill([]), /no tokens/);
+  await assert.rejects(decoder.prefill([1, 512]), /token id 512 at index 1 is outside the vocabulary/);
+  await assert.rejects(decoder.prefill(Array.from({ length: 14 }, () => 3)), /sized for 16 tokens; 17 do not fit/);
+  assert.equal(sequence.length, 3);
+  await decoder.close();
+});
