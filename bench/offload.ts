@@ -31,7 +31,7 @@ import { isDeviceRequest, isPrecisionRequest, type DeviceKind, type Precision } 
 import { GraphSession, f16, f32 } from '../engine/runtime/session.js';
 import { GraphBuilder } from '../engine/runtime/graph-builder.js';
 import { DeviceTensors, release } from '../engine/runtime/device-tensors.js';
-import type { ResidentOptions } from '../engine/model/resident-decoder.js';
+import type { ResidentDecoder, ResidentOptions } from '../engine/model/resident-decoder.js';
 import { SALA_9B_SHAPE, sharedLayerRandomModel } from './random-model.js';
 import { lineChart } from './svg-chart.js';
 
@@ -113,20 +113,37 @@ export interface OffloadBenchOptions {
   log?: (line: string) => void;
   /** Also decode a few steps on the CPU host path and report the largest logit difference. */
   check?: boolean;
-  /** Also time a prefill of this many tokens after each context (the host path: K/V in host memory, the selected blocks gathered and uploaded per layer and chunk). */
+  /** Also time a prefill of this many tokens (one chunk) after each context: in every decode mode on the resident decoder, and through the host path. */
   prefillTokens?: number;
   /** A prefill slower than this many tokens/s is not run at longer contexts. */
   prefillMinTokensPerSecond?: number;
+  /** Nor one whose time, scaled by the context from the last it ran at, would pass this (dense attention grows with the context). */
+  prefillLimitMs?: number;
 }
 
-/** Prefill rate after a context: a chunk of new tokens fed through the host path (sparse attention, K/V offloaded to host memory). */
+/**
+ * How a prefill chunk ran: on the resident decoder in one of the decode modes (every
+ * layer on the device; blocks at slot = id, or through the offload pool), or through
+ * the host path (SalaModel.forward: K/V in host memory, each group's selected blocks
+ * gathered on the host and uploaded per call).
+ */
+export type PrefillMode = Mode | 'host-path';
+export const PREFILL_MODES: PrefillMode[] = [...MODES, 'host-path'];
+
+/** Prefill rate after a context: a chunk of new tokens fed in one call. */
 export interface PrefillRow {
   model: string;
   context: number;
+  /** Runs before the resident prefill existed have none: host-path. */
+  mode?: PrefillMode;
   precision: Precision;
   tokens: number;
   tokensPerSecond?: number;
   skipped?: string;
+  /** Resident modes: pool hit rate (offload), K/V bytes uploaded per token fed, attention calls per layer and chunk. */
+  hitRate?: number;
+  blockBytesPerToken?: number;
+  attendCallsPerLayer?: number;
   /** FLOPs of the chunk (weight products + attention over what it attends to) and their floor at the measured MatMul rate. */
   flops?: number;
   floorMs?: number;
@@ -190,10 +207,10 @@ function deviceBytes(config: SalaConfig, parameters: number, context: number, mo
   return weightBytesPerToken(config, parameters, precision) + lightning + kv;
 }
 
-/** FLOPs of prefilling `tokens` after `context`: every weight product, sparse attention over what each query attends to (its selected blocks, or everything below dense_len), Lightning's state updates. */
-function prefillFlops(config: SalaConfig, parameters: number, context: number, tokens: number): number {
+/** FLOPs of prefilling `tokens` after `context`: every weight product, attention over what each query attends to (every key when dense or below dense_len, else its selected blocks), Lightning's state updates. */
+function prefillFlops(config: SalaConfig, parameters: number, context: number, tokens: number, mode: PrefillMode): number {
   const sizes = derivedSizes(config);
-  const keys = context < config.sparse.denseLen ? context + tokens / 2 : Math.min(context, (sizes.topkTotal + 1) * config.sparse.blockSize);
+  const keys = mode === 'dense' || context < config.sparse.denseLen ? context + tokens / 2 : Math.min(context, (sizes.topkTotal + 1) * config.sparse.blockSize);
   const sparse = sizes.sparseLayers.length * 4 * config.numAttentionHeads * sizes.sparseHeadDim * keys;
   const lightning = sizes.lightningLayers.length * 4 * sizes.lightningHeads * sizes.lightningHeadDim * sizes.lightningHeadDim;
   return tokens * (2 * parameters + sparse + lightning);
@@ -482,8 +499,10 @@ export async function benchModel(spec: ModelSpec, options: OffloadBenchOptions):
   const hostKvPerToken = sizes.sparseLayers.length * spec.config.numKeyValueHeads * sizes.sparseHeadDim * KV_BYTES * 2;
   let precisionCheck: PrecisionCheck | undefined;
   const prefill: PrefillRow[] = [];
-  const prefillTooSlow = new Set<Precision>();
-  let prefillWarm = false;
+  // Per precision and mode: too slow at a shorter context (not run again), warmed up.
+  const prefillLimits = new Set<string>();
+  const prefillWarmed = new Set<string>();
+  const prefillHistory: PrefillHistory = new Map();
   for (const context of options.contexts) {
     if (sequence.length > context) continue;
     tileSequence(sequence, tileLength, context);
@@ -504,14 +523,26 @@ export async function benchModel(spec: ModelSpec, options: OffloadBenchOptions):
         }
         // Each mode decodes from the same state: a checkpoint of the tiled sequence.
         const checkpoint = sequence.checkpoint();
+        const prefillTokens = options.prefillTokens ?? 0;
         const resident: ResidentOptions = {
           placement: mode === 'sparse-offload' ? 'offload' : 'device',
           attention: mode === 'dense' ? 'dense' : 'auto',
           poolBlocks: options.poolBlocks,
-          maxTokens: context + options.warmup + options.steps + 1,
+          // Room for a warm-up prefill and the timed one before the decode steps.
+          maxTokens: context + 2 * prefillTokens + options.warmup + options.steps + 1,
         };
         try {
-          const decoder = await model.residentDecoder(sequence, resident);
+          let decoder = await model.residentDecoder(sequence, resident);
+          if (prefillTokens > 0) {
+            // The chunk's prefill on this mode's decoder, then its decode steps from there (a
+            // prefill that fails leaves the decoder unusable: decode starts again from the checkpoint).
+            const failed = await prefillResident(decoder, { spec, context, mode, precision, tokens: prefillTokens, tileLength, prefill, limits: prefillLimits, warmed: prefillWarmed, history: prefillHistory, minTokensPerSecond: options.prefillMinTokensPerSecond, limitMs: options.prefillLimitMs, log });
+            if (failed) {
+              await decoder.close().catch(() => {});
+              sequence.rollback(checkpoint);
+              decoder = await model.residentDecoder(sequence, resident);
+            }
+          }
           let id = spec.tile[context % tileLength];
           for (let i = 0; i < options.warmup; i++) await decoder.step(id);
           const before = decoder.snapshot();
@@ -549,45 +580,120 @@ export async function benchModel(spec: ModelSpec, options: OffloadBenchOptions):
     }
     if (options.prefillTokens) {
       const n = options.prefillTokens;
-      const ids = Array.from({ length: n }, (_, i) => spec.tile[(context + i) % tileLength]);
+      const ids = prefillIds(spec, context, n, tileLength);
       const checkpoint = sequence.checkpoint();
       for (const [precision, model] of models) {
-        const row: PrefillRow = { model: spec.name, context, precision, tokens: n, flops: prefillFlops(spec.config, spec.parameters, context, n) };
+        const limitKey = `${precision}:host-path`;
+        const row: PrefillRow = { model: spec.name, context, mode: 'host-path', precision, tokens: n, flops: prefillFlops(spec.config, spec.parameters, context, n, 'host-path') };
         prefill.push(row);
-        if (prefillTooSlow.has(precision)) {
+        if (prefillLimits.has(limitKey)) {
           row.skipped = `under ${options.prefillMinTokensPerSecond} tok/s at a shorter context`;
           continue;
         }
+        row.skipped = prefillSkip(prefillHistory, limitKey, context, options.prefillLimitMs);
+        if (row.skipped) continue;
         try {
           // The first chunk also compiles the device's kernels for these shapes: it is run once untimed.
-          if (!prefillWarm) {
+          if (!prefillWarmed.has(limitKey)) {
             await model.forward(sequence, ids, { logits: 'last', chunkSize: n });
             sequence.rollback(checkpoint);
+            prefillWarmed.add(limitKey);
           }
           GraphSession.profile?.clear();
           started = performance.now();
           await model.forward(sequence, ids, { logits: 'last', chunkSize: n });
           const ms = performance.now() - started;
+          prefillHistory.set(limitKey, { context, ms });
           row.tokensPerSecond = n / (ms / 1000);
-          if (GraphSession.profile) {
-            const graphs = [...GraphSession.profile].sort((a, b) => b[1].ms - a[1].ms);
-            const inRuns = graphs.reduce((t, [, e]) => t + e.ms, 0);
-            log(`    prefill ${ms.toFixed(0)} ms: host work outside session runs ${(ms - inRuns).toFixed(0)} ms; ${graphs.map(([name, e]) => `${name} ${e.runs}× ${e.ms.toFixed(0)} ms`).join(', ')}`);
-          }
-          if (options.prefillMinTokensPerSecond !== undefined && row.tokensPerSecond < options.prefillMinTokensPerSecond) prefillTooSlow.add(precision);
-          log(`  ${spec.name} @ ${context} prefill ${precision}: ${n} tokens at ${row.tokensPerSecond.toFixed(0)} tok/s`);
+          logProfile(log, ms);
+          if (options.prefillMinTokensPerSecond !== undefined && row.tokensPerSecond < options.prefillMinTokensPerSecond) prefillLimits.add(limitKey);
+          log(`  ${spec.name} @ ${context} prefill host-path ${precision}: ${n} tokens at ${row.tokensPerSecond.toFixed(0)} tok/s`);
         } catch (err) {
           row.skipped = err instanceof Error ? err.message.split('\n')[0].slice(0, 160) : String(err);
-          prefillTooSlow.add(precision);
-          log(`  ${spec.name} @ ${context} prefill ${precision}: failed (${row.skipped})`);
+          prefillLimits.add(limitKey);
+          log(`  ${spec.name} @ ${context} prefill host-path ${precision}: failed (${row.skipped})`);
         }
         sequence.rollback(checkpoint);
       }
-      prefillWarm = true;
     }
   }
   for (const model of models.values()) await model.release();
   return { rows, prefill, prefillTokensPerSecond, checks, precisionCheck };
+}
+
+/** Per precision and mode: where a prefill ran last, and how long it took. */
+type PrefillHistory = Map<string, { context: number; ms: number }>;
+
+/** Why a prefill at `context` is not run, judged from the last one of its mode (undefined: run it). */
+function prefillSkip(history: PrefillHistory, limitKey: string, context: number, limitMs?: number): string | undefined {
+  const last = history.get(limitKey);
+  if (!last || limitMs === undefined) return undefined;
+  const predicted = (last.ms * context) / last.context;
+  return predicted > limitMs ? `predicted ${(predicted / 1000).toFixed(0)} s from ${(last.ms / 1000).toFixed(1)} s at ${last.context} (limit ${(limitMs / 1000).toFixed(0)} s)` : undefined;
+}
+
+/** The tokens a prefill after `context` feeds: the tile, continued. */
+function prefillIds(spec: ModelSpec, context: number, tokens: number, tileLength: number): number[] {
+  return Array.from({ length: tokens }, (_, i) => spec.tile[(context + i) % tileLength]);
+}
+
+function logProfile(log: (line: string) => void, ms: number): void {
+  if (!GraphSession.profile) return;
+  const graphs = [...GraphSession.profile].sort((a, b) => b[1].ms - a[1].ms);
+  const inRuns = graphs.reduce((t, [, e]) => t + e.ms, 0);
+  log(`    prefill ${ms.toFixed(0)} ms: host work outside session runs ${(ms - inRuns).toFixed(0)} ms; ${graphs.map(([name, e]) => `${name} ${e.runs}× ${e.ms.toFixed(0)} ms`).join(', ')}`);
+}
+
+/**
+ * Times one chunk's prefill on a resident decoder (after an untimed one the first time
+ * a mode runs: it compiles the device's kernels) and adds its row. True if it failed.
+ */
+async function prefillResident(
+  decoder: ResidentDecoder,
+  run: { spec: ModelSpec; context: number; mode: Mode; precision: Precision; tokens: number; tileLength: number; prefill: PrefillRow[]; limits: Set<string>; warmed: Set<string>; history: PrefillHistory; minTokensPerSecond?: number; limitMs?: number; log: (line: string) => void },
+): Promise<boolean> {
+  const { spec, context, mode, precision, tokens, log } = run;
+  const limitKey = `${precision}:${mode}`;
+  const row: PrefillRow = { model: spec.name, context, mode, precision, tokens, flops: prefillFlops(spec.config, spec.parameters, context, tokens, mode) };
+  run.prefill.push(row);
+  if (run.limits.has(limitKey)) {
+    row.skipped = `under ${run.minTokensPerSecond} tok/s at a shorter context`;
+    return false;
+  }
+  row.skipped = prefillSkip(run.history, limitKey, context, run.limitMs);
+  if (row.skipped) return false;
+  const ids = prefillIds(spec, context, tokens, run.tileLength);
+  try {
+    if (!run.warmed.has(limitKey)) {
+      await decoder.prefill(ids, { chunkSize: tokens });
+      run.warmed.add(limitKey);
+    }
+    const before = decoder.snapshot();
+    GraphSession.profile?.clear();
+    const started = performance.now();
+    await decoder.prefill(ids, { chunkSize: tokens });
+    const ms = performance.now() - started;
+    run.history.set(limitKey, { context, ms });
+    const after = decoder.snapshot();
+    const requests = after.hits + after.misses - before.hits - before.misses;
+    const sparseLayers = derivedSizes(spec.config).sparseLayers.length;
+    Object.assign(row, {
+      tokensPerSecond: tokens / (ms / 1000),
+      hitRate: mode === 'sparse-offload' && requests > 0 ? (after.hits - before.hits) / requests : undefined,
+      blockBytesPerToken: (after.blockBytes - before.blockBytes) / tokens,
+      attendCallsPerLayer: (after.prefillAttendCalls - before.prefillAttendCalls) / Math.max(1, sparseLayers),
+    });
+    logProfile(log, ms);
+    if (run.minTokensPerSecond !== undefined && row.tokensPerSecond! < run.minTokensPerSecond) run.limits.add(limitKey);
+    log(`  ${spec.name} @ ${context} prefill ${mode} ${precision}: ${tokens} tokens at ${row.tokensPerSecond!.toFixed(0)} tok/s` +
+      (row.hitRate !== undefined ? `, hit rate ${(100 * row.hitRate).toFixed(1)}%` : '') + `, ${(row.blockBytesPerToken! / 1024).toFixed(0)} KiB blocks up/token, ${row.attendCallsPerLayer!.toFixed(1)} attention calls per layer`);
+    return false;
+  } catch (err) {
+    row.skipped = err instanceof Error ? err.message.split('\n')[0].slice(0, 160) : String(err);
+    run.limits.add(limitKey);
+    log(`  ${spec.name} @ ${context} prefill ${mode} ${precision}: failed (${row.skipped})`);
+    return true;
+  }
 }
 
 function argmax(row: Float32Array): number {
@@ -661,20 +767,28 @@ export function offloadTable(rows: OffloadRow[], rates?: DeviceRates, peakGBps?:
 }
 
 export function prefillTable(rows: PrefillRow[]): string {
+  const percent = (v?: number) => (v === undefined ? '–' : `${(100 * v).toFixed(1)}%`);
   return [
-    '| model | context | precision | tokens fed | prefill tok/s | floor tok/s (FLOPs at the measured MatMul rate) |',
-    '|---|---:|---|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.model} | ${r.context} | ${r.precision} | ${r.tokens} | ${r.tokensPerSecond?.toFixed(0) ?? `– (${r.skipped})`} | ${r.floorMs ? (r.tokens / (r.floorMs / 1000)).toFixed(0) : '–'} |`),
+    '| model | context | mode | precision | tokens fed | prefill tok/s | floor tok/s (FLOPs at the measured MatMul rate) | hit rate | blocks up KiB/token | attention calls per layer |',
+    '|---|---:|---|---|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.model} | ${r.context} | ${r.mode ?? 'host-path'} | ${r.precision} | ${r.tokens} | ${r.tokensPerSecond?.toFixed(0) ?? `– (${r.skipped})`} | ${r.floorMs ? (r.tokens / (r.floorMs / 1000)).toFixed(0) : '–'} | ` +
+      `${percent(r.hitRate)} | ${r.blockBytesPerToken === undefined ? '–' : (r.blockBytesPerToken / 1024).toFixed(1)} | ${r.attendCallsPerLayer?.toFixed(1) ?? '–'} |`),
   ].join('\n');
 }
 
+/** Prefill tokens/s against context, one line per mode (fp16 dashed beside fp32 in the mode's color). */
 export function prefillChart(title: string, rows: PrefillRow[]): string {
-  const precisions = [...new Set(rows.map((r) => r.precision))];
+  const precisions = [...new Set(rows.map((r) => r.precision))].sort();
   return lineChart({
     title,
     xLabel: 'context tokens',
     yLabel: 'prefill tokens/s',
-    series: precisions.map((precision, color) => ({ name: precision, color, dashed: precision === 'fp16', points: rows.filter((r) => r.precision === precision).map((r) => [r.context, r.tokensPerSecond!] as [number, number]) })),
+    series: PREFILL_MODES.flatMap((mode, color) => precisions.map((precision) => ({
+      name: precisions.length > 1 ? `${mode} ${precision}` : mode,
+      color,
+      dashed: precision === 'fp16' && precisions.length > 1,
+      points: rows.filter((r) => (r.mode ?? 'host-path') === mode && r.precision === precision && r.tokensPerSecond !== undefined).map((r) => [r.context, r.tokensPerSecond!] as [number, number]),
+    }))).filter((series) => series.points.length > 0),
   });
 }
 
@@ -721,6 +835,7 @@ async function main(): Promise<void> {
       'gemv-sweep': { type: 'boolean', default: false },
       'peak-gbps': { type: 'string' },
       'prefill-tokens': { type: 'string' },
+      'prefill-limit-ms': { type: 'string', default: '30000' },
     },
   });
   if (!isDeviceRequest(values.device!) || values.device === 'auto') throw new Error(`--device must be cpu, webgpu or cuda, got ${values.device}`);
@@ -765,6 +880,7 @@ async function main(): Promise<void> {
       modes: values.modes ? (values.modes.split(',') as Mode[]) : undefined,
       prefillTokens: values['prefill-tokens'] ? Number(values['prefill-tokens']) : undefined,
       prefillMinTokensPerSecond: 20,
+      prefillLimitMs: Number(values['prefill-limit-ms']),
       log,
     });
     rows.push(...result.rows);
@@ -785,7 +901,7 @@ async function main(): Promise<void> {
       const slug = model.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
       writeFileSync(values.out.replace(/\.json$/, `-${slug}.svg`), decodeChart(`${model}: decode ms/token (${device})`, rows.filter((r) => r.model === model)));
       const prefillOf = prefillRows.filter((r) => r.model === model && r.tokensPerSecond !== undefined);
-      if (prefillOf.length > 0) writeFileSync(values.out.replace(/\.json$/, `-${slug}-prefill.svg`), prefillChart(`${model}: prefill tokens/s after the context (${device}, sparse, K/V offloaded)`, prefillOf));
+      if (prefillOf.length > 0) writeFileSync(values.out.replace(/\.json$/, `-${slug}-prefill.svg`), prefillChart(`${model}: prefill tokens/s after the context (${device})`, prefillOf));
     }
   }
 }

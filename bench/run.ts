@@ -13,7 +13,7 @@ import { SalaModel, type Sequence } from '../engine/model/sala-model.js';
 import { loadConfig, type SalaConfig } from '../engine/model/config.js';
 import { loadWeights, type WeightMap } from '../engine/model/weights.js';
 import { denseVariant, randomModel, SMALL_20M } from './random-model.js';
-import { benchModel as benchOffload, defaultModelSpec, offloadTable, type OffloadRow } from './offload.js';
+import { benchModel as benchOffload, defaultModelSpec, offloadTable, prefillTable, type OffloadRow, type PrefillRow } from './offload.js';
 
 interface Row {
   model: string;
@@ -112,22 +112,25 @@ async function main(): Promise<void> {
   rows.push(...(await benchModel('random 20M (9B sparse_config)', random.config, random.weights, random.parameters)));
 
   // The device-resident decoder on the CPU provider: the offload path (host store, block
-  // pool bookkeeping, batched miss uploads) and its all-resident and dense comparison points.
+  // pool bookkeeping, batched miss uploads) and its all-resident and dense comparison points,
+  // decoding and prefilling a 128-token chunk after the context.
   const offload: OffloadRow[] = [];
+  const prefill: PrefillRow[] = [];
   try {
     const spec = await defaultModelSpec(2048);
-    const result = await benchOffload(spec, { device: 'cpu', contexts: values.quick ? [4096] : [8192, 32768], steps: decodeSteps, warmup: 2, log: (line) => process.stderr.write(`${line}\n`) });
+    const result = await benchOffload(spec, { device: 'cpu', contexts: values.quick ? [4096] : [8192, 32768], steps: decodeSteps, warmup: 2, prefillTokens: 128, log: (line) => process.stderr.write(`${line}\n`) });
     offload.push(...result.rows);
+    prefill.push(...result.prefill);
   } catch (err) {
     process.stderr.write(`bench: the offload path failed: ${err instanceof Error ? err.stack : String(err)}\n`);
     process.exitCode = 1;
   }
-  const markdown = `${table(rows)}\n\nResident decoder on the CPU provider (default model, KV offload vs all resident vs dense):\n\n${offloadTable(offload)}`;
+  const markdown = `${table(rows)}\n\nResident decoder on the CPU provider (default model, KV offload vs all resident vs dense):\n\n${offloadTable(offload)}\n\n${prefillTable(prefill)}`;
   process.stdout.write(`${markdown}\n`);
   if (values.out) {
     mkdirSync(path.dirname(values.out), { recursive: true });
     const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, node: process.version, date: new Date().toISOString() };
-    writeFileSync(values.out, JSON.stringify({ machine, decodeSteps, rows, offload }, null, 2));
+    writeFileSync(values.out, JSON.stringify({ machine, decodeSteps, rows, offload, prefill }, null, 2));
     writeFileSync(values.out.replace(/\.json$/, '.md'), `${markdown}\n`);
   }
 }

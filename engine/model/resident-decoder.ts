@@ -334,34 +334,49 @@ export class ResidentDecoder {
     const k = Math.min(call.k, blocks);
     // [Hk, rows, k] selected block ids (−1: none); none on the dense path, where a row attends to every block up to its own.
     const selected = call.sparse ? await this.select(state, projected.q, first, rows, k, blocks, call.promptLength) : undefined;
-    const blocksOf = (from: number, to: number): number[][] => {
-      if (!selected) {
-        const last = Math.floor((first + to - 1) / B);
-        const every = Array.from({ length: last + 1 }, (_, b) => b);
-        return Array.from({ length: Hk }, () => every);
-      }
-      return Array.from({ length: Hk }, (_, h) => {
-        const seen = new Set<number>();
-        for (let i = (h * rows + from) * k; i < (h * rows + to) * k; i++) if (selected[i] >= 0n) seen.add(Number(selected[i]));
-        return [...seen].sort((a, b) => a - b);
-      });
-    };
-    // Row groups: as many rows per call as the pool (offload) and the score budget allow.
+    // Row groups, greedily as long as they can be: a group's rows attend in one call to the
+    // union of the blocks they select, which must fit the pool (offload) and the score budget.
     const groups: { from: number; to: number; blocks: number[][] }[] = [];
-    const split = (from: number, to: number): void => {
-      const lists = blocksOf(from, to);
-      const width = Math.max(1, ...lists.map((list) => list.length));
-      const fits = (!state.pool || width <= state.poolSlots) && H * (to - from) * width * B * 4 <= this.attentionBytes;
-      if (fits || to - from === 1) {
-        if (state.pool && width > state.poolSlots) throw new RangeError(`one query selected ${width} blocks; the pool holds ${state.poolSlots}`);
-        groups.push({ from, to, blocks: lists });
-        return;
+    const capacity = state.pool ? state.poolSlots : Infinity;
+    const fits = (groupRows: number, width: number) => width <= capacity && H * groupRows * width * B * 4 <= this.attentionBytes;
+    let from = 0;
+    if (!selected) {
+      // Dense: row t attends to every block up to its own.
+      const every = (to: number) => Array.from({ length: Math.floor((first + to - 1) / B) + 1 }, (_, b) => b);
+      for (let t = 1; t < rows; t++) {
+        if (!fits(t + 1 - from, Math.floor((first + t) / B) + 1)) {
+          groups.push({ from, to: t, blocks: Array.from({ length: Hk }, () => every(t)) });
+          from = t;
+        }
       }
-      const middle = from + Math.ceil((to - from) / 2);
-      split(from, middle);
-      split(middle, to);
-    };
-    split(0, rows);
+      groups.push({ from, to: rows, blocks: Array.from({ length: Hk }, () => every(rows)) });
+    } else {
+      let union = Array.from({ length: Hk }, () => new Set<number>());
+      const close = (to: number): void => {
+        groups.push({ from, to, blocks: union.map((set) => [...set].sort((a, b) => a - b)) });
+        from = to;
+        union = Array.from({ length: Hk }, () => new Set<number>());
+      };
+      for (let t = 0; t < rows; t++) {
+        const added = union.map((set, h) => {
+          const fresh = new Set<number>();
+          for (let j = (h * rows + t) * k; j < (h * rows + t + 1) * k; j++) {
+            const block = Number(selected[j]);
+            if (block >= 0 && !set.has(block)) fresh.add(block);
+          }
+          return fresh;
+        });
+        const width = Math.max(1, ...union.map((set, h) => set.size + added[h].size));
+        if (t > from && !fits(t + 1 - from, width)) {
+          close(t);
+          t--;
+          continue;
+        }
+        if (width > capacity) throw new RangeError(`one query selected ${width} blocks; the pool holds ${capacity}`);
+        union.forEach((set, h) => added[h].forEach((block) => set.add(block)));
+      }
+      close(rows);
+    }
 
     // The chunk's blocks hold new rows: with every block resident they go up now; in a pool, when first placed.
     const refreshed = Array.from({ length: Hk }, () => new Set<number>());
