@@ -344,13 +344,17 @@ function buildSparseAttend(cfg: SalaConfig, precision: Precision): Uint8Array {
  * The same for rows [start, end) of a chunk whose hidden states, queries and gate stay
  * on the device: the rows are sliced here and their outputs written into x_acc (the
  * chunk's output so far), so a chunk attends in several calls — each with the blocks
- * its rows selected — without its tensors ever coming back to the host.
+ * its rows selected — without its tensors ever coming back to the host. Two forms:
+ * over the union of the rows' blocks with a per-row mask (attendBlocks: one gather,
+ * the best where rows select alike, and dense attention), or each row over just its
+ * own k blocks (attendPerQuery: k blocks gathered per row, the best where the union
+ * is much wider than k).
  */
-function buildSparseAttendRows(cfg: SalaConfig, precision: Precision): Uint8Array {
+function buildSparseAttendRows(cfg: SalaConfig, precision: Precision, perQuery: boolean): Uint8Array {
   const sizes = derivedSizes(cfg);
   const d = cfg.hiddenSize;
   const width = cfg.numAttentionHeads * sizes.sparseHeadDim;
-  const g = new GraphBuilder('sparse_attend_rows');
+  const g = new GraphBuilder(perQuery ? 'sparse_attend_queries' : 'sparse_attend_rows');
   const range = g.input('row_range', 'int64', [2]);
   const start = g.slice(range, [0], [1], [0]);
   const end = g.slice(range, [1], [2], [0]);
@@ -358,10 +362,50 @@ function buildSparseAttendRows(cfg: SalaConfig, precision: Precision): Uint8Arra
   const x = rows(g.input('x', 'float', ['T', d]));
   const q = rows(g.input('q', 'float', ['T', cfg.numAttentionHeads, sizes.sparseHeadDim]));
   const gate = cfg.attnUseOutputGate ? rows(g.input('gate', 'float', ['T', width])) : undefined;
-  const out = attendBlocks(g, cfg, precision, x, q, gate); // [end − start, d]
+  const out = perQuery ? attendPerQuery(g, cfg, precision, x, q, gate) : attendBlocks(g, cfg, precision, x, q, gate); // [end − start, d]
   const at = g.unsqueeze(g.range(g.squeeze(start, [0]), g.squeeze(end, [0]), g.int64(1)), [1]); // [R, 1]
   g.output(g.op('ScatterND', [g.input('x_acc', 'float', ['T', d]), at, out]), 'x_acc_out', 'float', ['T', d]);
   return g.toModel();
+}
+
+/**
+ * Each query row over only its own blocks: query_slots / query_blocks [Hk, R, K] (slot
+ * in the store and block id, −1 = padding), key_alive [Hk, R, K, blockSize] (false for
+ * padding and tombstones). Gathers R·K blocks per head instead of the union's U, and
+ * computes no masked-out scores.
+ */
+function attendPerQuery(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined): Value {
+  const sizes = derivedSizes(cfg);
+  const hs = sizes.sparseHeadDim;
+  const H = cfg.numAttentionHeads;
+  const Hk = cfg.numKeyValueHeads;
+  const G = H / Hk;
+  const blockSize = cfg.sparse.blockSize;
+  const keyStore = g.input('key_store', 'float', [Hk, 'C', blockSize, hs]);
+  const valueStore = g.input('value_store', 'float', [Hk, 'C', blockSize, hs]);
+  const slots = g.input('query_slots', 'int64', [Hk, 'R', 'K']);
+  const blockIds = g.input('query_blocks', 'int64', [Hk, 'R', 'K']);
+  const keyAlive = g.input('key_alive', 'bool', [Hk, 'R', 'K', blockSize]);
+  const queryPositions = g.input('query_positions', 'int64', ['R']);
+
+  const heads = g.unsqueeze(g.expand(g.reshape(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [Hk, 1, 1]), g.shape(slots)), [3]); // [Hk, R, K, 1]
+  const gatherIndex = g.concat([heads, g.unsqueeze(slots, [3])], 3); // [Hk, R, K, 2]
+  const rowsShape = g.shapeOf([Hk, g.dim(q, 0), -1, hs]);
+  const keys = g.reshape(g.op('GatherND', [keyStore, gatherIndex]), rowsShape); // [Hk, R, K·B, hs]
+  const values = g.reshape(g.op('GatherND', [valueStore, gatherIndex]), rowsShape);
+  const groupedQ = g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 0, 2, 3]); // [Hk, R, G, hs]
+  const scores = g.mul(g.matmul(groupedQ, g.transpose(keys, [0, 1, 3, 2])), g.float(1 / Math.sqrt(hs))); // [Hk, R, G, K·B]
+
+  const offsets = g.range(g.int64(0), g.int64(blockSize), g.int64(1));
+  const keyPositions = g.reshape(g.add(g.mul(g.unsqueeze(blockIds, [3]), g.int64(blockSize)), offsets), g.shapeOf([Hk, g.dim(q, 0), -1])); // [Hk, R, K·B]
+  const causal = g.not(g.greater(keyPositions, g.unsqueeze(queryPositions, [0, 2])));
+  const allowed = g.unsqueeze(g.and(causal, g.reshape(keyAlive, g.shapeOf([Hk, g.dim(q, 0), -1]))), [2]); // [Hk, R, 1, K·B]
+  const probabilities = g.softmax(g.add(scores, g.where(allowed, g.float(0), g.float(-Infinity))), -1);
+  const attended = g.matmul(probabilities, values); // [Hk, R, G, hs]
+  let o = g.reshape(g.transpose(attended, [1, 0, 2, 3]), [0, H * hs]); // [R, H·hs], head = kv·G + g as in attendBlocks
+  if (gate) o = g.mul(o, gate);
+  const h = g.add(x, g.mul(linear(g, o, matrixInput(g, 'w_o', [cfg.hiddenSize, H * hs], precision), precision), g.float(sizes.residualScale)));
+  return mlpBlock(g, h, cfg, sizes.residualScale, precision);
 }
 
 /** Block attention, gate, o_proj, residual and MLP for queries q of hidden rows x (the shared core of the attend graphs). */
@@ -484,8 +528,9 @@ export interface ResidentGraphSet {
   sparseProject: Uint8Array;
   sparseSelect: Uint8Array;
   sparseAttend: Uint8Array;
-  /** Chunked prefill: attention for a range of a chunk's rows, and the head on its last row. */
+  /** Chunked prefill: attention for a range of a chunk's rows (over their union of blocks, or each over its own), and the head on its last row. */
   sparseAttendRows: Uint8Array;
+  sparseAttendQueries: Uint8Array;
   headLast: Uint8Array;
 }
 
@@ -494,7 +539,8 @@ export function buildResidentGraphs(cfg: SalaConfig, precision: Precision = 'fp3
     sparseProject: buildSparseProject(cfg, precision, true),
     sparseSelect: buildSparseSelect(cfg, true),
     sparseAttend: buildSparseAttendResident(cfg, precision),
-    sparseAttendRows: buildSparseAttendRows(cfg, precision),
+    sparseAttendRows: buildSparseAttendRows(cfg, precision, false),
+    sparseAttendQueries: buildSparseAttendRows(cfg, precision, true),
     headLast: buildHead(cfg, precision, true),
   };
 }

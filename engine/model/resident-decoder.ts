@@ -36,6 +36,8 @@ export interface ResidentOptions {
   maxTokens: number;
   /** prefill(): device memory for one attention call's scores; more rows split into several calls (default 512 MiB). */
   attentionBytes?: number;
+  /** prefill(), sparse: a row group attends over the union of its blocks, each row over its own, or whichever is cheaper (default 'auto'). */
+  rowAttention?: 'auto' | 'union' | 'per-row';
 }
 
 /** What the model hands its decoder. */
@@ -75,6 +77,7 @@ export interface ResidentSessions {
   attend: GraphSession;
   /** Chunked prefill: a range of a chunk's rows over their blocks; the head on the chunk's last row. */
   attendRows: GraphSession;
+  attendQueries: GraphSession;
   headLast: GraphSession;
 }
 
@@ -112,6 +115,22 @@ export const DEFAULT_PREFILL_CHUNK = 512;
  */
 const ATTENTION_SCORE_BYTES = 512 * 2 ** 20;
 
+/** A sparse layer's selection over one prefill chunk: [Hk, rows, k] block ids (−1: none), none on the dense path. */
+interface ChunkSelection {
+  first: number;
+  rows: number;
+  k: number;
+  selected?: BigInt64Array;
+}
+
+/** Rows [from, to) of a chunk attending in one call: their blocks per head, and in which form. */
+interface RowGroup {
+  from: number;
+  to: number;
+  blocks: number[][];
+  perQuery: boolean;
+}
+
 /** What one prefill() call decides for all its chunks (as SalaModel.forward does). */
 interface PrefillCall {
   sparse: boolean;
@@ -134,6 +153,7 @@ export class ResidentDecoder {
     private readonly dense: boolean,
     private readonly maxTokens: number,
     private readonly attentionBytes: number,
+    private readonly rowAttention: 'auto' | 'union' | 'per-row',
   ) {}
 
   /** The decode-step sessions (built once per model: see SalaModel.residentDecoder). */
@@ -150,6 +170,7 @@ export class ResidentDecoder {
       select: await make('sparse_select_resident', resident.sparseSelect, { selected: 'cpu' }),
       attend: await make('sparse_attend_resident', resident.sparseAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
       attendRows: await make('sparse_attend_rows', resident.sparseAttendRows, { x_acc_out: onDevice }),
+      attendQueries: await make('sparse_attend_queries', resident.sparseAttendQueries, { x_acc_out: onDevice }),
       headLast: await make('head_last', resident.headLast, { logits: 'cpu' }),
     };
   }
@@ -160,7 +181,7 @@ export class ResidentDecoder {
     const dense = options.attention === 'dense';
     if (dense && placement === 'offload') throw new RangeError('dense attention reads every block each step: use placement "device"');
     const maxTokens = Math.max(options.maxTokens, sequence.length + 1);
-    const decoder = new ResidentDecoder(parts, sessions, sequence, placement, dense, maxTokens, options.attentionBytes ?? ATTENTION_SCORE_BYTES);
+    const decoder = new ResidentDecoder(parts, sessions, sequence, placement, dense, maxTokens, options.attentionBytes ?? ATTENTION_SCORE_BYTES, options.rowAttention ?? 'auto');
     await decoder.attach(options.poolBytes !== undefined ? decoder.blocksForBudget(options.poolBytes) : options.poolBlocks);
     return decoder;
   }
@@ -325,58 +346,15 @@ export class ResidentDecoder {
   private async sparseChunk(state: SparseLayerState, x: ort.Tensor, first: number, rows: number, call: PrefillCall): Promise<ort.Tensor> {
     const { config, layerTensors } = this.parts;
     const Hk = config.numKeyValueHeads;
-    const H = config.numAttentionHeads;
-    const B = this.blockSize;
     const projected = await this.sessions.project.run({ ...pick(layerTensors[state.layer], this.sessions.project.inputNames), x });
     state.cache.append(floatData(projected.k_host), floatData(projected.v_host));
-    const blocks = Math.ceil((first + rows) / B);
-    const firstTouched = Math.floor(first / B);
+    const blocks = Math.ceil((first + rows) / this.blockSize);
+    const firstTouched = Math.floor(first / this.blockSize);
     const k = Math.min(call.k, blocks);
     // [Hk, rows, k] selected block ids (−1: none); none on the dense path, where a row attends to every block up to its own.
     const selected = call.sparse ? await this.select(state, projected.q, first, rows, k, blocks, call.promptLength) : undefined;
-    // Row groups, greedily as long as they can be: a group's rows attend in one call to the
-    // union of the blocks they select, which must fit the pool (offload) and the score budget.
-    const groups: { from: number; to: number; blocks: number[][] }[] = [];
-    const capacity = state.pool ? state.poolSlots : Infinity;
-    const fits = (groupRows: number, width: number) => width <= capacity && H * groupRows * width * B * 4 <= this.attentionBytes;
-    let from = 0;
-    if (!selected) {
-      // Dense: row t attends to every block up to its own.
-      const every = (to: number) => Array.from({ length: Math.floor((first + to - 1) / B) + 1 }, (_, b) => b);
-      for (let t = 1; t < rows; t++) {
-        if (!fits(t + 1 - from, Math.floor((first + t) / B) + 1)) {
-          groups.push({ from, to: t, blocks: Array.from({ length: Hk }, () => every(t)) });
-          from = t;
-        }
-      }
-      groups.push({ from, to: rows, blocks: Array.from({ length: Hk }, () => every(rows)) });
-    } else {
-      let union = Array.from({ length: Hk }, () => new Set<number>());
-      const close = (to: number): void => {
-        groups.push({ from, to, blocks: union.map((set) => [...set].sort((a, b) => a - b)) });
-        from = to;
-        union = Array.from({ length: Hk }, () => new Set<number>());
-      };
-      for (let t = 0; t < rows; t++) {
-        const added = union.map((set, h) => {
-          const fresh = new Set<number>();
-          for (let j = (h * rows + t) * k; j < (h * rows + t + 1) * k; j++) {
-            const block = Number(selected[j]);
-            if (block >= 0 && !set.has(block)) fresh.add(block);
-          }
-          return fresh;
-        });
-        const width = Math.max(1, ...union.map((set, h) => set.size + added[h].size));
-        if (t > from && !fits(t + 1 - from, width)) {
-          close(t);
-          t--;
-          continue;
-        }
-        if (width > capacity) throw new RangeError(`one query selected ${width} blocks; the pool holds ${capacity}`);
-        union.forEach((set, h) => added[h].forEach((block) => set.add(block)));
-      }
-      close(rows);
-    }
+    const chunk: ChunkSelection = { first, rows, k, selected };
+    const groups = this.rowGroups(state, chunk);
 
     // The chunk's blocks hold new rows: with every block resident they go up now; in a pool, when first placed.
     const refreshed = Array.from({ length: Hk }, () => new Set<number>());
@@ -394,66 +372,20 @@ export class ResidentDecoder {
     let acc = x;
     try {
       for (const group of groups) {
-        const R = group.to - group.from;
-        const width = Math.max(1, ...group.blocks.map((list) => list.length));
-        const blockIds = new BigInt64Array(Hk * width).fill(-1n);
-        const slotIds = new BigInt64Array(Hk * width); // padding reads slot 0, masked
-        const mask = new Uint8Array(Hk * R * width);
-        const alive = new Uint8Array(Hk * width * B);
-        const index: number[] = [];
-        const upload: { head: number; block: number }[] = [];
-        for (let h = 0; h < Hk; h++) {
-          const list = group.blocks[h];
-          let slots = list;
-          if (state.pool) {
-            const placed = state.pool.place(h, list);
-            slots = placed.slots;
-            const missed = new Set(placed.misses.map((miss) => miss.block));
-            list.forEach((block, i) => {
-              if (missed.has(block) || (block >= firstTouched && !refreshed[h].has(block))) {
-                index.push(h, slots[i]);
-                upload.push({ head: h, block });
-                if (block >= firstTouched) refreshed[h].add(block);
-              }
-            });
-          }
-          const column = new Map<number, number>();
-          list.forEach((block, i) => {
-            blockIds[h * width + i] = BigInt(block);
-            slotIds[h * width + i] = BigInt(slots[i]);
-            column.set(block, i);
-          });
-          alive.set(this.sequence.aliveKeys(list), h * width * B);
-          for (let t = 0; t < R; t++) {
-            const row = (h * R + t) * width;
-            if (!selected) {
-              mask.fill(1, row, row + list.length);
-              continue;
-            }
-            const from = (h * rows + group.from + t) * k;
-            for (let j = from; j < from + k; j++) {
-              if (selected[j] >= 0n) mask[row + column.get(Number(selected[j]))!] = 1;
-            }
-          }
-        }
-        if (upload.length > 0) await this.uploadBlocks(state, index, upload);
-        const session = this.sessions.attendRows;
+        const slots = await this.placeGroup(state, group, firstTouched, refreshed);
+        const session = group.perQuery ? this.sessions.attendQueries : this.sessions.attendRows;
         const feeds: Feeds = {
           ...pick(layerTensors[state.layer], session.inputNames),
+          ...(group.perQuery ? this.perQueryFeeds(chunk, group, slots) : this.unionFeeds(chunk, group, slots)),
           x,
           q: projected.q,
           x_acc: acc,
           row_range: i64([group.from, group.to]),
           key_store: state.poolKeys,
           value_store: state.poolValues,
-          block_ids: i64(blockIds, [Hk, width]),
-          store_slots: i64(slotIds, [Hk, width]),
-          block_mask: bool(mask, [Hk, R, width]),
-          key_alive: bool(alive, [Hk, width, B]),
-          query_positions: i64(Array.from({ length: R }, (_, t) => first + group.from + t)),
+          query_positions: i64(Array.from({ length: group.to - group.from }, (_, t) => first + group.from + t)),
         };
         if (projected.gate) feeds.gate = projected.gate;
-        this.stats.otherBytes += blockIds.byteLength * 2 + mask.byteLength + alive.byteLength + R * 8;
         const out = await session.run(feeds);
         this.stats.prefillAttendCalls++;
         if (acc !== x) release(acc);
@@ -463,6 +395,169 @@ export class ResidentDecoder {
       for (const name of ['q', 'k', 'v', 'gate']) release(projected[name]);
     }
     return acc;
+  }
+
+  /**
+   * A chunk's rows in groups, each as long as it can be: a group's blocks (the union of
+   * its rows' selections) must fit the pool (offload), and its attention the score
+   * budget, in the cheaper of the two forms — over the union with a mask (scores for
+   * every row × union key) or each row over its own k blocks (k blocks gathered per row).
+   */
+  private rowGroups(state: SparseLayerState, chunk: ChunkSelection): RowGroup[] {
+    const { config, sizes } = this.parts;
+    const Hk = config.numKeyValueHeads;
+    const H = config.numAttentionHeads;
+    const B = this.blockSize;
+    const { first, rows, k, selected } = chunk;
+    const capacity = state.pool ? state.poolSlots : Infinity;
+    // Bytes of the largest tensors of one call, per form: the scores, and the per-row gathered keys.
+    const unionBytes = (groupRows: number, width: number) => H * groupRows * width * B * 4;
+    const perQueryBytes = (groupRows: number) => Math.max(H, Hk * sizes.sparseHeadDim) * groupRows * k * B * 4;
+    const groups: RowGroup[] = [];
+    let from = 0;
+    if (!selected) {
+      // Dense: row t attends to every block up to its own.
+      const every = (to: number) => Array.from({ length: Math.floor((first + to - 1) / B) + 1 }, (_, b) => b);
+      for (let t = 1; t < rows; t++) {
+        if (unionBytes(t + 1 - from, Math.floor((first + t) / B) + 1) > this.attentionBytes) {
+          groups.push({ from, to: t, blocks: Array.from({ length: Hk }, () => every(t)), perQuery: false });
+          from = t;
+        }
+      }
+      groups.push({ from, to: rows, blocks: Array.from({ length: Hk }, () => every(rows)), perQuery: false });
+      return groups;
+    }
+    let union = Array.from({ length: Hk }, () => new Set<number>());
+    const close = (to: number): void => {
+      const blocks = union.map((set) => [...set].sort((a, b) => a - b));
+      const width = Math.max(1, ...blocks.map((list) => list.length));
+      // Work of each form: score entries plus gathered key floats.
+      const unionWork = H * (to - from) * width * B + Hk * width * B * sizes.sparseHeadDim;
+      const perQueryWork = H * (to - from) * k * B + Hk * (to - from) * k * B * sizes.sparseHeadDim;
+      const unionFits = this.rowAttention !== 'per-row' && unionBytes(to - from, width) <= this.attentionBytes;
+      const perRowFits = this.rowAttention !== 'union' && perQueryBytes(to - from) <= this.attentionBytes;
+      const perQuery = this.rowAttention === 'per-row' || (this.rowAttention === 'auto' && (!unionFits || (perRowFits && perQueryWork < unionWork)));
+      groups.push({ from, to, blocks, perQuery });
+      from = to;
+      union = Array.from({ length: Hk }, () => new Set<number>());
+    };
+    for (let t = 0; t < rows; t++) {
+      const added = union.map((set, h) => {
+        const fresh = new Set<number>();
+        for (let j = (h * rows + t) * k; j < (h * rows + t + 1) * k; j++) {
+          const block = Number(selected[j]);
+          if (block >= 0 && !set.has(block)) fresh.add(block);
+        }
+        return fresh;
+      });
+      const width = Math.max(1, ...union.map((set, h) => set.size + added[h].size));
+      const groupRows = t + 1 - from;
+      const fits = width <= capacity && (
+        (this.rowAttention !== 'per-row' && unionBytes(groupRows, width) <= this.attentionBytes) ||
+        (this.rowAttention !== 'union' && perQueryBytes(groupRows) <= this.attentionBytes));
+      if (t > from && !fits) {
+        close(t);
+        t--;
+        continue;
+      }
+      if (width > capacity) throw new RangeError(`one query selected ${width} blocks; the pool holds ${capacity}`);
+      union.forEach((set, h) => added[h].forEach((block) => set.add(block)));
+    }
+    close(rows);
+    return groups;
+  }
+
+  /**
+   * Slots of a group's blocks, per head: block ids with every block resident; else placed
+   * in the pool, with misses — and the chunk's own blocks the first time — uploaded.
+   */
+  private async placeGroup(state: SparseLayerState, group: RowGroup, firstTouched: number, refreshed: Set<number>[]): Promise<Map<number, number>[]> {
+    const index: number[] = [];
+    const upload: { head: number; block: number }[] = [];
+    const slots = group.blocks.map((list, h) => {
+      if (!state.pool) return new Map(list.map((block) => [block, block]));
+      const placed = state.pool.place(h, list);
+      const missed = new Set(placed.misses.map((miss) => miss.block));
+      list.forEach((block, i) => {
+        if (missed.has(block) || (block >= firstTouched && !refreshed[h].has(block))) {
+          index.push(h, placed.slots[i]);
+          upload.push({ head: h, block });
+          if (block >= firstTouched) refreshed[h].add(block);
+        }
+      });
+      return new Map(list.map((block, i) => [block, placed.slots[i]]));
+    });
+    if (upload.length > 0) await this.uploadBlocks(state, index, upload);
+    return slots;
+  }
+
+  /** Feeds of the union form: the group's blocks per head [Hk, U] and which of them each row selected [Hk, R, U]. */
+  private unionFeeds(chunk: ChunkSelection, group: RowGroup, slots: Map<number, number>[]): Feeds {
+    const Hk = this.parts.config.numKeyValueHeads;
+    const B = this.blockSize;
+    const { rows, k, selected } = chunk;
+    const R = group.to - group.from;
+    const width = Math.max(1, ...group.blocks.map((list) => list.length));
+    const blockIds = new BigInt64Array(Hk * width).fill(-1n);
+    const slotIds = new BigInt64Array(Hk * width); // padding reads slot 0, masked
+    const mask = new Uint8Array(Hk * R * width);
+    const alive = new Uint8Array(Hk * width * B);
+    for (let h = 0; h < Hk; h++) {
+      const list = group.blocks[h];
+      const column = new Map<number, number>();
+      list.forEach((block, i) => {
+        blockIds[h * width + i] = BigInt(block);
+        slotIds[h * width + i] = BigInt(slots[h].get(block)!);
+        column.set(block, i);
+      });
+      alive.set(this.sequence.aliveKeys(list), h * width * B);
+      for (let t = 0; t < R; t++) {
+        const row = (h * R + t) * width;
+        if (!selected) {
+          mask.fill(1, row, row + list.length);
+          continue;
+        }
+        const from = (h * rows + group.from + t) * k;
+        for (let j = from; j < from + k; j++) if (selected[j] >= 0n) mask[row + column.get(Number(selected[j]))!] = 1;
+      }
+    }
+    this.stats.otherBytes += blockIds.byteLength * 2 + mask.byteLength + alive.byteLength + R * 8;
+    return {
+      block_ids: i64(blockIds, [Hk, width]),
+      store_slots: i64(slotIds, [Hk, width]),
+      block_mask: bool(mask, [Hk, R, width]),
+      key_alive: bool(alive, [Hk, width, B]),
+    };
+  }
+
+  /** Feeds of the per-row form: each row's own k blocks, ids and slots [Hk, R, k], live keys [Hk, R, k, B]. */
+  private perQueryFeeds(chunk: ChunkSelection, group: RowGroup, slots: Map<number, number>[]): Feeds {
+    const Hk = this.parts.config.numKeyValueHeads;
+    const B = this.blockSize;
+    const { rows, k, selected } = chunk;
+    const R = group.to - group.from;
+    const blockIds = new BigInt64Array(Hk * R * k).fill(-1n);
+    const slotIds = new BigInt64Array(Hk * R * k); // padding reads slot 0, masked
+    const alive = new Uint8Array(Hk * R * k * B);
+    for (let h = 0; h < Hk; h++) {
+      const aliveOf = new Map(group.blocks[h].map((block) => [block, this.sequence.aliveKeys([block])]));
+      for (let t = 0; t < R; t++) {
+        for (let j = 0; j < k; j++) {
+          const block = Number(selected![(h * rows + group.from + t) * k + j]);
+          if (block < 0) continue;
+          const at = (h * R + t) * k + j;
+          blockIds[at] = BigInt(block);
+          slotIds[at] = BigInt(slots[h].get(block)!);
+          alive.set(aliveOf.get(block)!, at * B);
+        }
+      }
+    }
+    this.stats.otherBytes += blockIds.byteLength * 2 + alive.byteLength + R * 8;
+    return {
+      query_blocks: i64(blockIds, [Hk, R, k]),
+      query_slots: i64(slotIds, [Hk, R, k]),
+      key_alive: bool(alive, [Hk, R, k, B]),
+    };
   }
 
   /** Feeds one token after the sequence and returns its logits [vocab]. */

@@ -302,6 +302,26 @@ test('a continuation prefilled on the resident path equals the host path continu
   assert.deepEqual(device.ids, ids);
 });
 
+test('each row over its own blocks (the per-row form) gives the union form\'s result, offloaded and all on the device, in row groups under a budget', async () => {
+  const prompt = Array.from(load('long_prompt_ids').data);
+  const past = 700;
+  const hostSequence = model.newSequence();
+  await model.forward(hostSequence, prompt.slice(0, past));
+  const host = await model.forward(hostSequence, prompt.slice(past), { chunkSize: 256 });
+  const union = await prefillResident('long', past, { placement: 'device', rowAttention: 'union' }, 256);
+  const perRow = await prefillResident('long', past, { placement: 'device', rowAttention: 'per-row' }, 256);
+  // Two rows' gathered keys per call (2 heads × 5 blocks × 64 keys × 64 floats × 4 bytes each): 2 rows per call.
+  const perRowTight = await prefillResident('long', past, { placement: 'offload', poolBlocks: 8, rowAttention: 'per-row', attentionBytes: 2 * 2 * 5 * 64 * 64 * 4 }, 256);
+  for (const [name, result] of [['union', union], ['per-row', perRow], ['per-row in a pool, 2 rows a call', perRowTight]] as const) {
+    assert.ok(maxAbsDiff(result.last, host) <= LOGIT_TOLERANCE, `${name}: ${maxAbsDiff(result.last, host)}`);
+    assert.deepEqual(result.ids, union.ids, name);
+  }
+  assert.equal(union.stats.prefillAttendCalls, 2 * 4, 'one call per layer and chunk');
+  assert.equal(perRow.stats.prefillAttendCalls, 2 * 4);
+  // 831 rows in chunks of 256, 256, 256 and 63: 128 · 3 + 32 calls per layer.
+  assert.equal(perRowTight.stats.prefillAttendCalls, 2 * (128 * 3 + 32));
+});
+
 test('dense prefill on the resident path: the sparse result below dense_len, a different one past it, and the same in bounded memory', async () => {
   const shortSparse = await prefillResident('short', 0, { placement: 'device' }, 64);
   const shortDense = await prefillResident('short', 0, { placement: 'device', attention: 'dense' }, 64);
@@ -325,4 +345,28 @@ test('resident prefill refuses bad input and keeps the sequence as it was', asyn
   await assert.rejects(decoder.prefill(Array.from({ length: 14 }, () => 3)), /sized for 16 tokens; 17 do not fit/);
   assert.equal(sequence.length, 3);
   await decoder.close();
+});
+
+test('tombstoned tokens are masked in a resident prefill as in the host path, in both row forms', async () => {
+  const prompt = Array.from(load('long_prompt_ids').data);
+  const past = 900;
+  const host = model.newSequence();
+  await model.forward(host, prompt.slice(0, past));
+  host.markDead(70, 300);
+  host.markDead(past - 20, past - 5);
+  const want = await model.forward(host, prompt.slice(past), { chunkSize: 300 });
+  for (const rowAttention of ['union', 'per-row'] as const) {
+    const sequence = model.newSequence();
+    await model.forward(sequence, prompt.slice(0, past));
+    sequence.markDead(70, 300);
+    sequence.markDead(past - 20, past - 5);
+    const decoder = await model.residentDecoder(sequence, { placement: 'offload', poolBlocks: 12, rowAttention, maxTokens: prompt.length + 1 });
+    const got = await decoder.prefill(prompt.slice(past), { chunkSize: 300 });
+    await decoder.close();
+    assert.ok(maxAbsDiff(got, want) <= LOGIT_TOLERANCE, `${rowAttention}: ${maxAbsDiff(got, want)}`);
+  }
+  // And the tombstones did change the answer.
+  const clean = model.newSequence();
+  await model.forward(clean, prompt.slice(0, past));
+  assert.ok(maxAbsDiff(await model.forward(clean, prompt.slice(past), { chunkSize: 300 }), want) > 1e-4);
 });
