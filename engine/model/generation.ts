@@ -18,8 +18,8 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   /** Sees the blocks the sparse layers select for every prompt and generated token. */
   onSelection?: (record: SelectionRecord) => void;
   /**
-   * Decode with the device-resident decoder (KV offloaded to host memory with a device
-   * block pool). Default: on a GPU provider, unless onSelection needs the host path.
+   * Prefill and decode with the device-resident decoder (KV offloaded to host memory with
+   * a device block pool). Default: on a GPU provider, unless onSelection needs the host path.
    */
   resident?: boolean | { poolBlocks?: number; poolBytes?: number };
 }
@@ -65,18 +65,30 @@ export async function* generate(
   let text = '';
   let finishReason: FinishReason = 'length';
 
-  const started = performance.now();
-  let logits = await model.forward(sequence, promptIds, { chunkSize: options.chunkSize, signal: options.signal, onSelection: options.onSelection });
-  const prefillMs = performance.now() - started;
-  const decodeStarted = performance.now();
+  // On a GPU the prompt is prefilled and decoded by the device-resident decoder (every
+  // layer on the device, KV offloaded to host memory through a device block pool): in
+  // bench:offload its prefill beats the host path's at every context but 512K on the
+  // default model, where they tie (docs/benchmarks/offload-webgpu.md).
   const wantResident = options.resident ?? (model.device.kind !== 'cpu' && !options.onSelection);
-  const decoder = wantResident && maxTokens > 1
+  const decoder = wantResident
     ? await model.residentDecoder(sequence, {
       placement: 'offload',
       ...(typeof options.resident === 'object' ? options.resident : {}),
-      maxTokens: sequence.length + maxTokens,
+      maxTokens: sequence.length + promptIds.length + maxTokens,
     })
     : undefined;
+  const started = performance.now();
+  let logits: Float32Array;
+  try {
+    logits = decoder
+      ? await decoder.prefill(promptIds, { chunkSize: options.chunkSize, signal: options.signal })
+      : await model.forward(sequence, promptIds, { chunkSize: options.chunkSize, signal: options.signal, onSelection: options.onSelection });
+  } catch (err) {
+    await decoder?.close();
+    throw err;
+  }
+  const prefillMs = performance.now() - started;
+  const decodeStarted = performance.now();
 
   try {
     for (let step = 0; step < maxTokens; step++) {
