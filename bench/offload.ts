@@ -169,8 +169,9 @@ export interface PrecisionCheck {
 /** KV, Lightning states and activations are fp32 in either precision. */
 const KV_BYTES = 4;
 
+/** Bytes per weight of a large matrix: int4 is half a byte plus a 4-byte scale and a 4-bit zero point per 32. */
 function matrixBytes(precision: Precision): number {
-  return precision === 'fp16' ? 2 : 4;
+  return precision === 'fp16' ? 2 : precision === 'int4' ? 0.5 + 4 / 32 + 0.5 / 32 : 4;
 }
 
 /** Appends copies of the sequence's first `tileLength` tokens (K/V and ids) until it holds `target` tokens. */
@@ -195,7 +196,8 @@ export function weightBytesPerToken(config: SalaConfig, parameters: number, prec
   const table = config.vocabSize * config.hiddenSize;
   // A tied lm_head reads the table once in full; an untied table is read a row at a time.
   const matrices = parameters - norms - (config.tieWordEmbeddings ? 0 : table);
-  return matrices * matrixBytes(precision) + config.hiddenSize * matrixBytes(precision) + norms * 4;
+  // The embedding row is fp16 in int4 (a gathered table is not quantized).
+  return matrices * matrixBytes(precision) + config.hiddenSize * (precision === 'fp32' ? 4 : 2) + norms * 4;
 }
 
 /** Bytes one decode step reads from device memory at a context, for the floor. */
@@ -841,7 +843,7 @@ async function main(): Promise<void> {
   if (!isDeviceRequest(values.device!) || values.device === 'auto') throw new Error(`--device must be cpu, webgpu or cuda, got ${values.device}`);
   const device = values.device as DeviceKind;
   const precisions = (values.precision ?? (device === 'cpu' ? 'fp32' : 'fp32,fp16')).split(',').map((p) => {
-    if (!isPrecisionRequest(p) || p === 'auto') throw new Error(`--precision takes fp32, fp16 or both (fp32,fp16), got ${p}`);
+    if (!isPrecisionRequest(p) || p === 'auto') throw new Error(`--precision takes fp32, fp16, int4 or a list (fp32,fp16), got ${p}`);
     return p;
   });
   const contexts = values.contexts ? values.contexts.split(',').map(Number) : values.quick ? [4096] : [8192, 32768, 131072, 262144, 524288, 1048576];

@@ -12,6 +12,7 @@
 // scores and softmax, the Lightning state, the residual stream, logits — is fp32.
 import { GraphBuilder, type Value } from '../runtime/graph-builder.js';
 import type { Precision } from '../runtime/device.js';
+import { INT4_BLOCK_SIZE, blocksPerRow } from '../runtime/int4.js';
 import { derivedSizes, type SalaConfig } from './config.js';
 
 export interface GraphSet {
@@ -33,9 +34,24 @@ function rmsNorm(g: GraphBuilder, x: Value, weight: Value, eps: number): Value {
   return g.mul(g.div(x, g.sqrt(g.add(meanSquare, g.float(eps)))), weight);
 }
 
-/** A large matrix's graph input, in the model's precision. */
-function matrixInput(g: GraphBuilder, name: string, shape: (number | string)[], precision: Precision): Value {
-  return g.input(name, precision === 'fp16' ? 'float16' : 'float', shape);
+/**
+ * A large matrix as a graph takes it: one input in fp32 or fp16, or in int4 three —
+ * NAME (packed codes [rows, cols/32, 16]), NAME_scales and NAME_zeros (engine/runtime/int4.ts).
+ */
+type Matrix = { value: Value } | { codes: Value; scales: Value; zeros: Value; rows: number; cols: number };
+
+/** A large matrix's graph input(s), in the model's precision; shape is HF's [out, in]. */
+function matrixInput(g: GraphBuilder, name: string, shape: [number, number], precision: Precision): Matrix {
+  if (precision !== 'int4') return { value: g.input(name, precision === 'fp16' ? 'float16' : 'float', shape) };
+  const [rows, cols] = shape;
+  const blocks = blocksPerRow(cols);
+  return {
+    codes: g.input(name, 'uint8', [rows, blocks, INT4_BLOCK_SIZE / 2]),
+    scales: g.input(`${name}_scales`, 'float', [rows * blocks]),
+    zeros: g.input(`${name}_zeros`, 'uint8', [rows * Math.ceil(blocks / 2)]),
+    rows,
+    cols,
+  };
 }
 
 /** fp16 copies of fp32 values, one per value, so q/k/v (or gate/up) of one input share its cast. */
@@ -43,20 +59,24 @@ const halfOf = new WeakMap<Value, Value>();
 
 /**
  * y = x Wᵀ for an HF [out, in] weight, without transposing the weight. x and y are
- * fp32; in fp16 the product runs on fp16 operands.
+ * fp32; in fp16 the product runs on fp16 operands; in int4 MatMulNBits dequantizes
+ * the blocks as it goes.
  */
-function linear(g: GraphBuilder, x: Value, weight: Value, precision: Precision): Value {
-  if (precision === 'fp32') return g.op('Gemm', [x, weight], { transB: 1 });
+function linear(g: GraphBuilder, x: Value, weight: Matrix, precision: Precision): Value {
+  if ('codes' in weight) {
+    return g.node('MatMulNBits', [x, weight.codes, weight.scales, weight.zeros], { K: weight.cols, N: weight.rows, bits: 4, block_size: INT4_BLOCK_SIZE }, 1, 'com.microsoft')[0];
+  }
+  if (precision === 'fp32') return g.op('Gemm', [x, weight.value], { transB: 1 });
   let half = halfOf.get(x);
   if (!half) {
     half = g.cast(x, 'float16');
     halfOf.set(x, half);
   }
-  return g.cast(g.op('Gemm', [half, weight], { transB: 1 }), 'float');
+  return g.cast(g.op('Gemm', [half, weight.value], { transB: 1 }), 'float');
 }
 
 /** SwiGLU MLP (b)(1): down(silu(gate(x)) * up(x)). */
-function mlp(g: GraphBuilder, x: Value, gate: Value, up: Value, down: Value, precision: Precision): Value {
+function mlp(g: GraphBuilder, x: Value, gate: Matrix, up: Matrix, down: Matrix, precision: Precision): Value {
   const gateOut = linear(g, x, gate, precision);
   const activated = g.mul(gateOut, g.sigmoid(gateOut));
   return linear(g, g.mul(activated, linear(g, x, up, precision)), down, precision);
@@ -108,9 +128,11 @@ export function lightningScale(cfg: SalaConfig): number {
 function buildEmbed(cfg: SalaConfig, precision: Precision): Uint8Array {
   const g = new GraphBuilder('embed');
   const ids = g.input('ids', 'int64', ['T']);
-  const table = matrixInput(g, 'w_embed', [cfg.vocabSize, cfg.hiddenSize], precision);
+  // Gathered, not multiplied: in int4 the table stays fp16.
+  const half = precision !== 'fp32';
+  const table = g.input('w_embed', half ? 'float16' : 'float', [cfg.vocabSize, cfg.hiddenSize]);
   const rows = g.gather(table, ids);
-  const x = g.mul(precision === 'fp16' ? g.cast(rows, 'float') : rows, g.float(cfg.scaleEmb));
+  const x = g.mul(half ? g.cast(rows, 'float') : rows, g.float(cfg.scaleEmb));
   g.output(x, 'x', 'float', ['T', cfg.hiddenSize]);
   return g.toModel();
 }

@@ -325,7 +325,7 @@ export class ResidentDecoder {
         for (const id of chunk) this.sequence.tokens.push(id);
         this.stats.prefilledTokens += chunk.length;
       }
-      const logits = (await this.sessions.headLast.run({ x: x!, w_norm: globalTensors.w_norm, w_lm_head: globalTensors.w_lm_head })).logits;
+      const logits = (await this.sessions.headLast.run({ ...pick(globalTensors, this.sessions.headLast.inputNames), x: x! })).logits;
       return floatData(logits);
     } finally {
       release(x);
@@ -591,7 +591,7 @@ export class ResidentDecoder {
     }
     this.sequence.tokens.push(id);
     this.stats.steps++;
-    const logits = (await this.sessions.head.run({ x, w_norm: globalTensors.w_norm, w_lm_head: globalTensors.w_lm_head })).logits;
+    const logits = (await this.sessions.head.run({ ...pick(globalTensors, this.sessions.head.inputNames), x })).logits;
     release(x);
     return floatData(logits);
   }

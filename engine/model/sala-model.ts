@@ -5,7 +5,8 @@
 // it carries one token), so chunking never changes the result.
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { resolveDevice, resolvePrecision, type DeviceRequest, type PrecisionRequest, type ResolvedDevice, type ResolvedPrecision } from '../runtime/device.js';
+import { resolveDevice, resolvePrecision, type DeviceRequest, type Precision, type PrecisionRequest, type ResolvedDevice, type ResolvedPrecision } from '../runtime/device.js';
+import { blocksPerRow, quantizeInt4 } from '../runtime/int4.js';
 import { GraphSession, bool, f16, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { SparseKvCache, type SpillOptions } from '../kv/sparse-kv-cache.js';
 import { Sequence } from './sequence.js';
@@ -168,36 +169,52 @@ export class SalaModel {
     const shapes = expectedWeights(config);
     // On a GPU every weight is uploaded once and stays there; each run then feeds the device copy.
     const deviceTensors = new DeviceTensors(device.kind);
-    // Keyed by the data, so a tied lm_head (or layers sharing weights) is uploaded once.
-    const uploaded = new Map<Float32Array, ort.Tensor>();
-    const tensor = async (name: string, input: string): Promise<ort.Tensor> => {
+    // Keyed by the data and its form, so a tied lm_head (or layers sharing weights) is uploaded once per form.
+    const uploaded = new Map<Float32Array, Map<Precision, ort.Tensor[]>>();
+    const tensors = async (target: LayerTensors, name: string, input: string): Promise<void> => {
       const data = weights.get(name);
       const shape = shapes.get(name);
       if (!data || !shape) throw new ModelInputError(`weight ${name} is missing`);
       if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new ModelInputError(`weight ${name} has ${data.length} values; the config implies shape [${shape.join(', ')}]`);
-      let resident = uploaded.get(data);
+      // Norms stay fp32; the embedding table is gathered, not multiplied, so it is never int4.
+      const form: Precision = !MATRIX_INPUTS.has(input) ? 'fp32' : input === 'w_embed' && precision.kind === 'int4' ? 'fp16' : precision.kind;
+      const forms = uploaded.get(data) ?? new Map<Precision, ort.Tensor[]>();
+      uploaded.set(data, forms);
+      let resident = forms.get(form);
       if (!resident) {
-        // fp16 matrices are converted here, once, and only the halves go to the device.
-        const host = precision.kind === 'fp16' && MATRIX_INPUTS.has(input) ? f16(data, shape) : f32(data, shape);
-        resident = await deviceTensors.upload(host);
-        uploaded.set(data, resident);
+        // Converted here, once, and only the converted form goes to the device.
+        if (form === 'int4') {
+          const q = quantizeInt4(data, shape[0], shape[1]);
+          resident = [
+            await deviceTensors.upload(new ort.Tensor('uint8', q.codes, [q.rows, blocksPerRow(q.cols), q.blockSize / 2])),
+            await deviceTensors.upload(f32(q.scales, [q.scales.length])),
+            await deviceTensors.upload(new ort.Tensor('uint8', q.zeros, [q.zeros.length])),
+          ];
+        } else {
+          resident = [await deviceTensors.upload(form === 'fp16' ? f16(data, shape) : f32(data, shape))];
+        }
+        forms.set(form, resident);
       }
-      return resident;
+      const [main, scales, zeros] = resident;
+      target[input] = main;
+      if (scales && zeros) {
+        target[`${input}_scales`] = scales;
+        target[`${input}_zeros`] = zeros;
+      }
     };
     const layerTensors: LayerTensors[] = [];
     for (let layer = 0; layer < config.numHiddenLayers; layer++) {
-      const tensors: LayerTensors = {};
+      const forLayer: LayerTensors = {};
       for (const [suffix, input] of Object.entries(LAYER_WEIGHT_NAMES)) {
         const name = `model.layers.${layer}.${suffix}.weight`;
-        if (weights.has(name)) tensors[input] = await tensor(name, input);
+        if (weights.has(name)) await tensors(forLayer, name, input);
       }
-      layerTensors.push(tensors);
+      layerTensors.push(forLayer);
     }
-    const globalTensors: LayerTensors = {
-      w_embed: await tensor('model.embed_tokens.weight', 'w_embed'),
-      w_norm: await tensor('model.norm.weight', 'w_norm'),
-      w_lm_head: await tensor(config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', 'w_lm_head'),
-    };
+    const globalTensors: LayerTensors = {};
+    await tensors(globalTensors, 'model.embed_tokens.weight', 'w_embed');
+    await tensors(globalTensors, 'model.norm.weight', 'w_norm');
+    await tensors(globalTensors, config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', 'w_lm_head');
     const model = new SalaModel(config, device, precision, prefillSessions, decodeSessions, layerTensors, globalTensors, deviceTensors);
     model.setHostKvBudget(options.hostKvBytes ?? os.totalmem() * DEFAULT_HOST_KV_SHARE, options.spillDir);
     return model;
@@ -308,7 +325,8 @@ export class SalaModel {
       rows.set(part, offset);
       offset += part.length;
     }
-    const out = await this.sessionsFor(logitRows).head.run({ x: f32(rows, [logitRows, d]), w_norm: this.globalTensors.w_norm, w_lm_head: this.globalTensors.w_lm_head });
+    const head = this.sessionsFor(logitRows).head;
+    const out = await head.run({ ...pick(this.globalTensors, head.inputNames), x: f32(rows, [logitRows, d]) });
     return floatData(out.logits);
   }
 

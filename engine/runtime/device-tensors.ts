@@ -13,7 +13,7 @@ import type { ElemType } from './onnx-proto.js';
 import type { DeviceKind } from './device.js';
 import { GraphSession } from './session.js';
 
-const ORT_TYPE: Record<string, ElemType> = { float32: 'float', int64: 'int64', bool: 'bool', float16: 'float16' };
+const ORT_TYPE: Record<string, ElemType> = { float32: 'float', int64: 'int64', bool: 'bool', float16: 'float16', uint8: 'uint8' };
 
 function elemType(tensor: ort.Tensor): ElemType {
   const type = ORT_TYPE[tensor.type];

@@ -62,10 +62,14 @@ export async function resolveDevice(request: DeviceRequest): Promise<ResolvedDev
   return { kind: 'cpu', reason: `${request === 'auto' ? 'auto: no GPU provider started' : `${request} unavailable`} (${failures.join('; ')}); using cpu` };
 }
 
-/** How a model's large matrices are stored and multiplied on the device. */
-export type Precision = 'fp32' | 'fp16';
+/**
+ * How a model's large matrices are stored and multiplied on the device: fp32, fp16, or
+ * int4 (4-bit blocks of 32 with a scale and zero point each, multiplied by
+ * onnxruntime's MatMulNBits; the embedding table stays fp16, it is gathered, not multiplied).
+ */
+export type Precision = 'fp32' | 'fp16' | 'int4';
 export type PrecisionRequest = Precision | 'auto';
-export const PRECISION_REQUESTS: readonly PrecisionRequest[] = ['fp32', 'fp16', 'auto'];
+export const PRECISION_REQUESTS: readonly PrecisionRequest[] = ['fp32', 'fp16', 'int4', 'auto'];
 
 export interface ResolvedPrecision {
   kind: Precision;
@@ -116,6 +120,13 @@ export function probeHalf(kind: DeviceKind): Promise<string | undefined> {
  */
 export async function resolvePrecision(request: PrecisionRequest, device: DeviceKind): Promise<ResolvedPrecision> {
   if (request === 'fp32') return { kind: 'fp32', reason: 'requested' };
+  // Never chosen by 'auto': 4-bit weights change the model's outputs (see docs/benchmarks/offload-webgpu.md).
+  if (request === 'int4') {
+    // Measured: a 8192 × 2048 MatMulNBits takes 178 ms with its weight as an input and 5 ms as an initializer
+    // (fp32 Gemm: 6.5 ms). The graphs take weights as inputs (one graph serves every layer), so the CPU
+    // provider unpacks every int4 weight on every call.
+    return { kind: 'int4', reason: device === 'cpu' ? 'requested; on the CPU provider int4 saves memory, not time (it unpacks every weight per call: ~30× slower than fp32)' : 'requested' };
+  }
   if (device === 'cpu') return request === 'fp16' ? { kind: 'fp16', reason: 'requested' } : { kind: 'fp32', reason: 'auto: fp32 on the CPU' };
   const failure = await probeHalf(device);
   if (failure === undefined) return { kind: 'fp16', reason: request === 'auto' ? `auto: ${device} runs fp16 products` : 'requested' };

@@ -191,7 +191,8 @@ export class GraphBuilder {
     const model = {
       irVersion: 8,
       producerName: 'panorama',
-      opsetImport: [{ domain: '', version: OPSET }],
+      // onnxruntime's contrib ops (MatMulNBits) live in com.microsoft, version 1.
+      opsetImport: [{ domain: '', version: OPSET }, ...(this.nodes.some((n) => n.domain === 'com.microsoft') ? [{ domain: 'com.microsoft', version: 1 }] : [])],
       graph: {
         name: this.name,
         node: this.nodes,
