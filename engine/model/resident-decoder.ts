@@ -280,7 +280,7 @@ export class ResidentDecoder {
    */
   async prefill(ids: readonly number[], options: { chunkSize?: number; signal?: AbortSignal } = {}): Promise<Float32Array> {
     if (this.closed) throw new Error('the resident decoder was closed');
-    const { config, sizes, layerTensors, globalTensors } = this.parts;
+    const { config, sizes, globalTensors } = this.parts;
     if (ids.length === 0) throw new RangeError('no tokens to prefill');
     const bad = ids.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= config.vocabSize);
     if (bad >= 0) throw new RangeError(`token id ${ids[bad]} at index ${bad} is outside the vocabulary [0, ${config.vocabSize})`);
@@ -301,27 +301,9 @@ export class ResidentDecoder {
         const chunk = ids.slice(start, start + chunkSize);
         const first = past + start;
         this.stats.otherBytes += chunk.length * (8 + 4);
-        x = (await this.sessions.embed.run({ ids: i64(chunk), w_embed: globalTensors.w_embed })).x;
-        let sparseIndex = 0;
-        for (let layer = 0; layer < config.numHiddenLayers; layer++) {
-          let next: ort.Tensor;
-          if (config.mixerTypes[layer] === 'lightning-attn') {
-            const session = this.sessions.lightning;
-            const out = await session.run({
-              ...pick(layerTensors[layer], session.inputNames),
-              x,
-              state: this.lightningStates.get(layer)!,
-              positions: f32(Float32Array.from(chunk, (_, i) => first + i), [chunk.length]),
-            });
-            release(this.lightningStates.get(layer));
-            this.lightningStates.set(layer, out.state_out);
-            next = out.x_out;
-          } else {
-            next = await this.sparseChunk(this.sparse[sparseIndex++], x, first, chunk.length, call);
-          }
-          release(x);
-          x = next;
-        }
+        const embedded = (await this.sessions.embed.run({ ids: i64(chunk), w_embed: globalTensors.w_embed })).x;
+        x = undefined; // runLayers owns (and releases) the embedding from here
+        x = await this.runLayers(embedded, first, chunk.length, (state, input) => this.sparseChunk(state, input, first, chunk.length, call));
         for (const id of chunk) this.sequence.tokens.push(id);
         this.stats.prefilledTokens += chunk.length;
       }
@@ -560,15 +542,13 @@ export class ResidentDecoder {
     };
   }
 
-  /** Feeds one token after the sequence and returns its logits [vocab]. */
-  async step(id: number): Promise<Float32Array> {
-    if (this.closed) throw new Error('the resident decoder was closed');
-    const { config, layerTensors, globalTensors } = this.parts;
-    if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) throw new RangeError(`token id ${id} is outside the vocabulary [0, ${config.vocabSize})`);
-    const position = this.sequence.length;
-    if (position + 1 > this.maxTokens) throw new RangeError(`the resident decoder was sized for ${this.maxTokens} tokens`);
-    this.stats.otherBytes += 8 + 4;
-    let x = (await this.sessions.embed.run({ ids: i64([id]), w_embed: globalTensors.w_embed })).x;
+  /**
+   * Every layer over x, the hidden rows of `count` tokens from position `first`: Lightning
+   * layers here (their states stay on the device), sparse layers through `sparseLayer`.
+   * Releases x and every intermediate; returns the last layer's output.
+   */
+  private async runLayers(x: ort.Tensor, first: number, count: number, sparseLayer: (state: SparseLayerState, x: ort.Tensor) => Promise<ort.Tensor>): Promise<ort.Tensor> {
+    const { config, layerTensors } = this.parts;
     let sparseIndex = 0;
     for (let layer = 0; layer < config.numHiddenLayers; layer++) {
       let next: ort.Tensor;
@@ -578,17 +558,30 @@ export class ResidentDecoder {
           ...pick(layerTensors[layer], session.inputNames),
           x,
           state: this.lightningStates.get(layer)!,
-          positions: f32(Float32Array.of(position), [1]),
+          positions: f32(Float32Array.from({ length: count }, (_, i) => first + i), [count]),
         });
         release(this.lightningStates.get(layer));
         this.lightningStates.set(layer, out.state_out);
         next = out.x_out;
       } else {
-        next = await this.sparseLayer(this.sparse[sparseIndex++], x, position);
+        next = await sparseLayer(this.sparse[sparseIndex++], x);
       }
       release(x);
       x = next;
     }
+    return x;
+  }
+
+  /** Feeds one token after the sequence and returns its logits [vocab]. */
+  async step(id: number): Promise<Float32Array> {
+    if (this.closed) throw new Error('the resident decoder was closed');
+    const { config, globalTensors } = this.parts;
+    if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) throw new RangeError(`token id ${id} is outside the vocabulary [0, ${config.vocabSize})`);
+    const position = this.sequence.length;
+    if (position + 1 > this.maxTokens) throw new RangeError(`the resident decoder was sized for ${this.maxTokens} tokens`);
+    this.stats.otherBytes += 8 + 4;
+    const embedded = (await this.sessions.embed.run({ ids: i64([id]), w_embed: globalTensors.w_embed })).x;
+    const x = await this.runLayers(embedded, position, 1, (state, input) => this.sparseLayer(state, input, position));
     this.sequence.tokens.push(id);
     this.stats.steps++;
     const logits = (await this.sessions.head.run({ ...pick(globalTensors, this.sessions.head.inputNames), x })).logits;
