@@ -390,6 +390,14 @@ function buildSparseAttendRows(cfg: SalaConfig, precision: Precision, perQuery: 
   return g.toModel();
 }
 
+/** The rest of a sparse layer after attention (o [T, H·hs]): the output gate, o_proj, the scaled residual and the MLP block. */
+function attentionOutput(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, o: Value, gate: Value | undefined): Value {
+  const { sparseHeadDim: hs, residualScale } = derivedSizes(cfg);
+  const gated = gate ? g.mul(o, gate) : o;
+  const h = g.add(x, g.mul(linear(g, gated, matrixInput(g, 'w_o', [cfg.hiddenSize, cfg.numAttentionHeads * hs], precision), precision), g.float(residualScale)));
+  return mlpBlock(g, h, cfg, residualScale, precision);
+}
+
 /**
  * Each query row over only its own blocks: query_slots / query_blocks [Hk, R, K] (slot
  * in the store and block id, −1 = padding), key_alive [Hk, R, K, blockSize] (false for
@@ -424,17 +432,14 @@ function attendPerQuery(g: GraphBuilder, cfg: SalaConfig, precision: Precision, 
   const allowed = g.unsqueeze(g.and(causal, g.reshape(keyAlive, g.shapeOf([Hk, g.dim(q, 0), -1]))), [2]); // [Hk, R, 1, K·B]
   const probabilities = g.softmax(g.add(scores, g.where(allowed, g.float(0), g.float(-Infinity))), -1);
   const attended = g.matmul(probabilities, values); // [Hk, R, G, hs]
-  let o = g.reshape(g.transpose(attended, [1, 0, 2, 3]), [0, H * hs]); // [R, H·hs], head = kv·G + g as in attendBlocks
-  if (gate) o = g.mul(o, gate);
-  const h = g.add(x, g.mul(linear(g, o, matrixInput(g, 'w_o', [cfg.hiddenSize, H * hs], precision), precision), g.float(sizes.residualScale)));
-  return mlpBlock(g, h, cfg, sizes.residualScale, precision);
+  const o = g.reshape(g.transpose(attended, [1, 0, 2, 3]), [0, H * hs]); // [R, H·hs], head = kv·G + g as in attendBlocks
+  return attentionOutput(g, cfg, precision, x, o, gate);
 }
 
 /** Block attention, gate, o_proj, residual and MLP for queries q of hidden rows x (the shared core of the attend graphs). */
 function attendBlocks(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined): Value {
   const sizes = derivedSizes(cfg);
   const hs = sizes.sparseHeadDim;
-  const d = cfg.hiddenSize;
   const H = cfg.numAttentionHeads;
   const Hk = cfg.numKeyValueHeads;
   const G = H / Hk;
@@ -475,10 +480,8 @@ function attendBlocks(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x:
   const bias = g.where(allowed, g.float(0), g.float(-Infinity));
   const probabilities = g.softmax(g.add(scores, bias), -1);
   const attended = g.matmul(g.reshape(probabilities, g.shapeOf([Hk, -1, g.dim(keysByHead, 1)])), valuesByHead); // [Hk, G·T, hs]
-  let o = g.reshape(g.transpose(g.reshape(attended, [H, -1, hs]), [1, 0, 2]), [0, H * hs]); // [T, H·hs]
-  if (gate) o = g.mul(o, gate);
-  const h = g.add(x, g.mul(linear(g, o, matrixInput(g, 'w_o', [d, H * hs], precision), precision), g.float(sizes.residualScale)));
-  return mlpBlock(g, h, cfg, sizes.residualScale, precision);
+  const o = g.reshape(g.transpose(g.reshape(attended, [H, -1, hs]), [1, 0, 2]), [0, H * hs]); // [T, H·hs]
+  return attentionOutput(g, cfg, precision, x, o, gate);
 }
 
 /**
@@ -523,10 +526,9 @@ function buildSparseAttendResident(cfg: SalaConfig, precision: Precision): Uint8
   const groupedQ = g.reshape(q, [Hk, G, hs]);
   const scores = g.mul(g.matmul(groupedQ, g.transpose(keys, [0, 2, 1])), g.float(1 / Math.sqrt(hs))); // [Hk, G, S]
   const probabilities = g.softmax(g.add(scores, g.where(alive, g.float(0), g.float(-Infinity))), -1);
-  let o = g.reshape(g.matmul(probabilities, values), [1, H * hs]); // [Hk, G, hs] → [1, H·hs]
-  if (cfg.attnUseOutputGate) o = g.mul(o, g.input('gate', 'float', [1, H * hs]));
-  const h = g.add(x, g.mul(linear(g, o, matrixInput(g, 'w_o', [d, H * hs], precision), precision), g.float(sizes.residualScale)));
-  g.output(mlpBlock(g, h, cfg, sizes.residualScale, precision), 'x_out', 'float', [1, d]);
+  const o = g.reshape(g.matmul(probabilities, values), [1, H * hs]); // [Hk, G, hs] → [1, H·hs]
+  const gate = cfg.attnUseOutputGate ? g.input('gate', 'float', [1, H * hs]) : undefined;
+  g.output(attentionOutput(g, cfg, precision, x, o, gate), 'x_out', 'float', [1, d]);
   g.output(newTailKeys, 'tail_keys_out', 'float', [Hk, blockSize, hs]);
   g.output(newTailValues, 'tail_values_out', 'float', [Hk, blockSize, hs]);
   return g.toModel();
