@@ -6,7 +6,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { SalaModel } from '../../engine/model/sala-model.js';
-import type { ResidentOptions } from '../../engine/model/resident-decoder.js';
+import type { ResidentDecoder, ResidentOptions } from '../../engine/model/resident-decoder.js';
 import { readNpy } from '../helpers/npy.js';
 
 const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
@@ -34,11 +34,8 @@ function maxAbsDiff(a: Float32Array, b: Float32Array | Int32Array): number {
   return worst;
 }
 
-async function decodeResident(name: 'short' | 'long' | 'cross', options: Omit<ResidentOptions, 'maxTokens'>) {
-  const prompt = Array.from(load(`${name}_prompt_ids`).data);
-  const sequence = model.newSequence();
-  const last = await model.forward(sequence, prompt);
-  const decoder = await model.residentDecoder(sequence, { ...options, maxTokens: prompt.length + 16 });
+/** 8 greedy steps on a resident decoder from the prompt's last logits; closes it. */
+async function greedySteps(decoder: ResidentDecoder, last: Float32Array) {
   const ids = [argmax(last)];
   const logits = new Float32Array(8 * 512);
   for (let step = 0; step < 8; step++) {
@@ -48,7 +45,15 @@ async function decodeResident(name: 'short' | 'long' | 'cross', options: Omit<Re
   }
   const stats = decoder.snapshot();
   await decoder.close();
-  return { ids: ids.slice(0, 8), logits, stats, sequence, next: ids[8] };
+  return { ids: ids.slice(0, 8), logits, stats, next: ids[8] };
+}
+
+async function decodeResident(name: 'short' | 'long' | 'cross', options: Omit<ResidentOptions, 'maxTokens'>) {
+  const prompt = Array.from(load(`${name}_prompt_ids`).data);
+  const sequence = model.newSequence();
+  const last = await model.forward(sequence, prompt);
+  const decoder = await model.residentDecoder(sequence, { ...options, maxTokens: prompt.length + 16 });
+  return { ...(await greedySteps(decoder, last)), sequence };
 }
 
 for (const name of ['short', 'long', 'cross'] as const) {
@@ -246,16 +251,7 @@ async function prefillResident(name: 'short' | 'long' | 'cross', past: number, o
   if (past > 0) await model.forward(sequence, prompt.slice(0, past));
   const decoder = await model.residentDecoder(sequence, { ...options, maxTokens: prompt.length + 16 });
   const last = await decoder.prefill(prompt.slice(past), { chunkSize });
-  const ids = [argmax(last)];
-  const logits = new Float32Array(8 * 512);
-  for (let step = 0; step < 8; step++) {
-    const row = await decoder.step(ids[step]);
-    logits.set(row, step * 512);
-    ids.push(argmax(row));
-  }
-  const stats = decoder.snapshot();
-  await decoder.close();
-  return { last, ids: ids.slice(0, 8), logits, stats, sequence };
+  return { ...(await greedySteps(decoder, last)), last, sequence };
 }
 
 for (const name of ['short', 'long', 'cross'] as const) {
