@@ -778,36 +778,35 @@ export function prefillTable(rows: PrefillRow[]): string {
   ].join('\n');
 }
 
-/** Prefill tokens/s against context, one line per mode (fp16 dashed beside fp32 in the mode's color). */
-export function prefillChart(title: string, rows: PrefillRow[]): string {
-  const precisions = [...new Set(rows.map((r) => r.precision))].sort();
-  return lineChart({
-    title,
-    xLabel: 'context tokens',
-    yLabel: 'prefill tokens/s',
-    series: PREFILL_MODES.flatMap((mode, color) => precisions.map((precision) => ({
-      name: precisions.length > 1 ? `${mode} ${precision}` : mode,
-      color,
-      dashed: precision === 'fp16' && precisions.length > 1,
-      points: rows.filter((r) => (r.mode ?? 'host-path') === mode && r.precision === precision && r.tokensPerSecond !== undefined).map((r) => [r.context, r.tokensPerSecond!] as [number, number]),
-    }))).filter((series) => series.points.length > 0),
-  });
-}
-
-/** Decode ms/token against context, one line per mode (fp16 dashed beside fp32 in the mode's color). */
-export function decodeChart(title: string, rows: OffloadRow[]): string {
+/**
+ * One line per mode and precision (fp16 dashed beside fp32 in the mode's color) of a
+ * figure against context; `value` is undefined where a row has no figure.
+ */
+function modeChart<Row extends { context: number; precision?: Precision }>(
+  title: string, yLabel: string, modes: readonly string[], rows: Row[], modeOf: (row: Row) => string, value: (row: Row) => number | undefined,
+): string {
   const precisions = [...new Set(rows.map((r) => r.precision ?? 'fp32'))].sort();
   return lineChart({
     title,
     xLabel: 'context tokens',
-    yLabel: 'ms/token',
-    series: MODES.flatMap((mode, color) => precisions.map((precision) => ({
+    yLabel,
+    series: modes.flatMap((mode, color) => precisions.map((precision) => ({
       name: precisions.length > 1 ? `${mode} ${precision}` : mode,
       color,
       dashed: precision === 'fp16' && precisions.length > 1,
-      points: rows.filter((r) => r.mode === mode && (r.precision ?? 'fp32') === precision && r.decodeMsPerToken !== undefined).map((r) => [r.context, r.decodeMsPerToken!] as [number, number]),
-    }))),
+      points: rows.filter((r) => modeOf(r) === mode && (r.precision ?? 'fp32') === precision && value(r) !== undefined).map((r) => [r.context, value(r)!] as [number, number]),
+    }))).filter((series) => series.points.length > 0),
   });
+}
+
+/** Prefill tokens/s against context, one line per mode. */
+export function prefillChart(title: string, rows: PrefillRow[]): string {
+  return modeChart(title, 'prefill tokens/s', PREFILL_MODES, rows, (r) => r.mode ?? 'host-path', (r) => r.tokensPerSecond);
+}
+
+/** Decode ms/token against context, one line per mode. */
+export function decodeChart(title: string, rows: OffloadRow[]): string {
+  return modeChart(title, 'ms/token', MODES, rows, (r) => r.mode, (r) => r.decodeMsPerToken);
 }
 
 function describeRates(device: DeviceKind, rates: DeviceRates): string {
