@@ -23,6 +23,9 @@ import type { Sequence } from './sequence.js';
 
 export type KvPlacement = 'offload' | 'device';
 
+/** The decoder's state did not fit the device (or host) memory; the sequence is as it was. */
+export class ResidentMemoryError extends Error {}
+
 export interface ResidentOptions {
   /** Where the sparse layers' past KV blocks live during decoding (default 'offload'). */
   placement?: KvPlacement;
@@ -182,7 +185,20 @@ export class ResidentDecoder {
     if (dense && placement === 'offload') throw new RangeError('dense attention reads every block each step: use placement "device"');
     const maxTokens = Math.max(options.maxTokens, sequence.length + 1);
     const decoder = new ResidentDecoder(parts, sessions, sequence, placement, dense, maxTokens, options.attentionBytes ?? ATTENTION_SCORE_BYTES, options.rowAttention ?? 'auto');
-    await decoder.attach(options.poolBytes !== undefined ? decoder.blocksForBudget(options.poolBytes) : options.poolBlocks);
+    const poolBlocks = options.poolBytes !== undefined ? decoder.blocksForBudget(options.poolBytes) : options.poolBlocks;
+    try {
+      await decoder.attach(poolBlocks);
+    } catch (err) {
+      // Out of device (or host) memory while placing the state: free what was placed, hand the
+      // sequence back untouched, and say what to change.
+      await decoder.close().catch(() => {});
+      const cause = err instanceof Error ? err.message.split('\n')[0] : String(err);
+      throw new ResidentMemoryError(
+        `could not hold the decoder's state on ${parts.device.kind} (KV ${placement === 'device' ? 'all on the device' : 'offloaded'}, room for ${maxTokens} tokens): ${cause}. ` +
+          (placement === 'device' ? 'Offload the KV to host memory, or shorten the context.' : 'Give the KV pools less memory (--gpu-kv-mb), or shorten the context.'),
+        { cause: err },
+      );
+    }
     return decoder;
   }
 

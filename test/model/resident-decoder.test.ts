@@ -366,3 +366,23 @@ test('tombstoned tokens are masked in a resident prefill as in the host path, in
   await model.forward(clean, prompt.slice(0, past));
   assert.ok(maxAbsDiff(await model.forward(clean, prompt.slice(past), { chunkSize: 300 }), want) > 1e-4);
 });
+
+test('a decoder state that cannot be allocated is refused with what to change, and the sequence is left as it was', async () => {
+  const { ResidentMemoryError } = await import('../../engine/model/resident-decoder.js');
+  const prompt = Array.from(load('long_prompt_ids').data);
+  const sequence = model.newSequence();
+  await model.forward(sequence, prompt);
+  const lightning = [...sequence.lightning.values()].map((state) => state.slice());
+  // Room for 2^40 tokens on the device: no typed array that large exists (on a GPU, the allocation fails the same way).
+  await assert.rejects(model.residentDecoder(sequence, { placement: 'device', maxTokens: 2 ** 40 }), (err: unknown) => {
+    assert.ok(err instanceof ResidentMemoryError);
+    assert.match(err.message, /could not hold the decoder's state on cpu \(KV all on the device, room for 1099511627776 tokens\): .+\. Offload the KV to host memory, or shorten the context\./);
+    return true;
+  });
+  await assert.rejects(model.residentDecoder(sequence, { placement: 'offload', poolBlocks: 2 ** 34, maxTokens: prompt.length + 8 }), /KV offloaded.*Give the KV pools less memory \(--gpu-kv-mb\)/);
+  assert.equal(sequence.length, prompt.length);
+  [...sequence.lightning.values()].forEach((state, i) => assert.deepEqual(state, lightning[i]));
+  // And the sequence still decodes exactly.
+  const result = await greedySteps(await model.residentDecoder(sequence, { placement: 'offload', poolBlocks: 8, maxTokens: prompt.length + 16 }), await model.forward(model.newSequence(), prompt));
+  assert.deepEqual(result.ids, Array.from(load('long_decode_ids').data));
+});
