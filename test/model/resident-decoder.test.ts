@@ -386,3 +386,22 @@ test('a decoder state that cannot be allocated is refused with what to change, a
   const result = await greedySteps(await model.residentDecoder(sequence, { placement: 'offload', poolBlocks: 8, maxTokens: prompt.length + 16 }), await model.forward(model.newSequence(), prompt));
   assert.deepEqual(result.ids, Array.from(load('long_decode_ids').data));
 });
+
+test('resident prefill over a host store that spilled to disk equals the in-memory one', async () => {
+  const prompt = Array.from(load('long_prompt_ids').data);
+  const past = 1000;
+  const blockBytes = 2 * model.config.numKeyValueHeads * model.config.sparse.blockSize * model.sizes.sparseHeadDim * 4;
+  model.setHostKvBudget(6 * blockBytes * model.sizes.sparseLayers.length);
+  const spilled = model.newSequence();
+  model.setHostKvBudget(Infinity);
+  const plain = model.newSequence();
+  for (const sequence of [plain, spilled]) await model.forward(sequence, prompt.slice(0, past), { chunkSize: 128 });
+  assert.ok([...spilled.sparse.values()][0].spilledBlocks > 4);
+  const rows: Float32Array[] = [];
+  for (const sequence of [plain, spilled]) {
+    const decoder = await model.residentDecoder(sequence, { placement: 'offload', poolBlocks: 8, maxTokens: prompt.length + 1 });
+    rows.push(await decoder.prefill(prompt.slice(past), { chunkSize: 200 }));
+    await decoder.close();
+  }
+  assert.equal(maxAbsDiff(rows[1], rows[0]), 0);
+});
