@@ -313,12 +313,13 @@ export class ResidentDecoder {
     try {
       for (let start = 0; start < ids.length; start += chunkSize) {
         if (options.signal?.aborted) throw options.signal.reason ?? new Error('aborted');
+        // The last chunk's output is needed only for the head: earlier ones go now.
         release(x);
+        x = undefined;
         const chunk = ids.slice(start, start + chunkSize);
         const first = past + start;
         this.stats.otherBytes += chunk.length * (8 + 4);
         const embedded = (await this.sessions.embed.run({ ids: i64(chunk), w_embed: globalTensors.w_embed })).x;
-        x = undefined; // runLayers owns (and releases) the embedding from here
         x = await this.runLayers(embedded, first, chunk.length, (state, input) => this.sparseChunk(state, input, first, chunk.length, call));
         for (const id of chunk) this.sequence.tokens.push(id);
         this.stats.prefilledTokens += chunk.length;
