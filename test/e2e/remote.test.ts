@@ -44,9 +44,13 @@ describe('the remote backend in VS Code (panorama serve as the server)', { skip,
   /** Asks in the sidebar and waits for the turn to end; returns its state and footer text. */
   const ask = async (question: string): Promise<{ state: string | null; footer: string; answer: string; deltas: number }> => {
     const input = chat.locator('#question textarea');
+    const turns = chat.locator('article.turn');
+    const before = await turns.count();
     await input.fill(question);
     await input.press('Enter');
-    const turn = chat.locator('article.turn').last();
+    // The new turn, not the last one on screen: right after Enter that can still be the previous answer.
+    const turn = turns.nth(before);
+    await turn.waitFor();
     const deadline = Date.now() + 120_000;
     while (['streaming', null].includes(await turn.getAttribute('data-state'))) {
       if (Date.now() > deadline) throw new Error('the answer did not finish');

@@ -113,9 +113,11 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
     await page.locator('.activitybar a[aria-label^="Panorama"], .activitybar li[aria-label^="Panorama"]').first().click();
     chat = page.frameLocator(`iframe.webview[src*="extensionId=${extensionId}"]`).frameLocator('#active-frame');
     const input = chat.locator('#question textarea');
+    const before = await chat.locator('article.turn').count();
     await input.fill('Where are retries scheduled?');
     await input.press('Enter');
-    const turn = chat.locator('article.turn').last();
+    const turn = chat.locator('article.turn').nth(before);
+    await turn.waitFor();
     await until(async () => !['streaming', null].includes(await turn.getAttribute('data-state')), 120_000, 'the answer finished');
     assert.notEqual(await turn.getAttribute('data-state'), 'error', await turn.locator('.turn-footer').innerText());
     // streamed: the text arrived as several askDelta messages, not as one block at the end
@@ -140,9 +142,12 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
     const questions = ['Explain the whole workspace in detail, file by file.', 'Write a long walkthrough of lib/watcher.ts, function by function.', 'List every function in lib/ignore.ts and explain each one at length.'];
     let stoppedIn: number | undefined;
     for (const question of questions) {
+      // The new turn, not the last one on screen: right after Enter that can still be the previous answer.
+      const before = await chat.locator('article.turn').count();
       await input.fill(question);
       await input.press('Enter');
-      const turn = chat.locator('article.turn').last();
+      const turn = chat.locator('article.turn').nth(before);
+      await turn.waitFor();
       await until(async () => (await turn.getAttribute('data-state')) !== 'streaming' || (await turn.locator('.answer').innerText()).trim() !== '', 90_000, 'the answer started');
       if ((await turn.getAttribute('data-state')) !== 'streaming') continue;
       // the answer may end on its own just now, which hides the button: then try a longer one
