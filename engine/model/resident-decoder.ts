@@ -229,7 +229,7 @@ export class ResidentDecoder {
     }
     const maxBlocks = Math.ceil(this.maxTokens / B);
     for (const [layer, cache] of this.sequence.sparse) {
-      const { tailBlock, tailKeys, tailValues } = this.hostTail(cache);
+      const { tailBlock, tailKeys, tailValues } = await this.deviceTail(cache);
       let pool: BlockPool | undefined;
       let poolKeys: ort.Tensor;
       let poolValues: ort.Tensor;
@@ -261,8 +261,8 @@ export class ResidentDecoder {
         poolKeys,
         poolValues,
         poolSlots,
-        tailKeys: await tensors.upload(f32(tailKeys, [Hk, B, hs])),
-        tailValues: await tensors.upload(f32(tailValues, [Hk, B, hs])),
+        tailKeys,
+        tailValues,
         tailBlock,
         fine: await tensors.zeros([fineCapacity, Hk, hs]),
         coarse: await tensors.zeros([coarseCapacity, Hk, hs]),
@@ -273,15 +273,17 @@ export class ResidentDecoder {
     }
   }
 
-  /** The block being written, every head ([Hk, B, hs]), from the host store; zeros where it has no token yet. */
-  private hostTail(cache: SparseKvCache): { tailBlock: number; tailKeys: Float32Array; tailValues: Float32Array } {
+  /** The block being written, every head ([Hk, B, hs]), read from the host store and uploaded; zeros where it has no token yet. */
+  private async deviceTail(cache: SparseKvCache): Promise<{ tailBlock: number; tailKeys: ort.Tensor; tailValues: ort.Tensor }> {
     const B = this.blockSize;
     const Hk = this.parts.config.numKeyValueHeads;
+    const hs = this.parts.sizes.sparseHeadDim;
     const tailBlock = Math.floor(cache.length / B);
-    const tailKeys = new Float32Array(Hk * B * this.parts.sizes.sparseHeadDim);
-    const tailValues = new Float32Array(tailKeys.length);
-    if (tailBlock < cache.blockCount) for (let h = 0; h < Hk; h++) cache.readBlocks(h, [tailBlock], tailKeys, tailValues, h);
-    return { tailBlock, tailKeys, tailValues };
+    const keys = new Float32Array(Hk * B * hs);
+    const values = new Float32Array(keys.length);
+    if (tailBlock < cache.blockCount) for (let h = 0; h < Hk; h++) cache.readBlocks(h, [tailBlock], keys, values, h);
+    const { tensors } = this.parts;
+    return { tailBlock, tailKeys: await tensors.upload(f32(keys, [Hk, B, hs])), tailValues: await tensors.upload(f32(values, [Hk, B, hs])) };
   }
 
   /**
@@ -330,13 +332,10 @@ export class ResidentDecoder {
       release(x);
       // Decoding goes on with the block now being written as its tail, re-read from the host store.
       for (const state of this.sparse) {
-        const { tailBlock, tailKeys, tailValues } = this.hostTail(state.cache);
         release(state.tailKeys);
         release(state.tailValues);
-        state.tailKeys = await this.parts.tensors.upload(f32(tailKeys, [config.numKeyValueHeads, this.blockSize, sizes.sparseHeadDim]));
-        state.tailValues = await this.parts.tensors.upload(f32(tailValues, [config.numKeyValueHeads, this.blockSize, sizes.sparseHeadDim]));
-        state.tailBlock = tailBlock;
-        this.stats.otherBytes += tailKeys.byteLength * 2;
+        Object.assign(state, await this.deviceTail(state.cache));
+        this.stats.otherBytes += byteLength(state.tailKeys) * 2;
       }
     }
   }
