@@ -390,6 +390,12 @@ function buildSparseAttendRows(cfg: SalaConfig, precision: Precision, perQuery: 
   return g.toModel();
 }
 
+/** A store of 64-token K/V blocks, head-major [Hk, C, blockSize, hs]: the host store, host-gathered blocks, or a device pool. */
+function blockStores(g: GraphBuilder, cfg: SalaConfig): { keyStore: Value; valueStore: Value } {
+  const shape = [cfg.numKeyValueHeads, 'C', cfg.sparse.blockSize, derivedSizes(cfg).sparseHeadDim];
+  return { keyStore: g.input('key_store', 'float', shape), valueStore: g.input('value_store', 'float', shape) };
+}
+
 /** The rest of a sparse layer after attention (o [T, H·hs]): the output gate, o_proj, the scaled residual and the MLP block. */
 function attentionOutput(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, o: Value, gate: Value | undefined): Value {
   const { sparseHeadDim: hs, residualScale } = derivedSizes(cfg);
@@ -411,8 +417,7 @@ function attendPerQuery(g: GraphBuilder, cfg: SalaConfig, precision: Precision, 
   const Hk = cfg.numKeyValueHeads;
   const G = H / Hk;
   const blockSize = cfg.sparse.blockSize;
-  const keyStore = g.input('key_store', 'float', [Hk, 'C', blockSize, hs]);
-  const valueStore = g.input('value_store', 'float', [Hk, 'C', blockSize, hs]);
+  const { keyStore, valueStore } = blockStores(g, cfg);
   const slots = g.input('query_slots', 'int64', [Hk, 'R', 'K']);
   const blockIds = g.input('query_blocks', 'int64', [Hk, 'R', 'K']);
   const keyAlive = g.input('key_alive', 'bool', [Hk, 'R', 'K', blockSize]);
@@ -448,8 +453,7 @@ function attendBlocks(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x:
   // (padded to U with −1, masked; for positions) and their slots in the store. The store
   // is the host KV store itself (slot = id: no copy), where it spilled to disk just these
   // blocks gathered on the host (slot = i), or a device pool.
-  const keyStore = g.input('key_store', 'float', [Hk, 'C', blockSize, hs]);
-  const valueStore = g.input('value_store', 'float', [Hk, 'C', blockSize, hs]);
+  const { keyStore, valueStore } = blockStores(g, cfg);
   const blockIds = g.input('block_ids', 'int64', [Hk, 'U']);
   const storeSlots = g.input('store_slots', 'int64', [Hk, 'U']);
   const blockMask = g.input('block_mask', 'bool', [Hk, 'R', 'U']);
