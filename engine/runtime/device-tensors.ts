@@ -1,7 +1,7 @@
 // Tensors that live on the execution device between session runs. onnxruntime-node
 // has no API to allocate or write device memory directly, so each operation is a
 // tiny graph whose outputs stay on the device ('gpu-buffer'): upload (Identity),
-// zeros (ConstantOfShape), download (Identity to host), and in-place-style writes
+// zeros (Expand of a scalar), download (Identity to host), and in-place-style writes
 // (ScatterND, which returns the updated copy). On the CPU provider the same graphs
 // run on host tensors, so one code path serves both.
 //
@@ -78,8 +78,10 @@ export class DeviceTensors {
     const session = await this.session(`zeros_${dims.length}`, () => {
       const g = new GraphBuilder('zeros');
       const shape = g.input('shape', 'int64', [dims.length]);
-      // ConstantOfShape without a value attribute fills float32 zeros.
-      g.output(g.op('ConstantOfShape', [shape]), 'y', 'float', symbolic(dims.length, 'd'));
+      // Expand, not ConstantOfShape: the WebGPU provider has no ConstantOfShape kernel, so
+      // onnxruntime ran it on the CPU and uploaded the zeros (measured on an H200: a
+      // 16 GiB pool took 17 s and 16.7 GiB of host memory; a 64 GiB one killed the process).
+      g.output(g.op('Expand', [g.float(0), shape]), 'y', 'float', symbolic(dims.length, 'd'));
       return g.toModel();
     }, { y: 'gpu-buffer' });
     return (await session.run({ shape: new ort.Tensor('int64', BigInt64Array.from(dims, BigInt), [dims.length]) })).y;

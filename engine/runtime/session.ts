@@ -16,11 +16,22 @@ export interface SessionOptions {
   outputs?: Record<string, ort.Tensor.DataLocation>;
 }
 
+/**
+ * A run could not allocate memory: on a GPU provider, device memory (WebGPU reports
+ * a buffer it could not create as invalid in the command that uses it, and Dawn logs
+ * the cause, e.g. VK_ERROR_OUT_OF_DEVICE_MEMORY); on the CPU provider, host memory.
+ * The session and the device stay usable: the caller can free something and retry.
+ */
+export class DeviceMemoryError extends Error {}
+
+const ALLOCATION_FAILURE = /Failed to allocate memory|out of (device )?memory|OUT_OF_DEVICE_MEMORY|\[Invalid Buffer[^\]]*\] is invalid due to a previous error|bad_alloc/i;
+
 /** One compiled graph. Built once per (layer type, phase) and reused for every layer call. */
 export class GraphSession {
   private constructor(
     readonly name: string,
     private readonly session: ort.InferenceSession,
+    private readonly device: DeviceKind,
   ) {}
 
   static async create(name: string, model: Uint8Array, options: SessionOptions): Promise<GraphSession> {
@@ -35,7 +46,7 @@ export class GraphSession {
       // Idle worker threads sleep instead of spinning: the engine shares the machine with the editor.
       extra: { 'session.intra_op.allow_spinning': '0' },
     });
-    return new GraphSession(name, session);
+    return new GraphSession(name, session, options.device);
   }
 
   get inputNames(): readonly string[] {
@@ -61,6 +72,10 @@ export class GraphSession {
       return out;
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
+      if (ALLOCATION_FAILURE.test(message)) {
+        const where = this.device === 'cpu' ? 'host' : this.device;
+        throw new DeviceMemoryError(`graph ${this.name} could not allocate ${where} memory: ${message.split('\n')[0].slice(0, 300)}`, { cause: err });
+      }
       throw new Error(`graph ${this.name} failed: ${message}`, { cause: err });
     }
   }
