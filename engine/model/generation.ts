@@ -5,6 +5,7 @@ import { Sampler, validateSampling, type SamplingOptions } from './sampling.js';
 import { StopMatcher, TextStream } from './text-stream.js';
 import type { Tokenizer } from './tokenizer.js';
 import type { SalaModel, Sequence, SelectionRecord } from './sala-model.js';
+import { DeviceMemoryError } from '../runtime/session.js';
 
 export interface GenerateOptions extends Partial<SamplingOptions> {
   maxTokens?: number;
@@ -85,7 +86,7 @@ export async function* generate(
       : await model.forward(sequence, promptIds, { chunkSize: options.chunkSize, signal: options.signal, onSelection: options.onSelection });
   } catch (err) {
     await decoder?.close();
-    throw err;
+    throw withMemoryAdvice(err, 'the prefill', sequence.length);
   }
   const prefillMs = performance.now() - started;
   const decodeStarted = performance.now();
@@ -115,6 +116,8 @@ export async function* generate(
         logits = decoder ? await decoder.step(next) : await model.forward(sequence, [next], { signal: options.signal, onSelection: options.onSelection });
       }
     }
+  } catch (err) {
+    throw withMemoryAdvice(err, 'decoding', sequence.length);
   } finally {
     // Hands the Lightning states back to the sequence, so a caller can continue it on either path.
     await decoder?.close();
@@ -137,4 +140,13 @@ export async function* generate(
     prefillMs,
     decodeMsPerToken: decodeSteps > 0 ? (performance.now() - decodeStarted) / decodeSteps : 0,
   };
+}
+
+/** An allocation failure during a run, said with what to change (the engine and the device stay usable). */
+function withMemoryAdvice(err: unknown, phase: string, tokens: number): unknown {
+  if (!(err instanceof DeviceMemoryError) || err.message.includes('--gpu-kv-mb')) return err;
+  return new DeviceMemoryError(
+    `${phase} ran out of memory at ${tokens} tokens (${err.message.replace(/\.$/, '')}). Give the KV pools less device memory (--gpu-kv-mb), use smaller weights (--precision int4), or shorten the prompt.`,
+    { cause: err },
+  );
 }

@@ -13,7 +13,7 @@
 import * as ort from 'onnxruntime-node';
 import { DeviceTensors, byteLength, release } from '../runtime/device-tensors.js';
 import type { Precision, ResolvedDevice } from '../runtime/device.js';
-import { GraphSession, bool, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
+import { DeviceMemoryError, GraphSession, bool, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { BlockPool } from '../kv/block-pool.js';
 import type { SparseKvCache } from '../kv/sparse-kv-cache.js';
 import { poolPads, visibleCount, type Level } from '../kv/selection.js';
@@ -23,8 +23,16 @@ import type { Sequence } from './sequence.js';
 
 export type KvPlacement = 'offload' | 'device';
 
+/**
+ * The largest single KV tensor (one layer's K or V pool) the decoder puts on a device.
+ * onnxruntime's WebGPU kernels bind a big buffer in segments, at most 16 storage
+ * bindings per shader: 6.7 GiB pools ran on an H200, a 48.8 GiB one was refused by the
+ * shader compiler ("Too many storage buffers in shader").
+ */
+export const MAX_KV_TENSOR_BYTES = 4 * 2 ** 30;
+
 /** The decoder's state did not fit the device (or host) memory; the sequence is as it was. */
-export class ResidentMemoryError extends Error {}
+export class ResidentMemoryError extends DeviceMemoryError {}
 
 export interface ResidentOptions {
   /** Where the sparse layers' past KV blocks live during decoding (default 'offload'). */
@@ -190,12 +198,15 @@ export class ResidentDecoder {
       await decoder.attach(poolBlocks);
     } catch (err) {
       // Out of device (or host) memory while placing the state: free what was placed, hand the
-      // sequence back untouched, and say what to change.
+      // sequence back untouched, and say what to change. (A typed array too large is a RangeError.)
       await decoder.close().catch(() => {});
-      const cause = err instanceof Error ? err.message.split('\n')[0] : String(err);
+      if (!(err instanceof DeviceMemoryError || err instanceof RangeError)) throw err;
+      const cause = (err instanceof Error ? err.message.split('\n')[0] : String(err)).replace(/\.$/, '');
       throw new ResidentMemoryError(
         `could not hold the decoder's state on ${parts.device.kind} (KV ${placement === 'device' ? 'all on the device' : 'offloaded'}, room for ${maxTokens} tokens): ${cause}. ` +
-          (placement === 'device' ? 'Offload the KV to host memory, or shorten the context.' : 'Give the KV pools less memory (--gpu-kv-mb), or shorten the context.'),
+          (placement === 'device'
+            ? 'Offload the KV to host memory, or shorten the context.'
+            : `Give the KV pools less memory (--gpu-kv-mb, at most ${decoder.largestPoolBudgetMiB()} here), or shorten the context.`),
         { cause: err },
       );
     }
@@ -214,8 +225,27 @@ export class ResidentDecoder {
     return slots;
   }
 
+  /** Device bytes of one pool slot (one block of one KV head, K or V) in every sparse layer, K and V. */
+  private get slotBytes(): number {
+    const { config, sizes } = this.parts;
+    return config.numKeyValueHeads * this.blockSize * sizes.sparseHeadDim * 4;
+  }
+
+  /** The largest --gpu-kv-mb whose pools stay within MAX_KV_TENSOR_BYTES apiece. */
+  private largestPoolBudgetMiB(): number {
+    const slots = Math.floor(MAX_KV_TENSOR_BYTES / this.slotBytes);
+    return Math.floor((slots * this.slotBytes * 2 * this.parts.sizes.sparseLayers.length) / 2 ** 20);
+  }
+
   private get blockSize(): number {
     return this.parts.config.sparse.blockSize;
+  }
+
+  private checkPoolSize(slots: number): void {
+    const bytes = slots * this.slotBytes;
+    if (bytes > MAX_KV_TENSOR_BYTES) {
+      throw new RangeError(`each sparse layer's K and V ${this.placement === 'device' ? 'stores' : 'pools'} would take ${(bytes / 2 ** 30).toFixed(1)} GiB apiece, over the ${MAX_KV_TENSOR_BYTES / 2 ** 30} GiB one device tensor may hold`);
+    }
   }
 
   private async attach(poolBlocks: number | undefined): Promise<void> {
@@ -237,6 +267,7 @@ export class ResidentDecoder {
       if (this.placement === 'device') {
         // Slot = block id: the host store's head-major layout is the pool's, with room to grow.
         poolSlots = Math.max(1, maxBlocks);
+        this.checkPoolSize(poolSlots);
         const keys = new Float32Array(Hk * poolSlots * B * hs);
         const values = new Float32Array(keys.length);
         const complete = Array.from({ length: tailBlock }, (_, block) => block);
@@ -247,6 +278,7 @@ export class ResidentDecoder {
         // At least one step's selection, and every block below dense_len (those steps attend to all of them).
         const needed = Math.max(sizes.topkTotal, Math.ceil(config.sparse.denseLen / B));
         poolSlots = Math.max(poolBlocks ?? 4 * needed, needed);
+        this.checkPoolSize(poolSlots);
         pool = new BlockPool(Hk, poolSlots);
         poolKeys = await tensors.zeros([Hk, poolSlots, B, hs]);
         poolValues = await tensors.zeros([Hk, poolSlots, B, hs]);

@@ -7,14 +7,14 @@ import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { resolveDevice, resolvePrecision, type DeviceRequest, type Precision, type PrecisionRequest, type ResolvedDevice, type ResolvedPrecision } from '../runtime/device.js';
 import { blocksPerRow, quantizeInt4 } from '../runtime/int4.js';
-import { GraphSession, bool, f16, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
+import { DeviceMemoryError, GraphSession, bool, f16, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { SparseKvCache, type SpillOptions } from '../kv/sparse-kv-cache.js';
 import { Sequence } from './sequence.js';
 import { blocksPerHead, poolPads, visibleCount, type Level } from '../kv/selection.js';
 import { derivedSizes, expectedWeights, loadConfig, type DerivedSizes, type SalaConfig } from './config.js';
 import { MATRIX_INPUTS, buildGraphs } from './graphs.js';
 import { loadWeights, type WeightMap } from './weights.js';
-import { DeviceTensors } from '../runtime/device-tensors.js';
+import { DeviceTensors, release } from '../runtime/device-tensors.js';
 import { ResidentDecoder, type ResidentOptions, type ResidentSessions } from './resident-decoder.js';
 
 export interface ModelOptions {
@@ -203,18 +203,32 @@ export class SalaModel {
       }
     };
     const layerTensors: LayerTensors[] = [];
-    for (let layer = 0; layer < config.numHiddenLayers; layer++) {
-      const forLayer: LayerTensors = {};
-      for (const [suffix, input] of Object.entries(LAYER_WEIGHT_NAMES)) {
-        const name = `model.layers.${layer}.${suffix}.weight`;
-        if (weights.has(name)) await tensors(forLayer, name, input);
-      }
-      layerTensors.push(forLayer);
-    }
     const globalTensors: LayerTensors = {};
-    await tensors(globalTensors, 'model.embed_tokens.weight', 'w_embed');
-    await tensors(globalTensors, 'model.norm.weight', 'w_norm');
-    await tensors(globalTensors, config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', 'w_lm_head');
+    try {
+      for (let layer = 0; layer < config.numHiddenLayers; layer++) {
+        const forLayer: LayerTensors = {};
+        for (const [suffix, input] of Object.entries(LAYER_WEIGHT_NAMES)) {
+          const name = `model.layers.${layer}.${suffix}.weight`;
+          if (weights.has(name)) await tensors(forLayer, name, input);
+        }
+        layerTensors.push(forLayer);
+      }
+      await tensors(globalTensors, 'model.embed_tokens.weight', 'w_embed');
+      await tensors(globalTensors, 'model.norm.weight', 'w_norm');
+      await tensors(globalTensors, config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', 'w_lm_head');
+    } catch (err) {
+      // The weights do not fit the device: free what went up, say what would fit.
+      for (const forms of uploaded.values()) for (const list of forms.values()) list.forEach(release);
+      await deviceTensors.release();
+      await Promise.all([...Object.values(prefillSessions), ...Object.values(decodeSessions)].map((session) => session.release()));
+      if (!(err instanceof DeviceMemoryError || err instanceof RangeError)) throw err;
+      const gib = (bytes: number) => (bytes / 2 ** 30).toFixed(1);
+      throw new DeviceMemoryError(
+        `the model's weights do not fit in ${device.kind} memory (${precision.kind}; ${gib(deviceTensors.uploadedBytes)} GiB were placed when an allocation failed: ${err.message.split('\n')[0].replace(/\.$/, '')}). ` +
+          (precision.kind === 'int4' ? 'Run it on the CPU (--device cpu).' : 'Use 4-bit weights (--precision int4, about a quarter of fp16), or run it on the CPU (--device cpu).'),
+        { cause: err },
+      );
+    }
     const model = new SalaModel(config, device, precision, prefillSessions, decodeSessions, layerTensors, globalTensors, deviceTensors);
     model.setHostKvBudget(options.hostKvBytes ?? os.totalmem() * DEFAULT_HOST_KV_SHARE, options.spillDir);
     return model;

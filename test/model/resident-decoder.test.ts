@@ -379,7 +379,17 @@ test('a decoder state that cannot be allocated is refused with what to change, a
     assert.match(err.message, /could not hold the decoder's state on cpu \(KV all on the device, room for 1099511627776 tokens\): .+\. Offload the KV to host memory, or shorten the context\./);
     return true;
   });
-  await assert.rejects(model.residentDecoder(sequence, { placement: 'offload', poolBlocks: 2 ** 34, maxTokens: prompt.length + 8 }), /KV offloaded.*Give the KV pools less memory \(--gpu-kv-mb\)/);
+  // A pool past the largest tensor a device takes is refused before anything is allocated, naming the largest budget.
+  const { MAX_KV_TENSOR_BYTES } = await import('../../engine/model/resident-decoder.js');
+  const slotBytes = model.config.numKeyValueHeads * model.config.sparse.blockSize * model.sizes.sparseHeadDim * 4;
+  const largestMiB = Math.floor((Math.floor(MAX_KV_TENSOR_BYTES / slotBytes) * slotBytes * 2 * model.sizes.sparseLayers.length) / 2 ** 20);
+  await assert.rejects(model.residentDecoder(sequence, { placement: 'offload', poolBlocks: 2 ** 34, maxTokens: prompt.length + 8 }), (err: unknown) => {
+    assert.ok(err instanceof ResidentMemoryError);
+    assert.match(err.message, /KV offloaded.*: each sparse layer's K and V pools would take [\d.]+ GiB apiece, over the 4 GiB one device tensor may hold\. Give the KV pools less memory \(--gpu-kv-mb, at most (\d+) here\)/);
+    assert.equal(Number(/at most (\d+) here/.exec(err.message)![1]), largestMiB);
+    return true;
+  });
+  await assert.rejects(model.residentDecoder(sequence, { placement: 'offload', poolBytes: (largestMiB + 64) * 2 ** 20, maxTokens: prompt.length + 8 }), /over the 4 GiB one device tensor may hold/);
   assert.equal(sequence.length, prompt.length);
   [...sequence.lightning.values()].forEach((state, i) => assert.deepEqual(state, lightning[i]));
   // And the sequence still decodes exactly.
