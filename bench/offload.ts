@@ -75,6 +75,9 @@ export interface DeviceRates {
   /** ‖y − y_ref‖ / ‖y_ref‖ of each one-row product (Gemm form) against float64 on the host from the same rounded inputs. */
   gemvRelError?: number;
   gemvHalfRelError?: number;
+  /** One block written into a [2, slots, 64, 128] fp32 pool of poolWriteBytes (a ScatterND, which copies the pool). */
+  poolWriteMs?: number;
+  poolWriteBytes?: number;
   /** With --gemv-sweep: split-K one-row products y = x B (B [K, N] as [S, K/S, N], partial rows summed in fp32), both precisions. */
   gemvSweep?: GemvVariant[];
 }
@@ -306,6 +309,28 @@ export async function measureRates(device: DeviceKind, options: { sweep?: boolea
       }
     }
   }
+  // A block written into an all-on-the-device pool: ScatterND returns a new tensor, so
+  // each write copies the pool (1 GiB: the 9B shape's K pool per layer at 1M tokens).
+  const poolSlots = device === 'cpu' ? 512 : 16384;
+  const reader = new GraphBuilder('pool_read');
+  const pooled = reader.input('pool', 'float', ['h', 's', 'b', 'd']);
+  reader.output(reader.reduceSum(reader.op('Gather', [pooled, reader.int64s([0])], { axis: 1 }), [0, 1, 2, 3], false), 'y', 'float', []);
+  const readSession = await GraphSession.create('pool_read', reader.toModel(), { device, outputs });
+  let pool = await tensors.zeros([2, poolSlots, 64, 128]);
+  const block = await tensors.upload(f32(new Float32Array(64 * 128).fill(1), [1, 64, 128]));
+  const slot = (i: number) => new ort.Tensor('int64', BigInt64Array.of(0n, BigInt(1 + (i % (poolSlots - 1)))), [1, 2]);
+  pool = await tensors.scatter(pool, slot(0), block);
+  release((await readSession.run({ pool })).y);
+  started = performance.now();
+  for (let i = 0; i < reps; i++) release((await readSession.run({ pool })).y);
+  const readMs = (performance.now() - started) / reps;
+  started = performance.now();
+  for (let i = 0; i < reps; i++) pool = await tensors.scatter(pool, slot(i + 1), block);
+  release((await readSession.run({ pool })).y);
+  const poolWriteMs = Math.max(0, performance.now() - started - readMs) / reps;
+  release(pool);
+  release(block);
+  await readSession.release();
   const single = await gemv('fp32', false);
   const singleT = await gemv('fp32', true);
   const half = await gemv('fp16', false);
@@ -319,6 +344,7 @@ export async function measureRates(device: DeviceKind, options: { sweep?: boolea
     gemvHalfGemmMs: half.ms, gemvHalfMatMulMs: halfT.ms, gemvHalfBytes: rows * cols * 2,
     gemvRelError: single.relError, gemvHalfRelError: half.relError,
     gemvSweep: sweep,
+    poolWriteMs, poolWriteBytes: 2 * poolSlots * 64 * 128 * 4,
   };
 }
 
@@ -813,7 +839,8 @@ function describeRates(device: DeviceKind, rates: DeviceRates): string {
   const gbps = (bytes: number, ms?: number) => (ms === undefined ? '–' : `${ms.toFixed(2)} ms (${(bytes / ms / 1e6).toFixed(0)} GB/s)`);
   return `bench:offload on ${device}: device read ${rates.deviceGBps.toFixed(0)} GB/s, upload ${rates.uploadGBps.toFixed(2)} GB/s, fp32 MatMul ${rates.matmulTflops.toFixed(2)} TFLOP/s; ` +
     `one-row product over ${(rates.gemvBytes / 2 ** 20).toFixed(0)} MiB fp32: Gemm(transB) ${gbps(rates.gemvBytes, rates.gemvGemmMs)}, MatMul ${gbps(rates.gemvBytes, rates.gemvMatMulMs)}, rel. error ${rates.gemvRelError?.toExponential(1) ?? '–'}; ` +
-    `over ${((rates.gemvHalfBytes ?? 0) / 2 ** 20).toFixed(0)} MiB fp16: Gemm(transB) ${gbps(rates.gemvHalfBytes ?? 0, rates.gemvHalfGemmMs)}, MatMul ${gbps(rates.gemvHalfBytes ?? 0, rates.gemvHalfMatMulMs)}, rel. error ${rates.gemvHalfRelError?.toExponential(1) ?? '–'}`;
+    `over ${((rates.gemvHalfBytes ?? 0) / 2 ** 20).toFixed(0)} MiB fp16: Gemm(transB) ${gbps(rates.gemvHalfBytes ?? 0, rates.gemvHalfGemmMs)}, MatMul ${gbps(rates.gemvHalfBytes ?? 0, rates.gemvHalfMatMulMs)}, rel. error ${rates.gemvHalfRelError?.toExponential(1) ?? '–'}` +
+    (rates.poolWriteMs === undefined ? '' : `; one block into a ${((rates.poolWriteBytes ?? 0) / 2 ** 20).toFixed(0)} MiB pool ${gbps(rates.poolWriteBytes ?? 0, rates.poolWriteMs)} of pool copied`);
 }
 
 async function main(): Promise<void> {
