@@ -254,6 +254,13 @@ function buildSparseProject(cfg: SalaConfig, precision: Precision, resident = fa
   return g.toModel();
 }
 
+/** The sparse layers' attention shape: head size, query heads, KV heads, query heads per KV head, block size. */
+function sparseHeads(cfg: SalaConfig): { hs: number; H: number; Hk: number; G: number; blockSize: number } {
+  const H = cfg.numAttentionHeads;
+  const Hk = cfg.numKeyValueHeads;
+  return { hs: derivedSizes(cfg).sparseHeadDim, H, Hk, G: H / Hk, blockSize: cfg.sparse.blockSize };
+}
+
 /**
  * InfLLM-V2 block selection (b)(2): stage 1 over compressed keys with the coarse
  * log-sum-exp, summed over each GQA group, max-pooled to blocks, init + local
@@ -264,10 +271,7 @@ function buildSparseProject(cfg: SalaConfig, precision: Precision, resident = fa
  */
 function buildSparseSelect(cfg: SalaConfig, resident = false): Uint8Array {
   const sizes = derivedSizes(cfg);
-  const hs = sizes.sparseHeadDim;
-  const H = cfg.numAttentionHeads;
-  const Hk = cfg.numKeyValueHeads;
-  const G = H / Hk;
+  const { hs, H, Hk, G } = sparseHeads(cfg);
   const { blockSize, kernelStride, initBlocks } = cfg.sparse;
   const poolStride = blockSize / kernelStride;
   const g = new GraphBuilder(resident ? 'sparse_select_resident' : 'sparse_select');
@@ -411,12 +415,7 @@ function attentionOutput(g: GraphBuilder, cfg: SalaConfig, precision: Precision,
  * computes no masked-out scores.
  */
 function attendPerQuery(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined): Value {
-  const sizes = derivedSizes(cfg);
-  const hs = sizes.sparseHeadDim;
-  const H = cfg.numAttentionHeads;
-  const Hk = cfg.numKeyValueHeads;
-  const G = H / Hk;
-  const blockSize = cfg.sparse.blockSize;
+  const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
   const { keyStore, valueStore } = blockStores(g, cfg);
   const slots = g.input('query_slots', 'int64', [Hk, 'R', 'K']);
   const blockIds = g.input('query_blocks', 'int64', [Hk, 'R', 'K']);
@@ -443,12 +442,7 @@ function attendPerQuery(g: GraphBuilder, cfg: SalaConfig, precision: Precision, 
 
 /** Block attention, gate, o_proj, residual and MLP for queries q of hidden rows x (the shared core of the attend graphs). */
 function attendBlocks(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined): Value {
-  const sizes = derivedSizes(cfg);
-  const hs = sizes.sparseHeadDim;
-  const H = cfg.numAttentionHeads;
-  const Hk = cfg.numKeyValueHeads;
-  const G = H / Hk;
-  const blockSize = cfg.sparse.blockSize;
+  const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
   // A store of blocks (head-major) and, per KV head, the blocks to attend to: their ids
   // (padded to U with −1, masked; for positions) and their slots in the store. The store
   // is the host KV store itself (slot = id: no copy), where it spilled to disk just these
@@ -499,13 +493,8 @@ function attendBlocks(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x:
  * tombstones), tail_alive [Hk, blockSize] for the tail rows written so far.
  */
 function buildSparseAttendResident(cfg: SalaConfig, precision: Precision): Uint8Array {
-  const sizes = derivedSizes(cfg);
-  const hs = sizes.sparseHeadDim;
+  const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
   const d = cfg.hiddenSize;
-  const H = cfg.numAttentionHeads;
-  const Hk = cfg.numKeyValueHeads;
-  const G = H / Hk;
-  const blockSize = cfg.sparse.blockSize;
   const g = new GraphBuilder('sparse_attend_resident');
   const x = g.input('x', 'float', [1, d]);
   const q = g.input('q', 'float', [1, H, hs]);
