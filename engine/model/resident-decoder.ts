@@ -216,7 +216,7 @@ export class ResidentDecoder {
   /** Pool slots per KV head that a device-memory budget for all sparse layers' pools holds. */
   private blocksForBudget(bytes: number): number {
     const { config, sizes } = this.parts;
-    const perSlot = sizes.sparseLayers.length * config.numKeyValueHeads * this.blockSize * sizes.sparseHeadDim * 4 * 2;
+    const perSlot = this.slotBytes * 2 * sizes.sparseLayers.length;
     const slots = Math.floor(bytes / perSlot);
     const needed = Math.max(sizes.topkTotal, Math.ceil(config.sparse.denseLen / this.blockSize));
     if (slots < needed) {
@@ -225,13 +225,13 @@ export class ResidentDecoder {
     return slots;
   }
 
-  /** Device bytes of one pool slot (one block of one KV head, K or V) in every sparse layer, K and V. */
+  /** Bytes one pool slot takes in one layer's K (or V) tensor: a block for each KV head. */
   private get slotBytes(): number {
     const { config, sizes } = this.parts;
     return config.numKeyValueHeads * this.blockSize * sizes.sparseHeadDim * 4;
   }
 
-  /** The largest --gpu-kv-mb whose pools stay within MAX_KV_TENSOR_BYTES apiece. */
+  /** The largest --gpu-kv-mb whose pools stay within MAX_KV_TENSOR_BYTES apiece (K and V of every sparse layer). */
   private largestPoolBudgetMiB(): number {
     const slots = Math.floor(MAX_KV_TENSOR_BYTES / this.slotBytes);
     return Math.floor((slots * this.slotBytes * 2 * this.parts.sizes.sparseLayers.length) / 2 ** 20);
