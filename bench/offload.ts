@@ -25,6 +25,7 @@ import { SalaModel, type Sequence } from '../engine/model/sala-model.js';
 import { loadConfig, derivedSizes, expectedWeights, type SalaConfig } from '../engine/model/config.js';
 import { loadWeights, type WeightMap } from '../engine/model/weights.js';
 import { loadTokenizer } from '../engine/model/tokenizer.js';
+import { argmax } from '../engine/model/sampling.js';
 import { f16BitsToFloat } from '../engine/model/safetensors.js';
 import { toHalfBits } from '../engine/runtime/half.js';
 import { isDeviceRequest, isPrecisionRequest, type DeviceKind, type Precision } from '../engine/runtime/device.js';
@@ -722,12 +723,6 @@ async function prefillResident(
     log(`  ${spec.name} @ ${context} prefill ${mode} ${precision}: failed (${row.skipped})`);
     return true;
   }
-}
-
-function argmax(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
 }
 
 /** The repository's own TypeScript, tokenized: a real text for the real model's tile. */

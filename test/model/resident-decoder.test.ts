@@ -6,6 +6,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { SalaModel } from '../../engine/model/sala-model.js';
+import { argmax } from '../../engine/model/sampling.js';
 import type { ResidentDecoder, ResidentOptions } from '../../engine/model/resident-decoder.js';
 import { readNpy } from '../helpers/npy.js';
 
@@ -19,12 +20,6 @@ before(async () => {
 
 function load(name: string) {
   return readNpy(path.join(FIXTURE, `${name}.npy`));
-}
-
-function argmax(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
 }
 
 function maxAbsDiff(a: Float32Array, b: Float32Array | Int32Array): number {
