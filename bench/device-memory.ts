@@ -5,8 +5,7 @@
 //   npm run bench:device-memory -- --device webgpu [--out docs/benchmarks/device-memory-webgpu.json]
 //
 // 1. Zeros made on the device: time and host memory for 1 and 16 GiB.
-// 2. Ballast: device tensors until an allocation fails (DeviceMemoryError); --fill-mib
-//    sets the sizes, largest first (default 2048,256,32: full to within 32 MiB).
+// 2. Ballast: 2 GiB device tensors until an allocation fails (DeviceMemoryError).
 // 3. With the device nearly full, loading the 9B-shaped random model fails with a
 //    DeviceMemoryError that names int4 and the CPU; with the ballast freed, it loads.
 // 4. A KV pool budget past the largest device tensor is refused up front; on a device
@@ -18,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import { SalaModel } from '../engine/model/sala-model.js';
+import { argmax } from '../engine/model/sampling.js';
 import { ResidentMemoryError } from '../engine/model/resident-decoder.js';
 import { DeviceTensors, release } from '../engine/runtime/device-tensors.js';
 import { DeviceMemoryError, GraphSession } from '../engine/runtime/session.js';
@@ -33,10 +33,15 @@ interface Check {
 
 const GIB = 2 ** 30;
 
-function hostMemory(): { rssGiB: number; peakGiB: number } {
-  const status = readFileSync('/proc/self/status', 'utf8');
-  const kib = (key: string) => Number(/(\d+) kB/.exec(status.split('\n').find((line) => line.startsWith(key)) ?? '')?.[1] ?? 0);
-  return { rssGiB: kib('VmRSS:') / 2 ** 20, peakGiB: kib('VmHWM:') / 2 ** 20 };
+/** The process's resident host memory, GiB. */
+function hostRssGiB(): number {
+  const line = readFileSync('/proc/self/status', 'utf8').split('\n').find((entry) => entry.startsWith('VmRSS:'));
+  return Number(/(\d+) kB/.exec(line ?? '')?.[1] ?? 0) / 2 ** 20;
+}
+
+/** A [heads, slots, 64, 128] fp32 tensor of `bytes` (the KV pools' layout). */
+function poolDims(bytes: number): number[] {
+  return [2, bytes / (2 * 64 * 128 * 4), 64, 128];
 }
 
 async function main(): Promise<void> {
@@ -51,22 +56,20 @@ async function main(): Promise<void> {
     log(`${passed ? 'ok  ' : 'FAIL'} ${name}: ${detail}`);
   };
   const tensors = new DeviceTensors(device);
-  // [heads, slots, 64, 128] fp32, the KV pools' layout.
-  const poolDims = (gib: number) => [2, (gib * GIB) / (2 * 64 * 128 * 4), 64, 128];
 
   // 1. Zeros made on the device.
   for (const gib of [1, 16]) {
-    const before = hostMemory();
+    const before = hostRssGiB();
     const started = performance.now();
-    const zeros = await tensors.zeros(poolDims(gib));
+    const zeros = await tensors.zeros(poolDims(gib * GIB));
     const read = await firstPlusNonce(device, zeros, 5);
     const ms = performance.now() - started;
-    const after = hostMemory();
-    check(`zeros ${gib} GiB on the device`, read === 5 && after.rssGiB - before.rssGiB < 0.5, `${ms.toFixed(0)} ms, read back ${read}, host RSS ${before.rssGiB.toFixed(2)} → ${after.rssGiB.toFixed(2)} GiB`);
+    const after = hostRssGiB();
+    check(`zeros ${gib} GiB on the device`, read === 5 && after - before < 0.5, `${ms.toFixed(0)} ms, read back ${read}, host RSS ${before.toFixed(2)} → ${after.toFixed(2)} GiB`);
     release(zeros);
   }
 
-  // 2. Ballast until the device is full (to within 32 MiB).
+  // 2. Ballast until the device is full (to within 2 GiB).
   let ballast = await fill(device, tensors, [2 * GIB]);
   check('filling the device ends in a DeviceMemoryError', ballast.failure instanceof DeviceMemoryError, `${(ballast.bytes / GIB).toFixed(2)} GiB held; ${String(ballast.failure).slice(0, 300)}`);
 
@@ -115,7 +118,7 @@ async function main(): Promise<void> {
   const tries: string[] = [];
   for (let attempt = 1; attempt <= 4; attempt++) {
     try {
-      const t = await tensors.zeros([2, GIB / (2 * 64 * 128 * 4), 64, 128]);
+      const t = await tensors.zeros(poolDims(GIB));
       tries.push(`try ${attempt}: ${await firstPlusNonce(device, t, 3) === 3 ? 'allocated' : 'wrong value'}`);
       release(t);
       break;
@@ -142,7 +145,9 @@ async function loadAfterRelease(device: DeviceKind, tensors: DeviceTensors, load
     } catch (err) {
       errors.push(String(err).slice(0, 160));
       await new Promise((resolve) => setTimeout(resolve, 1000));
-      await firstPlusNonce(device, await tensors.zeros([1, 1, 1, 1]), 1).catch(() => 0);
+      const probe = await tensors.zeros([1, 1, 1, 1]).catch(() => undefined);
+      if (probe) await firstPlusNonce(device, probe, 1).catch(() => 0);
+      release(probe);
     }
   }
   check('with the ballast freed it loads', false, errors.join(' | '));
@@ -157,7 +162,7 @@ async function fill(device: DeviceKind, tensors: DeviceTensors, sizes: number[])
   for (const size of sizes) {
     for (let i = 0; i < 4096; i++) {
       try {
-        const t = await tensors.zeros([2, size / (2 * 64 * 128 * 4), 64, 128]);
+        const t = await tensors.zeros(poolDims(size));
         held.push(t);
         // Read back through a run: a buffer that could not be created cannot pass unnoticed.
         const nonce = 1 + (held.length % 1000);
@@ -196,10 +201,8 @@ async function stepIds(model: SalaModel, prompt: number[]): Promise<number[]> {
   const ids: number[] = [];
   let logits = await decoder.step(7);
   for (let i = 0; i < 4; i++) {
-    let best = 0;
-    for (let j = 1; j < logits.length; j++) if (logits[j] > logits[best]) best = j;
-    ids.push(best);
-    logits = await decoder.step(best);
+    ids.push(argmax(logits));
+    logits = await decoder.step(ids[i]);
   }
   await decoder.close();
   return ids;
