@@ -5,6 +5,7 @@ import { Sampler, validateSampling, type SamplingOptions } from './sampling.js';
 import { StopMatcher, TextStream } from './text-stream.js';
 import type { Tokenizer } from './tokenizer.js';
 import type { SalaModel, Sequence, SelectionRecord } from './sala-model.js';
+import { ResidentMemoryError } from './resident-decoder.js';
 import { DeviceMemoryError } from '../runtime/session.js';
 
 export interface GenerateOptions extends Partial<SamplingOptions> {
@@ -144,7 +145,8 @@ export async function* generate(
 
 /** An allocation failure during a run, said with what to change (the engine and the device stay usable). */
 function withMemoryAdvice(err: unknown, phase: string, tokens: number): unknown {
-  if (!(err instanceof DeviceMemoryError) || err.message.includes('--gpu-kv-mb')) return err;
+  // A ResidentMemoryError already says what to change.
+  if (!(err instanceof DeviceMemoryError) || err instanceof ResidentMemoryError) return err;
   return new DeviceMemoryError(
     `${phase} ran out of memory at ${tokens} tokens (${err.message.replace(/\.$/, '')}). Give the KV pools less device memory (--gpu-kv-mb), use smaller weights (--precision int4), or shorten the prompt.`,
     { cause: err },

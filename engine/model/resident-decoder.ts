@@ -26,8 +26,8 @@ export type KvPlacement = 'offload' | 'device';
 /**
  * The largest single KV tensor (one layer's K or V pool) the decoder puts on a device.
  * onnxruntime's WebGPU kernels bind a big buffer in segments, at most 16 storage
- * bindings per shader: 6.7 GiB pools ran on an H200, a 48.8 GiB one was refused by the
- * shader compiler ("Too many storage buffers in shader").
+ * bindings per shader: 6.5 GiB pools ran on an H200 (--gpu-kv-mb 40000, default model),
+ * a 48.8 GiB one was refused by the shader compiler ("Too many storage buffers in shader").
  */
 export const MAX_KV_TENSOR_BYTES = 4 * 2 ** 30;
 
