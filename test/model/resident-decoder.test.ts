@@ -9,8 +9,8 @@ import { SalaModel } from '../../engine/model/sala-model.js';
 import { argmax } from '../../engine/model/sampling.js';
 import type { ResidentDecoder, ResidentOptions } from '../../engine/model/resident-decoder.js';
 import { readNpy } from '../helpers/npy.js';
+import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
 
-const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
 const LOGIT_TOLERANCE = 1e-5;
 
 let model: SalaModel;
