@@ -74,7 +74,7 @@ export function denseVariant(config: SalaConfig): SalaConfig {
   return { ...config, sparse: { ...config.sparse, denseLen: Number.MAX_SAFE_INTEGER } };
 }
 
-/** MiniCPM-SALA-9B's exact shape (spec (a)): 32 layers, sparse 0, 9, 16, 17, 22, 29, 30, 31; d 4096; vocab 73448. */
+/** MiniCPM-SALA-9B's exact shape (docs/spec/minicpm-sala.md, "Config schema"): 32 layers, sparse 0, 9, 16, 17, 22, 29, 30, 31; d 4096; vocab 73448. */
 export const SALA_9B_SHAPE = {
   ...SMALL_20M,
   vocab_size: 73448,
