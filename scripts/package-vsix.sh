@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET="${1:-linux-x64}"
-OUT="${2:-panorama-$TARGET.vsix}"
+VSIX="${2:-panorama-$TARGET.vsix}"
 case "$TARGET" in
   linux-x64|linux-arm64|darwin-arm64|darwin-x64|win32-x64|win32-arm64) ;;
   *) echo "unsupported target: $TARGET" >&2; exit 2 ;;
@@ -24,5 +24,5 @@ sed "s#bin/napi-v\*/linux/x64/#bin/napi-v*/$OS/$ARCH/#" .vscodeignore > "$IGNORE
 
 "$VSCE" package --target "$TARGET" --ignoreFile "$IGNORE" \
   --allow-missing-repository --skip-license --baseContentUrl https://panorama.invalid/ --baseImagesUrl https://panorama.invalid/ \
-  --out "$OUT"
-ls -l "$OUT"
+  --out "$VSIX"
+ls -l "$VSIX"

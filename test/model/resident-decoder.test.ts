@@ -1,7 +1,7 @@
 // The device-resident decode path (KV offloaded to host memory with a block pool,
 // or every block resident) must compute exactly what the host path computes: the
 // reference's fixtures, through real onnxruntime sessions (the CPU provider here;
-// the same graphs run on WebGPU on the device machine).
+// the same graphs run on WebGPU on a GPU: docs/benchmarks/offload-webgpu.md).
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
