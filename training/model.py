@@ -51,7 +51,7 @@ class SalaConfig:
 
 
 def validate_config(c):
-    """The checks the engine's validator makes (see the task brief)."""
+    """The checks the engine's validator makes (engine/model/config.ts)."""
     assert c.mixer_types[0] == "minicpm4"
     assert c.attn_use_rope is False
     assert c.kernel_size == 2 * c.kernel_stride
