@@ -1,9 +1,9 @@
 """Corpus, tokenizer and training-sample construction.
 
 Sources
-  * Python (.py/.pyi) from the GPU machine's site-packages, grouped by top-level package;
+  * Python (.py/.pyi) from this machine's site-packages, grouped by top-level package;
   * C/C++ headers (.h/.hpp/.cuh) found inside those packages (include/ folders);
-  * TypeScript/JavaScript from npm packages (training/prep_js.py output, carried compressed).
+  * TypeScript/JavaScript from npm packages (training/prep_js.py output, xz-compressed).
 Held-out packages (never trained on) are listed in HELDOUT_PY / HELDOUT_JS.
 
 Formats (the engine uses the same strings):

@@ -4,7 +4,7 @@
 usage:
   python3 training/evaluate.py --weights models/panorama-code-13m/model.safetensors \
       --config models/panorama-code-13m/config.json --tokenizer models/panorama-code-13m/tokenizer.json \
-      --heldout /tmp/pano/heldout.pkl --out $OUT/metrics.json \
+      --heldout training/data/pano/heldout.pkl --out OUT_DIR/metrics.json \
       [--needle 8192:25,65536:8,262144:3,1048576:2] [--dense-needle 8192,65536,262144] [--fim 300] [--bpb 48]
 --weights may also be a folder of weights_part*.safetensors (fp16 training export).
 All forward passes are float32 (TF32 matmuls allowed unless --no-tf32), sparse layers use the

@@ -1,7 +1,8 @@
 """Build the tokenizer, the training streams and the held-out evaluation material.
 
-usage: python3 training/prep.py --js .train-carry/js_corpus.jsonl.xz --out /tmp/pano [--tok-out DIR]
-Runs on the GPU machine (its site-packages are the Python corpus). ~1-2 min on 16 cores.
+usage: python3 training/prep.py --js training/data/js_corpus.jsonl.xz --out training/data/pano [--tok-out DIR]
+The Python corpus is this machine's site-packages (run it in the environment you train in).
+~1-2 min on 16 cores.
 Outputs in --out:
   tokenizer.json, tokenizer_config.json
   stream.npy      uint16 repository-level token stream (train packages; 20% of files FIM-transformed)

@@ -1,8 +1,8 @@
 """Train a SALA model on the prepared streams within a wall-clock budget.
 
 usage:
-  python3 training/train.py --data /tmp/pano --config training/configs/panorama-code-13m.json \
-      --minutes 8.5 --ckpt /tmp/pano/ckpt.pt --export-dir $OUT [--resume] [--ablation] [--bench]
+  python3 training/train.py --data training/data/pano --config training/configs/panorama-code-13m.json \
+      --minutes 8.5 --ckpt training/data/pano/ckpt.pt --export-dir OUT_DIR [--resume] [--ablation] [--bench]
 
 Batch kinds (all teacher-forced next-token loss on every position):
   s4k : 16 x 4096 tokens, sparse path (>= dense_len), 25% rows end in a workspace-question doc

@@ -1,5 +1,6 @@
 // A MiniCPM-SALA model on onnxruntime: the shared layer graphs, each layer's
-// weights as tensors, and the forward pass over a Sequence (b)(1):
+// weights as tensors, and the forward pass over a Sequence (docs/spec/minicpm-sala.md,
+// "Model wrapper"):
 //   x = embed·scale_emb → per layer: lightning or sparse mixer + MLP → head.
 // Long inputs run in chunks; a call is one logical prefill (or a decode step when
 // it carries one token), so chunking never changes the result.
@@ -351,7 +352,7 @@ export class SalaModel {
     if (bad >= 0) throw new ModelInputError(`token id ${ids[bad]} at index ${bad} is outside the vocabulary [0, ${vocab})`);
   }
 
-  /** Lightning decoder layer (b)(4): one graph call carrying the fp32 state. */
+  /** Lightning decoder layer (spec, "Lightning layer"): one graph call carrying the fp32 state. */
   private async lightningLayer(sequence: Sequence, layer: number, x: Float32Array, firstPosition: number, tokens: number): Promise<Float32Array> {
     const state = sequence.lightning.get(layer);
     if (!state) throw new Error(`layer ${layer} has no lightning state`);
@@ -367,7 +368,7 @@ export class SalaModel {
     return floatData(out.x_out);
   }
 
-  /** Sparse decoder layer (b)(2)/(b)(3): project, append K/V, select blocks, attend. */
+  /** Sparse decoder layer (spec, "Sparse layer, prefill" / "single-token decode"): project, append K/V, select blocks, attend. */
   private async sparseLayer(
     sequence: Sequence,
     layer: number,

@@ -1,7 +1,7 @@
 // Runs the packaged extension in a real VS Code — code-server (from npm, on Node 24
 // from npm; scripts/code-server.ts, which `npm start` uses too) with a fresh profile
 // per run — for playwright-core and Debian's Chromium to drive. Recipe and
-// pitfalls: ../shared/research/vscode-e2e.md.
+// pitfalls: docs/e2e.md.
 
 import type { ChildProcess } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -29,7 +29,7 @@ export interface Run {
 export function modelForTest(): string | undefined {
   const models = path.join(repoRoot, 'models');
   const shipped = existsSync(models) && readdirSync(models).some((name) => existsSync(path.join(models, name, 'config.json')));
-  return shipped ? undefined : path.resolve(repoRoot, '..', 'shared', 'fixtures', 'sala-tiny-a');
+  return shipped ? undefined : path.join(repoRoot, 'test', 'fixtures', 'sala-tiny-a');
 }
 
 function findFile(dir: string, name: string): string | undefined {
