@@ -12,7 +12,8 @@ import { generate } from '../model/generation.js';
 import { WorkspaceIndex, defaultStoreDir, type IndexProgress } from '../context/workspace-index.js';
 import { modelFingerprint } from '../context/store.js';
 import { runRpcCommand, runServeCommand } from '../server/commands.js';
-import { runModelsCommand } from './models-command.js';
+import { convertReporter, runModelsCommand } from './models-command.js';
+import { loadModel } from '../hub/converted-form.js';
 import { resolveModelArgument } from '../hub/model-cache.js';
 
 class UsageError extends Error {}
@@ -101,7 +102,7 @@ async function openModel(values: Record<string, unknown>, precision?: PrecisionR
   const modelDir = resolveModelArgument(stringFlag(values, 'model') ?? defaultModelDir());
   if (!existsSync(path.join(modelDir, 'config.json'))) throw new UsageError(`${modelDir} is not a model directory: it has no config.json`);
   const hostKvMb = integerFlag(values, 'host-kv-mb', 0);
-  const model = await SalaModel.load(modelDir, { device: requested, threads: integerFlag(values, 'threads', 0), precision, hostKvBytes: hostKvMb === undefined ? undefined : hostKvMb === 0 ? Infinity : hostKvMb * 2 ** 20 });
+  const model = await loadModel(modelDir, { device: requested, threads: integerFlag(values, 'threads', 0), precision, hostKvBytes: hostKvMb === undefined ? undefined : hostKvMb === 0 ? Infinity : hostKvMb * 2 ** 20 }, convertReporter());
   if (model.device.reason !== 'requested') process.stderr.write(`panorama: device ${model.device.kind} (${model.device.reason})\n`);
   if (precision !== undefined && (model.device.kind !== 'cpu' || model.precision.kind === 'int4') && model.precision.reason !== 'requested') process.stderr.write(`panorama: precision ${model.precision.kind} (${model.precision.reason})\n`);
   return { model, modelDir };

@@ -10,6 +10,7 @@ import { listModels, panoramaHome, partialDownloads, registerModel, removeModel,
 import { summarizeModel } from '../hub/model-summary.js';
 import { pullModel } from '../hub/pull.js';
 import { formatBytes, type PullProgress } from '../hub/download-progress.js';
+import type { ConvertEvent } from '../hub/converted-form.js';
 
 export class ModelsUsageError extends Error {}
 /** A model that does not fit this machine: an error (exit 1), not a usage mistake. */
@@ -263,6 +264,20 @@ function runRemove(argv: string[]): number {
   const { removed, deletedFiles } = removeModel(panoramaHome(), positionals[0]);
   for (const m of removed) process.stdout.write(`${deletedFiles ? 'removed' : 'forgot'} ${m.name}: ${m.dir}${deletedFiles ? '' : ' (its files stay)'}\n`);
   return 0;
+}
+
+/** stderr lines for the first int4 load's conversion (and the fast path after it). */
+export function convertReporter(): (event: ConvertEvent) => void {
+  let last = 0;
+  return (event) => {
+    const now = performance.now();
+    if (event.phase === 'convert' && now - last > 1000) process.stderr.write(`panorama: converting to int4 once: ${event.done} matrices so far\n`);
+    else if (event.phase === 'read' && event.done === event.total) process.stderr.write(`panorama: int4 form read from ${event.file}\n`);
+    else if (event.phase === 'written') process.stderr.write(`panorama: wrote the int4 form (${formatBytes(event.bytes ?? 0)}) to ${event.file}; later loads read it\n`);
+    else if (event.phase === 'unwritable') process.stderr.write(`panorama: could not keep the int4 form at ${event.file} (${event.reason}); every load converts again\n`);
+    else return;
+    last = now;
+  };
 }
 
 export async function runModelsCommand(argv: string[], defaultModelDir: () => string): Promise<number> {

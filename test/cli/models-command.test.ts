@@ -109,6 +109,15 @@ test('the pulled model is listed with its precision and runs by name in generate
   assert.equal(generated.status, 0, generated.stderr);
   assert.match(generated.stderr, /6 generated \(length\)/);
 
+  // int4: the first load converts and keeps the form beside the download, the next reads it
+  const converting = await panorama(home, ['generate', '--model', REPO, '--precision', 'int4', '--prompt', 'x = ', '--max-tokens', '2']);
+  assert.equal(converting.status, 0, converting.stderr);
+  assert.match(converting.stderr, /wrote the int4 form \([\d.]+ \w+\) to .*openbmb--MiniCPM-SALA.*\.panorama\/int4\.safetensors; later loads read it/);
+  const converted = await panorama(home, ['generate', '--model', REPO, '--precision', 'int4', '--prompt', 'x = ', '--max-tokens', '2']);
+  assert.match(converted.stderr, /int4 form read from /);
+  assert.equal(converted.stdout, converting.stdout);
+  assert.match((await panorama(home, ['models', 'list'])).stdout, /openbmb\/MiniCPM-SALA\s+hub\s+2\.\dM parameters, BF16/, 'the converted form is not listed as a model or counted as its weights');
+
   const workspace = tempDir('panorama-ws-');
   writeFileSync(path.join(workspace, 'a.py'), 'def add(a, b):\n    return a + b\n');
   const asked = await panorama(home, ['ask', workspace, 'what does add do?', '--model', REPO, '--max-tokens', '4', '--store', path.join(workspace, '.store')]);
