@@ -186,12 +186,13 @@ export function removeModel(home: string, name: string): { removed: ModelEntry[]
 }
 
 /**
- * What `--model` means: a model folder (one with config.json), else the name of a
+ * What `--model` means: a folder, else the name of a
  * downloaded or registered model. Unknown names are refused with the names there are.
  */
 export function resolveModelArgument(value: string, home = panoramaHome()): string {
   const asDir = path.resolve(value);
-  if (existsSync(path.join(asDir, 'config.json'))) return asDir;
+  // An existing folder is the caller's to check (it says what a model folder must hold).
+  if (statSync(asDir, { throwIfNoEntry: false })?.isDirectory()) return asDir;
   const found = findModel(home, value);
   if (found) return found.dir;
   const partial = partialDownloads(home).find((p) => p.repo === value.split('@')[0]);
