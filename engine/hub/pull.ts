@@ -9,6 +9,7 @@ import { downloadFile, partPath } from './download-file.js';
 import { ProgressMeter, formatBytes, type PullProgress } from './download-progress.js';
 import { HubError, resolveUrl, type HubSettings, type RepoRef } from './hub-endpoint.js';
 import { downloadDir, readMarker, writeMarker, type ModelEntry } from './model-cache.js';
+import { lockDownload } from './pull-lock.js';
 
 /** Small files the engine reads beside the weights, fetched when the repo has them. */
 const SIDE_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
@@ -61,7 +62,7 @@ async function bytesOnDisk(file: string): Promise<number> {
   return (await stat(file).catch(() => undefined))?.size ?? 0;
 }
 
-async function checkDiskSpace(dir: string, needed: number): Promise<void> {
+export async function checkDiskSpace(dir: string, needed: number): Promise<void> {
   const fs = await statfs(dir);
   const free = fs.bavail * fs.bsize;
   if (needed + DISK_MARGIN_BYTES > free) {
@@ -79,6 +80,16 @@ export async function pullModel(ref: RepoRef, options: PullOptions): Promise<Pul
   const entry: ModelEntry = { name: info.repo, kind: 'hub', dir, repo: info.repo, commit: info.commit, revision: ref.revision };
   if (readMarker(dir)) return { model: entry, alreadyThere: true, bytesFetched: 0 };
   await mkdir(dir, { recursive: true });
+  const unlock = lockDownload(dir, `${info.repo}@${info.commit.slice(0, 12)}`);
+  try {
+    return await pullCommit(info, ref, dir, entry, options);
+  } finally {
+    unlock();
+  }
+}
+
+async function pullCommit(info: RevisionInfo, ref: RepoRef, dir: string, entry: ModelEntry, options: PullOptions): Promise<PullResult> {
+  const { settings, signal } = options;
   options.log?.(`${info.repo}@${ref.revision} is commit ${info.commit}`);
 
   let bytesFetched = 0;

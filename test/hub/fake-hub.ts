@@ -54,6 +54,8 @@ export class FakeHub {
   readonly log: HubRequestLog[] = [];
   readonly faults: StorageFaults = {};
   private readonly repos = new Map<string, Repo>();
+  /** Old repo id → new one: answered with a relative 307, as the Hub does for a renamed repo. */
+  readonly renames = new Map<string, string>();
   private readonly blobs = new Map<string, { repo: string; file: string }>();
   private hub = http.createServer((req, res) => this.serveHub(req, res));
   private storage = http.createServer((req, res) => void this.serveStorage(req, res));
@@ -112,6 +114,14 @@ export class FakeHub {
     const api = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/([^/]+)$/.exec(url.pathname);
     const resolve = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(url.pathname);
     const match = api ?? resolve;
+    const renamed = match ? this.renames.get(match[1]) : undefined;
+    if (renamed !== undefined) {
+      entry.status = 307;
+      this.record(entry);
+      res.writeHead(307, { location: `${url.pathname.replace(`/${match?.[1]}/`, `/${renamed}/`)}${url.search}`, 'content-length': '0' });
+      res.end();
+      return;
+    }
     const repo = match ? this.repos.get(match[1]) : undefined;
     if (!match || !repo) return send(404, JSON.stringify({ error: 'Repository not found' }), { 'x-error-code': 'RepoNotFound' });
     if (repo.gatedToken !== undefined && req.headers.authorization !== `Bearer ${repo.gatedToken}`) {

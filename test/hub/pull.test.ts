@@ -6,7 +6,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { FakeHub } from './fake-hub.js';
 import { writeSalaCheckpoint } from './sala-checkpoint.js';
-import { pullModel } from '../../engine/hub/pull.js';
+import { checkDiskSpace, pullModel } from '../../engine/hub/pull.js';
+import { lockDownload } from '../../engine/hub/pull-lock.js';
+import { hubSettings } from '../../engine/hub/hub-endpoint.js';
 import { downloadFile } from '../../engine/hub/download-file.js';
 import { parseRepoRef, type HubSettings } from '../../engine/hub/hub-endpoint.js';
 import { listModels, partialDownloads, MARKER, resolveModelArgument } from '../../engine/hub/model-cache.js';
@@ -173,4 +175,46 @@ test('416 for a part the Hub says is shorter than the file deletes the part and 
   );
   assert.equal(hub.log[0].status, 416);
   assert.ok(!existsSync(`${dest}.part`));
+});
+
+test('a renamed repo redirects on the same host: the token goes along; the storage host still gets none', async () => {
+  const home = tempDir('panorama-home-');
+  hub.renames.set('old/SALA', 'openbmb/MiniCPM-SALA');
+  try {
+    hub.log.length = 0;
+    await pullModel(parseRepoRef('old/SALA'), { settings: settings('hf_any'), home });
+  } finally {
+    hub.renames.clear();
+  }
+  const hubRequests = hub.log.filter((r) => r.server === 'hub');
+  assert.ok(hubRequests.some((r) => r.status === 307 && r.path.startsWith('/api/models/old/SALA/')));
+  assert.ok(hubRequests.some((r) => r.path.startsWith('/api/models/openbmb/MiniCPM-SALA/') && r.authorized), 'the token follows a same-host redirect');
+  assert.ok(hub.log.filter((r) => r.server === 'storage').every((r) => !r.authorized));
+});
+
+test('free disk space is checked before the weights: a download larger than the disk is refused with what to do', async () => {
+  const dir = tempDir('panorama-disk-');
+  await assert.rejects(checkDiskSpace(dir, 1e18), /not enough disk space: the download needs .* and .* has .* free; free some space, or set PANORAMA_HOME to a folder on a larger disk/);
+  await checkDiskSpace(dir, 1000);
+});
+
+test('one pull of a commit at a time; a lock left by a killed process is taken over', async () => {
+  const dir = tempDir('panorama-lock-');
+  const release = lockDownload(dir, 'org/model');
+  // this process holds it: a second pull (another process, pid of a live one) is refused
+  writeFileSync(path.join(dir, '.pull.lock'), String(process.ppid));
+  assert.throws(() => lockDownload(dir, 'org/model'), /another pull of org\/model is running \(process \d+\)/);
+  // a dead owner's lock is stale
+  writeFileSync(path.join(dir, '.pull.lock'), '999999999');
+  const again = lockDownload(dir, 'org/model');
+  again();
+  release();
+  assert.ok(!existsSync(path.join(dir, '.pull.lock')));
+});
+
+test('HF_ENDPOINT and HF_TOKEN (or the older HUGGING_FACE_HUB_TOKEN) are read as huggingface_hub reads them', () => {
+  assert.deepEqual(hubSettings({}), { endpoint: 'https://huggingface.co', token: undefined });
+  assert.deepEqual(hubSettings({ HF_ENDPOINT: 'https://hf-mirror.example/', HF_TOKEN: ' hf_x ' }), { endpoint: 'https://hf-mirror.example', token: 'hf_x' });
+  assert.equal(hubSettings({ HUGGING_FACE_HUB_TOKEN: 'hf_old' }).token, 'hf_old');
+  assert.throws(() => hubSettings({ HF_ENDPOINT: 'hf.co' }), /HF_ENDPOINT must be an http\(s\) URL/);
 });
