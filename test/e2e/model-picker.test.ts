@@ -1,7 +1,7 @@
 // End to end in a real VS Code (code-server): Panorama: Select Model… downloads a small
 // random MiniCPM-SALA checkpoint from a Hub on 127.0.0.1 (HF_ENDPOINT), the status bar shows
 // it, the engine restarts with it and answers in the sidebar; then the shipped model is
-// selected again.
+// selected again and reopens its own index.
 
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -150,6 +150,8 @@ describe('Panorama: Select Model… in VS Code (code-server + Chromium)', { skip
     await pickModel('panorama-code-13m');
     await page.locator('[aria-label="Panorama model: default model"]').first().waitFor({ timeout: 30_000 });
     await ready().waitFor({ timeout: 150_000 });
+    // each model has its own index: the shipped model's is reopened, nothing is encoded again
+    await until(async () => /\(0 encoded now, [1-9]\d* reopened\)/.test(run.extensionLog()), 30_000, 'the shipped model reopened its own index');
     await shot('3-back');
   });
 });
