@@ -27,6 +27,12 @@ export default tseslint.config(
     },
   },
   {
+    files: ['engine/hub/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ group: ['../cli/*', '../server/*', '../context/*', '../index/*'], message: 'hub/ is below cli/ and server/: it downloads and reads models, it knows nothing of workspaces or commands.' }] }],
+    },
+  },
+  {
     files: ['engine/runtime/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', { patterns: [{ group: ['../model/*', '../kv/*', '../server/*', '../cli/*'], message: 'runtime/ knows nothing of models (imports point one way).' }] }],

@@ -11,6 +11,7 @@ import { registerCommands } from './commands';
 import { PanoramaInlineCompletionProvider } from './completion/inlineProvider';
 import { EngineService } from './engine/engineService';
 import { registerStatusBar } from './statusBar';
+import { ModelPicker } from './model-picker';
 
 let activeEngine: EngineService | undefined;
 
@@ -25,7 +26,7 @@ export function activate(context: vscode.ExtensionContext): void {
     const needsFolder = (): void => void vscode.window.showInformationMessage('Panorama reads a workspace folder: open a folder first.', 'Open Folder…').then((choice) => {
       if (choice !== undefined) void vscode.commands.executeCommand('workbench.action.files.openFolder');
     });
-    const ids = ['panorama.ask', 'panorama.explainSelection', 'panorama.findWhere', 'panorama.reindex', 'panorama.pauseIndexing', 'panorama.resumeIndexing', 'panorama.selectDevice', 'panorama.restartEngine', 'panorama.toggleInlineCompletions', 'panorama.statusMenu', 'panorama.setRemoteApiKey', 'panorama.clearRemoteApiKey'];
+    const ids = ['panorama.ask', 'panorama.explainSelection', 'panorama.findWhere', 'panorama.reindex', 'panorama.pauseIndexing', 'panorama.resumeIndexing', 'panorama.selectDevice', 'panorama.restartEngine', 'panorama.toggleInlineCompletions', 'panorama.statusMenu', 'panorama.setRemoteApiKey', 'panorama.clearRemoteApiKey', 'panorama.selectModel', 'panorama.setHuggingFaceToken'];
     context.subscriptions.push(
       vscode.commands.registerCommand('panorama.showEngineLog', () => log.show()),
       ...ids.map((id) => vscode.commands.registerCommand(id, needsFolder)),
@@ -43,6 +44,7 @@ export function activate(context: vscode.ExtensionContext): void {
     backends,
     chat,
     registerStatusBar(backends),
+    new ModelPicker(context, log),
     registerCommands(context, engine, backends, chat, log),
     vscode.window.registerWebviewViewProvider(ChatViewProvider.viewType, chat),
     vscode.languages.registerInlineCompletionItemProvider({ pattern: '**' }, new PanoramaInlineCompletionProvider(backends, root, log)),

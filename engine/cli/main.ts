@@ -12,6 +12,9 @@ import { generate } from '../model/generation.js';
 import { WorkspaceIndex, defaultStoreDir, type IndexProgress } from '../context/workspace-index.js';
 import { modelFingerprint } from '../context/store.js';
 import { runRpcCommand, runServeCommand } from '../server/commands.js';
+import { convertReporter, runModelsCommand } from './models-command.js';
+import { loadModel } from '../hub/converted-form.js';
+import { resolveModelArgument } from '../hub/model-cache.js';
 
 class UsageError extends Error {}
 
@@ -40,8 +43,12 @@ commands:
             Limits: [--max-body-bytes N] (1 MiB) [--max-tokens-cap N] (4096) [--concurrency N] (1)
             [--queue N] (16, then 429) [--header-timeout-ms N] (10000) [--body-timeout-ms N] (30000)
 
+  models    list | pull ORG/NAME[@REV] | add DIR | info NAME | rm NAME
+            models from the Hugging Face Hub (HF_ENDPOINT, HF_TOKEN) and local folders; panorama models help
+
 common options:
-  --model DIR          model directory (config.json, *.safetensors, tokenizer.json); default: the shipped model
+  --model DIR|NAME     model directory (config.json, *.safetensors, tokenizer.json) or a name from panorama models list;
+                       default: the shipped model
   --device cpu|webgpu|cuda|auto   default cpu
   --chunk-size N       prefill chunk in tokens (default 512)
   --threads N          onnxruntime intra-op threads (default: one per core)
@@ -92,10 +99,10 @@ async function openModel(values: Record<string, unknown>, precision?: PrecisionR
   const device = stringFlag(values, 'device') ?? 'cpu';
   if (!isDeviceRequest(device)) throw new UsageError(`--device must be cpu, webgpu, cuda or auto, got "${device}"`);
   const requested: DeviceRequest = device;
-  const modelDir = path.resolve(stringFlag(values, 'model') ?? defaultModelDir());
+  const modelDir = resolveModelArgument(stringFlag(values, 'model') ?? defaultModelDir());
   if (!existsSync(path.join(modelDir, 'config.json'))) throw new UsageError(`${modelDir} is not a model directory: it has no config.json`);
   const hostKvMb = integerFlag(values, 'host-kv-mb', 0);
-  const model = await SalaModel.load(modelDir, { device: requested, threads: integerFlag(values, 'threads', 0), precision, hostKvBytes: hostKvMb === undefined ? undefined : hostKvMb === 0 ? Infinity : hostKvMb * 2 ** 20 });
+  const model = await loadModel(modelDir, { device: requested, threads: integerFlag(values, 'threads', 0), precision, hostKvBytes: hostKvMb === undefined ? undefined : hostKvMb === 0 ? Infinity : hostKvMb * 2 ** 20 }, convertReporter());
   if (model.device.reason !== 'requested') process.stderr.write(`panorama: device ${model.device.kind} (${model.device.reason})\n`);
   if (precision !== undefined && (model.device.kind !== 'cpu' || model.precision.kind === 'int4') && model.precision.reason !== 'requested') process.stderr.write(`panorama: precision ${model.precision.kind} (${model.precision.reason})\n`);
   return { model, modelDir };
@@ -226,7 +233,7 @@ async function runTokenize(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { ...COMMON, 'text-file': { type: 'string' }, decode: { type: 'boolean' } } });
   const textFile = stringFlag(values, 'text-file');
   if (!textFile) throw new UsageError('tokenize needs --text-file F');
-  const modelDir = path.resolve(stringFlag(values, 'model') ?? defaultModelDir());
+  const modelDir = resolveModelArgument(stringFlag(values, 'model') ?? defaultModelDir());
   const { loadConfig } = await import('../model/config.js');
   const config = await loadConfig(modelDir);
   const tokenizer = await openTokenizer(modelDir, config.vocabSize);
@@ -379,6 +386,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   ask: runAsk,
   rpc: (argv) => runRpcCommand(argv, defaultModelDir),
   serve: (argv) => runServeCommand(argv, defaultModelDir),
+  models: (argv) => runModelsCommand(argv, defaultModelDir),
 };
 
 export async function main(argv: string[]): Promise<number> {
@@ -392,7 +400,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`panorama: unknown command "${command}"\n\n${USAGE}`);
     return 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
+  if (command !== 'models' && (rest.includes('--help') || rest.includes('-h'))) {
     process.stdout.write(USAGE);
     return 0;
   }

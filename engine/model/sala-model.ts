@@ -7,7 +7,7 @@
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { resolveDevice, resolvePrecision, type DeviceRequest, type Precision, type PrecisionRequest, type ResolvedDevice, type ResolvedPrecision } from '../runtime/device.js';
-import { blocksPerRow, quantizeInt4 } from '../runtime/int4.js';
+import { blocksPerRow, quantizeInt4, type Int4Matrix } from '../runtime/int4.js';
 import { DeviceMemoryError, GraphSession, bool, f16, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { SparseKvCache, type SpillOptions } from '../kv/sparse-kv-cache.js';
 import { Sequence } from './sequence.js';
@@ -36,6 +36,12 @@ export interface ModelOptions {
    */
   hostKvBytes?: number;
   spillDir?: string;
+  /**
+   * A weight's int4 blocks made by an earlier load (a converted-form cache), instead of
+   * quantizing it again; `onInt4` sees each weight quantized here, so a caller can keep it.
+   */
+  int4Blocks?: (name: string) => Int4Matrix | undefined;
+  onInt4?: (name: string, blocks: Int4Matrix) => void;
 }
 
 /** Share of physical memory one sequence's host K/V may take before it spills to disk. */
@@ -185,7 +191,11 @@ export class SalaModel {
       if (!resident) {
         // Converted here, once, and only the converted form goes to the device.
         if (form === 'int4') {
-          const q = quantizeInt4(data, shape[0], shape[1]);
+          let q = options.int4Blocks?.(name);
+          if (!q) {
+            q = quantizeInt4(data, shape[0], shape[1]);
+            options.onInt4?.(name, q);
+          }
           resident = [
             await deviceTensors.upload(new ort.Tensor('uint8', q.codes, [q.rows, blocksPerRow(q.cols), q.blockSize / 2])),
             await deviceTensors.upload(f32(q.scales, [q.scales.length])),

@@ -8,6 +8,7 @@ import { isDeviceRequest } from '../runtime/device.js';
 import { defaultStoreDir } from '../context/workspace-index.js';
 import { EngineService, workspaceStoreDir } from './engine-service.js';
 import { loadEngineModel } from './model-loader.js';
+import { resolveModelArgument } from '../hub/model-cache.js';
 import { RpcServer } from './rpc-server.js';
 import { HTTP_DEFAULTS, PanoramaHttpServer, isLoopback, type ServedWorkspace } from './http-server.js';
 import type { LogLevel } from './engine-service.js';
@@ -136,7 +137,7 @@ export function runServeCommand(argv: string[], defaultModelDir: () => string): 
       if (!info?.isDirectory()) throw new CommandUsageError(`${dir} is not a directory`);
       roots.push(await realpath(dir));
     }
-    const modelDir = path.resolve(stringOption(values, 'model') ?? defaultModelDir());
+    const modelDir = resolveModelArgument(stringOption(values, 'model') ?? defaultModelDir());
     const log = (line: string) => process.stderr.write(line);
     const loaded = await loadEngineModel(modelDir, { device, threads: integerOption(values, 'threads', 0), log: (m) => log(`panorama: ${m}\n`) });
     const store = stringOption(values, 'store');

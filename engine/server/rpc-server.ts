@@ -220,7 +220,9 @@ export class RpcServer {
       const { model, tokenizer, modelId } = this.loaded;
       const service = new EngineService({
         root,
-        storeDir: workspaceStoreDir(params.storeDir, root),
+        // One index per model: switching models and back reopens each one's context. The
+        // shipped model keeps the folder it always had.
+        storeDir: workspaceStoreDir(params.modelDir === undefined ? params.storeDir : path.join(params.storeDir, 'models', modelId.slice(0, 16)), root),
         model,
         tokenizer,
         modelId,

@@ -44,7 +44,7 @@ function findFile(dir: string, name: string): string | undefined {
   return undefined;
 }
 
-export async function startRun(userSettings: Record<string, unknown>): Promise<Run> {
+export async function startRun(userSettings: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): Promise<Run> {
   installTools();
   const vsix = path.join(e2eRoot, 'panorama.vsix');
   packageVsix(vsix);
@@ -66,7 +66,7 @@ export async function startRun(userSettings: Record<string, unknown>): Promise<R
 
   const marker = path.join(dir, 'activated.txt');
   const serverLogPath = path.join(dir, 'server.log');
-  const codeServer = await profile.launch({ workspace, port: await freePort(), env: { PANORAMA_E2E_MARKER: marker }, extraArgs: ['--disable-workspace-trust'] });
+  const codeServer = await profile.launch({ workspace, port: await freePort(), env: { ...env, PANORAMA_E2E_MARKER: marker }, extraArgs: ['--disable-workspace-trust'] });
   return {
     dir,
     workspace,
