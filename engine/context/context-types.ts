@@ -3,7 +3,7 @@
 // store saves and restores. No behaviour here (see workspace-context.ts).
 import type { Sequence } from '../model/sala-model.js';
 import type { SequenceCheckpoint } from '../model/sequence.js';
-import type { FinishReason } from '../model/generation.js';
+import type { CodeSelection, FinishReason, Source } from '../vocabulary.js';
 import type { CompletionScope } from './completion-scope.js';
 
 export interface ContextFile {
@@ -49,14 +49,6 @@ export interface FilePiece {
   header: number;
 }
 
-export interface Source {
-  path: string;
-  startLine: number;
-  endLine: number;
-  /** Share of the answer's selected (non-forced) blocks that fell in this range. */
-  weight: number;
-}
-
 export interface ContextOptions {
   /** Live-token budget (default 1,000,000). */
   budget?: number;
@@ -75,7 +67,7 @@ export interface ContextOptions {
 }
 
 export interface AskOptions {
-  selection?: { path: string; text: string; startLine?: number };
+  selection?: CodeSelection;
   maxTokens?: number;
   temperature?: number;
   signal?: AbortSignal;

@@ -3,7 +3,7 @@
 // sink and local blocks), mapped back to files and line ranges.
 import type { SelectionRecord } from '../model/sala-model.js';
 import type { ContextCore } from './context-core.js';
-import type { Source } from './context-types.js';
+import type { Source } from '../vocabulary.js';
 import { lineOf, piecesOf } from './file-span.js';
 
 /** Counts, per block of the workspace part, how often a query picked it beyond the forced ones. */

@@ -6,6 +6,8 @@
 // granularity. Paths are workspace-relative with '/' separators; the engine
 // refuses any that leave the workspace.
 
+import type { CodeSelection, FinishReason, Source } from '../vocabulary.js';
+
 export const PROTOCOL_VERSION = 1;
 
 export type DevicePreference = 'cpu' | 'webgpu' | 'cuda' | 'auto';
@@ -35,18 +37,13 @@ export interface InitializeResult {
   device: { kind: 'cpu' | 'webgpu' | 'cuda'; reason: string };
 }
 
-export interface Source {
-  path: string;
-  startLine: number;
-  endLine: number;
-  weight: number;
-}
+export type { CodeSelection, FinishReason, Source } from '../vocabulary.js';
 
 export interface AskParams {
   /** Client-chosen id echoed in the answer/delta notifications. */
   requestId: string;
   question: string;
-  selection?: { path: string; text: string; startLine?: number };
+  selection?: CodeSelection;
   maxTokens?: number;
   temperature?: number;
 }
@@ -54,7 +51,7 @@ export interface AskParams {
 export interface AskResult {
   text: string;
   sources: Source[];
-  finishReason: 'eos' | 'stop' | 'length' | 'cancelled';
+  finishReason: FinishReason;
   promptTokens: number;
 }
 

@@ -10,7 +10,8 @@ import type { CancellationToken } from 'vscode-jsonrpc/node';
 import type { AskParams, AskResult, CompleteParams, CompleteResult, Source } from '../../engine/server/protocol';
 import type { AssistantBackend } from '../backend';
 import type { ChatMessage, RemoteClient, Usage } from './remoteClient';
-import { FILE_HEADER, type PrefixPlan, type WorkspacePrefix } from './workspacePrefix';
+import { FILE_HEADER } from '../../engine/vocabulary';
+import type { PrefixPlan, WorkspacePrefix } from './workspacePrefix';
 
 /** Fixed text before the files: part of the cached prefix, so it must not vary per request. */
 export const PREAMBLE =
