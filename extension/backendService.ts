@@ -7,7 +7,7 @@
 import * as vscode from 'vscode';
 import { LocalBackend, type AssistantBackend } from './backend';
 import { readSettings, REMOTE_API_KEY_SECRET, type RemoteSettings } from './config';
-import { errorMessage, isNotReady, NOT_READY_MESSAGE } from './engine/client';
+import { EngineRequestError, errorMessage } from './engine/client';
 import type { EngineService } from './engine/engineService';
 import { CancelledError, RemoteBackend, type RemoteRequestInfo } from './remote/remoteBackend';
 import { RemoteClient, RemoteError } from './remote/remoteClient';
@@ -83,8 +83,7 @@ export class BackendService implements vscode.Disposable {
 
   /** A failure worded for the user, or undefined when the request was cancelled. */
   describeError(error: unknown): string | undefined {
-    if (error instanceof CancelledError) return undefined;
-    if (isNotReady(error)) return NOT_READY_MESSAGE;
+    if (error instanceof CancelledError || (error instanceof EngineRequestError && error.kind === 'cancelled')) return undefined;
     return errorMessage(error);
   }
 

@@ -7,7 +7,7 @@ import type { DevicePreference } from '../engine/server/protocol';
 import type { BackendService } from './backendService';
 import type { ChatViewProvider } from './chat/chatViewProvider';
 import { DEVICES, REMOTE_API_KEY_SECRET } from './config';
-import { errorMessage, isNotReady, NOT_READY_MESSAGE } from './engine/client';
+import { errorMessage, isNotReady } from './engine/client';
 import type { EngineService } from './engine/engineService';
 import { resolveInside } from './workspacePaths';
 
@@ -59,7 +59,7 @@ async function withEngineErrors<T>(run: () => Promise<T>): Promise<T | undefined
     return await run();
   } catch (error) {
     if (isNotReady(error)) {
-      void vscode.window.showInformationMessage(NOT_READY_MESSAGE);
+      void vscode.window.showInformationMessage(errorMessage(error));
       return undefined;
     }
     const choice = await vscode.window.showErrorMessage(`Panorama: ${errorMessage(error)}`, 'Show Log');
@@ -110,7 +110,7 @@ async function findWhere(workspaceRoot: string, backends: BackendService): Promi
         const message = token.isCancellationRequested ? undefined : backends.describeError(error);
         if (message === undefined) return undefined;
         backends.noteFailure(error);
-        if (message === NOT_READY_MESSAGE) void vscode.window.showInformationMessage(message);
+        if (isNotReady(error)) void vscode.window.showInformationMessage(message);
         else if ((await vscode.window.showErrorMessage(`Panorama: ${message}`, 'Show Log')) === 'Show Log') await vscode.commands.executeCommand('panorama.showEngineLog');
         return undefined;
       }

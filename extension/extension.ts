@@ -8,6 +8,7 @@ import * as vscode from 'vscode';
 import { BackendService } from './backendService';
 import { ChatViewProvider } from './chat/chatViewProvider';
 import { registerCommands } from './commands';
+import { contributedCommands } from './contributed-commands';
 import { PanoramaInlineCompletionProvider } from './completion/inlineProvider';
 import { EngineService } from './engine/engineService';
 import { registerStatusBar } from './statusBar';
@@ -25,7 +26,7 @@ export function activate(context: vscode.ExtensionContext): void {
     const needsFolder = (): void => void vscode.window.showInformationMessage('Panorama reads a workspace folder: open a folder first.', 'Open Folder…').then((choice) => {
       if (choice !== undefined) void vscode.commands.executeCommand('workbench.action.files.openFolder');
     });
-    const ids = ['panorama.ask', 'panorama.explainSelection', 'panorama.findWhere', 'panorama.reindex', 'panorama.pauseIndexing', 'panorama.resumeIndexing', 'panorama.selectDevice', 'panorama.restartEngine', 'panorama.toggleInlineCompletions', 'panorama.statusMenu', 'panorama.setRemoteApiKey', 'panorama.clearRemoteApiKey'];
+    const ids = contributedCommands(context.extension.packageJSON).filter((id) => id !== 'panorama.showEngineLog');
     context.subscriptions.push(
       vscode.commands.registerCommand('panorama.showEngineLog', () => log.show()),
       ...ids.map((id) => vscode.commands.registerCommand(id, needsFolder)),

@@ -7,7 +7,7 @@
 // step of a question or a file being fed.
 import type { ForwardOptions } from '../model/sala-model.js';
 import { generate, type GenerationResult } from '../model/generation.js';
-import { CompletionStopper } from './completion-scope.js';
+import { CompletionStopper, DEFAULT_MAX_LINES } from './completion-scope.js';
 import { PIECE_TOKENS, type ContextCore } from './context-core.js';
 import type { CompleteOptions, CompletionBreakdown, CompletionResult } from './context-types.js';
 import { settleTail, unparkTail } from './tail-parking.js';
@@ -100,7 +100,7 @@ export function complete(core: ContextCore, path: string, prefix: string, suffix
           fedTokens += tail.length;
           const lineStart = prefix.lastIndexOf('\n') + 1;
           const lineEnd = suffix.indexOf('\n');
-          const stopper = inline ? new CompletionStopper({ linePrefix: prefix.slice(lineStart), lineSuffix: lineEnd < 0 ? suffix : suffix.slice(0, lineEnd), maxLines: options.maxLines ?? 8 }) : undefined;
+          const stopper = inline ? new CompletionStopper({ linePrefix: prefix.slice(lineStart), lineSuffix: lineEnd < 0 ? suffix : suffix.slice(0, lineEnd), maxLines: options.maxLines ?? DEFAULT_MAX_LINES }) : undefined;
           const stream = generate(core.model, core.tokenizer, tail, {
             sequence: core.sequence,
             maxTokens: options.maxTokens ?? 48,

@@ -10,7 +10,7 @@ import { parseWebviewMessage, type ChatTurn, type ContextChip, type HostMessage,
 import { openAt } from '../commands';
 import { readSettings } from '../config';
 import type { BackendService } from '../backendService';
-import { errorMessage, NOT_READY_MESSAGE } from '../engine/client';
+import { errorMessage, isNotReady } from '../engine/client';
 import { resolveInside } from '../workspacePaths';
 import { chipsForEditor, MAX_SELECTION_CHARS, selectionFor } from './editorContext';
 import { chatHtml } from './html';
@@ -173,7 +173,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         turn.finishReason = 'error';
         turn.error = this.backends.describeError(error) ?? 'cancelled';
         this.backends.noteFailure(error);
-        if (turn.error !== NOT_READY_MESSAGE) this.log.error(`ask failed: ${turn.error}`);
+        if (!isNotReady(error)) this.log.error(`ask failed: ${turn.error}`);
       }
     } finally {
       this.inFlight.delete(turn.requestId);

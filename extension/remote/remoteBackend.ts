@@ -2,7 +2,8 @@
 // goes first in every request, as the same bytes while the files do not change
 // (workspacePrefix.ts), so a server with a prefix cache prefills it once:
 //   chat        system: PREAMBLE + workspace files   user: [selection] + question
-//   completion  workspace files + "### file: <path>" header + the text before the cursor
+//   completion  workspace files + "### file: <path>" header + the text before the cursor,
+//               the continuation cut where the engine's completion scope ends it
 // The VS Code cancellation token aborts the HTTP request; the server sees the
 // connection close and stops generating. No vscode import.
 
@@ -10,6 +11,7 @@ import type { CancellationToken } from 'vscode-jsonrpc/node';
 import type { AskParams, AskResult, CompleteParams, CompleteResult, Source } from '../../engine/server/protocol';
 import type { AssistantBackend } from '../backend';
 import type { ChatMessage, RemoteClient, Usage } from './remoteClient';
+import { cutCompletion, DEFAULT_MAX_LINES } from '../../engine/context/completion-scope';
 import { FILE_HEADER } from '../../engine/vocabulary';
 import type { PrefixPlan, WorkspacePrefix } from './workspacePrefix';
 
@@ -62,7 +64,11 @@ export class RemoteBackend implements AssistantBackend {
       const result = await this.options.client.complete({ prompt: completionPrompt(plan, params.path, params.prefix), maxTokens: params.maxTokens ?? 64, stop, signal });
       this.options.onRequestDone?.({ kind: 'completion', model, totalMs: result.totalMs, usage: result.usage, prefix: describe(plan) });
       const cached = result.usage?.cachedTokens ?? 0;
-      return { text: result.text, reusedTokens: cached, fedTokens: Math.max(0, (result.usage?.promptTokens ?? 0) - cached), latencyMs: result.totalMs };
+      // The server generated a plain continuation: it ends where the engine would have stopped it.
+      const lineStart = params.prefix.lastIndexOf('\n') + 1;
+      const lineEnd = params.suffix.indexOf('\n');
+      const text = cutCompletion(result.text, { linePrefix: params.prefix.slice(lineStart), lineSuffix: lineEnd < 0 ? params.suffix : params.suffix.slice(0, lineEnd), maxLines: DEFAULT_MAX_LINES });
+      return { text, reusedTokens: cached, fedTokens: Math.max(0, (result.usage?.promptTokens ?? 0) - cached), latencyMs: result.totalMs };
     });
   }
 }

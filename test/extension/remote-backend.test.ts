@@ -123,6 +123,8 @@ test('an inline completion comes back from /v1/completions; a cancelled one is a
   const { backend, requests } = harness({ model });
   const result = await backend.complete({ path: 'src/m0.ts', prefix: 'export const next = ', suffix: '', maxTokens: 8 }, new CancellationTokenSource().token);
   assert.equal(typeof result.text, 'string');
+  // after a line with code that opens no block, the suggestion is at most the rest of that line or the next one
+  assert.ok(result.text.split('\n').filter((line) => line.trim() !== '').length <= 1, JSON.stringify(result.text));
   assert.ok(result.fedTokens + result.reusedTokens > 0, 'usage came back');
   assert.ok(result.latencyMs > 0);
   const body = requests.find((request) => request.path === '/completions')?.body;
