@@ -9,6 +9,7 @@ import type { ChatViewProvider } from './chat/chatViewProvider';
 import { DEVICES, REMOTE_API_KEY_SECRET } from './config';
 import { errorMessage, isNotReady } from './engine/client';
 import type { EngineService } from './engine/engineService';
+import { openAt } from './open-at';
 import { resolveInside } from './workspacePaths';
 
 export function registerCommands(context: vscode.ExtensionContext, engine: EngineService, backends: BackendService, chat: ChatViewProvider, log: vscode.LogOutputChannel): vscode.Disposable {
@@ -132,11 +133,6 @@ async function findWhere(workspaceRoot: string, backends: BackendService): Promi
   if (picked === undefined) return;
   const file = resolveInside(workspaceRoot, picked.source.path);
   if (file !== undefined) await openAt(file, picked.source.startLine);
-}
-
-export async function openAt(file: string, line: number): Promise<void> {
-  const position = new vscode.Position(Math.max(0, line - 1), 0);
-  await vscode.window.showTextDocument(vscode.Uri.file(file), { selection: new vscode.Range(position, position), preview: true });
 }
 
 async function statusMenu(engine: EngineService, backends: BackendService): Promise<void> {

@@ -7,10 +7,10 @@
 import { randomUUID } from 'node:crypto';
 import * as vscode from 'vscode';
 import { parseWebviewMessage, type ChatTurn, type ContextChip, type HostMessage, type WebviewMessage } from '../../webview/protocol';
-import { openAt } from '../commands';
 import { readSettings } from '../config';
 import type { BackendService } from '../backendService';
 import { errorMessage, isNotReady } from '../engine/client';
+import { openAt } from '../open-at';
 import { resolveInside } from '../workspacePaths';
 import { chipsForEditor, MAX_SELECTION_CHARS, selectionFor } from './editorContext';
 import { chatHtml } from './html';
