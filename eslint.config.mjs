@@ -2,6 +2,7 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import noImportCycles from './scripts/lint/no-import-cycles.mjs';
+import relativeImportExtension from './scripts/lint/relative-import-extension.mjs';
 
 const VSCODE = { name: 'vscode', message: 'engine/ is a plain Node program: it must not import vscode.' };
 /**
@@ -66,10 +67,10 @@ export default tseslint.config(
     },
   },
   {
-    // no two modules of the project import each other, however far round
+    // no two modules of the project import each other, however far round; relative imports name `./module.js`
     files: ['**/*.ts'],
-    plugins: { panorama: { rules: { 'no-import-cycles': noImportCycles } } },
-    rules: { 'panorama/no-import-cycles': 'error' },
+    plugins: { panorama: { rules: { 'no-import-cycles': noImportCycles, 'relative-import-extension': relativeImportExtension } } },
+    rules: { 'panorama/no-import-cycles': 'error', 'panorama/relative-import-extension': 'error' },
   },
   {
     // the CommonJS launcher that loads the bundle

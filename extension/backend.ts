@@ -4,8 +4,8 @@
 // vscode.CancellationToken fits vscode-jsonrpc's CancellationToken.
 
 import type { CancellationToken } from 'vscode-jsonrpc/node';
-import type { AskParams, AskResult, CompleteParams, CompleteResult } from '../engine/server/protocol';
-import type { EngineClient } from './engine/client';
+import type { AskParams, AskResult, CompleteParams, CompleteResult } from '../engine/server/protocol.js';
+import type { EngineClient } from './engine/client.js';
 
 export interface AssistantBackend {
   readonly kind: 'local' | 'remote';

@@ -5,14 +5,14 @@
 // else (chat, palette, completions, status bar) asks this service for current().
 
 import * as vscode from 'vscode';
-import { LocalBackend, type AssistantBackend } from './backend';
-import { readSettings, REMOTE_API_KEY_SECRET, type RemoteSettings } from './config';
-import { EngineRequestError, errorMessage } from './engine/client';
-import type { EngineService } from './engine/engineService';
-import { CancelledError, RemoteBackend, type RemoteRequestInfo } from './remote/remoteBackend';
-import { RemoteClient, RemoteError } from './remote/remoteClient';
-import { WorkspacePrefix } from './remote/workspacePrefix';
-import { remoteStatusView, statusView, type StatusView } from './statusText';
+import { LocalBackend, type AssistantBackend } from './backend.js';
+import { readSettings, REMOTE_API_KEY_SECRET, type RemoteSettings } from './config.js';
+import { EngineRequestError, errorMessage } from './engine/client.js';
+import type { EngineService } from './engine/engineService.js';
+import { CancelledError, RemoteBackend, type RemoteRequestInfo } from './remote/remoteBackend.js';
+import { RemoteClient, RemoteError } from './remote/remoteClient.js';
+import { WorkspacePrefix } from './remote/workspacePrefix.js';
+import { remoteStatusView, statusView, type StatusView } from './statusText.js';
 
 interface RemoteState {
   backend: RemoteBackend | undefined;

@@ -3,14 +3,14 @@
 
 import * as vscode from 'vscode';
 import { randomUUID } from 'node:crypto';
-import type { DevicePreference } from '../engine/server/protocol';
-import type { BackendService } from './backendService';
-import type { ChatViewProvider } from './chat/chatViewProvider';
-import { DEVICES, REMOTE_API_KEY_SECRET } from './config';
-import { errorMessage, isNotReady } from './engine/client';
-import type { EngineService } from './engine/engineService';
-import { openAt } from './open-at';
-import { resolveInside } from './workspacePaths';
+import type { DevicePreference } from '../engine/server/protocol.js';
+import type { BackendService } from './backendService.js';
+import type { ChatViewProvider } from './chat/chatViewProvider.js';
+import { DEVICES, REMOTE_API_KEY_SECRET } from './config.js';
+import { errorMessage, isNotReady } from './engine/client.js';
+import type { EngineService } from './engine/engineService.js';
+import { openAt } from './open-at.js';
+import { resolveInside } from './workspacePaths.js';
 
 export function registerCommands(context: vscode.ExtensionContext, engine: EngineService, backends: BackendService, chat: ChatViewProvider, log: vscode.LogOutputChannel): vscode.Disposable {
   const register = (id: string, run: (...args: unknown[]) => unknown): vscode.Disposable => vscode.commands.registerCommand(id, run);

@@ -5,13 +5,13 @@
 
 import { writeFileSync } from 'node:fs';
 import * as vscode from 'vscode';
-import { BackendService } from './backendService';
-import { ChatViewProvider } from './chat/chatViewProvider';
-import { registerCommands } from './commands';
-import { contributedCommands } from './contributed-commands';
-import { PanoramaInlineCompletionProvider } from './completion/inlineProvider';
-import { EngineService } from './engine/engineService';
-import { registerStatusBar } from './statusBar';
+import { BackendService } from './backendService.js';
+import { ChatViewProvider } from './chat/chatViewProvider.js';
+import { registerCommands } from './commands.js';
+import { contributedCommands } from './contributed-commands.js';
+import { PanoramaInlineCompletionProvider } from './completion/inlineProvider.js';
+import { EngineService } from './engine/engineService.js';
+import { registerStatusBar } from './statusBar.js';
 
 let activeEngine: EngineService | undefined;
 

@@ -11,9 +11,9 @@ import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { EngineClient } from '../extension/engine/client';
-import { discoverEngine } from '../extension/engine/discovery';
-import { tidySuggestion } from '../extension/completion/trim';
+import { EngineClient } from '../extension/engine/client.js';
+import { discoverEngine } from '../extension/engine/discovery.js';
+import { tidySuggestion } from '../extension/completion/trim.js';
 
 const { values } = parseArgs({
   options: {

@@ -4,7 +4,7 @@
 // bounds at the boundary; the host then resolves paths inside the workspace.
 // No DOM and no vscode import here, so node:test can exercise it directly.
 
-import type { FinishReason, Source } from '../engine/vocabulary';
+import type { FinishReason, Source } from '../engine/vocabulary.js';
 
 export type { Source };
 

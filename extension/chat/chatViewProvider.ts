@@ -6,14 +6,14 @@
 
 import { randomUUID } from 'node:crypto';
 import * as vscode from 'vscode';
-import { parseWebviewMessage, type ChatTurn, type ContextChip, type HostMessage, type WebviewMessage } from '../../webview/protocol';
-import { readSettings } from '../config';
-import type { BackendService } from '../backendService';
-import { errorMessage, isNotReady } from '../engine/client';
-import { openAt } from '../open-at';
-import { resolveInside } from '../workspacePaths';
-import { chipsForEditor, MAX_SELECTION_CHARS, selectionFor } from './editorContext';
-import { chatHtml } from './html';
+import { parseWebviewMessage, type ChatTurn, type ContextChip, type HostMessage, type WebviewMessage } from '../../webview/protocol.js';
+import { readSettings } from '../config.js';
+import type { BackendService } from '../backendService.js';
+import { errorMessage, isNotReady } from '../engine/client.js';
+import { openAt } from '../open-at.js';
+import { resolveInside } from '../workspacePaths.js';
+import { chipsForEditor, MAX_SELECTION_CHARS, selectionFor } from './editorContext.js';
+import { chatHtml } from './html.js';
 
 const HISTORY_KEY = 'panorama.chatHistory';
 const MAX_TURNS = 50;

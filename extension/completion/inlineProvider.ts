@@ -5,12 +5,12 @@
 // token, and a backend that is not ready returns nothing.
 
 import * as vscode from 'vscode';
-import { isLanguageEnabled, readSettings } from '../config';
-import type { BackendService } from '../backendService';
-import { toWorkspacePath } from '../workspacePaths';
-import { SuggestionCache } from './cache';
-import { AdaptiveDebounce, sleepUnlessCancelled } from './debounce';
-import { tidySuggestion } from './trim';
+import { isLanguageEnabled, readSettings } from '../config.js';
+import type { BackendService } from '../backendService.js';
+import { toWorkspacePath } from '../workspacePaths.js';
+import { SuggestionCache } from './cache.js';
+import { AdaptiveDebounce, sleepUnlessCancelled } from './debounce.js';
+import { tidySuggestion } from './trim.js';
 
 /** The engine holds the whole workspace; the window is what the request restates around the cursor. */
 const PREFIX_CHARS = 6_000;

@@ -7,10 +7,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { createMessageConnection, ResponseError, StreamMessageReader, StreamMessageWriter, type CancellationToken, type MessageConnection } from 'vscode-jsonrpc/node';
-import { EngineErrorCodes, type EngineNotifications, type EngineStatus, type InitializeParams, type InitializeResult, type RequestMethod, type RequestParams, type RequestResult } from '../../engine/server/protocol';
-import { DEFAULT_BACKOFF, restartDelay, type BackoffPolicy } from './backoff';
-import type { Discovery } from './discovery';
-import { Emitter, type Disposable } from './emitter';
+import { EngineErrorCodes, type EngineNotifications, type EngineStatus, type InitializeParams, type InitializeResult, type RequestMethod, type RequestParams, type RequestResult } from '../../engine/server/protocol.js';
+import { DEFAULT_BACKOFF, restartDelay, type BackoffPolicy } from './backoff.js';
+import type { Discovery } from './discovery.js';
+import { Emitter, type Disposable } from './emitter.js';
 
 export interface EngineLogger {
   trace(message: string): void;

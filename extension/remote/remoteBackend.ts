@@ -8,12 +8,12 @@
 // connection close and stops generating. No vscode import.
 
 import type { CancellationToken } from 'vscode-jsonrpc/node';
-import type { AskParams, AskResult, CompleteParams, CompleteResult, Source } from '../../engine/server/protocol';
-import type { AssistantBackend } from '../backend';
-import type { ChatMessage, RemoteClient, Usage } from './remoteClient';
-import { cutCompletion, DEFAULT_MAX_LINES } from '../../engine/context/completion-scope';
-import { FILE_HEADER } from '../../engine/vocabulary';
-import type { PrefixPlan, WorkspacePrefix } from './workspacePrefix';
+import type { AskParams, AskResult, CompleteParams, CompleteResult, Source } from '../../engine/server/protocol.js';
+import type { AssistantBackend } from '../backend.js';
+import type { ChatMessage, RemoteClient, Usage } from './remoteClient.js';
+import { cutCompletion, DEFAULT_MAX_LINES } from '../../engine/context/completion-scope.js';
+import { FILE_HEADER } from '../../engine/vocabulary.js';
+import type { PrefixPlan, WorkspacePrefix } from './workspacePrefix.js';
 
 /** Fixed text before the files: part of the cached prefix, so it must not vary per request. */
 export const PREAMBLE =

@@ -12,9 +12,9 @@
 
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
-import { planLayout } from '../../engine/index/layout';
-import { createScanContext, readCandidate, walkWorkspace, type ScanContext } from '../../engine/index/scan';
-import { FILE_HEADER } from '../../engine/vocabulary';
+import { planLayout } from '../../engine/index/layout.js';
+import { createScanContext, readCandidate, walkWorkspace, type ScanContext } from '../../engine/index/scan.js';
+import { FILE_HEADER } from '../../engine/vocabulary.js';
 
 /** A file as it sits in the context: header, path, content ending in a newline. */
 export function formatFile(path: string, content: string): string {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { contributedCommands } from '../../extension/contributed-commands';
+import { contributedCommands } from '../../extension/contributed-commands.js';
 
 const ROOT = path.resolve(__dirname, '../..');
 

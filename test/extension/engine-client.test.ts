@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { CancellationTokenSource } from 'vscode-jsonrpc/node';
-import { EngineClient, EngineRequestError, isNotReady, type ClientState } from '../../extension/engine/client';
+import { EngineClient, EngineRequestError, isNotReady, type ClientState } from '../../extension/engine/client.js';
 
 const fakeEngine = path.join(__dirname, 'fixtures', 'fake-engine.cjs');
 const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };

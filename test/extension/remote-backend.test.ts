@@ -13,11 +13,11 @@ import { createServer } from 'node:net';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import { CancellationTokenSource } from 'vscode-jsonrpc/node';
-import type { AskResult } from '../../engine/server/protocol';
-import { CancelledError, RemoteBackend, type RemoteRequestInfo } from '../../extension/remote/remoteBackend';
-import { RemoteClient, RemoteError, type ChatMessage } from '../../extension/remote/remoteClient';
-import { WorkspacePrefix } from '../../extension/remote/workspacePrefix';
-import { FIXTURE, makeWorkspace, removeTempDirs, spawnPanorama, tempDir, waitFor, within } from '../server/helpers';
+import type { AskResult } from '../../engine/server/protocol.js';
+import { CancelledError, RemoteBackend, type RemoteRequestInfo } from '../../extension/remote/remoteBackend.js';
+import { RemoteClient, RemoteError, type ChatMessage } from '../../extension/remote/remoteClient.js';
+import { WorkspacePrefix } from '../../extension/remote/workspacePrefix.js';
+import { FIXTURE, makeWorkspace, removeTempDirs, spawnPanorama, tempDir, waitFor, within } from '../server/helpers.js';
 
 const KEY = 'test-key-7f3a-4c9e-remote';
 /** Greedy decoding with the fixture model runs this to the token limit (test/server/http.test.ts). */

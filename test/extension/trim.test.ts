@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { cutCompletion } from '../../engine/context/completion-scope';
-import { tidySuggestion } from '../../extension/completion/trim';
+import { cutCompletion } from '../../engine/context/completion-scope.js';
+import { tidySuggestion } from '../../extension/completion/trim.js';
 
 interface TrimCase {
   name: string;
