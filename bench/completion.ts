@@ -58,7 +58,7 @@ const budget = Number(values.budget);
 const root = path.resolve(values.root ?? path.join(repo, 'node_modules', 'eslint', 'lib'));
 const modelDir = path.resolve(values.model ?? defaultModelDir());
 
-// The extension's provider (extension/completion/inlineProvider.ts), restated: its windows and request.
+// The extension's provider (extension/completion/inline-provider.ts), restated: its windows and request.
 const PREFIX_CHARS = 6_000;
 const SUFFIX_CHARS = 1_500;
 const MAX_TOKENS = 64;

@@ -1,6 +1,6 @@
 // What chat, the palette commands and inline completions ask of "the model": one
 // interface, two implementations — the local engine over JSON-RPC (below) and a
-// remote OpenAI-compatible server (remote/remoteBackend.ts). No vscode import: a
+// remote OpenAI-compatible server (remote/remote-backend.ts). No vscode import: a
 // vscode.CancellationToken fits vscode-jsonrpc's CancellationToken.
 
 import type { CancellationToken } from 'vscode-jsonrpc/node';

@@ -4,13 +4,13 @@
 import * as vscode from 'vscode';
 import { randomUUID } from 'node:crypto';
 import type { DevicePreference } from '../engine/server/protocol.js';
-import type { BackendService } from './backendService.js';
-import type { ChatViewProvider } from './chat/chatViewProvider.js';
+import type { BackendService } from './backend-service.js';
+import type { ChatViewProvider } from './chat/chat-view-provider.js';
 import { DEVICES, REMOTE_API_KEY_SECRET } from './config.js';
 import { errorMessage, isNotReady } from './engine/client.js';
-import type { EngineService } from './engine/engineService.js';
+import type { EngineService } from './engine/engine-service.js';
 import { openAt } from './open-at.js';
-import { resolveInside } from './workspacePaths.js';
+import { resolveInside } from './workspace-paths.js';
 
 export function registerCommands(context: vscode.ExtensionContext, engine: EngineService, backends: BackendService, chat: ChatViewProvider, log: vscode.LogOutputChannel): vscode.Disposable {
   const register = (id: string, run: (...args: unknown[]) => unknown): vscode.Disposable => vscode.commands.registerCommand(id, run);

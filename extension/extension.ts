@@ -5,13 +5,13 @@
 
 import { writeFileSync } from 'node:fs';
 import * as vscode from 'vscode';
-import { BackendService } from './backendService.js';
-import { ChatViewProvider } from './chat/chatViewProvider.js';
+import { BackendService } from './backend-service.js';
+import { ChatViewProvider } from './chat/chat-view-provider.js';
 import { registerCommands } from './commands.js';
 import { contributedCommands } from './contributed-commands.js';
-import { PanoramaInlineCompletionProvider } from './completion/inlineProvider.js';
-import { EngineService } from './engine/engineService.js';
-import { registerStatusBar } from './statusBar.js';
+import { PanoramaInlineCompletionProvider } from './completion/inline-provider.js';
+import { EngineService } from './engine/engine-service.js';
+import { registerStatusBar } from './status-bar.js';
 
 let activeEngine: EngineService | undefined;
 

@@ -14,9 +14,9 @@ import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import { CancellationTokenSource } from 'vscode-jsonrpc/node';
 import type { AskResult } from '../../engine/server/protocol.js';
-import { CancelledError, RemoteBackend, type RemoteRequestInfo } from '../../extension/remote/remoteBackend.js';
-import { RemoteClient, RemoteError, type ChatMessage } from '../../extension/remote/remoteClient.js';
-import { WorkspacePrefix } from '../../extension/remote/workspacePrefix.js';
+import { CancelledError, RemoteBackend, type RemoteRequestInfo } from '../../extension/remote/remote-backend.js';
+import { RemoteClient, RemoteError, type ChatMessage } from '../../extension/remote/remote-client.js';
+import { WorkspacePrefix } from '../../extension/remote/workspace-prefix.js';
 import { FIXTURE, makeWorkspace, removeTempDirs, spawnPanorama, tempDir, waitFor, within } from '../server/helpers.js';
 
 const KEY = 'test-key-7f3a-4c9e-remote';

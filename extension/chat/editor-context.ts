@@ -5,7 +5,7 @@
 import * as vscode from 'vscode';
 import type { AskParams } from '../../engine/server/protocol.js';
 import type { ContextChip } from '../../webview/protocol.js';
-import { resolveInside, toWorkspacePath } from '../workspacePaths.js';
+import { resolveInside, toWorkspacePath } from '../workspace-paths.js';
 
 /** Longer selections are cut, with a notice: the question must leave room in the engine's request. */
 export const MAX_SELECTION_CHARS = 16_000;

@@ -8,11 +8,11 @@ import * as vscode from 'vscode';
 import { LocalBackend, type AssistantBackend } from './backend.js';
 import { readSettings, REMOTE_API_KEY_SECRET, type RemoteSettings } from './config.js';
 import { EngineRequestError, errorMessage } from './engine/client.js';
-import type { EngineService } from './engine/engineService.js';
-import { CancelledError, RemoteBackend, type RemoteRequestInfo } from './remote/remoteBackend.js';
-import { RemoteClient, RemoteError } from './remote/remoteClient.js';
-import { WorkspacePrefix } from './remote/workspacePrefix.js';
-import { remoteStatusView, statusView, type StatusView } from './statusText.js';
+import type { EngineService } from './engine/engine-service.js';
+import { CancelledError, RemoteBackend, type RemoteRequestInfo } from './remote/remote-backend.js';
+import { RemoteClient, RemoteError } from './remote/remote-client.js';
+import { WorkspacePrefix } from './remote/workspace-prefix.js';
+import { remoteStatusView, statusView, type StatusView } from './status-text.js';
 
 interface RemoteState {
   backend: RemoteBackend | undefined;

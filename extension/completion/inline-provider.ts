@@ -6,8 +6,8 @@
 
 import * as vscode from 'vscode';
 import { isLanguageEnabled, readSettings } from '../config.js';
-import type { BackendService } from '../backendService.js';
-import { toWorkspacePath } from '../workspacePaths.js';
+import type { BackendService } from '../backend-service.js';
+import { toWorkspacePath } from '../workspace-paths.js';
 import { SuggestionCache } from './cache.js';
 import { AdaptiveDebounce, sleepUnlessCancelled } from './debounce.js';
 import { tidySuggestion } from './trim.js';

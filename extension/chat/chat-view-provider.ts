@@ -8,11 +8,11 @@ import { randomUUID } from 'node:crypto';
 import * as vscode from 'vscode';
 import { parseWebviewMessage, type ChatTurn, type ContextChip, type HostMessage, type WebviewMessage } from '../../webview/protocol.js';
 import { readSettings } from '../config.js';
-import type { BackendService } from '../backendService.js';
+import type { BackendService } from '../backend-service.js';
 import { errorMessage, isNotReady } from '../engine/client.js';
 import { openAt } from '../open-at.js';
-import { resolveInside } from '../workspacePaths.js';
-import { chipsForEditor, MAX_SELECTION_CHARS, selectionFor } from './editorContext.js';
+import { resolveInside } from '../workspace-paths.js';
+import { chipsForEditor, MAX_SELECTION_CHARS, selectionFor } from './editor-context.js';
 import { chatHtml } from './html.js';
 
 const HISTORY_KEY = 'panorama.chatHistory';

@@ -1,6 +1,6 @@
 // Chat and completions against a remote OpenAI-compatible server. The workspace
 // goes first in every request, as the same bytes while the files do not change
-// (workspacePrefix.ts), so a server with a prefix cache prefills it once:
+// (workspace-prefix.ts), so a server with a prefix cache prefills it once:
 //   chat        system: PREAMBLE + workspace files   user: [selection] + question
 //   completion  workspace files + "### file: <path>" header + the text before the cursor,
 //               the continuation cut where the engine's completion scope ends it
@@ -10,10 +10,10 @@
 import type { CancellationToken } from 'vscode-jsonrpc/node';
 import type { AskParams, AskResult, CompleteParams, CompleteResult, Source } from '../../engine/server/protocol.js';
 import type { AssistantBackend } from '../backend.js';
-import type { ChatMessage, RemoteClient, Usage } from './remoteClient.js';
+import type { ChatMessage, RemoteClient, Usage } from './remote-client.js';
 import { cutCompletion, DEFAULT_MAX_LINES } from '../../engine/context/completion-scope.js';
 import { FILE_HEADER } from '../../engine/vocabulary.js';
-import type { PrefixPlan, WorkspacePrefix } from './workspacePrefix.js';
+import type { PrefixPlan, WorkspacePrefix } from './workspace-prefix.js';
 
 /** Fixed text before the files: part of the cached prefix, so it must not vary per request. */
 export const PREAMBLE =

@@ -4,7 +4,7 @@
 
 import type { EngineStatus } from '../engine/server/protocol.js';
 import type { ClientState } from './engine/client.js';
-import type { RemoteRequestInfo } from './remote/remoteBackend.js';
+import type { RemoteRequestInfo } from './remote/remote-backend.js';
 
 export interface StatusView {
   text: string;
