@@ -3,6 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import noImportCycles from './scripts/lint/no-import-cycles.mjs';
 import relativeImportExtension from './scripts/lint/relative-import-extension.mjs';
+import kebabCaseFileNames from './scripts/lint/kebab-case-file-names.mjs';
 
 const VSCODE = { name: 'vscode', message: 'engine/ is a plain Node program: it must not import vscode.' };
 /**
@@ -67,10 +68,10 @@ export default tseslint.config(
     },
   },
   {
-    // no two modules of the project import each other, however far round; relative imports name `./module.js`
+    // no two modules of the project import each other, however far round; one naming and import style everywhere
     files: ['**/*.ts'],
-    plugins: { panorama: { rules: { 'no-import-cycles': noImportCycles, 'relative-import-extension': relativeImportExtension } } },
-    rules: { 'panorama/no-import-cycles': 'error', 'panorama/relative-import-extension': 'error' },
+    plugins: { panorama: { rules: { 'no-import-cycles': noImportCycles, 'relative-import-extension': relativeImportExtension, 'kebab-case-file-names': kebabCaseFileNames } } },
+    rules: { 'panorama/no-import-cycles': 'error', 'panorama/relative-import-extension': 'error', 'panorama/kebab-case-file-names': 'error' },
   },
   {
     // the CommonJS launcher that loads the bundle

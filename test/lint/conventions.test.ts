@@ -1,4 +1,5 @@
-// One relative-import style everywhere: `./module.js`, which eslint --fix writes.
+// One convention everywhere: relative imports name `./module.js` (which eslint --fix
+// writes), and files are named in kebab-case.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -36,4 +37,18 @@ test('packages, .js imports and files that are not TypeScript modules are left a
   const text = "import path from 'node:path';\nimport { c } from './config.js';\nimport data from './data.json';\nexport const x = [path, c, data];\n";
   const [result] = await new ESLint({ cwd: tree, overrideConfigFile: path.join(ROOT, 'eslint.config.mjs') }).lintText(text, { filePath: write('engine/model/user.ts', text) });
   assert.deepEqual(result.messages.filter((m) => m.ruleId === 'panorama/relative-import-extension'), []);
+});
+
+test('a file not named in kebab-case is reported with the name to give it', async () => {
+  const eslint = new ESLint({ cwd: tree, overrideConfigFile: path.join(ROOT, 'eslint.config.mjs') });
+  const text = 'export const x = 1;\n';
+  const [camel] = await eslint.lintText(text, { filePath: write('extension/chat/chatViewProvider.ts', text) });
+  assert.deepEqual(
+    camel.messages.filter((m) => m.ruleId === 'panorama/kebab-case-file-names').map((m) => m.message),
+    ["Name the file 'chat-view-provider.ts': files are kebab-case everywhere (git mv it and update its imports)."],
+  );
+  for (const name of ['extension/chat/chat-view-provider.ts', 'test/lint/conventions.test.ts', 'engine/vocabulary.ts']) {
+    const [result] = await eslint.lintText(text, { filePath: write(name, text) });
+    assert.deepEqual(result.messages.filter((m) => m.ruleId === 'panorama/kebab-case-file-names'), [], name);
+  }
 });
