@@ -32,6 +32,7 @@ function outside(depth, folder, allowed, message) {
 function perDepth(root, rule) {
   return [1, 2, 3, 4].map((depth) => ({ files: [`${root}/${'*/'.repeat(depth - 1)}*.ts`], rules: { 'no-restricted-imports': ['error', rule(depth)] } }));
 }
+
 const ENGINE_LAYERS = ['runtime', 'kv', 'model', 'index', 'context', 'server', 'cli'];
 
 /**
