@@ -5,13 +5,14 @@
 
 import { writeFileSync } from 'node:fs';
 import * as vscode from 'vscode';
-import { BackendService } from './backendService';
-import { ChatViewProvider } from './chat/chatViewProvider';
-import { registerCommands } from './commands';
-import { PanoramaInlineCompletionProvider } from './completion/inlineProvider';
-import { EngineService } from './engine/engineService';
-import { registerStatusBar } from './statusBar';
-import { ModelPicker } from './model-picker';
+import { BackendService } from './backend-service.js';
+import { ChatViewProvider } from './chat/chat-view-provider.js';
+import { registerCommands } from './commands.js';
+import { contributedCommands } from './contributed-commands.js';
+import { PanoramaInlineCompletionProvider } from './completion/inline-provider.js';
+import { EngineService } from './engine/engine-service.js';
+import { registerStatusBar } from './status-bar.js';
+import { ModelPicker } from './model-picker.js';
 
 let activeEngine: EngineService | undefined;
 
@@ -26,7 +27,7 @@ export function activate(context: vscode.ExtensionContext): void {
     const needsFolder = (): void => void vscode.window.showInformationMessage('Panorama reads a workspace folder: open a folder first.', 'Open Folder…').then((choice) => {
       if (choice !== undefined) void vscode.commands.executeCommand('workbench.action.files.openFolder');
     });
-    const ids = ['panorama.ask', 'panorama.explainSelection', 'panorama.findWhere', 'panorama.reindex', 'panorama.pauseIndexing', 'panorama.resumeIndexing', 'panorama.selectDevice', 'panorama.restartEngine', 'panorama.toggleInlineCompletions', 'panorama.statusMenu', 'panorama.setRemoteApiKey', 'panorama.clearRemoteApiKey', 'panorama.selectModel', 'panorama.setHuggingFaceToken'];
+    const ids = contributedCommands(context.extension.packageJSON).filter((id) => id !== 'panorama.showEngineLog');
     context.subscriptions.push(
       vscode.commands.registerCommand('panorama.showEngineLog', () => log.show()),
       ...ids.map((id) => vscode.commands.registerCommand(id, needsFolder)),

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { discoverEngine, type EngineLaunch } from './engine/discovery';
+import { discoverEngine, type EngineLaunch } from './engine/discovery.js';
 
 export const HF_TOKEN_SECRET = 'panorama.huggingFace.token';
 const DEFAULT_REPO = 'openbmb/MiniCPM-SALA';

@@ -1,6 +1,6 @@
-// `panorama` command line: generate, logits, tokenize. Flags and output formats
-// are a stable interface (other tools build on them). Exit codes: 0 ok, 1 error,
-// 2 usage error, 130 interrupted.
+// `panorama` command line: generate, logits, tokenize, index, ask, rpc, serve.
+// Flags and output formats are a stable interface (other tools build on them).
+// Exit codes: 0 ok, 1 error, 2 usage error (flags.ts), 130 interrupted.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile, writeFile, rename } from 'node:fs/promises';
@@ -11,12 +11,12 @@ import { loadTokenizer, FALLBACK_SOURCE, type Tokenizer } from '../model/tokeniz
 import { generate } from '../model/generation.js';
 import { WorkspaceIndex, defaultStoreDir, type IndexProgress } from '../context/workspace-index.js';
 import { modelFingerprint } from '../context/store.js';
-import { runRpcCommand, runServeCommand } from '../server/commands.js';
+import { integerFlag, isUsageError, numberFlag, stringFlag, UsageError } from './flags.js';
+import { runRpcCommand } from './rpc-command.js';
+import { runServeCommand } from './serve-command.js';
 import { convertReporter, runModelsCommand } from './models-command.js';
 import { loadModel } from '../hub/converted-form.js';
 import { resolveModelArgument } from '../hub/model-cache.js';
-
-class UsageError extends Error {}
 
 const USAGE = `usage: panorama <command> [options]
 
@@ -64,27 +64,6 @@ const COMMON: ParseArgsConfig['options'] = {
   'host-kv-mb': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 };
-
-function integerFlag(values: Record<string, unknown>, name: string, min: number): number | undefined {
-  const raw = values[name];
-  if (raw === undefined) return undefined;
-  const value = Number(raw);
-  if (typeof raw !== 'string' || !Number.isInteger(value) || value < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got "${String(raw)}"`);
-  return value;
-}
-
-function numberFlag(values: Record<string, unknown>, name: string): number | undefined {
-  const raw = values[name];
-  if (raw === undefined) return undefined;
-  const value = Number(raw);
-  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(value)) throw new UsageError(`--${name} must be a number, got "${String(raw)}"`);
-  return value;
-}
-
-function stringFlag(values: Record<string, unknown>, name: string): string | undefined {
-  const raw = values[name];
-  return typeof raw === 'string' ? raw : undefined;
-}
 
 /** The shipped default model: the one model directory under models/ next to the bundle. */
 export function defaultModelDir(): string {
@@ -407,7 +386,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await run(rest);
   } catch (err) {
-    const usage = err instanceof UsageError || (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS'));
+    const usage = isUsageError(err);
     const message = err instanceof Error ? err.message : String(err);
     process.stderr.write(`panorama: error: ${message}\n`);
     if (process.env.PANORAMA_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);

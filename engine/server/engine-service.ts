@@ -10,6 +10,7 @@ import type { Tokenizer } from '../model/tokenizer.js';
 import { WorkspaceIndex, type IndexProgress } from '../context/workspace-index.js';
 import type { CompletionBreakdown } from '../context/workspace-context.js';
 import { WorkspaceWatcher, type ChangeBatch } from '../index/watcher.js';
+import type { CodeSelection } from '../vocabulary.js';
 import type { AskResult, CompleteResult, EngineNotifications, EngineStatus } from './protocol.js';
 
 export type LogLevel = EngineNotifications['panorama/log']['level'];
@@ -40,7 +41,7 @@ export class RequestCancelledError extends Error {}
 
 export interface AskRequest {
   question: string;
-  selection?: { path: string; text: string; startLine?: number };
+  selection?: CodeSelection;
   maxTokens?: number;
   temperature?: number;
 }

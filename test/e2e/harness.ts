@@ -6,7 +6,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { CodeServerProfile, e2eRoot, freePort, installTools, packageVsix, repoRoot } from '../../scripts/code-server';
+import { CodeServerProfile, e2eRoot, freePort, installTools, packageVsix, repoRoot } from '../../scripts/code-server.js';
 
 export { repoRoot };
 export const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';

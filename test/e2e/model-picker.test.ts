@@ -9,9 +9,9 @@ import os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { chromiumPath, extensionId, startRun, type Run } from './harness';
-import { FakeHub } from '../hub/fake-hub';
-import { writeSalaCheckpoint } from '../hub/sala-checkpoint';
+import { chromiumPath, extensionId, startRun, type Run } from './harness.js';
+import { FakeHub } from '../hub/fake-hub.js';
+import { writeSalaCheckpoint } from '../hub/sala-checkpoint.js';
 
 async function until(condition: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -3,9 +3,9 @@
 // supplies the text, so it cannot smuggle content or paths in.
 
 import * as vscode from 'vscode';
-import type { AskParams } from '../../engine/server/protocol';
-import type { ContextChip } from '../../webview/protocol';
-import { resolveInside, toWorkspacePath } from '../workspacePaths';
+import type { AskParams } from '../../engine/server/protocol.js';
+import type { ContextChip } from '../../webview/protocol.js';
+import { resolveInside, toWorkspacePath } from '../workspace-paths.js';
 
 /** Longer selections are cut, with a notice: the question must leave room in the engine's request. */
 export const MAX_SELECTION_CHARS = 16_000;

@@ -12,16 +12,9 @@
 
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
-import { planLayout } from '../../engine/index/layout';
-import { createScanContext, readCandidate, walkWorkspace, type ScanContext } from '../../engine/index/scan';
-
-/**
- * The header PromptFormat.file() writes when the model's tokenizer has no `<|file|>`
- * token (engine/context/prompt-format.ts), which is the case for a general model
- * such as MiniCPM-SALA behind vLLM/SGLang. test/extension/remote-prefix.test.ts checks
- * that both produce the same text.
- */
-export const FILE_HEADER = '\n### file: ';
+import { planLayout } from '../../engine/index/layout.js';
+import { createScanContext, readCandidate, walkWorkspace, type ScanContext } from '../../engine/index/scan.js';
+import { FILE_HEADER } from '../../engine/vocabulary.js';
 
 /** A file as it sits in the context: header, path, content ending in a newline. */
 export function formatFile(path: string, content: string): string {

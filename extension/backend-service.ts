@@ -5,14 +5,14 @@
 // else (chat, palette, completions, status bar) asks this service for current().
 
 import * as vscode from 'vscode';
-import { LocalBackend, type AssistantBackend } from './backend';
-import { readSettings, REMOTE_API_KEY_SECRET, type RemoteSettings } from './config';
-import { errorMessage, isNotReady, NOT_READY_MESSAGE } from './engine/client';
-import type { EngineService } from './engine/engineService';
-import { CancelledError, RemoteBackend, type RemoteRequestInfo } from './remote/remoteBackend';
-import { RemoteClient, RemoteError } from './remote/remoteClient';
-import { WorkspacePrefix } from './remote/workspacePrefix';
-import { remoteStatusView, statusView, type StatusView } from './statusText';
+import { LocalBackend, type AssistantBackend } from './backend.js';
+import { readSettings, REMOTE_API_KEY_SECRET, type RemoteSettings } from './config.js';
+import { EngineRequestError, errorMessage } from './engine/client.js';
+import type { EngineService } from './engine/engine-service.js';
+import { CancelledError, RemoteBackend, type RemoteRequestInfo } from './remote/remote-backend.js';
+import { RemoteClient, RemoteError } from './remote/remote-client.js';
+import { WorkspacePrefix } from './remote/workspace-prefix.js';
+import { remoteStatusView, statusView, type StatusView } from './status-text.js';
 
 interface RemoteState {
   backend: RemoteBackend | undefined;
@@ -83,8 +83,7 @@ export class BackendService implements vscode.Disposable {
 
   /** A failure worded for the user, or undefined when the request was cancelled. */
   describeError(error: unknown): string | undefined {
-    if (error instanceof CancelledError) return undefined;
-    if (isNotReady(error)) return NOT_READY_MESSAGE;
+    if (error instanceof CancelledError || (error instanceof EngineRequestError && error.kind === 'cancelled')) return undefined;
     return errorMessage(error);
   }
 

@@ -5,18 +5,17 @@
 // token, and a backend that is not ready returns nothing.
 
 import * as vscode from 'vscode';
-import { isLanguageEnabled, readSettings } from '../config';
-import type { BackendService } from '../backendService';
-import { toWorkspacePath } from '../workspacePaths';
-import { SuggestionCache } from './cache';
-import { AdaptiveDebounce, sleepUnlessCancelled } from './debounce';
-import { trimCompletion } from './trim';
+import { isLanguageEnabled, readSettings } from '../config.js';
+import type { BackendService } from '../backend-service.js';
+import { toWorkspacePath } from '../workspace-paths.js';
+import { SuggestionCache } from './cache.js';
+import { AdaptiveDebounce, sleepUnlessCancelled } from './debounce.js';
+import { tidySuggestion } from './trim.js';
 
 /** The engine holds the whole workspace; the window is what the request restates around the cursor. */
 const PREFIX_CHARS = 6_000;
 const SUFFIX_CHARS = 1_500;
 const MAX_TOKENS = 64;
-const MAX_LINES = 8;
 
 export class PanoramaInlineCompletionProvider implements vscode.InlineCompletionItemProvider {
   private readonly debounce = new AdaptiveDebounce();
@@ -77,7 +76,8 @@ export class PanoramaInlineCompletionProvider implements vscode.InlineCompletion
     const line = document.lineAt(position.line).text;
     const nextLines: string[] = [];
     for (let index = position.line + 1; index < Math.min(document.lineCount, position.line + 4); index++) nextLines.push(document.lineAt(index).text);
-    const suggestion = trimCompletion({ completion: raw, linePrefix: line.slice(0, position.character), lineSuffix: line.slice(position.character), nextLines, maxLines: MAX_LINES });
+    // Where the suggestion ends the backend decided (the engine's completion scope); this only tidies it for the editor.
+    const suggestion = tidySuggestion({ completion: raw, lineSuffix: line.slice(position.character), nextLines });
     this.cache.remember({ documentKey, prefix: fullPrefix, suffix, text: suggestion });
     return suggestion === '' ? undefined : [this.item(suggestion, position)];
   }

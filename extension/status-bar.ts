@@ -3,7 +3,7 @@
 // Clicking it opens the quick menu (panorama.statusMenu).
 
 import * as vscode from 'vscode';
-import type { BackendService } from './backendService';
+import type { BackendService } from './backend-service.js';
 
 export function registerStatusBar(backends: BackendService): vscode.Disposable {
   const item = vscode.window.createStatusBarItem('panorama.status', vscode.StatusBarAlignment.Right, 100);

@@ -6,14 +6,14 @@
 
 import { randomUUID } from 'node:crypto';
 import * as vscode from 'vscode';
-import { parseWebviewMessage, type ChatTurn, type ContextChip, type HostMessage, type WebviewMessage } from '../../webview/protocol';
-import { openAt } from '../commands';
-import { readSettings } from '../config';
-import type { BackendService } from '../backendService';
-import { errorMessage, NOT_READY_MESSAGE } from '../engine/client';
-import { resolveInside } from '../workspacePaths';
-import { chipsForEditor, MAX_SELECTION_CHARS, selectionFor } from './editorContext';
-import { chatHtml } from './html';
+import { parseWebviewMessage, type ChatTurn, type ContextChip, type HostMessage, type WebviewMessage } from '../../webview/protocol.js';
+import { readSettings } from '../config.js';
+import type { BackendService } from '../backend-service.js';
+import { errorMessage, isNotReady } from '../engine/client.js';
+import { openAt } from '../open-at.js';
+import { resolveInside } from '../workspace-paths.js';
+import { chipsForEditor, MAX_SELECTION_CHARS, selectionFor } from './editor-context.js';
+import { chatHtml } from './html.js';
 
 const HISTORY_KEY = 'panorama.chatHistory';
 const MAX_TURNS = 50;
@@ -173,7 +173,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         turn.finishReason = 'error';
         turn.error = this.backends.describeError(error) ?? 'cancelled';
         this.backends.noteFailure(error);
-        if (turn.error !== NOT_READY_MESSAGE) this.log.error(`ask failed: ${turn.error}`);
+        if (!isNotReady(error)) this.log.error(`ask failed: ${turn.error}`);
       }
     } finally {
       this.inFlight.delete(turn.requestId);

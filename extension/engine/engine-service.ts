@@ -6,10 +6,10 @@
 import { statSync } from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { PROTOCOL_VERSION, type EngineStatus, type InitializeParams } from '../../engine/server/protocol';
-import { readSettings } from '../config';
-import { EngineClient, type ClientState } from './client';
-import { discoverEngine } from './discovery';
+import { PROTOCOL_VERSION, type EngineStatus, type InitializeParams } from '../../engine/server/protocol.js';
+import { readSettings } from '../config.js';
+import { EngineClient, type ClientState } from './client.js';
+import { discoverEngine } from './discovery.js';
 
 const ENGINE_SETTINGS = ['panorama.enginePath', 'panorama.nodePath', 'panorama.modelPath', 'panorama.device'];
 

@@ -1,16 +1,19 @@
 // Chat and completions against a remote OpenAI-compatible server. The workspace
 // goes first in every request, as the same bytes while the files do not change
-// (workspacePrefix.ts), so a server with a prefix cache prefills it once:
+// (workspace-prefix.ts), so a server with a prefix cache prefills it once:
 //   chat        system: PREAMBLE + workspace files   user: [selection] + question
-//   completion  workspace files + "### file: <path>" header + the text before the cursor
+//   completion  workspace files + "### file: <path>" header + the text before the cursor,
+//               the continuation cut where the engine's completion scope ends it
 // The VS Code cancellation token aborts the HTTP request; the server sees the
 // connection close and stops generating. No vscode import.
 
 import type { CancellationToken } from 'vscode-jsonrpc/node';
-import type { AskParams, AskResult, CompleteParams, CompleteResult, Source } from '../../engine/server/protocol';
-import type { AssistantBackend } from '../backend';
-import type { ChatMessage, RemoteClient, Usage } from './remoteClient';
-import { FILE_HEADER, type PrefixPlan, type WorkspacePrefix } from './workspacePrefix';
+import type { AskParams, AskResult, CompleteParams, CompleteResult, Source } from '../../engine/server/protocol.js';
+import type { AssistantBackend } from '../backend.js';
+import type { ChatMessage, RemoteClient, Usage } from './remote-client.js';
+import { cutCompletion, DEFAULT_MAX_LINES } from '../../engine/context/completion-scope.js';
+import { FILE_HEADER } from '../../engine/vocabulary.js';
+import type { PrefixPlan, WorkspacePrefix } from './workspace-prefix.js';
 
 /** Fixed text before the files: part of the cached prefix, so it must not vary per request. */
 export const PREAMBLE =
@@ -61,7 +64,11 @@ export class RemoteBackend implements AssistantBackend {
       const result = await this.options.client.complete({ prompt: completionPrompt(plan, params.path, params.prefix), maxTokens: params.maxTokens ?? 64, stop, signal });
       this.options.onRequestDone?.({ kind: 'completion', model, totalMs: result.totalMs, usage: result.usage, prefix: describe(plan) });
       const cached = result.usage?.cachedTokens ?? 0;
-      return { text: result.text, reusedTokens: cached, fedTokens: Math.max(0, (result.usage?.promptTokens ?? 0) - cached), latencyMs: result.totalMs };
+      // The server generated a plain continuation: it ends where the engine would have stopped it.
+      const lineStart = params.prefix.lastIndexOf('\n') + 1;
+      const lineEnd = params.suffix.indexOf('\n');
+      const text = cutCompletion(result.text, { linePrefix: params.prefix.slice(lineStart), lineSuffix: lineEnd < 0 ? params.suffix : params.suffix.slice(0, lineEnd), maxLines: DEFAULT_MAX_LINES });
+      return { text, reusedTokens: cached, fedTokens: Math.max(0, (result.usage?.promptTokens ?? 0) - cached), latencyMs: result.totalMs };
     });
   }
 }

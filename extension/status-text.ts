@@ -2,9 +2,9 @@
 // engine's last status: a small HUD for a local engine (what the context holds,
 // how fresh it is, what the last request cost).
 
-import type { EngineStatus } from '../engine/server/protocol';
-import type { ClientState } from './engine/client';
-import type { RemoteRequestInfo } from './remote/remoteBackend';
+import type { EngineStatus } from '../engine/server/protocol.js';
+import type { ClientState } from './engine/client.js';
+import type { RemoteRequestInfo } from './remote/remote-backend.js';
 
 export interface StatusView {
   text: string;
