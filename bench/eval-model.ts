@@ -1,0 +1,206 @@
+// The model's quality measured through the engine as it ships (WorkspaceContext.ask and
+// complete, the model's forward, on the CPU), on held-out repositories never trained on:
+//   lookup        "Where is `X` defined?" / "Where is `X` used?" at each context size:
+//                 right when the answer's first place is a gold path within ±2 lines
+//   attribution   the first source returned covers the definition line
+//   honesty       names absent from the workspace: the answer says so and names no place
+//   cross-file    exact match of the rest of a line cut just before a name defined in
+//                 another file: the whole workspace in context vs the file alone
+//   fill-in       single-line fill-in-the-middle exact match, the file alone
+//   bits/byte     on held-out code, rows of 4,096 tokens
+// --quick (development, the smoke test): 8K only, 3 items of each kind, one 1,024-token
+// bits-per-byte row, cross-file sites in small files.
+//
+//   npm run eval:model -- [--sizes 8k,32k,128k[,1m]] [--questions 20] [--completions 20]
+//     [--model DIR] [--seed 0] [--quick] [--out docs/benchmarks/model-eval.json]
+//     [--dump-questions FILE] [--repos DIR,DIR] [--cache DIR] [--bpb-rows 8]
+// --repos evaluates local folders instead (each one repository); --dump-questions writes
+// the contexts, questions, sites and bits-per-byte rows so training/evaluate.py can score
+// the same items. 1M takes ~20 minutes of indexing on 2 cores.
+import { parseArgs } from 'node:util';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { SalaModel } from '../engine/model/sala-model.js';
+import { loadTokenizer } from '../engine/model/tokenizer.js';
+import { PromptFormat, SPECIAL } from '../engine/context/prompt-format.js';
+import { defaultModelDir } from '../engine/cli/main.js';
+import { heldoutRepos, defaultCacheDir } from './eval/heldout.js';
+import { localRepo, type Repo } from './eval/sources.js';
+import { Random } from './eval/random.js';
+import { FileTokens, buildContext, pickWorkspace } from './eval/contexts.js';
+import { absentQuestions, crossFileSites, fillInSites, lookupQuestions, type CompletionSite } from './eval/questions.js';
+import { LineIndex, rate } from './eval/scoring.js';
+import { askAbsent, askLookup, completeFileAlone, completeInWorkspace, fillIn, type AskOutcome } from './eval/measure.js';
+import { bitsPerByte, bitsPerByteRows, tokenBytes } from './eval/bits-per-byte.js';
+import { sizeLabel, writeReport, type EvalResult, type SizeResult } from './eval/report.js';
+
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    sizes: { type: 'string', default: '8k,32k,128k' },
+    questions: { type: 'string', default: '20' },
+    completions: { type: 'string', default: '20' },
+    quick: { type: 'boolean', default: false },
+    out: { type: 'string', default: path.join(__dirname, '..', 'docs', 'benchmarks', 'model-eval.json') },
+    seed: { type: 'string', default: '0' },
+    'dump-questions': { type: 'string' },
+    repos: { type: 'string' },
+    cache: { type: 'string' },
+    'bpb-rows': { type: 'string' },
+  },
+});
+
+function parseSize(text: string): number {
+  const m = /^(\d+)([km])$/i.exec(text.trim());
+  if (!m) throw new Error(`--sizes: "${text}" is not a size like 8k, 32k, 128k or 1m`);
+  return Number(m[1]) * (m[2].toLowerCase() === 'k' ? 1024 : 1 << 20);
+}
+
+function count(name: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: "${text}" is not a positive whole number`);
+  return n;
+}
+
+const quick = values.quick;
+const sizes = (quick ? '8k' : values.sizes).split(',').map(parseSize);
+const questionCount = quick ? 3 : count('questions', values.questions);
+const completionCount = quick ? 3 : count('completions', values.completions);
+const bpbRows = values['bpb-rows'] ? count('bpb-rows', values['bpb-rows']) : quick ? 1 : 8;
+const seed = Number(values.seed);
+/** Cross-file sites sit in files of at most this many tokens: the file-alone context is built for each (~1,000 tokens/s on 2 cores). */
+const MAX_SITE_FILE_TOKENS = 8192;
+const QUICK_SITE_FILE_TOKENS = 2048;
+const log = (message: string) => process.stderr.write(`${message}\n`);
+const seconds = (since: number) => (performance.now() - since) / 1000;
+
+async function main(): Promise<void> {
+  const began = performance.now();
+  const repos: Repo[] = values.repos ? values.repos.split(',').map((d) => localRepo(path.resolve(d))) : heldoutRepos(path.resolve(values.cache ?? defaultCacheDir()), log);
+  if (repos.length === 0) throw new Error('no held-out code: npm pack and apt-get download both failed (see above), or --repos named no source files');
+  const fetchSeconds = seconds(began);
+  log(`eval: ${repos.length} repositories, ${repos.reduce((n, r) => n + r.files.length, 0)} files (${fetchSeconds.toFixed(1)} s)`);
+
+  const loadStarted = performance.now();
+  const modelDir = path.resolve(values.model ?? defaultModelDir());
+  const model = await SalaModel.load(modelDir);
+  const tokenizer = await loadTokenizer(modelDir, model.config.vocabSize);
+  const tokens = new FileTokens(new PromptFormat(tokenizer));
+  const loadSeconds = seconds(loadStarted);
+
+  const dump: Record<string, unknown> = { seed, model: path.basename(modelDir), sizes: [] as unknown[] };
+  const texts = new Map<string, string>();
+  const results: SizeResult[] = [];
+  for (const size of sizes) {
+    const rng = new Random(seed * 1000 + size);
+    const workspace = pickWorkspace(repos, size, tokens, rng);
+    const indexStarted = performance.now();
+    log(`eval ${sizeLabel(size)}: indexing ${workspace.files.length} files, ${workspace.tokens} tokens`);
+    const { context, placed } = await buildContext(model, tokenizer, workspace.files, tokens);
+    const indexSeconds = seconds(indexStarted);
+    const lines = new LineIndex(placed);
+
+    const lookups = [...lookupQuestions(placed, 'defined', questionCount, rng), ...lookupQuestions(placed, 'used', questionCount, rng)];
+    const inContext = new Set(placed.map((f) => f.path));
+    const outside = repos.filter((r) => !workspace.repos.includes(r.name)).flatMap((r) => r.files);
+    const elsewhere = (outside.length > 0 ? outside : repos.flatMap((r) => r.files).filter(([p]) => !inContext.has(p))).slice(0, 200).map(([, t]) => t);
+    const absent = absentQuestions(placed, elsewhere, questionCount, rng);
+    const sites = crossFileSites(placed, completionCount, rng, quick ? QUICK_SITE_FILE_TOKENS : MAX_SITE_FILE_TOKENS);
+
+    const lookupStarted = performance.now();
+    const asks: AskOutcome[] = [];
+    for (const q of lookups) asks.push(await askLookup(context, q, lines));
+    const lookupSeconds = seconds(lookupStarted);
+    const absentStarted = performance.now();
+    for (const q of absent) asks.push(await askAbsent(context, q, lines));
+    const absentSeconds = seconds(absentStarted);
+
+    const crossStarted = performance.now();
+    const crossFile = [];
+    const original = new Map(placed.map((f) => [f.path, f.text]));
+    for (const site of sites) {
+      const workspaceOutcome = await completeInWorkspace(context, site, original.get(site.path) ?? '');
+      const alone = await completeFileAlone(model, tokenizer, site, tokens);
+      crossFile.push({ workspace: workspaceOutcome, alone });
+    }
+    const crossSeconds = seconds(crossStarted);
+
+    const of = (kind: AskOutcome['kind']) => asks.filter((a) => a.kind === kind);
+    const crossWorkspace = rate(crossFile.map((c) => c.workspace.correct));
+    const crossAlone = rate(crossFile.map((c) => c.alone.correct));
+    const result: SizeResult = {
+      size,
+      tokens: workspace.tokens,
+      files: placed.length,
+      repos: workspace.repos,
+      lookupDefined: rate(of('defined').map((a) => a.correct)),
+      lookupUsed: rate(of('used').map((a) => a.correct)),
+      attribution: rate(of('defined').map((a) => a.attributed === true)),
+      honesty: rate(of('absent').map((a) => a.correct)),
+      honestyNoLocation: rate(of('absent').map((a) => a.noLocation === true)),
+      crossFileWorkspace: crossWorkspace,
+      crossFileAlone: crossAlone,
+      crossFileRatio: crossAlone.rate > 0 ? crossWorkspace.rate / crossAlone.rate : null,
+      seconds: { index: indexSeconds, lookup: lookupSeconds, absent: absentSeconds, crossFile: crossSeconds },
+      items: { asks, crossFile },
+    };
+    results.push(result);
+    log(`eval ${sizeLabel(size)}: defined ${result.lookupDefined.correct}/${result.lookupDefined.n}, used ${result.lookupUsed.correct}/${result.lookupUsed.n}, attribution ${result.attribution.correct}/${result.attribution.n}, honesty ${result.honesty.correct}/${result.honesty.n}, cross-file ${crossWorkspace.correct}/${crossWorkspace.n} vs alone ${crossAlone.correct}/${crossAlone.n} (index ${indexSeconds.toFixed(0)} s, questions ${(lookupSeconds + absentSeconds).toFixed(0)} s, completions ${crossSeconds.toFixed(0)} s)`);
+    for (const f of placed) texts.set(f.path, f.text);
+    (dump.sizes as unknown[]).push({ size, files: placed.map((f) => f.path), lookup: lookups, absent, crossFile: sites.map(siteRef) });
+  }
+
+  // In-file completion and bits per byte: over all the held-out code, the same for every size.
+  const fimStarted = performance.now();
+  const fimSites = fillInSites(repos.flatMap((r) => r.files.map(([p, t]) => ({ path: p, text: t }))), completionCount, new Random(seed * 1000 + 1));
+  const { context: empty } = await buildContext(model, tokenizer, [], tokens);
+  const fimItems = [];
+  for (const site of fimSites) fimItems.push(await fillIn(empty, site));
+  const fimSeconds = seconds(fimStarted);
+  log(`eval: fill-in-the-middle ${fimItems.filter((i) => i.correct).length}/${fimItems.length} (${fimSeconds.toFixed(0)} s)`);
+
+  const bpbStarted = performance.now();
+  const endOfText = tokenizer.tokenToId(SPECIAL.endOfText) ?? 0;
+  const rows = bitsPerByteRows(repos, tokens, endOfText, bpbRows, quick ? 1024 : 4096);
+  const bpb = await bitsPerByte(model, rows, tokenBytes(modelDir, model.config.vocabSize));
+  const bpbSeconds = seconds(bpbStarted);
+  log(`eval: bits per byte ${bpb.bitsPerByte.toFixed(3)} over ${bpb.rows} rows (${bpbSeconds.toFixed(0)} s)`);
+
+  const cpus = os.cpus();
+  const result: EvalResult = {
+    model: { name: path.basename(modelDir), dir: path.relative(path.join(__dirname, '..'), modelDir) || modelDir },
+    date: new Date().toISOString(),
+    machine: { cpus: cpus.length, cpuModel: cpus[0]?.model, node: process.version, platform: `${os.platform()}-${os.arch()}` },
+    seed,
+    quick,
+    heldout: repos.map((r) => ({ name: r.name, lang: r.lang, version: r.version, files: r.files.length, chars: r.files.reduce((n, [, t]) => n + t.length, 0) })),
+    sizes: results,
+    fillIn: { ...rate(fimItems.map((i) => i.correct)), seconds: fimSeconds, items: fimItems },
+    bitsPerByte: { ...bpb, seconds: bpbSeconds },
+    seconds: { fetch: fetchSeconds, load: loadSeconds, total: seconds(began) },
+  };
+  writeReport(path.resolve(values.out), result);
+  log(`eval: wrote ${values.out} and its .md (${result.seconds.total.toFixed(0)} s in all)`);
+
+  if (values['dump-questions']) {
+    const file = path.resolve(values['dump-questions']);
+    mkdirSync(path.dirname(file), { recursive: true });
+    dump.fillIn = fimSites;
+    dump.bitsPerByte = rows;
+    dump.texts = Object.fromEntries(texts);
+    writeFileSync(file, `${JSON.stringify(dump)}\n`);
+    log(`eval: wrote the question set to ${file}`);
+  }
+}
+
+/** A cross-file site by place (the prefix and suffix follow from the file's text in the dump). */
+function siteRef(site: CompletionSite) {
+  const column = site.prefix.length - (site.prefix.lastIndexOf('\n') + 1);
+  return { path: site.path, line: site.line, column, name: site.name, definedIn: site.definedIn, middle: site.middle };
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`eval:model failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});
