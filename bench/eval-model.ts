@@ -9,14 +9,14 @@
 //   fill-in       single-line fill-in-the-middle exact match, the file alone
 //   bits/byte     on held-out code, rows of 4,096 tokens
 // --quick (development, the smoke test): 8K only, 3 items of each kind, one 1,024-token
-// bits-per-byte row, cross-file sites in small files.
+// bits-per-byte row.
 //
 //   npm run eval:model -- [--sizes 8k,32k,128k[,1m]] [--questions 20] [--completions 20]
 //     [--model DIR] [--seed 0] [--quick] [--out docs/benchmarks/model-eval.json]
-//     [--dump-questions FILE] [--repos DIR,DIR] [--cache DIR] [--bpb-rows 8]
+//     [--dump-questions FILE [--dump-only]] [--repos DIR,DIR] [--cache DIR] [--bpb-rows 8]
 // --repos evaluates local folders instead (each one repository); --dump-questions writes
 // the contexts, questions, sites and bits-per-byte rows so training/evaluate.py can score
-// the same items. 1M takes ~20 minutes of indexing on 2 cores.
+// the same items (--dump-only: that alone, in seconds, without running the model). 1M takes ~20 minutes of indexing on 2 cores.
 import { parseArgs } from 'node:util';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
@@ -28,8 +28,8 @@ import { defaultModelDir } from '../engine/cli/main.js';
 import { heldoutRepos, defaultCacheDir } from './eval/heldout.js';
 import { localRepo, type Repo } from './eval/sources.js';
 import { Random } from './eval/random.js';
-import { FileTokens, buildContext, pickWorkspace } from './eval/contexts.js';
-import { absentQuestions, crossFileSites, fillInSites, lookupQuestions, type CompletionSite } from './eval/questions.js';
+import { FileTokens, buildContext, pickWorkspace, type Workspace } from './eval/contexts.js';
+import { absentQuestions, crossFileSites, fillInSites, lookupQuestions, type AbsentQuestion, type CompletionSite, type LookupQuestion, type PlacedFile } from './eval/questions.js';
 import { LineIndex, rate } from './eval/scoring.js';
 import { askAbsent, askLookup, completeFileAlone, completeInWorkspace, fillIn, type AskOutcome } from './eval/measure.js';
 import { bitsPerByte, bitsPerByteRows, tokenBytes } from './eval/bits-per-byte.js';
@@ -48,6 +48,7 @@ const { values } = parseArgs({
     repos: { type: 'string' },
     cache: { type: 'string' },
     'bpb-rows': { type: 'string' },
+    'dump-only': { type: 'boolean', default: false },
   },
 });
 
@@ -69,13 +70,14 @@ const questionCount = quick ? 3 : count('questions', values.questions);
 const completionCount = quick ? 3 : count('completions', values.completions);
 const bpbRows = values['bpb-rows'] ? count('bpb-rows', values['bpb-rows']) : quick ? 1 : 8;
 const seed = Number(values.seed);
+const dumpOnly = values['dump-only'];
 /** Cross-file sites sit in files of at most this many tokens: the file-alone context is built for each (~1,000 tokens/s on 2 cores). */
 const MAX_SITE_FILE_TOKENS = 8192;
-const QUICK_SITE_FILE_TOKENS = 2048;
 const log = (message: string) => process.stderr.write(`${message}\n`);
 const seconds = (since: number) => (performance.now() - since) / 1000;
 
 async function main(): Promise<void> {
+  if (dumpOnly && !values['dump-questions']) throw new Error('--dump-only writes the question set: name its file with --dump-questions FILE');
   const began = performance.now();
   const repos: Repo[] = values.repos ? values.repos.split(',').map((d) => localRepo(path.resolve(d))) : heldoutRepos(path.resolve(values.cache ?? defaultCacheDir()), log);
   if (repos.length === 0) throw new Error('no held-out code: npm pack and apt-get download both failed (see above), or --repos named no source files');
@@ -91,22 +93,37 @@ async function main(): Promise<void> {
 
   const dump: Record<string, unknown> = { seed, model: path.basename(modelDir), sizes: [] as unknown[] };
   const texts = new Map<string, string>();
+  const dumpSize = (size: number, placed: readonly PlacedFile[], made: Items) => {
+    for (const f of placed) texts.set(f.path, f.text);
+    (dump.sizes as unknown[]).push({ size, files: placed.map((f) => f.path), lookup: made.lookups, absent: made.absent, crossFile: made.sites.map(siteRef) });
+  };
+  /** The questions and sites of one context. */
+  const items = (workspace: Workspace, placed: readonly PlacedFile[], rng: Random): Items => {
+    const inContext = new Set(placed.map((f) => f.path));
+    const outside = repos.filter((r) => !workspace.repos.includes(r.name)).flatMap((r) => r.files);
+    const elsewhere = (outside.length > 0 ? outside : repos.flatMap((r) => r.files).filter(([p]) => !inContext.has(p))).slice(0, 200).map(([, t]) => t);
+    return {
+      lookups: [...lookupQuestions(placed, 'defined', questionCount, rng), ...lookupQuestions(placed, 'used', questionCount, rng)],
+      absent: absentQuestions(placed, elsewhere, questionCount, rng),
+      sites: crossFileSites(placed, completionCount, rng, MAX_SITE_FILE_TOKENS),
+    };
+  };
   const results: SizeResult[] = [];
   for (const size of sizes) {
     const rng = new Random(seed * 1000 + size);
     const workspace = pickWorkspace(repos, size, tokens, rng);
+    if (dumpOnly) {
+      // The files go in one after another from position 0: their places are the layout's.
+      dumpSize(size, workspace.files, items(workspace, workspace.files, rng));
+      continue;
+    }
     const indexStarted = performance.now();
     log(`eval ${sizeLabel(size)}: indexing ${workspace.files.length} files, ${workspace.tokens} tokens`);
     const { context, placed } = await buildContext(model, tokenizer, workspace.files, tokens);
     const indexSeconds = seconds(indexStarted);
     const lines = new LineIndex(placed);
-
-    const lookups = [...lookupQuestions(placed, 'defined', questionCount, rng), ...lookupQuestions(placed, 'used', questionCount, rng)];
-    const inContext = new Set(placed.map((f) => f.path));
-    const outside = repos.filter((r) => !workspace.repos.includes(r.name)).flatMap((r) => r.files);
-    const elsewhere = (outside.length > 0 ? outside : repos.flatMap((r) => r.files).filter(([p]) => !inContext.has(p))).slice(0, 200).map(([, t]) => t);
-    const absent = absentQuestions(placed, elsewhere, questionCount, rng);
-    const sites = crossFileSites(placed, completionCount, rng, quick ? QUICK_SITE_FILE_TOKENS : MAX_SITE_FILE_TOKENS);
+    const { lookups, absent, sites } = items(workspace, placed, rng);
+    dumpSize(size, placed, { lookups, absent, sites });
 
     const lookupStarted = performance.now();
     const asks: AskOutcome[] = [];
@@ -147,13 +164,20 @@ async function main(): Promise<void> {
     };
     results.push(result);
     log(`eval ${sizeLabel(size)}: defined ${result.lookupDefined.correct}/${result.lookupDefined.n}, used ${result.lookupUsed.correct}/${result.lookupUsed.n}, attribution ${result.attribution.correct}/${result.attribution.n}, honesty ${result.honesty.correct}/${result.honesty.n}, cross-file ${crossWorkspace.correct}/${crossWorkspace.n} vs alone ${crossAlone.correct}/${crossAlone.n} (index ${indexSeconds.toFixed(0)} s, questions ${(lookupSeconds + absentSeconds).toFixed(0)} s, completions ${crossSeconds.toFixed(0)} s)`);
-    for (const f of placed) texts.set(f.path, f.text);
-    (dump.sizes as unknown[]).push({ size, files: placed.map((f) => f.path), lookup: lookups, absent, crossFile: sites.map(siteRef) });
   }
 
   // In-file completion and bits per byte: over all the held-out code, the same for every size.
-  const fimStarted = performance.now();
   const fimSites = fillInSites(repos.flatMap((r) => r.files.map(([p, t]) => ({ path: p, text: t }))), completionCount, new Random(seed * 1000 + 1));
+  const endOfText = tokenizer.tokenToId(SPECIAL.endOfText) ?? 0;
+  const rows = bitsPerByteRows(repos, tokens, endOfText, bpbRows, quick ? 1024 : 4096);
+  const writeDump = () => {
+    const file = path.resolve(values['dump-questions'] ?? '');
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, `${JSON.stringify({ ...dump, fillIn: fimSites, bitsPerByte: rows, texts: Object.fromEntries(texts) })}\n`);
+    log(`eval: wrote the question set to ${file}`);
+  };
+  if (dumpOnly) return writeDump();
+  const fimStarted = performance.now();
   const { context: empty } = await buildContext(model, tokenizer, [], tokens);
   const fimItems = [];
   for (const site of fimSites) fimItems.push(await fillIn(empty, site));
@@ -161,8 +185,6 @@ async function main(): Promise<void> {
   log(`eval: fill-in-the-middle ${fimItems.filter((i) => i.correct).length}/${fimItems.length} (${fimSeconds.toFixed(0)} s)`);
 
   const bpbStarted = performance.now();
-  const endOfText = tokenizer.tokenToId(SPECIAL.endOfText) ?? 0;
-  const rows = bitsPerByteRows(repos, tokens, endOfText, bpbRows, quick ? 1024 : 4096);
   const bpb = await bitsPerByte(model, rows, tokenBytes(modelDir, model.config.vocabSize));
   const bpbSeconds = seconds(bpbStarted);
   log(`eval: bits per byte ${bpb.bitsPerByte.toFixed(3)} over ${bpb.rows} rows (${bpbSeconds.toFixed(0)} s)`);
@@ -171,7 +193,8 @@ async function main(): Promise<void> {
   const result: EvalResult = {
     model: { name: path.basename(modelDir), dir: path.relative(path.join(__dirname, '..'), modelDir) || modelDir },
     date: new Date().toISOString(),
-    machine: { cpus: cpus.length, cpuModel: cpus[0]?.model, node: process.version, platform: `${os.platform()}-${os.arch()}` },
+    command: ['npm run eval:model --', ...process.argv.slice(2)].join(' '),
+    machine: { cpus: cpus.length, cpuModel: cpus[0]?.model, node: process.version, platform: `${os.platform()}-${os.arch()}`, loadAverage: os.loadavg() },
     seed,
     quick,
     heldout: repos.map((r) => ({ name: r.name, lang: r.lang, version: r.version, files: r.files.length, chars: r.files.reduce((n, [, t]) => n + t.length, 0) })),
@@ -183,15 +206,13 @@ async function main(): Promise<void> {
   writeReport(path.resolve(values.out), result);
   log(`eval: wrote ${values.out} and its .md (${result.seconds.total.toFixed(0)} s in all)`);
 
-  if (values['dump-questions']) {
-    const file = path.resolve(values['dump-questions']);
-    mkdirSync(path.dirname(file), { recursive: true });
-    dump.fillIn = fimSites;
-    dump.bitsPerByte = rows;
-    dump.texts = Object.fromEntries(texts);
-    writeFileSync(file, `${JSON.stringify(dump)}\n`);
-    log(`eval: wrote the question set to ${file}`);
-  }
+  if (values['dump-questions']) writeDump();
+}
+
+interface Items {
+  lookups: LookupQuestion[];
+  absent: AbsentQuestion[];
+  sites: CompletionSite[];
 }
 
 /** A cross-file site by place (the prefix and suffix follow from the file's text in the dump). */

@@ -1,8 +1,10 @@
 // Workspaces of a given size in tokens, made of held-out files, and the engine's
-// WorkspaceContext over them. Files are taken as training/evaluate.py needle_context
-// takes them: the repositories in a random order, the first from a random file on,
-// each repository's files in path order, a file that would overflow the budget skipped
-// when it is big (> 2,000 tokens) and otherwise ending that repository's run.
+// WorkspaceContext over them. Files are taken much as training/evaluate.py needle_context
+// takes them: the repositories in a random order, the first from a random file on (and
+// round to its start), each repository's files in path order. Unlike there, a file that
+// would overflow the budget is passed over and the repository's smaller files after it
+// still go in, so a workspace is as much of one repository as fits (uses of names defined
+// in another file of it are what cross-file completion needs).
 import { createHash } from 'node:crypto';
 import type { SalaModel } from '../../engine/model/sala-model.js';
 import type { Tokenizer } from '../../engine/model/tokenizer.js';
@@ -12,7 +14,12 @@ import type { Random } from './random.js';
 import type { Repo } from './sources.js';
 import type { PlacedFile } from './questions.js';
 
-const BIG_FILE_TOKENS = 2000;
+/** A budget left smaller than this takes no more files. */
+const MIN_FILE_TOKENS = 32;
+/** After this many files in a row too big for what is left, the next repository. */
+const MAX_MISSES = 20;
+/** Far more characters a token than any code file has (a lower bound on a file's tokens from its length). */
+const MAX_CHARS_PER_TOKEN = 12;
 
 /** Tokens of a file as it sits in the context (header included), encoded once per path. */
 export class FileTokens {
@@ -51,12 +58,17 @@ export function pickWorkspace(repos: readonly Repo[], size: number, tokens: File
     const from = k === 0 ? rng.int(repo.files.length) : 0;
     // The first repository wraps round to its start, so a late random start still fills the budget.
     const run = k === 0 ? [...repo.files.slice(from), ...repo.files.slice(0, from)] : repo.files;
+    let misses = 0;
     for (const [path, text] of run) {
+      if (size - total < MIN_FILE_TOKENS || misses >= MAX_MISSES) break;
+      // A file too long to fit whatever its tokens is not tokenized to find out.
+      if (text.length / MAX_CHARS_PER_TOKEN > size - total) continue;
       const n = tokens.count(path, text);
       if (total + n > size) {
-        if (n > BIG_FILE_TOKENS) continue;
-        break;
+        misses++;
+        continue;
       }
+      misses = 0;
       files.push({ path, text, start: total, end: total + n });
       used.add(repo.name);
       total += n;

@@ -78,15 +78,25 @@ export function identifiers(text: string): Set<string> {
   return new Set(text.match(/[A-Za-z_$][\w$]*/g) ?? []);
 }
 
+/** The first line of an import list that goes on over more lines, and what closes it. */
+const IMPORT_BLOCK = { python: [/^\s*from\s+\S+\s+import\s*\([^)]*$/, ')'], js: [/^\s*(?:import|export)\s+(?:type\s+)?(?:[\w$]+\s*,\s*)?\{[^}]*$/, '}'] } as const;
+
 /**
  * Per line (0-based), whether it is code: not a comment line, not inside a block comment
- * (JS/TS) or a triple-quoted string (Python). A heuristic for picking completion sites.
+ * (JS/TS) or a triple-quoted string (Python), not part of an import list spread over
+ * lines. A heuristic for picking completion sites.
  */
 export function codeLines(path: string, text: string): boolean[] {
   const python = langOf(path) === 'python';
+  const [importStart, importEnd] = IMPORT_BLOCK[python ? 'python' : 'js'];
   let open = false;
+  let importing = false;
   return text.split('\n').map((line) => {
     const trimmed = line.trim();
+    if (importing || importStart.test(line)) {
+      importing = !(importing && line.includes(importEnd));
+      return false;
+    }
     const wasOpen = open;
     if (python) {
       const quotes = (line.match(/"""|'''/g) ?? []).length;

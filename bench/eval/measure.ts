@@ -15,6 +15,8 @@ const COMPLETION_TOKENS = 48;
 export interface AskOutcome {
   kind: 'defined' | 'used' | 'absent';
   name: string;
+  /** Lookups: where the definition sits in the context, 0–1. */
+  depth?: number;
   answer: string;
   locations: Location[];
   firstSource?: { path: string; startLine: number; endLine: number };
@@ -41,6 +43,7 @@ export async function askLookup(context: WorkspaceContext, q: LookupQuestion, in
   return {
     kind: q.kind,
     name: q.name,
+    depth: q.depth,
     answer: result.text,
     locations: locations.slice(0, 3),
     firstSource: first && { path: first.path, startLine: first.startLine, endLine: first.endLine },
@@ -76,7 +79,7 @@ export async function completeInWorkspace(context: WorkspaceContext, site: Compl
   await context.update([contextFile(site.path, site.prefix + site.suffix)]);
   const started = performance.now();
   try {
-    const result = await context.complete(site.path, site.prefix, site.suffix, { maxTokens: COMPLETION_TOKENS });
+    const result = await context.complete(site.path, site.prefix, site.suffix, { maxTokens: COMPLETION_TOKENS, maxLines: 1 });
     return outcome(site, result.text, started);
   } finally {
     await context.update([contextFile(site.path, original)]);
@@ -87,7 +90,7 @@ export async function completeInWorkspace(context: WorkspaceContext, site: Compl
 export async function completeFileAlone(model: SalaModel, tokenizer: Tokenizer, site: CompletionSite, tokens?: FileTokens): Promise<CompletionOutcome> {
   const { context } = await buildContext(model, tokenizer, [{ path: site.path, text: site.prefix + site.suffix }], tokens);
   const started = performance.now();
-  const result = await context.complete(site.path, site.prefix, site.suffix, { maxTokens: COMPLETION_TOKENS });
+  const result = await context.complete(site.path, site.prefix, site.suffix, { maxTokens: COMPLETION_TOKENS, maxLines: 1 });
   return outcome(site, result.text, started);
 }
 

@@ -31,7 +31,7 @@ export interface LookupQuestion {
   definition: Place & { text: string };
   /** Correct places: the definition line ('defined'), or every line using the name other than it ('used'). */
   gold: Place[];
-  /** Where the definition's file starts in the context, 0–1. */
+  /** Where the definition sits in the context, 0–1. */
   depth: number;
 }
 
@@ -61,35 +61,36 @@ export const usedQuestion = (name: string) => `Where is \`${name}\` used?`;
 const MAX_USE_LINES = 50;
 
 /**
- * `count` questions of one kind, their definitions' files spread over the context: for
- * each of `count` depths (one in each equal slice, at a random point of it) the file
- * starting nearest it that defines an unasked askable name (as training/evaluate.py's
- * needle_context picks them).
+ * `count` questions of one kind, spread over the context's depth: for each of `count`
+ * depths (one in each equal slice, at a random point of it) the unasked askable name
+ * whose definition sits nearest it (a definition's depth: its file's place in the
+ * context, plus its line's share of the file).
  */
 export function lookupQuestions(files: readonly PlacedFile[], kind: 'defined' | 'used', count: number, rng: Random): LookupQuestion[] {
   const index = definitionIndex(files);
   const total = Math.max(1, files.reduce((n, f) => Math.max(n, f.end), 0));
-  const candidates = new Map<string, Definition[]>();
+  const byPath = new Map(files.map((f) => [f.path, f]));
+  const candidates: { d: Definition; at: number; uses: Place[] }[] = [];
   for (const [name, defs] of index) {
     if (!askable(name, defs)) continue;
     const d = defs[0];
-    if (kind === 'used' && usesOf(files, d).length === 0) continue;
-    const list = candidates.get(d.path) ?? [];
-    list.push(d);
-    candidates.set(d.path, list);
+    const uses = kind === 'used' ? usesOf(files, d) : [];
+    if (kind === 'used' && uses.length === 0) continue;
+    const file = byPath.get(d.path)!;
+    const lines = file.text.split('\n').length;
+    candidates.push({ d, at: file.start + ((file.end - file.start) * (d.line - 1)) / lines, uses });
   }
-  const asked = new Set<string>();
   const out: LookupQuestion[] = [];
-  for (let i = 0; i < count; i++) {
+  for (let i = 0; i < count && candidates.length > 0; i++) {
     const target = ((i + rng.next()) / count) * total;
-    const open = files.filter((f) => candidates.get(f.path)?.some((d) => !asked.has(d.name)));
-    if (open.length === 0) break;
-    const file = open.reduce((best, f) => (Math.abs(f.start - target) < Math.abs(best.start - target) ? f : best));
-    const d = rng.pick((candidates.get(file.path) ?? []).filter((c) => !asked.has(c.name)));
-    asked.add(d.name);
+    let best = 0;
+    candidates.forEach((c, j) => {
+      if (Math.abs(c.at - target) < Math.abs(candidates[best].at - target)) best = j;
+    });
+    const [{ d, at, uses }] = candidates.splice(best, 1);
     const definition = { path: d.path, line: d.line, text: d.text };
-    const gold = kind === 'defined' ? [{ path: d.path, line: d.line }] : usesOf(files, d);
-    out.push({ kind, name: d.name, question: kind === 'defined' ? definedQuestion(d.name) : usedQuestion(d.name), definition, gold, depth: file.start / total });
+    const gold = kind === 'defined' ? [{ path: d.path, line: d.line }] : uses;
+    out.push({ kind, name: d.name, question: kind === 'defined' ? definedQuestion(d.name) : usedQuestion(d.name), definition, gold, depth: at / total });
   }
   return out;
 }
@@ -147,7 +148,8 @@ export function cutLine(text: string, line: number, column: number): { prefix: s
 
 /**
  * `count` cross-file completion sites: an occurrence of a name defined exactly once in
- * the context, in code of another file that does not define it (not a comment, a string
+ * the context, at the top level of its file (what another file can import), in code of
+ * another file of the same repository (the first path component) that does not define it (not a comment, a string
  * or an import line); the rest of the line (from the name) is 6–100 characters. At most
  * two sites a file; files of more than `maxFileTokens` (their token span) are passed over.
  */
@@ -162,7 +164,7 @@ export function crossFileSites(files: readonly PlacedFile[], count: number, rng:
     const definedHere = new Set(definitionIndexOf(file).keys());
     for (const name of identifiers(file.text)) {
       const defs = index.get(name);
-      if (!askable(name, defs) || defs![0].path === file.path || definedHere.has(name)) continue;
+      if (!askable(name, defs) || /^\s/.test(defs![0].text) || defs![0].path === file.path || repoOf(defs![0].path) !== repoOf(file.path) || definedHere.has(name)) continue;
       for (const o of occurrences(file.text, name)) {
         const rest = lines[o.line - 1].slice(o.column);
         if (rest.trim().length < 6 || rest.length > 100 || !code[o.line - 1] || isImportLine(file.path, o.text) || inStringOrComment(o.text, o.column)) continue;
@@ -175,6 +177,8 @@ export function crossFileSites(files: readonly PlacedFile[], count: number, rng:
   }
   return rng.shuffle(all).slice(0, count);
 }
+
+const repoOf = (file: string) => file.split('/')[0];
 
 function definitionIndexOf(file: PlacedFile): Map<string, Definition[]> {
   return definitionIndex([file]);

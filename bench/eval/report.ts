@@ -28,7 +28,9 @@ export interface SizeResult {
 export interface EvalResult {
   model: { name: string; dir: string };
   date: string;
-  machine: { cpus: number; cpuModel?: string; node: string; platform: string };
+  /** The command line, as it would be typed. */
+  command: string;
+  machine: { cpus: number; cpuModel?: string; node: string; platform: string; loadAverage: number[] };
   seed: number;
   quick: boolean;
   heldout: { name: string; lang: string; version?: string; files: number; chars: number }[];
@@ -39,16 +41,25 @@ export interface EvalResult {
 }
 
 export const sizeLabel = (n: number) => (n >= 1 << 20 ? `${n / (1 << 20)}M` : `${n / 1024}K`);
-const cell = (r: Rate) => `${(r.rate * 100).toFixed(1)}% (${r.correct}/${r.n})`;
+const cell = (r: Rate) => (r.n === 0 ? 'n/a (0 items)' : `${(r.rate * 100).toFixed(1)}% (${r.correct}/${r.n})`);
 const secs = (s: number) => (s >= 100 ? `${s.toFixed(0)} s` : `${s.toFixed(1)} s`);
 
 export function markdown(result: EvalResult): string {
   const head = `| measure | ${result.sizes.map((s) => sizeLabel(s.size)).join(' | ')} |`;
   const rule = `|---|${result.sizes.map(() => '---:').join('|')}|`;
   const row = (name: string, f: (s: SizeResult) => string) => `| ${name} | ${result.sizes.map(f).join(' | ')} |`;
+  const m = result.machine;
   const lines = [
-    `Model \`${result.model.name}\`, ${result.date.slice(0, 10)}, ${result.machine.cpus} cores (${result.machine.cpuModel ?? 'unknown CPU'}), Node ${result.machine.node}, seed ${result.seed}${result.quick ? ', --quick' : ''}.`,
-    `Held-out code: ${result.heldout.map((r) => `${r.name}${r.version ? `@${r.version}` : ''}`).join(', ')}.`,
+    '# Model evaluation through the engine',
+    '',
+    `\`${result.command}\` on ${result.date.slice(0, 10)}: model \`${result.model.name}\`, ${m.cpus} × ${m.cpuModel ?? 'unknown CPU'}, Node ${m.node}, load average at the end ${m.loadAverage.map((l) => l.toFixed(2)).join(' / ')}, seed ${result.seed}${result.quick ? ', --quick' : ''}.`,
+    `Held-out code (never trained on): ${result.heldout.map((r) => `${r.name}${r.version ? `@${r.version}` : ''} (${r.files} files)`).join(', ')}.`,
+    '',
+    'The engine as it ships, on the CPU: `WorkspaceContext.ask` for the questions, `complete` for the completions, the model\'s forward for bits per byte. ' +
+      'Lookup: names defined exactly once in the context (training/data.py\'s definition regexes), their files spread over its depth; right when the answer\'s first place is the gold file within ±2 lines of the definition (defined) or of a line using the name (used). ' +
+      'Attribution: the first source covers the definition line. Honesty: names made of identifier pieces of other code, absent from the context; right when the answer says so and names no place. ' +
+      'Cross-file completion: a line cut just before a name defined in another file of the same repository, exact match of the rest of the line, the whole workspace in context vs a context of the file alone. ' +
+      'Fill-in-the-middle: a random line of 6–100 characters, prefix ≤ 3,000 and suffix ≤ 1,000 characters, no other file. Each figure is followed by its count.',
     '',
     head,
     rule,

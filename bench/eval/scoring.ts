@@ -79,9 +79,9 @@ export function saysNotFound(text: string): boolean {
   return NOT_FOUND.test(text);
 }
 
-/** A completion matches when it writes the expected rest of the line (trailing whitespace aside). */
+/** A completion matches when its first line is the expected rest of the line (trailing whitespace aside). */
 export function completionExact(text: string, expected: string): boolean {
-  return text.trimEnd() === expected.trimEnd();
+  return text.split('\n')[0].trimEnd() === expected.trimEnd();
 }
 
 /** A share and the count it is of. */

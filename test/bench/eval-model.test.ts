@@ -28,7 +28,7 @@ function placed(...dirs: string[]): PlacedFile[] {
   });
 }
 
-const workspace = placed('engine/context', 'engine/index', 'test/e2e/fixture-workspace');
+const workspace = placed('engine', 'test/e2e/fixture-workspace');
 
 test('lookup questions: "defined" golds are the definition lines, names defined exactly once (≥ 4 characters, no dunder), spread over the context', () => {
   const index = definitionIndex(workspace);
@@ -98,6 +98,7 @@ test('cross-file sites cut just before a name defined in another file, in code, 
     const defs = index.get(site.name!)!;
     assert.equal(defs.length, 1);
     assert.notEqual(defs[0].path, site.path, 'defined in another file');
+    assert.equal(defs[0].path.split('/')[0], site.path.split('/')[0], 'of the same repository');
     assert.deepEqual(site.definedIn, { path: defs[0].path, line: defs[0].line });
     assert.ok(!definitions(site.path, file.text).some((d) => d.name === site.name), 'not defined in the file itself');
     const line = file.text.split('\n')[site.line - 1];
@@ -155,6 +156,7 @@ test('the scorer: the first place must be on a gold path within ±2 lines; place
   assert.ok(!saysNotFound('a.py:3'));
   assert.ok(completionExact('area(unit));  ', 'area(unit));'));
   assert.ok(!completionExact('area(unit)', 'area(unit));'));
+  assert.ok(completionExact('area(unit));\nmore()', 'area(unit));'), 'the first line is the one completed');
 });
 
 test('held-out file selection: src/ over compiled output, no declaration, minified or bundled files; Python as the training corpus reads it', () => {
@@ -188,13 +190,13 @@ test('npm run eval:model -- --quick on the shipped model writes the report, its 
   const out = path.join(dir, 'model-eval.json');
   const dump = path.join(dir, 'questions.json');
   const started = performance.now();
-  await run(process.execPath, ['--import', 'tsx', 'bench/eval-model.ts', '--quick', '--repos', 'engine/context,engine/index,training', '--out', out, '--dump-questions', dump], { cwd: root });
+  await run(process.execPath, ['--import', 'tsx', 'bench/eval-model.ts', '--quick', '--repos', 'engine,training', '--out', out, '--dump-questions', dump], { cwd: root });
   const seconds = (performance.now() - started) / 1000;
   const result = JSON.parse(readFileSync(out, 'utf8')) as EvalResult;
   assert.equal(result.model.name, 'panorama-code-13m');
   assert.equal(result.machine.cpus, os.cpus().length);
   assert.ok(result.quick);
-  assert.deepEqual(result.heldout.map((r) => r.name), ['context', 'index', 'training']);
+  assert.deepEqual(result.heldout.map((r) => r.name), ['engine', 'training']);
   assert.equal(result.sizes.length, 1);
   const [size] = result.sizes;
   assert.equal(size.size, 8192);
@@ -221,4 +223,22 @@ test('npm run eval:model -- --quick on the shipped model writes the report, its 
   assert.equal(questions.bitsPerByte[0].ids.length, 1025);
   assert.ok(existsSync(dump));
   assert.ok(seconds < 60, `--quick took ${seconds.toFixed(0)} s`);
+});
+
+test('--dump-only writes the question set for the PyTorch side without running the model, the same items as a full run would ask', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'eval-dump-'));
+  const dump = (name: string) => path.join(dir, name);
+  const args = ['--import', 'tsx', 'bench/eval-model.ts', '--repos', 'engine,training', '--sizes', '8k,16k', '--questions', '4', '--completions', '4', '--dump-only', '--seed', '3'];
+  await run(process.execPath, [...args, '--dump-questions', dump('a.json')], { cwd: root });
+  await run(process.execPath, [...args, '--dump-questions', dump('b.json')], { cwd: root });
+  const a = readFileSync(dump('a.json'), 'utf8');
+  assert.equal(a, readFileSync(dump('b.json'), 'utf8'), 'the same seed gives the same items');
+  const questions = JSON.parse(a) as { sizes: { size: number; files: string[]; lookup: { gold: { path: string; line: number }[] }[]; absent: unknown[] }[]; texts: Record<string, string> };
+  assert.deepEqual(questions.sizes.map((s) => s.size), [8192, 16384]);
+  for (const size of questions.sizes) {
+    assert.equal(size.lookup.length, 8);
+    assert.equal(size.absent.length, 4);
+    for (const q of size.lookup) for (const g of q.gold) assert.ok(size.files.includes(g.path) && questions.texts[g.path].split('\n').length >= g.line);
+  }
+  await assert.rejects(run(process.execPath, ['--import', 'tsx', 'bench/eval-model.ts', '--dump-only'], { cwd: root }), /--dump-only writes the question set: name its file with --dump-questions FILE/);
 });
