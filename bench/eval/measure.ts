@@ -19,6 +19,8 @@ export interface AskOutcome {
   depth?: number;
   answer: string;
   locations: Location[];
+  /** Where the places came from: the engine's AskResult.locations, or resolved here from the answer's text. */
+  placesFrom: 'engine' | 'answer';
   firstSource?: { path: string; startLine: number; endLine: number };
   correct: boolean;
   /** 'defined' only: the first source covers the definition. */
@@ -35,6 +37,8 @@ async function ask(context: WorkspaceContext, question: string, maxTokens: numbe
   return next.value;
 }
 
+const placesFrom = (result: { locations?: unknown }) => (Array.isArray(result.locations) ? 'engine' : 'answer');
+
 export async function askLookup(context: WorkspaceContext, q: LookupQuestion, index: LineIndex): Promise<AskOutcome> {
   const started = performance.now();
   const result = await ask(context, q.question, ANSWER_TOKENS[q.kind]);
@@ -46,6 +50,7 @@ export async function askLookup(context: WorkspaceContext, q: LookupQuestion, in
     depth: q.depth,
     answer: result.text,
     locations: locations.slice(0, 3),
+    placesFrom: placesFrom(result),
     firstSource: first && { path: first.path, startLine: first.startLine, endLine: first.endLine },
     correct: lookupCorrect(locations, q.gold),
     attributed: q.kind === 'defined' ? attributionCorrect(result.sources, q.definition) : undefined,
@@ -58,7 +63,7 @@ export async function askAbsent(context: WorkspaceContext, q: AbsentQuestion, in
   const result = await ask(context, q.question, ANSWER_TOKENS.absent);
   const locations = resolveLocations(result, index);
   const noLocation = locations.length === 0;
-  return { kind: 'absent', name: q.name, answer: result.text, locations: locations.slice(0, 3), correct: noLocation && saysNotFound(result.text), noLocation, ms: performance.now() - started };
+  return { kind: 'absent', name: q.name, answer: result.text, locations: locations.slice(0, 3), placesFrom: placesFrom(result), correct: noLocation && saysNotFound(result.text), noLocation, ms: performance.now() - started };
 }
 
 export interface CompletionOutcome {

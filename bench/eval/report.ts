@@ -61,6 +61,8 @@ export function markdown(result: EvalResult): string {
       'Cross-file completion: a line cut just before a name defined in another file of the same repository, exact match of the rest of the line, the whole workspace in context vs a context of the file alone. ' +
       'Fill-in-the-middle: a random line of 6–100 characters, prefix ≤ 3,000 and suffix ≤ 1,000 characters, no other file. Each figure is followed by its count.',
     '',
+    placesNote(result),
+    '',
     head,
     rule,
     row('context (tokens, files)', (s) => `${s.tokens.toLocaleString('en-US')}, ${s.files}`),
@@ -82,6 +84,15 @@ export function markdown(result: EvalResult): string {
     `Total ${secs(result.seconds.total)} (fetching held-out code ${secs(result.seconds.fetch)}, loading the model ${secs(result.seconds.load)}).`,
   ];
   return `${lines.join('\n')}\n`;
+}
+
+/** Says where the answers' places came from: the engine, or the harness's own resolution of the text. */
+function placesNote(result: EvalResult): string {
+  const asks = result.sizes.flatMap((s) => s.items.asks);
+  const fromEngine = asks.filter((a) => a.placesFrom === 'engine').length;
+  if (asks.length === 0) return '';
+  if (fromEngine === asks.length) return "Places are the engine's own (`AskResult.locations`).";
+  return `Places: ${fromEngine} of ${asks.length} answers from the engine's \`AskResult.locations\`; the rest resolved from the answer's text (a \`path:line\` it spells out, else each answer line found verbatim in the workspace, the occurrence inside the answer's sources first).`;
 }
 
 /** Writes FILE.json and FILE.md beside it. */
