@@ -79,7 +79,7 @@ export function markdown(result: EvalResult): string {
     '| measure | value | wall time |',
     '|---|---:|---:|',
     `| in-file completion: single-line fill-in-the-middle, file alone | ${cell(result.fillIn)} | ${secs(result.fillIn.seconds)} |`,
-    `| bits per byte (${result.bitsPerByte.rows} rows of ${result.bitsPerByte.rowTokens} tokens, ${result.bitsPerByte.bytes.toLocaleString('en-US')} bytes) | ${result.bitsPerByte.bitsPerByte.toFixed(3)} | ${secs(result.bitsPerByte.seconds)} |`,
+    `| bits per byte (${result.bitsPerByte.rows} row${result.bitsPerByte.rows === 1 ? '' : 's'} of ${result.bitsPerByte.rowTokens} tokens, ${result.bitsPerByte.bytes.toLocaleString('en-US')} bytes) | ${result.bitsPerByte.bitsPerByte.toFixed(3)} | ${secs(result.bitsPerByte.seconds)} |`,
     '',
     `Total ${secs(result.seconds.total)} (fetching held-out code ${secs(result.seconds.fetch)}, loading the model ${secs(result.seconds.load)}).`,
   ];

@@ -214,7 +214,7 @@ test('npm run eval:model -- --quick on the shipped model writes the report, its 
   assert.ok(result.seconds.total > 0 && result.seconds.total < seconds);
   const table = readFileSync(out.replace(/\.json$/, '.md'), 'utf8');
   assert.match(table, /\| lookup "Where is `X` defined\?" \(±2 lines\) \| \d+\.\d% \(\d\/3\) \|/);
-  assert.match(table, /bits per byte \(1 rows of 1024 tokens/);
+  assert.match(table, /bits per byte \(1 row of 1024 tokens/);
   const questions = JSON.parse(readFileSync(dump, 'utf8')) as { sizes: { files: string[]; lookup: unknown[]; absent: unknown[]; crossFile: unknown[] }[]; fillIn: unknown[]; bitsPerByte: { ids: number[] }[]; texts: Record<string, string> };
   assert.equal(questions.sizes[0].lookup.length, 6);
   assert.equal(questions.sizes[0].absent.length, 3);
