@@ -16,9 +16,9 @@
 //     [--dump-questions FILE [--dump-only]] [--repos DIR,DIR] [--cache DIR] [--bpb-rows 8]
 // --repos evaluates local folders instead (each one repository); --dump-questions writes
 // the contexts, questions, sites and bits-per-byte rows so training/evaluate.py can score
-// the same items (--dump-only: that alone, in seconds, without running the model). 1M takes ~20 minutes of indexing on 2 cores.
-import { parseArgs } from 'node:util';
-import { writeFileSync, mkdirSync } from 'node:fs';
+// the same items (--dump-only: that alone, in seconds, without running the model).
+// 1M takes ~20 minutes of indexing on 2 cores.
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SalaModel } from '../engine/model/sala-model.js';
@@ -34,59 +34,26 @@ import { LineIndex, rate } from './eval/scoring.js';
 import { askAbsent, askLookup, completeFileAlone, completeInWorkspace, fillIn, type AskOutcome } from './eval/measure.js';
 import { bitsPerByte, bitsPerByteRows, tokenBytes } from './eval/bits-per-byte.js';
 import { sizeLabel, writeReport, type EvalResult, type SizeResult } from './eval/report.js';
+import { OptionsError, parseOptions } from './eval/options.js';
 
-const { values } = parseArgs({
-  options: {
-    model: { type: 'string' },
-    sizes: { type: 'string', default: '8k,32k,128k' },
-    questions: { type: 'string', default: '20' },
-    completions: { type: 'string', default: '20' },
-    quick: { type: 'boolean', default: false },
-    out: { type: 'string', default: path.join(__dirname, '..', 'docs', 'benchmarks', 'model-eval.json') },
-    seed: { type: 'string', default: '0' },
-    'dump-questions': { type: 'string' },
-    repos: { type: 'string' },
-    cache: { type: 'string' },
-    'bpb-rows': { type: 'string' },
-    'dump-only': { type: 'boolean', default: false },
-  },
-});
-
-function parseSize(text: string): number {
-  const m = /^(\d+)([km])$/i.exec(text.trim());
-  if (!m) throw new Error(`--sizes: "${text}" is not a size like 8k, 32k, 128k or 1m`);
-  return Number(m[1]) * (m[2].toLowerCase() === 'k' ? 1024 : 1 << 20);
-}
-
-function count(name: string, text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: "${text}" is not a positive whole number`);
-  return n;
-}
-
-const quick = values.quick;
-const sizes = (quick ? '8k' : values.sizes).split(',').map(parseSize);
-const questionCount = quick ? 3 : count('questions', values.questions);
-const completionCount = quick ? 3 : count('completions', values.completions);
-const bpbRows = values['bpb-rows'] ? count('bpb-rows', values['bpb-rows']) : quick ? 1 : 8;
-const seed = Number(values.seed);
-const dumpOnly = values['dump-only'];
+const log = (message: string) => process.stderr.write(`${message}\n`);
+const seconds = (since: number) => (performance.now() - since) / 1000;
 /** Cross-file sites sit in files of at most this many tokens: the file-alone context is built for each (~1,000 tokens/s on 2 cores). */
 const MAX_SITE_FILE_TOKENS = 8192;
 const WORKSPACE_DRAWS = 8;
-const log = (message: string) => process.stderr.write(`${message}\n`);
-const seconds = (since: number) => (performance.now() - since) / 1000;
 
 async function main(): Promise<void> {
-  if (dumpOnly && !values['dump-questions']) throw new Error('--dump-only writes the question set: name its file with --dump-questions FILE');
+  const options = parseOptions(process.argv.slice(2));
+  const { quick, seed, dumpOnly, questions: questionCount, completions: completionCount } = options;
   const began = performance.now();
-  const repos: Repo[] = values.repos ? values.repos.split(',').map((d) => localRepo(path.resolve(d))) : heldoutRepos(path.resolve(values.cache ?? defaultCacheDir()), log);
+  for (const dir of options.repos ?? []) if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new OptionsError(`--repos: ${dir} is not a folder (name local folders, each one repository, separated by commas)`);
+  const repos: Repo[] = options.repos ? options.repos.map((d) => localRepo(path.resolve(d))) : heldoutRepos(path.resolve(options.cache ?? defaultCacheDir()), log);
   if (repos.length === 0) throw new Error('no held-out code: npm pack and apt-get download both failed (see above), or --repos named no source files');
   const fetchSeconds = seconds(began);
   log(`eval: ${repos.length} repositories, ${repos.reduce((n, r) => n + r.files.length, 0)} files (${fetchSeconds.toFixed(1)} s)`);
 
   const loadStarted = performance.now();
-  const modelDir = path.resolve(values.model ?? defaultModelDir());
+  const modelDir = path.resolve(options.model ?? defaultModelDir());
   const model = await SalaModel.load(modelDir);
   const tokenizer = await loadTokenizer(modelDir, model.config.vocabSize);
   const tokens = new FileTokens(new PromptFormat(tokenizer));
@@ -125,7 +92,7 @@ async function main(): Promise<void> {
     return best!.workspace;
   };
   const results: SizeResult[] = [];
-  for (const size of sizes) {
+  for (const size of options.sizes) {
     const rng = new Random(seed * 1000 + size);
     const workspace = pickWithSites(size, rng);
     if (dumpOnly) {
@@ -185,9 +152,9 @@ async function main(): Promise<void> {
   // In-file completion and bits per byte: over all the held-out code, the same for every size.
   const fimSites = fillInSites(repos.flatMap((r) => r.files.map(([p, t]) => ({ path: p, text: t }))), completionCount, new Random(seed * 1000 + 1));
   const endOfText = tokenizer.tokenToId(SPECIAL.endOfText) ?? 0;
-  const rows = bitsPerByteRows(repos, tokens, endOfText, bpbRows, quick ? 1024 : 4096);
+  const rows = bitsPerByteRows(repos, tokens, endOfText, options.bpbRows, options.bpbRowTokens);
   const writeDump = () => {
-    const file = path.resolve(values['dump-questions'] ?? '');
+    const file = path.resolve(options.dumpQuestions ?? '');
     mkdirSync(path.dirname(file), { recursive: true });
     writeFileSync(file, `${JSON.stringify({ ...dump, fillIn: fimSites, bitsPerByte: rows, texts: Object.fromEntries(texts) })}\n`);
     log(`eval: wrote the question set to ${file}`);
@@ -219,10 +186,11 @@ async function main(): Promise<void> {
     bitsPerByte: { ...bpb, seconds: bpbSeconds },
     seconds: { fetch: fetchSeconds, load: loadSeconds, total: seconds(began) },
   };
-  writeReport(path.resolve(values.out), result);
-  log(`eval: wrote ${values.out} and its .md (${result.seconds.total.toFixed(0)} s in all)`);
+  const out = path.resolve(options.out ?? path.join(__dirname, '..', 'docs', 'benchmarks', 'model-eval.json'));
+  writeReport(out, result);
+  log(`eval: wrote ${out} and its .md (${result.seconds.total.toFixed(0)} s in all)`);
 
-  if (values['dump-questions']) writeDump();
+  if (options.dumpQuestions) writeDump();
 }
 
 interface Items {
@@ -238,6 +206,8 @@ function siteRef(site: CompletionSite) {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`eval:model failed: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exitCode = 1;
+  // A bad flag is said as it is; anything else with its stack, to find where.
+  const text = err instanceof OptionsError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err);
+  process.stderr.write(`eval:model failed: ${text}\n`);
+  process.exitCode = err instanceof OptionsError ? 2 : 1;
 });

@@ -14,6 +14,7 @@ import { absentQuestions, crossFileSites, cutLine, fillInSites, lookupQuestions,
 import { LineIndex, attributionCorrect, completionExact, lookupCorrect, resolveLocations, saysNotFound } from '../../bench/eval/scoring.js';
 import { Random } from '../../bench/eval/random.js';
 import type { EvalResult } from '../../bench/eval/report.js';
+import { OptionsError, parseOptions } from '../../bench/eval/options.js';
 
 const run = promisify(execFile);
 const root = path.resolve(__dirname, '../..');
@@ -185,6 +186,21 @@ test('held-out file selection: src/ over compiled output, no declaration, minifi
   assert.deepEqual(pythonPackage(top).files.map(([p]) => p), ['mod/__init__.py']);
 });
 
+test('the command line: sizes, counts and --quick; a bad value is refused with what to write', () => {
+  const full = parseOptions(['--sizes', '8k,32k,128k,1m', '--questions', '5', '--seed', '7']);
+  assert.deepEqual(full.sizes, [8192, 32768, 131072, 1048576]);
+  assert.equal(full.questions, 5);
+  assert.equal(full.completions, 20);
+  assert.equal(full.seed, 7);
+  assert.equal(full.bpbRowTokens, 4096);
+  const quick = parseOptions(['--quick', '--sizes', '128k']);
+  assert.deepEqual([quick.sizes, quick.questions, quick.completions, quick.bpbRows], [[8192], 3, 3, 1]);
+  assert.throws(() => parseOptions(['--sizes', '8kb']), (err: Error) => err instanceof OptionsError && /--sizes: "8kb" is not a size like 8k, 32k, 128k or 1m/.test(err.message));
+  assert.throws(() => parseOptions(['--questions', '0']), /--questions: "0" is not a whole number ≥ 1/);
+  assert.throws(() => parseOptions(['--seed', 'x']), /--seed: "x" is not a whole number ≥ 0/);
+  assert.throws(() => parseOptions(['--frobnicate']), (err: Error) => err instanceof OptionsError && /--frobnicate/.test(err.message) && /--sizes 8k,32k,128k/.test(err.message));
+});
+
 test('npm run eval:model -- --quick on the shipped model writes the report, its table and the question set', { timeout: 120_000 }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'eval-model-'));
   const out = path.join(dir, 'model-eval.json');
@@ -241,4 +257,5 @@ test('--dump-only writes the question set for the PyTorch side without running t
     for (const q of size.lookup) for (const g of q.gold) assert.ok(size.files.includes(g.path) && questions.texts[g.path].split('\n').length >= g.line);
   }
   await assert.rejects(run(process.execPath, ['--import', 'tsx', 'bench/eval-model.ts', '--dump-only'], { cwd: root }), /--dump-only writes the question set: name its file with --dump-questions FILE/);
+  await assert.rejects(run(process.execPath, ['--import', 'tsx', 'bench/eval-model.ts', '--repos', 'no/such/folder'], { cwd: root }), (err: Error & { code?: number; stderr?: string }) => err.code === 2 && /--repos: no\/such\/folder is not a folder/.test(err.stderr ?? ''));
 });
