@@ -92,6 +92,13 @@ function firstLine(err: unknown): string {
   return text.trim().split('\n')[0];
 }
 
+/** The version in the package's metadata folder name (click-8.1.3.egg-info; attr's is attrs'). */
+function pythonVersion(distPackages: string, top: string): string | undefined {
+  const project = top === 'attr' ? 'attrs' : top;
+  const meta = readdirSync(distPackages).find((f) => f.startsWith(`${project}-`) && /\.(dist|egg)-info$/.test(f));
+  return meta?.slice(project.length + 1).replace(/\.(dist|egg)-info$/, '');
+}
+
 /**
  * The held-out repositories, fetched into `cache` where they are not yet, each read
  * with the training corpus's file selection (sources.ts). Python first, then JS,
@@ -105,7 +112,7 @@ export function heldoutRepos(cache: string = defaultCacheDir(), log: Log = () =>
   if (distPackages && existsSync(distPackages)) {
     for (const top of HELDOUT_PY) {
       const dir = [path.join(distPackages, top), path.join(distPackages, `${top}.py`)].find((d) => existsSync(d));
-      if (dir) repos.push(pythonPackage(dir, seen));
+      if (dir) repos.push({ ...pythonPackage(dir, seen), version: pythonVersion(distPackages, top) });
     }
   }
   for (const [name, version] of Object.entries(HELDOUT_NPM)) {
