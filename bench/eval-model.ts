@@ -16,7 +16,12 @@
 //     [--dump-questions FILE [--dump-only]] [--repos DIR,DIR] [--cache DIR] [--bpb-rows 8]
 // --repos evaluates local folders instead (each one repository); --dump-questions writes
 // the contexts, questions, sites and bits-per-byte rows so training/evaluate.py can score
-// the same items (--dump-only: that alone, in seconds, without running the model).
+// the same items (--dump-only: that alone, in seconds, without running the model):
+//   { seed, model, sizes: [{ size, files: [path in context order], lookup: [{ kind, name,
+//     question, definition, gold: [{ path, line }], depth }], absent: [{ name, question }],
+//     crossFile: [{ path, line, column, name, definedIn, middle }] }],
+//     fillIn: [{ path, line, prefix, middle, suffix }], bitsPerByte: [{ start, ids }],
+//     texts: { path: text } }   (lines 1-based; a context is `<|file|>path\n` + text, in order)
 // 1M takes ~20 minutes of indexing on 2 cores.
 import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
