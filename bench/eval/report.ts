@@ -53,7 +53,7 @@ export function markdown(result: EvalResult): string {
     '# Model evaluation through the engine',
     '',
     `\`${result.command}\` on ${result.date.slice(0, 10)}: model \`${result.model.name}\`, ${m.cpus} × ${m.cpuModel ?? 'unknown CPU'}, Node ${m.node}, load average at the end ${m.loadAverage.map((l) => l.toFixed(2)).join(' / ')}, seed ${result.seed}${result.quick ? ', --quick' : ''}.`,
-    `Held-out code (never trained on): ${result.heldout.map((r) => `${r.name}${r.version ? `@${r.version}` : ''} (${r.files} files)`).join(', ')}.`,
+    `Held-out code (never trained on): ${result.heldout.map((r) => `${r.name}${r.version ? `@${r.version}` : ''} (${r.files} file${r.files === 1 ? '' : 's'})`).join(', ')}.`,
     '',
     'The engine as it ships, on the CPU: `WorkspaceContext.ask` for the questions, `complete` for the completions, the model\'s forward for bits per byte. ' +
       'Lookup: names defined exactly once in the context (training/data.py\'s definition regexes), their files spread over its depth; right when the answer\'s first place is the gold file within ±2 lines of the definition (defined) or of a line using the name (used). ' +
