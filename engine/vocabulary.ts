@@ -16,6 +16,15 @@ export interface Source {
   weight: number;
 }
 
+/** A place an answer points to: the workspace line it copied, resolved (see engine/context/answer-locations.ts). */
+export interface AnswerLocation {
+  path: string;
+  /** 1-based line in the file as it is now. */
+  line: number;
+  /** The line as it is in the file, leading whitespace dropped. */
+  text: string;
+}
+
 /** Code the user selected, sent along with a question. */
 export interface CodeSelection {
   /** Workspace-relative, '/' separators. */

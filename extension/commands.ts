@@ -99,6 +99,12 @@ async function setRemoteApiKey(context: vscode.ExtensionContext): Promise<void> 
   void vscode.window.showInformationMessage('Panorama: the remote API key is saved in VS Code\'s secret storage.');
 }
 
+/** A name (an identifier) is asked about the way the default model was trained to answer; anything else in words. */
+export function findWhereQuestion(what: string): string {
+  const name = what.replace(/^`|`$/g, '');
+  return /^[A-Za-z_$][\w$.]*$/.test(name) ? `Where is \`${name}\` defined?` : `Where in this workspace is ${what}? Name the files and lines.`;
+}
+
 async function findWhere(workspaceRoot: string, backends: BackendService): Promise<void> {
   const what = await vscode.window.showInputBox({ title: 'Find Where…', prompt: 'What are you looking for?', placeHolder: 'where retries are scheduled', ignoreFocusOut: true });
   if (!what?.trim()) return;
@@ -106,7 +112,7 @@ async function findWhere(workspaceRoot: string, backends: BackendService): Promi
     { location: vscode.ProgressLocation.Notification, title: 'Panorama: searching the workspace…', cancellable: true },
     async (_progress, token) => {
       try {
-        return await backends.current().ask({ requestId: `find-${randomUUID()}`, question: `Where in this workspace is ${what.trim()}? Name the files and lines.`, maxTokens: 256 }, () => undefined, token);
+        return await backends.current().ask({ requestId: `find-${randomUUID()}`, question: findWhereQuestion(what.trim()), maxTokens: 256 }, () => undefined, token);
       } catch (error) {
         const message = token.isCancellationRequested ? undefined : backends.describeError(error);
         if (message === undefined) return undefined;
@@ -118,12 +124,19 @@ async function findWhere(workspaceRoot: string, backends: BackendService): Promi
     },
   );
   if (result === undefined || result.finishReason === 'cancelled') return;
-  const items = result.sources.map((source) => ({
+  const places = result.locations.map((place) => ({
+    label: `$(arrow-right) ${place.path}:${place.line}`,
+    description: place.text,
+    detail: 'the line the answer points to',
+    source: { path: place.path, startLine: place.line, endLine: place.line, weight: 0 },
+  }));
+  const attended = result.sources.map((source) => ({
     label: `$(file-code) ${source.path}:${source.startLine}`,
     description: `lines ${source.startLine}–${source.endLine}`,
     detail: source.weight > 0 ? `attention weight ${(source.weight * 100).toFixed(1)}%` : 'named in the answer',
     source,
   }));
+  const items = [...places, ...attended];
   const summary = result.text.trim().replace(/\s+/g, ' ').slice(0, 200);
   if (items.length === 0) {
     void vscode.window.showInformationMessage(`Panorama: ${summary || 'no answer'}${backends.isRemote ? ' (the remote answer names no file of the workspace)' : ''}`);

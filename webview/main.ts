@@ -8,7 +8,7 @@
 import '@vscode-elements/elements/dist/vscode-button/index.js';
 import '@vscode-elements/elements/dist/vscode-textarea/index.js';
 import { renderMarkdown } from './markdown.js';
-import type { ChatTurn, ContextChip, HostMessage, Source, WebviewMessage } from './protocol.js';
+import type { AnswerLocation, ChatTurn, ContextChip, HostMessage, Source, WebviewMessage } from './protocol.js';
 
 interface VsCodeApi {
   postMessage(message: WebviewMessage): void;
@@ -87,6 +87,28 @@ function renderChips(): void {
   );
 }
 
+/** Where the answer points: each copied workspace line as a link to it. */
+function placeLinks(places: AnswerLocation[]): HTMLElement {
+  const list = document.createElement('ul');
+  list.className = 'places';
+  list.setAttribute('aria-label', 'Places the answer points to');
+  for (const place of places) {
+    const link = document.createElement('a');
+    link.href = '#';
+    link.className = 'place-link';
+    link.textContent = `${place.path}:${place.line}`;
+    link.title = `Open ${place.path} at line ${place.line}: ${place.text}`;
+    link.addEventListener('click', (event) => {
+      event.preventDefault();
+      vscode.postMessage({ type: 'openSource', path: place.path, line: place.line });
+    });
+    const item = document.createElement('li');
+    item.append('→ ', link);
+    list.append(item);
+  }
+  return list;
+}
+
 function sourceLinks(sources: Source[]): HTMLElement {
   const list = document.createElement('ul');
   list.className = 'sources';
@@ -157,7 +179,8 @@ function renderTurn(turn: ChatTurn): void {
   else if (turn.finishReason === 'length') footer.textContent = 'The answer reached its length limit.';
   article.dataset.state = turn.finishReason ?? 'streaming';
   article.dataset.deltas = String(deltaCounts.get(turn.requestId) ?? 0);
-  article.replaceChildren(header, answer, ...(turn.sources.length > 0 ? [sourceLinks(turn.sources)] : []), footer);
+  const places = turn.locations ?? [];
+  article.replaceChildren(header, answer, ...(places.length > 0 ? [placeLinks(places)] : []), ...(turn.sources.length > 0 ? [sourceLinks(turn.sources)] : []), footer);
 }
 
 function scheduleRender(requestId: string): void {

@@ -4,9 +4,9 @@
 // bounds at the boundary; the host then resolves paths inside the workspace.
 // No DOM and no vscode import here, so node:test can exercise it directly.
 
-import type { FinishReason, Source } from '../engine/vocabulary.js';
+import type { AnswerLocation, FinishReason, Source } from '../engine/vocabulary.js';
 
-export type { Source };
+export type { AnswerLocation, Source };
 
 /** A removable piece of editor context shown above the input (selection or file). */
 export interface ContextChip {
@@ -30,6 +30,8 @@ export interface ChatTurn {
   question: string;
   context: ContextChip[];
   answer: string;
+  /** The places the answer points to (a copied line resolved to path:line), best first. */
+  locations?: AnswerLocation[];
   sources: Source[];
   /** Absent while the answer is streaming. */
   finishReason?: TurnEnd;

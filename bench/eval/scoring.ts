@@ -4,7 +4,7 @@
 // equals a live workspace line once trimmed; several occurrences: the one inside the
 // sources the answer attended to, else the first in context order), after any
 // `path:line` the answer spells out (the format of the first default model).
-import type { Source } from '../../engine/context/workspace-context.js';
+import type { Source } from '../../engine/vocabulary.js';
 import type { Place } from './questions.js';
 
 export interface Location extends Place {

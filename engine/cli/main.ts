@@ -342,7 +342,8 @@ async function runAsk(argv: string[]): Promise<number> {
       next = await stream.next();
     }
     process.stdout.write('\n');
-    const { sources } = next.value;
+    const { locations, sources } = next.value;
+    for (const place of locations) process.stdout.write(`→ ${place.path}:${place.line}  ${place.text}\n`);
     if (sources.length) {
       process.stdout.write('\nsources:\n');
       for (const s of sources) process.stdout.write(`  ${s.path}:${s.startLine}-${s.endLine} (${Math.round(s.weight * 100)}%)\n`);

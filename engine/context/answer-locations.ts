@@ -4,13 +4,9 @@
 // the occurrence the sparse layers attended to most while answering wins: the model
 // copied it from somewhere it read.
 
-export interface AnswerLocation {
-  path: string;
-  /** 1-based line in the file as it is now. */
-  line: number;
-  /** The workspace line, as it is in the file (leading whitespace dropped). */
-  text: string;
-}
+import type { AnswerLocation } from '../vocabulary.js';
+
+export type { AnswerLocation };
 
 /** The workspace as the resolver sees it: each live file's lines, and how much the answer attended to a line. */
 export interface LocationSearch {

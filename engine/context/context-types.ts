@@ -5,6 +5,7 @@ import type { Sequence } from '../model/sala-model.js';
 import type { SequenceCheckpoint } from '../model/sequence.js';
 import type { CodeSelection, FinishReason, Source } from '../vocabulary.js';
 import type { CompletionScope } from './completion-scope.js';
+import type { AnswerLocation } from './answer-locations.js';
 
 export interface ContextFile {
   path: string;
@@ -118,6 +119,8 @@ export interface CompletionBreakdown {
 
 export interface AskResult {
   text: string;
+  /** The places the answer points to, best first (a copied workspace line resolved to path:line; docs/workspace-questions.md). */
+  locations: AnswerLocation[];
   sources: Source[];
   finishReason: FinishReason;
   promptTokens: number;

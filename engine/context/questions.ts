@@ -6,7 +6,8 @@ import type { SelectionRecord } from '../model/sala-model.js';
 import { generate } from '../model/generation.js';
 import type { ContextCore } from './context-core.js';
 import { ContextError, type AskOptions, type AskResult } from './context-types.js';
-import { countHits, sourcesOf } from './sources.js';
+import { countHits, locationSearch, sourcesOf } from './sources.js';
+import { resolveLocations } from './answer-locations.js';
 import { settleTail, yieldToCompletions } from './tail-parking.js';
 
 /** See WorkspaceContext.ask. */
@@ -45,7 +46,9 @@ export async function* askStream(core: ContextCore, question: string, options: A
           await yieldToCompletions(core);
           next = await stream.next();
         }
-        result = { text: next.value.text, finishReason: next.value.finishReason, promptTokens: prompt.length, sources: sourcesOf(core, hits) };
+        const text = next.value.text;
+        const locations = resolveLocations(text, locationSearch(core, hits));
+        result = { text, finishReason: next.value.finishReason, promptTokens: prompt.length, locations, sources: sourcesOf(core, hits, 5, locations[0]) };
       } finally {
         core.sequence.rollback(core.contextEnd);
       }

@@ -4,7 +4,9 @@
 import type { SelectionRecord } from '../model/sala-model.js';
 import type { ContextCore } from './context-core.js';
 import type { Source } from '../vocabulary.js';
-import { lineOf, piecesOf } from './file-span.js';
+import type { FileSpan } from './context-types.js';
+import type { AnswerLocation, LocationSearch } from './answer-locations.js';
+import { idsOf, lineOf, piecesOf } from './file-span.js';
 
 /** Counts, per block of the workspace part, how often a query picked it beyond the forced ones. */
 export function countHits(core: ContextCore, record: SelectionRecord, contextLength: number, hits: Map<number, number>): void {
@@ -22,8 +24,59 @@ export function countHits(core: ContextCore, record: SelectionRecord, contextLen
   }
 }
 
-/** Maps the most-selected blocks back to files and line ranges. */
-export function sourcesOf(core: ContextCore, hits: Map<number, number>, limit = 5): Source[] {
+/**
+ * Maps the most-selected blocks back to files and line ranges. The place the answer
+ * resolved to (`first`) leads when the sparse layers selected its block: the model
+ * copied it from there.
+ */
+export function sourcesOf(core: ContextCore, hits: Map<number, number>, limit = 5, first?: AnswerLocation): Source[] {
+  const ranked = rankedSources(core, hits);
+  if (!first) return ranked.slice(0, limit);
+  const weight = blockWeight(core, hits, first.path, first.line);
+  if (weight === 0) return ranked.slice(0, limit);
+  const lead: Source = { path: first.path, startLine: first.line, endLine: first.line, weight };
+  return [lead, ...ranked.filter((s) => s.path !== lead.path || s.endLine < lead.startLine || s.startLine > lead.endLine)].slice(0, limit);
+}
+
+/** The answer's view of the workspace for resolving a copied line: live files, their lines, the attention on each. */
+export function locationSearch(core: ContextCore, hits: Map<number, number>): LocationSearch {
+  return {
+    paths: () => core.layout().map((span) => span.path),
+    lines: (path) => {
+      const span = core.spans.get(path);
+      return span ? linesOf(core, span) : [];
+    },
+    weight: (path, line) => blockWeight(core, hits, path, line),
+  };
+}
+
+/** Share of the answer's selections that went to the block holding the first token of `line`. */
+function blockWeight(core: ContextCore, hits: Map<number, number>, path: string, line: number): number {
+  const span = core.spans.get(path);
+  if (!span || line < 1 || line > span.lineStarts.length) return 0;
+  const offset = span.lineStarts[line - 1];
+  const piece = piecesOf(span).find((p) => offset >= p.from && offset < p.from + p.length);
+  if (!piece) return 0;
+  const block = Math.floor((piece.at + offset - piece.from) / core.model.config.sparse.blockSize);
+  let total = 0;
+  for (const count of hits.values()) total += count;
+  return total === 0 ? 0 : (hits.get(block) ?? 0) / total;
+}
+
+/** A file's current lines, decoded from its ids once per content (the context keeps ids, not text). */
+const decodedLines = new WeakMap<ContextCore, Map<string, { contentHash: string; lines: string[] }>>();
+function linesOf(core: ContextCore, span: FileSpan): string[] {
+  let cache = decodedLines.get(core);
+  if (!cache) decodedLines.set(core, (cache = new Map()));
+  const hit = cache.get(span.path);
+  if (hit?.contentHash === span.contentHash) return hit.lines;
+  const ids = idsOf(span, core.sequence.tokens).slice(span.headerTokens);
+  const lines = core.tokenizer.decode(ids).split('\n');
+  cache.set(span.path, { contentHash: span.contentHash, lines });
+  return lines;
+}
+
+function rankedSources(core: ContextCore, hits: Map<number, number>): Source[] {
   const { blockSize } = core.model.config.sparse;
   const total = [...hits.values()].reduce((a, b) => a + b, 0);
   if (total === 0) return [];
@@ -48,7 +101,7 @@ export function sourcesOf(core: ContextCore, hits: Map<number, number>, limit = 
       }
     }
   }
-  return mergeAdjacent([...byFileLine.values()]).sort((a, b) => b.weight - a.weight).slice(0, limit);
+  return mergeAdjacent([...byFileLine.values()]).sort((a, b) => b.weight - a.weight);
 }
 
 /** Joins ranges of one file that touch or overlap. */

@@ -372,7 +372,7 @@ export class EngineService {
       // Aborted during the prefill (model.forward throws the signal's reason).
       if (!controller.signal.aborted) throw err;
       this.record('ask', started, 0, this.countTokens(text), true);
-      return { text, sources: [], finishReason: 'cancelled', promptTokens: 0 };
+      return { text, locations: [], sources: [], finishReason: 'cancelled', promptTokens: 0 };
     } finally {
       dispose();
     }

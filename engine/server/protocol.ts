@@ -6,7 +6,7 @@
 // granularity. Paths are workspace-relative with '/' separators; the engine
 // refuses any that leave the workspace.
 
-import type { CodeSelection, FinishReason, Source } from '../vocabulary.js';
+import type { AnswerLocation, CodeSelection, FinishReason, Source } from '../vocabulary.js';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -37,7 +37,7 @@ export interface InitializeResult {
   device: { kind: 'cpu' | 'webgpu' | 'cuda'; reason: string };
 }
 
-export type { CodeSelection, FinishReason, Source } from '../vocabulary.js';
+export type { AnswerLocation, CodeSelection, FinishReason, Source } from '../vocabulary.js';
 
 export interface AskParams {
   /** Client-chosen id echoed in the answer/delta notifications. */
@@ -50,6 +50,8 @@ export interface AskParams {
 
 export interface AskResult {
   text: string;
+  /** The places the answer points to, best first (docs/workspace-questions.md). */
+  locations: AnswerLocation[];
   sources: Source[];
   finishReason: FinishReason;
   promptTokens: number;

@@ -164,6 +164,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         cancel.token,
       );
       turn.answer = result.text;
+      turn.locations = result.locations;
       turn.sources = result.sources;
       turn.finishReason = result.finishReason;
     } catch (error) {

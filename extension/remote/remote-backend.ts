@@ -51,7 +51,7 @@ export class RemoteBackend implements AssistantBackend {
       const result = await this.options.client.streamChat({ messages: chatMessages(plan, params), maxTokens: params.maxTokens ?? DEFAULT_ANSWER_TOKENS, temperature: params.temperature, signal, onDelta });
       this.options.onRequestDone?.({ kind: 'chat', model: result.model, firstTokenMs: result.firstTokenMs, totalMs: result.totalMs, usage: result.usage, prefix: describe(plan) });
       // a remote server reports no attention: the files the answer names (path:line) stand in, with weight 0
-      return { text: result.text, sources: mentionedSources(result.text, plan.files), finishReason: result.finishReason === 'length' ? 'length' : 'stop', promptTokens: result.usage?.promptTokens ?? 0 };
+      return { text: result.text, locations: [], sources: mentionedSources(result.text, plan.files), finishReason: result.finishReason === 'length' ? 'length' : 'stop', promptTokens: result.usage?.promptTokens ?? 0 };
     });
   }
 
