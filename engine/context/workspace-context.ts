@@ -174,6 +174,10 @@ export interface AskResult {
   sources: Source[];
   finishReason: FinishReason;
   promptTokens: number;
+  /** Per block of the workspace part, how often a query picked it beyond the forced ones (what `sources` is made from). */
+  blockHits: [number, number][];
+  /** The layout those blocks were counted over (spans are replaced, never changed, so this stays as it was). */
+  layout: FileSpan[];
 }
 
 export interface ContextStats {
@@ -889,7 +893,7 @@ export class WorkspaceContext {
           await this.yieldToCompletions();
           next = await stream.next();
         }
-        result = { text: next.value.text, finishReason: next.value.finishReason, promptTokens: prompt.length, sources: this.sources(hits) };
+        result = { text: next.value.text, finishReason: next.value.finishReason, promptTokens: prompt.length, sources: this.sources(hits), blockHits: [...hits], layout: this.layout() };
       } finally {
         this.sequence.rollback(this.contextEnd);
       }

@@ -6,6 +6,10 @@
 // granularity. Paths are workspace-relative with '/' separators; the engine
 // refuses any that leave the workspace.
 
+import type { AnswerOverlay, WorkspaceMap } from '../context/workspace-map.js';
+
+export type { AnswerOverlay, ExcludeReason, FileState, MapCell, OverlayFile, OverlayRange, WorkspaceMap } from '../context/workspace-map.js';
+
 export const PROTOCOL_VERSION = 1;
 
 export type DevicePreference = 'cpu' | 'webgpu' | 'cuda' | 'auto';
@@ -106,6 +110,10 @@ export interface Requests {
   reindex: [Record<string, never>, EngineStatus];
   setPaused: [{ paused: boolean }, EngineStatus];
   shutdown: [Record<string, never>, null];
+  /** The workspace as a treemap's cells (files, tokens, states), at most maxCells (default 3000); answers while indexing too. */
+  'workspace/map': [{ maxCells?: number }, WorkspaceMap];
+  /** What the sparse layers read for an answer (by its ask's requestId; the last 32 are kept); -32602 for one not kept. */
+  'answer/overlay': [{ requestId: string }, AnswerOverlay];
 }
 
 /** Notifications engine → extension: method → params. */
