@@ -10,6 +10,7 @@ import { ChatViewProvider } from './chat/chatViewProvider';
 import { registerCommands } from './commands';
 import { PanoramaInlineCompletionProvider } from './completion/inlineProvider';
 import { EngineService } from './engine/engineService';
+import { MapPanel } from './map/map-panel';
 import { registerStatusBar } from './statusBar';
 
 let activeEngine: EngineService | undefined;
@@ -25,7 +26,7 @@ export function activate(context: vscode.ExtensionContext): void {
     const needsFolder = (): void => void vscode.window.showInformationMessage('Panorama reads a workspace folder: open a folder first.', 'Open Folder…').then((choice) => {
       if (choice !== undefined) void vscode.commands.executeCommand('workbench.action.files.openFolder');
     });
-    const ids = ['panorama.ask', 'panorama.explainSelection', 'panorama.findWhere', 'panorama.reindex', 'panorama.pauseIndexing', 'panorama.resumeIndexing', 'panorama.selectDevice', 'panorama.restartEngine', 'panorama.toggleInlineCompletions', 'panorama.statusMenu', 'panorama.setRemoteApiKey', 'panorama.clearRemoteApiKey'];
+    const ids = ['panorama.ask', 'panorama.explainSelection', 'panorama.findWhere', 'panorama.reindex', 'panorama.pauseIndexing', 'panorama.resumeIndexing', 'panorama.selectDevice', 'panorama.restartEngine', 'panorama.toggleInlineCompletions', 'panorama.statusMenu', 'panorama.setRemoteApiKey', 'panorama.clearRemoteApiKey', 'panorama.showWorkspaceMap'];
     context.subscriptions.push(
       vscode.commands.registerCommand('panorama.showEngineLog', () => log.show()),
       ...ids.map((id) => vscode.commands.registerCommand(id, needsFolder)),
@@ -42,6 +43,7 @@ export function activate(context: vscode.ExtensionContext): void {
     engine,
     backends,
     chat,
+    new MapPanel(context, engine, backends, root, log),
     registerStatusBar(backends),
     registerCommands(context, engine, backends, chat, log),
     vscode.window.registerWebviewViewProvider(ChatViewProvider.viewType, chat),
