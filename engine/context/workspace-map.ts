@@ -319,7 +319,7 @@ export interface OverlayFile {
   lines: number;
   /** Sum of its ranges' weights (all of them, before the bound). */
   weight: number;
-  /** The heaviest ranges (at most MAX_RANGES_PER_FILE), in line order. */
+  /** Block by block (not merged, so the heat varies along the file): the heaviest MAX_RANGES_PER_FILE, in line order. */
   ranges: OverlayRange[];
 }
 
@@ -338,8 +338,8 @@ export interface AnswerOverlay {
 }
 
 export const MAX_PLACES = 20;
-export const MAX_OVERLAY_FILES = 100;
-export const MAX_RANGES_PER_FILE = 32;
+export const MAX_OVERLAY_FILES = 64;
+export const MAX_RANGES_PER_FILE = 64;
 
 interface Placed {
   at: number;
@@ -350,9 +350,10 @@ interface Placed {
 /**
  * Maps per-block hit counts (as ask() counts them) onto the layout the answer
  * was generated over: each block's overlap with each file piece becomes a line
- * range weighted count / total, as `sources` weighs them; ranges of one file that
- * touch are merged. Bounded: MAX_PLACES places, MAX_OVERLAY_FILES files of at
- * most MAX_RANGES_PER_FILE ranges each.
+ * range weighted count / total, as `sources` weighs them. The places merge ranges
+ * of one file that touch, as `sources` does; the files keep them block by block.
+ * Bounded: MAX_PLACES places, MAX_OVERLAY_FILES files of at most
+ * MAX_RANGES_PER_FILE ranges each.
  */
 export function buildAnswerOverlay(requestId: string, spans: readonly FileSpan[], blockHits: readonly (readonly [number, number])[], blockSize: number): AnswerOverlay {
   const total = blockHits.reduce((n, [, count]) => n + count, 0);
@@ -385,7 +386,7 @@ export function buildAnswerOverlay(requestId: string, spans: readonly FileSpan[]
   const places = [...merged].sort((a, b) => b.weight - a.weight).slice(0, MAX_PLACES);
   const lines = new Map(spans.map((s) => [s.path, s.lineStarts.length]));
   const perFile = new Map<string, OverlayFile>();
-  for (const range of merged) {
+  for (const range of byFileLine.values()) {
     const file = perFile.get(range.path) ?? { path: range.path, lines: lines.get(range.path) ?? range.endLine, weight: 0, ranges: [] };
     file.weight += range.weight;
     file.ranges.push({ startLine: range.startLine, endLine: range.endLine, weight: range.weight });

@@ -46,7 +46,8 @@ let palette: Palette = fallbackPalette();
 let textOn: Record<string, string> = {};
 let frameQueued = false;
 let receivedAt = 0;
-const timing = { renders: 0, maxMs: 0 };
+/** The view's own work, measured where it happens: drawing (layout + paint) and handling a message (validation + chrome). */
+const timing = { renders: 0, maxMs: 0, maxHandleMs: 0 };
 
 function element(id: string): HTMLElement {
   const found = document.getElementById(id);
@@ -191,12 +192,15 @@ function paintLeaf(ctx: CanvasRenderingContext2D, i: number, cell: MapCell, r: R
     if (cell.kind === 'file' && files && r.h > 8) {
       ctx.fillStyle = palette.heat;
       for (const file of files) {
+        const top = Math.max(...file.ranges.map((range) => range.weight));
         for (const range of file.ranges) {
           const y0 = r.y + ((range.startLine - 1) / file.lines) * r.h;
           const y1 = r.y + (range.endLine / file.lines) * r.h;
-          ctx.fillRect(r.x, y0, r.w, Math.max(2, y1 - y0));
+          ctx.globalAlpha = 0.25 + 0.75 * (range.weight / top);
+          ctx.fillRect(r.x + r.w * 0.75, y0, r.w * 0.25, Math.max(2, y1 - y0));
         }
       }
+      ctx.globalAlpha = 1;
     }
   }
   ctx.strokeStyle = palette.border;
@@ -414,6 +418,8 @@ window.addEventListener('message', (event: MessageEvent<unknown>) => {
   }
   renderChrome();
   scheduleRender();
+  timing.maxHandleMs = Math.max(timing.maxHandleMs, performance.now() - arrived);
+  canvas.dataset.maxHandleMs = timing.maxHandleMs.toFixed(1);
 });
 
 new ResizeObserver(() => scheduleRender()).observe(stage);
