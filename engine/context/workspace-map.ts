@@ -181,9 +181,8 @@ function folderTree(entries: readonly Entry[]): Folder {
     let folder = root;
     const chain = [root];
     for (let i = 0; i < parts.length - 1; i++) {
-      const path = parts.slice(0, i + 1).join('/');
       let next = folder.folders.get(parts[i]);
-      if (!next) folder.folders.set(parts[i], (next = newFolder(path)));
+      if (!next) folder.folders.set(parts[i], (next = newFolder(folder.path === '' ? parts[i] : `${folder.path}/${parts[i]}`)));
       folder = next;
       chain.push(folder);
     }
