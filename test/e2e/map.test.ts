@@ -268,4 +268,23 @@ describe('the workspace map in VS Code (code-server + Chromium)', { skip, timeou
     assert.ok(maxRenderMs <= 200 && maxHandleMs <= 200, `no update held the view for more than 200 ms (draw ${maxRenderMs} ms, handling ${maxHandleMs} ms)`);
     assert.equal(await data('phase'), 'indexing');
   });
+
+  step('follows the theme: dark and high contrast colours replace the light ones', 90_000, async () => {
+    const seen = new Set([await data('palette')]);
+    for (const [theme, kind, name] of [['Dark Modern', 'vscode-dark', 'map-6-dark'], ['Dark High Contrast', 'vscode-high-contrast', 'map-7-high-contrast']] as const) {
+      // the theme picker itself (its row, clicked: the first row can be the marketplace's)
+      await page.keyboard.press('Escape');
+      await page.keyboard.press('F1');
+      const input = page.locator('.quick-input-widget input');
+      await input.fill('>Preferences: Color Theme');
+      await page.locator('.quick-input-list .monaco-list-row', { hasText: /Preferences: Color Theme(?!s)/ }).first().click();
+      await page.locator('.quick-input-widget input[placeholder^="Select Color Theme"]').waitFor({ timeout: 10_000 });
+      await input.fill(theme);
+      await page.locator('.quick-input-list .monaco-list-row', { hasText: new RegExp(`^${theme}`) }).first().click();
+      await until(async () => (await data('theme')) === kind, 20_000, `the view is in ${theme}`);
+      await until(async () => !seen.has(await data('palette')), 5_000, `${theme} gave its own colours`);
+      seen.add(await data('palette'));
+      await shot(name);
+    }
+  });
 });

@@ -84,6 +84,9 @@ function readPalette(): void {
   const contrast = style.getPropertyValue('--vscode-contrastBorder').trim();
   if (document.body.classList.contains('vscode-high-contrast') && contrast) next.border = contrast;
   palette = next;
+  // what the theme gave, for a test to see the view follow a theme change
+  canvas.dataset.theme = ['vscode-high-contrast-light', 'vscode-high-contrast', 'vscode-dark', 'vscode-light'].find((kind) => document.body.classList.contains(kind)) ?? '';
+  canvas.dataset.palette = `${palette.encoded} ${palette.border} ${palette.background}`;
   textOn = {};
   for (const key of [...MAP_STATES, 'heat', 'folder'] as const) textOn[key] = readableOn(palette[key]);
 }
