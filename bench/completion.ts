@@ -38,7 +38,8 @@ import { WorkspaceContext } from '../engine/context/workspace-context.js';
 import { defaultStoreDir } from '../engine/context/workspace-index.js';
 import { AdaptiveDebounce } from '../extension/completion/debounce.js';
 import { SuggestionCache } from '../extension/completion/cache.js';
-import { trimCompletion } from '../extension/completion/trim.js';
+import { tidySuggestion } from '../extension/completion/trim.js';
+import { DEFAULT_MAX_LINES } from '../engine/context/completion-scope.js';
 
 const { values } = parseArgs({
   options: {
@@ -57,11 +58,12 @@ const budget = Number(values.budget);
 const root = path.resolve(values.root ?? path.join(repo, 'node_modules', 'eslint', 'lib'));
 const modelDir = path.resolve(values.model ?? defaultModelDir());
 
-// The extension's provider (extension/completion/inlineProvider.ts), restated: its windows and request.
+// The extension's provider (extension/completion/inline-provider.ts), restated: its windows and request.
 const PREFIX_CHARS = 6_000;
 const SUFFIX_CHARS = 1_500;
 const MAX_TOKENS = 64;
-const MAX_LINES = 8;
+/** The engine stops a block suggestion here (engine/context/completion-scope.ts). */
+const MAX_LINES = DEFAULT_MAX_LINES;
 
 // ---------------------------------------------------------------------------- the typing trace
 
@@ -298,7 +300,7 @@ async function replay(variant: Variant, session: Session, index: number, tokeniz
         const result = await service.complete({ path: session.path, prefix, suffix, maxTokens: MAX_TOKENS }, { signal: controller.signal });
         const ms = performance.now() - sent;
         const nextLines = session.after.split('\n').slice(1, 4);
-        const suggestion = trimCompletion({ completion: result.text, linePrefix, lineSuffix: key.closers, nextLines, maxLines: MAX_LINES });
+        const suggestion = tidySuggestion({ completion: result.text, lineSuffix: key.closers, nextLines });
         cache.remember({ documentKey: session.path, prefix: fullPrefix, suffix, text: suggestion });
         const firstLine = suggestion.split('\n')[0];
         const record: RequestRecord = {

@@ -1,5 +1,5 @@
-// Merges bench:offload result files (several device runs: a session's device time
-// comes in pieces) into one table and charts, decode and prefill.
+// Merges bench:offload result files (several runs, each of some contexts or modes) into
+// one table and charts, decode and prefill.
 //   node --import tsx bench/offload-report.ts DIR [--prefix P] run1.json run2.json …   (later files add rows, never replace)
 // Outputs go to DIR as P + table.md, prefill-table.md, decode-*.svg, prefill-*.svg, hit-rate.svg.
 // Rows are keyed by model, context, mode and precision (rows without one are fp32);

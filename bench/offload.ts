@@ -15,7 +15,7 @@
 // fp32's on the device.
 //
 //   npm run bench:offload -- --device webgpu --models default,9b --out docs/benchmarks/offload-webgpu.json
-//   npm run bench:offload -- --device cpu --quick         (the CPU subset that CI runs)
+//   npm run bench:offload -- --device cpu --quick         (the CPU subset; bench:offload:check checks its figures)
 import { parseArgs } from 'node:util';
 import { mkdirSync, writeFileSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';

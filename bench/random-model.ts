@@ -74,7 +74,7 @@ export function denseVariant(config: SalaConfig): SalaConfig {
   return { ...config, sparse: { ...config.sparse, denseLen: Number.MAX_SAFE_INTEGER } };
 }
 
-/** MiniCPM-SALA-9B's exact shape (spec (a)): 32 layers, sparse 0, 9, 16, 17, 22, 29, 30, 31; d 4096; vocab 73448. */
+/** MiniCPM-SALA-9B's exact shape (docs/spec/minicpm-sala.md, "Config schema"): 32 layers, sparse 0, 9, 16, 17, 22, 29, 30, 31; d 4096; vocab 73448. */
 export const SALA_9B_SHAPE = {
   ...SMALL_20M,
   vocab_size: 73448,
@@ -98,7 +98,7 @@ export const SALA_9B_SHAPE = {
  * cost of a step is the same as with distinct weights (every layer still streams
  * its weights from device memory: one layer's are far larger than any cache), but
  * host memory, generation and upload time are two layers' worth instead of 32 —
- * what makes a 9B-shaped model loadable inside a device session. Values: a
+ * what makes a 9B-shaped model load in seconds on one GPU host. Values: a
  * uniform pattern with the 0.02 standard deviation of randomModel, repeated with a
  * prime period (nothing here depends on the values but their scale).
  */

@@ -97,7 +97,7 @@ function table(rows: Row[]): string {
 }
 
 async function main(): Promise<void> {
-  const fixtureDir = path.resolve(__dirname, '../../shared/fixtures/sala-tiny-a');
+  const fixtureDir = path.resolve(__dirname, '../test/fixtures/sala-tiny-a');
   const rows: Row[] = [];
   process.stderr.write(`bench: CPU, ${os.cpus().length} cores, contexts ${contexts.join(', ')}, ${decodeSteps} decode steps\n`);
   try {

@@ -1,11 +1,11 @@
 // What chat, the palette commands and inline completions ask of "the model": one
 // interface, two implementations — the local engine over JSON-RPC (below) and a
-// remote OpenAI-compatible server (remote/remoteBackend.ts). No vscode import: a
+// remote OpenAI-compatible server (remote/remote-backend.ts). No vscode import: a
 // vscode.CancellationToken fits vscode-jsonrpc's CancellationToken.
 
 import type { CancellationToken } from 'vscode-jsonrpc/node';
-import type { AskParams, AskResult, CompleteParams, CompleteResult } from '../engine/server/protocol';
-import type { EngineClient } from './engine/client';
+import type { AskParams, AskResult, CompleteParams, CompleteResult } from '../engine/server/protocol.js';
+import type { EngineClient } from './engine/client.js';
 
 export interface AssistantBackend {
   readonly kind: 'local' | 'remote';

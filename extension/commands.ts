@@ -3,13 +3,14 @@
 
 import * as vscode from 'vscode';
 import { randomUUID } from 'node:crypto';
-import type { DevicePreference } from '../engine/server/protocol';
-import type { BackendService } from './backendService';
-import type { ChatViewProvider } from './chat/chatViewProvider';
-import { DEVICES, REMOTE_API_KEY_SECRET } from './config';
-import { errorMessage, isNotReady, NOT_READY_MESSAGE } from './engine/client';
-import type { EngineService } from './engine/engineService';
-import { resolveInside } from './workspacePaths';
+import type { DevicePreference } from '../engine/server/protocol.js';
+import type { BackendService } from './backend-service.js';
+import type { ChatViewProvider } from './chat/chat-view-provider.js';
+import { DEVICES, REMOTE_API_KEY_SECRET } from './config.js';
+import { errorMessage, isNotReady } from './engine/client.js';
+import type { EngineService } from './engine/engine-service.js';
+import { openAt } from './open-at.js';
+import { resolveInside } from './workspace-paths.js';
 
 export function registerCommands(context: vscode.ExtensionContext, engine: EngineService, backends: BackendService, chat: ChatViewProvider, log: vscode.LogOutputChannel): vscode.Disposable {
   const register = (id: string, run: (...args: unknown[]) => unknown): vscode.Disposable => vscode.commands.registerCommand(id, run);
@@ -59,7 +60,7 @@ async function withEngineErrors<T>(run: () => Promise<T>): Promise<T | undefined
     return await run();
   } catch (error) {
     if (isNotReady(error)) {
-      void vscode.window.showInformationMessage(NOT_READY_MESSAGE);
+      void vscode.window.showInformationMessage(errorMessage(error));
       return undefined;
     }
     const choice = await vscode.window.showErrorMessage(`Panorama: ${errorMessage(error)}`, 'Show Log');
@@ -111,7 +112,7 @@ async function findWhere(workspaceRoot: string, backends: BackendService): Promi
         const message = token.isCancellationRequested ? undefined : backends.describeError(error);
         if (message === undefined) return undefined;
         backends.noteFailure(error);
-        if (message === NOT_READY_MESSAGE) void vscode.window.showInformationMessage(message);
+        if (isNotReady(error)) void vscode.window.showInformationMessage(message);
         else if ((await vscode.window.showErrorMessage(`Panorama: ${message}`, 'Show Log')) === 'Show Log') await vscode.commands.executeCommand('panorama.showEngineLog');
         return undefined;
       }
@@ -136,11 +137,6 @@ async function findWhere(workspaceRoot: string, backends: BackendService): Promi
   if (picked.source === undefined) return void vscode.commands.executeCommand('panorama.showWorkspaceMap', { requestId, question: what.trim() });
   const file = resolveInside(workspaceRoot, picked.source.path);
   if (file !== undefined) await openAt(file, picked.source.startLine);
-}
-
-export async function openAt(file: string, line: number): Promise<void> {
-  const position = new vscode.Position(Math.max(0, line - 1), 0);
-  await vscode.window.showTextDocument(vscode.Uri.file(file), { selection: new vscode.Range(position, position), preview: true });
 }
 
 async function statusMenu(engine: EngineService, backends: BackendService): Promise<void> {

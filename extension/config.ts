@@ -3,7 +3,7 @@
 // restrictedConfigurations in package.json).
 
 import * as vscode from 'vscode';
-import type { DevicePreference } from '../engine/server/protocol';
+import type { DevicePreference } from '../engine/server/protocol.js';
 
 const DEVICES: readonly DevicePreference[] = ['auto', 'cpu', 'webgpu', 'cuda'];
 export const DEFAULT_REMOTE_CONTEXT_CHARS = 400_000;

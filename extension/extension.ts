@@ -5,13 +5,15 @@
 
 import { writeFileSync } from 'node:fs';
 import * as vscode from 'vscode';
-import { BackendService } from './backendService';
-import { ChatViewProvider } from './chat/chatViewProvider';
-import { registerCommands } from './commands';
-import { PanoramaInlineCompletionProvider } from './completion/inlineProvider';
-import { EngineService } from './engine/engineService';
-import { MapPanel } from './map/map-panel';
-import { registerStatusBar } from './statusBar';
+import { BackendService } from './backend-service.js';
+import { ChatViewProvider } from './chat/chat-view-provider.js';
+import { registerCommands } from './commands.js';
+import { contributedCommands } from './contributed-commands.js';
+import { PanoramaInlineCompletionProvider } from './completion/inline-provider.js';
+import { EngineService } from './engine/engine-service.js';
+import { MapPanel } from './map/map-panel.js';
+import { registerStatusBar } from './status-bar.js';
+import { ModelPicker } from './model-picker.js';
 
 let activeEngine: EngineService | undefined;
 
@@ -26,7 +28,7 @@ export function activate(context: vscode.ExtensionContext): void {
     const needsFolder = (): void => void vscode.window.showInformationMessage('Panorama reads a workspace folder: open a folder first.', 'Open Folder…').then((choice) => {
       if (choice !== undefined) void vscode.commands.executeCommand('workbench.action.files.openFolder');
     });
-    const ids = ['panorama.ask', 'panorama.explainSelection', 'panorama.findWhere', 'panorama.reindex', 'panorama.pauseIndexing', 'panorama.resumeIndexing', 'panorama.selectDevice', 'panorama.restartEngine', 'panorama.toggleInlineCompletions', 'panorama.statusMenu', 'panorama.setRemoteApiKey', 'panorama.clearRemoteApiKey', 'panorama.showWorkspaceMap'];
+    const ids = contributedCommands(context.extension.packageJSON).filter((id) => id !== 'panorama.showEngineLog');
     context.subscriptions.push(
       vscode.commands.registerCommand('panorama.showEngineLog', () => log.show()),
       ...ids.map((id) => vscode.commands.registerCommand(id, needsFolder)),
@@ -45,6 +47,7 @@ export function activate(context: vscode.ExtensionContext): void {
     chat,
     new MapPanel(context, engine, backends, root, log),
     registerStatusBar(backends),
+    new ModelPicker(context, log),
     registerCommands(context, engine, backends, chat, log),
     vscode.window.registerWebviewViewProvider(ChatViewProvider.viewType, chat),
     vscode.languages.registerInlineCompletionItemProvider({ pattern: '**' }, new PanoramaInlineCompletionProvider(backends, root, log)),

@@ -1,7 +1,6 @@
 // The packaged extension in a real VS Code: code-server (from npm, on Node 24 from
 // npm) with a profile of its own. Shared by `npm start` (scripts/start.ts) and the
-// end-to-end tests (test/e2e/harness.ts). Recipe and pitfalls:
-// ../shared/research/vscode-e2e.md.
+// end-to-end tests (test/e2e/harness.ts). Recipe and pitfalls: docs/e2e.md.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -22,9 +21,9 @@ export function step(label: string, command: string, args: string[], env: NodeJS
   console.log(`# ${label}: ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
 
-/** Node 24, code-server and vsce into .e2e/ (once; a stamp file makes later calls free). */
+/** Node 24 and code-server into .e2e/ (once; a stamp file makes later calls free). */
 export function installTools(): void {
-  step('install code-server and vsce (cached in .e2e/)', 'bash', ['scripts/e2e-install.sh']);
+  step('install code-server (cached in .e2e/)', 'bash', ['scripts/e2e-install.sh']);
 }
 
 /** Builds the bundles and packages the linux-x64 VSIX to `out`. */

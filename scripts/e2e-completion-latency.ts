@@ -11,9 +11,9 @@ import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { EngineClient } from '../extension/engine/client';
-import { discoverEngine } from '../extension/engine/discovery';
-import { trimCompletion } from '../extension/completion/trim';
+import { EngineClient } from '../extension/engine/client.js';
+import { discoverEngine } from '../extension/engine/discovery.js';
+import { tidySuggestion } from '../extension/completion/trim.js';
 
 const { values } = parseArgs({
   options: {
@@ -87,7 +87,7 @@ async function main(): Promise<void> {
       engineLatencies.push(result.latencyMs);
       if (result.reusedTokens > 0) reused++;
       const lineText = lines[index];
-      const suggestion = trimCompletion({ completion: result.text, linePrefix: lineText.slice(0, column + typed), lineSuffix: lineText.slice(column + typed), nextLines: lines.slice(index + 1, index + 4), maxLines: 8 });
+      const suggestion = tidySuggestion({ completion: result.text, lineSuffix: lineText.slice(column + typed), nextLines: lines.slice(index + 1, index + 4) });
       if (suggestion !== '') shown.push(1);
     }
   }

@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
-# Installs the e2e tools into .e2e/ (gitignored): Node 24 from the npm registry (code-server
-# needs it), then code-server and @vscode/vsce installed *with* that node. Idempotent: a stamp
-# file records the versions, so a second run costs nothing. Recipe and pitfalls:
-# ../shared/research/vscode-e2e.md.
+# Installs what the end-to-end tests and `npm start` need into .e2e/ (gitignored): Node 24 from
+# the npm registry (code-server needs it), then code-server installed *with* that node.
+# Packaging a VSIX needs none of this (vsce is a devDependency). Idempotent: a stamp file records
+# the versions, so a second run costs nothing. Recipe and pitfalls: docs/e2e.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODE24_VERSION=24.21.0
 CODE_SERVER_VERSION=4.139.1
-VSCE_VERSION=3.9.2
 ROOT="$PWD/.e2e"
-STAMP="$ROOT/tools/.installed-$NODE24_VERSION-$CODE_SERVER_VERSION-$VSCE_VERSION"
+STAMP="$ROOT/tools/.installed-$NODE24_VERSION-$CODE_SERVER_VERSION"
 [ -f "$STAMP" ] && exit 0
 
 # Run from `npm test`, the outer npm's npm_* variables would be read as config by these
@@ -25,8 +24,8 @@ export PATH="$N24/bin:$PATH" npm_config_nodedir="$N24"
 cd "$ROOT/tools"
 cat > package.json <<JSON
 { "name": "panorama-e2e-tools", "private": true,
-  "allowScripts": { "code-server": true, "argon2": true, "keytar": true, "@vscode/vsce-sign": true } }
+  "allowScripts": { "code-server": true, "argon2": true } }
 JSON
 # Pitfall 3: prebuilt downloads fail offline; node-gyp falls back to building (needs libkrb5-dev).
-npm install --no-audit --no-fund "code-server@$CODE_SERVER_VERSION" "@vscode/vsce@$VSCE_VERSION"
+npm install --no-audit --no-fund "code-server@$CODE_SERVER_VERSION"
 touch "$STAMP"

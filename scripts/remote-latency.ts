@@ -11,10 +11,10 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { CancellationTokenSource } from 'vscode-jsonrpc/node';
-import { RemoteBackend, type RemoteRequestInfo } from '../extension/remote/remoteBackend';
-import { RemoteClient } from '../extension/remote/remoteClient';
-import { WorkspacePrefix } from '../extension/remote/workspacePrefix';
-import { repoRoot } from './code-server';
+import { RemoteBackend, type RemoteRequestInfo } from '../extension/remote/remote-backend.js';
+import { RemoteClient } from '../extension/remote/remote-client.js';
+import { WorkspacePrefix } from '../extension/remote/workspace-prefix.js';
+import { repoRoot } from './code-server.js';
 
 const { values } = parseArgs({
   options: {

@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { CodeServerProfile, e2eRoot, freePort, installTools, packageVsix, repoRoot, step } from './code-server';
+import { CodeServerProfile, e2eRoot, freePort, installTools, packageVsix, repoRoot, step } from './code-server.js';
 
 const CLI_QUESTION = 'Where is the InfLLM-V2 block selection graph built?';
 const DEFAULT_PORT = 8123;

@@ -1,9 +1,9 @@
 """Corpus, tokenizer and training-sample construction.
 
 Sources
-  * Python (.py/.pyi) from the GPU machine's site-packages, grouped by top-level package;
+  * Python (.py/.pyi) from this machine's site-packages, grouped by top-level package;
   * C/C++ headers (.h/.hpp/.cuh) found inside those packages (include/ folders);
-  * TypeScript/JavaScript from npm packages (training/prep_js.py output, carried compressed).
+  * TypeScript/JavaScript from npm packages (training/prep_js.py output, xz-compressed).
 Held-out packages (never trained on) are listed in HELDOUT_PY / HELDOUT_JS.
 
 Formats (the engine uses the same strings):
@@ -276,21 +276,89 @@ def single_returns(path, text):
     return out
 
 
-def make_questions(files, rng, n_q, kinds=("where", "where", "where", "imports", "returns")):
-    """files: [[path, text]] in context order. Returns [(question, answer)]."""
+IDENT = re.compile(r"[A-Za-z_$][\w$]*")
+MAX_ANSWER_LINE = 160
+
+
+def not_found_answer(name):
+    return f"`{name}` is not in the workspace."
+
+
+def _word(name):
+    return re.compile(r"(?<![\w$])" + re.escape(name) + r"(?![\w$])")
+
+
+def _invented_name(rng, text, pool):
+    """A plausible identifier that does not occur in text: pieces of real identifiers recombined."""
+    for _ in range(20):
+        a, b = rng.choice(pool), rng.choice(pool)
+        parts = re.split(r"_|(?<=[a-z])(?=[A-Z])", a) + re.split(r"_|(?<=[a-z])(?=[A-Z])", b)
+        parts = [x for x in parts if x]
+        if len(parts) < 2:
+            continue
+        k = rng.randint(2, min(3, len(parts)))
+        picked = rng.sample(parts, k)
+        name = "_".join(x.lower() for x in picked) if rng.random() < 0.5 else \
+            picked[0][:1].lower() + picked[0][1:] + "".join(x[:1].upper() + x[1:] for x in picked[1:])
+        if len(name) >= 4 and name not in text:
+            return name
+    return None
+
+
+def make_questions(files, rng, n_q, kinds=("defined",) * 9 + ("used",) * 5 + ("missing",) * 3 + ("imports", "returns")):
+    """files: [[path, text]] in context order. Returns [(question, answer)] in the format of
+    docs/workspace-questions.md: a definition is answered with its line (leading whitespace
+    dropped), a use with up to 3 lines that use the name, an absent name with a not-found sentence."""
     defs = {}
-    for path, text in files:
+    file_lines = [text.split("\n") for _, text in files]
+    for fi, (path, text) in enumerate(files):
         for name, line in definitions(path, text):
-            defs.setdefault(name, []).append((path, line))
-    uniq = [(n, v[0]) for n, v in defs.items() if len(v) == 1 and len(n) >= 4 and not n.startswith("__")]
+            defs.setdefault(name, []).append((fi, line))
+    uniq = []
+    for n, v in defs.items():
+        if len(v) != 1 or len(n) < 4 or n.startswith("__"):
+            continue
+        fi, line = v[0]
+        row = file_lines[fi][line - 1].strip()
+        if len(row) <= MAX_ANSWER_LINE:
+            uniq.append((n, fi, line, row))
+    all_text = None
     out = []
     tried = 0
     while len(out) < n_q and tried < 10 * n_q:
         tried += 1
         kind = rng.choice(kinds)
-        if kind == "where" and uniq:
-            name, (path, line) = rng.choice(uniq)
-            out.append((f"Where is `{name}` defined?", f"{path}:{line}"))
+        if kind == "defined" and uniq:
+            name, _, _, row = rng.choice(uniq)
+            out.append((f"Where is `{name}` defined?", row))
+        elif kind == "used" and uniq:
+            name, dfi, dline, row = rng.choice(uniq)
+            rx = _word(name)
+            uses = []
+            for fi, lines in enumerate(file_lines):
+                if name not in files[fi][1]:
+                    continue
+                for li, l in enumerate(lines):
+                    if (fi, li + 1) == (dfi, dline) or not rx.search(l):
+                        continue
+                    u = l.strip()
+                    if u and u != row and len(u) <= MAX_ANSWER_LINE and u not in uses:
+                        uses.append(u)
+                    if len(uses) == 3:
+                        break
+                if len(uses) == 3:
+                    break
+            if uses:
+                out.append((f"Where is `{name}` used?", "\n".join(uses)))
+        elif kind == "missing":
+            if all_text is None:
+                all_text = "".join(t for _, t in files)
+            pool = [n for n, _, _, _ in uniq] or IDENT.findall(all_text[:20000])
+            if pool:
+                name = _invented_name(rng, all_text, pool)
+                if name:
+                    verb = rng.choice(["defined", "defined", "used"])
+                    out.append((f"Where is `{name}` {verb}?", not_found_answer(name)))
         elif kind == "imports":
             imp = {}
             for path, text in files:
@@ -339,7 +407,7 @@ def qa_doc(repo_files, rng, char_budget, n_q):
     files = context_files(repo_files, rng, char_budget)
     if not files:
         return None
-    qs = make_questions(files, rng, n_q)
+    qs = list(dict.fromkeys(make_questions(files, rng, n_q)))
     if not qs:
         return None
     body = "".join(file_doc(p, t) for p, t in files)

@@ -5,6 +5,7 @@ usage (repo root, CPU is fine; needs node for the JS tokenizer):
 The weights are read exactly as the engine reads them (I8 rows x F32 scale -> float32).
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,9 +16,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st_io  # noqa: E402
-from model import SalaForCausalLM, load_state  # noqa: E402
+from model import SalaForCausalLM, load_state, rope_cos_sin, select_blocks, sparse_attention_ref  # noqa: E402
 
 LAST = 4
+DECODE_STEPS = 4
 
 
 def prompts(repo):
@@ -31,6 +33,58 @@ def prompts(repo):
     ctx = "<|file|>training/tokenize.cjs\n" + ts + "<|file|>training/model.py\n" + src[:7000] + "\n"
     chat = ctx + "<|user|>Where is `alibi_slopes` defined?<|end|><|assistant|>"
     return {"short": short, "fim": fim, "chat_sparse": chat}
+
+
+@torch.no_grad()
+def decode_reference(model, prompt, steps):
+    """Greedy decode as the engine runs it: the prompt in one prefill, then one token at a time.
+    Each layer keeps its inputs at every position as they were computed then; a Lightning layer is
+    re-run over them (exact: its recurrence is causal), a sparse layer attends from the new token
+    alone, over K/V of all positions, with the decode selection rule (no prefill visibility formula).
+    Returns ([steps + 1] logit rows, greedy ids)."""
+    c = model.c
+    layers = model.model.layers
+    x = model.model.embed_tokens(torch.tensor(prompt)[None]) * c.scale_emb
+    cos, sin = rope_cos_sin(torch.arange(len(prompt)), c.head_dim, c.rope_theta, "cpu")
+    inputs = []
+    for layer in layers:
+        inputs.append(x)
+        x = layer(x, cos, sin, {})
+    rows = [model.logits_from_hidden(model.model.norm(x))[0, -1].numpy().astype("<f4")]
+    greedy = [int(rows[-1].argmax())]
+    for _ in range(steps):
+        L = inputs[0].shape[1] + 1
+        cos, sin = rope_cos_sin(torch.arange(L), c.head_dim, c.rope_theta, "cpu")
+        xn = model.model.embed_tokens(torch.tensor([[greedy[-1]]])) * c.scale_emb
+        for li, layer in enumerate(layers):
+            inputs[li] = torch.cat([inputs[li], xn], 1)
+            normed = layer.input_layernorm(inputs[li])
+            if layer.sparse:
+                attn = sparse_decode_step(layer.self_attn, normed, c)
+            else:
+                attn = layer.self_attn(normed, cos, sin, {})[:, -1:]
+            h = xn + attn * c.residual_scale
+            xn = h + layer.mlp(layer.post_attention_layernorm(h)) * c.residual_scale
+        rows.append(model.logits_from_hidden(model.model.norm(xn))[0, -1].numpy().astype("<f4"))
+        greedy.append(int(rows[-1].argmax()))
+    return rows, greedy
+
+
+def sparse_decode_step(attn, normed, c):
+    """The sparse layer's output for the last position only, as one decode step computes it."""
+    L = normed.shape[1]
+    q = attn.q_proj(normed[:, -1:]).view(1, 1, attn.H, attn.D).transpose(1, 2)
+    k = attn.k_proj(normed).view(1, L, attn.Hk, attn.D).transpose(1, 2)
+    v = attn.v_proj(normed).view(1, L, attn.Hk, attn.D).transpose(1, 2)
+    if L < c.dense_len:
+        G = attn.H // attn.Hk
+        kr, vr = k.repeat_interleave(G, dim=1), v.repeat_interleave(G, dim=1)
+        p = torch.softmax(q @ kr.transpose(-1, -2) / math.sqrt(attn.D), dim=-1)
+        o = p @ vr
+    else:
+        o = sparse_attention_ref(q, k, v, select_blocks(q, k, c, decode=True), c)
+    o = o.transpose(1, 2).reshape(1, 1, attn.H * attn.D) * torch.sigmoid(attn.o_gate(normed[:, -1:]))
+    return attn.o_proj(o)
 
 
 def main():
@@ -67,6 +121,21 @@ def main():
             entry["last_topk_shape"] = list(topk.shape)
         manifest["prompts"][k] = entry
         print(k, entry["tokens"], entry["path"], entry["argmax_last"], flush=True)
+    # Greedy decode across dense_len: the prompt ends 2 tokens short of it, so decode steps 0-1
+    # attend densely and steps 2-4 are the first sparse ones.
+    dense_len = cfg["sparse_config"]["dense_len"]
+    prompt = list(ids_all[list(ps).index("chat_sparse")][:dense_len - 2])
+    prompt_len = len(prompt)
+    rows, greedy = decode_reference(model, prompt, DECODE_STEPS)
+    seq = prompt
+    np.save(os.path.join(out, "decode_cross_ids.npy"), np.asarray(seq[:prompt_len], dtype="<i4"))
+    np.save(os.path.join(out, "decode_cross_greedy.npy"), np.asarray(greedy, dtype="<i4"))
+    np.save(os.path.join(out, "decode_cross_logits.npy"), np.stack(rows))
+    manifest["prompts"]["decode_cross"] = {
+        "tokens": prompt_len, "decode_steps": DECODE_STEPS, "greedy": greedy,
+        "rows": "the prompt's last logits, then one row per decode step (kv lengths "
+                f"{prompt_len + 1}..{prompt_len + DECODE_STEPS}; sparse from {dense_len})"}
+    print("decode_cross", prompt_len, greedy, flush=True)
     json.dump(manifest, open(os.path.join(out, "manifest.json"), "w"), indent=1)
 
 

@@ -1,7 +1,7 @@
 """MiniCPM-SALA forward pass in plain PyTorch (training and reference).
 
-Follows ../../shared/spec/minicpm-sala.md and the fixture README ("Semantics an engine must
-match"). Weight names are the Hugging Face ones (model.embed_tokens.weight, model.layers.i...).
+Follows docs/spec/minicpm-sala.md and test/fixtures/sala-tiny-a/README.md ("Semantics an
+engine must match"). Weight names are the Hugging Face ones (model.embed_tokens.weight, model.layers.i...).
 
 Two sparse-attention implementations compute the same function:
   * `impl="ref"`  : gather of the selected 64-token blocks per query (float32, chunked over
@@ -51,7 +51,7 @@ class SalaConfig:
 
 
 def validate_config(c):
-    """The checks the engine's validator makes (see the task brief)."""
+    """The checks the engine's validator makes (engine/model/config.ts)."""
     assert c.mixer_types[0] == "minicpm4"
     assert c.attn_use_rope is False
     assert c.kernel_size == 2 * c.kernel_stride

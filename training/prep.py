@@ -1,7 +1,8 @@
 """Build the tokenizer, the training streams and the held-out evaluation material.
 
-usage: python3 training/prep.py --js .train-carry/js_corpus.jsonl.xz --out /tmp/pano [--tok-out DIR]
-Runs on the GPU machine (its site-packages are the Python corpus). ~1-2 min on 16 cores.
+usage: python3 training/prep.py --js training/data/js_corpus.jsonl.xz --out training/data/pano [--tok-out DIR]
+The Python corpus is this machine's site-packages (run it in the environment you train in).
+~1-2 min on 16 cores.
 Outputs in --out:
   tokenizer.json, tokenizer_config.json
   stream.npy      uint16 repository-level token stream (train packages; 20% of files FIM-transformed)
@@ -11,6 +12,7 @@ Outputs in --out:
 """
 import argparse
 import json
+import multiprocessing
 import os
 import pickle
 import random
@@ -30,6 +32,27 @@ def encode_all(tok, texts, bs=4096):
     return out
 
 
+_REPOS = []
+
+
+def _set_repos(repos):
+    global _REPOS
+    _REPOS = repos
+
+
+def _qa_docs(job):
+    """One worker's share of question documents: (seed, count, char budget) -> [str]."""
+    seed, count, budget = job
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        r = rng.choice(_REPOS)
+        d = D.qa_doc(r["files"], rng, char_budget=budget, n_q=rng.choice([3, 4, 5, 6]))
+        if d:
+            out.append(d)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--js", required=True)
@@ -37,7 +60,8 @@ def main():
     ap.add_argument("--tokenizer", default=None, help="reuse this tokenizer.json instead of training one")
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--fim-rate", type=float, default=0.2)
-    ap.add_argument("--qa", default="4096:6000,16384:1200", help="T:count of QA documents")
+    ap.add_argument("--qa", default="4096:16000,16384:3000,32768:800", help="T:count of QA documents")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--heldout-only", action="store_true", help="only write heldout.pkl (for evaluation)")
     a = ap.parse_args()
@@ -109,12 +133,10 @@ def main():
     big = [r for r in repos if r["lang"] != "c" and len(r["files"]) >= 3]
     for spec in a.qa.split(","):
         T, cnt = (int(x) for x in spec.split(":"))
-        qdocs = []
-        for _ in range(int(cnt * 1.3)):
-            r = rng.choice(big)
-            d = D.qa_doc(r["files"], rng, char_budget=int(T * cpt * 0.85), n_q=rng.choice([2, 3, 4]))
-            if d:
-                qdocs.append(d)
+        jobs = [(a.seed * 7919 + T * 31 + w, int(cnt * 1.3 / a.workers) + 1, int(T * cpt * 0.85))
+                for w in range(a.workers)]
+        with multiprocessing.get_context("fork").Pool(a.workers, initializer=_set_repos, initargs=(big,)) as pool:
+            qdocs = [d for part in pool.map(_qa_docs, jobs) for d in part]
         qids = [x for x in encode_all(tok, qdocs) if len(x) <= T][:cnt]
         off = np.cumsum([0] + [len(x) for x in qids]).astype(np.int64)
         np.save(os.path.join(a.out, f"qa_{T}.npy"), np.concatenate([np.asarray(x, np.uint16) for x in qids]))

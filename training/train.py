@@ -1,8 +1,8 @@
 """Train a SALA model on the prepared streams within a wall-clock budget.
 
 usage:
-  python3 training/train.py --data /tmp/pano --config training/configs/panorama-code-13m.json \
-      --minutes 8.5 --ckpt /tmp/pano/ckpt.pt --export-dir $OUT [--resume] [--ablation] [--bench]
+  python3 training/train.py --data training/data/pano --config training/configs/panorama-code-13m.json \
+      --minutes 8.5 --ckpt training/data/pano/ckpt.pt --export-dir OUT_DIR [--resume] [--ablation] [--bench]
 
 Batch kinds (all teacher-forced next-token loss on every position):
   s4k : 16 x 4096 tokens, sparse path (>= dense_len), 25% rows end in a workspace-question doc
@@ -27,8 +27,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st_io  # noqa: E402
 from model import SalaForCausalLM, load_state, select_blocks, sparse_attention_flex, sparse_attention_ref  # noqa: E402
 
-KINDS = {"s4k": (16, 4096, 0.25), "d2k": (32, 1920, 0.0), "s16k": (4, 16384, 0.5)}
-MAIN_CYCLE = ["s4k", "d2k", "s4k", "s16k", "s4k"]
+KINDS = {"s4k": (16, 4096, 0.5), "d2k": (32, 1920, 0.0), "s16k": (4, 16384, 0.75), "s32k": (2, 32768, 0.75)}
+MAIN_CYCLE = ["s4k", "d2k", "s4k", "s16k", "s4k", "s32k"]
+QA_LENGTHS = (32768, 16384, 4096)
+# Answer tokens (after <|assistant|>, up to and including <|end|>) weigh this much more in the loss:
+# they are a small share of a row, and the workspace questions are what the model is for.
+ANSWER_WEIGHT = 3.0
+ASSISTANT, END = 6, 7
 ABL_CYCLE = ["d2k"]
 
 
@@ -37,7 +42,7 @@ class Sampler:
         self.stream = torch.from_numpy(np.load(os.path.join(data, "stream.npy")).astype(np.int32)).to(device)
         self.qa = {}
         if use_qa:
-            for T in (4096, 16384):
+            for T in QA_LENGTHS:
                 p = os.path.join(data, f"qa_{T}.npy")
                 if os.path.exists(p):
                     self.qa[T] = (np.load(p).astype(np.int64), np.load(os.path.join(data, f"qa_{T}_off.npy")))
@@ -59,11 +64,16 @@ class Sampler:
         return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
 
     def qa_T(self, T):
-        if T >= 16384 and 16384 in self.qa:
-            return 16384
-        if T >= 4096 and 4096 in self.qa:
-            return 4096
-        return None
+        return next((L for L in QA_LENGTHS if T >= L and L in self.qa), None)
+
+
+def answer_weights(x, weight):
+    """1 per target, `weight` where the input position lies inside an assistant answer (the last
+    of <|assistant|> / <|end|> seen so far, this position included, is <|assistant|>)."""
+    pos = torch.arange(x.shape[1], device=x.device).expand_as(x)
+    last_assist = torch.where(x == ASSISTANT, pos, -1).cummax(1).values
+    last_end = torch.where(x == END, pos, -1).cummax(1).values
+    return 1.0 + (weight - 1.0) * (last_assist > last_end).float()
 
 
 def save_fp16_parts(model, out_dir, prefix="weights", max_bytes=15_000_000):
@@ -82,11 +92,15 @@ def save_fp16_parts(model, out_dir, prefix="weights", max_bytes=15_000_000):
     return len(parts)
 
 
-def load_fp16_parts(model, in_dir, prefix="weights"):
+def load_fp16_parts(model, src, prefix="weights"):
+    """Weights from a folder of fp16 `weights_part*.safetensors`, or from a shipped (int8) model file."""
+    if os.path.isfile(src):
+        load_state(model, st_io.load_dequantized(src))
+        return
     t = {}
-    for f in sorted(os.listdir(in_dir)):
+    for f in sorted(os.listdir(src)):
         if f.startswith(prefix + "_part") and f.endswith(".safetensors"):
-            t.update({k: v.astype(np.float32) for k, v in st_io.read(os.path.join(in_dir, f)).items()})
+            t.update({k: v.astype(np.float32) for k, v in st_io.read(os.path.join(src, f)).items()})
     load_state(model, t)
 
 
@@ -117,11 +131,14 @@ def main():
     ap.add_argument("--max-tokens", type=float, default=0)
     ap.add_argument("--ckpt", default=None)
     ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--init-from", default=None, help="dir with weights_part*.safetensors (fp16)")
+    ap.add_argument("--init-from", default=None,
+                    help="dir with weights_part*.safetensors (fp16), or a shipped model.safetensors (int8)")
     ap.add_argument("--export-dir", default=None)
     ap.add_argument("--ablation", action="store_true")
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--answer-weight", type=float, default=ANSWER_WEIGHT)
     ap.add_argument("--snapshot-tokens", type=float, default=0)
     ap.add_argument("--snapshot-dir", default=None)
     ap.add_argument("--compile", type=int, default=1)
@@ -184,7 +201,7 @@ def main():
                 break
             kind = cycle[i % len(cycle)]
         B, T, qa = KINDS[kind]
-        warm = min(1.0, (step + 1) / 100)
+        warm = min(1.0, (step + 1) / a.warmup)
         prog = min(1.0, (el_prev + el) / budget)
         lr = a.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * prog)))
         for g_ in opt.param_groups:
@@ -194,7 +211,9 @@ def main():
         ts = time.time()
         with torch.autocast("cuda", dtype=torch.bfloat16):
             logits = model(x, opts)
-        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
+        per_token = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1), reduction="none")
+        w = answer_weights(x, a.answer_weight).view(-1)
+        loss = (per_token * w).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

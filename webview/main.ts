@@ -7,9 +7,8 @@
 
 import '@vscode-elements/elements/dist/vscode-button/index.js';
 import '@vscode-elements/elements/dist/vscode-textarea/index.js';
-import type { Source } from '../engine/server/protocol';
-import { renderMarkdown } from './markdown';
-import type { ChatTurn, ContextChip, HostMessage, WebviewMessage } from './protocol';
+import { renderMarkdown } from './markdown.js';
+import type { ChatTurn, ContextChip, HostMessage, Source, WebviewMessage } from './protocol.js';
 
 interface VsCodeApi {
   postMessage(message: WebviewMessage): void;

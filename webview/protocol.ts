@@ -4,7 +4,9 @@
 // bounds at the boundary; the host then resolves paths inside the workspace.
 // No DOM and no vscode import here, so node:test can exercise it directly.
 
-import type { Source } from '../engine/server/protocol';
+import type { FinishReason, Source } from '../engine/vocabulary.js';
+
+export type { Source };
 
 /** A removable piece of editor context shown above the input (selection or file). */
 export interface ContextChip {
@@ -20,7 +22,8 @@ export interface ContextChip {
   truncated?: boolean;
 }
 
-export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled' | 'error';
+/** How a turn ended: as the generation did, or with an error (shown in the turn). */
+export type TurnEnd = FinishReason | 'error';
 
 export interface ChatTurn {
   requestId: string;
@@ -29,7 +32,7 @@ export interface ChatTurn {
   answer: string;
   sources: Source[];
   /** Absent while the answer is streaming. */
-  finishReason?: FinishReason;
+  finishReason?: TurnEnd;
   error?: string;
 }
 

@@ -1,6 +1,6 @@
-// `panorama` command line: generate, logits, tokenize. Flags and output formats
-// are a stable interface (other tools build on them). Exit codes: 0 ok, 1 error,
-// 2 usage error, 130 interrupted.
+// `panorama` command line: generate, logits, tokenize, index, ask, rpc, serve.
+// Flags and output formats are a stable interface (other tools build on them).
+// Exit codes: 0 ok, 1 error, 2 usage error (flags.ts), 130 interrupted.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile, writeFile, rename } from 'node:fs/promises';
@@ -11,9 +11,12 @@ import { loadTokenizer, FALLBACK_SOURCE, type Tokenizer } from '../model/tokeniz
 import { generate } from '../model/generation.js';
 import { WorkspaceIndex, defaultStoreDir, type IndexProgress } from '../context/workspace-index.js';
 import { modelFingerprint } from '../context/store.js';
-import { runRpcCommand, runServeCommand } from '../server/commands.js';
-
-class UsageError extends Error {}
+import { integerFlag, isUsageError, numberFlag, stringFlag, UsageError } from './flags.js';
+import { runRpcCommand } from './rpc-command.js';
+import { runServeCommand } from './serve-command.js';
+import { convertReporter, runModelsCommand } from './models-command.js';
+import { loadModel } from '../hub/converted-form.js';
+import { resolveModelArgument } from '../hub/model-cache.js';
 
 const USAGE = `usage: panorama <command> [options]
 
@@ -40,8 +43,12 @@ commands:
             Limits: [--max-body-bytes N] (1 MiB) [--max-tokens-cap N] (4096) [--concurrency N] (1)
             [--queue N] (16, then 429) [--header-timeout-ms N] (10000) [--body-timeout-ms N] (30000)
 
+  models    list | pull ORG/NAME[@REV] | add DIR | info NAME | rm NAME
+            models from the Hugging Face Hub (HF_ENDPOINT, HF_TOKEN) and local folders; panorama models help
+
 common options:
-  --model DIR          model directory (config.json, *.safetensors, tokenizer.json); default: the shipped model
+  --model DIR|NAME     model directory (config.json, *.safetensors, tokenizer.json) or a name from panorama models list;
+                       default: the shipped model
   --device cpu|webgpu|cuda|auto   default cpu
   --chunk-size N       prefill chunk in tokens (default 512)
   --threads N          onnxruntime intra-op threads (default: one per core)
@@ -58,27 +65,6 @@ const COMMON: ParseArgsConfig['options'] = {
   help: { type: 'boolean', short: 'h' },
 };
 
-function integerFlag(values: Record<string, unknown>, name: string, min: number): number | undefined {
-  const raw = values[name];
-  if (raw === undefined) return undefined;
-  const value = Number(raw);
-  if (typeof raw !== 'string' || !Number.isInteger(value) || value < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got "${String(raw)}"`);
-  return value;
-}
-
-function numberFlag(values: Record<string, unknown>, name: string): number | undefined {
-  const raw = values[name];
-  if (raw === undefined) return undefined;
-  const value = Number(raw);
-  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(value)) throw new UsageError(`--${name} must be a number, got "${String(raw)}"`);
-  return value;
-}
-
-function stringFlag(values: Record<string, unknown>, name: string): string | undefined {
-  const raw = values[name];
-  return typeof raw === 'string' ? raw : undefined;
-}
-
 /** The shipped default model: the one model directory under models/ next to the bundle. */
 export function defaultModelDir(): string {
   // dist/panorama.js (bundled) and engine/cli/main.ts (source) sit at different depths.
@@ -92,10 +78,10 @@ async function openModel(values: Record<string, unknown>, precision?: PrecisionR
   const device = stringFlag(values, 'device') ?? 'cpu';
   if (!isDeviceRequest(device)) throw new UsageError(`--device must be cpu, webgpu, cuda or auto, got "${device}"`);
   const requested: DeviceRequest = device;
-  const modelDir = path.resolve(stringFlag(values, 'model') ?? defaultModelDir());
+  const modelDir = resolveModelArgument(stringFlag(values, 'model') ?? defaultModelDir());
   if (!existsSync(path.join(modelDir, 'config.json'))) throw new UsageError(`${modelDir} is not a model directory: it has no config.json`);
   const hostKvMb = integerFlag(values, 'host-kv-mb', 0);
-  const model = await SalaModel.load(modelDir, { device: requested, threads: integerFlag(values, 'threads', 0), precision, hostKvBytes: hostKvMb === undefined ? undefined : hostKvMb === 0 ? Infinity : hostKvMb * 2 ** 20 });
+  const model = await loadModel(modelDir, { device: requested, threads: integerFlag(values, 'threads', 0), precision, hostKvBytes: hostKvMb === undefined ? undefined : hostKvMb === 0 ? Infinity : hostKvMb * 2 ** 20 }, convertReporter());
   if (model.device.reason !== 'requested') process.stderr.write(`panorama: device ${model.device.kind} (${model.device.reason})\n`);
   if (precision !== undefined && (model.device.kind !== 'cpu' || model.precision.kind === 'int4') && model.precision.reason !== 'requested') process.stderr.write(`panorama: precision ${model.precision.kind} (${model.precision.reason})\n`);
   return { model, modelDir };
@@ -226,7 +212,7 @@ async function runTokenize(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { ...COMMON, 'text-file': { type: 'string' }, decode: { type: 'boolean' } } });
   const textFile = stringFlag(values, 'text-file');
   if (!textFile) throw new UsageError('tokenize needs --text-file F');
-  const modelDir = path.resolve(stringFlag(values, 'model') ?? defaultModelDir());
+  const modelDir = resolveModelArgument(stringFlag(values, 'model') ?? defaultModelDir());
   const { loadConfig } = await import('../model/config.js');
   const config = await loadConfig(modelDir);
   const tokenizer = await openTokenizer(modelDir, config.vocabSize);
@@ -379,6 +365,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   ask: runAsk,
   rpc: (argv) => runRpcCommand(argv, defaultModelDir),
   serve: (argv) => runServeCommand(argv, defaultModelDir),
+  models: (argv) => runModelsCommand(argv, defaultModelDir),
 };
 
 export async function main(argv: string[]): Promise<number> {
@@ -392,14 +379,14 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`panorama: unknown command "${command}"\n\n${USAGE}`);
     return 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
+  if (command !== 'models' && (rest.includes('--help') || rest.includes('-h'))) {
     process.stdout.write(USAGE);
     return 0;
   }
   try {
     return await run(rest);
   } catch (err) {
-    const usage = err instanceof UsageError || (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS'));
+    const usage = isUsageError(err);
     const message = err instanceof Error ? err.message : String(err);
     process.stderr.write(`panorama: error: ${message}\n`);
     if (process.env.PANORAMA_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);

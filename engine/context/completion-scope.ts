@@ -15,9 +15,14 @@
 // A line that starts repeating itself (a unit of 4–40 characters three times in a
 // row: small models loop) ends after its first occurrence, and no line runs past
 // maxLineChars.
-// Pure: golden cases in test/context/completion-scope.test.ts.
+// Pure, and the one place that decides where a suggestion ends: the engine stops
+// generation with it, and the remote backend cuts a server's continuation with it
+// (cutCompletion). Golden cases in test/context/completion-scope.test.ts.
 
 export type CompletionScope = 'line' | 'block';
+
+/** Most lines of a block suggestion unless the caller says otherwise. */
+export const DEFAULT_MAX_LINES = 8;
 
 export interface ScopeInput {
   /** The cursor's line before the cursor. */
@@ -120,4 +125,18 @@ export class CompletionStopper {
     }
     return undefined;
   }
+}
+
+/**
+ * A whole continuation cut where the stopper would have stopped it while streaming
+ * (fed a character at a time, so a runaway line is caught where it starts): for
+ * text generated elsewhere, e.g. by a remote server, that had no stopper.
+ */
+export function cutCompletion(text: string, input: ScopeInput): string {
+  const stopper = new CompletionStopper(input);
+  for (let i = 0; i < text.length; i++) {
+    const end = stopper.push(text[i]);
+    if (end !== undefined) return text.slice(0, end);
+  }
+  return text;
 }

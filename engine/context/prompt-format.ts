@@ -8,6 +8,7 @@
 // Text from the workspace is encoded so that it can never produce a special token:
 // a file that contains "<|end|>" must not end the user's turn.
 import type { Tokenizer } from '../model/tokenizer.js';
+import { FILE_HEADER } from '../vocabulary.js';
 
 export const SPECIAL = {
   file: '<|file|>',
@@ -80,7 +81,7 @@ export class PromptFormat {
 
   /** A workspace file as it sits in the context. Returns the header length too (for line mapping). */
   file(path: string, content: string): { ids: number[]; headerTokens: number } {
-    const header = [...this.special(SPECIAL.file, '\n### file: '), ...this.text(`${path}\n`)];
+    const header = [...this.special(SPECIAL.file, FILE_HEADER), ...this.text(`${path}\n`)];
     const ids = header.concat(this.text(content.endsWith('\n') ? content : `${content}\n`));
     return { ids, headerTokens: header.length };
   }
@@ -90,7 +91,7 @@ export class PromptFormat {
    * context while the rest of the file stays where it was (its old lines masked out).
    */
   patchHeader(path: string, first: number, last: number): number[] {
-    return [...this.special(SPECIAL.file, '\n### file: '), ...this.text(`${path}:${first === last ? first : `${first}-${last}`}\n`)];
+    return [...this.special(SPECIAL.file, FILE_HEADER), ...this.text(`${path}:${first === last ? first : `${first}-${last}`}\n`)];
   }
 
   /** A question after the context, up to where the answer starts. */
@@ -100,7 +101,7 @@ export class PromptFormat {
 
   /** FIM request: the part that depends only on the file (start) and on the prefix. */
   fimStart(path: string): number[] {
-    return [...this.special(SPECIAL.file, '\n### file: '), ...this.text(`${path}\n`), ...(this.hasFim ? this.special(SPECIAL.fimPrefix, '') : [])];
+    return [...this.special(SPECIAL.file, FILE_HEADER), ...this.text(`${path}\n`), ...(this.hasFim ? this.special(SPECIAL.fimPrefix, '') : [])];
   }
 
   /** What follows the prefix: the suffix and the cue to write the middle. Without FIM tokens, plain continuation. */

@@ -18,7 +18,8 @@ import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { SalaModel } from '../model/sala-model.js';
 import type { SequenceCheckpoint } from '../model/sequence.js';
-import { rangesOf, type ContextState, type ExcludedEntry, type FileSpan, type RestoredState } from './workspace-context.js';
+import type { ContextState, ExcludedEntry, FileSpan, RestoredState } from './context-types.js';
+import { rangesOf } from './file-span.js';
 
 export const STORE_FORMAT = 4;
 /** Formats this code reads as they are (3 lacks patched files' pieces, which it cannot hold). */

@@ -3,59 +3,13 @@
 // bounded folder tree a webview can draw as a treemap; and, per answer, the blocks
 // the sparse layers selected, mapped to files and line ranges the way `sources`
 // maps them (blocks → file pieces → lines, each hit weighted count / total hits).
-import type { FilePiece, FileSpan, Source } from './workspace-context.js';
+import { FILE_STATES, type AnswerOverlay, type ExcludeReason, type FileState, type MapCell, type OverlayFile, type Source, type WorkspaceMap } from '../vocabulary.js';
+import type { FilePiece, FileSpan } from './context-types.js';
+import { lineOf, piecesOf } from './file-span.js';
+import { mergeAdjacent } from './sources.js';
 
-export type FileState = 'encoded' | 'patched' | 'encoding' | 'waiting' | 'excluded';
-
-/** The order of MapCell.states (a folder's or aggregate's area per state). */
-export const FILE_STATES: readonly FileState[] = ['encoded', 'patched', 'encoding', 'waiting', 'excluded'];
-
-/** Why a file is not in the context: the scan's reasons, and the token budget. */
-export type ExcludeReason = 'ignored' | 'binary' | 'too-large' | 'generated' | 'minified' | 'symlink-loop' | 'outside-workspace' | 'unreadable' | 'over-budget';
-
-/** One rectangle of the treemap, in preorder (a folder before its children). */
-export interface MapCell {
-  /** Index of the folder cell holding this one; -1 for the root. */
-  parent: number;
-  /** 'rest': a folder's small files (and folders) drawn as one cell beyond the cap. */
-  kind: 'folder' | 'file' | 'rest';
-  /** Workspace-relative ('' = the root); for 'rest' the folder's path. */
-  path: string;
-  /** Area: tokens in (or meant for) the context; a file left out by the scan has a nominal area. */
-  size: number;
-  /** Tokens in the context now (live, patch headers included). */
-  tokens: number;
-  files: number;
-  /** The file's state; for folders and aggregates the state with the largest area. */
-  state: FileState;
-  /** Area per state in FILE_STATES order (folders and aggregates only). */
-  states?: number[];
-  reason?: ExcludeReason;
-  /** Said on hover, e.g. "3.2 MB > limit 1 MB" or "ignored by .gitignore: node_modules/". */
-  detail?: string;
-  /** Tokens of a patched file that sit in patches at the tail. */
-  patchedTokens?: number;
-  /** Tombstoned tokens between the file's pieces (what its patches replaced). */
-  deadTokens?: number;
-}
-
-export interface WorkspaceMap {
-  cells: MapCell[];
-  totals: {
-    files: number;
-    /** Live tokens of the context. */
-    tokens: number;
-    /** Tombstoned tokens in the sequence (dropped at the next compaction). */
-    deadTokens: number;
-    budget: number;
-    /** Files per state, in FILE_STATES order. */
-    filesByState: number[];
-  };
-  /** Cells in the tree (≤ the cap asked for); `aggregated` files went into 'rest' cells. */
-  aggregated: number;
-  /** 'scanning': the file list is not known yet. */
-  phase: 'scanning' | 'indexing' | 'ready';
-}
+export { FILE_STATES };
+export type { AnswerOverlay, ExcludeReason, FileState, MapCell, OverlayFile, OverlayRange, WorkspaceMap } from '../vocabulary.js';
 
 /** What the engine knows about the files: the context's layout and the current indexing run. */
 export interface MapInput {
@@ -305,37 +259,6 @@ function emit(folder: Folder, parent: number, fileMin: number, folderMin: number
 
 // ---- Per answer: the selected blocks as files and line ranges ----
 
-/** A line range of one file and the share of the answer's hits on it. */
-export interface OverlayRange {
-  startLine: number;
-  endLine: number;
-  weight: number;
-}
-
-export interface OverlayFile {
-  path: string;
-  /** Lines in the file (for drawing its strip). */
-  lines: number;
-  /** Sum of its ranges' weights (all of them, before the bound). */
-  weight: number;
-  /** Block by block (not merged, so the heat varies along the file): the heaviest MAX_RANGES_PER_FILE, in line order. */
-  ranges: OverlayRange[];
-}
-
-export interface AnswerOverlay {
-  requestId: string;
-  /** Non-forced block selections counted while reading the question and writing the answer. */
-  hits: number;
-  /** Blocks selected that lay in no file's live tokens (tombstones, patch headers): their share of the hits. */
-  unmapped: number;
-  /** The heaviest places (merged ranges), heaviest first: `sources` is their first five. */
-  places: Source[];
-  /** The files hit, heaviest first (at most MAX_OVERLAY_FILES). */
-  files: OverlayFile[];
-  /** Weight of the files beyond that bound. */
-  otherWeight: number;
-}
-
 export const MAX_PLACES = 20;
 export const MAX_OVERLAY_FILES = 64;
 export const MAX_RANGES_PER_FILE = 64;
@@ -414,40 +337,4 @@ function lastAtOrBefore(placed: readonly Placed[], position: number): number {
     } else hi = mid - 1;
   }
   return found;
-}
-
-// The span helpers `sources` uses, read from the exported FileSpan shape.
-
-function piecesOf(span: FileSpan): FilePiece[] {
-  return span.pieces ?? [{ at: span.start, from: 0, length: span.end - span.start, header: 0 }];
-}
-
-/** The line (1-based) holding a token offset into the file's ids. */
-function lineOf(span: FileSpan, offset: number): number {
-  let lo = 0;
-  let hi = span.lineStarts.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (span.lineStarts[mid] <= offset) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo + 1;
-}
-
-/** Joins ranges of one file that touch or overlap. */
-function mergeAdjacent(ranges: Source[]): Source[] {
-  const byPath = new Map<string, Source[]>();
-  for (const r of ranges) byPath.set(r.path, [...(byPath.get(r.path) ?? []), r]);
-  const merged: Source[] = [];
-  for (const list of byPath.values()) {
-    list.sort((a, b) => a.startLine - b.startLine);
-    for (const r of list) {
-      const last = merged[merged.length - 1];
-      if (last && last.path === r.path && r.startLine <= last.endLine + 1) {
-        last.endLine = Math.max(last.endLine, r.endLine);
-        last.weight += r.weight;
-      } else merged.push({ ...r });
-    }
-  }
-  return merged;
 }

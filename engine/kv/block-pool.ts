@@ -1,7 +1,8 @@
 // Bookkeeping of a fixed pool of KV-block slots on the device, one LRU per KV head
-// (NOSA's slot reuse, spec (c)): a block selected again stays in its slot, a miss
-// takes a free slot or the least recently used one. The pool's contents are the
-// caller's; this class only says which slot holds which block and what must move.
+// (NOSA's slot reuse, docs/spec/minicpm-sala.md, "NOSA / NOSI offload algorithm"): a
+// block selected again stays in its slot, a miss takes a free slot or the least recently
+// used one. The pool's contents are the caller's; this class only says which slot holds
+// which block and what must move.
 import { LRUCache } from 'lru-cache';
 
 export interface Placement {

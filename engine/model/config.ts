@@ -1,4 +1,4 @@
-// Parses and validates a MiniCPM-SALA `config.json` (spec section (a)) into a typed, camelCase
+// Parses and validates a MiniCPM-SALA `config.json` (docs/spec/minicpm-sala.md, "Config schema") into a typed, camelCase
 // config, and derives from it the sizes and weight shapes the engine uses. Everything a config
 // can get wrong is caught here, with the JSON field named, so later code can trust the numbers.
 import { readFile } from 'node:fs/promises';
@@ -66,7 +66,7 @@ const MIXER_ALIASES: Record<string, MixerType> = {
   lightning_attn: 'lightning-attn',
 };
 
-/** The InfLLM-V2 kernels repeat query heads up to this many per KV head (fixtures README item 3). */
+/** The InfLLM-V2 kernels repeat query heads up to this many per KV head (spec, "Corrections": query heads per KV head). */
 const KERNEL_QUERY_HEADS_PER_KV = 16;
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -263,7 +263,7 @@ export function parseConfig(json: unknown, source = 'config.json'): SalaConfig {
   if (attentionBias) r.fail('attention_bias', 'true is not supported: SALA attention projections have no bias');
 
   // lightning_nh / lightning_head_dim are read for completeness; the reference sizes lightning
-  // layers from num_attention_heads and head_dim instead (fixtures README item 5).
+  // layers from num_attention_heads and head_dim instead (spec, "Corrections": lightning layer sizes).
   const lightningNh = r.int('lightning_nh', 1);
   const lightningNkv = r.int('lightning_nkv', 1);
   const lightningHeadDim = r.int('lightning_head_dim', 1);
@@ -326,7 +326,7 @@ export async function loadConfig(modelDir: string): Promise<SalaConfig> {
   return parseConfig(json, file);
 }
 
-/** Sizes the engine derives from the config (spec (a)/(b) and fixtures README item 5). */
+/** Sizes the engine derives from the config (spec, "Config schema"; lightning sizes per "Corrections"). */
 export interface DerivedSizes {
   /** hidden_size / num_attention_heads */
   sparseHeadDim: number;

@@ -7,6 +7,7 @@ import type { Tokenizer } from './tokenizer.js';
 import type { SalaModel, Sequence, SelectionRecord } from './sala-model.js';
 import { ResidentMemoryError } from './resident-decoder.js';
 import { DeviceMemoryError } from '../runtime/session.js';
+import type { FinishReason } from '../vocabulary.js';
 
 export interface GenerateOptions extends Partial<SamplingOptions> {
   maxTokens?: number;
@@ -25,8 +26,6 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
    */
   resident?: boolean | { poolBlocks?: number; poolBytes?: number };
 }
-
-export type FinishReason = 'eos' | 'stop' | 'length' | 'cancelled';
 
 export interface GenerationResult {
   text: string;

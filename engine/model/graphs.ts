@@ -1,7 +1,7 @@
 // The MiniCPM-SALA forward pass as ONNX graphs, one graph per layer type and
 // step, built once per model from its config and shared by every layer of that
 // type (weights are graph inputs, so no layer has graphs or weights of its own).
-// Section numbers refer to shared/spec/minicpm-sala.md (b).
+// Section names refer to docs/spec/minicpm-sala.md, "Forward pass per layer type".
 //
 // Shapes in comments: T new tokens, d hidden size, H query heads, Hk key/value
 // heads, G = H/Hk, hs sparse head size, D lightning head size, S gathered keys.
@@ -25,7 +25,7 @@ export interface GraphSet {
 }
 
 /**
- * RMSNorm (b)(1): fp32 mean of squares, x / sqrt(mean + eps), times the weight; no
+ * RMSNorm ("Model wrapper"): fp32 mean of squares, x / sqrt(mean + eps), times the weight; no
  * bias, no 1+w. Written as Pow → ReduceMean → Add → Sqrt → Div → Mul, the pattern
  * onnxruntime fuses into one SimplifiedLayerNormalization kernel.
  */
@@ -75,7 +75,7 @@ function linear(g: GraphBuilder, x: Value, weight: Matrix, precision: Precision)
   return g.cast(g.op('Gemm', [half, weight.value], { transB: 1 }), 'float');
 }
 
-/** SwiGLU MLP (b)(1): down(silu(gate(x)) * up(x)). */
+/** SwiGLU MLP ("Model wrapper"): down(silu(gate(x)) * up(x)). */
 function mlp(g: GraphBuilder, x: Value, gate: Matrix, up: Matrix, down: Matrix, precision: Precision): Value {
   const gateOut = linear(g, x, gate, precision);
   const activated = g.mul(gateOut, g.sigmoid(gateOut));
@@ -99,7 +99,7 @@ function rowCount(g: GraphBuilder, x: Value): Value {
   return g.gather(g.shape(x), g.int64(0));
 }
 
-/** ALiBi slopes of n heads, with the interleave rule when n is not a power of two (b)(4). */
+/** ALiBi slopes of n heads, with the interleave rule when n is not a power of two ("Lightning layer"). */
 export function alibiSlopes(n: number): number[] {
   const powerOfTwo = (m: number): number[] => {
     const start = 2 ** -(2 ** -(Math.log2(m) - 3));
@@ -138,7 +138,7 @@ function buildEmbed(cfg: SalaConfig, precision: Precision): Uint8Array {
 }
 
 /**
- * One whole lightning decoder layer (b)(4) for T new tokens, carrying the fp32
+ * One whole lightning decoder layer ("Lightning layer") for T new tokens, carrying the fp32
  * recurrent state. The T tokens form one chunk of the chunked form:
  *   O = ((σQKᵀ) ⊙ M) V + diag(γ^(i+1)) σQ S_prev,  M[i,j] = γ^(i−j) (j ≤ i)
  *   S_new = γ^T S_prev + (diag(γ^(T−1−j)) K)ᵀ V
@@ -228,7 +228,7 @@ function buildLightning(cfg: SalaConfig, precision: Precision): Uint8Array {
   return g.toModel();
 }
 
-/** Sparse layer, first part (b)(2) step 1 and 4: q, k, v (NoPE) and the output gate from the normed input. */
+/** Sparse layer, first part ("Sparse layer, prefill", steps 1 and 4): q, k, v (NoPE) and the output gate from the normed input. */
 function buildSparseProject(cfg: SalaConfig, precision: Precision, resident = false): Uint8Array {
   const { sparseHeadDim: hs } = derivedSizes(cfg);
   const d = cfg.hiddenSize;
@@ -262,7 +262,7 @@ function sparseHeads(cfg: SalaConfig): { hs: number; H: number; Hk: number; G: n
 }
 
 /**
- * InfLLM-V2 block selection (b)(2): stage 1 over compressed keys with the coarse
+ * InfLLM-V2 block selection ("Sparse layer, prefill"): stage 1 over compressed keys with the coarse
  * log-sum-exp, summed over each GQA group, max-pooled to blocks, init + local
  * blocks forced, top-k (ties: lowest block id first), sorted, future blocks → −1.
  *

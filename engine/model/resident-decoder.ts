@@ -2,7 +2,7 @@
 // weights, activations between layers, Lightning states, the compressed keys of the
 // sparse layers, and their KV blocks. The sparse layers' full K/V stays in host
 // memory (the Sequence's SparseKvCache, the source of truth); the device holds
-//   - 'offload' (NOSA, spec (c)): a fixed pool of block slots per KV head, with LRU
+//   - 'offload' (NOSA; spec, "NOSA / NOSI offload algorithm"): a fixed pool of block slots per KV head, with LRU
 //     reuse; the blocks a step selects that are not resident are uploaded in one
 //     batched write per layer and step;
 //   - 'device': every block (the all-on-GPU comparison point).

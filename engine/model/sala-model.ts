@@ -1,12 +1,13 @@
 // A MiniCPM-SALA model on onnxruntime: the shared layer graphs, each layer's
-// weights as tensors, and the forward pass over a Sequence (b)(1):
+// weights as tensors, and the forward pass over a Sequence (docs/spec/minicpm-sala.md,
+// "Model wrapper"):
 //   x = embed·scale_emb → per layer: lightning or sparse mixer + MLP → head.
 // Long inputs run in chunks; a call is one logical prefill (or a decode step when
 // it carries one token), so chunking never changes the result.
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { resolveDevice, resolvePrecision, type DeviceRequest, type Precision, type PrecisionRequest, type ResolvedDevice, type ResolvedPrecision } from '../runtime/device.js';
-import { blocksPerRow, quantizeInt4 } from '../runtime/int4.js';
+import { blocksPerRow, quantizeInt4, type Int4Matrix } from '../runtime/int4.js';
 import { DeviceMemoryError, GraphSession, bool, f16, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { SparseKvCache, type SpillOptions } from '../kv/sparse-kv-cache.js';
 import { Sequence } from './sequence.js';
@@ -35,6 +36,12 @@ export interface ModelOptions {
    */
   hostKvBytes?: number;
   spillDir?: string;
+  /**
+   * A weight's int4 blocks made by an earlier load (a converted-form cache), instead of
+   * quantizing it again; `onInt4` sees each weight quantized here, so a caller can keep it.
+   */
+  int4Blocks?: (name: string) => Int4Matrix | undefined;
+  onInt4?: (name: string, blocks: Int4Matrix) => void;
 }
 
 /** Share of physical memory one sequence's host K/V may take before it spills to disk. */
@@ -184,7 +191,11 @@ export class SalaModel {
       if (!resident) {
         // Converted here, once, and only the converted form goes to the device.
         if (form === 'int4') {
-          const q = quantizeInt4(data, shape[0], shape[1]);
+          let q = options.int4Blocks?.(name);
+          if (!q) {
+            q = quantizeInt4(data, shape[0], shape[1]);
+            options.onInt4?.(name, q);
+          }
           resident = [
             await deviceTensors.upload(new ort.Tensor('uint8', q.codes, [q.rows, blocksPerRow(q.cols), q.blockSize / 2])),
             await deviceTensors.upload(f32(q.scales, [q.scales.length])),
@@ -351,7 +362,7 @@ export class SalaModel {
     if (bad >= 0) throw new ModelInputError(`token id ${ids[bad]} at index ${bad} is outside the vocabulary [0, ${vocab})`);
   }
 
-  /** Lightning decoder layer (b)(4): one graph call carrying the fp32 state. */
+  /** Lightning decoder layer (spec, "Lightning layer"): one graph call carrying the fp32 state. */
   private async lightningLayer(sequence: Sequence, layer: number, x: Float32Array, firstPosition: number, tokens: number): Promise<Float32Array> {
     const state = sequence.lightning.get(layer);
     if (!state) throw new Error(`layer ${layer} has no lightning state`);
@@ -367,7 +378,7 @@ export class SalaModel {
     return floatData(out.x_out);
   }
 
-  /** Sparse decoder layer (b)(2)/(b)(3): project, append K/V, select blocks, attend. */
+  /** Sparse decoder layer (spec, "Sparse layer, prefill" / "single-token decode"): project, append K/V, select blocks, attend. */
   private async sparseLayer(
     sequence: Sequence,
     layer: number,

@@ -11,6 +11,7 @@ import { WorkspaceIndex, type IndexProgress } from '../context/workspace-index.j
 import type { CompletionBreakdown } from '../context/workspace-context.js';
 import { WorkspaceWatcher, type ChangeBatch } from '../index/watcher.js';
 import type { AnswerOverlay, WorkspaceMap } from '../context/workspace-map.js';
+import type { CodeSelection } from '../vocabulary.js';
 import { MapState } from './map-state.js';
 import type { AskResult, CompleteResult, EngineNotifications, EngineStatus } from './protocol.js';
 
@@ -42,7 +43,7 @@ export class RequestCancelledError extends Error {}
 
 export interface AskRequest {
   question: string;
-  selection?: { path: string; text: string; startLine?: number };
+  selection?: CodeSelection;
   maxTokens?: number;
   temperature?: number;
 }

@@ -6,9 +6,7 @@
 // granularity. Paths are workspace-relative with '/' separators; the engine
 // refuses any that leave the workspace.
 
-import type { AnswerOverlay, WorkspaceMap } from '../context/workspace-map.js';
-
-export type { AnswerOverlay, ExcludeReason, FileState, MapCell, OverlayFile, OverlayRange, WorkspaceMap } from '../context/workspace-map.js';
+import type { AnswerOverlay, CodeSelection, FinishReason, Source, WorkspaceMap } from '../vocabulary.js';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -39,18 +37,13 @@ export interface InitializeResult {
   device: { kind: 'cpu' | 'webgpu' | 'cuda'; reason: string };
 }
 
-export interface Source {
-  path: string;
-  startLine: number;
-  endLine: number;
-  weight: number;
-}
+export type { AnswerOverlay, CodeSelection, ExcludeReason, FileState, FinishReason, MapCell, OverlayFile, OverlayRange, Source, WorkspaceMap } from '../vocabulary.js';
 
 export interface AskParams {
   /** Client-chosen id echoed in the answer/delta notifications. */
   requestId: string;
   question: string;
-  selection?: { path: string; text: string; startLine?: number };
+  selection?: CodeSelection;
   maxTokens?: number;
   temperature?: number;
 }
@@ -58,7 +51,7 @@ export interface AskParams {
 export interface AskResult {
   text: string;
   sources: Source[];
-  finishReason: 'eos' | 'stop' | 'length' | 'cancelled';
+  finishReason: FinishReason;
   promptTokens: number;
 }
 
@@ -124,11 +117,19 @@ export interface EngineNotifications {
 }
 
 /**
- * JSON-RPC error codes the engine answers with, besides the standard ones
- * (-32700 parse error … -32603 internal error; -32602 invalid params names the field
- * in its message and in `data.field`, and is also what a path outside the workspace gets).
+ * Every JSON-RPC error code the engine answers with, defined here once: the engine
+ * throws them (rpc-server.ts) and the extension's client turns them into kinds of
+ * error (extension/engine/client.ts). The first four are JSON-RPC 2.0's own.
  */
 export const EngineErrorCodes = {
+  /** The request is not one this protocol lists. */
+  methodNotFound: -32601,
+  /** The request cannot be served now (a second initialize, a request while shutting down). */
+  invalidRequest: -32600,
+  /** A parameter is wrong: the message and `data.field` name it (a path outside the workspace too). */
+  invalidParams: -32602,
+  /** The engine failed; the message says how. */
+  internalError: -32603,
   /** A request other than initialize or shutdown arrived before initialize succeeded. */
   notInitialized: -32002,
   /** The workspace is not open yet (indexing, paused before the first open, or failed); retry once status is 'ready'. */

@@ -4,7 +4,7 @@
 import { stat, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable, type TransformCallback, type Writable } from 'node:stream';
-import { ErrorCodes, ResponseError, type CancellationToken, type MessageConnection } from 'vscode-jsonrpc';
+import { ResponseError, type CancellationToken, type MessageConnection } from 'vscode-jsonrpc';
 import { createMessageConnection, StreamMessageReader, StreamMessageWriter } from 'vscode-jsonrpc/node';
 import type { DeviceRequest } from '../runtime/device.js';
 import { EngineService, EngineNotReadyError, RequestCancelledError, workspaceStoreDir, type LogLevel } from './engine-service.js';
@@ -124,10 +124,10 @@ function isRequestMethod(method: string, handlers: Handlers): method is RequestM
 /** Maps what a handler threw to the JSON-RPC error the client sees. */
 function toResponseError(err: unknown): ResponseError<unknown> {
   if (err instanceof ResponseError) return err;
-  if (err instanceof InvalidParamsError) return new ResponseError(ErrorCodes.InvalidParams, err.message, { field: err.field });
+  if (err instanceof InvalidParamsError) return new ResponseError(EngineErrorCodes.invalidParams, err.message, { field: err.field });
   if (err instanceof EngineNotReadyError) return new ResponseError(EngineErrorCodes.notReady, err.message);
   if (err instanceof RequestCancelledError) return new ResponseError(EngineErrorCodes.requestCancelled, err.message);
-  return new ResponseError(ErrorCodes.InternalError, err instanceof Error ? err.message : String(err));
+  return new ResponseError(EngineErrorCodes.internalError, err instanceof Error ? err.message : String(err));
 }
 
 export class RpcServer {
@@ -183,13 +183,13 @@ export class RpcServer {
   };
 
   private async dispatch(method: string, params: unknown, token: CancellationToken): Promise<unknown> {
-    if (!isRequestMethod(method, this.handlers)) throw new ResponseError(ErrorCodes.MethodNotFound, `unknown method "${method}"`);
-    if (this.shuttingDown && method !== 'shutdown') throw new ResponseError(ErrorCodes.InvalidRequest, 'the engine is shutting down');
+    if (!isRequestMethod(method, this.handlers)) throw new ResponseError(EngineErrorCodes.methodNotFound, `unknown method "${method}"`);
+    if (this.shuttingDown && method !== 'shutdown') throw new ResponseError(EngineErrorCodes.invalidRequest, 'the engine is shutting down');
     try {
       return await this.handlers[method](params, token);
     } catch (err) {
       const response = toResponseError(err);
-      if (response.code === ErrorCodes.InternalError) this.log('error', `${method} failed: ${response.message}`);
+      if (response.code === EngineErrorCodes.internalError) this.log('error', `${method} failed: ${response.message}`);
       throw response;
     }
   }
@@ -211,7 +211,7 @@ export class RpcServer {
   }
 
   private initialize(raw: unknown): Promise<InitializeResult> {
-    if (this.initializing) throw new ResponseError(ErrorCodes.InvalidRequest, 'initialize was already called; start a new engine for another workspace');
+    if (this.initializing) throw new ResponseError(EngineErrorCodes.invalidRequest, 'initialize was already called; start a new engine for another workspace');
     const params = validateInitialize(raw);
     if (params.protocolVersion !== PROTOCOL_VERSION) {
       throw new InvalidParamsError('protocolVersion', `is ${params.protocolVersion}, but this engine speaks protocol ${PROTOCOL_VERSION}; update the extension or the engine so they match`);
@@ -228,7 +228,9 @@ export class RpcServer {
       const { model, tokenizer, modelId } = this.loaded;
       const service = new EngineService({
         root,
-        storeDir: workspaceStoreDir(params.storeDir, root),
+        // One index per model: switching models and back reopens each one's context. The
+        // shipped model keeps the folder it always had.
+        storeDir: workspaceStoreDir(params.modelDir === undefined ? params.storeDir : path.join(params.storeDir, 'models', modelId.slice(0, 16)), root),
         model,
         tokenizer,
         modelId,

@@ -2,7 +2,7 @@
 // a nonce per render, the strict Content Security Policy).
 
 import type * as vscode from 'vscode';
-import { webviewHtml } from '../webview-html';
+import { webviewHtml } from '../webview-html.js';
 
 export function chatHtml(webview: vscode.Webview, extensionUri: vscode.Uri): string {
   return webviewHtml(webview, extensionUri, {

@@ -1,58 +1,29 @@
-// Cuts a raw model continuation down to what an inline suggestion should show.
-// Pure, with golden cases in test/extension/trim.test.ts.
+// What an inline suggestion shows of a completion whose end the engine already
+// decided (engine/context/completion-scope.ts decides where a suggestion stops,
+// for the local engine and the remote backend alike): the text cleaned for the
+// editor. Pure, with golden cases in test/extension/trim.test.ts.
 
-export interface TrimInput {
+export interface TidyInput {
+  /** The completion, already cut where its line or block ends. */
   completion: string;
-  /** Text of the cursor's line before the cursor. */
-  linePrefix: string;
   /** Text of the cursor's line after the cursor. */
   lineSuffix: string;
   /** The lines after the cursor's line (a few suffice), to drop a repeat of what follows. */
   nextLines: string[];
-  maxLines: number;
 }
 
-function indentOf(line: string): number {
-  return line.length - line.trimStart().length;
-}
-
-export function trimCompletion(input: TrimInput): string {
-  const { linePrefix, lineSuffix, nextLines, maxLines } = input;
+export function tidySuggestion(input: TidyInput): string {
+  const { lineSuffix, nextLines } = input;
   // control characters (other than tab and newline) are never what the user wants typed
   // eslint-disable-next-line no-control-regex
-  let text = input.completion.replace(/\r\n/g, '\n').replace(/[\u0000-\u0008\u000b-\u001f\u007f\ufffd]/g, '');
-  // Mid-line (code after the cursor): only the rest of this line makes sense.
-  if (lineSuffix.trim() !== '') {
-    const firstLine = text.split('\n')[0] ?? '';
-    const trimmed = firstLine.trimEnd();
-    // do not repeat the closing characters already after the cursor
-    const suffixStart = lineSuffix.trim();
-    return trimmed.endsWith(suffixStart) ? trimmed.slice(0, trimmed.length - suffixStart.length) : trimmed;
-  }
-
-  const lines = text.split('\n');
-  const kept: string[] = [lines[0] ?? ''];
-  // the block the cursor is in: its indentation, or the next line's when the cursor opens a block
-  const baseIndent = linePrefix.trim() === '' ? linePrefix.length : indentOf(linePrefix);
-  const opensBlock = /[{[(:]\s*$/.test(linePrefix + (lines[0] ?? ''));
-  // lines of the block's body must sit deeper than the line that opened it
-  const bodyIndent = opensBlock ? baseIndent + 1 : baseIndent;
-  for (const line of lines.slice(1)) {
-    if (kept.length >= maxLines) break;
-    if (line.trim() === '') break; // a blank line ends a unit of code
-    const closes = /^\s*[}\])]/.test(line);
-    const indent = indentOf(line);
-    if (indent < bodyIndent) {
-      // the bracket that closes the block we opened completes it; anything else leaves it
-      if (opensBlock && closes && indent === baseIndent) kept.push(line);
-      break;
-    }
-    if (!opensBlock && closes && indent === baseIndent) break; // closes a block we did not open
-    kept.push(line);
-  }
+  const text = input.completion.replace(/\r\n/g, '\n').replace(/[\u0000-\u0008\u000b-\u001f\u007f\ufffd]/g, '');
+  const lines = text.split('\n').map((line) => line.trimEnd());
+  // mid-line: do not repeat the closing characters already after the cursor
+  const suffixStart = lineSuffix.trim();
+  if (suffixStart !== '' && lines.length === 1 && lines[0].endsWith(suffixStart)) lines[0] = lines[0].slice(0, lines[0].length - suffixStart.length);
   // drop a tail that repeats the code that follows the cursor
   const nextNonBlank = nextLines.find((line) => line.trim() !== '');
-  while (kept.length > 1 && nextNonBlank !== undefined && kept[kept.length - 1].trim() === nextNonBlank.trim()) kept.pop();
-  text = kept.map((line) => line.trimEnd()).join('\n');
-  return text.trim() === '' ? '' : text;
+  while (lines.length > 1 && nextNonBlank !== undefined && lines[lines.length - 1].trim() === nextNonBlank.trim()) lines.pop();
+  const tidied = lines.join('\n');
+  return tidied.trim() === '' ? '' : tidied;
 }

@@ -7,10 +7,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { createMessageConnection, ResponseError, StreamMessageReader, StreamMessageWriter, type CancellationToken, type MessageConnection } from 'vscode-jsonrpc/node';
-import { EngineErrorCodes, type EngineNotifications, type EngineStatus, type InitializeParams, type InitializeResult, type RequestMethod, type RequestParams, type RequestResult } from '../../engine/server/protocol';
-import { DEFAULT_BACKOFF, restartDelay, type BackoffPolicy } from './backoff';
-import type { Discovery } from './discovery';
-import { Emitter, type Disposable } from './emitter';
+import { EngineErrorCodes, type EngineNotifications, type EngineStatus, type InitializeParams, type InitializeResult, type RequestMethod, type RequestParams, type RequestResult } from '../../engine/server/protocol.js';
+import { DEFAULT_BACKOFF, restartDelay, type BackoffPolicy } from './backoff.js';
+import type { Discovery } from './discovery.js';
+import { Emitter, type Disposable } from './emitter.js';
 
 export interface EngineLogger {
   trace(message: string): void;
@@ -39,10 +39,47 @@ export interface EngineClientOptions {
 
 const ENGINE_LOG_LINE = /^panorama: (trace|debug|info|warn|error): /;
 
-export class EngineUnavailableError extends Error {
-  constructor(state: ClientState) {
-    super(state.kind === 'failed' ? `Panorama's engine is not running: ${state.message}` : `Panorama's engine is ${state.kind}.`);
+/** What went wrong with a request, by kind: no engine to ask, or the engine's answer (its codes are in protocol.ts). */
+export type EngineErrorKind = 'unavailable' | 'notInitialized' | 'notReady' | 'cancelled' | 'invalidParams' | 'invalidRequest' | 'methodNotFound' | 'internal';
+
+const KIND_BY_CODE = new Map<number, EngineErrorKind>([
+  [EngineErrorCodes.notInitialized, 'notInitialized'],
+  [EngineErrorCodes.notReady, 'notReady'],
+  [EngineErrorCodes.requestCancelled, 'cancelled'],
+  [EngineErrorCodes.invalidParams, 'invalidParams'],
+  [EngineErrorCodes.invalidRequest, 'invalidRequest'],
+  [EngineErrorCodes.methodNotFound, 'methodNotFound'],
+  [EngineErrorCodes.internalError, 'internal'],
+]);
+
+/** ask/complete before the workspace is open is not a failure, just too early: this is what the user reads. */
+const NOT_READY_MESSAGE = 'Panorama is still reading the workspace. Ask again when the status bar says ready.';
+
+/** A request that failed, told apart by `kind` (never by its message). */
+export class EngineRequestError extends Error {
+  constructor(
+    readonly kind: EngineErrorKind,
+    message: string,
+    /** The JSON-RPC error code, when the engine answered. */
+    readonly code?: number,
+  ) {
+    super(message);
+    this.name = 'EngineRequestError';
   }
+}
+
+export class EngineUnavailableError extends EngineRequestError {
+  constructor(state: ClientState) {
+    super('unavailable', state.kind === 'failed' ? `Panorama's engine is not running: ${state.message}` : `Panorama's engine is ${state.kind}.`);
+  }
+}
+
+/** The engine's error answer as a typed error; anything else (a closed connection) is internal. */
+function toEngineError(error: unknown): EngineRequestError {
+  if (error instanceof EngineRequestError) return error;
+  if (!(error instanceof ResponseError)) return new EngineRequestError('internal', errorMessage(error));
+  const kind = KIND_BY_CODE.get(error.code) ?? 'internal';
+  return new EngineRequestError(kind, kind === 'notReady' ? NOT_READY_MESSAGE : error.message, error.code);
 }
 
 export class EngineClient implements Disposable {
@@ -90,8 +127,12 @@ export class EngineClient implements Disposable {
   async request<M extends RequestMethod>(method: M, params: RequestParams<M>, token?: CancellationToken): Promise<RequestResult<M>> {
     const connection = this.connection;
     if (connection === undefined || this.currentState.kind !== 'running') throw new EngineUnavailableError(this.currentState);
-    // an explicit undefined token would be sent as a second positional parameter
-    return token === undefined ? connection.sendRequest<RequestResult<M>>(method, params) : connection.sendRequest<RequestResult<M>>(method, params, token);
+    try {
+      // an explicit undefined token would be sent as a second positional parameter
+      return await (token === undefined ? connection.sendRequest<RequestResult<M>>(method, params) : connection.sendRequest<RequestResult<M>>(method, params, token));
+    } catch (error) {
+      throw toEngineError(error);
+    }
   }
 
   /** Asks the engine to shut down (it saves its context), then makes sure the process is gone. */
@@ -239,10 +280,8 @@ async function withTimeout(promise: Promise<unknown>, ms: number): Promise<void>
 
 /** ask/complete before the workspace is open: not a failure, just too early. */
 export function isNotReady(error: unknown): boolean {
-  return error instanceof ResponseError && error.code === EngineErrorCodes.notReady;
+  return error instanceof EngineRequestError && error.kind === 'notReady';
 }
-
-export const NOT_READY_MESSAGE = 'Panorama is still reading the workspace. Ask again when the status bar says ready.';
 
 export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);

@@ -2,20 +2,20 @@
 // kept fresh while indexing and after edits (the engine's status notifications
 // trigger a throttled re-request of workspace/map), and, for an answer, what the
 // model read (answer/overlay by the ask's request id). Every message from the view
-// is validated; a place clicked opens its file at those lines, highlighted.
+// is validated; a place clicked opens its file at those lines, highlighted; an
+// exported SVG is saved only if it is plain shapes and text.
 
 import { stat, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { AnswerOverlay, WorkspaceMap } from '../../engine/server/protocol';
-import { parseMapViewMessage, type MapHostMessage, type MapStatus, type MapViewMessage } from '../../webview/map/map-protocol';
-import { mapSvg } from '../../webview/map/map-svg';
-import type { BackendService } from '../backendService';
-import { errorMessage } from '../engine/client';
-import type { EngineService } from '../engine/engineService';
-import { webviewHtml } from '../webview-html';
-import { resolveInside } from '../workspacePaths';
-import { LineHighlight } from './line-highlight';
+import type { AnswerOverlay, WorkspaceMap } from '../../engine/server/protocol.js';
+import { parseMapViewMessage, type MapHostMessage, type MapStatus, type MapViewMessage } from '../../webview/map/protocol.js';
+import type { BackendService } from '../backend-service.js';
+import { errorMessage } from '../engine/client.js';
+import type { EngineService } from '../engine/engine-service.js';
+import { webviewHtml } from '../webview-html.js';
+import { resolveInside } from '../workspace-paths.js';
+import { LineHighlight } from './line-highlight.js';
 
 /** At most one workspace/map request this often while updates stream in (indexing, edits). */
 const REFRESH_EVERY_MS = 500;
@@ -113,7 +113,7 @@ export class MapPanel implements vscode.Disposable {
         this.post({ type: 'clearOverlay' });
         return;
       case 'exportSvg':
-        return this.exportSvg(message.width, message.height, message.palette);
+        return this.exportSvg(message.svg);
       case 'rendered':
         // the view's own measure of drawing (layout and paint), for the log
         if (message.ms > 100) this.log.info(`map: drawing ${message.cells} cells took ${message.ms.toFixed(0)} ms`);
@@ -155,8 +155,9 @@ export class MapPanel implements vscode.Disposable {
     this.stale = false;
     this.lastFetch = Date.now();
     try {
-      this.map = await this.engine.client.request('workspace/map', {});
-      this.post({ type: 'map', map: this.map, status: this.status() });
+      const map = await this.engine.client.request('workspace/map', {});
+      this.map = map;
+      this.post({ type: 'map', map, status: this.status() });
     } catch (error) {
       this.log.warn(`map: workspace/map failed: ${errorMessage(error)}`);
       this.post({ type: 'status', status: { label: `The map is not available: ${errorMessage(error)}`, available: false } });
@@ -202,11 +203,7 @@ export class MapPanel implements vscode.Disposable {
     }
   }
 
-  private async exportSvg(width: number, height: number, palette: Parameters<typeof mapSvg>[2]): Promise<void> {
-    if (this.map === undefined) {
-      void vscode.window.showInformationMessage('Panorama: the map is not loaded yet.');
-      return;
-    }
+  private async exportSvg(svg: string): Promise<void> {
     const target = await vscode.window.showSaveDialog({
       title: 'Export the workspace map as SVG',
       defaultUri: vscode.Uri.file(path.join(this.workspaceRoot, this.shown ? 'panorama-answer-map.svg' : 'panorama-workspace-map.svg')),
@@ -214,7 +211,7 @@ export class MapPanel implements vscode.Disposable {
     });
     if (target === undefined) return;
     try {
-      await writeFile(target.fsPath, mapSvg(this.map, this.shown?.overlay, palette, width, height));
+      await writeFile(target.fsPath, svg);
       void vscode.window.showInformationMessage(`Panorama: the map is saved as ${target.fsPath}`);
     } catch (error) {
       void vscode.window.showErrorMessage(`Panorama: cannot write ${target.fsPath}: ${errorMessage(error)}`);

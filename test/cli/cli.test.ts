@@ -6,10 +6,10 @@ import { mkdtempSync, writeFileSync, readFileSync, copyFileSync, openSync, ftrun
 import os from 'node:os';
 import path from 'node:path';
 import { readNpy } from '../helpers/npy.js';
+import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
 
 const ROOT = path.resolve(__dirname, '../..');
 const BIN = path.join(ROOT, 'bin', 'panorama.js');
-const FIXTURE = path.resolve(ROOT, '../shared/fixtures/sala-tiny-a');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'panorama-cli-'));
 
 function panorama(...args: string[]) {

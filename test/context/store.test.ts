@@ -12,8 +12,8 @@ import { loadTokenizer, type Tokenizer } from '../../engine/model/tokenizer.js';
 import { WorkspaceContext, type ContextFile } from '../../engine/context/workspace-context.js';
 import { ContextStore, StoreError, modelFingerprint } from '../../engine/context/store.js';
 import { fileText } from './helpers/save-loop.js';
+import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
 
-const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
 let model: SalaModel;
 let tokenizer: Tokenizer;
 let modelId: string;

@@ -2,13 +2,12 @@
 // questions with sources, completions with a reused prefix state.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { SalaModel } from '../../engine/model/sala-model.js';
 import { loadTokenizer, type Tokenizer } from '../../engine/model/tokenizer.js';
 import { WorkspaceContext, type ContextFile } from '../../engine/context/workspace-context.js';
+import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
 
-const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
 let model: SalaModel;
 let tokenizer: Tokenizer;
 

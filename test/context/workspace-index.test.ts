@@ -7,8 +7,8 @@ import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { SalaModel } from '../../engine/model/sala-model.js';
 import { loadTokenizer, type Tokenizer } from '../../engine/model/tokenizer.js';
 import { WorkspaceIndex, type IndexProgress } from '../../engine/context/workspace-index.js';
+import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
 
-const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
 let model: SalaModel;
 let tokenizer: Tokenizer;
 const opened: WorkspaceIndex[] = [];

@@ -1,12 +1,12 @@
 // Runs the packaged extension in a real VS Code — code-server (from npm, on Node 24
 // from npm; scripts/code-server.ts, which `npm start` uses too) with a fresh profile
 // per run — for playwright-core and Debian's Chromium to drive. Recipe and
-// pitfalls: ../shared/research/vscode-e2e.md.
+// pitfalls: docs/e2e.md.
 
 import type { ChildProcess } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { CodeServerProfile, e2eRoot, freePort, installTools, packageVsix, repoRoot } from '../../scripts/code-server';
+import { CodeServerProfile, e2eRoot, freePort, installTools, packageVsix, repoRoot } from '../../scripts/code-server.js';
 
 export { repoRoot };
 export const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -29,7 +29,7 @@ export interface Run {
 export function modelForTest(): string | undefined {
   const models = path.join(repoRoot, 'models');
   const shipped = existsSync(models) && readdirSync(models).some((name) => existsSync(path.join(models, name, 'config.json')));
-  return shipped ? undefined : path.resolve(repoRoot, '..', 'shared', 'fixtures', 'sala-tiny-a');
+  return shipped ? undefined : path.join(repoRoot, 'test', 'fixtures', 'sala-tiny-a');
 }
 
 function findFile(dir: string, name: string): string | undefined {
@@ -44,7 +44,7 @@ function findFile(dir: string, name: string): string | undefined {
   return undefined;
 }
 
-export async function startRun(userSettings: Record<string, unknown>): Promise<Run> {
+export async function startRun(userSettings: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): Promise<Run> {
   installTools();
   const vsix = path.join(e2eRoot, 'panorama.vsix');
   packageVsix(vsix);
@@ -66,7 +66,7 @@ export async function startRun(userSettings: Record<string, unknown>): Promise<R
 
   const marker = path.join(dir, 'activated.txt');
   const serverLogPath = path.join(dir, 'server.log');
-  const codeServer = await profile.launch({ workspace, port: await freePort(), env: { PANORAMA_E2E_MARKER: marker }, extraArgs: ['--disable-workspace-trust'] });
+  const codeServer = await profile.launch({ workspace, port: await freePort(), env: { ...env, PANORAMA_E2E_MARKER: marker }, extraArgs: ['--disable-workspace-trust'] });
   return {
     dir,
     workspace,

@@ -12,9 +12,9 @@ import { loadavg } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Frame, type Page } from 'playwright-core';
-import { buildWorkspaceMap } from '../../engine/context/workspace-map';
-import type { FileSpan } from '../../engine/context/workspace-context';
-import { chromiumPath, modelForTest, repoRoot, startRun, type Run } from './harness';
+import { buildWorkspaceMap } from '../../engine/context/workspace-map.js';
+import type { FileSpan } from '../../engine/context/workspace-context.js';
+import { chromiumPath, modelForTest, repoRoot, startRun, type Run } from './harness.js';
 
 async function until(condition: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

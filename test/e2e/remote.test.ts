@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type FrameLocator, type Page } from 'playwright-core';
-import { freePort } from '../../scripts/code-server';
-import { FIXTURE, spawnPanorama, waitFor, within } from '../server/helpers';
-import { chromiumPath, extensionId, repoRoot, startRun, type Run } from './harness';
+import { freePort } from '../../scripts/code-server.js';
+import { FIXTURE, spawnPanorama, waitFor, within } from '../server/helpers.js';
+import { chromiumPath, extensionId, repoRoot, startRun, type Run } from './harness.js';
 
 const KEY = 'e2e-remote-key-5b1d9a7c';
 const skip = !existsSync(chromiumPath) && process.env.CI !== 'true' ? `no Chromium at ${chromiumPath} (apt-get install chromium, or set CHROMIUM_PATH)` : false;

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { repoRoot } from '../../scripts/code-server';
+import { repoRoot } from '../../scripts/code-server.js';
 
 test('npm start opens a workspace in code-server and prints a URL that answers 200', { timeout: 10 * 60_000 }, async () => {
   const profile = mkdtempSync(path.join(tmpdir(), 'panorama-start-'));

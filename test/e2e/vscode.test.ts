@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type FrameLocator, type Page } from 'playwright-core';
-import { chromiumPath, extensionId, modelForTest, startRun, type Run } from './harness';
+import { chromiumPath, extensionId, modelForTest, startRun, type Run } from './harness.js';
 
 async function until(condition: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

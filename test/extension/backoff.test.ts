@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DEFAULT_BACKOFF, restartDelay } from '../../extension/engine/backoff';
+import { DEFAULT_BACKOFF, restartDelay } from '../../extension/engine/backoff.js';
 
 test('restart delays double up to the cap, then restarts stop', () => {
   const policy = { ...DEFAULT_BACKOFF, initialMs: 100, maxMs: 500, maxAttempts: 5 };

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { AdaptiveDebounce, DEFAULT_DEBOUNCE, sleepUnlessCancelled } from '../../extension/completion/debounce';
+import { AdaptiveDebounce, DEFAULT_DEBOUNCE, sleepUnlessCancelled } from '../../extension/completion/debounce.js';
 
 test('the base delay holds until a few keystrokes were seen', () => {
   const debounce = new AdaptiveDebounce();

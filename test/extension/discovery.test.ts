@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { discoverEngine, type DiscoveryInput } from '../../extension/engine/discovery';
+import { discoverEngine, type DiscoveryInput } from '../../extension/engine/discovery.js';
 
 const ext = path.resolve('/ext');
 const bundled = path.join(ext, 'dist', 'panorama.js');

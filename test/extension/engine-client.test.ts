@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { CancellationTokenSource } from 'vscode-jsonrpc/node';
-import { EngineClient, isNotReady, type ClientState } from '../../extension/engine/client';
+import { EngineClient, EngineRequestError, isNotReady, type ClientState } from '../../extension/engine/client.js';
 
 const fakeEngine = path.join(__dirname, 'fixtures', 'fake-engine.cjs');
 const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
@@ -91,6 +91,9 @@ test('an ask before the workspace is open is recognisably "not ready", not a fai
   try {
     await assert.rejects(engine.request('ask', { requestId: 'early', question: 'q' }), (error: unknown) => isNotReady(error));
     await assert.rejects(engine.request('status', {}).then(() => Promise.reject(new Error('other'))), (error: unknown) => !isNotReady(error));
+    // told apart by kind, from the protocol's error codes; the user reads what to do
+    await assert.rejects(engine.request('ask', { requestId: 'early', question: 'q' }), (error: unknown) => error instanceof EngineRequestError && error.kind === 'notReady' && error.code === -32003 && /Ask again when the status bar says ready/.test(error.message));
+    await assert.rejects(engine.request('reindex', {}), (error: unknown) => error instanceof EngineRequestError && error.kind === 'methodNotFound');
   } finally {
     await engine.stop();
   }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isRelativeWorkspacePath, LIMITS, parseWebviewMessage } from '../../webview/protocol';
+import { isRelativeWorkspacePath, LIMITS, parseWebviewMessage } from '../../webview/protocol.js';
 
 const chip = { id: 'sel:src/a.ts:1-2', kind: 'selection', path: 'src/a.ts', startLine: 1, endLine: 2, label: 'a.ts:1-2' };
 

@@ -7,11 +7,11 @@ import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { PromptFormat } from '../../engine/context/prompt-format';
-import { byteLevelFallback } from '../../engine/model/tokenizer';
-import { chatMessages, completionPrompt, mentionedSources, PREAMBLE } from '../../extension/remote/remoteBackend';
-import { normalizeBaseUrl, RemoteError, sseData } from '../../extension/remote/remoteClient';
-import { formatFile, planPrefix, WorkspacePrefix } from '../../extension/remote/workspacePrefix';
+import { PromptFormat } from '../../engine/context/prompt-format.js';
+import { byteLevelFallback } from '../../engine/model/tokenizer.js';
+import { chatMessages, completionPrompt, mentionedSources, PREAMBLE } from '../../extension/remote/remote-backend.js';
+import { normalizeBaseUrl, RemoteError, sseData } from '../../extension/remote/remote-client.js';
+import { formatFile, planPrefix, WorkspacePrefix } from '../../extension/remote/workspace-prefix.js';
 
 const dirs: string[] = [];
 after(() => {

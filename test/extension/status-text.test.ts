@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { EngineStatus, InitializeResult } from '../../engine/server/protocol';
-import { formatTokens, remoteStatusView, statusView } from '../../extension/statusText';
+import type { EngineStatus, InitializeResult } from '../../engine/server/protocol.js';
+import { formatTokens, remoteStatusView, statusView } from '../../extension/status-text.js';
 
 const info: InitializeResult = { protocolVersion: 1, engineVersion: '0.1.0', model: { dir: '/m', name: 'm', parameters: 1, vocabSize: 2 }, device: { kind: 'cpu', reason: 'requested' } };
 const base: EngineStatus = { state: 'ready', files: 12, liveTokens: 123_456, deadTokens: 0, tokenBudget: 1_000_000, device: 'cpu', excludedFiles: 0 };

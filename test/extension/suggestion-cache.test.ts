@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { SuggestionCache } from '../../extension/completion/cache';
+import { SuggestionCache } from '../../extension/completion/cache.js';
 
 test('typing through a suggestion reuses its rest', () => {
   const cache = new SuggestionCache();

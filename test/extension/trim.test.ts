@@ -1,10 +1,13 @@
-// Golden cases for the inline suggestion trimmer: inputs and expected outputs
-// live in trim-cases.json; this runner only feeds them through.
+// Golden cases for what an inline suggestion shows of a raw continuation: cut where
+// the engine's completion scope ends it (the one place that decides, used by the
+// engine and the remote backend), then tidied for the editor by the provider.
+// Inputs and expected outputs live in trim-cases.json; this runner only feeds them through.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { trimCompletion } from '../../extension/completion/trim';
+import { cutCompletion } from '../../engine/context/completion-scope.js';
+import { tidySuggestion } from '../../extension/completion/trim.js';
 
 interface TrimCase {
   name: string;
@@ -20,13 +23,14 @@ const cases: TrimCase[] = JSON.parse(readFileSync(path.join(__dirname, 'trim-cas
 
 for (const golden of cases) {
   test(`trim: ${golden.name}`, () => {
-    const actual = trimCompletion({
-      completion: golden.completion,
-      linePrefix: golden.linePrefix,
-      lineSuffix: golden.lineSuffix ?? '',
-      nextLines: golden.nextLines ?? [],
-      maxLines: golden.maxLines ?? 8,
-    });
-    assert.equal(actual, golden.expected);
+    const lineSuffix = golden.lineSuffix ?? '';
+    const cut = cutCompletion(golden.completion, { linePrefix: golden.linePrefix, lineSuffix, maxLines: golden.maxLines ?? 8 });
+    assert.equal(tidySuggestion({ completion: cut, lineSuffix, nextLines: golden.nextLines ?? [] }), golden.expected);
   });
 }
+
+test('tidying keeps what the engine cut, apart from whitespace and repeats of the text around the cursor', () => {
+  assert.equal(tidySuggestion({ completion: '\n  return 1;\n}', lineSuffix: '', nextLines: ['}'] }), '\n  return 1;');
+  assert.equal(tidySuggestion({ completion: 'a, b)', lineSuffix: ') {', nextLines: [] }), 'a, b)', 'only the exact closing text is dropped');
+  assert.equal(tidySuggestion({ completion: 'x\ny', lineSuffix: '', nextLines: [] }), 'x\ny');
+});

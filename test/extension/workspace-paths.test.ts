@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { resolveInside, toWorkspacePath } from '../../extension/workspacePaths';
+import { resolveInside, toWorkspacePath } from '../../extension/workspace-paths.js';
 
 const root = path.resolve('/ws/project');
 

@@ -8,8 +8,8 @@ import {
 } from '../../engine/model/config.js';
 import { SafetensorsFile } from '../../engine/model/safetensors.js';
 import { tempDir } from './helpers-loading/raw-files.js';
+import { SALA_TINY_A as FIXTURE_DIR } from '../helpers/fixtures.js';
 
-const FIXTURE_DIR = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
 const FIXTURE_PARAMETERS = 4_461_312;
 
 function fixtureJson(): Record<string, unknown> {
@@ -22,7 +22,7 @@ function parameterCount(weights: Map<string, number[]>): number {
   return total;
 }
 
-/** The released 9B config, as given in the spec's table (section (a)). */
+/** The released 9B config, as given in the table of docs/spec/minicpm-sala.md, "Config schema". */
 function nineBJson(): Record<string, unknown> {
   const sparseLayers = new Set([0, 9, 16, 17, 22, 29, 30, 31]);
   return {
@@ -143,7 +143,7 @@ test('the 9B config from the spec gives the spec weight shapes and derived const
   assert.deepEqual(cfg.eosTokenIds, [2, 73440]);
 });
 
-test('lightning sizes ignore lightning_nh and lightning_head_dim (fixtures README item 5)', () => {
+test('lightning sizes ignore lightning_nh and lightning_head_dim (spec, "Corrections": lightning layer sizes)', () => {
   const json = fixtureJson();
   json.lightning_nh = 8;
   json.lightning_head_dim = 32;

@@ -3,10 +3,9 @@
 // semantics say they must.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { SalaModel, type SelectionRecord } from '../../engine/model/sala-model.js';
+import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
 
-const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
 const VOCAB = 512;
 // Reordering fp32 sums (chunk boundaries, recurrent vs chunked lightning) moves logits by ~1e-7.
 const TOLERANCE = 1e-5;

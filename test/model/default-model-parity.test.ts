@@ -51,3 +51,26 @@ for (const name of ['short', 'fim', 'chat_sparse'] as const) {
     }
   });
 }
+
+test(`default model, greedy decode across dense_len: every step within ${TOLERANCE} of PyTorch, same tokens`, async (t) => {
+  const prompt = Array.from(readNpy(path.join(FIXTURE, 'decode_cross_ids.npy')).data);
+  const greedy = Array.from(readNpy(path.join(FIXTURE, 'decode_cross_greedy.npy')).data);
+  const expected = readNpy(path.join(FIXTURE, 'decode_cross_logits.npy')).data;
+  const vocab = model.config.vocabSize;
+  assert.equal(prompt.length + greedy.length - 1 > model.config.sparse.denseLen, true, 'the decode must cross dense_len');
+  const sequence = model.newSequence();
+  let logits = await model.forward(sequence, prompt, { logits: 1 });
+  let worst = 0;
+  for (let step = 0; step < greedy.length; step++) {
+    const row = expected.subarray(step * vocab, (step + 1) * vocab);
+    let best = 0;
+    for (let i = 0; i < vocab; i++) {
+      worst = Math.max(worst, Math.abs(logits[i] - row[i]));
+      if (logits[i] > logits[best]) best = i;
+    }
+    assert.equal(best, greedy[step], `greedy token at step ${step} (kv length ${prompt.length + step})`);
+    if (step + 1 < greedy.length) logits = await model.forward(sequence, [best], { logits: 1 });
+  }
+  t.diagnostic(`max |Δlogit| over ${greedy.length} rows ${worst.toExponential(2)}`);
+  assert.ok(worst <= TOLERANCE, `max diff ${worst}`);
+});

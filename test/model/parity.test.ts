@@ -1,12 +1,12 @@
 // Numerical parity with the public MiniCPM-SALA modeling code: the golden outputs
-// in shared/fixtures/sala-tiny-a (see its README for how they were produced).
+// in test/fixtures/sala-tiny-a (its README says how they were produced).
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { SalaModel, type SelectionRecord } from '../../engine/model/sala-model.js';
 import { readNpy } from '../helpers/npy.js';
+import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
 
-const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
 /** The fixtures README's suggested acceptance for a float32 engine. */
 const LOGIT_TOLERANCE = 1e-5;
 const VOCAB = 512;

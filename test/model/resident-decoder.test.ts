@@ -1,7 +1,7 @@
 // The device-resident decode path (KV offloaded to host memory with a block pool,
 // or every block resident) must compute exactly what the host path computes: the
 // reference's fixtures, through real onnxruntime sessions (the CPU provider here;
-// the same graphs run on WebGPU on the device machine).
+// the same graphs run on WebGPU on a GPU: docs/benchmarks/offload-webgpu.md).
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -9,8 +9,8 @@ import { SalaModel } from '../../engine/model/sala-model.js';
 import { argmax } from '../../engine/model/sampling.js';
 import type { ResidentDecoder, ResidentOptions } from '../../engine/model/resident-decoder.js';
 import { readNpy } from '../helpers/npy.js';
+import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
 
-const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
 const LOGIT_TOLERANCE = 1e-5;
 
 let model: SalaModel;

@@ -8,8 +8,8 @@ import { SafetensorsError, SafetensorsFile } from '../../engine/model/safetensor
 import { WeightsError, loadWeights, writeSafetensors, type TensorToWrite } from '../../engine/model/weights.js';
 import { f32Bytes, readU16, refBf16ToFloat, refF16ToFloat, tempDir, u16Bytes, writeRawSafetensors } from './helpers-loading/raw-files.js';
 import { randomArray, randomModelTensors, seededRandom, tinyConfig } from './helpers-loading/tiny-model.js';
+import { SALA_TINY_A as FIXTURE_DIR } from '../helpers/fixtures.js';
 
-const FIXTURE_DIR = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
 const FIXTURE_WEIGHTS = path.join(FIXTURE_DIR, 'model.safetensors');
 
 /** Runs `body` with a fresh temp folder that is removed afterwards. */

@@ -10,6 +10,7 @@ import { INT4_BLOCK_SIZE, blocksPerRow, dequantizeInt4, quantizeInt4 } from '../
 import { SalaModel } from '../../engine/model/sala-model.js';
 import { resolvePrecision } from '../../engine/runtime/device.js';
 import { readNpy } from '../helpers/npy.js';
+import { SALA_TINY_A } from '../helpers/fixtures.js';
 
 function values(n: number, seed: number): Float32Array {
   let state = seed;
@@ -81,7 +82,7 @@ test('a model in int4 is asked for, never chosen by auto, and stays close to the
   assert.equal(onCpu.kind, 'int4');
   assert.match(onCpu.reason, /saves memory, not time/);
   assert.equal((await resolvePrecision('auto', 'cpu')).kind, 'fp32');
-  const fixture = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
+  const fixture = SALA_TINY_A;
   const prompt = Array.from(readNpy(path.join(fixture, 'long_prompt_ids.npy')).data);
   const reference = readNpy(path.join(fixture, 'long_logits_last64.npy')).data as Float32Array;
   const last = reference.subarray(reference.length - 512);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 
 export const ROOT = path.resolve(__dirname, '../..');
 export const BIN = path.join(ROOT, 'bin', 'panorama.js');
-export const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
+export { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
 
 /** A few small source files, a nested folder, and a .gitignore'd dependency folder. */
 export function makeWorkspace(files = 4): string {

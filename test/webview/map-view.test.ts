@@ -2,12 +2,12 @@
 // nested layout (areas, nesting, bounds), heat on aggregated files, and the SVG export.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { buildAnswerOverlay, buildWorkspaceMap, type MapInput } from '../../engine/context/workspace-map';
-import type { FileSpan } from '../../engine/context/workspace-context';
-import { heatOf } from '../../webview/map/heat';
-import { fallbackPalette, parseMapHostMessage, parseMapViewMessage } from '../../webview/map/map-protocol';
-import { mapSvg } from '../../webview/map/map-svg';
-import { cellAt, layoutTreemap, neighbour, squarify } from '../../webview/map/treemap-layout';
+import { buildAnswerOverlay, buildWorkspaceMap, type MapInput } from '../../engine/context/workspace-map.js';
+import type { FileSpan } from '../../engine/context/workspace-context.js';
+import { heatOf } from '../../webview/map/heat.js';
+import { fallbackPalette, parseMapHostMessage, parseMapViewMessage } from '../../webview/map/protocol.js';
+import { mapSvg } from '../../webview/map/map-svg.js';
+import { cellAt, layoutTreemap, neighbour, squarify } from '../../webview/map/treemap-layout.js';
 
 function span(filePath: string, start: number, lines: number): FileSpan {
   return { path: filePath, start, end: start + 4 + lines * 10, headerTokens: 4, contentHash: filePath, mtimeMs: 0, editCount: 0, lineStarts: Array.from({ length: lines }, (_, i) => 4 + i * 10) };
@@ -48,16 +48,19 @@ test('a map from the engine passes the view’s validation unchanged; a broken o
   assert.equal(parseMapHostMessage({ type: 'eval' }), undefined);
 });
 
-test('the view’s requests are validated: paths stay in the workspace, lines are lines, colours are colours', () => {
+test('the view’s requests are validated: paths stay in the workspace, lines are lines, an SVG is shapes and text only', () => {
   assert.deepEqual(parseMapViewMessage({ type: 'open', path: 'src/a.ts', startLine: 3, endLine: 9 }), { type: 'open', path: 'src/a.ts', startLine: 3, endLine: 9 });
-  for (const bad of [{ type: 'open', path: '../x', startLine: 1, endLine: 1 }, { type: 'open', path: 'a.ts', startLine: 0, endLine: 1 }, { type: 'open', path: 'a.ts', startLine: 5, endLine: 4 }, { type: 'rendered', ms: -1, cells: 1 }, { type: 'exportSvg', width: 10, height: 100, palette: fallbackPalette() }]) {
+  for (const bad of [{ type: 'open', path: '../x', startLine: 1, endLine: 1 }, { type: 'open', path: 'a.ts', startLine: 0, endLine: 1 }, { type: 'open', path: 'a.ts', startLine: 5, endLine: 4 }, { type: 'rendered', ms: -1, cells: 1 }, { type: 'exportSvg' }]) {
     assert.equal(parseMapViewMessage(bad), undefined, JSON.stringify(bad));
   }
-  const palette = { ...fallbackPalette(), encoded: 'rgba(55, 148, 255, 0.5)' };
-  assert.deepEqual(parseMapViewMessage({ type: 'exportSvg', width: 800, height: 600, palette }), { type: 'exportSvg', width: 800, height: 600, palette });
-  // a colour that would break out of the SVG attribute it lands in
-  assert.equal(parseMapViewMessage({ type: 'exportSvg', width: 800, height: 600, palette: { ...palette, heat: '"/><script>alert(1)</script>' } }), undefined);
-  assert.equal(parseMapViewMessage({ type: 'exportSvg', width: 800, height: 600, palette: { ...palette, heat: undefined } }), undefined);
+  // a path and a theme colour that would break out of the markup are escaped: the export still passes
+  const map = mapOf([span('<script>alert(1)</script>.ts', 0, 20), span('b.ts', 204, 10)]);
+  const svg = mapSvg(map, undefined, { ...fallbackPalette(), heat: '"/><script>alert(2)</script>' }, 400, 300);
+  assert.deepEqual(parseMapViewMessage({ type: 'exportSvg', svg }), { type: 'exportSvg', svg });
+  for (const injected of ['<script>alert(1)</script>', '<rect onload="alert(1)"/>', '<a href="https://example.com">x</a>', '<image href="x.png"/>', '<rect fill="url(https://x/y)"/>', '<foreignObject></foreignObject>']) {
+    assert.equal(parseMapViewMessage({ type: 'exportSvg', svg: svg.replace('</svg>', `${injected}</svg>`) }), undefined, injected);
+  }
+  assert.equal(parseMapViewMessage({ type: 'exportSvg', svg: '<html></html>' }), undefined);
 });
 
 test('squarify: areas proportional to sizes, inside the rectangle, no overlaps, near-square', () => {

@@ -2,7 +2,7 @@
 // or, where the file was aggregated, to the 'rest' cell of the nearest folder drawn.
 // Pure: the view draws it, the SVG export writes it.
 
-import type { AnswerOverlay, MapCell } from '../../engine/server/protocol';
+import type { AnswerOverlay, MapCell } from '../../engine/vocabulary.js';
 
 export interface Heat {
   /** Weight per cell (leaves only; 0 where the answer read nothing). */

@@ -7,11 +7,11 @@
 // host is validated before it is drawn; updates arriving faster than frames are
 // coalesced, so the view stays responsive while indexing streams them in.
 
-import type { AnswerOverlay, MapCell, WorkspaceMap } from '../../engine/server/protocol';
-import { heatOf, type Heat } from './heat';
-import { MAP_STATES, PALETTE_KEYS, fallbackPalette, parseMapHostMessage, type MapStatus, type MapViewMessage, type Palette, type PaletteKey } from './map-protocol';
-import { describe, label, stateText } from './map-svg';
-import { cellAt, hasHeader, layoutTreemap, neighbour, type Rect } from './treemap-layout';
+import type { AnswerOverlay, MapCell, WorkspaceMap } from '../../engine/vocabulary.js';
+import { heatOf, type Heat } from './heat.js';
+import { MAP_STATES, PALETTE_KEYS, fallbackPalette, parseMapHostMessage, type MapStatus, type MapViewMessage, type Palette, type PaletteKey } from './protocol.js';
+import { describe, label, mapSvg, stateText } from './map-svg.js';
+import { cellAt, hasHeader, layoutTreemap, neighbour, type Rect } from './treemap-layout.js';
 
 interface VsCodeApi {
   postMessage(message: MapViewMessage): void;
@@ -390,7 +390,9 @@ canvas.addEventListener('keydown', (event) => {
 });
 
 clearButton.addEventListener('click', () => vscode.postMessage({ type: 'clearOverlay' }));
-exportButton.addEventListener('click', () => vscode.postMessage({ type: 'exportSvg', width: Math.max(16, Math.round(stage.clientWidth)), height: Math.max(16, Math.round(stage.clientHeight)), palette }));
+exportButton.addEventListener('click', () => {
+  if (map) vscode.postMessage({ type: 'exportSvg', svg: mapSvg(map, overlay, palette, Math.max(16, Math.round(stage.clientWidth)), Math.max(16, Math.round(stage.clientHeight))) });
+});
 
 window.addEventListener('message', (event: MessageEvent<unknown>) => {
   const arrived = performance.now();

@@ -1,14 +1,17 @@
 // The treemap as a standalone SVG file: the same layout and colours the view draws
-// (the theme's colours, resolved by the view), an answer's heat where one is shown,
-// and a <title> per cell so a viewer's hover says what it is. Built by the
-// extension from the map it holds, never from markup the view sends.
+// (the theme's colours as the view resolved them), an answer's heat where one is
+// shown, and a <title> per cell so a viewer's hover says what it is. Only
+// rectangles, text and titles: the host checks that before it saves the file.
 
-import type { AnswerOverlay, MapCell, WorkspaceMap } from '../../engine/server/protocol';
-import { heatOf } from './heat';
-import type { Palette } from './map-protocol';
-import { DEFAULT_TREEMAP, hasHeader, layoutTreemap } from './treemap-layout';
+import type { AnswerOverlay, MapCell, WorkspaceMap } from '../../engine/vocabulary.js';
+import { heatOf } from './heat.js';
+import { PALETTE_KEYS, type Palette } from './protocol.js';
+import { DEFAULT_TREEMAP, hasHeader, layoutTreemap } from './treemap-layout.js';
 
-export function mapSvg(map: WorkspaceMap, overlay: AnswerOverlay | undefined, palette: Palette, width: number, height: number): string {
+export function mapSvg(map: WorkspaceMap, overlay: AnswerOverlay | undefined, themePalette: Palette, width: number, height: number): string {
+  // colours land in attributes: escaped like every other text
+  const palette = { ...themePalette };
+  for (const key of PALETTE_KEYS) palette[key] = escapeXml(themePalette[key]);
   const rects = layoutTreemap(map.cells, { x: 0, y: 0, w: width, h: height });
   const heat = heatOf(map.cells, overlay);
   const parts: string[] = [];

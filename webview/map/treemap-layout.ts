@@ -4,7 +4,7 @@
 // pixel of padding, so the nesting shows. Pure: used by the view to draw and by the
 // extension to export the same picture as SVG.
 
-import type { MapCell } from '../../engine/server/protocol';
+import type { MapCell } from '../../engine/vocabulary.js';
 
 export interface Rect {
   x: number;

@@ -1,4 +1,4 @@
-import { area } from './shapes';
+import { area } from './shapes.js';
 
 const unit = { radius: 1 };
 console.log(area(unit));

@@ -1,0 +1,102 @@
+// Questions after the whole context: an answer streamed with its sources, or the
+// score of a given answer. Both run after the context end and roll back to it, so
+// they never change the context; an answer being written yields to completions
+// between tokens.
+import type { SelectionRecord } from '../model/sala-model.js';
+import { generate } from '../model/generation.js';
+import type { ContextCore } from './context-core.js';
+import { ContextError, type AskOptions, type AskResult } from './context-types.js';
+import { countHits, sourcesOf } from './sources.js';
+import { settleTail, yieldToCompletions } from './tail-parking.js';
+
+/** See WorkspaceContext.ask. */
+export async function* askStream(core: ContextCore, question: string, options: AskOptions = {}): AsyncGenerator<string, AskResult> {
+  const queue: string[] = [];
+  let wake: (() => void) | undefined;
+  let done = false;
+  let failure: unknown;
+  let result: AskResult | undefined;
+  const work = core.foreground.run(() =>
+    core.lock.run(async () => {
+      settleTail(core);
+      const start = core.sequence.length;
+      let text = question;
+      if (options.selection) {
+        const where = options.selection.startLine !== undefined ? `${options.selection.path}:${options.selection.startLine}` : options.selection.path;
+        text += `\n\nSelected code (${where}):\n${options.selection.text}`;
+      }
+      const prompt = core.format.question(text);
+      const hits = new Map<number, number>();
+      const onSelection = (record: SelectionRecord) => countHits(core, record, start, hits);
+      try {
+        const stream = generate(core.model, core.tokenizer, prompt, {
+          sequence: core.sequence,
+          maxTokens: options.maxTokens ?? 256,
+          temperature: options.temperature ?? 0,
+          stopIds: core.format.stopIds,
+          signal: options.signal,
+          onSelection,
+        });
+        let next = await stream.next();
+        while (!next.done) {
+          queue.push(next.value);
+          wake?.();
+          // A completion waiting goes first: the answer so far is set aside and brought back exactly.
+          await yieldToCompletions(core);
+          next = await stream.next();
+        }
+        result = { text: next.value.text, finishReason: next.value.finishReason, promptTokens: prompt.length, sources: sourcesOf(core, hits), blockHits: [...hits], layout: core.layout() };
+      } finally {
+        core.sequence.rollback(core.contextEnd);
+      }
+    }),
+  );
+  work.then(
+    () => {
+      done = true;
+      wake?.();
+    },
+    (err: unknown) => {
+      failure = err;
+      done = true;
+      wake?.();
+    },
+  );
+  for (;;) {
+    while (queue.length > 0) yield queue.shift() ?? '';
+    if (done) break;
+    await new Promise<void>((resolve) => (wake = resolve));
+    wake = undefined;
+  }
+  if (failure !== undefined) throw failure;
+  if (!result) throw new ContextError('internal: ask finished without a result');
+  return result;
+}
+
+/** See WorkspaceContext.score. */
+export function scoreAnswer(core: ContextCore, question: string, answer: string, signal?: AbortSignal): Promise<{ logProb: number; tokens: number }> {
+  return core.foreground.run(() =>
+    core.lock.run(async () => {
+      settleTail(core);
+      const prompt = core.format.question(question);
+      const target = [...core.format.text(answer), ...core.format.stopIds.slice(0, 1)];
+      try {
+        // Rows from the prompt's last position on: row i predicts target[i].
+        const logits = await core.model.forward(core.sequence, [...prompt, ...target], { logits: target.length + 1, signal });
+        const vocab = core.model.config.vocabSize;
+        let logProb = 0;
+        target.forEach((id, row) => {
+          const values = logits.subarray(row * vocab, (row + 1) * vocab);
+          let max = -Infinity;
+          for (const v of values) max = Math.max(max, v);
+          let sum = 0;
+          for (const v of values) sum += Math.exp(v - max);
+          logProb += values[id] - max - Math.log(sum);
+        });
+        return { logProb, tokens: target.length };
+      } finally {
+        core.sequence.rollback(core.contextEnd);
+      }
+    }),
+  );
+}
