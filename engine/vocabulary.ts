@@ -40,3 +40,88 @@ export interface CodeSelection {
  * The engine's PromptFormat and the remote backend's prefix both write it.
  */
 export const FILE_HEADER = '\n### file: ';
+
+// The workspace map (engine/context/workspace-map.ts builds it, webview/map/ draws it).
+
+export type FileState = 'encoded' | 'patched' | 'encoding' | 'waiting' | 'excluded';
+
+/** The order of MapCell.states (a folder's or aggregate's area per state). */
+export const FILE_STATES: readonly FileState[] = ['encoded', 'patched', 'encoding', 'waiting', 'excluded'];
+
+/** Why a file is not in the context: the scan's reasons, and the token budget. */
+export type ExcludeReason = 'ignored' | 'binary' | 'too-large' | 'generated' | 'minified' | 'symlink-loop' | 'outside-workspace' | 'unreadable' | 'over-budget';
+
+/** One rectangle of the treemap, in preorder (a folder before its children). */
+export interface MapCell {
+  /** Index of the folder cell holding this one; -1 for the root. */
+  parent: number;
+  /** 'rest': a folder's small files (and folders) drawn as one cell beyond the cap. */
+  kind: 'folder' | 'file' | 'rest';
+  /** Workspace-relative ('' = the root); for 'rest' the folder's path. */
+  path: string;
+  /** Area: tokens in (or meant for) the context; a file left out by the scan has a nominal area. */
+  size: number;
+  /** Tokens in the context now (live, patch headers included). */
+  tokens: number;
+  files: number;
+  /** The file's state; for folders and aggregates the state with the largest area. */
+  state: FileState;
+  /** Area per state in FILE_STATES order (folders and aggregates only). */
+  states?: number[];
+  reason?: ExcludeReason;
+  /** Said on hover, e.g. "3.2 MB > limit 1 MB" or "ignored by .gitignore: node_modules/". */
+  detail?: string;
+  /** Tokens of a patched file that sit in patches at the tail. */
+  patchedTokens?: number;
+  /** Tombstoned tokens between the file's pieces (what its patches replaced). */
+  deadTokens?: number;
+}
+
+export interface WorkspaceMap {
+  cells: MapCell[];
+  totals: {
+    files: number;
+    /** Live tokens of the context. */
+    tokens: number;
+    /** Tombstoned tokens in the sequence (dropped at the next compaction). */
+    deadTokens: number;
+    budget: number;
+    /** Files per state, in FILE_STATES order. */
+    filesByState: number[];
+  };
+  /** Cells in the tree (≤ the cap asked for); `aggregated` files went into 'rest' cells. */
+  aggregated: number;
+  /** 'scanning': the file list is not known yet. */
+  phase: 'scanning' | 'indexing' | 'ready';
+}
+
+/** A line range of one file and the share of the answer's hits on it. */
+export interface OverlayRange {
+  startLine: number;
+  endLine: number;
+  weight: number;
+}
+
+export interface OverlayFile {
+  path: string;
+  /** Lines in the file (for drawing its strip). */
+  lines: number;
+  /** Sum of its ranges' weights (all of them, before the bound). */
+  weight: number;
+  /** Block by block (not merged, so the heat varies along the file): the heaviest MAX_RANGES_PER_FILE, in line order. */
+  ranges: OverlayRange[];
+}
+
+export interface AnswerOverlay {
+  requestId: string;
+  /** Non-forced block selections counted while reading the question and writing the answer. */
+  hits: number;
+  /** Blocks selected that lay in no file's live tokens (tombstones, patch headers): their share of the hits. */
+  unmapped: number;
+  /** The heaviest places (merged ranges), heaviest first: `sources` is their first five. */
+  places: Source[];
+  /** The files hit, heaviest first (at most MAX_OVERLAY_FILES). */
+  files: OverlayFile[];
+  /** Weight of the files beyond that bound. */
+  otherWeight: number;
+}

@@ -108,11 +108,12 @@ export function findWhereQuestion(what: string): string {
 async function findWhere(workspaceRoot: string, backends: BackendService): Promise<void> {
   const what = await vscode.window.showInputBox({ title: 'Find Where…', prompt: 'What are you looking for?', placeHolder: 'where retries are scheduled', ignoreFocusOut: true });
   if (!what?.trim()) return;
+  const requestId = `find-${randomUUID()}`;
   const result = await vscode.window.withProgress(
     { location: vscode.ProgressLocation.Notification, title: 'Panorama: searching the workspace…', cancellable: true },
     async (_progress, token) => {
       try {
-        return await backends.current().ask({ requestId: `find-${randomUUID()}`, question: findWhereQuestion(what.trim()), maxTokens: 256 }, () => undefined, token);
+        return await backends.current().ask({ requestId, question: findWhereQuestion(what.trim()), maxTokens: 256 }, () => undefined, token);
       } catch (error) {
         const message = token.isCancellationRequested ? undefined : backends.describeError(error);
         if (message === undefined) return undefined;
@@ -142,8 +143,11 @@ async function findWhere(workspaceRoot: string, backends: BackendService): Promi
     void vscode.window.showInformationMessage(`Panorama: ${summary || 'no answer'}${backends.isRemote ? ' (the remote answer names no file of the workspace)' : ''}`);
     return;
   }
-  const picked = await vscode.window.showQuickPick(items, { title: `Find Where: ${what.trim()}`, placeHolder: summary || 'Sources the model attended to', matchOnDescription: true });
+  // the local engine kept what its sparse layers read for this answer: the map can show it
+  const showRead = { label: '$(map) Show what it read', description: 'the workspace map with this answer\'s overlay', source: undefined };
+  const picked = await vscode.window.showQuickPick([...items, ...(backends.isRemote ? [] : [showRead])], { title: `Find Where: ${what.trim()}`, placeHolder: summary || 'Sources the model attended to', matchOnDescription: true });
   if (picked === undefined) return;
+  if (picked.source === undefined) return void vscode.commands.executeCommand('panorama.showWorkspaceMap', { requestId, question: what.trim() });
   const file = resolveInside(workspaceRoot, picked.source.path);
   if (file !== undefined) await openAt(file, picked.source.startLine);
 }

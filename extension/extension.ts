@@ -11,6 +11,7 @@ import { registerCommands } from './commands.js';
 import { contributedCommands } from './contributed-commands.js';
 import { PanoramaInlineCompletionProvider } from './completion/inline-provider.js';
 import { EngineService } from './engine/engine-service.js';
+import { MapPanel } from './map/map-panel.js';
 import { registerStatusBar } from './status-bar.js';
 import { ModelPicker } from './model-picker.js';
 
@@ -44,6 +45,7 @@ export function activate(context: vscode.ExtensionContext): void {
     engine,
     backends,
     chat,
+    new MapPanel(context, engine, backends, root, log),
     registerStatusBar(backends),
     new ModelPicker(context, log),
     registerCommands(context, engine, backends, chat, log),

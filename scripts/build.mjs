@@ -18,6 +18,9 @@ if (existsSync('extension/extension.ts')) {
   await build({ ...common, entryPoints: ['extension/extension.ts'], outfile: 'dist/extension.js' });
 }
 if (existsSync('webview/main.ts')) {
-  // the chat view's script runs in the webview (a browser): one minified IIFE, no source map shipped
-  await build({ bundle: true, platform: 'browser', target: 'es2022', format: 'iife', minify: true, legalComments: 'none', logLevel: 'warning', entryPoints: ['webview/main.ts'], outfile: 'dist/webview.js' });
+  // the views' scripts run in webviews (a browser): one minified IIFE each, no source map shipped
+  const view = { bundle: true, platform: 'browser', target: 'es2022', format: 'iife', minify: true, legalComments: 'none', logLevel: 'warning' };
+  await build({ ...view, entryPoints: ['webview/main.ts'], outfile: 'dist/webview.js' });
+  // the workspace map's script (a treemap on a canvas)
+  await build({ ...view, entryPoints: ['webview/map/main.ts'], outfile: 'dist/map.js' });
 }

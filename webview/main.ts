@@ -177,6 +177,15 @@ function renderTurn(turn: ChatTurn): void {
   else if (turn.finishReason === 'cancelled') footer.textContent = 'Stopped.';
   else if (turn.finishReason === 'error') footer.textContent = `Error: ${turn.error ?? 'unknown'}`;
   else if (turn.finishReason === 'length') footer.textContent = 'The answer reached its length limit.';
+  // what the sparse layers read for a local answer (a remote one reports no attention: its weights are 0)
+  if (turn.sources.some((source) => source.weight > 0) && turn.finishReason !== undefined && turn.finishReason !== 'error') {
+    const show = document.createElement('button');
+    show.className = 'show-read';
+    show.textContent = 'Show what it read';
+    show.title = 'The workspace map with the blocks this answer drew on';
+    show.addEventListener('click', () => vscode.postMessage({ type: 'showRead', requestId: turn.requestId }));
+    footer.append(show);
+  }
   article.dataset.state = turn.finishReason ?? 'streaming';
   article.dataset.deltas = String(deltaCounts.get(turn.requestId) ?? 0);
   const places = turn.locations ?? [];

@@ -47,7 +47,9 @@ export type WebviewMessage =
   | { type: 'copyCode'; code: string }
   | { type: 'insertCode'; code: string }
   | { type: 'removeChip'; id: string }
-  | { type: 'clearHistory' };
+  | { type: 'clearHistory' }
+  /** "Show what it read": the workspace map with this answer's overlay. */
+  | { type: 'showRead'; requestId: string };
 
 /** Extension → webview. */
 export type HostMessage =
@@ -117,6 +119,9 @@ export function parseWebviewMessage(raw: unknown): WebviewMessage | undefined {
       if (context.some((chip) => chip === undefined)) return undefined;
       return { type: 'ask', question: raw.question, context: context.filter((chip) => chip !== undefined) };
     }
+    case 'showRead':
+      if (!isString(raw.requestId, LIMITS.idChars) || raw.requestId === '') return undefined;
+      return { type: 'showRead', requestId: raw.requestId };
     case 'stop':
     case 'removeChip': {
       const id = raw.type === 'stop' ? raw.requestId : raw.id;

@@ -124,6 +124,10 @@ export interface AskResult {
   sources: Source[];
   finishReason: FinishReason;
   promptTokens: number;
+  /** Per block of the workspace part, how often a query picked it beyond the forced ones (what `sources` is made from). */
+  blockHits: [number, number][];
+  /** The layout those blocks were counted over (spans are replaced, never changed, so this stays as it was). */
+  layout: FileSpan[];
 }
 
 export interface ContextStats {

@@ -105,7 +105,7 @@ function rankedSources(core: ContextCore, hits: Map<number, number>): Source[] {
 }
 
 /** Joins ranges of one file that touch or overlap. */
-function mergeAdjacent(ranges: Source[]): Source[] {
+export function mergeAdjacent(ranges: Source[]): Source[] {
   const byPath = new Map<string, Source[]>();
   for (const r of ranges) byPath.set(r.path, [...(byPath.get(r.path) ?? []), r]);
   const merged: Source[] = [];

@@ -31,7 +31,15 @@ export interface IndexOptions extends ContextOptions {
   /** Save after roughly this many newly encoded tokens (default 65,536), so an interrupted index resumes. */
   saveEvery?: number;
   onProgress?: (progress: IndexProgress) => void;
+  /** Called once the scan is planned, before encoding: the context (filling up from here on), what the scan left out, and what is to be encoded, in order. */
+  onPlan?: (plan: IndexPlan) => void;
   signal?: AbortSignal;
+}
+
+export interface IndexPlan {
+  context: WorkspaceContext;
+  skipped: SkippedFile[];
+  queued: { path: string; tokens: number; contentHash: string }[];
 }
 
 export interface IndexReport {
@@ -78,7 +86,7 @@ export class WorkspaceIndex {
 
     options.onProgress?.({ phase: 'scan', filesDone: 0, filesTotal: 0, tokensDone: 0, tokensTotal: 0, tokensPerSecond: 0 });
     const { files, skipped } = await scanWorkspace(root, { exclude: options.exclude, maxFileBytes: options.maxFileBytes, signal: options.signal, log: options.log });
-    const encodedTokens = await index.applyScan(files);
+    const encodedTokens = await index.applyScan(files, skipped);
     const stats = context.stats();
     return {
       index,
@@ -95,7 +103,7 @@ export class WorkspaceIndex {
   }
 
   /** Brings the context in line with a full scan: removed files tombstoned, new/changed ones encoded in layout order. */
-  private async applyScan(files: WorkspaceFile[]): Promise<number> {
+  private async applyScan(files: WorkspaceFile[], skipped: SkippedFile[]): Promise<number> {
     const { context, options } = this;
     const onDisk = new Set(files.map((f) => f.path));
     const deleted = context.layout().map((s) => s.path).filter((p) => !onDisk.has(p));
@@ -132,6 +140,7 @@ export class WorkspaceIndex {
       .map((entry) => byPath.get(entry.path))
       .filter((f): f is ContextFile & { tokens: number } => f !== undefined)
       .map((f) => ({ ...f, encoded: f.encoded ?? context.format.file(f.path, f.text) }));
+    options.onPlan?.({ context, skipped, queued: ordered.map((f) => ({ path: f.path, tokens: f.encoded.ids.length, contentHash: f.contentHash })) });
 
     const tokensTotal = plan.includedTokens;
     const started = performance.now();

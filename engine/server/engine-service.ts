@@ -10,7 +10,9 @@ import type { Tokenizer } from '../model/tokenizer.js';
 import { WorkspaceIndex, type IndexProgress } from '../context/workspace-index.js';
 import type { CompletionBreakdown } from '../context/workspace-context.js';
 import { WorkspaceWatcher, type ChangeBatch } from '../index/watcher.js';
+import type { AnswerOverlay, WorkspaceMap } from '../context/workspace-map.js';
 import type { CodeSelection } from '../vocabulary.js';
+import { MapState } from './map-state.js';
 import type { AskResult, CompleteResult, EngineNotifications, EngineStatus } from './protocol.js';
 
 export type LogLevel = EngineNotifications['panorama/log']['level'];
@@ -94,9 +96,12 @@ export class EngineService {
   private readonly listeners = new Set<(status: EngineStatus) => void>();
   private lastProgressEmit = 0;
   private closed = false;
+  private readonly mapState: MapState;
   readonly counters: ServiceCounters = { generatedTokens: 0, promptTokens: 0, generations: 0, cancelled: 0, reusedTokens: 0, completionFedTokens: 0 };
 
-  constructor(readonly options: EngineServiceOptions) {}
+  constructor(readonly options: EngineServiceOptions) {
+    this.mapState = new MapState(options.budget ?? 1_000_000);
+  }
 
   get root(): string {
     return this.options.root;
@@ -178,6 +183,10 @@ export class EngineService {
         maxFileBytes: options.maxFileBytes,
         signal,
         onProgress: (p) => this.onProgress(p),
+        onPlan: (plan) => {
+          this.mapState.planned(plan);
+          this.emit();
+        },
         log: (message) => this.log('debug', message),
       });
       if (signal.aborted) {
@@ -185,6 +194,7 @@ export class EngineService {
         return;
       }
       this.index = index;
+      this.mapState.finished();
       this.log(
         'info',
         `workspace ${options.root}: ${report.files} files, ${report.tokens} tokens (${report.encodedTokens} encoded now, ${report.store.restoredTokens} reopened) in ${report.seconds.toFixed(1)} s` +
@@ -227,12 +237,18 @@ export class EngineService {
   }
 
   private applyBatch(index: WorkspaceIndex, batch: ChangeBatch): void {
+    this.mapState.applying(batch);
+    this.emit();
     index.apply(batch).then(
       () => {
+        this.mapState.applied(batch);
         this.log('debug', `applied ${batch.changed.length} changed and ${batch.deleted.length} deleted files`);
         this.emit();
       },
-      (err: unknown) => this.log('warn', `applying file changes failed: ${err instanceof Error ? err.message : String(err)}`),
+      (err: unknown) => {
+        this.mapState.applied(batch);
+        this.log('warn', `applying file changes failed: ${err instanceof Error ? err.message : String(err)}`);
+      },
     );
   }
 
@@ -271,6 +287,7 @@ export class EngineService {
     return this.serialize(async () => {
       if (this.closed) return this.status();
       await this.stop('reindex');
+      this.mapState.reset();
       if (this.options.storeDir) await rm(this.options.storeDir, { recursive: true, force: true });
       this.paused = false;
       this.log('info', `reindexing ${this.options.root}`);
@@ -352,7 +369,7 @@ export class EngineService {
    * Streams an answer over the whole workspace. A cancelled ask resolves with
    * finishReason 'cancelled' and the text so far (it stops within one token).
    */
-  async ask(request: AskRequest, options: { signal?: AbortSignal; onDelta?: (text: string) => void } = {}): Promise<AskResult> {
+  async ask(request: AskRequest, options: { signal?: AbortSignal; onDelta?: (text: string) => void; requestId?: string } = {}): Promise<AskResult> {
     const index = this.requireIndex();
     const { controller, dispose } = this.track(options.signal);
     const started = performance.now();
@@ -362,8 +379,10 @@ export class EngineService {
       for (;;) {
         const next = await stream.next();
         if (next.done) {
-          this.record('ask', started, next.value.promptTokens, this.countTokens(next.value.text), next.value.finishReason === 'cancelled');
-          return next.value;
+          const { text: answer, locations, sources, finishReason, promptTokens } = next.value;
+          this.record('ask', started, promptTokens, this.countTokens(answer), finishReason === 'cancelled');
+          if (options.requestId !== undefined) this.mapState.answered(options.requestId, next.value, this.options.model.config.sparse.blockSize);
+          return { text: answer, locations, sources, finishReason, promptTokens };
         }
         text += next.value;
         options.onDelta?.(next.value);
@@ -376,6 +395,16 @@ export class EngineService {
     } finally {
       dispose();
     }
+  }
+
+  /** The workspace as a map (see workspace-map.ts): files, their tokens and states, at most `maxCells` cells. */
+  workspaceMap(maxCells?: number): WorkspaceMap {
+    return this.mapState.map(this.index ? 'ready' : 'indexing', maxCells);
+  }
+
+  /** What the sparse layers read for one of the last answers asked with a requestId; undefined when it is not kept. */
+  answerOverlay(requestId: string): AnswerOverlay | undefined {
+    return this.mapState.overlay(requestId);
   }
 
   /** Inline completion after the context, with where its time went; throws RequestCancelledError when cancelled. */

@@ -6,7 +6,7 @@
 // granularity. Paths are workspace-relative with '/' separators; the engine
 // refuses any that leave the workspace.
 
-import type { AnswerLocation, CodeSelection, FinishReason, Source } from '../vocabulary.js';
+import type { AnswerLocation, AnswerOverlay, CodeSelection, FinishReason, Source, WorkspaceMap } from '../vocabulary.js';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -37,7 +37,7 @@ export interface InitializeResult {
   device: { kind: 'cpu' | 'webgpu' | 'cuda'; reason: string };
 }
 
-export type { AnswerLocation, CodeSelection, FinishReason, Source } from '../vocabulary.js';
+export type { AnswerLocation, AnswerOverlay, CodeSelection, ExcludeReason, FileState, FinishReason, MapCell, OverlayFile, OverlayRange, Source, WorkspaceMap } from '../vocabulary.js';
 
 export interface AskParams {
   /** Client-chosen id echoed in the answer/delta notifications. */
@@ -105,6 +105,10 @@ export interface Requests {
   reindex: [Record<string, never>, EngineStatus];
   setPaused: [{ paused: boolean }, EngineStatus];
   shutdown: [Record<string, never>, null];
+  /** The workspace as a treemap's cells (files, tokens, states), at most maxCells (default 3000); answers while indexing too. */
+  'workspace/map': [{ maxCells?: number }, WorkspaceMap];
+  /** What the sparse layers read for an answer (by its ask's requestId; the last 32 are kept); -32602 for one not kept. */
+  'answer/overlay': [{ requestId: string }, AnswerOverlay];
 }
 
 /** Notifications engine → extension: method → params. */

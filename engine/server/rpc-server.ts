@@ -10,7 +10,8 @@ import type { DeviceRequest } from '../runtime/device.js';
 import { EngineService, EngineNotReadyError, RequestCancelledError, workspaceStoreDir, type LogLevel } from './engine-service.js';
 import { engineVersion, loadEngineModel, type LoadedModel } from './model-loader.js';
 import { EngineErrorCodes, PROTOCOL_VERSION, type EngineNotifications, type InitializeResult, type RequestMethod, type RequestResult } from './protocol.js';
-import { InvalidParamsError, resolveWorkspacePath, validateAsk, validateComplete, validateEmpty, validateInitialize, validateSetPaused } from './validate.js';
+import { InvalidParamsError, resolveWorkspacePath, validateAnswerOverlay, validateAsk, validateComplete, validateEmpty, validateInitialize, validateSetPaused, validateWorkspaceMap } from './validate.js';
+import { KEPT_OVERLAYS } from './map-state.js';
 
 const HEADER = Buffer.from('Content-Length:', 'ascii');
 const HEADER_END = Buffer.from('\r\n\r\n', 'ascii');
@@ -165,6 +166,13 @@ export class RpcServer {
       return this.requireService().reindex();
     },
     setPaused: async (params) => this.requireService().setPaused(validateSetPaused(params).paused),
+    'workspace/map': async (params) => this.requireService().workspaceMap(validateWorkspaceMap(params).maxCells),
+    'answer/overlay': async (params) => {
+      const { requestId } = validateAnswerOverlay(params);
+      const overlay = this.requireService().answerOverlay(requestId);
+      if (!overlay) throw new InvalidParamsError('requestId', `names no answer this engine kept (it keeps the last ${KEPT_OVERLAYS} answers since it started): ask again`);
+      return overlay;
+    },
     shutdown: async () => {
       this.shuttingDown = true;
       await this.service?.close();
@@ -261,7 +269,7 @@ export class RpcServer {
     try {
       return await service.ask(
         { question: params.question, selection, maxTokens: params.maxTokens, temperature: params.temperature },
-        { signal, onDelta: (text) => this.notify('panorama/askDelta', { requestId: params.requestId, text }) },
+        { signal, requestId: params.requestId, onDelta: (text) => this.notify('panorama/askDelta', { requestId: params.requestId, text }) },
       );
     } finally {
       dispose();

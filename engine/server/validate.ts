@@ -2,6 +2,7 @@
 // with hand-written guards, and the error names the field. Inside, types hold.
 import { realpath } from 'node:fs/promises';
 import path from 'node:path';
+import { MAX_CELLS, MIN_CELLS } from '../context/workspace-map.js';
 import type { AskParams, CompleteParams, DevicePreference, InitializeParams } from './protocol.js';
 
 /** A request whose params are wrong: carries the field's name for the error message. */
@@ -144,6 +145,16 @@ export function validateSetPaused(raw: unknown): { paused: boolean } {
   const paused = optionalBoolean(params.paused, 'paused');
   if (paused === undefined) throw new InvalidParamsError('paused', 'is required');
   return { paused };
+}
+
+export function validateWorkspaceMap(raw: unknown): { maxCells?: number } {
+  const params = requireRecord(raw, 'params');
+  return { maxCells: optionalInteger(params.maxCells, 'maxCells', MIN_CELLS, MAX_CELLS) };
+}
+
+export function validateAnswerOverlay(raw: unknown): { requestId: string } {
+  const params = requireRecord(raw, 'params');
+  return { requestId: requireString(params.requestId, 'requestId', { nonEmpty: true, maxLength: 256 }) };
 }
 
 /** For requests without params: anything but an object (or nothing) is a client bug worth reporting. */

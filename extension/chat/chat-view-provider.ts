@@ -128,6 +128,11 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         await editor.edit((edit) => edit.replace(editor.selection, message.code));
         return;
       }
+      case 'showRead': {
+        const turn = this.turns.find((candidate) => candidate.requestId === message.requestId);
+        if (turn !== undefined) await vscode.commands.executeCommand('panorama.showWorkspaceMap', { requestId: turn.requestId, question: turn.question });
+        return;
+      }
       case 'removeChip':
         this.removedChips.add(message.id);
         this.post({ type: 'chips', chips: this.visibleChips() });

@@ -42,3 +42,8 @@ test('extra fields do not pass through', () => {
   assert.ok(parsed?.type === 'ask');
   assert.equal('text' in parsed.context[0], false);
 });
+
+test('"Show what it read" carries a request id, and nothing else gets through', () => {
+  assert.deepEqual(parseWebviewMessage({ type: 'showRead', requestId: 'r1' }), { type: 'showRead', requestId: 'r1' });
+  for (const requestId of ['', 7, 'x'.repeat(LIMITS.idChars + 1)]) assert.equal(parseWebviewMessage({ type: 'showRead', requestId }), undefined);
+});
