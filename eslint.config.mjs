@@ -49,7 +49,9 @@ function engineLayer(layer, forbidden, why) {
         {
           paths: [VSCODE],
           patterns: [
-            ...(forbidden.length > 0 ? [{ group: forbidden.map((other) => `../${other}/*`), message: `engine/${layer}/ ${why} (imports point one way: cli → server → context → model → kv → runtime).` }] : []),
+            ...(forbidden.length > 0
+              ? [{ group: forbidden.map((other) => `../${other}/*`), message: `engine/${layer}/ ${why} (imports point one way: cli → server → context → model → kv → runtime).` }]
+              : []),
             { group: ['../../extension/**', '../../webview/**'], message: 'the engine knows nothing of the editor side.' },
           ],
         },
@@ -63,7 +65,9 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
-    languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setImmediate: 'readonly', URL: 'readonly' } },
+    languageOptions: {
+      globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setImmediate: 'readonly', URL: 'readonly' },
+    },
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
     },
@@ -83,11 +87,27 @@ export default tseslint.config(
   {
     // every engine folder, the ones without a layer rule below included
     files: ['engine/**/*.ts'],
-    rules: { 'no-restricted-imports': ['error', { paths: [VSCODE], patterns: [{ group: ['../../extension/**', '../../webview/**', '../extension/**', '../webview/**'], message: 'the engine knows nothing of the editor side.' }] }] },
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [VSCODE],
+          patterns: [{ group: ['../../extension/**', '../../webview/**', '../extension/**', '../webview/**'], message: 'the engine knows nothing of the editor side.' }],
+        },
+      ],
+    },
   },
   {
     files: ['engine/*.ts'],
-    rules: { 'no-restricted-imports': ['error', { paths: [VSCODE], patterns: [{ group: ENGINE_LAYERS.map((layer) => `./${layer}/*`), message: 'engine/vocabulary.ts is shared by every layer and the editor side: it imports nothing.' }] }] },
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [VSCODE],
+          patterns: [{ group: ENGINE_LAYERS.map((layer) => `./${layer}/*`), message: 'engine/vocabulary.ts is shared by every layer and the editor side: it imports nothing.' }],
+        },
+      ],
+    },
   },
   engineLayer('runtime', ['model', 'kv', 'index', 'hub', 'context', 'server', 'cli'], 'runs tensors and sessions: it knows nothing of models'),
   engineLayer('kv', ['model', 'index', 'hub', 'context', 'server', 'cli'], 'holds key/value blocks: it knows nothing of the model that fills them'),
@@ -100,7 +120,12 @@ export default tseslint.config(
   // the extension talks to the engine through requests: it imports only what is declared shared above
   ...perDepth('extension', (depth) => ({
     patterns: [
-      outside(depth, 'engine', SHARED_WITH_EXTENSION, `the extension imports only these modules of engine/: ${SHARED_WITH_EXTENSION.join(', ')} (declared shared in eslint.config.mjs); everything else goes through a request.`),
+      outside(
+        depth,
+        'engine',
+        SHARED_WITH_EXTENSION,
+        `the extension imports only these modules of engine/: ${SHARED_WITH_EXTENSION.join(', ')} (declared shared in eslint.config.mjs); everything else goes through a request.`,
+      ),
       { regex: `^${'\\.\\./'.repeat(depth)}webview/(?!(?:.*/)?protocol(?:\\.js)?$)`, message: "the extension imports only the webview's protocol." },
     ],
   })),

@@ -145,10 +145,12 @@ function buildTrace(files: { path: string; text: string }[], sessions: number, s
     const file = usable[Math.floor(next() * usable.length)];
     const lines = file.text.split('\n');
     // code lines worth typing: 16–90 characters, not comments
-    const candidates = lines.map((line, index) => ({ line, index })).filter(({ line }) => {
-      const content = line.trim();
-      return content.length >= 16 && content.length <= 90 && !/^(\/\/|\*|\/\*)/.test(content);
-    });
+    const candidates = lines
+      .map((line, index) => ({ line, index }))
+      .filter(({ line }) => {
+        const content = line.trim();
+        return content.length >= 16 && content.length <= 90 && !/^(\/\/|\*|\/\*)/.test(content);
+      });
     if (candidates.length === 0) continue;
     const { line, index } = candidates[Math.floor(next() * candidates.length)];
     const indent = line.slice(0, line.length - line.trimStart().length);
@@ -294,7 +296,9 @@ async function replay(variant: Variant, session: Session, index: number, tokeniz
       const mode = linePrefix.trim() === '' ? 'blank-line' : key.closers.trim() !== '' ? 'mid-line' : 'end-of-line';
       // what the user goes on to type: the rest of the line, or after Enter the file's next line
       const nextLine = session.after.split('\n')[1] ?? '';
-      const intended = key.typed.includes('\n') ? nextLine.slice(Math.min(session.indent.length, nextLine.length - nextLine.trimStart().length)) : session.target.slice(key.typed.length);
+      const intended = key.typed.includes('\n')
+        ? nextLine.slice(Math.min(session.indent.length, nextLine.length - nextLine.trimStart().length))
+        : session.target.slice(key.typed.length);
       const sent = performance.now();
       try {
         const result = await service.complete({ path: session.path, prefix, suffix, maxTokens: MAX_TOKENS }, { signal: controller.signal });
@@ -304,11 +308,23 @@ async function replay(variant: Variant, session: Session, index: number, tokeniz
         cache.remember({ documentKey: session.path, prefix: fullPrefix, suffix, text: suggestion });
         const firstLine = suggestion.split('\n')[0];
         const record: RequestRecord = {
-          session: index, withAsk: session.withAsk, mode, pause: key.pause, outcome: suggestion === '' ? 'empty' : 'shown', ms,
-          fedTokens: result.fedTokens, reusedTokens: result.reusedTokens, engineMs: result.latencyMs, typed: key.typed, suggestion,
+          session: index,
+          withAsk: session.withAsk,
+          mode,
+          pause: key.pause,
+          outcome: suggestion === '' ? 'empty' : 'shown',
+          ms,
+          fedTokens: result.fedTokens,
+          reusedTokens: result.reusedTokens,
+          engineMs: result.latencyMs,
+          typed: key.typed,
+          suggestion,
           correct: firstLine.length > 0 && intended.startsWith(firstLine),
           matchedChars: matched(firstLine, intended),
-          breakdown: 'breakdown' in result && typeof result.breakdown === 'object' ? (result.breakdown as Breakdown) : { generatedTokens: tokenizer.encode(result.text, { addSpecialTokens: false }).length },
+          breakdown:
+            'breakdown' in result && typeof result.breakdown === 'object'
+              ? (result.breakdown as Breakdown)
+              : { generatedTokens: tokenizer.encode(result.text, { addSpecialTokens: false }).length },
         };
         if (suggestion !== '') record.keyToShownMs = performance.now() - keyAt;
         requests.push(record);
@@ -342,7 +358,13 @@ function percentile(values: readonly number[], p: number): number | undefined {
 function summary(values: readonly number[]) {
   const mean = values.length ? values.reduce((a, b) => a + b, 0) / values.length : undefined;
   const round = (x: number | undefined) => (x === undefined ? undefined : Math.round(x * 10) / 10);
-  return { n: values.length, p50: round(percentile(values, 50)), p95: round(percentile(values, 95)), mean: round(mean), max: round(values.length ? Math.max(...values) : undefined) };
+  return {
+    n: values.length,
+    p50: round(percentile(values, 50)),
+    p95: round(percentile(values, 95)),
+    mean: round(mean),
+    max: round(values.length ? Math.max(...values) : undefined),
+  };
 }
 
 function summarize(results: SessionResult[]) {
@@ -367,15 +389,30 @@ function summarize(results: SessionResult[]) {
     pauseRequests: atPause.length,
     pauseTimedOut: atPause.length - pauseAnswered.length,
     latencyPauseMs: field(pauseAnswered, (r) => r.ms),
-    latencyPauseShownMs: field(pauseAnswered.filter((r) => r.outcome === 'shown'), (r) => r.ms),
+    latencyPauseShownMs: field(
+      pauseAnswered.filter((r) => r.outcome === 'shown'),
+      (r) => r.ms,
+    ),
     latencyQuietMs: field(quiet, (r) => r.ms),
     latencyDuringAskMs: field(duringAsk, (r) => r.ms),
-    latencyMidLineMs: field(pauseAnswered.filter((r) => r.mode === 'mid-line'), (r) => r.ms),
-    latencyEndOfLineMs: field(pauseAnswered.filter((r) => r.mode === 'end-of-line'), (r) => r.ms),
-    latencyBlankLineMs: field(pauseAnswered.filter((r) => r.mode === 'blank-line'), (r) => r.ms),
+    latencyMidLineMs: field(
+      pauseAnswered.filter((r) => r.mode === 'mid-line'),
+      (r) => r.ms,
+    ),
+    latencyEndOfLineMs: field(
+      pauseAnswered.filter((r) => r.mode === 'end-of-line'),
+      (r) => r.ms,
+    ),
+    latencyBlankLineMs: field(
+      pauseAnswered.filter((r) => r.mode === 'blank-line'),
+      (r) => r.ms,
+    ),
     latencyAllAnsweredMs: field(answered, (r) => r.ms),
     keystrokeToShownMs: field(shown, (r) => r.keyToShownMs),
-    cancelLetGoMs: field(all.filter((r) => r.outcome === 'cancelled'), (r) => r.ms),
+    cancelLetGoMs: field(
+      all.filter((r) => r.outcome === 'cancelled'),
+      (r) => r.ms,
+    ),
     prefixStateReused: answered.filter((r) => (r.reusedTokens ?? 0) > 0).length,
     fedTokens: field(answered, (r) => r.fedTokens),
     reusedTokens: field(answered, (r) => r.reusedTokens),
@@ -396,7 +433,9 @@ async function main(): Promise<void> {
   const tokenizer = await loadTokenizer(modelDir, model.config.vocabSize);
   const modelId = await modelFingerprint(modelDir);
   const storeDir = path.resolve(values.store ?? `${defaultStoreDir(root)}-bench-${budget}`);
-  process.stderr.write(`bench:completion: ${path.relative(repo, root)}, budget ${budget} tokens, model ${path.basename(modelDir)}, store ${storeDir}${existsSync(storeDir) ? '' : ' (building: 3–4 minutes)'}\n`);
+  process.stderr.write(
+    `bench:completion: ${path.relative(repo, root)}, budget ${budget} tokens, model ${path.basename(modelDir)}, store ${storeDir}${existsSync(storeDir) ? '' : ' (building: 3–4 minutes)'}\n`,
+  );
   const shared = { storeDir, model, tokenizer, modelId, budget, watch: false };
   const variants: Variant[] = [];
   if (values.baseline) variants.push(await openVariant(`baseline ${values.baseline}`, baselineTree(values.baseline), shared));
@@ -413,18 +452,31 @@ async function main(): Promise<void> {
       const result = await replay(variant, trace[i], i, tokenizer);
       results.get(variant.label)?.push(result);
       const answered = result.requests.filter((r) => r.outcome !== 'cancelled');
-      process.stderr.write(`  session ${i + 1}/${trace.length} ${variant.label}: ${trace[i].path}, ${result.keystrokes} keys, ${answered.length} answered (${answered.map((r) => Math.round(r.ms)).join(' ')} ms), ${result.requests.length - answered.length} cancelled${trace[i].withAsk ? ', during an ask' : ''}\n`);
+      process.stderr.write(
+        `  session ${i + 1}/${trace.length} ${variant.label}: ${trace[i].path}, ${result.keystrokes} keys, ${answered.length} answered (${answered.map((r) => Math.round(r.ms)).join(' ')} ms), ${result.requests.length - answered.length} cancelled${trace[i].withAsk ? ', during an ask' : ''}\n`,
+      );
     }
   }
   const { files: contextFileCount, liveTokens } = variants[0].service.status();
   for (const variant of variants) await variant.service.close();
 
   const report = {
-    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, node: process.version, date: new Date().toISOString(), loadAverage: os.loadavg().map((x) => Math.round(x * 100) / 100) },
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      node: process.version,
+      date: new Date().toISOString(),
+      loadAverage: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    },
     workspace: { root: path.relative(repo, root), budget, tokens: liveTokens, files: contextFileCount },
     model: path.basename(modelDir),
     costAfterContext: cost,
-    trace: { sessions: trace.length, seed: Number(values.seed), keystrokes: trace.reduce((n, s) => n + s.keystrokes.length, 0), sessionsWithAsk: trace.filter((s) => s.withAsk).length },
+    trace: {
+      sessions: trace.length,
+      seed: Number(values.seed),
+      keystrokes: trace.reduce((n, s) => n + s.keystrokes.length, 0),
+      sessionsWithAsk: trace.filter((s) => s.withAsk).length,
+    },
     provider: { prefixChars: PREFIX_CHARS, suffixChars: SUFFIX_CHARS, maxTokens: MAX_TOKENS, maxLines: MAX_LINES },
     variants: Object.fromEntries(variants.map((v) => [v.label, summarize(results.get(v.label) ?? [])])),
     requests: Object.fromEntries(variants.map((v) => [v.label, (results.get(v.label) ?? []).flatMap((r) => r.requests)])),
@@ -499,7 +551,7 @@ function document(report: Report, table: string): string {
       `with bracket auto-closing, log-normal key gaps (median 150 ms), pauses after some words and at each line's end where the user waits for the suggestion, ` +
       'a third of the lines ended by Enter and a pause on the new empty line; ' +
       `${trace.sessionsWithAsk} sessions type while a chat answer (160 tokens) streams. Each key cancels the previous provider call; the provider's suggestion cache, ` +
-      'adaptive debounce (60–350 ms), prefix/suffix windows (6,000 / 1,500 characters), max 64 tokens and trimming are the extension\'s. ' +
+      "adaptive debounce (60–350 ms), prefix/suffix windows (6,000 / 1,500 characters), max 64 tokens and trimming are the extension's. " +
       'Latency is from the `complete` request to the suggestion text the provider would show; the headline counts the requests at pauses, where the user waits for it.',
     '',
     `After this context a prompt token costs ${report.costAfterContext.prefillMsPerToken} ms to feed (128 in one call) and a generated token ${report.costAfterContext.decodeMsPerToken} ms ` +
@@ -530,7 +582,11 @@ function markdown(variants: Record<string, Summary>): string {
     ['tokens generated per request, p50 / p95', (s) => cell(s.generatedTokens)],
     ['queue / feed / decode ms, p50', (s) => `${s.queueMs.p50 ?? '–'} / ${s.feedMs.p50 ?? '–'} / ${s.decodeMs.p50 ?? '–'}`],
   ];
-  return [`| measure | ${labels.join(' | ')} |`, `|---|${labels.map(() => '---:').join('|')}|`, ...rows.map(([name, get]) => `| ${name} | ${labels.map((l) => get(variants[l])).join(' | ')} |`)].join('\n');
+  return [
+    `| measure | ${labels.join(' | ')} |`,
+    `|---|${labels.map(() => '---:').join('|')}|`,
+    ...rows.map(([name, get]) => `| ${name} | ${labels.map((l) => get(variants[l])).join(' | ')} |`),
+  ].join('\n');
 }
 
 main().catch((err: unknown) => {

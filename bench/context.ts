@@ -106,7 +106,20 @@ async function main(): Promise<void> {
   const edited = lines.join('\n');
   const encodedAtStart = index.context.stats().encodedTokens;
   const started = performance.now();
-  await index.apply({ changed: [{ path: target.span.path, text: edited, contentHash: createHash('sha256').update(edited).digest('hex'), mtimeMs: Date.now(), size: Buffer.byteLength(edited), invalidUtf8: false }], deleted: [], skipped: [] });
+  await index.apply({
+    changed: [
+      {
+        path: target.span.path,
+        text: edited,
+        contentHash: createHash('sha256').update(edited).digest('hex'),
+        mtimeMs: Date.now(),
+        size: Buffer.byteLength(edited),
+        invalidUtf8: false,
+      },
+    ],
+    deleted: [],
+    skipped: [],
+  });
   const editToFreshMs = performance.now() - started;
   const editFedTokens = index.context.stats().encodedTokens - encodedAtStart;
   const editedTokens = index.context.fileIds(target.span.path)?.length ?? 0;
@@ -117,7 +130,20 @@ async function main(): Promise<void> {
   const again = lines.join('\n');
   const encodedBefore = index.context.stats().encodedTokens;
   const againStarted = performance.now();
-  await index.apply({ changed: [{ path: target.span.path, text: again, contentHash: createHash('sha256').update(again).digest('hex'), mtimeMs: Date.now(), size: Buffer.byteLength(again), invalidUtf8: false }], deleted: [], skipped: [] });
+  await index.apply({
+    changed: [
+      {
+        path: target.span.path,
+        text: again,
+        contentHash: createHash('sha256').update(again).digest('hex'),
+        mtimeMs: Date.now(),
+        size: Buffer.byteLength(again),
+        invalidUtf8: false,
+      },
+    ],
+    deleted: [],
+    skipped: [],
+  });
   const nextEdit = { line: nextLine + 1, ms: performance.now() - againStarted, refedTokens: index.context.stats().encodedTokens - encodedBefore };
   process.stderr.write(`  next edit, line ${nextEdit.line} of the same file: ${nextEdit.ms.toFixed(0)} ms (${nextEdit.refedTokens} tokens re-fed)\n`);
   await index.close();
@@ -167,7 +193,9 @@ async function main(): Promise<void> {
   const compactSeconds = (performance.now() - compactStarted) / 1000;
   const afterCompaction = await accuracy(context, questions);
   const show = (a: { correct: number; logProbPerToken: number }) => `${a.correct.toFixed(2)} (gold ${a.logProbPerToken.toFixed(3)} nats/token)`;
-  process.stderr.write(`  needle accuracy: fresh ${show(fresh)}, ${patchedFiles} files patched ${show(withPatches)}, with ${(deadShare * 100).toFixed(0)}% tombstones ${show(withTombstones)} (${leftOut} questions' files left out for the budget), after compaction ${show(afterCompaction)} (compaction ${compactSeconds.toFixed(1)} s)\n`);
+  process.stderr.write(
+    `  needle accuracy: fresh ${show(fresh)}, ${patchedFiles} files patched ${show(withPatches)}, with ${(deadShare * 100).toFixed(0)}% tombstones ${show(withTombstones)} (${leftOut} questions' files left out for the budget), after compaction ${show(afterCompaction)} (compaction ${compactSeconds.toFixed(1)} s)\n`,
+  );
   await reopened.index.close();
 
   const perMillion = 1e6 / stats.liveTokens;

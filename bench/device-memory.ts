@@ -35,7 +35,9 @@ const GIB = 2 ** 30;
 
 /** The process's resident host memory, GiB. */
 function hostRssGiB(): number {
-  const line = readFileSync('/proc/self/status', 'utf8').split('\n').find((entry) => entry.startsWith('VmRSS:'));
+  const line = readFileSync('/proc/self/status', 'utf8')
+    .split('\n')
+    .find((entry) => entry.startsWith('VmRSS:'));
   return Number(/(\d+) kB/.exec(line ?? '')?.[1] ?? 0) / 2 ** 20;
 }
 
@@ -71,7 +73,11 @@ async function main(): Promise<void> {
 
   // 2. Ballast until the device is full (to within 2 GiB).
   let ballast = await fill(device, tensors, [2 * GIB]);
-  check('filling the device ends in a DeviceMemoryError', ballast.failure instanceof DeviceMemoryError, `${(ballast.bytes / GIB).toFixed(2)} GiB held; ${String(ballast.failure).slice(0, 300)}`);
+  check(
+    'filling the device ends in a DeviceMemoryError',
+    ballast.failure instanceof DeviceMemoryError,
+    `${(ballast.bytes / GIB).toFixed(2)} GiB held; ${String(ballast.failure).slice(0, 300)}`,
+  );
 
   // 3. A model that does not fit.
   const { config, weights } = sharedLayerRandomModel(SALA_9B_SHAPE);
@@ -93,7 +99,11 @@ async function main(): Promise<void> {
     await decoder.close();
     check('a 400 GiB KV pool budget is refused before anything is allocated', false, 'it was allocated');
   } catch (err) {
-    check('a 400 GiB KV pool budget is refused before anything is allocated', err instanceof ResidentMemoryError && /--gpu-kv-mb, at most \d+ here/.test(err.message), String(err).slice(0, 400));
+    check(
+      'a 400 GiB KV pool budget is refused before anything is allocated',
+      err instanceof ResidentMemoryError && /--gpu-kv-mb, at most \d+ here/.test(err.message),
+      String(err).slice(0, 400),
+    );
   }
   // Within 2 GiB of full, a pool budget under the per-tensor cap but past what is left.
   ballast = await fill(device, tensors, [2 * GIB]);
@@ -104,7 +114,11 @@ async function main(): Promise<void> {
     await decoder.close();
     check('on a full device, a 48 GiB KV pool budget is refused', false, `it was allocated (${(ballast.bytes / GIB).toFixed(2)} GiB of ballast)`);
   } catch (err) {
-    check('on a full device, a 48 GiB KV pool budget is refused', err instanceof ResidentMemoryError && /could not allocate webgpu memory/.test(err.message), `${(ballast.bytes / GIB).toFixed(2)} GiB of ballast; ${String(err).slice(0, 400)}`);
+    check(
+      'on a full device, a 48 GiB KV pool budget is refused',
+      err instanceof ResidentMemoryError && /could not allocate webgpu memory/.test(err.message),
+      `${(ballast.bytes / GIB).toFixed(2)} GiB of ballast; ${String(err).slice(0, 400)}`,
+    );
   }
   ballast.tensors.forEach(release);
   const after = await stepIds(model, prompt);
@@ -119,7 +133,7 @@ async function main(): Promise<void> {
   for (let attempt = 1; attempt <= 4; attempt++) {
     try {
       const t = await tensors.zeros(poolDims(GIB));
-      tries.push(`try ${attempt}: ${await firstPlusNonce(device, t, 3) === 3 ? 'allocated' : 'wrong value'}`);
+      tries.push(`try ${attempt}: ${(await firstPlusNonce(device, t, 3)) === 3 ? 'allocated' : 'wrong value'}`);
       release(t);
       break;
     } catch (err) {
@@ -135,12 +149,21 @@ async function main(): Promise<void> {
 }
 
 /** Loads once the released ballast is back: up to four tries, a second apart, each after a device round trip. */
-async function loadAfterRelease(device: DeviceKind, tensors: DeviceTensors, load: () => Promise<SalaModel>, check: (name: string, passed: boolean, detail: string) => void): Promise<SalaModel> {
+async function loadAfterRelease(
+  device: DeviceKind,
+  tensors: DeviceTensors,
+  load: () => Promise<SalaModel>,
+  check: (name: string, passed: boolean, detail: string) => void,
+): Promise<SalaModel> {
   const errors: string[] = [];
   for (let attempt = 1; attempt <= 4; attempt++) {
     try {
       const model = await load();
-      check('with the ballast freed it loads', true, `${model.device.kind}, ${model.precision.kind}, on try ${attempt}${errors.length > 0 ? ` (before: ${errors.join(' | ')})` : ''}`);
+      check(
+        'with the ballast freed it loads',
+        true,
+        `${model.device.kind}, ${model.precision.kind}, on try ${attempt}${errors.length > 0 ? ` (before: ${errors.join(' | ')})` : ''}`,
+      );
       return model;
     } catch (err) {
       errors.push(String(err).slice(0, 160));

@@ -51,7 +51,8 @@ async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2));
   const { quick, seed, dumpOnly, questions: questionCount, completions: completionCount } = options;
   const began = performance.now();
-  for (const dir of options.repos ?? []) if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new OptionsError(`--repos: ${dir} is not a folder (name local folders, each one repository, separated by commas)`);
+  for (const dir of options.repos ?? [])
+    if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new OptionsError(`--repos: ${dir} is not a folder (name local folders, each one repository, separated by commas)`);
   const repos: Repo[] = options.repos ? options.repos.map((d) => localRepo(path.resolve(d))) : heldoutRepos(path.resolve(options.cache ?? defaultCacheDir()), log);
   if (repos.length === 0) throw new Error('no held-out code: npm pack and apt-get download both failed (see above), or --repos named no source files');
   const fetchSeconds = seconds(began);
@@ -151,11 +152,17 @@ async function main(): Promise<void> {
       items: { asks, crossFile },
     };
     results.push(result);
-    log(`eval ${sizeLabel(size)}: defined ${result.lookupDefined.correct}/${result.lookupDefined.n}, used ${result.lookupUsed.correct}/${result.lookupUsed.n}, attribution ${result.attribution.correct}/${result.attribution.n}, honesty ${result.honesty.correct}/${result.honesty.n}, cross-file ${crossWorkspace.correct}/${crossWorkspace.n} vs alone ${crossAlone.correct}/${crossAlone.n} (index ${indexSeconds.toFixed(0)} s, questions ${(lookupSeconds + absentSeconds).toFixed(0)} s, completions ${crossSeconds.toFixed(0)} s)`);
+    log(
+      `eval ${sizeLabel(size)}: defined ${result.lookupDefined.correct}/${result.lookupDefined.n}, used ${result.lookupUsed.correct}/${result.lookupUsed.n}, attribution ${result.attribution.correct}/${result.attribution.n}, honesty ${result.honesty.correct}/${result.honesty.n}, cross-file ${crossWorkspace.correct}/${crossWorkspace.n} vs alone ${crossAlone.correct}/${crossAlone.n} (index ${indexSeconds.toFixed(0)} s, questions ${(lookupSeconds + absentSeconds).toFixed(0)} s, completions ${crossSeconds.toFixed(0)} s)`,
+    );
   }
 
   // In-file completion and bits per byte: over all the held-out code, the same for every size.
-  const fimSites = fillInSites(repos.flatMap((r) => r.files.map(([p, t]) => ({ path: p, text: t }))), completionCount, new Random(seed * 1000 + 1));
+  const fimSites = fillInSites(
+    repos.flatMap((r) => r.files.map(([p, t]) => ({ path: p, text: t }))),
+    completionCount,
+    new Random(seed * 1000 + 1),
+  );
   const endOfText = tokenizer.tokenToId(SPECIAL.endOfText) ?? 0;
   const rows = bitsPerByteRows(repos, tokens, endOfText, options.bpbRows, options.bpbRowTokens);
   const writeDump = () => {

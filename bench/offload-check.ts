@@ -30,7 +30,30 @@ const root = path.resolve(__dirname, '..');
 /** Runs bench/offload.ts's quick CPU subset in `precisions`; returns the report and where it was written. */
 export async function runQuickOffload(precisions: readonly Precision[]): Promise<{ report: QuickReport; out: string }> {
   const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'offload-bench-')), 'offload.json');
-  const args = ['--device', 'cpu', '--models', 'default', '--quick', '--skip-rates', '--tile', '1024', '--contexts', '3072', '--steps', '3', '--pool-blocks', '36', '--check', 'default', '--precision', precisions.join(','), '--prefill-tokens', '128', '--out', out];
+  const args = [
+    '--device',
+    'cpu',
+    '--models',
+    'default',
+    '--quick',
+    '--skip-rates',
+    '--tile',
+    '1024',
+    '--contexts',
+    '3072',
+    '--steps',
+    '3',
+    '--pool-blocks',
+    '36',
+    '--check',
+    'default',
+    '--precision',
+    precisions.join(','),
+    '--prefill-tokens',
+    '128',
+    '--out',
+    out,
+  ];
   await promisify(execFile)(process.execPath, ['--import', 'tsx', 'bench/offload.ts', ...args], { cwd: root });
   return { report: JSON.parse(readFileSync(out, 'utf8')) as QuickReport, out };
 }
@@ -38,7 +61,10 @@ export async function runQuickOffload(precisions: readonly Precision[]): Promise
 /** The figures of a quick run that must hold on any machine. */
 export function checkQuickOffload({ report, out }: { report: QuickReport; out: string }, precisions: readonly Precision[]): void {
   const byMode = (mode: string) => precisions.map((p) => `${mode} ${p}`);
-  assert.deepEqual(report.rows.map((r) => `${r.mode} ${r.precision}`), ['dense', 'sparse-device', 'sparse-offload'].flatMap(byMode));
+  assert.deepEqual(
+    report.rows.map((r) => `${r.mode} ${r.precision}`),
+    ['dense', 'sparse-device', 'sparse-offload'].flatMap(byMode),
+  );
   for (const row of report.rows) assert.ok(row.decodeMsPerToken! > 0, `${row.mode} ${row.precision} decoded`);
   const [dense, device, offload] = report.rows.filter((r) => r.precision === 'fp32');
   assert.ok(offload.hitRate! > 0.5 && offload.hitRate! <= 1, `hit rate ${offload.hitRate}`);
@@ -58,7 +84,10 @@ export function checkQuickOffload({ report, out }: { report: QuickReport; out: s
     assert.ok(report.rows[1].deviceBytesPerToken! < report.rows[0].deviceBytesPerToken!);
   }
   // Prefill of a 128-token chunk after the context, every mode on the resident decoder, and the host path.
-  assert.deepEqual(report.prefill.map((r) => `${r.mode} ${r.precision}`), ['dense', 'sparse-device', 'sparse-offload', 'host-path'].flatMap(byMode));
+  assert.deepEqual(
+    report.prefill.map((r) => `${r.mode} ${r.precision}`),
+    ['dense', 'sparse-device', 'sparse-offload', 'host-path'].flatMap(byMode),
+  );
   for (const row of report.prefill) assert.ok(row.tokensPerSecond! > 0 && row.tokens === 128, `${row.mode} ${row.precision} prefilled`);
   const [denseFill, deviceFill, offloadFill] = report.prefill.filter((r) => r.precision === 'fp32');
   // All-resident modes upload only the chunk's own blocks (~2 per head and layer for 128 tokens); the 36-slot pool also its misses, in groups of rows.

@@ -28,7 +28,9 @@ for (const file of files) {
     rows.push({ ...row, precision, run: file.replace(/\.json$/, '') });
   }
 }
-rows.sort((a, b) => a.model.localeCompare(b.model) || a.context - b.context || MODES.indexOf(a.mode) - MODES.indexOf(b.mode) || (a.precision ?? '').localeCompare(b.precision ?? '') * -1);
+rows.sort(
+  (a, b) => a.model.localeCompare(b.model) || a.context - b.context || MODES.indexOf(a.mode) - MODES.indexOf(b.mode) || (a.precision ?? '').localeCompare(b.precision ?? '') * -1,
+);
 const mib = (b?: number) => (b === undefined ? '–' : (b / 2 ** 20).toFixed(0));
 const lines = [
   '| model | context | mode | precision | decode ms/token | fp32 ÷ fp16 | × dense | offload ÷ on-device | hit rate | blocks up MiB/token | device KV MiB | host KV MiB | device ÷ host KV | run |',
@@ -72,7 +74,9 @@ writeFileSync(
 process.stdout.write(`${lines.join('\n')}\n`);
 
 // Prefill: tok/s per mode, sparse against dense, offload against all-on-device, resident against the host path.
-prefillRows.sort((a, b) => a.model.localeCompare(b.model) || a.context - b.context || PREFILL_MODES.indexOf(a.mode!) - PREFILL_MODES.indexOf(b.mode!) || a.precision.localeCompare(b.precision));
+prefillRows.sort(
+  (a, b) => a.model.localeCompare(b.model) || a.context - b.context || PREFILL_MODES.indexOf(a.mode!) - PREFILL_MODES.indexOf(b.mode!) || a.precision.localeCompare(b.precision),
+);
 const prefillLines = [
   '| model | context | mode | precision | prefill tok/s | × dense | offload ÷ on-device (time) | × host path | hit rate | blocks up MiB/token | attention calls per layer | run |',
   '|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|',
@@ -94,7 +98,13 @@ if (prefillRows.length > 0) {
   writeFileSync(path.join(dir, `${prefix}prefill-table.md`), `${prefillLines.join('\n')}\n`);
   for (const model of new Set(prefillRows.map((r) => r.model))) {
     const slug = model.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
-    writeFileSync(path.join(dir, `${prefix}prefill-${slug}.svg`), prefillChart(`${model}: prefill tokens/s after the context, WebGPU on one H100`, prefillRows.filter((r) => r.model === model && r.tokensPerSecond !== undefined)));
+    writeFileSync(
+      path.join(dir, `${prefix}prefill-${slug}.svg`),
+      prefillChart(
+        `${model}: prefill tokens/s after the context, WebGPU on one H100`,
+        prefillRows.filter((r) => r.model === model && r.tokensPerSecond !== undefined),
+      ),
+    );
   }
   process.stdout.write(`\n${prefillLines.join('\n')}\n`);
 }

@@ -299,7 +299,11 @@ export async function measureRates(device: DeviceKind, options: { sweep?: boolea
   };
   const sweep: GemvVariant[] = [];
   if (options.sweep) {
-    for (const [k, n] of [[4096, 16384], [16384, 4096], [4096, 4096]]) {
+    for (const [k, n] of [
+      [4096, 16384],
+      [16384, 4096],
+      [4096, 4096],
+    ]) {
       const b = uniform(k * n, 0.02, 13);
       const xs = uniform(k, 1, 17);
       for (const precision of ['fp32', 'fp16'] as const) {
@@ -340,17 +344,34 @@ export async function measureRates(device: DeviceKind, options: { sweep?: boolea
   release(a);
   await Promise.all([addSession.release(), mmSession.release(), tensors.release()]);
   return {
-    deviceGBps, uploadGBps, matmulTflops,
-    gemvGemmMs: single.ms, gemvMatMulMs: singleT.ms, gemvBytes: rows * cols * 4,
-    gemvHalfGemmMs: half.ms, gemvHalfMatMulMs: halfT.ms, gemvHalfBytes: rows * cols * 2,
-    gemvRelError: single.relError, gemvHalfRelError: half.relError,
+    deviceGBps,
+    uploadGBps,
+    matmulTflops,
+    gemvGemmMs: single.ms,
+    gemvMatMulMs: singleT.ms,
+    gemvBytes: rows * cols * 4,
+    gemvHalfGemmMs: half.ms,
+    gemvHalfMatMulMs: halfT.ms,
+    gemvHalfBytes: rows * cols * 2,
+    gemvRelError: single.relError,
+    gemvHalfRelError: half.relError,
     gemvSweep: sweep,
-    poolWriteMs, poolWriteBytes: 2 * poolSlots * 64 * 128 * 4,
+    poolWriteMs,
+    poolWriteBytes: 2 * poolSlots * 64 * 128 * 4,
   };
 }
 
 /** y = x B as S batched products over K/S each, partial sums added in fp32 (a split-K product out of standard ops). */
-async function splitGemv(tensors: DeviceTensors, device: DeviceKind, b: Float32Array, xs: Float32Array, k: number, n: number, precision: Precision, splits: number): Promise<GemvVariant> {
+async function splitGemv(
+  tensors: DeviceTensors,
+  device: DeviceKind,
+  b: Float32Array,
+  xs: Float32Array,
+  k: number,
+  n: number,
+  precision: Precision,
+  splits: number,
+): Promise<GemvVariant> {
   const gb = new GraphBuilder('gemv_split');
   const type = precision === 'fp16' ? 'float16' : 'float';
   const xv = gb.input('x', 'float', [1, k]);
@@ -398,7 +419,7 @@ function uniform(n: number, scale: number, seed: number): Float32Array {
     state ^= state << 13;
     state ^= state >>> 17;
     state ^= state << 5;
-    out[i] = ((state >>> 0) / 4294967296 * 2 - 1) * scale;
+    out[i] = (((state >>> 0) / 4294967296) * 2 - 1) * scale;
   }
   return out;
 }
@@ -510,7 +531,9 @@ export async function benchModel(spec: ModelSpec, options: OffloadBenchOptions):
     for (const [precision, model] of models) {
       const check = await checkAgainstCpu(spec, model, 8);
       checks[precision] = check;
-      log(`  ${spec.name}: ${precision} resident decoder on ${options.device} vs fp32 CPU host path, ${check.steps} steps: max |Δlogit| ${check.maxAbsLogitDiff.toExponential(2)}, same argmax ${check.sameArgmax}`);
+      log(
+        `  ${spec.name}: ${precision} resident decoder on ${options.device} vs fp32 CPU host path, ${check.steps} steps: max |Δlogit| ${check.maxAbsLogitDiff.toExponential(2)}, same argmax ${check.sameArgmax}`,
+      );
     }
   }
   const prefillModel = models.get(precisions[0])!;
@@ -539,7 +562,9 @@ export async function benchModel(spec: ModelSpec, options: OffloadBenchOptions):
     const fp16 = models.get('fp16');
     if (fp32 && fp16 && !precisionCheck) {
       precisionCheck = await comparePrecisions(fp32, fp16, sequence, spec.tile[context % tileLength], 8);
-      log(`  ${spec.name} @ ${context}: fp16 vs fp32 on ${options.device}, ${precisionCheck.steps} steps fed the same ids: max |Δlogit| ${precisionCheck.maxAbsLogitDiff.toExponential(2)} (max |logit| ${precisionCheck.maxAbsLogit.toFixed(2)}), same argmax at ${precisionCheck.sameArgmaxSteps}/${precisionCheck.steps} steps`);
+      log(
+        `  ${spec.name} @ ${context}: fp16 vs fp32 on ${options.device}, ${precisionCheck.steps} steps fed the same ids: max |Δlogit| ${precisionCheck.maxAbsLogitDiff.toExponential(2)} (max |logit| ${precisionCheck.maxAbsLogit.toFixed(2)}), same argmax at ${precisionCheck.sameArgmaxSteps}/${precisionCheck.steps} steps`,
+      );
     }
     for (const mode of modes) {
       for (const [precision, model] of models) {
@@ -565,7 +590,21 @@ export async function benchModel(spec: ModelSpec, options: OffloadBenchOptions):
           if (prefillTokens > 0) {
             // The chunk's prefill on this mode's decoder, then its decode steps from there (a
             // prefill that fails leaves the decoder unusable: decode starts again from the checkpoint).
-            const failed = await prefillResident(decoder, { spec, context, mode, precision, tokens: prefillTokens, tileLength, prefill, limits: prefillLimits, warmed: prefillWarmed, history: prefillHistory, minTokensPerSecond: options.prefillMinTokensPerSecond, limitMs: options.prefillLimitMs, log });
+            const failed = await prefillResident(decoder, {
+              spec,
+              context,
+              mode,
+              precision,
+              tokens: prefillTokens,
+              tileLength,
+              prefill,
+              limits: prefillLimits,
+              warmed: prefillWarmed,
+              history: prefillHistory,
+              minTokensPerSecond: options.prefillMinTokensPerSecond,
+              limitMs: options.prefillLimitMs,
+              log,
+            });
             if (failed) {
               await decoder.close().catch(() => {});
               sequence.rollback(checkpoint);
@@ -595,10 +634,16 @@ export async function benchModel(spec: ModelSpec, options: OffloadBenchOptions):
           });
           if (GraphSession.profile) {
             row.profile = Object.fromEntries([...GraphSession.profile].map(([name, e]) => [name, { runsPerToken: e.runs / options.steps, msPerToken: e.ms / options.steps }]));
-            log(`    per token: ${[...GraphSession.profile].map(([name, e]) => `${name} ${(e.runs / options.steps).toFixed(0)}× ${(e.ms / options.steps).toFixed(2)} ms`).join(', ')}`);
+            log(
+              `    per token: ${[...GraphSession.profile].map(([name, e]) => `${name} ${(e.runs / options.steps).toFixed(0)}× ${(e.ms / options.steps).toFixed(2)} ms`).join(', ')}`,
+            );
           }
           if (options.stepLimitMs !== undefined && ms > options.stepLimitMs) overLimit.add(limitKey);
-          log(`  ${spec.name} @ ${context} ${mode} ${precision}: ${ms.toFixed(2)} ms/token` + (row.hitRate !== undefined ? `, hit rate ${(100 * row.hitRate).toFixed(1)}%` : '') + `, ${(row.blockBytesPerToken! / 1024).toFixed(0)} KiB blocks up/token, device KV ${(after.deviceKvBytes / 2 ** 20).toFixed(0)} MiB`);
+          log(
+            `  ${spec.name} @ ${context} ${mode} ${precision}: ${ms.toFixed(2)} ms/token` +
+              (row.hitRate !== undefined ? `, hit rate ${(100 * row.hitRate).toFixed(1)}%` : '') +
+              `, ${(row.blockBytesPerToken! / 1024).toFixed(0)} KiB blocks up/token, device KV ${(after.deviceKvBytes / 2 ** 20).toFixed(0)} MiB`,
+          );
         } catch (err) {
           row.skipped = err instanceof Error ? err.message.split('\n')[0].slice(0, 160) : String(err);
           overLimit.add(limitKey);
@@ -658,7 +703,9 @@ function prefillSkip(history: PrefillHistory, limitKey: string, context: number,
   const last = history.get(limitKey);
   if (!last || limitMs === undefined) return undefined;
   const predicted = (last.ms * context) / last.context;
-  return predicted > limitMs ? `predicted ${(predicted / 1000).toFixed(0)} s from ${(last.ms / 1000).toFixed(1)} s at ${last.context} (limit ${(limitMs / 1000).toFixed(0)} s)` : undefined;
+  return predicted > limitMs
+    ? `predicted ${(predicted / 1000).toFixed(0)} s from ${(last.ms / 1000).toFixed(1)} s at ${last.context} (limit ${(limitMs / 1000).toFixed(0)} s)`
+    : undefined;
 }
 
 /** The tokens a prefill after `context` feeds: the tile, continued. */
@@ -670,7 +717,9 @@ function logProfile(log: (line: string) => void, ms: number): void {
   if (!GraphSession.profile) return;
   const graphs = [...GraphSession.profile].sort((a, b) => b[1].ms - a[1].ms);
   const inRuns = graphs.reduce((t, [, e]) => t + e.ms, 0);
-  log(`    prefill ${ms.toFixed(0)} ms: host work outside session runs ${(ms - inRuns).toFixed(0)} ms; ${graphs.map(([name, e]) => `${name} ${e.runs}× ${e.ms.toFixed(0)} ms`).join(', ')}`);
+  log(
+    `    prefill ${ms.toFixed(0)} ms: host work outside session runs ${(ms - inRuns).toFixed(0)} ms; ${graphs.map(([name, e]) => `${name} ${e.runs}× ${e.ms.toFixed(0)} ms`).join(', ')}`,
+  );
 }
 
 /**
@@ -679,7 +728,21 @@ function logProfile(log: (line: string) => void, ms: number): void {
  */
 async function prefillResident(
   decoder: ResidentDecoder,
-  run: { spec: ModelSpec; context: number; mode: Mode; precision: Precision; tokens: number; tileLength: number; prefill: PrefillRow[]; limits: Set<string>; warmed: Set<string>; history: PrefillHistory; minTokensPerSecond?: number; limitMs?: number; log: (line: string) => void },
+  run: {
+    spec: ModelSpec;
+    context: number;
+    mode: Mode;
+    precision: Precision;
+    tokens: number;
+    tileLength: number;
+    prefill: PrefillRow[];
+    limits: Set<string>;
+    warmed: Set<string>;
+    history: PrefillHistory;
+    minTokensPerSecond?: number;
+    limitMs?: number;
+    log: (line: string) => void;
+  },
 ): Promise<boolean> {
   const { spec, context, mode, precision, tokens, log } = run;
   const limitKey = `${precision}:${mode}`;
@@ -714,8 +777,11 @@ async function prefillResident(
     });
     logProfile(log, ms);
     if (run.minTokensPerSecond !== undefined && row.tokensPerSecond! < run.minTokensPerSecond) run.limits.add(limitKey);
-    log(`  ${spec.name} @ ${context} prefill ${mode} ${precision}: ${tokens} tokens at ${row.tokensPerSecond!.toFixed(0)} tok/s` +
-      (row.hitRate !== undefined ? `, hit rate ${(100 * row.hitRate).toFixed(1)}%` : '') + `, ${(row.blockBytesPerToken! / 1024).toFixed(0)} KiB blocks up/token, ${row.attendCallsPerLayer!.toFixed(1)} attention calls per layer`);
+    log(
+      `  ${spec.name} @ ${context} prefill ${mode} ${precision}: ${tokens} tokens at ${row.tokensPerSecond!.toFixed(0)} tok/s` +
+        (row.hitRate !== undefined ? `, hit rate ${(100 * row.hitRate).toFixed(1)}%` : '') +
+        `, ${(row.blockBytesPerToken! / 1024).toFixed(0)} KiB blocks up/token, ${row.attendCallsPerLayer!.toFixed(1)} attention calls per layer`,
+    );
     return false;
   } catch (err) {
     row.skipped = err instanceof Error ? err.message.split('\n')[0].slice(0, 160) : String(err);
@@ -777,7 +843,8 @@ export function offloadTable(rows: OffloadRow[], rates?: DeviceRates, peakGBps?:
   for (const r of rows) {
     // The floor: what the step reads from device memory at the products' streaming rate, plus the missed blocks at the upload rate.
     const rate = rates ? floorGBps(rates, r.precision ?? 'fp32', peakGBps) : undefined;
-    const floor = rates && rate && r.deviceBytesPerToken ? (r.deviceBytesPerToken / (rate * 1e9)) * 1000 + (r.blockBytesPerToken ?? 0) / (rates.uploadGBps * 1e9) * 1000 : undefined;
+    const floor =
+      rates && rate && r.deviceBytesPerToken ? (r.deviceBytesPerToken / (rate * 1e9)) * 1000 + ((r.blockBytesPerToken ?? 0) / (rates.uploadGBps * 1e9)) * 1000 : undefined;
     r.floorMs = floor;
     const mib = (b?: number) => (b === undefined ? '–' : (b / 2 ** 20).toFixed(b < 2 ** 20 ? 2 : 0));
     lines.push(
@@ -794,8 +861,11 @@ export function prefillTable(rows: PrefillRow[]): string {
   return [
     '| model | context | mode | precision | tokens fed | prefill tok/s | floor tok/s (FLOPs at the measured MatMul rate) | hit rate | blocks up KiB/token | attention calls per layer |',
     '|---|---:|---|---|---:|---:|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.model} | ${r.context} | ${r.mode ?? 'host-path'} | ${r.precision} | ${r.tokens} | ${r.tokensPerSecond?.toFixed(0) ?? `– (${r.skipped})`} | ${r.floorMs ? (r.tokens / (r.floorMs / 1000)).toFixed(0) : '–'} | ` +
-      `${percent(r.hitRate)} | ${r.blockBytesPerToken === undefined ? '–' : (r.blockBytesPerToken / 1024).toFixed(1)} | ${r.attendCallsPerLayer?.toFixed(1) ?? '–'} |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.model} | ${r.context} | ${r.mode ?? 'host-path'} | ${r.precision} | ${r.tokens} | ${r.tokensPerSecond?.toFixed(0) ?? `– (${r.skipped})`} | ${r.floorMs ? (r.tokens / (r.floorMs / 1000)).toFixed(0) : '–'} | ` +
+        `${percent(r.hitRate)} | ${r.blockBytesPerToken === undefined ? '–' : (r.blockBytesPerToken / 1024).toFixed(1)} | ${r.attendCallsPerLayer?.toFixed(1) ?? '–'} |`,
+    ),
   ].join('\n');
 }
 
@@ -804,38 +874,65 @@ export function prefillTable(rows: PrefillRow[]): string {
  * figure against context; `value` is undefined where a row has no figure.
  */
 function modeChart<Row extends { context: number; precision?: Precision }>(
-  title: string, yLabel: string, modes: readonly string[], rows: Row[], modeOf: (row: Row) => string, value: (row: Row) => number | undefined,
+  title: string,
+  yLabel: string,
+  modes: readonly string[],
+  rows: Row[],
+  modeOf: (row: Row) => string,
+  value: (row: Row) => number | undefined,
 ): string {
   const precisions = [...new Set(rows.map((r) => r.precision ?? 'fp32'))].sort();
   return lineChart({
     title,
     xLabel: 'context tokens',
     yLabel,
-    series: modes.flatMap((mode, color) => precisions.map((precision) => ({
-      name: precisions.length > 1 ? `${mode} ${precision}` : mode,
-      color,
-      dashed: precision === 'fp16' && precisions.length > 1,
-      points: rows.filter((r) => modeOf(r) === mode && (r.precision ?? 'fp32') === precision && value(r) !== undefined).map((r) => [r.context, value(r)!] as [number, number]),
-    }))).filter((series) => series.points.length > 0),
+    series: modes
+      .flatMap((mode, color) =>
+        precisions.map((precision) => ({
+          name: precisions.length > 1 ? `${mode} ${precision}` : mode,
+          color,
+          dashed: precision === 'fp16' && precisions.length > 1,
+          points: rows.filter((r) => modeOf(r) === mode && (r.precision ?? 'fp32') === precision && value(r) !== undefined).map((r) => [r.context, value(r)!] as [number, number]),
+        })),
+      )
+      .filter((series) => series.points.length > 0),
   });
 }
 
 /** Prefill tokens/s against context, one line per mode. */
 export function prefillChart(title: string, rows: PrefillRow[]): string {
-  return modeChart(title, 'prefill tokens/s', PREFILL_MODES, rows, (r) => r.mode ?? 'host-path', (r) => r.tokensPerSecond);
+  return modeChart(
+    title,
+    'prefill tokens/s',
+    PREFILL_MODES,
+    rows,
+    (r) => r.mode ?? 'host-path',
+    (r) => r.tokensPerSecond,
+  );
 }
 
 /** Decode ms/token against context, one line per mode. */
 export function decodeChart(title: string, rows: OffloadRow[]): string {
-  return modeChart(title, 'ms/token', MODES, rows, (r) => r.mode, (r) => r.decodeMsPerToken);
+  return modeChart(
+    title,
+    'ms/token',
+    MODES,
+    rows,
+    (r) => r.mode,
+    (r) => r.decodeMsPerToken,
+  );
 }
 
 function describeRates(device: DeviceKind, rates: DeviceRates): string {
   const gbps = (bytes: number, ms?: number) => (ms === undefined ? '–' : `${ms.toFixed(2)} ms (${(bytes / ms / 1e6).toFixed(0)} GB/s)`);
-  return `bench:offload on ${device}: device read ${rates.deviceGBps.toFixed(0)} GB/s, upload ${rates.uploadGBps.toFixed(2)} GB/s, fp32 MatMul ${rates.matmulTflops.toFixed(2)} TFLOP/s; ` +
+  return (
+    `bench:offload on ${device}: device read ${rates.deviceGBps.toFixed(0)} GB/s, upload ${rates.uploadGBps.toFixed(2)} GB/s, fp32 MatMul ${rates.matmulTflops.toFixed(2)} TFLOP/s; ` +
     `one-row product over ${(rates.gemvBytes / 2 ** 20).toFixed(0)} MiB fp32: Gemm(transB) ${gbps(rates.gemvBytes, rates.gemvGemmMs)}, MatMul ${gbps(rates.gemvBytes, rates.gemvMatMulMs)}, rel. error ${rates.gemvRelError?.toExponential(1) ?? '–'}; ` +
     `over ${((rates.gemvHalfBytes ?? 0) / 2 ** 20).toFixed(0)} MiB fp16: Gemm(transB) ${gbps(rates.gemvHalfBytes ?? 0, rates.gemvHalfGemmMs)}, MatMul ${gbps(rates.gemvHalfBytes ?? 0, rates.gemvHalfMatMulMs)}, rel. error ${rates.gemvHalfRelError?.toExponential(1) ?? '–'}` +
-    (rates.poolWriteMs === undefined ? '' : `; one block into a ${((rates.poolWriteBytes ?? 0) / 2 ** 20).toFixed(0)} MiB pool ${gbps(rates.poolWriteBytes ?? 0, rates.poolWriteMs)} of pool copied`);
+    (rates.poolWriteMs === undefined
+      ? ''
+      : `; one block into a ${((rates.poolWriteBytes ?? 0) / 2 ** 20).toFixed(0)} MiB pool ${gbps(rates.poolWriteBytes ?? 0, rates.poolWriteMs)} of pool copied`)
+  );
 }
 
 async function main(): Promise<void> {
@@ -873,7 +970,10 @@ async function main(): Promise<void> {
   const rates = values['skip-rates'] ? undefined : await measureRates(device, { sweep: values['gemv-sweep'] });
   const peakGBps = values['peak-gbps'] ? Number(values['peak-gbps']) : undefined;
   if (rates) log(describeRates(device, rates));
-  for (const v of rates?.gemvSweep ?? []) log(`  split-K one-row product ${v.precision} K ${v.k} N ${v.n} S ${v.splits}: ${v.ms.toFixed(3)} ms, ${v.gbps.toFixed(0)} GB/s, rel. error ${v.relError?.toExponential(1) ?? '–'}`);
+  for (const v of rates?.gemvSweep ?? [])
+    log(
+      `  split-K one-row product ${v.precision} K ${v.k} N ${v.n} S ${v.splits}: ${v.ms.toFixed(3)} ms, ${v.gbps.toFixed(0)} GB/s, rel. error ${v.relError?.toExponential(1) ?? '–'}`,
+    );
   const rows: OffloadRow[] = [];
   const prefillRows: PrefillRow[] = [];
   const prefill: Record<string, number> = {};
@@ -884,7 +984,10 @@ async function main(): Promise<void> {
   const save = (): void => {
     if (!values.out) return;
     mkdirSync(path.dirname(values.out), { recursive: true });
-    writeFileSync(values.out, JSON.stringify({ machine, rates, peakGBps, steps, precisions, prefillTileTokensPerSecond: prefill, checks, precisionChecks, rows, prefill: prefillRows }, null, 2));
+    writeFileSync(
+      values.out,
+      JSON.stringify({ machine, rates, peakGBps, steps, precisions, prefillTileTokensPerSecond: prefill, checks, precisionChecks, rows, prefill: prefillRows }, null, 2),
+    );
   };
   save();
   const models = values['rates-only'] ? [] : (values.models ?? (values.quick ? 'default' : 'default,9b')).split(',');
@@ -922,9 +1025,16 @@ async function main(): Promise<void> {
     writeFileSync(values.out.replace(/\.json$/, '.md'), `${markdown}\n`);
     for (const model of new Set(rows.map((r) => r.model))) {
       const slug = model.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
-      writeFileSync(values.out.replace(/\.json$/, `-${slug}.svg`), decodeChart(`${model}: decode ms/token (${device})`, rows.filter((r) => r.model === model)));
+      writeFileSync(
+        values.out.replace(/\.json$/, `-${slug}.svg`),
+        decodeChart(
+          `${model}: decode ms/token (${device})`,
+          rows.filter((r) => r.model === model),
+        ),
+      );
       const prefillOf = prefillRows.filter((r) => r.model === model && r.tokensPerSecond !== undefined);
-      if (prefillOf.length > 0) writeFileSync(values.out.replace(/\.json$/, `-${slug}-prefill.svg`), prefillChart(`${model}: prefill tokens/s after the context (${device})`, prefillOf));
+      if (prefillOf.length > 0)
+        writeFileSync(values.out.replace(/\.json$/, `-${slug}-prefill.svg`), prefillChart(`${model}: prefill tokens/s after the context (${device})`, prefillOf));
     }
   }
 }

@@ -112,7 +112,7 @@ export function sharedLayerRandomModel(json: object): { config: SalaConfig; weig
     state ^= state << 13;
     state ^= state >>> 17;
     state ^= state << 5;
-    pattern[i] = ((state >>> 0) / 4294967296 * 2 - 1) * bound;
+    pattern[i] = (((state >>> 0) / 4294967296) * 2 - 1) * bound;
   }
   const fill = (size: number): Float32Array => {
     const data = new Float32Array(size);

@@ -23,7 +23,16 @@ import { defaultModelDir } from '../engine/cli/main.js';
 import type { DeviceRequest } from '../engine/runtime/device.js';
 
 const { values } = parseArgs({
-  options: { tokens: { type: 'string', default: '1000000' }, model: { type: 'string' }, out: { type: 'string' }, 'skip-edit': { type: 'boolean', default: false }, 'restart-from': { type: 'string' }, device: { type: 'string', default: 'cpu' }, file: { type: 'string' }, 'skip-spill': { type: 'boolean', default: false } },
+  options: {
+    tokens: { type: 'string', default: '1000000' },
+    model: { type: 'string' },
+    out: { type: 'string' },
+    'skip-edit': { type: 'boolean', default: false },
+    'restart-from': { type: 'string' },
+    device: { type: 'string', default: 'cpu' },
+    file: { type: 'string' },
+    'skip-spill': { type: 'boolean', default: false },
+  },
 });
 
 /** The eslint source file closest to 1,000 lines. */
@@ -89,8 +98,14 @@ async function main(): Promise<void> {
     const files = 4000;
     const per = Math.floor(tokens / files);
     const spans: FileSpan[] = Array.from({ length: files }, (_, i) => ({
-      path: `src/f${i}.ts`, start: i * per, end: i === files - 1 ? tokens : (i + 1) * per, headerTokens: 8,
-      contentHash: String(i), mtimeMs: 0, editCount: 0, lineStarts: Array.from({ length: 40 }, (_, l) => 8 + l * 10),
+      path: `src/f${i}.ts`,
+      start: i * per,
+      end: i === files - 1 ? tokens : (i + 1) * per,
+      headerTokens: 8,
+      contentHash: String(i),
+      mtimeMs: 0,
+      editCount: 0,
+      lineStarts: Array.from({ length: 40 }, (_, l) => 8 + l * 10),
     }));
     const end = sequence.checkpoint();
     const checkpoints = Array.from({ length: Math.floor(tokens / 16_384) }, (_, i) => ({ length: i * 16_384, lightning: end.lightning }));
@@ -103,7 +118,11 @@ async function main(): Promise<void> {
     // Timed in a fresh process, as a restart is (this one holds the 1.5 GB it just saved); twice: the
     // first reads what the OS kept of the files just written, the second finds them all in its cache.
     const restartOnce = (): number => {
-      const child = spawnSync(process.execPath, [...(__filename.endsWith('.ts') ? ['--import', 'tsx'] : []), __filename, '--tokens', String(tokens), '--model', modelDir, '--restart-from', dir], { encoding: 'utf8' });
+      const child = spawnSync(
+        process.execPath,
+        [...(__filename.endsWith('.ts') ? ['--import', 'tsx'] : []), __filename, '--tokens', String(tokens), '--model', modelDir, '--restart-from', dir],
+        { encoding: 'utf8' },
+      );
       if (child.status !== 0) throw new Error(`restart process failed: ${child.stderr}`);
       const { restartMs, restored } = JSON.parse(child.stdout.trim().split('\n').pop() ?? '{}') as { restartMs: number; restored: number };
       if (restored !== tokens) throw new Error(`the restarted context holds ${restored} tokens, not ${tokens}`);
@@ -114,7 +133,15 @@ async function main(): Promise<void> {
     // In this process too: the context the edits below run on, and the in-memory side of the spill comparison.
     const inProcess = await restart(model, tokenizer, dir);
     const context = inProcess.context;
-    const result: Record<string, unknown> = { tokens, files, diskBytes, saveSeconds, restartToReadyMs: restartMs, firstRestartToReadyMs: firstRestartMs, restored: context.stats().sequenceTokens };
+    const result: Record<string, unknown> = {
+      tokens,
+      files,
+      diskBytes,
+      saveSeconds,
+      restartToReadyMs: restartMs,
+      firstRestartToReadyMs: firstRestartMs,
+      restored: context.stats().sequenceTokens,
+    };
     let table = `| store | restart-to-ready (new process: load + restore + compressed keys) | first restart after the save | disk | full save |\n|---|---:|---:|---:|---:|\n| ${tokens.toLocaleString('en-US')} tokens, ${files} files | ${restartMs.toFixed(0)} ms | ${firstRestartMs.toFixed(0)} ms | ${(diskBytes / 2 ** 30).toFixed(2)} GiB | ${saveSeconds.toFixed(1)} s |`;
     if (!values['skip-edit']) {
       const file = thousandLineFile();
@@ -141,11 +168,18 @@ async function main(): Promise<void> {
       const afterRestartStarted = performance.now();
       const encodedBefore = again.context.stats().encodedTokens;
       await again.context.update([version(lines.join('\n'))]);
-      const afterRestart = { line: Math.floor(lines.length * 0.3) + 1, ms: performance.now() - afterRestartStarted, refedTokens: again.context.stats().encodedTokens - encodedBefore };
+      const afterRestart = {
+        line: Math.floor(lines.length * 0.3) + 1,
+        ms: performance.now() - afterRestartStarted,
+        refedTokens: again.context.stats().encodedTokens - encodedBefore,
+      };
       result.editToFresh = { file: file.path, lines: file.lines, tokens: fileTokens, addMs, editMs: middle.ms, middle, nearEnd, afterRestart };
       result.device = `${model.device.kind} (${model.device.reason})`;
-      process.stderr.write(`  at ${tokens} tokens (${result.device}): add ${file.path} (${file.lines} lines, ${fileTokens} tokens) ${addMs.toFixed(0)} ms; one-line edit at line ${middle.line}: ${middle.ms.toFixed(0)} ms (${middle.refedTokens} tokens re-fed), at line ${nearEnd.line}: ${nearEnd.ms.toFixed(0)} ms (${nearEnd.refedTokens}); first edit after a restart (line ${afterRestart.line}): ${afterRestart.ms.toFixed(0)} ms (${afterRestart.refedTokens})\n`);
-      table += `\n\n| at ${tokens.toLocaleString('en-US')} tokens of context, eslint/lib/${file.path} (${file.lines} lines) | tokens fed | ms |\n|---|---:|---:|\n` +
+      process.stderr.write(
+        `  at ${tokens} tokens (${result.device}): add ${file.path} (${file.lines} lines, ${fileTokens} tokens) ${addMs.toFixed(0)} ms; one-line edit at line ${middle.line}: ${middle.ms.toFixed(0)} ms (${middle.refedTokens} tokens re-fed), at line ${nearEnd.line}: ${nearEnd.ms.toFixed(0)} ms (${nearEnd.refedTokens}); first edit after a restart (line ${afterRestart.line}): ${afterRestart.ms.toFixed(0)} ms (${afterRestart.refedTokens})\n`,
+      );
+      table +=
+        `\n\n| at ${tokens.toLocaleString('en-US')} tokens of context, eslint/lib/${file.path} (${file.lines} lines) | tokens fed | ms |\n|---|---:|---:|\n` +
         `| add the file, or a large edit of it (the whole new version goes last) | ${fileTokens} | ${addMs.toFixed(0)} |\n` +
         `| edit-to-fresh, one-line edit at line ${middle.line} (a patch: the line goes last under a path:line header) | ${middle.refedTokens} | ${middle.ms.toFixed(0)} |\n` +
         `| edit-to-fresh, one-line edit at line ${nearEnd.line} (a patch) | ${nearEnd.refedTokens} | ${nearEnd.ms.toFixed(0)} |\n` +
@@ -169,8 +203,11 @@ async function main(): Promise<void> {
           const spilledBlocks = [...spilledContext.sequence.sparse.values()].reduce((n, c) => n + c.spilledBlocks, 0);
           const blocks = [...spilledContext.sequence.sparse.values()].reduce((n, c) => n + c.blockCount, 0);
           result.spilled = { budgetBytes: kvBytes / 4, spilledBlocks, blocks, restartMs: spilledRestartMs, addMs: spilledAddMs, nearEndEditMs: spilledEditMs };
-          process.stderr.write(`  spilled (${spilledBlocks} of ${blocks} blocks on disk): restart ${spilledRestartMs.toFixed(0)} ms, add ${spilledAddMs.toFixed(0)} ms, near-end edit ${spilledEditMs.toFixed(0)} ms\n`);
-          table += `\n\n| host K/V budget a quarter of the K/V (${((100 * spilledBlocks) / blocks).toFixed(0)}% of the blocks in the spill file) | in memory | spilled | spilled ÷ in memory |\n|---|---:|---:|---:|\n` +
+          process.stderr.write(
+            `  spilled (${spilledBlocks} of ${blocks} blocks on disk): restart ${spilledRestartMs.toFixed(0)} ms, add ${spilledAddMs.toFixed(0)} ms, near-end edit ${spilledEditMs.toFixed(0)} ms\n`,
+          );
+          table +=
+            `\n\n| host K/V budget a quarter of the K/V (${((100 * spilledBlocks) / blocks).toFixed(0)}% of the blocks in the spill file) | in memory | spilled | spilled ÷ in memory |\n|---|---:|---:|---:|\n` +
             `| restart-to-ready, in the bench's process | ${inProcess.ms.toFixed(0)} ms | ${spilledRestartMs.toFixed(0)} ms | ${(spilledRestartMs / inProcess.ms).toFixed(2)}× |\n` +
             `| add the file (${fileTokens} tokens) | ${addMs.toFixed(0)} ms | ${spilledAddMs.toFixed(0)} ms | ${(spilledAddMs / addMs).toFixed(2)}× |\n` +
             `| one-line edit at line ${nearEnd.line} | ${nearEnd.ms.toFixed(0)} ms | ${spilledEditMs.toFixed(0)} ms | ${(spilledEditMs / nearEnd.ms).toFixed(2)}× |`;

@@ -83,10 +83,7 @@ async function benchModel(name: string, config: SalaConfig, weights: WeightMap, 
 }
 
 function table(rows: Row[]): string {
-  const lines = [
-    '| model | params | context | attention | prefill tok/s | decode ms/token | dense decode ms/token | sparse speedup |',
-    '|---|---:|---:|---|---:|---:|---:|---:|',
-  ];
+  const lines = ['| model | params | context | attention | prefill tok/s | decode ms/token | dense decode ms/token | sparse speedup |', '|---|---:|---:|---|---:|---:|---:|---:|'];
   for (const r of rows) {
     lines.push(
       `| ${r.model} | ${(r.parameters / 1e6).toFixed(1)}M | ${r.context} | ${r.path} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeMsPerToken.toFixed(2)} | ` +
@@ -118,7 +115,14 @@ async function main(): Promise<void> {
   const prefill: PrefillRow[] = [];
   try {
     const spec = await defaultModelSpec(2048);
-    const result = await benchOffload(spec, { device: 'cpu', contexts: values.quick ? [4096] : [8192, 32768], steps: decodeSteps, warmup: 2, prefillTokens: 128, log: (line) => process.stderr.write(`${line}\n`) });
+    const result = await benchOffload(spec, {
+      device: 'cpu',
+      contexts: values.quick ? [4096] : [8192, 32768],
+      steps: decodeSteps,
+      warmup: 2,
+      prefillTokens: 128,
+      log: (line) => process.stderr.write(`${line}\n`),
+    });
     offload.push(...result.rows);
     prefill.push(...result.prefill);
   } catch (err) {

@@ -66,10 +66,14 @@ export function lineChart(spec: ChartSpec): string {
     const color = COLORS[(series.color ?? i) % COLORS.length];
     const dash = series.dashed ? ' stroke-dasharray="6 4"' : '';
     const pts = series.points.filter(([, y]) => y > 0 || !logY).sort((a, b) => a[0] - b[0]);
-    if (pts.length > 1) out.push(`<polyline fill="none" stroke="${color}" stroke-width="2"${dash} points="${pts.map(([x, y]) => `${fx(x).toFixed(1)},${fy(y).toFixed(1)}`).join(' ')}"/>`);
-    for (const [x, y] of pts) out.push(`<circle cx="${fx(x).toFixed(1)}" cy="${fy(y).toFixed(1)}" r="3.5" fill="${series.dashed ? 'white' : color}" stroke="${color}" stroke-width="1.5"/>`);
+    if (pts.length > 1)
+      out.push(`<polyline fill="none" stroke="${color}" stroke-width="2"${dash} points="${pts.map(([x, y]) => `${fx(x).toFixed(1)},${fy(y).toFixed(1)}`).join(' ')}"/>`);
+    for (const [x, y] of pts)
+      out.push(`<circle cx="${fx(x).toFixed(1)}" cy="${fy(y).toFixed(1)}" r="3.5" fill="${series.dashed ? 'white' : color}" stroke="${color}" stroke-width="1.5"/>`);
     const ly = margin.top + 10 + i * 20;
-    out.push(`<line x1="${width - margin.right + 15}" y1="${ly - 7}" x2="${width - margin.right + 29}" y2="${ly - 7}" stroke="${color}" stroke-width="3"${series.dashed ? ' stroke-dasharray="4 2"' : ''}/>`);
+    out.push(
+      `<line x1="${width - margin.right + 15}" y1="${ly - 7}" x2="${width - margin.right + 29}" y2="${ly - 7}" stroke="${color}" stroke-width="3"${series.dashed ? ' stroke-dasharray="4 2"' : ''}/>`,
+    );
     out.push(`<text x="${width - margin.right + 35}" y="${ly - 3}">${escape(series.name)}</text>`);
   });
   out.push('</svg>');

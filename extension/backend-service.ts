@@ -128,7 +128,9 @@ export class BackendService implements vscode.Disposable {
       problem = errorMessage(error);
     }
     this.remote = { backend, problem, baseUrl, settings: settings.remote, prefix };
-    this.log.info(`backend: remote ${baseUrl || '(no baseUrl)'}${settings.remote.model ? `, model ${settings.remote.model}` : ''}, API key ${this.apiKey ? 'set' : 'not set'}, context ≤ ${settings.remote.contextChars.toLocaleString('en')} chars${problem ? ` — ${problem}` : ''}`);
+    this.log.info(
+      `backend: remote ${baseUrl || '(no baseUrl)'}${settings.remote.model ? `, model ${settings.remote.model}` : ''}, API key ${this.apiKey ? 'set' : 'not set'}, context ≤ ${settings.remote.contextChars.toLocaleString('en')} chars${problem ? ` — ${problem}` : ''}`,
+    );
     // any change on disk may change the prefix; the next request rescans (stat first, reads only what changed)
     this.watcher?.dispose();
     this.watcher = vscode.workspace.createFileSystemWatcher(new vscode.RelativePattern(root, '**/*'));
@@ -143,7 +145,8 @@ export class BackendService implements vscode.Disposable {
     if (this.remote === undefined) return;
     this.remote.last = info;
     this.remote.lastError = undefined;
-    const usage = info.usage !== undefined ? `, ${info.usage.promptTokens} prompt tokens${info.usage.cachedTokens !== undefined ? ` (${info.usage.cachedTokens} cached)` : ''}` : '';
+    const usage =
+      info.usage !== undefined ? `, ${info.usage.promptTokens} prompt tokens${info.usage.cachedTokens !== undefined ? ` (${info.usage.cachedTokens} cached)` : ''}` : '';
     const first = info.firstTokenMs !== undefined ? `first token ${Math.round(info.firstTokenMs)} ms, ` : '';
     this.log.debug(`remote ${info.kind}: ${first}${Math.round(info.totalMs)} ms${usage}, prefix ${info.prefix.hash} (${info.prefix.chars} chars)`);
     this.changeEmitter.fire();

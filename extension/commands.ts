@@ -12,7 +12,13 @@ import type { EngineService } from './engine/engine-service.js';
 import { openAt } from './open-at.js';
 import { resolveInside } from './workspace-paths.js';
 
-export function registerCommands(context: vscode.ExtensionContext, engine: EngineService, backends: BackendService, chat: ChatViewProvider, log: vscode.LogOutputChannel): vscode.Disposable {
+export function registerCommands(
+  context: vscode.ExtensionContext,
+  engine: EngineService,
+  backends: BackendService,
+  chat: ChatViewProvider,
+  log: vscode.LogOutputChannel,
+): vscode.Disposable {
   const register = (id: string, run: (...args: unknown[]) => unknown): vscode.Disposable => vscode.commands.registerCommand(id, run);
   const setPaused = async (paused: boolean): Promise<void> => {
     const status = await withEngineErrors(() => engine.client.request('setPaused', { paused }));
@@ -21,7 +27,12 @@ export function registerCommands(context: vscode.ExtensionContext, engine: Engin
 
   return vscode.Disposable.from(
     register('panorama.ask', async () => {
-      const question = await vscode.window.showInputBox({ title: 'Ask About Workspace', prompt: 'A question about the whole workspace', placeHolder: 'How does the index stay fresh after an edit?', ignoreFocusOut: true });
+      const question = await vscode.window.showInputBox({
+        title: 'Ask About Workspace',
+        prompt: 'A question about the whole workspace',
+        placeHolder: 'How does the index stay fresh after an edit?',
+        ignoreFocusOut: true,
+      });
       if (question?.trim()) await chat.askFromCommand(question.trim(), { includeSelection: false });
     }),
     register('panorama.explainSelection', async () => {
@@ -37,7 +48,8 @@ export function registerCommands(context: vscode.ExtensionContext, engine: Engin
     register('panorama.selectDevice', () => selectDevice()),
     register('panorama.showEngineLog', () => log.show()),
     register('panorama.restartEngine', () => {
-      if (backends.isRemote) return void vscode.window.showInformationMessage('Panorama answers from a remote server (panorama.backend is "remote"): the local engine does not run.');
+      if (backends.isRemote)
+        return void vscode.window.showInformationMessage('Panorama answers from a remote server (panorama.backend is "remote"): the local engine does not run.');
       return engine.client.restart();
     }),
     register('panorama.setRemoteApiKey', () => setRemoteApiKey(context)),
@@ -89,14 +101,14 @@ async function selectDevice(): Promise<void> {
 async function setRemoteApiKey(context: vscode.ExtensionContext): Promise<void> {
   const key = await vscode.window.showInputBox({
     title: 'Panorama: Remote API Key',
-    prompt: 'The bearer token of the remote server (vLLM/SGLang --api-key, panorama serve --api-key). Stored in VS Code\'s secret storage.',
+    prompt: "The bearer token of the remote server (vLLM/SGLang --api-key, panorama serve --api-key). Stored in VS Code's secret storage.",
     password: true,
     ignoreFocusOut: true,
     validateInput: (value) => (value.trim() === '' ? 'Enter the key, or press Escape to cancel.' : /\s/.test(value.trim()) ? 'An API key has no spaces.' : undefined),
   });
   if (key === undefined) return;
   await context.secrets.store(REMOTE_API_KEY_SECRET, key.trim());
-  void vscode.window.showInformationMessage('Panorama: the remote API key is saved in VS Code\'s secret storage.');
+  void vscode.window.showInformationMessage("Panorama: the remote API key is saved in VS Code's secret storage.");
 }
 
 /** A name (an identifier) is asked about the way the default model was trained to answer; anything else in words. */
@@ -144,8 +156,12 @@ async function findWhere(workspaceRoot: string, backends: BackendService): Promi
     return;
   }
   // the local engine kept what its sparse layers read for this answer: the map can show it
-  const showRead = { label: '$(map) Show what it read', description: 'the workspace map with this answer\'s overlay', source: undefined };
-  const picked = await vscode.window.showQuickPick([...items, ...(backends.isRemote ? [] : [showRead])], { title: `Find Where: ${what.trim()}`, placeHolder: summary || 'Sources the model attended to', matchOnDescription: true });
+  const showRead = { label: '$(map) Show what it read', description: "the workspace map with this answer's overlay", source: undefined };
+  const picked = await vscode.window.showQuickPick([...items, ...(backends.isRemote ? [] : [showRead])], {
+    title: `Find Where: ${what.trim()}`,
+    placeHolder: summary || 'Sources the model attended to',
+    matchOnDescription: true,
+  });
   if (picked === undefined) return;
   if (picked.source === undefined) return void vscode.commands.executeCommand('panorama.showWorkspaceMap', { requestId, question: what.trim() });
   const file = resolveInside(workspaceRoot, picked.source.path);
@@ -167,7 +183,9 @@ async function statusMenu(engine: EngineService, backends: BackendService): Prom
   const paused = engine.lastStatus?.state === 'paused';
   const running = engine.client.isRunning;
   const actions: Array<vscode.QuickPickItem & { command: string }> = [
-    ...(running ? [paused ? { label: '$(debug-start) Resume Indexing', command: 'panorama.resumeIndexing' } : { label: '$(debug-pause) Pause Indexing', command: 'panorama.pauseIndexing' }] : []),
+    ...(running
+      ? [paused ? { label: '$(debug-start) Resume Indexing', command: 'panorama.resumeIndexing' } : { label: '$(debug-pause) Pause Indexing', command: 'panorama.pauseIndexing' }]
+      : []),
     ...(running ? [{ label: '$(refresh) Reindex Workspace', command: 'panorama.reindex' }] : []),
     { label: '$(chip) Select Device…', command: 'panorama.selectDevice' },
     { label: '$(output) Show Engine Log', command: 'panorama.showEngineLog' },

@@ -25,9 +25,10 @@ export function activate(context: vscode.ExtensionContext): void {
   const folder = vscode.workspace.workspaceFolders?.find((candidate) => candidate.uri.scheme === 'file');
   if (folder === undefined) {
     log.info('no local folder is open: Panorama waits for one');
-    const needsFolder = (): void => void vscode.window.showInformationMessage('Panorama reads a workspace folder: open a folder first.', 'Open Folder…').then((choice) => {
-      if (choice !== undefined) void vscode.commands.executeCommand('workbench.action.files.openFolder');
-    });
+    const needsFolder = (): void =>
+      void vscode.window.showInformationMessage('Panorama reads a workspace folder: open a folder first.', 'Open Folder…').then((choice) => {
+        if (choice !== undefined) void vscode.commands.executeCommand('workbench.action.files.openFolder');
+      });
     const ids = contributedCommands(context.extension.packageJSON).filter((id) => id !== 'panorama.showEngineLog');
     context.subscriptions.push(
       vscode.commands.registerCommand('panorama.showEngineLog', () => log.show()),

@@ -143,13 +143,26 @@ export class ModelPicker implements vscode.Disposable {
   private async list(): Promise<ModelList> {
     const { code, stdout, stderr } = await this.cli(['models', 'list', '--json']);
     const parsed: unknown = code === 0 ? JSON.parse(stdout) : undefined;
-    if (!isObject(parsed) || !Array.isArray(parsed.models) || !Array.isArray(parsed.partial) || typeof parsed.home !== 'string') throw new Error(`could not list the models: ${stderr.trim() || `exit ${code}`}`);
+    if (!isObject(parsed) || !Array.isArray(parsed.models) || !Array.isArray(parsed.partial) || typeof parsed.home !== 'string')
+      throw new Error(`could not list the models: ${stderr.trim() || `exit ${code}`}`);
     const models = parsed.models.flatMap((m): ListedModel[] => {
       if (!isObject(m) || typeof m.name !== 'string' || typeof m.dir !== 'string' || (m.kind !== 'default' && m.kind !== 'hub' && m.kind !== 'local')) return [];
       const number = (v: unknown) => (typeof v === 'number' ? v : undefined);
-      return [{ name: m.name, kind: m.kind, dir: m.dir, parameters: number(m.parameters), precision: typeof m.precision === 'string' ? m.precision : undefined, diskBytes: number(m.diskBytes), problem: typeof m.problem === 'string' ? m.problem : undefined }];
+      return [
+        {
+          name: m.name,
+          kind: m.kind,
+          dir: m.dir,
+          parameters: number(m.parameters),
+          precision: typeof m.precision === 'string' ? m.precision : undefined,
+          diskBytes: number(m.diskBytes),
+          problem: typeof m.problem === 'string' ? m.problem : undefined,
+        },
+      ];
     });
-    const partial = parsed.partial.flatMap((p) => (isObject(p) && typeof p.repo === 'string' && typeof p.dir === 'string' ? [{ repo: p.repo, dir: p.dir, bytes: typeof p.bytes === 'number' ? p.bytes : 0 }] : []));
+    const partial = parsed.partial.flatMap((p) =>
+      isObject(p) && typeof p.repo === 'string' && typeof p.dir === 'string' ? [{ repo: p.repo, dir: p.dir, bytes: typeof p.bytes === 'number' ? p.bytes : 0 }] : [],
+    );
     return { home: parsed.home, models, partial };
   }
 
@@ -163,7 +176,8 @@ export class ModelPicker implements vscode.Disposable {
     }
     const current = this.modelPath;
     type Item = vscode.QuickPickItem & { run: () => Promise<unknown> };
-    const describe = (m: ListedModel) => (m.problem ? `unreadable: ${m.problem}` : `${((m.parameters ?? 0) / 1e6).toFixed(1)}M parameters · ${m.precision} · ${bytes(m.diskBytes ?? 0)}`);
+    const describe = (m: ListedModel) =>
+      m.problem ? `unreadable: ${m.problem}` : `${((m.parameters ?? 0) / 1e6).toFixed(1)}M parameters · ${m.precision} · ${bytes(m.diskBytes ?? 0)}`;
     const items: Item[] = [
       ...listed.models.map((m): Item => {
         const selected = m.kind === 'default' ? current === '' : path.resolve(m.dir) === path.resolve(current || '.');
@@ -174,13 +188,22 @@ export class ModelPicker implements vscode.Disposable {
           run: () => this.select(m.kind === 'default' ? '' : m.dir),
         };
       }),
-      ...listed.partial.map((p): Item => ({ label: `$(warning) ${p.repo}`, description: `partial download (${bytes(p.bytes)}): resume`, detail: p.dir, run: () => this.download(p.repo) })),
+      ...listed.partial.map((p): Item => ({
+        label: `$(warning) ${p.repo}`,
+        description: `partial download (${bytes(p.bytes)}): resume`,
+        detail: p.dir,
+        run: () => this.download(p.repo),
+      })),
       { label: '', kind: vscode.QuickPickItemKind.Separator, run: async () => undefined },
       { label: '$(cloud-download) Download MiniCPM-SALA…', description: 'from the Hugging Face Hub', run: () => this.askAndDownload() },
       { label: '$(folder-opened) Add a folder…', description: 'a model folder on this machine', run: () => this.addFolder() },
       { label: '$(key) Set Hugging Face Token…', description: 'for gated or private models', run: () => this.setToken() },
     ];
-    const picked = await vscode.window.showQuickPick(items, { title: 'Panorama: Select Model', placeHolder: `Current: ${this.modelLabel(current)} (switching restarts the engine; each model keeps its own index)`, matchOnDetail: true });
+    const picked = await vscode.window.showQuickPick(items, {
+      title: 'Panorama: Select Model',
+      placeHolder: `Current: ${this.modelLabel(current)} (switching restarts the engine; each model keeps its own index)`,
+      matchOnDetail: true,
+    });
     await picked?.run();
   }
 
@@ -209,26 +232,33 @@ export class ModelPicker implements vscode.Disposable {
     let done: { name: string; dir: string } | undefined;
     let failure: string | undefined;
     let refused = false;
-    const result = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Panorama: downloading ${repo}`, cancellable: true }, async (progress, token) => {
-      let reported = 0;
-      return this.cli(args, (line) => {
-        let event: PullEvent;
-        try {
-          event = JSON.parse(line);
-        } catch {
-          return;
-        }
-        if (event.type === 'fit' && !event.fits) refused = !force;
-        else if (event.type === 'log') progress.report({ message: event.message });
-        else if (event.type === 'progress') {
-          const percent = event.bytesTotal > 0 ? (100 * event.bytesDone) / event.bytesTotal : 0;
-          const eta = event.etaSeconds !== undefined ? ` · ${Math.ceil(event.etaSeconds / 60)} min left` : '';
-          progress.report({ increment: percent - reported, message: `${bytes(event.bytesDone)} of ${bytes(event.bytesTotal)} · ${bytes(event.bytesPerSecond)}/s${eta}` });
-          reported = percent;
-        } else if (event.type === 'done') done = { name: event.name, dir: event.dir };
-        else if (event.type === 'error') failure = event.message;
-      }, token);
-    });
+    const result = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: `Panorama: downloading ${repo}`, cancellable: true },
+      async (progress, token) => {
+        let reported = 0;
+        return this.cli(
+          args,
+          (line) => {
+            let event: PullEvent;
+            try {
+              event = JSON.parse(line);
+            } catch {
+              return;
+            }
+            if (event.type === 'fit' && !event.fits) refused = !force;
+            else if (event.type === 'log') progress.report({ message: event.message });
+            else if (event.type === 'progress') {
+              const percent = event.bytesTotal > 0 ? (100 * event.bytesDone) / event.bytesTotal : 0;
+              const eta = event.etaSeconds !== undefined ? ` · ${Math.ceil(event.etaSeconds / 60)} min left` : '';
+              progress.report({ increment: percent - reported, message: `${bytes(event.bytesDone)} of ${bytes(event.bytesTotal)} · ${bytes(event.bytesPerSecond)}/s${eta}` });
+              reported = percent;
+            } else if (event.type === 'done') done = { name: event.name, dir: event.dir };
+            else if (event.type === 'error') failure = event.message;
+          },
+          token,
+        );
+      },
+    );
     if (done !== undefined) {
       await this.select(done.dir);
       void vscode.window.showInformationMessage(`Panorama: ${done.name} is downloaded and selected; the engine restarts with it.`);
@@ -246,7 +276,13 @@ export class ModelPicker implements vscode.Disposable {
   }
 
   private async addFolder(): Promise<void> {
-    const picked = await vscode.window.showOpenDialog({ canSelectFolders: true, canSelectFiles: false, canSelectMany: false, openLabel: 'Use This Model', title: 'Panorama: a model folder (config.json, *.safetensors, tokenizer.json)' });
+    const picked = await vscode.window.showOpenDialog({
+      canSelectFolders: true,
+      canSelectFiles: false,
+      canSelectMany: false,
+      openLabel: 'Use This Model',
+      title: 'Panorama: a model folder (config.json, *.safetensors, tokenizer.json)',
+    });
     const dir = picked?.[0]?.fsPath;
     if (dir === undefined) return;
     const { code, stderr } = await this.cli(['models', 'add', dir]);

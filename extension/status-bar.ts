@@ -15,7 +15,11 @@ export function registerStatusBar(backends: BackendService): vscode.Disposable {
     item.tooltip = view.tooltip;
     item.accessibilityInformation = { label: view.label, role: 'button' };
     item.backgroundColor =
-      view.severity === 'error' ? new vscode.ThemeColor('statusBarItem.errorBackground') : view.severity === 'warning' ? new vscode.ThemeColor('statusBarItem.warningBackground') : undefined;
+      view.severity === 'error'
+        ? new vscode.ThemeColor('statusBarItem.errorBackground')
+        : view.severity === 'warning'
+          ? new vscode.ThemeColor('statusBarItem.warningBackground')
+          : undefined;
   };
   render();
   item.show();

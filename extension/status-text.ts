@@ -27,7 +27,12 @@ export function statusView(client: ClientState, status: EngineStatus | undefined
     case 'starting':
       return { text: '$(loading~spin) Panorama', label: 'Panorama: starting', tooltip: 'Starting the engine…', severity: 'normal' };
     case 'restarting':
-      return { text: '$(loading~spin) Panorama', label: 'Panorama: restarting', tooltip: `The engine stopped; restart ${client.attempt} in ${Math.round(client.delayMs / 100) / 10} s.`, severity: 'warning' };
+      return {
+        text: '$(loading~spin) Panorama',
+        label: 'Panorama: restarting',
+        tooltip: `The engine stopped; restart ${client.attempt} in ${Math.round(client.delayMs / 100) / 10} s.`,
+        severity: 'warning',
+      };
     case 'failed':
       return { text: '$(error) Panorama', label: 'Panorama: error', tooltip: `The engine is not running: ${client.message}\nClick for actions.`, severity: 'error' };
     case 'running':
@@ -38,7 +43,8 @@ export function statusView(client: ClientState, status: EngineStatus | undefined
 
   const tokens = `${formatTokens(status.liveTokens)} tokens`;
   const lines = [
-    `Context: ${status.files} files, ${formatTokens(status.liveTokens)} of ${formatTokens(status.tokenBudget)} tokens` + (status.deadTokens > 0 ? ` (${formatTokens(status.deadTokens)} stale, compacted later)` : ''),
+    `Context: ${status.files} files, ${formatTokens(status.liveTokens)} of ${formatTokens(status.tokenBudget)} tokens` +
+      (status.deadTokens > 0 ? ` (${formatTokens(status.deadTokens)} stale, compacted later)` : ''),
     status.excludedFiles > 0 ? `${status.excludedFiles} files left out (ignored or over budget)` : undefined,
     `Device: ${device}`,
     status.tokensPerSecond !== undefined ? `Encoding: ${Math.round(status.tokensPerSecond)} tokens/s` : undefined,
@@ -86,15 +92,20 @@ export function remoteStatusView(input: RemoteStatusInput): StatusView {
   if (input.problem !== undefined) {
     return { text: '$(cloud) Panorama: set up', label: 'Panorama: remote backend not set up', tooltip: `${input.problem}\nClick for actions.`, severity: 'warning' };
   }
-  const model = input.last?.model ?? (input.model || 'the server\'s first model');
+  const model = input.last?.model ?? (input.model || "the server's first model");
   const last = input.last;
   const lines = [
     `Remote server: ${input.baseUrl}`,
     `Model: ${model}`,
-    last !== undefined ? `Context sent: ${last.prefix.files} files, ${formatTokens(last.prefix.chars)} chars (prefix ${last.prefix.hash})` + (last.prefix.excluded > 0 ? `, ${last.prefix.excluded} files left out for the budget` : '') : undefined,
+    last !== undefined
+      ? `Context sent: ${last.prefix.files} files, ${formatTokens(last.prefix.chars)} chars (prefix ${last.prefix.hash})` +
+        (last.prefix.excluded > 0 ? `, ${last.prefix.excluded} files left out for the budget` : '')
+      : undefined,
     last !== undefined
       ? `Last ${last.kind}: ${last.firstTokenMs !== undefined ? `first token ${Math.round(last.firstTokenMs)} ms, ` : ''}${Math.round(last.totalMs)} ms` +
-        (last.usage !== undefined ? `, ${formatTokens(last.usage.promptTokens)} prompt tokens${last.usage.cachedTokens !== undefined ? ` (${formatTokens(last.usage.cachedTokens)} from the prefix cache)` : ''}` : '')
+        (last.usage !== undefined
+          ? `, ${formatTokens(last.usage.promptTokens)} prompt tokens${last.usage.cachedTokens !== undefined ? ` (${formatTokens(last.usage.cachedTokens)} from the prefix cache)` : ''}`
+          : '')
       : undefined,
     input.lastError !== undefined ? `Error: ${input.lastError}` : undefined,
     'Click for actions.',

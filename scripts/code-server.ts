@@ -63,7 +63,10 @@ export class CodeServerProfile {
 
   /** node + code-server's entry + this profile's folders, then `args`. */
   private command(args: string[]): [string, string[]] {
-    return [path.join(node24Bin, 'node'), [codeServerEntry, '--config', path.join(this.dir, 'config.yaml'), '--extensions-dir', this.extensionsDir, '--user-data-dir', this.userDataDir, ...args]];
+    return [
+      path.join(node24Bin, 'node'),
+      [codeServerEntry, '--config', path.join(this.dir, 'config.yaml'), '--extensions-dir', this.extensionsDir, '--user-data-dir', this.userDataDir, ...args],
+    ];
   }
 
   installExtension(vsix: string): void {
@@ -76,7 +79,16 @@ export class CodeServerProfile {
    * No authentication: it binds the loopback address only.
    */
   async launch(options: { workspace: string; port: number; env?: NodeJS.ProcessEnv; extraArgs?: string[]; timeoutMs?: number }): Promise<CodeServerRun> {
-    const [node, args] = this.command(['--auth', 'none', '--bind-addr', `127.0.0.1:${options.port}`, '--disable-telemetry', '--disable-update-check', ...(options.extraArgs ?? []), options.workspace]);
+    const [node, args] = this.command([
+      '--auth',
+      'none',
+      '--bind-addr',
+      `127.0.0.1:${options.port}`,
+      '--disable-telemetry',
+      '--disable-update-check',
+      ...(options.extraArgs ?? []),
+      options.workspace,
+    ]);
     const server = spawn(node, args, { cwd: this.dir, env: { ...this.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const log: string[] = [];
     server.stdout?.on('data', (chunk: Buffer) => log.push(chunk.toString()));
@@ -85,7 +97,10 @@ export class CodeServerProfile {
     const run = new CodeServerRun(server, base, `${base}/?folder=${encodeURIComponent(options.workspace)}`, log);
     const deadline = Date.now() + (options.timeoutMs ?? 60_000);
     for (;;) {
-      const healthy = await fetch(`${base}/healthz`).then((response) => response.ok, () => false);
+      const healthy = await fetch(`${base}/healthz`).then(
+        (response) => response.ok,
+        () => false,
+      );
       if (healthy) return run;
       if (Date.now() > deadline || server.exitCode !== null) {
         await run.stop();

@@ -32,8 +32,25 @@ const isDirectory = (dir: string): boolean => statSync(dir, { throwIfNoEntry: fa
 
 const engine = new EngineClient({
   logger: { trace() {}, debug() {}, info() {}, warn: (m) => console.error(`warn: ${m}`), error: (m) => console.error(`error: ${m}`) },
-  discover: () => discoverEngine({ enginePathSetting: path.join(repo, 'dist', 'panorama.js'), nodePathSetting: process.execPath, workspaceTrusted: true, extensionPath: repo, hostExecPath: process.execPath, platform: process.platform, arch: process.arch, isFile, isDirectory }),
-  initializeParams: () => ({ protocolVersion: 1, workspaceRoot: workspace, storeDir: mkdtempSync(path.join(tmpdir(), 'panorama-latency-')), device: 'cpu', ...(values.model ? { modelDir: path.resolve(values.model) } : {}) }),
+  discover: () =>
+    discoverEngine({
+      enginePathSetting: path.join(repo, 'dist', 'panorama.js'),
+      nodePathSetting: process.execPath,
+      workspaceTrusted: true,
+      extensionPath: repo,
+      hostExecPath: process.execPath,
+      platform: process.platform,
+      arch: process.arch,
+      isFile,
+      isDirectory,
+    }),
+  initializeParams: () => ({
+    protocolVersion: 1,
+    workspaceRoot: workspace,
+    storeDir: mkdtempSync(path.join(tmpdir(), 'panorama-latency-')),
+    device: 'cpu',
+    ...(values.model ? { modelDir: path.resolve(values.model) } : {}),
+  }),
   initializeTimeoutMs: 600_000,
 });
 
@@ -61,7 +78,7 @@ async function main(): Promise<void> {
   }
   const files = codeFiles(workspace).sort();
   let seed = 12345;
-  const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const random = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
 
   const roundTrips: number[] = [];
   const engineLatencies: number[] = [];
@@ -83,7 +100,9 @@ async function main(): Promise<void> {
       const sent = performance.now();
       const result = await engine.request('complete', { path: path.relative(workspace, file).split(path.sep).join('/'), prefix, suffix, maxTokens: 64 });
       roundTrips.push(performance.now() - sent);
-      console.error(`complete ${roundTrips.length}: ${Math.round(roundTrips.at(-1) ?? 0)} ms round trip, engine ${Math.round(result.latencyMs)} ms, ${result.fedTokens} tokens fed, ${result.reusedTokens} reused`);
+      console.error(
+        `complete ${roundTrips.length}: ${Math.round(roundTrips.at(-1) ?? 0)} ms round trip, engine ${Math.round(result.latencyMs)} ms, ${result.fedTokens} tokens fed, ${result.reusedTokens} reused`,
+      );
       engineLatencies.push(result.latencyMs);
       if (result.reusedTokens > 0) reused++;
       const lineText = lines[index];

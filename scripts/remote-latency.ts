@@ -30,7 +30,11 @@ const questions = ['Which file decides what is ignored?', 'Where is the layout o
 
 async function main(): Promise<void> {
   const store = mkdtempSync(path.join(tmpdir(), 'panorama-remote-latency-'));
-  const server = spawn(process.execPath, [path.join(repoRoot, 'bin', 'panorama.js'), 'serve', workspace, '--port', '0', '--store', store, '--api-key', key, ...(values.model ? ['--model', values.model] : [])], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const server = spawn(
+    process.execPath,
+    [path.join(repoRoot, 'bin', 'panorama.js'), 'serve', workspace, '--port', '0', '--store', store, '--api-key', key, ...(values.model ? ['--model', values.model] : [])],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let stderr = '';
   server.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   try {

@@ -5,11 +5,13 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
 function collect(dir) {
-  return readdirSync(dir).sort().flatMap((name) => {
-    const path = join(dir, name);
-    if (statSync(path).isDirectory()) return collect(path);
-    return name.endsWith('.test.ts') ? [path] : [];
-  });
+  return readdirSync(dir)
+    .sort()
+    .flatMap((name) => {
+      const path = join(dir, name);
+      if (statSync(path).isDirectory()) return collect(path);
+      return name.endsWith('.test.ts') ? [path] : [];
+    });
 }
 
 const filter = process.argv[2];

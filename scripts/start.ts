@@ -61,7 +61,10 @@ async function main(): Promise<number> {
   profile.installExtension(vsix);
 
   const run = await profile.launch({ workspace, port: port === 0 ? await freePort() : port });
-  const page = await fetch(run.url).then((response) => response.status, (error: unknown) => String(error));
+  const page = await fetch(run.url).then(
+    (response) => response.status,
+    (error: unknown) => String(error),
+  );
   if (page !== 200) {
     await run.stop();
     throw new Error(`code-server is up but ${run.url} answered ${page}:\n${run.log().slice(-2_000)}`);

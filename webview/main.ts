@@ -137,7 +137,10 @@ function decorateCodeBlocks(container: HTMLElement): void {
     const code = block.textContent ?? '';
     const bar = document.createElement('div');
     bar.className = 'code-actions';
-    for (const [label, type] of [['Copy', 'copyCode'], ['Insert', 'insertCode']] as const) {
+    for (const [label, type] of [
+      ['Copy', 'copyCode'],
+      ['Insert', 'insertCode'],
+    ] as const) {
       const button = document.createElement('button');
       button.textContent = label;
       button.setAttribute('aria-label', `${label} code${type === 'insertCode' ? ' at the cursor' : ''}`);

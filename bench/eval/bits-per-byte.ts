@@ -72,5 +72,12 @@ export async function bitsPerByte(model: SalaModel, rows: readonly { ids: number
       nTokens++;
     }
   }
-  return { bitsPerByte: nBytes ? nll / nBytes / Math.LN2 : 0, lossPerTokenNats: nTokens ? nll / nTokens : 0, rows: rows.length, rowTokens: rows[0] ? rows[0].ids.length - 1 : 0, tokens: nTokens, bytes: nBytes };
+  return {
+    bitsPerByte: nBytes ? nll / nBytes / Math.LN2 : 0,
+    lossPerTokenNats: nTokens ? nll / nTokens : 0,
+    rows: rows.length,
+    rowTokens: rows[0] ? rows[0].ids.length - 1 : 0,
+    tokens: nTokens,
+    bytes: nBytes,
+  };
 }

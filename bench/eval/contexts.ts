@@ -86,10 +86,20 @@ export function contextFile(path: string, text: string, tokens?: FileTokens): Co
  * no background compaction, so timings are of the requests alone). Returns the files
  * placed where the context put them.
  */
-export async function buildContext(model: SalaModel, tokenizer: Tokenizer, files: readonly { path: string; text: string }[], tokens?: FileTokens, onFile?: (path: string, n: number) => void): Promise<{ context: WorkspaceContext; placed: PlacedFile[] }> {
+export async function buildContext(
+  model: SalaModel,
+  tokenizer: Tokenizer,
+  files: readonly { path: string; text: string }[],
+  tokens?: FileTokens,
+  onFile?: (path: string, n: number) => void,
+): Promise<{ context: WorkspaceContext; placed: PlacedFile[] }> {
   const total = files.reduce((n, f) => n + (tokens?.count(f.path, f.text) ?? f.text.length), 0);
   const context = new WorkspaceContext(model, tokenizer, { budget: Math.max(4096, total * 2), compactAt: 1 });
-  await context.update(files.map((f) => contextFile(f.path, f.text, tokens)), [], { onFile });
+  await context.update(
+    files.map((f) => contextFile(f.path, f.text, tokens)),
+    [],
+    { onFile },
+  );
   const text = new Map(files.map((f) => [f.path, f.text]));
   const placed = context.layout().map((s) => ({ path: s.path, text: text.get(s.path) ?? '', start: s.start, end: s.end }));
   return { context, placed };

@@ -18,7 +18,18 @@ export const HELDOUT_NPM: Record<string, string> = {
 };
 
 /** Debian packages holding the Python held-out packages (HELDOUT_PY: their top-level folders). */
-export const HELDOUT_APT = ['python3-click', 'python3-requests', 'python3-rich', 'python3-tabulate', 'python3-networkx', 'python3-sympy', 'python3-attr', 'python3-urllib3', 'python3-yarl', 'python3-multidict'];
+export const HELDOUT_APT = [
+  'python3-click',
+  'python3-requests',
+  'python3-rich',
+  'python3-tabulate',
+  'python3-networkx',
+  'python3-sympy',
+  'python3-attr',
+  'python3-urllib3',
+  'python3-yarl',
+  'python3-multidict',
+];
 export const HELDOUT_PY = ['sympy', 'networkx', 'click', 'requests', 'rich', 'tabulate', 'yarl', 'attr', 'attrs', 'urllib3', 'multidict'];
 
 export function defaultCacheDir(): string {
@@ -46,7 +57,11 @@ function fetchNpm(cache: string, name: string, version: string, log: Log): strin
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
   log(`eval: npm pack ${name}@${version}`);
-  const tarball = run('npm', ['pack', `${name}@${version}`, '--silent'], work).trim().split('\n').pop() ?? '';
+  const tarball =
+    run('npm', ['pack', `${name}@${version}`, '--silent'], work)
+      .trim()
+      .split('\n')
+      .pop() ?? '';
   run('tar', ['-xzf', tarball], work);
   // Renamed only when complete: an interrupted fetch is redone, never half-read.
   rmSync(dir, { recursive: true, force: true });
@@ -88,7 +103,7 @@ function fetchApt(cache: string, log: Log): string | undefined {
 }
 
 function firstLine(err: unknown): string {
-  const text = err instanceof Error ? ((err as { stderr?: string }).stderr || err.message) : String(err);
+  const text = err instanceof Error ? (err as { stderr?: string }).stderr || err.message : String(err);
   return text.trim().split('\n')[0];
 }
 

@@ -63,7 +63,16 @@ export async function askAbsent(context: WorkspaceContext, q: AbsentQuestion, in
   const result = await ask(context, q.question, ANSWER_TOKENS.absent);
   const locations = resolveLocations(result, index);
   const noLocation = locations.length === 0;
-  return { kind: 'absent', name: q.name, answer: result.text, locations: locations.slice(0, 3), placesFrom: placesFrom(result), correct: noLocation && saysNotFound(result.text), noLocation, ms: performance.now() - started };
+  return {
+    kind: 'absent',
+    name: q.name,
+    answer: result.text,
+    locations: locations.slice(0, 3),
+    placesFrom: placesFrom(result),
+    correct: noLocation && saysNotFound(result.text),
+    noLocation,
+    ms: performance.now() - started,
+  };
 }
 
 export interface CompletionOutcome {

@@ -55,7 +55,9 @@ export function parseOptions(argv: string[]): EvalOptions {
       },
     }));
   } catch (err) {
-    throw new OptionsError(`${err instanceof Error ? err.message : String(err)} (flags: --model DIR --sizes 8k,32k,128k[,1m] --questions N --completions N --quick --out FILE --seed N --dump-questions FILE [--dump-only] --repos DIR,DIR --cache DIR --bpb-rows N)`);
+    throw new OptionsError(
+      `${err instanceof Error ? err.message : String(err)} (flags: --model DIR --sizes 8k,32k,128k[,1m] --questions N --completions N --quick --out FILE --seed N --dump-questions FILE [--dump-only] --repos DIR,DIR --cache DIR --bpb-rows N)`,
+    );
   }
   if (values['dump-only'] && !values['dump-questions']) throw new OptionsError('--dump-only writes the question set: name its file with --dump-questions FILE');
   const quick = values.quick ?? false;

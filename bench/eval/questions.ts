@@ -68,7 +68,10 @@ const MAX_USE_LINES = 50;
  */
 export function lookupQuestions(files: readonly PlacedFile[], kind: 'defined' | 'used', count: number, rng: Random): LookupQuestion[] {
   const index = definitionIndex(files);
-  const total = Math.max(1, files.reduce((n, f) => Math.max(n, f.end), 0));
+  const total = Math.max(
+    1,
+    files.reduce((n, f) => Math.max(n, f.end), 0),
+  );
   const byPath = new Map(files.map((f) => [f.path, f]));
   const candidates: { d: Definition; at: number; uses: Place[] }[] = [];
   for (const [name, defs] of index) {
@@ -128,7 +131,13 @@ export function absentQuestions(files: readonly PlacedFile[], elsewhere: readonl
   const made = new Set<string>();
   for (let tries = 0; out.length < count && tries < count * 50; tries++) {
     const words = Array.from({ length: 2 + rng.int(2) }, () => rng.pick(pieces));
-    const name = python ? words.join('_') : words[0] + words.slice(1).map((w) => w[0].toUpperCase() + w.slice(1)).join('');
+    const name = python
+      ? words.join('_')
+      : words[0] +
+        words
+          .slice(1)
+          .map((w) => w[0].toUpperCase() + w.slice(1))
+          .join('');
     // Absent as a substring (case-insensitively), not only as a whole word: no near miss either.
     if (name.length < 8 || made.has(name) || text.toLowerCase().includes(name.toLowerCase())) continue;
     made.add(name);

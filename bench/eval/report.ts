@@ -55,8 +55,8 @@ export function markdown(result: EvalResult): string {
     `\`${result.command}\` on ${result.date.slice(0, 10)}: model \`${result.model.name}\`, ${m.cpus} × ${m.cpuModel ?? 'unknown CPU'}, Node ${m.node}, load average at the end ${m.loadAverage.map((l) => l.toFixed(2)).join(' / ')}, seed ${result.seed}${result.quick ? ', --quick' : ''}.`,
     `Held-out code (never trained on): ${result.heldout.map((r) => `${r.name}${r.version ? `@${r.version}` : ''} (${r.files} file${r.files === 1 ? '' : 's'})`).join(', ')}.`,
     '',
-    'The engine as it ships, on the CPU: `WorkspaceContext.ask` for the questions, `complete` for the completions, the model\'s forward for bits per byte. ' +
-      'Lookup: names defined exactly once in the context (training/data.py\'s definition regexes), their files spread over its depth; right when the answer\'s first place is the gold file within ±2 lines of the definition (defined) or of a line using the name (used). ' +
+    "The engine as it ships, on the CPU: `WorkspaceContext.ask` for the questions, `complete` for the completions, the model's forward for bits per byte. " +
+      "Lookup: names defined exactly once in the context (training/data.py's definition regexes), their files spread over its depth; right when the answer's first place is the gold file within ±2 lines of the definition (defined) or of a line using the name (used). " +
       'Attribution: the first source covers the definition line. Honesty: names made of identifier pieces of other code, absent from the context; right when the answer says so and names no place. ' +
       'Cross-file completion: a line cut just before a name defined in another file of the same repository, exact match of the rest of the line, the whole workspace in context vs a context of the file alone. ' +
       'Fill-in-the-middle: a random line of 6–100 characters, prefix ≤ 3,000 and suffix ≤ 1,000 characters, no other file. Each figure is followed by its count.',
@@ -74,7 +74,10 @@ export function markdown(result: EvalResult): string {
     row('cross-file completion, whole workspace', (s) => cell(s.crossFileWorkspace)),
     row('cross-file completion, file alone', (s) => cell(s.crossFileAlone)),
     row('cross-file ratio (workspace / file alone)', (s) => (s.crossFileRatio === null ? 'n/a' : `${s.crossFileRatio.toFixed(2)}×`)),
-    row('wall time: index / lookups / absent / completions', (s) => `${secs(s.seconds.index)} / ${secs(s.seconds.lookup)} / ${secs(s.seconds.absent)} / ${secs(s.seconds.crossFile)}`),
+    row(
+      'wall time: index / lookups / absent / completions',
+      (s) => `${secs(s.seconds.index)} / ${secs(s.seconds.lookup)} / ${secs(s.seconds.absent)} / ${secs(s.seconds.crossFile)}`,
+    ),
     '',
     '| measure | value | wall time |',
     '|---|---:|---:|',

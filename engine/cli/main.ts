@@ -69,7 +69,11 @@ const COMMON: ParseArgsConfig['options'] = {
 export function defaultModelDir(): string {
   // dist/panorama.js (bundled) and engine/cli/main.ts (source) sit at different depths.
   const root = [path.resolve(__dirname, '..', 'models'), path.resolve(__dirname, '..', '..', 'models')].find((dir) => existsSync(dir)) ?? path.resolve(__dirname, '..', 'models');
-  const found = existsSync(root) ? readdirSync(root).filter((name) => existsSync(path.join(root, name, 'config.json'))).sort() : [];
+  const found = existsSync(root)
+    ? readdirSync(root)
+        .filter((name) => existsSync(path.join(root, name, 'config.json')))
+        .sort()
+    : [];
   if (found.length === 0) throw new UsageError(`no --model given and no shipped model found under ${root}; pass --model DIR`);
   return path.join(root, found[0]);
 }
@@ -81,9 +85,14 @@ async function openModel(values: Record<string, unknown>, precision?: PrecisionR
   const modelDir = resolveModelArgument(stringFlag(values, 'model') ?? defaultModelDir());
   if (!existsSync(path.join(modelDir, 'config.json'))) throw new UsageError(`${modelDir} is not a model directory: it has no config.json`);
   const hostKvMb = integerFlag(values, 'host-kv-mb', 0);
-  const model = await loadModel(modelDir, { device: requested, threads: integerFlag(values, 'threads', 0), precision, hostKvBytes: hostKvMb === undefined ? undefined : hostKvMb === 0 ? Infinity : hostKvMb * 2 ** 20 }, convertReporter());
+  const model = await loadModel(
+    modelDir,
+    { device: requested, threads: integerFlag(values, 'threads', 0), precision, hostKvBytes: hostKvMb === undefined ? undefined : hostKvMb === 0 ? Infinity : hostKvMb * 2 ** 20 },
+    convertReporter(),
+  );
   if (model.device.reason !== 'requested') process.stderr.write(`panorama: device ${model.device.kind} (${model.device.reason})\n`);
-  if (precision !== undefined && (model.device.kind !== 'cpu' || model.precision.kind === 'int4') && model.precision.reason !== 'requested') process.stderr.write(`panorama: precision ${model.precision.kind} (${model.precision.reason})\n`);
+  if (precision !== undefined && (model.device.kind !== 'cpu' || model.precision.kind === 'int4') && model.precision.reason !== 'requested')
+    process.stderr.write(`panorama: precision ${model.precision.kind} (${model.precision.reason})\n`);
   return { model, modelDir };
 }
 
@@ -312,7 +321,10 @@ async function runIndex(argv: string[]): Promise<number> {
         (skippedByReason.size ? `panorama: skipped ${[...skippedByReason].map(([r, n]) => `${n} ${r}`).join(', ')}\n` : '') +
         (report.excluded.length
           ? `panorama: left out for the token budget: ${report.excluded.length} files, ${report.excluded.reduce((n, e) => n + e.tokens, 0).toLocaleString('en-US')} tokens ` +
-            `(${report.excluded.slice(0, 5).map((e) => e.path).join(', ')}${report.excluded.length > 5 ? ', …' : ''}; PANORAMA_VERBOSE=1 lists each)\n`
+            `(${report.excluded
+              .slice(0, 5)
+              .map((e) => e.path)
+              .join(', ')}${report.excluded.length > 5 ? ', …' : ''}; PANORAMA_VERBOSE=1 lists each)\n`
           : ''),
     );
     return 0;

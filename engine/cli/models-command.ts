@@ -35,7 +35,8 @@ function numberOption(values: Record<string, unknown>, name: string, min: number
   const raw = values[name];
   if (raw === undefined) return undefined;
   const value = Number(raw);
-  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(value) || value < min) throw new ModelsUsageError(`--${name} must be a number ≥ ${min}, got "${String(raw)}"`);
+  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(value) || value < min)
+    throw new ModelsUsageError(`--${name} must be a number ≥ ${min}, got "${String(raw)}"`);
   return value;
 }
 
@@ -54,7 +55,8 @@ function fitTarget(values: Record<string, unknown>, machine: Machine): { device:
   if (!['cpu', 'gpu', 'cuda', 'webgpu', 'auto'].includes(deviceFlag)) throw new ModelsUsageError(`--device must be cpu, gpu or auto, got "${deviceFlag}"`);
   const device: FitDevice = deviceFlag === 'cpu' ? 'cpu' : deviceFlag === 'auto' ? (machine.gpuMemoryBytes !== undefined ? 'gpu' : 'cpu') : 'gpu';
   const precisionFlag = typeof values.precision === 'string' ? values.precision : 'auto';
-  if (precisionFlag !== 'auto' && !FIT_PRECISIONS.some((p) => p === precisionFlag)) throw new ModelsUsageError(`--precision must be fp32, fp16, int4 or auto, got "${precisionFlag}"`);
+  if (precisionFlag !== 'auto' && !FIT_PRECISIONS.some((p) => p === precisionFlag))
+    throw new ModelsUsageError(`--precision must be fp32, fp16, int4 or auto, got "${precisionFlag}"`);
   // 'auto' is what the engine picks: fp16 on a GPU, fp32 on the CPU.
   const precision = FIT_PRECISIONS.find((p) => p === precisionFlag) ?? (device === 'gpu' ? 'fp16' : 'fp32');
   return { device, precision };
@@ -62,7 +64,9 @@ function fitTarget(values: Record<string, unknown>, machine: Machine): { device:
 
 function duration(seconds: number): string {
   const s = Math.max(0, Math.round(seconds));
-  return s >= 3600 ? `${Math.floor(s / 3600)}:${String(Math.floor(s / 60) % 60).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}` : `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+  return s >= 3600
+    ? `${Math.floor(s / 3600)}:${String(Math.floor(s / 60) % 60).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`
+    : `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
 }
 
 function progressLine(p: PullProgress): string {
@@ -130,7 +134,8 @@ async function runList(argv: string[], defaultModelDir: () => string): Promise<n
     const detail = m.problem ? `unreadable: ${m.problem}` : `${parametersText(m.parameters)} parameters, ${m.precision}, ${formatBytes(m.diskBytes ?? 0)}`;
     process.stdout.write(`${m.name.padEnd(32)} ${m.kind.padEnd(8)} ${detail}\n${''.padEnd(42)}${m.dir}\n`);
   }
-  for (const p of partial) process.stdout.write(`${p.repo.padEnd(32)} partial  ${formatBytes(p.bytes)} so far, not usable: panorama models pull ${p.repo} resumes it\n${''.padEnd(42)}${p.dir}\n`);
+  for (const p of partial)
+    process.stdout.write(`${p.repo.padEnd(32)} partial  ${formatBytes(p.bytes)} so far, not usable: panorama models pull ${p.repo} resumes it\n${''.padEnd(42)}${p.dir}\n`);
   return 0;
 }
 
@@ -149,7 +154,9 @@ function printNeeds(out: (line: string) => void, config: ReturnType<typeof parse
       );
     }
   }
-  out(`  memory(run) counts the sparse layers' K/V of the whole context (${formatBytes(estimateFit(config, 'cpu', 'fp32', 1).kvBytesPerToken)} a token); past 40% of RAM it spills to disk.`);
+  out(
+    `  memory(run) counts the sparse layers' K/V of the whole context (${formatBytes(estimateFit(config, 'cpu', 'fp32', 1).kvBytesPerToken)} a token); past 40% of RAM it spills to disk.`,
+  );
   out(`  speed: CPU ${RATE_BASIS.cpu}; GPU ${RATE_BASIS.gpu}.`);
 }
 
@@ -203,7 +210,10 @@ async function runPull(argv: string[]): Promise<number> {
     if (!json && process.stderr.isTTY && lastDraw > 0) process.stderr.write('\n');
     const { model } = result;
     if (json) emit({ type: 'done', name: model.name, dir: model.dir, commit: model.commit, alreadyThere: result.alreadyThere });
-    else process.stdout.write(`${result.alreadyThere ? 'already downloaded' : 'downloaded'}: ${model.name} (commit ${model.commit?.slice(0, 12)}) in ${model.dir}\nuse it with --model ${model.name}\n`);
+    else
+      process.stdout.write(
+        `${result.alreadyThere ? 'already downloaded' : 'downloaded'}: ${model.name} (commit ${model.commit?.slice(0, 12)}) in ${model.dir}\nuse it with --model ${model.name}\n`,
+      );
     return 0;
   } catch (err) {
     if (interrupt.signal.aborted) {
@@ -250,7 +260,9 @@ async function runInfo(argv: string[], defaultModelDir: () => string): Promise<n
   out(`${positionals[0]}  (${dir})`);
   out(`  ${parametersText(s.parameters)} parameters (${s.parameters.toLocaleString('en-US')}), stored as ${s.precision}, ${formatBytes(s.diskBytes)} on disk`);
   out(`  ${c.numHiddenLayers} layers: sparse (minicpm4) ${sparse.join(', ')}; the other ${c.numHiddenLayers - sparse.length} Lightning`);
-  out(`  width ${c.hiddenSize}, MLP ${c.intermediateSize}, ${c.numAttentionHeads} heads (${c.numKeyValueHeads} KV heads in sparse layers), head dim ${c.headDim}, vocabulary ${c.vocabSize}`);
+  out(
+    `  width ${c.hiddenSize}, MLP ${c.intermediateSize}, ${c.numAttentionHeads} heads (${c.numKeyValueHeads} KV heads in sparse layers), head dim ${c.headDim}, vocabulary ${c.vocabSize}`,
+  );
   out(`  sparse attention: blocks of ${c.sparse.blockSize}, top ${c.sparse.topk} + a ${c.sparse.windowSize}-token window, dense below ${c.sparse.denseLen} tokens`);
   out('  files:');
   for (const f of s.files) out(`    ${f.name.padEnd(40)} ${formatBytes(f.bytes).padStart(10)}`);

@@ -49,7 +49,10 @@ export async function runServeCommand(argv: string[], defaultModelDir: () => str
   const host = stringFlag(values, 'host') ?? HTTP_DEFAULTS.host;
   const apiKey = stringFlag(values, 'api-key') ?? process.env.PANORAMA_API_KEY;
   if (apiKey !== undefined && apiKey.length < 16) throw new UsageError('the API key must be at least 16 characters');
-  if (!isLoopback(host) && !apiKey) throw new UsageError(`refusing to listen on ${host} without an API key: anyone who can reach it could read your workspace. Pass --api-key KEY (or set PANORAMA_API_KEY), or bind 127.0.0.1`);
+  if (!isLoopback(host) && !apiKey)
+    throw new UsageError(
+      `refusing to listen on ${host} without an API key: anyone who can reach it could read your workspace. Pass --api-key KEY (or set PANORAMA_API_KEY), or bind 127.0.0.1`,
+    );
   const port = integerFlag(values, 'port', 0, 65535) ?? 8080;
   const device = stringFlag(values, 'device') ?? 'cpu';
   if (!isDeviceRequest(device)) throw new UsageError(`--device must be cpu, webgpu, cuda or auto, got "${device}"`);

@@ -100,7 +100,13 @@ export function complete(core: ContextCore, path: string, prefix: string, suffix
           fedTokens += tail.length;
           const lineStart = prefix.lastIndexOf('\n') + 1;
           const lineEnd = suffix.indexOf('\n');
-          const stopper = inline ? new CompletionStopper({ linePrefix: prefix.slice(lineStart), lineSuffix: lineEnd < 0 ? suffix : suffix.slice(0, lineEnd), maxLines: options.maxLines ?? DEFAULT_MAX_LINES }) : undefined;
+          const stopper = inline
+            ? new CompletionStopper({
+                linePrefix: prefix.slice(lineStart),
+                lineSuffix: lineEnd < 0 ? suffix : suffix.slice(0, lineEnd),
+                maxLines: options.maxLines ?? DEFAULT_MAX_LINES,
+              })
+            : undefined;
           const stream = generate(core.model, core.tokenizer, tail, {
             sequence: core.sequence,
             maxTokens: options.maxTokens ?? 48,

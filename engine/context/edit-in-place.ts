@@ -19,7 +19,13 @@ import { yieldToCompletions } from './tail-parking.js';
  * undefined where appending or a patch (`patchCost` tokens) is cheaper or the recent
  * checkpoints do not reach back.
  */
-export async function editInPlace(core: ContextCore, file: ContextFile, editCount: number, patchCost = Number.POSITIVE_INFINITY, signal?: AbortSignal): Promise<number | undefined> {
+export async function editInPlace(
+  core: ContextCore,
+  file: ContextFile,
+  editCount: number,
+  patchCost = Number.POSITIVE_INFINITY,
+  signal?: AbortSignal,
+): Promise<number | undefined> {
   const track = core.track;
   const { sequence } = track;
   const span = core.spans.get(file.path);

@@ -48,7 +48,15 @@ export async function* askStream(core: ContextCore, question: string, options: A
         }
         const text = next.value.text;
         const locations = resolveLocations(text, locationSearch(core, hits));
-        result = { text, finishReason: next.value.finishReason, promptTokens: prompt.length, locations, sources: sourcesOf(core, hits, 5, locations[0]), blockHits: [...hits], layout: core.layout() };
+        result = {
+          text,
+          finishReason: next.value.finishReason,
+          promptTokens: prompt.length,
+          locations,
+          sources: sourcesOf(core, hits, 5, locations[0]),
+          blockHits: [...hits],
+          layout: core.layout(),
+        };
       } finally {
         core.sequence.rollback(core.contextEnd);
       }

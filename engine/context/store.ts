@@ -104,7 +104,8 @@ async function writeDurably(file: string, data: Uint8Array): Promise<void> {
 
 function describeWriteError(err: unknown, file: string): Error {
   const code = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : '';
-  if (code === 'ENOSPC') return new StoreError(`no space left on the device while writing ${file}; the index keeps its last saved state — free disk space and re-index`, { cause: err });
+  if (code === 'ENOSPC')
+    return new StoreError(`no space left on the device while writing ${file}; the index keeps its last saved state — free disk space and re-index`, { cause: err });
   if (code === 'EACCES' || code === 'EROFS') return new StoreError(`cannot write ${file} (${code}); check the store directory's permissions`, { cause: err });
   return err instanceof Error ? err : new StoreError(String(err));
 }
@@ -145,7 +146,9 @@ export class ContextStore {
       return { report };
     }
     if (!READABLE_FORMATS.has(manifest.format) || manifest.model !== this.modelId) {
-      report.notes.push(!READABLE_FORMATS.has(manifest.format) ? `index format ${manifest.format} is not ${STORE_FORMAT}: rebuilding` : 'the model changed since the index was built: rebuilding');
+      report.notes.push(
+        !READABLE_FORMATS.has(manifest.format) ? `index format ${manifest.format} is not ${STORE_FORMAT}: rebuilding` : 'the model changed since the index was built: rebuilding',
+      );
       await this.clear();
       return { report };
     }
@@ -208,7 +211,7 @@ export class ContextStore {
         const reads = order.map(async (target) => {
           const at = position;
           position += target.length;
-          for (let got = 0; got < target.length; ) {
+          for (let got = 0; got < target.length;) {
             const { bytesRead } = await handle.read(target, got, target.length - got, at + got);
             if (bytesRead === 0) return false;
             got += bytesRead;
@@ -284,7 +287,12 @@ export class ContextStore {
     // What survived of a lost file is masked out (the caller feeds the file again).
     const lostRanges = lost.flatMap(rangesOf);
     report.restoredTokens = length;
-    this.manifest = { ...manifest, length, segments: manifest.segments.filter((s) => s.first + s.count <= length), checkpoints: manifest.checkpoints.filter((c) => c.length <= length) };
+    this.manifest = {
+      ...manifest,
+      length,
+      segments: manifest.segments.filter((s) => s.first + s.count <= length),
+      checkpoints: manifest.checkpoints.filter((c) => c.length <= length),
+    };
     return {
       report,
       state: {
@@ -322,7 +330,12 @@ export class ContextStore {
         const from = cache.compressedCounts(covered);
         const to = cache.compressedCounts(covered + count);
         const { fine, coarse } = cache.compressedKeys(covered + count);
-        parts.push(floatBytes(keys), floatBytes(values), floatBytes(fine.subarray(from.fine * rowFloats, to.fine * rowFloats)), floatBytes(coarse.subarray(from.coarse * rowFloats, to.coarse * rowFloats)));
+        parts.push(
+          floatBytes(keys),
+          floatBytes(values),
+          floatBytes(fine.subarray(from.fine * rowFloats, to.fine * rowFloats)),
+          floatBytes(coarse.subarray(from.coarse * rowFloats, to.coarse * rowFloats)),
+        );
       }
       const bytes = Buffer.concat(parts);
       const file = `seg-${covered}-${count}-${generation}.bin`;
@@ -348,7 +361,8 @@ export class ContextStore {
     for (const checkpoint of state.checkpoints) {
       checkpoints.push(previousCheckpoints.get(checkpoint.length) ?? (await writeCheckpoint(checkpoint, `cp-${checkpoint.length}-${generation}.bin`)));
     }
-    const end = previous && previous.end.length === state.length && stableUpTo >= state.length ? previous.end : await writeCheckpoint(state.end, `cp-end-${state.length}-${generation}.bin`);
+    const end =
+      previous && previous.end.length === state.length && stableUpTo >= state.length ? previous.end : await writeCheckpoint(state.end, `cp-end-${state.length}-${generation}.bin`);
 
     const manifest: Manifest = {
       format: STORE_FORMAT,
@@ -389,4 +403,3 @@ export class ContextStore {
     return total;
   }
 }
-

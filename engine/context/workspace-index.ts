@@ -80,7 +80,10 @@ export class WorkspaceIndex {
     const loaded = store ? await store.load(model) : { state: undefined, report: { notes: [], restoredTokens: 0, lostFiles: [] } };
     for (const note of loaded.report.notes) options.log?.(`index: ${note}`);
     // A background compaction replaces the sequence: save the result once it lands.
-    const contextOptions = { ...options, onCompacted: () => void index.save().catch((err: unknown) => options.log?.(`index: saving after compaction failed: ${err instanceof Error ? err.message : String(err)}`)) };
+    const contextOptions = {
+      ...options,
+      onCompacted: () => void index.save().catch((err: unknown) => options.log?.(`index: saving after compaction failed: ${err instanceof Error ? err.message : String(err)}`)),
+    };
     const context = loaded.state ? WorkspaceContext.restore(model, tokenizer, contextOptions, loaded.state) : new WorkspaceContext(model, tokenizer, contextOptions);
     const index = new WorkspaceIndex(root, context, store, options);
 
@@ -106,7 +109,10 @@ export class WorkspaceIndex {
   private async applyScan(files: WorkspaceFile[], skipped: SkippedFile[]): Promise<number> {
     const { context, options } = this;
     const onDisk = new Set(files.map((f) => f.path));
-    const deleted = context.layout().map((s) => s.path).filter((p) => !onDisk.has(p));
+    const deleted = context
+      .layout()
+      .map((s) => s.path)
+      .filter((p) => !onDisk.has(p));
     const pending: (ContextFile & { tokens: number })[] = [];
     for (const file of files) {
       const span = context.span(file.path);
@@ -151,12 +157,20 @@ export class WorkspaceIndex {
     const report = () => {
       const seconds = (performance.now() - started) / 1000;
       const rate = seconds > 0 ? tokensDone / seconds : 0;
-      options.onProgress?.({ phase: 'encode', filesDone, filesTotal: ordered.length, tokensDone, tokensTotal, tokensPerSecond: rate, etaSeconds: rate > 0 ? (tokensTotal - tokensDone) / rate : undefined });
+      options.onProgress?.({
+        phase: 'encode',
+        filesDone,
+        filesTotal: ordered.length,
+        tokensDone,
+        tokensTotal,
+        tokensPerSecond: rate,
+        etaSeconds: rate > 0 ? (tokensTotal - tokensDone) / rate : undefined,
+      });
     };
     report();
     await context.update([], deleted);
     // Encode in batches and save after each: an interrupted index resumes from the last save.
-    for (let i = 0; i < ordered.length; ) {
+    for (let i = 0; i < ordered.length;) {
       const batch: ContextFile[] = [];
       let batchTokens = 0;
       while (i < ordered.length && (batch.length === 0 || batchTokens < saveEvery - sinceSave)) {
@@ -178,7 +192,14 @@ export class WorkspaceIndex {
       sinceSave = 0;
     }
     await this.save();
-    options.onProgress?.({ phase: 'ready', filesDone, filesTotal: ordered.length, tokensDone, tokensTotal, tokensPerSecond: tokensDone / Math.max((performance.now() - started) / 1000, 1e-9) });
+    options.onProgress?.({
+      phase: 'ready',
+      filesDone,
+      filesTotal: ordered.length,
+      tokensDone,
+      tokensTotal,
+      tokensPerSecond: tokensDone / Math.max((performance.now() - started) / 1000, 1e-9),
+    });
     return tokensDone;
   }
 
@@ -206,7 +227,10 @@ export class WorkspaceIndex {
     const baseline = this.context.layout().map((s) => ({ path: s.path, contentHash: s.contentHash, mtimeMs: s.mtimeMs, size: s.size ?? -1 }));
     this.watcher = new WorkspaceWatcher(this.root, { exclude: this.options.exclude, maxFileBytes: this.options.maxFileBytes, log: this.options.log, baseline });
     this.watcher.onChanges((batch) => {
-      void this.apply(batch).then(() => onApplied?.(batch), () => undefined);
+      void this.apply(batch).then(
+        () => onApplied?.(batch),
+        () => undefined,
+      );
     });
     await this.watcher.start();
   }

@@ -79,7 +79,8 @@ export function mapEntries(input: MapInput): Entry[] {
     entries.set(span.path, entry);
   }
   for (const [path, { tokens }] of input.overBudget) {
-    if (!entries.has(path)) entries.set(path, { path, size: tokens, tokens: 0, state: 'excluded', reason: 'over-budget', detail: `${tokens.toLocaleString('en')} tokens do not fit the token budget` });
+    if (!entries.has(path))
+      entries.set(path, { path, size: tokens, tokens: 0, state: 'excluded', reason: 'over-budget', detail: `${tokens.toLocaleString('en')} tokens do not fit the token budget` });
   }
   const nominal = nominalSize([...entries.values()]);
   for (const s of input.skipped) {
@@ -90,7 +91,8 @@ export function mapEntries(input: MapInput): Entry[] {
 
 /** The map of a workspace: its files in their folders, at most `maxCells` cells. */
 export function buildWorkspaceMap(input: MapInput, maxCells = DEFAULT_MAX_CELLS): WorkspaceMap {
-  if (!Number.isInteger(maxCells) || maxCells < MIN_CELLS || maxCells > MAX_CELLS) throw new RangeError(`maxCells must be an integer in [${MIN_CELLS}, ${MAX_CELLS}], got ${maxCells}`);
+  if (!Number.isInteger(maxCells) || maxCells < MIN_CELLS || maxCells > MAX_CELLS)
+    throw new RangeError(`maxCells must be an integer in [${MIN_CELLS}, ${MAX_CELLS}], got ${maxCells}`);
   const entries = mapEntries(input);
   const root = folderTree(entries);
   const { fileMin, folderMin } = thresholds(root, maxCells);
@@ -234,7 +236,10 @@ function emit(folder: Folder, parent: number, fileMin: number, folderMin: number
   }
   if (rest.files === 1 && restFolders === 0) keptFiles.push(rest.entries[0]);
   // Largest first, as a squarified layout wants them; ties by path, so the map is stable.
-  const items: ({ kind: 'file'; entry: Entry } | { kind: 'folder'; folder: Folder })[] = [...keptFiles.map((entry) => ({ kind: 'file' as const, entry })), ...keptFolders.map((f) => ({ kind: 'folder' as const, folder: f }))];
+  const items: ({ kind: 'file'; entry: Entry } | { kind: 'folder'; folder: Folder })[] = [
+    ...keptFiles.map((entry) => ({ kind: 'file' as const, entry })),
+    ...keptFolders.map((f) => ({ kind: 'folder' as const, folder: f })),
+  ];
   const sizeOf = (item: (typeof items)[number]) => (item.kind === 'file' ? item.entry.size : item.folder.size);
   const pathOf = (item: (typeof items)[number]) => (item.kind === 'file' ? item.entry.path : item.folder.path);
   items.sort((a, b) => sizeOf(b) - sizeOf(a) || (pathOf(a) < pathOf(b) ? -1 : 1));
@@ -253,7 +258,17 @@ function emit(folder: Folder, parent: number, fileMin: number, folderMin: number
   }
   if (rest.files > 1 || restFolders > 0) {
     const detail = `${rest.files.toLocaleString('en')} smaller files${restFolders > 0 ? ` in ${restFolders} folder${restFolders > 1 ? 's' : ''} and loose` : ''}, drawn as one`;
-    cells.push({ parent: index, kind: 'rest', path: folder.path, size: rest.size, tokens: rest.tokens, files: rest.files, state: dominant(rest.states), states: rest.states, detail });
+    cells.push({
+      parent: index,
+      kind: 'rest',
+      path: folder.path,
+      size: rest.size,
+      tokens: rest.tokens,
+      files: rest.files,
+      state: dominant(rest.states),
+      states: rest.states,
+      detail,
+    });
   }
 }
 

@@ -27,10 +27,12 @@ export interface ConvertEvent {
 /** Size and mtime of config.json and every weight file: what the converted form was made from. */
 async function sourceFingerprint(modelDir: string): Promise<string> {
   const names = (await readdir(modelDir)).filter((n) => n === 'config.json' || n.endsWith('.safetensors') || n === 'model.safetensors.index.json').sort();
-  const parts = await Promise.all(names.map(async (name) => {
-    const s = await stat(path.join(modelDir, name));
-    return `${name}:${s.size}:${Math.round(s.mtimeMs)}`;
-  }));
+  const parts = await Promise.all(
+    names.map(async (name) => {
+      const s = await stat(path.join(modelDir, name));
+      return `${name}:${s.size}:${Math.round(s.mtimeMs)}`;
+    }),
+  );
   return parts.join('|');
 }
 
@@ -59,7 +61,8 @@ async function readInt4File(file: string, source: string, onProgress: (done: num
     await handle.read(headerBytes, 0, headerLength, 8);
     const header: Record<string, unknown> = JSON.parse(headerBytes.toString('utf8'));
     const metadata = header.__metadata__;
-    if (typeof metadata !== 'object' || metadata === null || !('format' in metadata) || metadata.format !== FORMAT || !('source' in metadata) || metadata.source !== source) return undefined;
+    if (typeof metadata !== 'object' || metadata === null || !('format' in metadata) || metadata.format !== FORMAT || !('source' in metadata) || metadata.source !== source)
+      return undefined;
     const cols: unknown = 'cols' in metadata && typeof metadata.cols === 'string' ? JSON.parse(metadata.cols) : {};
     if (typeof cols !== 'object' || cols === null) return undefined;
     const colsOf = new Map(Object.entries(cols).map(([name, n]) => [name, Number(n)]));
@@ -71,7 +74,9 @@ async function readInt4File(file: string, source: string, onProgress: (done: num
       if (bytesRead !== bytes.length) throw new Error('truncated');
       return bytes;
     };
-    const names = Object.keys(header).filter((k) => k.endsWith('.codes')).map((k) => k.slice(0, -'.codes'.length));
+    const names = Object.keys(header)
+      .filter((k) => k.endsWith('.codes'))
+      .map((k) => k.slice(0, -'.codes'.length));
     const blocks = new Map<string, Int4Matrix>();
     for (const [i, name] of names.entries()) {
       const codesEntry = entryOf(header, `${name}.codes`);
@@ -81,7 +86,14 @@ async function readInt4File(file: string, source: string, onProgress: (done: num
       if (columns === undefined || !Number.isInteger(columns)) return undefined;
       const scales = new Float32Array(scalesBytes.length / 4);
       new Uint8Array(scales.buffer).set(scalesBytes);
-      blocks.set(name, { rows, cols: columns, blockSize: half * 2, codes: new Uint8Array(await read(codesEntry)), scales, zeros: new Uint8Array(await read(entryOf(header, `${name}.zeros`))) });
+      blocks.set(name, {
+        rows,
+        cols: columns,
+        blockSize: half * 2,
+        codes: new Uint8Array(await read(codesEntry)),
+        scales,
+        zeros: new Uint8Array(await read(entryOf(header, `${name}.zeros`))),
+      });
       onProgress(i + 1, names.length);
     }
     return blocks;
@@ -143,10 +155,13 @@ export async function loadModel(modelDir: string, options: ModelOptions = {}, on
     return SalaModel.load(modelDir, { ...options, int4Blocks: (name) => cached.get(name) });
   }
   const made = new Map<string, Int4Matrix>();
-  const model = await SalaModel.load(modelDir, { ...options, onInt4: (name, q) => {
-    made.set(name, q);
-    onEvent?.({ phase: 'convert', done: made.size });
-  } });
+  const model = await SalaModel.load(modelDir, {
+    ...options,
+    onInt4: (name, q) => {
+      made.set(name, q);
+      onEvent?.({ phase: 'convert', done: made.size });
+    },
+  });
   try {
     const bytes = await writeInt4File(file, source, made);
     onEvent?.({ phase: 'written', file, bytes });

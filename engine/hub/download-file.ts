@@ -79,7 +79,9 @@ export async function downloadFile(settings: HubSettings, file: FileToDownload, 
     response.resume();
     if (offset !== file.size) {
       await rm(part, { force: true });
-      throw new HubError(`${file.repo}: the server has no bytes of ${file.path} past ${offset} (HTTP 416) but the Hub lists ${file.size}; the partial file was deleted, run the pull again`);
+      throw new HubError(
+        `${file.repo}: the server has no bytes of ${file.path} past ${offset} (HTTP 416) but the Hub lists ${file.size}; the partial file was deleted, run the pull again`,
+      );
     }
     return finish(file, part, hash);
   }
@@ -88,7 +90,9 @@ export async function downloadFile(settings: HubSettings, file: FileToDownload, 
     const start = contentRangeStart(response.headers['content-range']);
     if (start !== offset) {
       response.resume();
-      throw new HubError(`${file.repo}: ${file.path}: asked for bytes from ${offset}, the server sent a range from ${start ?? 'an unknown start'}; delete ${part} and run the pull again`);
+      throw new HubError(
+        `${file.repo}: ${file.path}: asked for bytes from ${offset}, the server sent a range from ${start ?? 'an unknown start'}; delete ${part} and run the pull again`,
+      );
     }
   } else if (status === 200) {
     restart = offset > 0; // the range was ignored: the body is the whole file
@@ -121,6 +125,7 @@ export async function downloadFile(settings: HubSettings, file: FileToDownload, 
     await handle.close();
   }
   const expected = file.size - (restart ? 0 : offset);
-  if (received < expected) throw new HubError(`${file.repo}: the connection closed after ${received} of ${expected} bytes of ${file.path}; what arrived is kept, run the pull again to resume`);
+  if (received < expected)
+    throw new HubError(`${file.repo}: the connection closed after ${received} of ${expected} bytes of ${file.path}; what arrived is kept, run the pull again to resume`);
   return finish(file, part, hasher);
 }

@@ -19,7 +19,10 @@ export class ProgressMeter {
   private done = 0;
   private readonly samples: { at: number; done: number }[] = [];
 
-  constructor(readonly total: number, private readonly now: () => number = () => performance.now()) {}
+  constructor(
+    readonly total: number,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
 
   /** Bytes found on disk (a resumed part, a file fetched earlier): done, but not part of the rate. */
   skip(bytes: number): void {

@@ -149,18 +149,27 @@ export function checkFit(config: SalaConfig, machine: Machine, device: FitDevice
   const estimate = estimateFit(config, device, precision, contextTokens);
   const host = machine.hostMemoryBytes;
   const cpuAlternative = (): string => {
-    const cpu = FIT_PRECISIONS.map((p) => estimateFit(config, 'cpu', p, contextTokens)).find((e) => e.hostLoadBytes <= host && e.hostRunBytes - e.kvBytesPerToken * contextTokens <= host);
+    const cpu = FIT_PRECISIONS.map((p) => estimateFit(config, 'cpu', p, contextTokens)).find(
+      (e) => e.hostLoadBytes <= host && e.hostRunBytes - e.kvBytesPerToken * contextTokens <= host,
+    );
     return cpu ? `the CPU (${cpu.precision}, ${gb(cpu.hostLoadBytes)} GB of memory to load)` : '';
   };
   if (device === 'gpu') {
-    if (machine.gpuMemoryBytes === undefined) return { fits: false, estimate, reason: `no GPU was found to check against (it needs ${gb(estimate.gpuBytes)} GB of GPU memory in ${precision}); pass --gpu-memory-gb N, or use the CPU` };
+    if (machine.gpuMemoryBytes === undefined)
+      return {
+        fits: false,
+        estimate,
+        reason: `no GPU was found to check against (it needs ${gb(estimate.gpuBytes)} GB of GPU memory in ${precision}); pass --gpu-memory-gb N, or use the CPU`,
+      };
     if (estimate.gpuBytes > machine.gpuMemoryBytes) {
-      const smaller = FIT_PRECISIONS.filter((p) => p !== precision).map((p) => estimateFit(config, 'gpu', p, contextTokens)).find((e) => e.gpuBytes <= (machine.gpuMemoryBytes ?? 0) && e.hostLoadBytes <= host);
+      const smaller = FIT_PRECISIONS.filter((p) => p !== precision)
+        .map((p) => estimateFit(config, 'gpu', p, contextTokens))
+        .find((e) => e.gpuBytes <= (machine.gpuMemoryBytes ?? 0) && e.hostLoadBytes <= host);
       const options = [smaller ? `${smaller.precision} (${gb(smaller.gpuBytes)} GB)` : '', cpuAlternative()].filter(Boolean);
       return {
         fits: false,
         estimate,
-        reason: `needs ${gb(estimate.gpuBytes)} GB of GPU memory in ${precision}, this GPU has ${gb(machine.gpuMemoryBytes)}${options.length ? `: use ${options.join(' or ')}` : ': no precision fits this GPU or this machine\'s memory'}`,
+        reason: `needs ${gb(estimate.gpuBytes)} GB of GPU memory in ${precision}, this GPU has ${gb(machine.gpuMemoryBytes)}${options.length ? `: use ${options.join(' or ')}` : ": no precision fits this GPU or this machine's memory"}`,
       };
     }
   }

@@ -13,7 +13,10 @@ export interface HubSettings {
 /** A Hub problem a user can act on: the message says what happened and what to do. */
 export class HubError extends Error {
   override readonly name = 'HubError';
-  constructor(message: string, readonly status?: number) {
+  constructor(
+    message: string,
+    readonly status?: number,
+  ) {
     super(message);
   }
 }

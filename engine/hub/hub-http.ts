@@ -86,7 +86,9 @@ export function hubError(response: http.IncomingMessage, context: ErrorContext):
   }
   if (code === 'RevisionNotFound') return new HubError(`${context.repo} has no ${context.what} (HTTP ${status}): check the branch, tag or commit after "@"`, status);
   if (code === 'EntryNotFound') return new HubError(`${context.repo} has no ${context.what} (HTTP ${status})`, status);
-  if (status === 404) return new HubError(`no model ${context.repo} on ${context.endpoint} (HTTP 404 for ${context.what}): check the id (ORG/NAME); a private repo needs HF_TOKEN`, status);
-  if (status === 429 || status >= 500) return new HubError(`${context.endpoint} answered HTTP ${status} for ${context.what}: try again later (a pull resumes where it stopped)`, status);
+  if (status === 404)
+    return new HubError(`no model ${context.repo} on ${context.endpoint} (HTTP 404 for ${context.what}): check the id (ORG/NAME); a private repo needs HF_TOKEN`, status);
+  if (status === 429 || status >= 500)
+    return new HubError(`${context.endpoint} answered HTTP ${status} for ${context.what}: try again later (a pull resumes where it stopped)`, status);
   return new HubError(`${context.endpoint} answered HTTP ${status} for ${context.what} of ${context.repo}`, status);
 }

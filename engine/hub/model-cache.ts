@@ -67,7 +67,9 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 
 function isMarker(value: unknown): value is CompleteMarker {
   if (!isRecord(value)) return false;
-  return typeof value.repo === 'string' && typeof value.commit === 'string' && typeof value.revision === 'string' && Array.isArray(value.files) && typeof value.completedAt === 'string';
+  return (
+    typeof value.repo === 'string' && typeof value.commit === 'string' && typeof value.revision === 'string' && Array.isArray(value.files) && typeof value.completedAt === 'string'
+  );
 }
 
 export function readMarker(dir: string): CompleteMarker | undefined {
@@ -100,7 +102,8 @@ function scanDownloads(home: string): { complete: (ModelEntry & { completedAt: s
       if (!statSync(dir).isDirectory()) continue;
       const marker = readMarker(dir);
       const intact = marker?.files.every((f) => statSync(path.join(dir, f.path), { throwIfNoEntry: false })?.size === f.size);
-      if (marker && intact) complete.push({ name: marker.repo, kind: 'hub', dir, repo: marker.repo, commit: marker.commit, revision: marker.revision, completedAt: marker.completedAt });
+      if (marker && intact)
+        complete.push({ name: marker.repo, kind: 'hub', dir, repo: marker.repo, commit: marker.commit, revision: marker.revision, completedAt: marker.completedAt });
       else partial.push({ repo: repoFolder.replace('--', '/'), commit, dir, bytes: folderBytes(dir) });
     }
   }
@@ -152,7 +155,8 @@ export function findModel(home: string, name: string): ModelEntry | undefined {
 
 export function registerModel(home: string, dir: string, name = path.basename(dir)): ModelEntry {
   const absolute = path.resolve(dir);
-  if (!existsSync(path.join(absolute, 'config.json'))) throw new ModelCacheError(`${absolute} is not a model folder: it has no config.json (a model folder holds config.json, *.safetensors and tokenizer.json)`);
+  if (!existsSync(path.join(absolute, 'config.json')))
+    throw new ModelCacheError(`${absolute} is not a model folder: it has no config.json (a model folder holds config.json, *.safetensors and tokenizer.json)`);
   if (!/^[\w.@/-]+$/.test(name)) throw new ModelCacheError(`"${name}" cannot name a model: use letters, digits and . _ - /`);
   const taken = findModel(home, name);
   if (taken && path.resolve(taken.dir) !== absolute) throw new ModelCacheError(`the name "${name}" is taken by ${taken.dir}; pick another with --name`);

@@ -49,11 +49,16 @@ async function weightFiles(dir: string, names: string[]): Promise<string[]> {
 export async function summarizeModel(dir: string): Promise<ModelSummary> {
   const config = await loadConfig(dir);
   const entries = await readdir(dir, { withFileTypes: true });
-  const files = await Promise.all(entries.filter((e) => e.isFile() && !e.name.startsWith('.')).map(async (e) => ({ name: e.name, bytes: (await stat(path.join(dir, e.name))).size })));
+  const files = await Promise.all(
+    entries.filter((e) => e.isFile() && !e.name.startsWith('.')).map(async (e) => ({ name: e.name, bytes: (await stat(path.join(dir, e.name))).size })),
+  );
   files.sort((a, b) => a.name.localeCompare(b.name));
   const byDtype = new Map<string, number>();
   let parameters = 0;
-  for (const name of await weightFiles(dir, files.map((f) => f.name))) {
+  for (const name of await weightFiles(
+    dir,
+    files.map((f) => f.name),
+  )) {
     for (const [tensor, entry] of Object.entries(await readHeader(path.join(dir, name)))) {
       const count = (entry.shape ?? []).reduce((a, b) => a * b, 1);
       // An I8 weight's per-row scale is part of the weight, not a parameter of its own.
@@ -63,6 +68,10 @@ export async function summarizeModel(dir: string): Promise<ModelSummary> {
     }
   }
   if (parameters === 0) for (const shape of expectedWeights(config).values()) parameters += shape.reduce((a, b) => a * b, 1);
-  const precision = [...byDtype].sort((a, b) => b[1] - a[1]).map(([dtype]) => dtype).join(' + ') || 'no weights';
+  const precision =
+    [...byDtype]
+      .sort((a, b) => b[1] - a[1])
+      .map(([dtype]) => dtype)
+      .join(' + ') || 'no weights';
   return { dir, config, parameters, precision, files, diskBytes: files.reduce((n, f) => n + f.bytes, 0) };
 }

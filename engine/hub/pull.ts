@@ -100,20 +100,34 @@ async function pullCommit(info: RevisionInfo, ref: RepoRef, dir: string, entry: 
       return;
     }
     await mkdir(path.dirname(dest), { recursive: true });
-    const report = () => meter && options.onProgress?.({ file: file.path, fileIndex: index, files: count, bytesDone: meter.bytesDone, bytesTotal: meter.total, bytesPerSecond: meter.bytesPerSecond, etaSeconds: meter.etaSeconds });
-    await downloadFile(settings, { repo: info.repo, path: file.path, url: resolveUrl(settings, info.repo, info.commit, file.path), dest, size: file.size, sha256: file.sha256 }, {
-      signal,
-      onStart: (resumed) => {
-        meter?.skip(resumed);
-        report();
+    const report = () =>
+      meter &&
+      options.onProgress?.({
+        file: file.path,
+        fileIndex: index,
+        files: count,
+        bytesDone: meter.bytesDone,
+        bytesTotal: meter.total,
+        bytesPerSecond: meter.bytesPerSecond,
+        etaSeconds: meter.etaSeconds,
+      });
+    await downloadFile(
+      settings,
+      { repo: info.repo, path: file.path, url: resolveUrl(settings, info.repo, info.commit, file.path), dest, size: file.size, sha256: file.sha256 },
+      {
+        signal,
+        onStart: (resumed) => {
+          meter?.skip(resumed);
+          report();
+        },
+        onBytes: (bytes) => {
+          bytesFetched += bytes;
+          if (bytes < 0) meter?.skip(bytes);
+          else meter?.add(bytes);
+          report();
+        },
       },
-      onBytes: (bytes) => {
-        bytesFetched += bytes;
-        if (bytes < 0) meter?.skip(bytes);
-        else meter?.add(bytes);
-        report();
-      },
-    });
+    );
   };
 
   // The small files first: what the fit check and the shard list are read from.

@@ -53,10 +53,13 @@ export class IgnoreRules {
 
   constructor(root: string, exclude: readonly string[] = []) {
     this.root = root;
-    this.excludeGlobs = exclude.map(normalizeGlob).filter((glob) => glob !== '').map((glob) => ({
-      glob,
-      matches: picomatch(glob, { dot: true, nocase: CASE_INSENSITIVE }),
-    }));
+    this.excludeGlobs = exclude
+      .map(normalizeGlob)
+      .filter((glob) => glob !== '')
+      .map((glob) => ({
+        glob,
+        matches: picomatch(glob, { dot: true, nocase: CASE_INSENSITIVE }),
+      }));
   }
 
   /** Reads `directory/.gitignore` (and, at the root, `.panoramaignore`) ahead of matching, without blocking. */
@@ -166,11 +169,15 @@ function ownVerdict(file: RuleFile, pathInFile: string, isDirectory: boolean): T
   if (!file.rules.test(`${parent}/`).ignored) return result;
   let rules = file.rulesBelowReincluded.get(parent);
   if (!rules) {
-    const ancestors = ancestorDirectories(`${parent}/`).slice(1).map((directory) => `${directory}/`);
-    rules = createIgnore().add(file.patterns.filter((pattern) => {
-      const single = createIgnore().add(pattern);
-      return !ancestors.some((ancestor) => single.test(ancestor).ignored);
-    }));
+    const ancestors = ancestorDirectories(`${parent}/`)
+      .slice(1)
+      .map((directory) => `${directory}/`);
+    rules = createIgnore().add(
+      file.patterns.filter((pattern) => {
+        const single = createIgnore().add(pattern);
+        return !ancestors.some((ancestor) => single.test(ancestor).ignored);
+      }),
+    );
     file.rulesBelowReincluded.set(parent, rules);
   }
   return rules.test(tested);

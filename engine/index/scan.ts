@@ -63,9 +63,25 @@ const utf8Decoder = new TextDecoder('utf-8');
 
 // Lockfiles and their kin: machine-written, large, and no help to a model reading the code.
 const GENERATED_FILE_NAMES = new Set([
-  'package-lock.json', 'npm-shrinkwrap.json', 'yarn.lock', 'pnpm-lock.yaml', 'bun.lock', 'bun.lockb',
-  'Cargo.lock', 'poetry.lock', 'Pipfile.lock', 'uv.lock', 'pdm.lock', 'composer.lock', 'Gemfile.lock',
-  'go.sum', 'flake.lock', 'Podfile.lock', 'pubspec.lock', 'mix.lock', 'packages.lock.json',
+  'package-lock.json',
+  'npm-shrinkwrap.json',
+  'yarn.lock',
+  'pnpm-lock.yaml',
+  'bun.lock',
+  'bun.lockb',
+  'Cargo.lock',
+  'poetry.lock',
+  'Pipfile.lock',
+  'uv.lock',
+  'pdm.lock',
+  'composer.lock',
+  'Gemfile.lock',
+  'go.sum',
+  'flake.lock',
+  'Podfile.lock',
+  'pubspec.lock',
+  'mix.lock',
+  'packages.lock.json',
 ]);
 const MINIFIED_NAME = /\.min\.(?:js|mjs|cjs|css)$/i;
 // A marker counts only in a comment near the top, so prose that merely mentions one is kept.
@@ -389,7 +405,7 @@ function generatedMarker(text: string): string | undefined {
 function minifiedReason(text: string): string | undefined {
   let newlines = 0;
   let longestLine = 0;
-  for (let lineStart = 0; lineStart < text.length; ) {
+  for (let lineStart = 0; lineStart < text.length;) {
     let lineEnd = text.indexOf('\n', lineStart);
     if (lineEnd === -1) lineEnd = text.length;
     else newlines++;

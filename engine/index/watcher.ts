@@ -9,8 +9,18 @@ import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { isIgnoreFile } from './ignore.js';
 import {
-  createScanContext, guardOutcome, inspectWorkspacePath, isInside, toWorkspacePath, walkWorkspace,
-  type FileOutcome, type ScanContext, type ScanOptions, type SkippedFile, type SkipReason, type WorkspaceFile,
+  createScanContext,
+  guardOutcome,
+  inspectWorkspacePath,
+  isInside,
+  toWorkspacePath,
+  walkWorkspace,
+  type FileOutcome,
+  type ScanContext,
+  type ScanOptions,
+  type SkippedFile,
+  type SkipReason,
+  type WorkspaceFile,
 } from './scan.js';
 
 export interface ChangeBatch {
@@ -101,10 +111,12 @@ export class WorkspaceWatcher {
       else if (event === 'unlinkDir') this.markDirectoryDirty(workspacePath);
       else if (event === 'add' || event === 'change' || event === 'unlink') this.markDirty(workspacePath);
     });
-    await new Promise<void>((resolve) => fsWatcher.once('ready', () => {
-      collectingInitialScan = false;
-      resolve();
-    }));
+    await new Promise<void>((resolve) =>
+      fsWatcher.once('ready', () => {
+        collectingInitialScan = false;
+        resolve();
+      }),
+    );
     if (this.isClosed()) return;
 
     const baseline = this.options.baseline;
@@ -185,9 +197,11 @@ export class WorkspaceWatcher {
     clearTimeout(this.maxWaitTimer);
     this.debounceTimer = undefined;
     this.maxWaitTimer = undefined;
-    this.work = this.work.then(() => this.flush()).catch((error: unknown) => {
-      this.log(`watcher could not process changes: ${error instanceof Error ? error.message : String(error)}`);
-    });
+    this.work = this.work
+      .then(() => this.flush())
+      .catch((error: unknown) => {
+        this.log(`watcher could not process changes: ${error instanceof Error ? error.message : String(error)}`);
+      });
   }
 
   private async flush(): Promise<void> {

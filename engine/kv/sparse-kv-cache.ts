@@ -239,7 +239,7 @@ export class SparseKvCache {
     this.ensureCapacity(this.length + tokens);
     if (kvHeads === 1) {
       // One head: source rows are contiguous, so copy a block's run at a time (restoring 1M tokens).
-      for (let t = 0; t < tokens; ) {
+      for (let t = 0; t < tokens;) {
         const position = this.length + t;
         const run = Math.min(tokens - t, blockSize - (position % blockSize));
         const dst = this.offset(position, 0);
@@ -414,7 +414,7 @@ export class SparseKvCache {
   /** A copy of the first `length` tokens (K/V and compressed keys), with the same spill budget. */
   prefix(length = this.length): SparseKvCache {
     const copy = new SparseKvCache(this.geometry, length, this.spill?.options);
-    const step = Math.max(1, (this.spill ? this.spill.memoryBlocks >> 1 : 1024)) * this.geometry.blockSize;
+    const step = Math.max(1, this.spill ? this.spill.memoryBlocks >> 1 : 1024) * this.geometry.blockSize;
     for (let at = 0; at < length; at += step) {
       const { keys, values } = this.rows(at, Math.min(length, at + step));
       copy.append(keys, values);
@@ -441,12 +441,12 @@ export class SparseKvCache {
 
 function writeFully(fd: number, data: Float32Array, position: number): void {
   const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
+  for (let done = 0; done < bytes.length;) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
 }
 
 function readFully(fd: number, into: Float32Array, position: number): void {
   const bytes = new Uint8Array(into.buffer, into.byteOffset, into.byteLength);
-  for (let done = 0; done < bytes.length; ) {
+  for (let done = 0; done < bytes.length;) {
     const got = readSync(fd, bytes, done, bytes.length - done, position + done);
     if (got === 0) throw new Error(`spill file ended at byte ${position + done}`);
     done += got;

@@ -54,7 +54,10 @@ export interface SalaConfig {
 /** A config problem. `field` is the JSON path (`sparse_config.topk`, `mixer_types[3]`); '' means the file itself. */
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
-  constructor(readonly field: string, message: string) {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -201,9 +204,7 @@ function parseTokenIds(r: FieldReader, vocabSize: number): { bos: number; eos: n
   // eos_token_id may be one id or a list of ids (the 9B config lists two).
   const eosRaw = r.raw('eos_token_id');
   if (eosRaw === undefined) r.fail('eos_token_id', 'missing (required token id or array of token ids)');
-  const eos = Array.isArray(eosRaw)
-    ? eosRaw.map((v, i) => checkId(`eos_token_id[${i}]`, v))
-    : [checkId('eos_token_id', eosRaw)];
+  const eos = Array.isArray(eosRaw) ? eosRaw.map((v, i) => checkId(`eos_token_id[${i}]`, v)) : [checkId('eos_token_id', eosRaw)];
   if (eos.length === 0) r.fail('eos_token_id', 'is an empty array (at least one end-of-sequence id is needed)');
   // pad_token_id may be absent (HF default None); padding then uses the first eos id.
   const padRaw = r.raw('pad_token_id');
@@ -253,7 +254,10 @@ export function parseConfig(json: unknown, source = 'config.json'): SalaConfig {
   }
   const group = numAttentionHeads / numKeyValueHeads;
   if (KERNEL_QUERY_HEADS_PER_KV % group !== 0) {
-    r.fail('num_key_value_heads', `${group} query heads per KV head does not divide ${KERNEL_QUERY_HEADS_PER_KV} (the reference sparse kernels repeat query heads up to ${KERNEL_QUERY_HEADS_PER_KV} per KV head)`);
+    r.fail(
+      'num_key_value_heads',
+      `${group} query heads per KV head does not divide ${KERNEL_QUERY_HEADS_PER_KV} (the reference sparse kernels repeat query heads up to ${KERNEL_QUERY_HEADS_PER_KV} per KV head)`,
+    );
   }
 
   const attnUseRope = r.bool('attn_use_rope');
@@ -296,13 +300,37 @@ export function parseConfig(json: unknown, source = 'config.json'): SalaConfig {
   const sparse = parseSparse(r);
 
   return {
-    vocabSize, hiddenSize, intermediateSize, numHiddenLayers, mixerTypes,
-    numAttentionHeads, numKeyValueHeads, headDim,
-    attnUseRope, attnUseOutputGate, attentionBias,
-    lightningNh, lightningNkv, lightningHeadDim, lightningScale, lightningUseRope,
-    qkNorm, useOutputNorm, useOutputGate, hiddenAct: 'silu', rmsNormEps, ropeTheta,
-    maxPositionEmbeddings, scaleEmb, scaleDepth, dimModelBase, tieWordEmbeddings,
-    bosTokenId: ids.bos, eosTokenIds: ids.eos, padTokenId: ids.pad, sparse,
+    vocabSize,
+    hiddenSize,
+    intermediateSize,
+    numHiddenLayers,
+    mixerTypes,
+    numAttentionHeads,
+    numKeyValueHeads,
+    headDim,
+    attnUseRope,
+    attnUseOutputGate,
+    attentionBias,
+    lightningNh,
+    lightningNkv,
+    lightningHeadDim,
+    lightningScale,
+    lightningUseRope,
+    qkNorm,
+    useOutputNorm,
+    useOutputGate,
+    hiddenAct: 'silu',
+    rmsNormEps,
+    ropeTheta,
+    maxPositionEmbeddings,
+    scaleEmb,
+    scaleDepth,
+    dimModelBase,
+    tieWordEmbeddings,
+    bosTokenId: ids.bos,
+    eosTokenIds: ids.eos,
+    padTokenId: ids.pad,
+    sparse,
   };
 }
 
@@ -352,8 +380,7 @@ export interface DerivedSizes {
 
 export function derivedSizes(cfg: SalaConfig): DerivedSizes {
   const localBlocks = cfg.sparse.windowSize / cfg.sparse.blockSize;
-  const layersOf = (kind: MixerType): number[] =>
-    cfg.mixerTypes.flatMap((mixer, i) => (mixer === kind ? [i] : []));
+  const layersOf = (kind: MixerType): number[] => cfg.mixerTypes.flatMap((mixer, i) => (mixer === kind ? [i] : []));
   return {
     sparseHeadDim: cfg.hiddenSize / cfg.numAttentionHeads,
     sparseGroup: cfg.numAttentionHeads / cfg.numKeyValueHeads,

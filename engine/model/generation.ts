@@ -73,10 +73,10 @@ export async function* generate(
   const wantResident = options.resident ?? (model.device.kind !== 'cpu' && !options.onSelection);
   const decoder = wantResident
     ? await model.residentDecoder(sequence, {
-      placement: 'offload',
-      ...(typeof options.resident === 'object' ? options.resident : {}),
-      maxTokens: sequence.length + promptIds.length + maxTokens,
-    })
+        placement: 'offload',
+        ...(typeof options.resident === 'object' ? options.resident : {}),
+        maxTokens: sequence.length + promptIds.length + maxTokens,
+      })
     : undefined;
   const started = performance.now();
   let logits: Float32Array;

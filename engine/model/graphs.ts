@@ -107,7 +107,12 @@ export function alibiSlopes(n: number): number[] {
   };
   if (Number.isInteger(Math.log2(n))) return powerOfTwo(n);
   const closest = 2 ** Math.floor(Math.log2(n));
-  return [...powerOfTwo(closest), ...alibiSlopes(2 * closest).filter((_, i) => i % 2 === 0).slice(0, n - closest)];
+  return [
+    ...powerOfTwo(closest),
+    ...alibiSlopes(2 * closest)
+      .filter((_, i) => i % 2 === 0)
+      .slice(0, n - closest),
+  ];
 }
 
 /** RoPE inverse frequencies, rounded as the reference computes them in float32. */
@@ -185,8 +190,7 @@ function buildLightning(cfg: SalaConfig, precision: Precision): Uint8Array {
     k = g.add(g.mul(k, cos), g.mul(rotateHalf(k), sin));
   }
   if (Hkv !== H) {
-    const repeat = (t: Value): Value =>
-      g.reshape(g.expand(g.unsqueeze(t, [2]), g.int64s([1, Hkv, H / Hkv, D])), [0, H, D]);
+    const repeat = (t: Value): Value => g.reshape(g.expand(g.unsqueeze(t, [2]), g.int64s([1, Hkv, H / Hkv, D])), [0, H, D]);
     k = repeat(k);
     v = repeat(v);
   }
@@ -196,7 +200,10 @@ function buildLightning(cfg: SalaConfig, precision: Precision): Uint8Array {
   const kh = g.transpose(k, [1, 0, 2]);
   const vh = g.transpose(v, [1, 0, 2]);
 
-  const slopes = g.floats(alibiSlopes(H).map((s) => Math.fround(s)), [H, 1, 1]);
+  const slopes = g.floats(
+    alibiSlopes(H).map((s) => Math.fround(s)),
+    [H, 1, 1],
+  );
   const T = rowCount(g, x);
   const index = g.cast(g.range(g.int64(0), T, g.int64(1)), 'float'); // [T]
   const Tf = g.cast(T, 'float');
@@ -279,12 +286,8 @@ function buildSparseSelect(cfg: SalaConfig, resident = false): Uint8Array {
   // Resident: the compressed keys live on the device in stores with spare rows, appended
   // to in place as windows complete; the graph reads their first fine/coarse_count rows.
   const liveRows = (store: Value, count: Value): Value => g.op('Slice', [store, g.int64s([0]), count, g.int64s([0])]);
-  const fineKeys = resident
-    ? liveRows(g.input('c1_store', 'float', ['C1', Hk, hs]), g.input('fine_count', 'int64', [1]))
-    : g.input('c1', 'float', ['N1', Hk, hs]);
-  const coarseKeys = resident
-    ? liveRows(g.input('c2_store', 'float', ['C2', Hk, hs]), g.input('coarse_count', 'int64', [1]))
-    : g.input('c2', 'float', ['N2', Hk, hs]);
+  const fineKeys = resident ? liveRows(g.input('c1_store', 'float', ['C1', Hk, hs]), g.input('fine_count', 'int64', [1])) : g.input('c1', 'float', ['N1', Hk, hs]);
+  const coarseKeys = resident ? liveRows(g.input('c2_store', 'float', ['C2', Hk, hs]), g.input('coarse_count', 'int64', [1])) : g.input('c2', 'float', ['N2', Hk, hs]);
   const queryPositions = g.input('query_positions', 'int64', ['T']);
   const fineVisible = g.input('fine_visible', 'int64', ['T']);
   const coarseVisible = g.input('coarse_visible', 'int64', ['T']);
@@ -295,8 +298,7 @@ function buildSparseSelect(cfg: SalaConfig, resident = false): Uint8Array {
   const scale = g.float(1 / Math.sqrt(hs));
   // [Hk, G·T, hs] · [Hk, hs, N] → [Hk, G, T, N]
   const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]);
-  const dot = (keys: Value): Value =>
-    g.reshape(g.mul(g.matmul(groupedQ, g.transpose(keys, [1, 2, 0])), scale), g.shapeOf([Hk, G, -1, g.dim(keys, 0)]));
+  const dot = (keys: Value): Value => g.reshape(g.mul(g.matmul(groupedQ, g.transpose(keys, [1, 2, 0])), scale), g.shapeOf([Hk, G, -1, g.dim(keys, 0)]));
   const visibleMask = (count: Value, keys: Value): Value => {
     const columns = g.range(g.int64(0), g.gather(g.shape(keys), g.int64(0)), g.int64(1)); // [N]
     return g.less(g.unsqueeze(columns, [0]), g.unsqueeze(count, [1])); // [T, N]
@@ -331,10 +333,7 @@ function buildSparseSelect(cfg: SalaConfig, resident = false): Uint8Array {
   const queryBlock = g.unsqueeze(g.div(queryPositions, g.int64(blockSize)), [1]); // [T, 1]
   const blockRow = g.unsqueeze(blocks, [0]); // [1, nb]
   const isInit = g.less(blockRow, g.int64(initBlocks));
-  const isLocal = g.and(
-    g.not(g.less(blockRow, g.sub(queryBlock, g.int64(sizes.localBlocks)))),
-    g.not(g.greater(blockRow, queryBlock)),
-  );
+  const isLocal = g.and(g.not(g.less(blockRow, g.sub(queryBlock, g.int64(sizes.localBlocks)))), g.not(g.greater(blockRow, queryBlock)));
   // Tombstoned blocks (every token dead) are never picked, except where forced.
   const live = g.where(g.unsqueeze(excluded, [0, 1]), negInf, blockScores);
   const forced = g.where(g.or(isInit, isLocal), g.float(Infinity), live);
@@ -460,19 +459,13 @@ function attendBlocks(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x:
   const keysByHead = g.reshape(g.op('GatherND', [keyStore, gatherIndex]), [Hk, -1, hs]); // [Hk, S, hs]
   const valuesByHead = g.reshape(g.op('GatherND', [valueStore, gatherIndex]), [Hk, -1, hs]);
   const scoreShape = g.shapeOf([Hk, G, g.dim(q, 0), -1]);
-  const scores = g.reshape(
-    g.mul(g.matmul(groupedQ, g.transpose(keysByHead, [0, 2, 1])), g.float(1 / Math.sqrt(hs))),
-    scoreShape,
-  ); // [Hk, G, T, S]
+  const scores = g.reshape(g.mul(g.matmul(groupedQ, g.transpose(keysByHead, [0, 2, 1])), g.float(1 / Math.sqrt(hs))), scoreShape); // [Hk, G, T, S]
 
   const offsets = g.range(g.int64(0), g.int64(blockSize), g.int64(1));
   const keyPositions = g.reshape(g.add(g.mul(g.unsqueeze(blockIds, [2]), g.int64(blockSize)), offsets), [Hk, 1, -1]); // [Hk, 1, S]
   const causal = g.not(g.greater(keyPositions, g.unsqueeze(queryPositions, [0, 2]))); // [Hk, T, S]
   const alive = g.reshape(keyAlive, [Hk, 1, -1]); // [Hk, 1, S]: not tombstoned
-  const selected = g.reshape(
-    g.expand(g.unsqueeze(blockMask, [3]), g.int64s([1, 1, 1, blockSize])),
-    g.shapeOf([Hk, g.dim(q, 0), -1]),
-  ); // [Hk, T, S]
+  const selected = g.reshape(g.expand(g.unsqueeze(blockMask, [3]), g.int64s([1, 1, 1, blockSize])), g.shapeOf([Hk, g.dim(q, 0), -1])); // [Hk, T, S]
   const allowed = g.unsqueeze(g.and(g.and(selected, causal), alive), [1]); // [Hk, 1, T, S]
   // An additive −inf bias built on the G-times smaller mask (cheaper than a Where over the scores).
   const bias = g.where(allowed, g.float(0), g.float(-Infinity));
@@ -574,6 +567,4 @@ export function buildGraphs(cfg: SalaConfig, precision: Precision = 'fp32'): Gra
 }
 
 /** The graph inputs that are large matrices (stored in the model's precision); the rest are fp32. */
-export const MATRIX_INPUTS: ReadonlySet<string> = new Set([
-  'w_embed', 'w_lm_head', 'w_q', 'w_k', 'w_v', 'w_o', 'w_z', 'w_o_gate', 'w_mlp_gate', 'w_mlp_up', 'w_mlp_down',
-]);
+export const MATRIX_INPUTS: ReadonlySet<string> = new Set(['w_embed', 'w_lm_head', 'w_q', 'w_k', 'w_v', 'w_o', 'w_z', 'w_o_gate', 'w_mlp_gate', 'w_mlp_up', 'w_mlp_down']);

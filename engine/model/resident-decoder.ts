@@ -220,7 +220,9 @@ export class ResidentDecoder {
     const slots = Math.floor(bytes / perSlot);
     const needed = Math.max(sizes.topkTotal, Math.ceil(config.sparse.denseLen / this.blockSize));
     if (slots < needed) {
-      throw new RangeError(`a KV pool of ${(bytes / 2 ** 20).toFixed(1)} MiB holds ${slots} blocks per head; this model needs at least ${needed} (${((needed * perSlot) / 2 ** 20).toFixed(1)} MiB)`);
+      throw new RangeError(
+        `a KV pool of ${(bytes / 2 ** 20).toFixed(1)} MiB holds ${slots} blocks per head; this model needs at least ${needed} (${((needed * perSlot) / 2 ** 20).toFixed(1)} MiB)`,
+      );
     }
     return slots;
   }
@@ -244,7 +246,9 @@ export class ResidentDecoder {
   private checkPoolSize(slots: number): void {
     const bytes = slots * this.slotBytes;
     if (bytes > MAX_KV_TENSOR_BYTES) {
-      throw new RangeError(`each sparse layer's K and V ${this.placement === 'device' ? 'stores' : 'pools'} would take ${(bytes / 2 ** 30).toFixed(1)} GiB apiece, over the ${MAX_KV_TENSOR_BYTES / 2 ** 30} GiB one device tensor may hold`);
+      throw new RangeError(
+        `each sparse layer's K and V ${this.placement === 'device' ? 'stores' : 'pools'} would take ${(bytes / 2 ** 30).toFixed(1)} GiB apiece, over the ${MAX_KV_TENSOR_BYTES / 2 ** 30} GiB one device tensor may hold`,
+      );
     }
   }
 
@@ -482,9 +486,10 @@ export class ResidentDecoder {
       });
       const width = Math.max(1, ...union.map((set, h) => set.size + added[h].size));
       const groupRows = t + 1 - from;
-      const fits = width <= capacity && (
-        (this.rowAttention !== 'per-row' && unionBytes(groupRows, width) <= this.attentionBytes) ||
-        (this.rowAttention !== 'union' && perQueryBytes(groupRows) <= this.attentionBytes));
+      const fits =
+        width <= capacity &&
+        ((this.rowAttention !== 'per-row' && unionBytes(groupRows, width) <= this.attentionBytes) ||
+          (this.rowAttention !== 'union' && perQueryBytes(groupRows) <= this.attentionBytes));
       if (t > from && !fits) {
         close(t);
         t--;
@@ -606,7 +611,10 @@ export class ResidentDecoder {
           ...pick(layerTensors[layer], session.inputNames),
           x,
           state: this.lightningStates.get(layer)!,
-          positions: f32(Float32Array.from({ length: count }, (_, i) => first + i), [count]),
+          positions: f32(
+            Float32Array.from({ length: count }, (_, i) => first + i),
+            [count],
+          ),
         });
         release(this.lightningStates.get(layer));
         this.lightningStates.set(layer, out.state_out);
@@ -815,7 +823,10 @@ export class ResidentDecoder {
     // New compressed rows (a window completes every kernel_stride tokens) go up as they appear.
     const append = async (store: ort.Tensor, data: Float32Array, from: number, to: number): Promise<ort.Tensor> => {
       if (to > store.dims[0]) throw new RangeError(`compressed keys outgrew the device store (${store.dims[0]} rows)`);
-      const indices = i64(Array.from({ length: to - from }, (_, i) => from + i), [to - from, 1]);
+      const indices = i64(
+        Array.from({ length: to - from }, (_, i) => from + i),
+        [to - from, 1],
+      );
       this.stats.otherBytes += (to - from) * rowSize * 4 + byteLength(indices);
       return tensors.scatter(store, indices, f32(data.slice(from * rowSize, to * rowSize), [to - from, Hk, hs]));
     };
@@ -855,7 +866,16 @@ export class ResidentDecoder {
       misses += state.pool?.misses ?? 0;
       deviceKvBytes += byteLength(state.poolKeys) * 2 + byteLength(state.tailKeys) * 2 + byteLength(state.fine) + byteLength(state.coarse);
     }
-    return { steps: this.stats.steps, prefilledTokens: this.stats.prefilledTokens, prefillAttendCalls: this.stats.prefillAttendCalls, hits, misses, blockBytes: this.stats.blockBytes, otherBytes: this.stats.otherBytes, deviceKvBytes };
+    return {
+      steps: this.stats.steps,
+      prefilledTokens: this.stats.prefilledTokens,
+      prefillAttendCalls: this.stats.prefillAttendCalls,
+      hits,
+      misses,
+      blockBytes: this.stats.blockBytes,
+      otherBytes: this.stats.otherBytes,
+      deviceKvBytes,
+    };
   }
 
   /** Brings the Lightning states back into the sequence and frees the device state (the sessions stay with the model). */

@@ -263,14 +263,7 @@ async function readHeader(handle: FileHandle, path: string): Promise<{ entries: 
   return { entries, metadata };
 }
 
-function parseEntry(
-  name: string,
-  value: unknown,
-  path: string,
-  dataStart: number,
-  fileSize: number,
-  fail: (problem: string) => never,
-): TensorEntry {
+function parseEntry(name: string, value: unknown, path: string, dataStart: number, fileSize: number, fail: (problem: string) => never): TensorEntry {
   if (!isRecord(value)) return fail(`tensor ${name}: header entry is not an object`);
   const { dtype, shape, data_offsets: offsets } = value;
   if (typeof dtype !== 'string') return fail(`tensor ${name}: dtype is missing`);
@@ -287,7 +280,9 @@ function parseEntry(
     fail(`tensor ${name}: shape [${shape.join(', ')}] in ${dtype} needs ${expectedBytes} bytes but data_offsets span ${end - begin}: the header is corrupt`);
   }
   if (dataStart + end > fileSize) {
-    throw new SafetensorsError(`${basename(path)} is truncated: tensor ${name} ends at byte ${dataStart + end} but the file has ${fileSize} bytes (re-download or re-export the checkpoint)`);
+    throw new SafetensorsError(
+      `${basename(path)} is truncated: tensor ${name} ends at byte ${dataStart + end} but the file has ${fileSize} bytes (re-download or re-export the checkpoint)`,
+    );
   }
   return { name, dtype, shape: [...shape], begin: dataStart + begin, end: dataStart + end, file: path };
 }

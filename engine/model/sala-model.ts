@@ -153,9 +153,13 @@ export class SalaModel {
   /** Builds the graphs and sessions for in-memory weights (HF names). */
   static async create(config: SalaConfig, weights: WeightMap, options: ModelOptions = {}): Promise<SalaModel> {
     const parameters = [...new Set(weights.values())].reduce((n, w) => n + w.length, 0);
-    const device = options.device === 'auto' && parameters < AUTO_GPU_MIN_PARAMETERS
-      ? { kind: 'cpu' as const, reason: `auto: a ${(parameters / 1e6).toFixed(0)}M-parameter model decodes faster on the CPU than through a GPU provider, whose per-kernel cost dominates small models (docs/benchmarks/offload-webgpu.md)` }
-      : await resolveDevice(options.device ?? 'cpu');
+    const device =
+      options.device === 'auto' && parameters < AUTO_GPU_MIN_PARAMETERS
+        ? {
+            kind: 'cpu' as const,
+            reason: `auto: a ${(parameters / 1e6).toFixed(0)}M-parameter model decodes faster on the CPU than through a GPU provider, whose per-kernel cost dominates small models (docs/benchmarks/offload-webgpu.md)`,
+          }
+        : await resolveDevice(options.device ?? 'cpu');
     const precision = await resolvePrecision(options.precision ?? 'auto', device.kind);
     const graphs = buildGraphs(config, precision.kind);
     const createSessions = async (threads: number | undefined): Promise<Sessions> => {
@@ -295,11 +299,7 @@ export class SalaModel {
     for (const layer of this.sizes.sparseLayers) {
       sparse.set(
         layer,
-        new SparseKvCache(
-          { kvHeads: this.config.numKeyValueHeads, headDim: this.sizes.sparseHeadDim, blockSize, kernelSize, kernelStride },
-          expectedTokens,
-          this.spill,
-        ),
+        new SparseKvCache({ kvHeads: this.config.numKeyValueHeads, headDim: this.sizes.sparseHeadDim, blockSize, kernelSize, kernelStride }, expectedTokens, this.spill),
       );
     }
     const stateSize = this.sizes.lightningHeads * this.sizes.lightningHeadDim * this.sizes.lightningHeadDim;
@@ -335,9 +335,10 @@ export class SalaModel {
       const embedded = await this.sessionsFor(chunk.length).embed.run({ ids: i64(chunk), w_embed: this.globalTensors.w_embed });
       let x = floatData(embedded.x);
       for (let layer = 0; layer < this.config.numHiddenLayers; layer++) {
-        x = this.config.mixerTypes[layer] === 'lightning-attn'
-          ? await this.lightningLayer(sequence, layer, x, firstPosition, chunk.length)
-          : await this.sparseLayer(sequence, layer, x, firstPosition, chunk.length, { sparsePath, promptLength, callLength: total, onSelection: options.onSelection });
+        x =
+          this.config.mixerTypes[layer] === 'lightning-attn'
+            ? await this.lightningLayer(sequence, layer, x, firstPosition, chunk.length)
+            : await this.sparseLayer(sequence, layer, x, firstPosition, chunk.length, { sparsePath, promptLength, callLength: total, onSelection: options.onSelection });
       }
       for (const id of chunk) sequence.tokens.push(id);
       const keepFrom = Math.max(firstLogitRow - start, 0);
@@ -407,7 +408,7 @@ export class SalaModel {
     // blocks, so each group gathers little more than its own selection.
     const { blockSize } = this.config.sparse;
     const out = new Float32Array(tokens * d);
-    for (let start = 0; start < tokens; ) {
+    for (let start = 0; start < tokens;) {
       const end = Math.min(tokens, (Math.floor((firstPosition + start) / blockSize) + 1) * blockSize - firstPosition);
       const rows = end - start;
       const groupSelection = new BigInt64Array(Hk * rows * selection.rawK);
@@ -453,7 +454,11 @@ export class SalaModel {
     const floats = Hk * width * blockSize * hs;
     const gathered = inMemory ? undefined : this.takeGatherBuffer(floats);
     // (Padding slots keep an earlier call's values: they are masked out like any padding.)
-    const store = inMemory ?? { keys: gathered?.keys.subarray(0, floats) ?? new Float32Array(0), values: gathered?.values.subarray(0, floats) ?? new Float32Array(0), capacityBlocks: width };
+    const store = inMemory ?? {
+      keys: gathered?.keys.subarray(0, floats) ?? new Float32Array(0),
+      values: gathered?.values.subarray(0, floats) ?? new Float32Array(0),
+      capacityBlocks: width,
+    };
     for (let h = 0; h < Hk; h++) {
       blockIds[h].forEach((block, i) => {
         ids[h * width + i] = BigInt(block);

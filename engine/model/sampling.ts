@@ -149,7 +149,7 @@ export class Sampler {
       let gt = lo;
       let lt = hi;
       let massAbove = 0;
-      for (let n = lo; n < lt; ) {
+      for (let n = lo; n < lt;) {
         const value = values[n];
         if (value > pivot) {
           values[n] = values[gt];

@@ -84,15 +84,29 @@ function fallbackTokenizerJson(): Record<string, unknown> {
     truncation: null,
     padding: null,
     added_tokens: FALLBACK_SPECIALS.map((content, id) => ({
-      id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
+      id,
+      content,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
     })),
     normalizer: null,
     pre_tokenizer: byteLevel,
     post_processor: null,
     decoder: byteLevel,
     model: {
-      type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null,
-      fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: [],
+      type: 'BPE',
+      dropout: null,
+      unk_token: '<unk>',
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges: [],
     },
   };
 }
@@ -171,9 +185,7 @@ class LibraryTokenizer implements Tokenizer {
     // The library yields undefined for a token missing from the vocab (e.g. a template's BOS).
     const missing = encoding.ids.findIndex((id: number) => !Number.isInteger(id));
     if (missing >= 0) {
-      throw new TokenizerError(
-        `${this.source}: encoding produced token ${JSON.stringify(encoding.tokens[missing])}, which has no id in the vocabulary.`,
-      );
+      throw new TokenizerError(`${this.source}: encoding produced token ${JSON.stringify(encoding.tokens[missing])}, which has no id in the vocabulary.`);
     }
     return encoding.ids;
   }

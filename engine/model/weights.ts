@@ -4,8 +4,16 @@ import { access, open as openFile, readFile, readdir, rename, rm } from 'node:fs
 import { isAbsolute, join, normalize, sep } from 'node:path';
 import { expectedWeights, type SalaConfig } from './config.js';
 import {
-  DTYPE_BYTES, HOST_LITTLE_ENDIAN, READ_CHUNK_BYTES, SafetensorsFile, elementCount, floatToBf16Bits, floatToF16Bits, swapBytes,
-  type SafetensorsDtype, type TensorEntry,
+  DTYPE_BYTES,
+  HOST_LITTLE_ENDIAN,
+  READ_CHUNK_BYTES,
+  SafetensorsFile,
+  elementCount,
+  floatToBf16Bits,
+  floatToF16Bits,
+  swapBytes,
+  type SafetensorsDtype,
+  type TensorEntry,
 } from './safetensors.js';
 
 export type WeightMap = Map<string, Float32Array>;
@@ -31,7 +39,10 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 }
 
 async function exists(path: string): Promise<boolean> {
-  return access(path).then(() => true, () => false);
+  return access(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** The safetensors files of a checkpoint: one file, the shards of an index, or every *.safetensors. */
@@ -94,7 +105,7 @@ function planRead(name: string, shape: number[], byName: Map<string, Located>): 
   if (!sameShape(entry.shape, shape)) {
     throw new WeightsError(
       `tensor ${name} in ${entry.file} has shape ${showShape(entry.shape)} but config.json implies ${showShape(shape)}: ` +
-      'the config and the weights disagree (is config.json the one that belongs to this checkpoint?)',
+        'the config and the weights disagree (is config.json the one that belongs to this checkpoint?)',
     );
   }
   if (entry.dtype !== 'I8') return { name, tensor };
@@ -157,7 +168,7 @@ export async function loadWeights(modelDir: string, cfg: SalaConfig): Promise<{ 
       const more = missing.length > MAX_LISTED_MISSING ? ` and ${missing.length - MAX_LISTED_MISSING} more` : '';
       throw new WeightsError(
         `the checkpoint in ${modelDir} lacks ${missing.length} of the ${expected.size} weights config.json requires: ${listed}${more} ` +
-        '(is config.json the one that belongs to these weights?)',
+          '(is config.json the one that belongs to these weights?)',
       );
     }
 

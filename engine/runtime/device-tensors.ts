@@ -50,11 +50,15 @@ export class DeviceTensors {
     if (!this.onDevice) return tensor;
     const type = elemType(tensor);
     const rank = tensor.dims.length;
-    const session = await this.session(`upload_${type}_${rank}`, () => {
-      const g = new GraphBuilder('upload');
-      g.output(g.op('Identity', [g.input('x', type, symbolic(rank, 'd'))]), 'y', type, symbolic(rank, 'd'));
-      return g.toModel();
-    }, { y: 'gpu-buffer' });
+    const session = await this.session(
+      `upload_${type}_${rank}`,
+      () => {
+        const g = new GraphBuilder('upload');
+        g.output(g.op('Identity', [g.input('x', type, symbolic(rank, 'd'))]), 'y', type, symbolic(rank, 'd'));
+        return g.toModel();
+      },
+      { y: 'gpu-buffer' },
+    );
     this.uploadedBytes += byteLength(tensor);
     return (await session.run({ x: tensor })).y;
   }
@@ -64,26 +68,34 @@ export class DeviceTensors {
     if (!this.onDevice || tensor.location === 'cpu') return tensor;
     const type = elemType(tensor);
     const rank = tensor.dims.length;
-    const session = await this.session(`download_${type}_${rank}`, () => {
-      const g = new GraphBuilder('download');
-      g.output(g.op('Identity', [g.input('x', type, symbolic(rank, 'd'))]), 'y', type, symbolic(rank, 'd'));
-      return g.toModel();
-    }, { y: 'cpu' });
+    const session = await this.session(
+      `download_${type}_${rank}`,
+      () => {
+        const g = new GraphBuilder('download');
+        g.output(g.op('Identity', [g.input('x', type, symbolic(rank, 'd'))]), 'y', type, symbolic(rank, 'd'));
+        return g.toModel();
+      },
+      { y: 'cpu' },
+    );
     return (await session.run({ x: tensor })).y;
   }
 
   /** float32 zeros of the given shape, made on the device (nothing crosses the bus). */
   async zeros(dims: readonly number[]): Promise<ort.Tensor> {
     if (!this.onDevice) return new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
-    const session = await this.session(`zeros_${dims.length}`, () => {
-      const g = new GraphBuilder('zeros');
-      const shape = g.input('shape', 'int64', [dims.length]);
-      // Expand, not ConstantOfShape: the WebGPU provider has no ConstantOfShape kernel, so
-      // onnxruntime ran it on the CPU and uploaded the zeros (measured on an H200: a
-      // 16 GiB pool took 17 s and 16.7 GiB of host memory; a 64 GiB one killed the process).
-      g.output(g.op('Expand', [g.float(0), shape]), 'y', 'float', symbolic(dims.length, 'd'));
-      return g.toModel();
-    }, { y: 'gpu-buffer' });
+    const session = await this.session(
+      `zeros_${dims.length}`,
+      () => {
+        const g = new GraphBuilder('zeros');
+        const shape = g.input('shape', 'int64', [dims.length]);
+        // Expand, not ConstantOfShape: the WebGPU provider has no ConstantOfShape kernel, so
+        // onnxruntime ran it on the CPU and uploaded the zeros (measured on an H200: a
+        // 16 GiB pool took 17 s and 16.7 GiB of host memory; a 64 GiB one killed the process).
+        g.output(g.op('Expand', [g.float(0), shape]), 'y', 'float', symbolic(dims.length, 'd'));
+        return g.toModel();
+      },
+      { y: 'gpu-buffer' },
+    );
     return (await session.run({ shape: new ort.Tensor('int64', BigInt64Array.from(dims, BigInt), [dims.length]) })).y;
   }
 
@@ -95,14 +107,18 @@ export class DeviceTensors {
     const type = elemType(data);
     const rank = data.dims.length;
     const q = indices.dims[1];
-    const session = await this.session(`scatter_${type}_${rank}_${q}`, () => {
-      const g = new GraphBuilder('scatter');
-      const x = g.input('data', type, symbolic(rank, 'd'));
-      const at = g.input('indices', 'int64', ['n', q]);
-      const rows = g.input('updates', type, ['n', ...symbolic(rank - q, 'u')]);
-      g.output(g.op('ScatterND', [x, at, rows]), 'y', type, symbolic(rank, 'd'));
-      return g.toModel();
-    }, { y: 'gpu-buffer' });
+    const session = await this.session(
+      `scatter_${type}_${rank}_${q}`,
+      () => {
+        const g = new GraphBuilder('scatter');
+        const x = g.input('data', type, symbolic(rank, 'd'));
+        const at = g.input('indices', 'int64', ['n', q]);
+        const rows = g.input('updates', type, ['n', ...symbolic(rank - q, 'u')]);
+        g.output(g.op('ScatterND', [x, at, rows]), 'y', type, symbolic(rank, 'd'));
+        return g.toModel();
+      },
+      { y: 'gpu-buffer' },
+    );
     if (updates.location === 'cpu') this.uploadedBytes += byteLength(updates);
     const out = (await session.run({ data, indices, updates })).y;
     release(data);

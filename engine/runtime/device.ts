@@ -125,7 +125,10 @@ export async function resolvePrecision(request: PrecisionRequest, device: Device
     // Measured: a 8192 × 2048 MatMulNBits takes 178 ms with its weight as an input and 5 ms as an initializer
     // (fp32 Gemm: 6.5 ms). The graphs take weights as inputs (one graph serves every layer), so the CPU
     // provider unpacks every int4 weight on every call.
-    return { kind: 'int4', reason: device === 'cpu' ? 'requested; on the CPU provider int4 saves memory, not time (it unpacks every weight per call: ~30× slower than fp32)' : 'requested' };
+    return {
+      kind: 'int4',
+      reason: device === 'cpu' ? 'requested; on the CPU provider int4 saves memory, not time (it unpacks every weight per call: ~30× slower than fp32)' : 'requested',
+    };
   }
   if (device === 'cpu') return request === 'fp16' ? { kind: 'fp16', reason: 'requested' } : { kind: 'fp32', reason: 'auto: fp32 on the CPU' };
   const failure = await probeHalf(device);

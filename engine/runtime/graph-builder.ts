@@ -129,36 +129,90 @@ export class GraphBuilder {
   }
 
   // ---- the ops model code uses, named as in ONNX ----
-  add(a: Value, b: Value): Value { return this.op('Add', [a, b]); }
-  sub(a: Value, b: Value): Value { return this.op('Sub', [a, b]); }
-  mul(a: Value, b: Value): Value { return this.op('Mul', [a, b]); }
-  div(a: Value, b: Value): Value { return this.op('Div', [a, b]); }
-  matmul(a: Value, b: Value): Value { return this.op('MatMul', [a, b]); }
-  sigmoid(a: Value): Value { return this.op('Sigmoid', [a]); }
-  exp(a: Value): Value { return this.op('Exp', [a]); }
-  neg(a: Value): Value { return this.op('Neg', [a]); }
-  sqrt(a: Value): Value { return this.op('Sqrt', [a]); }
-  reciprocal(a: Value): Value { return this.op('Reciprocal', [a]); }
-  cos(a: Value): Value { return this.op('Cos', [a]); }
-  sin(a: Value): Value { return this.op('Sin', [a]); }
-  softmax(a: Value, axis = -1): Value { return this.op('Softmax', [a], { axis }); }
-  cast(a: Value, to: ElemType): Value { return this.op('Cast', [a], { to: OnnxDataType[to] }); }
+  add(a: Value, b: Value): Value {
+    return this.op('Add', [a, b]);
+  }
+  sub(a: Value, b: Value): Value {
+    return this.op('Sub', [a, b]);
+  }
+  mul(a: Value, b: Value): Value {
+    return this.op('Mul', [a, b]);
+  }
+  div(a: Value, b: Value): Value {
+    return this.op('Div', [a, b]);
+  }
+  matmul(a: Value, b: Value): Value {
+    return this.op('MatMul', [a, b]);
+  }
+  sigmoid(a: Value): Value {
+    return this.op('Sigmoid', [a]);
+  }
+  exp(a: Value): Value {
+    return this.op('Exp', [a]);
+  }
+  neg(a: Value): Value {
+    return this.op('Neg', [a]);
+  }
+  sqrt(a: Value): Value {
+    return this.op('Sqrt', [a]);
+  }
+  reciprocal(a: Value): Value {
+    return this.op('Reciprocal', [a]);
+  }
+  cos(a: Value): Value {
+    return this.op('Cos', [a]);
+  }
+  sin(a: Value): Value {
+    return this.op('Sin', [a]);
+  }
+  softmax(a: Value, axis = -1): Value {
+    return this.op('Softmax', [a], { axis });
+  }
+  cast(a: Value, to: ElemType): Value {
+    return this.op('Cast', [a], { to: OnnxDataType[to] });
+  }
   reshape(a: Value, shape: number[] | Value): Value {
     return this.op('Reshape', [a, Array.isArray(shape) ? this.int64s(shape) : shape]);
   }
-  transpose(a: Value, perm: number[]): Value { return this.op('Transpose', [a], { perm }); }
-  unsqueeze(a: Value, axes: number[]): Value { return this.op('Unsqueeze', [a, this.int64s(axes)]); }
-  squeeze(a: Value, axes: number[]): Value { return this.op('Squeeze', [a, this.int64s(axes)]); }
-  concat(values: Value[], axis: number): Value { return this.op('Concat', values, { axis }); }
-  gather(data: Value, indices: Value, axis = 0): Value { return this.op('Gather', [data, indices], { axis }); }
-  where(cond: Value, a: Value, b: Value): Value { return this.op('Where', [cond, a, b]); }
-  less(a: Value, b: Value): Value { return this.op('Less', [a, b]); }
-  lessOrEqual(a: Value, b: Value): Value { return this.op('LessOrEqual', [a, b]); }
-  greater(a: Value, b: Value): Value { return this.op('Greater', [a, b]); }
-  and(a: Value, b: Value): Value { return this.op('And', [a, b]); }
-  or(a: Value, b: Value): Value { return this.op('Or', [a, b]); }
-  not(a: Value): Value { return this.op('Not', [a]); }
-  shape(a: Value): Value { return this.op('Shape', [a]); }
+  transpose(a: Value, perm: number[]): Value {
+    return this.op('Transpose', [a], { perm });
+  }
+  unsqueeze(a: Value, axes: number[]): Value {
+    return this.op('Unsqueeze', [a, this.int64s(axes)]);
+  }
+  squeeze(a: Value, axes: number[]): Value {
+    return this.op('Squeeze', [a, this.int64s(axes)]);
+  }
+  concat(values: Value[], axis: number): Value {
+    return this.op('Concat', values, { axis });
+  }
+  gather(data: Value, indices: Value, axis = 0): Value {
+    return this.op('Gather', [data, indices], { axis });
+  }
+  where(cond: Value, a: Value, b: Value): Value {
+    return this.op('Where', [cond, a, b]);
+  }
+  less(a: Value, b: Value): Value {
+    return this.op('Less', [a, b]);
+  }
+  lessOrEqual(a: Value, b: Value): Value {
+    return this.op('LessOrEqual', [a, b]);
+  }
+  greater(a: Value, b: Value): Value {
+    return this.op('Greater', [a, b]);
+  }
+  and(a: Value, b: Value): Value {
+    return this.op('And', [a, b]);
+  }
+  or(a: Value, b: Value): Value {
+    return this.op('Or', [a, b]);
+  }
+  not(a: Value): Value {
+    return this.op('Not', [a]);
+  }
+  shape(a: Value): Value {
+    return this.op('Shape', [a]);
+  }
   /** One dimension of `a` as an int64 [1] tensor. */
   dim(a: Value, axis: number): Value {
     return this.op('Shape', [a], axis === -1 ? { start: -1 } : { start: axis, end: axis + 1 });
@@ -168,8 +222,12 @@ export class GraphBuilder {
     const pieces = parts.map((p) => (typeof p === 'number' ? this.int64s([p]) : p));
     return pieces.length === 1 ? pieces[0] : this.concat(pieces, 0);
   }
-  range(start: Value, limit: Value, delta: Value): Value { return this.op('Range', [start, limit, delta]); }
-  expand(a: Value, shape: Value): Value { return this.op('Expand', [a, shape]); }
+  range(start: Value, limit: Value, delta: Value): Value {
+    return this.op('Range', [start, limit, delta]);
+  }
+  expand(a: Value, shape: Value): Value {
+    return this.op('Expand', [a, shape]);
+  }
   slice(a: Value, starts: number[], ends: number[], axes: number[]): Value {
     return this.op('Slice', [a, this.int64s(starts), this.int64s(ends), this.int64s(axes)]);
   }

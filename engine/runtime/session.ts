@@ -115,4 +115,3 @@ export function int64Data(tensor: ort.Tensor): BigInt64Array {
   if (!(data instanceof BigInt64Array)) throw new Error(`expected an int64 tensor, got ${tensor.type}`);
   return data;
 }
-

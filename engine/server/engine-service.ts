@@ -413,7 +413,13 @@ export class EngineService {
     const { controller, dispose } = this.track(options.signal);
     const started = performance.now();
     try {
-      const result = await index.complete(request.path, request.prefix, request.suffix, { maxTokens: request.maxTokens, stop: request.stop, inline: request.inline, signal: controller.signal, onDelta: options.onDelta });
+      const result = await index.complete(request.path, request.prefix, request.suffix, {
+        maxTokens: request.maxTokens,
+        stop: request.stop,
+        inline: request.inline,
+        signal: controller.signal,
+        onDelta: options.onDelta,
+      });
       const cancelled = controller.signal.aborted;
       this.counters.reusedTokens += result.reusedTokens;
       this.counters.completionFedTokens += result.fedTokens;

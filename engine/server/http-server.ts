@@ -106,7 +106,8 @@ class AdmissionQueue {
 
   private release(): void {
     const next = this.waiting.shift();
-    if (next) next.grant(); // the slot passes on; running stays the same
+    if (next)
+      next.grant(); // the slot passes on; running stays the same
     else this.running--;
   }
 }
@@ -134,7 +135,8 @@ function keyEqual(given: string, expected: string): boolean {
 
 function readBody(req: http.IncomingMessage, limit: number, timeoutMs: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) return Promise.reject(new HttpError(413, `request body of ${declared} bytes is over the ${limit}-byte limit`, 'invalid_request_error', null, 'body_too_large'));
+  if (Number.isFinite(declared) && declared > limit)
+    return Promise.reject(new HttpError(413, `request body of ${declared} bytes is over the ${limit}-byte limit`, 'invalid_request_error', null, 'body_too_large'));
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -179,7 +181,9 @@ export class PanoramaHttpServer {
     this.options = { ...HTTP_DEFAULTS, ...given, workspaces: options.workspaces };
     const host = this.options.host;
     if (!isLoopback(host) && !options.apiKey) {
-      throw new Error(`refusing to listen on ${host} without an API key: anyone who can reach it could read your workspace. Pass --api-key (or PANORAMA_API_KEY), or bind 127.0.0.1`);
+      throw new Error(
+        `refusing to listen on ${host} without an API key: anyone who can reach it could read your workspace. Pass --api-key (or PANORAMA_API_KEY), or bind 127.0.0.1`,
+      );
     }
     for (const w of options.workspaces) this.workspaces.set(w.id, { ...w, admission: new AdmissionQueue(this.options.concurrency, this.options.queueSize) });
     this.server = http.createServer({ connectionsCheckingInterval: Math.min(1000, this.options.headersTimeoutMs) }, (req, res) => void this.handle(req, res));
@@ -237,8 +241,15 @@ export class PanoramaHttpServer {
           return route === 'POST /v1/completions' ? await this.completions(body, res) : await this.chat(body, res);
         }
         default:
-          if (['/health', '/v1/models', '/metrics', '/v1/completions', '/v1/chat/completions'].includes(url.pathname)) throw new HttpError(405, `${req.method} is not allowed on ${url.pathname}`, 'invalid_request_error', null, 'method_not_allowed');
-          throw new HttpError(404, `no route ${url.pathname}; this server offers /v1/models, /v1/completions, /v1/chat/completions, /health and /metrics`, 'invalid_request_error', null, 'not_found');
+          if (['/health', '/v1/models', '/metrics', '/v1/completions', '/v1/chat/completions'].includes(url.pathname))
+            throw new HttpError(405, `${req.method} is not allowed on ${url.pathname}`, 'invalid_request_error', null, 'method_not_allowed');
+          throw new HttpError(
+            404,
+            `no route ${url.pathname}; this server offers /v1/models, /v1/completions, /v1/chat/completions, /health and /metrics`,
+            'invalid_request_error',
+            null,
+            'not_found',
+          );
       }
     } catch (err) {
       this.fail(res, err);
@@ -281,10 +292,23 @@ export class PanoramaHttpServer {
       }
     };
     const host = req.headers.host;
-    if (host !== undefined && !isLoopback(hostname(host))) throw new HttpError(403, `requests for host ${JSON.stringify(host.slice(0, 100))} are refused: without an API key this server answers only to localhost`, 'invalid_request_error', null, 'forbidden_host');
+    if (host !== undefined && !isLoopback(hostname(host)))
+      throw new HttpError(
+        403,
+        `requests for host ${JSON.stringify(host.slice(0, 100))} are refused: without an API key this server answers only to localhost`,
+        'invalid_request_error',
+        null,
+        'forbidden_host',
+      );
     const origin = req.headers.origin;
     if (origin !== undefined && (origin === 'null' || !isLoopback(hostname(origin)))) {
-      throw new HttpError(403, 'requests from web pages are refused: without an API key this server answers only to local programs', 'invalid_request_error', null, 'forbidden_origin');
+      throw new HttpError(
+        403,
+        'requests from web pages are refused: without an API key this server answers only to local programs',
+        'invalid_request_error',
+        null,
+        'forbidden_origin',
+      );
     }
   }
 
@@ -331,29 +355,102 @@ export class PanoramaHttpServer {
     };
     const ws = [...this.workspaces.values()];
     const model = (w: ServedWorkspace) => `model="${escapeLabel(w.id)}"`;
-    metric('panorama_requests_total', 'counter', 'HTTP requests by route and status.', [...this.metrics.requests].map(([key, n]) => {
-      const [route, status] = key.split('\u0000');
-      return [`{route="${escapeLabel(route)}",status="${status}"}`, n];
-    }));
-    metric('panorama_queue_depth', 'gauge', 'Requests waiting for a generation slot.', ws.map((w) => [`{${model(w)}}`, w.admission.queued]));
-    metric('panorama_requests_running', 'gauge', 'Requests holding a generation slot.', ws.map((w) => [`{${model(w)}}`, w.admission.running]));
-    metric('panorama_active_generations', 'gauge', 'Generations running or waiting on the context.', ws.map((w) => [`{${model(w)}}`, w.service.activeRequests]));
-    metric('panorama_tokens_per_second', 'gauge', 'Generation speed of the last request (indexing speed while indexing).', ws.map((w) => [`{${model(w)}}`, w.service.status().tokensPerSecond ?? 0]));
-    metric('panorama_context_tokens', 'gauge', 'Tokens in the workspace context, live and tombstoned.', ws.flatMap((w) => {
-      const s = w.service.status();
-      return [[`{${model(w)},kind="live"}`, s.liveTokens], [`{${model(w)},kind="dead"}`, s.deadTokens]] satisfies [string, number][];
-    }));
-    metric('panorama_context_files', 'gauge', 'Files in the workspace context.', ws.map((w) => [`{${model(w)}}`, w.service.status().files]));
-    metric('panorama_ready', 'gauge', '1 when the workspace is open and answering.', ws.map((w) => [`{${model(w)}}`, ['ready', 'paused'].includes(w.service.status().state) ? 1 : 0]));
-    metric('panorama_generated_tokens_total', 'counter', 'Tokens generated.', ws.map((w) => [`{${model(w)}}`, w.service.counters.generatedTokens]));
-    metric('panorama_prompt_tokens_total', 'counter', 'Prompt tokens fed after the context.', ws.map((w) => [`{${model(w)}}`, w.service.counters.promptTokens]));
-    metric('panorama_generations_total', 'counter', 'Generations finished (any reason).', ws.map((w) => [`{${model(w)}}`, w.service.counters.generations]));
-    metric('panorama_generations_cancelled_total', 'counter', 'Generations stopped early by a cancel or a client that went away.', ws.map((w) => [`{${model(w)}}`, w.service.counters.cancelled]));
-    metric('panorama_prefix_cache_reused_tokens_total', 'counter', 'Completion prefix tokens reused from the previous request instead of fed again.', ws.map((w) => [`{${model(w)}}`, w.service.counters.reusedTokens]));
-    metric('panorama_prefix_cache_hit_ratio', 'gauge', 'Share of completion prompt tokens served from the prefix cache (0 before any completion).', ws.map((w) => {
-      const { reusedTokens, completionFedTokens } = w.service.counters;
-      return [`{${model(w)}}`, reusedTokens + completionFedTokens > 0 ? reusedTokens / (reusedTokens + completionFedTokens) : 0];
-    }));
+    metric(
+      'panorama_requests_total',
+      'counter',
+      'HTTP requests by route and status.',
+      [...this.metrics.requests].map(([key, n]) => {
+        const [route, status] = key.split('\u0000');
+        return [`{route="${escapeLabel(route)}",status="${status}"}`, n];
+      }),
+    );
+    metric(
+      'panorama_queue_depth',
+      'gauge',
+      'Requests waiting for a generation slot.',
+      ws.map((w) => [`{${model(w)}}`, w.admission.queued]),
+    );
+    metric(
+      'panorama_requests_running',
+      'gauge',
+      'Requests holding a generation slot.',
+      ws.map((w) => [`{${model(w)}}`, w.admission.running]),
+    );
+    metric(
+      'panorama_active_generations',
+      'gauge',
+      'Generations running or waiting on the context.',
+      ws.map((w) => [`{${model(w)}}`, w.service.activeRequests]),
+    );
+    metric(
+      'panorama_tokens_per_second',
+      'gauge',
+      'Generation speed of the last request (indexing speed while indexing).',
+      ws.map((w) => [`{${model(w)}}`, w.service.status().tokensPerSecond ?? 0]),
+    );
+    metric(
+      'panorama_context_tokens',
+      'gauge',
+      'Tokens in the workspace context, live and tombstoned.',
+      ws.flatMap((w) => {
+        const s = w.service.status();
+        return [
+          [`{${model(w)},kind="live"}`, s.liveTokens],
+          [`{${model(w)},kind="dead"}`, s.deadTokens],
+        ] satisfies [string, number][];
+      }),
+    );
+    metric(
+      'panorama_context_files',
+      'gauge',
+      'Files in the workspace context.',
+      ws.map((w) => [`{${model(w)}}`, w.service.status().files]),
+    );
+    metric(
+      'panorama_ready',
+      'gauge',
+      '1 when the workspace is open and answering.',
+      ws.map((w) => [`{${model(w)}}`, ['ready', 'paused'].includes(w.service.status().state) ? 1 : 0]),
+    );
+    metric(
+      'panorama_generated_tokens_total',
+      'counter',
+      'Tokens generated.',
+      ws.map((w) => [`{${model(w)}}`, w.service.counters.generatedTokens]),
+    );
+    metric(
+      'panorama_prompt_tokens_total',
+      'counter',
+      'Prompt tokens fed after the context.',
+      ws.map((w) => [`{${model(w)}}`, w.service.counters.promptTokens]),
+    );
+    metric(
+      'panorama_generations_total',
+      'counter',
+      'Generations finished (any reason).',
+      ws.map((w) => [`{${model(w)}}`, w.service.counters.generations]),
+    );
+    metric(
+      'panorama_generations_cancelled_total',
+      'counter',
+      'Generations stopped early by a cancel or a client that went away.',
+      ws.map((w) => [`{${model(w)}}`, w.service.counters.cancelled]),
+    );
+    metric(
+      'panorama_prefix_cache_reused_tokens_total',
+      'counter',
+      'Completion prefix tokens reused from the previous request instead of fed again.',
+      ws.map((w) => [`{${model(w)}}`, w.service.counters.reusedTokens]),
+    );
+    metric(
+      'panorama_prefix_cache_hit_ratio',
+      'gauge',
+      'Share of completion prompt tokens served from the prefix cache (0 before any completion).',
+      ws.map((w) => {
+        const { reusedTokens, completionFedTokens } = w.service.counters;
+        return [`{${model(w)}}`, reusedTokens + completionFedTokens > 0 ? reusedTokens / (reusedTokens + completionFedTokens) : 0];
+      }),
+    );
     metric('panorama_request_timeouts_total', 'counter', 'Requests whose body did not arrive in time (408).', [['', this.metrics.bodyTimeouts]]);
     res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
     res.end(`${lines.join('\n')}\n`);
@@ -362,7 +459,14 @@ export class PanoramaHttpServer {
   private workspaceFor(body: Record<string, unknown>): ServedWorkspace & { admission: AdmissionQueue } {
     if (typeof body.model !== 'string') throw invalid('model', `must be a string naming one of: ${[...this.workspaces.keys()].join(', ')}`);
     const workspace = this.workspaces.get(body.model);
-    if (!workspace) throw new HttpError(404, `the model ${JSON.stringify(body.model.slice(0, 200))} does not exist; GET /v1/models lists the workspaces served`, 'invalid_request_error', 'model', 'model_not_found');
+    if (!workspace)
+      throw new HttpError(
+        404,
+        `the model ${JSON.stringify(body.model.slice(0, 200))} does not exist; GET /v1/models lists the workspaces served`,
+        'invalid_request_error',
+        'model',
+        'model_not_found',
+      );
     return workspace;
   }
 
@@ -378,7 +482,8 @@ export class PanoramaHttpServer {
       maxTokens = rawMax;
     }
     const temperature = body.temperature ?? undefined;
-    if (temperature !== undefined && temperature !== null && (typeof temperature !== 'number' || !Number.isFinite(temperature) || temperature < 0 || temperature > 2)) throw invalid('temperature', 'must be a number in [0, 2]');
+    if (temperature !== undefined && temperature !== null && (typeof temperature !== 'number' || !Number.isFinite(temperature) || temperature < 0 || temperature > 2))
+      throw invalid('temperature', 'must be a number in [0, 2]');
     if (body.n !== undefined && body.n !== null && body.n !== 1) throw invalid('n', 'must be 1: this server returns one choice');
     if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') throw invalid('stream', 'must be a boolean');
     let includeUsage = false;
@@ -398,7 +503,11 @@ export class PanoramaHttpServer {
   }
 
   /** Waits for a slot (or answers 429); the returned signal aborts when the client goes away. */
-  private async admit(params: GenerationParams, req: http.IncomingMessage, res: http.ServerResponse): Promise<{ signal: AbortSignal; controller: AbortController; release: () => void }> {
+  private async admit(
+    params: GenerationParams,
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+  ): Promise<{ signal: AbortSignal; controller: AbortController; release: () => void }> {
     params.workspace.service.assertReady();
     const controller = new AbortController();
     res.on('close', () => {
@@ -406,7 +515,15 @@ export class PanoramaHttpServer {
     });
     req.socket.on('close', () => controller.abort(new Error('the client disconnected')));
     const waiting = params.workspace.admission.acquire(controller.signal);
-    if (!waiting) throw new HttpError(429, `too many requests for ${params.workspace.id}: ${this.options.queueSize} already waiting; retry shortly`, 'rate_limit_error', null, 'rate_limit_exceeded', { 'Retry-After': '1' });
+    if (!waiting)
+      throw new HttpError(
+        429,
+        `too many requests for ${params.workspace.id}: ${this.options.queueSize} already waiting; retry shortly`,
+        'rate_limit_error',
+        null,
+        'rate_limit_exceeded',
+        { 'Retry-After': '1' },
+      );
     const release = await waiting;
     return { signal: controller.signal, controller, release };
   }
@@ -418,7 +535,13 @@ export class PanoramaHttpServer {
     const { signal, controller, release } = await this.admit(params, res.req, res);
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
-    const chunk = (delta: Record<string, unknown>, finish: string | null) => ({ id, object: 'chat.completion.chunk', created, model: workspace.id, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] });
+    const chunk = (delta: Record<string, unknown>, finish: string | null) => ({
+      id,
+      object: 'chat.completion.chunk',
+      created,
+      model: workspace.id,
+      choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+    });
     const stops = new StopMatcher(params.stop);
     let stoppedByString = false;
     let text = '';
@@ -458,7 +581,15 @@ export class PanoramaHttpServer {
         if (params.includeUsage) writeEvent(res, { id, object: 'chat.completion.chunk', created, model: workspace.id, choices: [], usage });
         res.end('data: [DONE]\n\n');
       } else {
-        sendJson(res, 200, { id, object: 'chat.completion', created, model: workspace.id, choices: [{ index: 0, message: { role: 'assistant', content: text, refusal: null }, logprobs: null, finish_reason: finish }], usage, sources });
+        sendJson(res, 200, {
+          id,
+          object: 'chat.completion',
+          created,
+          model: workspace.id,
+          choices: [{ index: 0, message: { role: 'assistant', content: text, refusal: null }, logprobs: null, finish_reason: finish }],
+          usage,
+          sources,
+        });
       }
     } finally {
       release();
@@ -495,7 +626,10 @@ export class PanoramaHttpServer {
             writeEvent(res, { id, object: 'text_completion', created, model: workspace.id, choices: [choice(delta, null)] });
           }
         : undefined;
-      const result = await workspace.service.complete({ path: 'untitled', prefix: prompt, suffix, maxTokens: params.maxTokens, stop: params.stop, inline: false }, { signal, onDelta });
+      const result = await workspace.service.complete(
+        { path: 'untitled', prefix: prompt, suffix, maxTokens: params.maxTokens, stop: params.stop, inline: false },
+        { signal, onDelta },
+      );
       const completionTokens = workspace.service.countTokens(result.text);
       const finish = completionTokens >= params.maxTokens ? 'length' : 'stop';
       const text = body.echo === true ? prompt + result.text : result.text;
@@ -556,7 +690,8 @@ function messageText(content: unknown, at: number): string {
   if (Array.isArray(content)) {
     return content
       .map((part, j) => {
-        if (!isRecord(part) || part.type !== 'text' || typeof part.text !== 'string') throw invalid(`messages[${at}].content[${j}]`, "must be a text part: { type: 'text', text: string }");
+        if (!isRecord(part) || part.type !== 'text' || typeof part.text !== 'string')
+          throw invalid(`messages[${at}].content[${j}]`, "must be a text part: { type: 'text', text: string }");
         return part.text;
       })
       .join('');

@@ -61,7 +61,8 @@ export class MapState {
 
   map(phase: WorkspaceMap['phase'], maxCells?: number): WorkspaceMap {
     const context = this.plan?.context;
-    if (!context) return buildWorkspaceMap({ spans: [], overBudget: new Map(), skipped: [], queued: [], deadRanges: [], deadTokens: 0, budget: this.budget, phase: 'scanning' }, maxCells);
+    if (!context)
+      return buildWorkspaceMap({ spans: [], overBudget: new Map(), skipped: [], queued: [], deadRanges: [], deadTokens: 0, budget: this.budget, phase: 'scanning' }, maxCells);
     const { sequence } = context;
     return buildWorkspaceMap(
       {

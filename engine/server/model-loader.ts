@@ -19,11 +19,9 @@ export interface LoadedModel {
 
 export class ModelLoadError extends Error {}
 
-export async function loadEngineModel(
-  modelDir: string,
-  options: { device?: DeviceRequest; threads?: number; log?: (message: string) => void } = {},
-): Promise<LoadedModel> {
-  if (!existsSync(path.join(modelDir, 'config.json'))) throw new ModelLoadError(`${modelDir} is not a model directory: it has no config.json. Point the engine at a folder with config.json, *.safetensors and tokenizer.json.`);
+export async function loadEngineModel(modelDir: string, options: { device?: DeviceRequest; threads?: number; log?: (message: string) => void } = {}): Promise<LoadedModel> {
+  if (!existsSync(path.join(modelDir, 'config.json')))
+    throw new ModelLoadError(`${modelDir} is not a model directory: it has no config.json. Point the engine at a folder with config.json, *.safetensors and tokenizer.json.`);
   const model = await SalaModel.load(modelDir, { device: options.device ?? 'cpu', threads: options.threads });
   const tokenizer = await loadTokenizer(modelDir, model.config.vocabSize);
   if (tokenizer.source === FALLBACK_SOURCE) options.log?.(`${modelDir} has no tokenizer.json; using the ${FALLBACK_SOURCE}`);
@@ -43,7 +41,8 @@ export function engineVersion(): string {
   for (const candidate of [path.resolve(__dirname, '..', 'package.json'), path.resolve(__dirname, '..', '..', 'package.json')]) {
     try {
       const parsed: unknown = JSON.parse(readFileSync(candidate, 'utf8'));
-      if (typeof parsed === 'object' && parsed !== null && 'name' in parsed && parsed.name === 'panorama' && 'version' in parsed && typeof parsed.version === 'string') return parsed.version;
+      if (typeof parsed === 'object' && parsed !== null && 'name' in parsed && parsed.name === 'panorama' && 'version' in parsed && typeof parsed.version === 'string')
+        return parsed.version;
     } catch {
       // not this one
     }

@@ -37,7 +37,19 @@ export interface InitializeResult {
   device: { kind: 'cpu' | 'webgpu' | 'cuda'; reason: string };
 }
 
-export type { AnswerLocation, AnswerOverlay, CodeSelection, ExcludeReason, FileState, FinishReason, MapCell, OverlayFile, OverlayRange, Source, WorkspaceMap } from '../vocabulary.js';
+export type {
+  AnswerLocation,
+  AnswerOverlay,
+  CodeSelection,
+  ExcludeReason,
+  FileState,
+  FinishReason,
+  MapCell,
+  OverlayFile,
+  OverlayRange,
+  Source,
+  WorkspaceMap,
+} from '../vocabulary.js';
 
 export interface AskParams {
   /** Client-chosen id echoed in the answer/delta notifications. */

@@ -10,7 +10,17 @@ import type { DeviceRequest } from '../runtime/device.js';
 import { EngineService, EngineNotReadyError, RequestCancelledError, workspaceStoreDir, type LogLevel } from './engine-service.js';
 import { engineVersion, loadEngineModel, type LoadedModel } from './model-loader.js';
 import { EngineErrorCodes, PROTOCOL_VERSION, type EngineNotifications, type InitializeResult, type RequestMethod, type RequestResult } from './protocol.js';
-import { InvalidParamsError, resolveWorkspacePath, validateAnswerOverlay, validateAsk, validateComplete, validateEmpty, validateInitialize, validateSetPaused, validateWorkspaceMap } from './validate.js';
+import {
+  InvalidParamsError,
+  resolveWorkspacePath,
+  validateAnswerOverlay,
+  validateAsk,
+  validateComplete,
+  validateEmpty,
+  validateInitialize,
+  validateSetPaused,
+  validateWorkspaceMap,
+} from './validate.js';
 import { KEPT_OVERLAYS } from './map-state.js';
 
 const HEADER = Buffer.from('Content-Length:', 'ascii');
@@ -144,7 +154,9 @@ export class RpcServer {
   constructor(private readonly options: RpcServerOptions) {
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
     this.minLevel = LEVELS.indexOf(options.logLevel ?? 'info');
-    const guard = new FrameGuard((bytes) => this.log('warn', `skipped ${bytes} bytes of input that were not a JSON-RPC message (expected "Content-Length: N\\r\\n\\r\\n" framing)`));
+    const guard = new FrameGuard((bytes) =>
+      this.log('warn', `skipped ${bytes} bytes of input that were not a JSON-RPC message (expected "Content-Length: N\\r\\n\\r\\n" framing)`),
+    );
     options.input.pipe(guard);
     this.connection = createMessageConnection(new StreamMessageReader(guard), new StreamMessageWriter(options.output));
     this.connection.onRequest((method, params, token) => this.dispatch(method, params, token));
@@ -214,7 +226,10 @@ export class RpcServer {
     if (this.initializing) throw new ResponseError(EngineErrorCodes.invalidRequest, 'initialize was already called; start a new engine for another workspace');
     const params = validateInitialize(raw);
     if (params.protocolVersion !== PROTOCOL_VERSION) {
-      throw new InvalidParamsError('protocolVersion', `is ${params.protocolVersion}, but this engine speaks protocol ${PROTOCOL_VERSION}; update the extension or the engine so they match`);
+      throw new InvalidParamsError(
+        'protocolVersion',
+        `is ${params.protocolVersion}, but this engine speaks protocol ${PROTOCOL_VERSION}; update the extension or the engine so they match`,
+      );
     }
     const run = (async (): Promise<InitializeResult> => {
       const info = await stat(params.workspaceRoot).catch(() => undefined);

@@ -32,7 +32,8 @@ export function requireRecord(value: unknown, field: string): Record<string, unk
 export function requireString(value: unknown, field: string, options: { nonEmpty?: boolean; maxLength?: number } = {}): string {
   if (typeof value !== 'string') throw new InvalidParamsError(field, `must be a string, got ${describe(value)}`);
   if (options.nonEmpty && value.trim() === '') throw new InvalidParamsError(field, 'must not be empty');
-  if (options.maxLength !== undefined && value.length > options.maxLength) throw new InvalidParamsError(field, `must be at most ${options.maxLength} characters, got ${value.length}`);
+  if (options.maxLength !== undefined && value.length > options.maxLength)
+    throw new InvalidParamsError(field, `must be at most ${options.maxLength} characters, got ${value.length}`);
   return value;
 }
 

@@ -67,18 +67,26 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     view.webview.html = chatHtml(view.webview, this.context.extensionUri);
     // a hidden webview is torn down (no retainContextWhenHidden: its state is cheap to restore);
     // on its next 'ready' it gets the history, in-flight answers included
-    view.onDidDispose(() => {
-      this.view = undefined;
-      this.ready = false;
-    }, undefined, this.disposables);
-    view.webview.onDidReceiveMessage((raw: unknown) => {
-      const message = parseWebviewMessage(raw);
-      if (message === undefined) {
-        this.log.warn(`chat: rejected a malformed or unknown webview message (${describe(raw)})`);
-        return;
-      }
-      void this.handle(message);
-    }, undefined, this.disposables);
+    view.onDidDispose(
+      () => {
+        this.view = undefined;
+        this.ready = false;
+      },
+      undefined,
+      this.disposables,
+    );
+    view.webview.onDidReceiveMessage(
+      (raw: unknown) => {
+        const message = parseWebviewMessage(raw);
+        if (message === undefined) {
+          this.log.warn(`chat: rejected a malformed or unknown webview message (${describe(raw)})`);
+          return;
+        }
+        void this.handle(message);
+      },
+      undefined,
+      this.disposables,
+    );
   }
 
   /** From the command palette: reveal the chat and ask there. */
@@ -163,11 +171,9 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         turn.answer += text;
         this.post({ type: 'answerDelta', requestId: turn.requestId, text });
       };
-      const result = await this.backends.current().ask(
-        { requestId: turn.requestId, question, maxTokens: readSettings().maxAnswerTokens, ...(selection !== undefined ? { selection } : {}) },
-        onDelta,
-        cancel.token,
-      );
+      const result = await this.backends
+        .current()
+        .ask({ requestId: turn.requestId, question, maxTokens: readSettings().maxAnswerTokens, ...(selection !== undefined ? { selection } : {}) }, onDelta, cancel.token);
       turn.answer = result.text;
       turn.locations = result.locations;
       turn.sources = result.sources;

@@ -20,7 +20,15 @@ export function chipsForEditor(editor: vscode.TextEditor | undefined, root: stri
     const startLine = selection.start.line + 1;
     const endLine = selection.end.character === 0 && selection.end.line > selection.start.line ? selection.end.line : selection.end.line + 1;
     const truncated = editor.document.getText(selection).length > MAX_SELECTION_CHARS;
-    chips.unshift({ id: `sel:${relative}:${startLine}-${endLine}`, kind: 'selection', path: relative, startLine, endLine, label: `${relative.split('/').pop()}:${startLine}-${endLine}`, ...(truncated ? { truncated } : {}) });
+    chips.unshift({
+      id: `sel:${relative}:${startLine}-${endLine}`,
+      kind: 'selection',
+      path: relative,
+      startLine,
+      endLine,
+      label: `${relative.split('/').pop()}:${startLine}-${endLine}`,
+      ...(truncated ? { truncated } : {}),
+    });
   }
   return chips;
 }
@@ -32,11 +40,11 @@ export async function selectionFor(chips: ContextChip[], root: string): Promise<
   const file = resolveInside(root, chip.path);
   if (file === undefined) return { truncated: false };
   const document = await vscode.workspace.openTextDocument(vscode.Uri.file(file));
-  const range =
-    chip.kind === 'selection' && chip.startLine !== undefined && chip.endLine !== undefined
-      ? new vscode.Range(chip.startLine - 1, 0, chip.endLine, 0)
-      : undefined;
+  const range = chip.kind === 'selection' && chip.startLine !== undefined && chip.endLine !== undefined ? new vscode.Range(chip.startLine - 1, 0, chip.endLine, 0) : undefined;
   const text = document.getText(range);
   const truncated = text.length > MAX_SELECTION_CHARS;
-  return { truncated, selection: { path: chip.path, text: truncated ? text.slice(0, MAX_SELECTION_CHARS) : text, ...(chip.startLine !== undefined ? { startLine: chip.startLine } : {}) } };
+  return {
+    truncated,
+    selection: { path: chip.path, text: truncated ? text.slice(0, MAX_SELECTION_CHARS) : text, ...(chip.startLine !== undefined ? { startLine: chip.startLine } : {}) },
+  };
 }

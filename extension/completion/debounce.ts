@@ -44,7 +44,10 @@ export class AdaptiveDebounce {
 }
 
 /** Resolves true after `ms`, or false as soon as the token is cancelled. */
-export function sleepUnlessCancelled(ms: number, token: { isCancellationRequested: boolean; onCancellationRequested: (listener: () => void) => { dispose(): void } }): Promise<boolean> {
+export function sleepUnlessCancelled(
+  ms: number,
+  token: { isCancellationRequested: boolean; onCancellationRequested: (listener: () => void) => { dispose(): void } },
+): Promise<boolean> {
   if (token.isCancellationRequested) return Promise.resolve(false);
   return new Promise((resolve) => {
     const subscription = token.onCancellationRequested(() => {

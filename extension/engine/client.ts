@@ -7,7 +7,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { createMessageConnection, ResponseError, StreamMessageReader, StreamMessageWriter, type CancellationToken, type MessageConnection } from 'vscode-jsonrpc/node';
-import { EngineErrorCodes, type EngineNotifications, type EngineStatus, type InitializeParams, type InitializeResult, type RequestMethod, type RequestParams, type RequestResult } from '../../engine/server/protocol.js';
+import {
+  EngineErrorCodes,
+  type EngineNotifications,
+  type EngineStatus,
+  type InitializeParams,
+  type InitializeResult,
+  type RequestMethod,
+  type RequestParams,
+  type RequestResult,
+} from '../../engine/server/protocol.js';
 import { DEFAULT_BACKOFF, restartDelay, type BackoffPolicy } from './backoff.js';
 import type { Discovery } from './discovery.js';
 import { Emitter, type Disposable } from './emitter.js';
@@ -224,7 +233,10 @@ export class EngineClient implements Disposable {
     } catch (error) {
       clearTimeout(initializeTimer);
       if (this.child !== child) return;
-      const tail = this.stderrTail.filter((line) => line.trim() !== '').slice(-3).join(' | ');
+      const tail = this.stderrTail
+        .filter((line) => line.trim() !== '')
+        .slice(-3)
+        .join(' | ');
       const message = `${errorMessage(error)}${tail ? ` — ${tail}` : ''}`;
       logger.error(`engine start failed: ${message}`);
       this.child = undefined;

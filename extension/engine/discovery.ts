@@ -43,7 +43,11 @@ export function discoverEngine(input: DiscoveryInput): Discovery {
     notes.push('panorama.enginePath is ignored in Restricted Mode (untrusted workspace)');
   } else if (engineSetting !== '') {
     if (!input.isFile(engineSetting)) {
-      return { ok: false, notes, message: `panorama.enginePath points to "${engineSetting}", which is not a file. Set it to a built dist/panorama.js (npm run build) or clear it to use the bundled engine.` };
+      return {
+        ok: false,
+        notes,
+        message: `panorama.enginePath points to "${engineSetting}", which is not a file. Set it to a built dist/panorama.js (npm run build) or clear it to use the bundled engine.`,
+      };
     }
     enginePath = engineSetting;
     origin = 'setting';
@@ -59,7 +63,11 @@ export function discoverEngine(input: DiscoveryInput): Discovery {
     const napiVersions = ['napi-v6', 'napi-v3'];
     const runtimeDirs = napiVersions.map((napi) => path.join(input.extensionPath, 'node_modules', 'onnxruntime-node', 'bin', napi, input.platform, input.arch));
     if (!runtimeDirs.some(input.isDirectory)) {
-      return { ok: false, notes, message: `This Panorama package has no onnxruntime binaries for ${input.platform}-${input.arch}. Install the Panorama VSIX built for your platform.` };
+      return {
+        ok: false,
+        notes,
+        message: `This Panorama package has no onnxruntime binaries for ${input.platform}-${input.arch}. Install the Panorama VSIX built for your platform.`,
+      };
     }
     enginePath = bundled;
   }
@@ -71,7 +79,11 @@ export function discoverEngine(input: DiscoveryInput): Discovery {
     notes.push('panorama.nodePath is ignored in Restricted Mode (untrusted workspace)');
   } else if (nodeSetting !== '') {
     if (!input.isFile(nodeSetting)) {
-      return { ok: false, notes, message: `panorama.nodePath points to "${nodeSetting}", which is not a file. Set it to a Node ≥ 20 executable or clear it to use VS Code's own runtime.` };
+      return {
+        ok: false,
+        notes,
+        message: `panorama.nodePath points to "${nodeSetting}", which is not a file. Set it to a Node ≥ 20 executable or clear it to use VS Code's own runtime.`,
+      };
     }
     command = nodeSetting;
     delete env.ELECTRON_RUN_AS_NODE;

@@ -79,22 +79,34 @@ export class MapPanel implements vscode.Disposable {
     this.ready = false;
     panel.iconPath = vscode.Uri.joinPath(this.context.extensionUri, 'media', 'panorama.svg');
     panel.webview.html = webviewHtml(panel.webview, this.context.extensionUri, { title: 'Panorama: Workspace Map', script: 'map.js', style: 'map.css', body: MAP_BODY });
-    panel.onDidDispose(() => {
-      this.panel = undefined;
-      this.ready = false;
-    }, undefined, this.disposables);
+    panel.onDidDispose(
+      () => {
+        this.panel = undefined;
+        this.ready = false;
+      },
+      undefined,
+      this.disposables,
+    );
     // hidden, the view is torn down; shown again, it says 'ready' and gets the map anew
-    panel.onDidChangeViewState(() => {
-      if (panel.visible) this.refreshSoon();
-    }, undefined, this.disposables);
-    panel.webview.onDidReceiveMessage((raw: unknown) => {
-      const message = parseMapViewMessage(raw);
-      if (message === undefined) {
-        this.log.warn('map: rejected a malformed or unknown message from the view');
-        return;
-      }
-      void this.handle(message);
-    }, undefined, this.disposables);
+    panel.onDidChangeViewState(
+      () => {
+        if (panel.visible) this.refreshSoon();
+      },
+      undefined,
+      this.disposables,
+    );
+    panel.webview.onDidReceiveMessage(
+      (raw: unknown) => {
+        const message = parseMapViewMessage(raw);
+        if (message === undefined) {
+          this.log.warn('map: rejected a malformed or unknown message from the view');
+          return;
+        }
+        void this.handle(message);
+      },
+      undefined,
+      this.disposables,
+    );
   }
 
   private async handle(message: MapViewMessage): Promise<void> {
@@ -193,7 +205,11 @@ export class MapPanel implements vscode.Disposable {
         return;
       }
       const start = new vscode.Position(startLine - 1, 0);
-      const editor = await vscode.window.showTextDocument(vscode.Uri.file(file), { selection: new vscode.Range(start, start), preview: true, viewColumn: vscode.ViewColumn.Beside });
+      const editor = await vscode.window.showTextDocument(vscode.Uri.file(file), {
+        selection: new vscode.Range(start, start),
+        preview: true,
+        viewColumn: vscode.ViewColumn.Beside,
+      });
       const last = Math.min(endLine, editor.document.lineCount) - 1;
       const range = new vscode.Range(start, new vscode.Position(Math.max(startLine - 1, last), 0));
       editor.revealRange(range, vscode.TextEditorRevealType.InCenterIfOutsideViewport);

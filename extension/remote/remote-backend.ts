@@ -48,10 +48,22 @@ export class RemoteBackend implements AssistantBackend {
     return withAbort(token, async (signal) => {
       const plan = await this.options.prefix.current();
       signal.throwIfAborted();
-      const result = await this.options.client.streamChat({ messages: chatMessages(plan, params), maxTokens: params.maxTokens ?? DEFAULT_ANSWER_TOKENS, temperature: params.temperature, signal, onDelta });
+      const result = await this.options.client.streamChat({
+        messages: chatMessages(plan, params),
+        maxTokens: params.maxTokens ?? DEFAULT_ANSWER_TOKENS,
+        temperature: params.temperature,
+        signal,
+        onDelta,
+      });
       this.options.onRequestDone?.({ kind: 'chat', model: result.model, firstTokenMs: result.firstTokenMs, totalMs: result.totalMs, usage: result.usage, prefix: describe(plan) });
       // a remote server reports no attention: the files the answer names (path:line) stand in, with weight 0
-      return { text: result.text, locations: [], sources: mentionedSources(result.text, plan.files), finishReason: result.finishReason === 'length' ? 'length' : 'stop', promptTokens: result.usage?.promptTokens ?? 0 };
+      return {
+        text: result.text,
+        locations: [],
+        sources: mentionedSources(result.text, plan.files),
+        finishReason: result.finishReason === 'length' ? 'length' : 'stop',
+        promptTokens: result.usage?.promptTokens ?? 0,
+      };
     });
   }
 
@@ -67,7 +79,11 @@ export class RemoteBackend implements AssistantBackend {
       // The server generated a plain continuation: it ends where the engine would have stopped it.
       const lineStart = params.prefix.lastIndexOf('\n') + 1;
       const lineEnd = params.suffix.indexOf('\n');
-      const text = cutCompletion(result.text, { linePrefix: params.prefix.slice(lineStart), lineSuffix: lineEnd < 0 ? params.suffix : params.suffix.slice(0, lineEnd), maxLines: DEFAULT_MAX_LINES });
+      const text = cutCompletion(result.text, {
+        linePrefix: params.prefix.slice(lineStart),
+        lineSuffix: lineEnd < 0 ? params.suffix : params.suffix.slice(0, lineEnd),
+        maxLines: DEFAULT_MAX_LINES,
+      });
       return { text, reusedTokens: cached, fedTokens: Math.max(0, (result.usage?.promptTokens ?? 0) - cached), latencyMs: result.totalMs };
     });
   }

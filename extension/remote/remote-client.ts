@@ -75,7 +75,8 @@ export function normalizeBaseUrl(raw: string): string {
     throw new RemoteError('config', `panorama.remote.baseUrl is not a URL: "${trimmed}". Write it as http://host:port/v1.`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new RemoteError('config', `panorama.remote.baseUrl must start with http:// or https://, not ${url.protocol}//.`);
-  if (url.username !== '' || url.password !== '') throw new RemoteError('config', 'panorama.remote.baseUrl must not carry credentials: use "Panorama: Set Remote API Key…" for the key.');
+  if (url.username !== '' || url.password !== '')
+    throw new RemoteError('config', 'panorama.remote.baseUrl must not carry credentials: use "Panorama: Set Remote API Key…" for the key.');
   const path = url.pathname.replace(/\/+$/, '');
   url.pathname = path === '' ? '/v1' : path;
   url.search = '';
@@ -98,7 +99,8 @@ export class RemoteClient {
     const response = await this.send('GET', '/models', undefined, signal);
     const body = await readJson(response, this.baseUrl, signal);
     const data = isRecord(body) && Array.isArray(body.data) ? body.data : undefined;
-    if (data === undefined) throw new RemoteError('protocol', `${this.baseUrl}/models did not answer with a model list. Is panorama.remote.baseUrl an OpenAI-compatible API (it usually ends in /v1)?`);
+    if (data === undefined)
+      throw new RemoteError('protocol', `${this.baseUrl}/models did not answer with a model list. Is panorama.remote.baseUrl an OpenAI-compatible API (it usually ends in /v1)?`);
     return data.flatMap((entry) => (isRecord(entry) && typeof entry.id === 'string' ? [entry.id] : []));
   }
 
@@ -106,7 +108,8 @@ export class RemoteClient {
   async model(signal?: AbortSignal): Promise<string> {
     if (this.resolvedModel !== undefined) return this.resolvedModel;
     const models = await this.models(signal);
-    if (models.length === 0) throw new RemoteError('not-found', `The remote server at ${this.baseUrl} serves no model. Check that it finished loading, or set panorama.remote.model.`);
+    if (models.length === 0)
+      throw new RemoteError('not-found', `The remote server at ${this.baseUrl} serves no model. Check that it finished loading, or set panorama.remote.model.`);
     this.resolvedModel = models[0];
     return models[0];
   }
@@ -127,7 +130,10 @@ export class RemoteClient {
     const contentType = response.headers.get('content-type') ?? '';
     if (!contentType.includes('text/event-stream')) {
       await response.body?.cancel().catch(() => undefined);
-      throw new RemoteError('protocol', `The remote server answered a streamed chat request with ${contentType || 'no content type'} instead of an event stream. Is ${this.baseUrl} an OpenAI-compatible API?`);
+      throw new RemoteError(
+        'protocol',
+        `The remote server answered a streamed chat request with ${contentType || 'no content type'} instead of an event stream. Is ${this.baseUrl} an OpenAI-compatible API?`,
+      );
     }
     if (response.body === null) throw new RemoteError('protocol', 'The remote server sent an empty response to a chat request.');
 
@@ -162,7 +168,8 @@ export class RemoteClient {
       if (request.signal?.aborted) throw request.signal.reason ?? error;
       throw new RemoteError('unreachable', `The connection to the remote server broke mid-answer (${networkCause(error)}). Try again.`);
     }
-    if (!done && finishReason === undefined) throw new RemoteError('protocol', 'The remote server closed the stream before the answer was complete. Try again; if it keeps happening, read the server log.');
+    if (!done && finishReason === undefined)
+      throw new RemoteError('protocol', 'The remote server closed the stream before the answer was complete. Try again; if it keeps happening, read the server log.');
     return { text, finishReason: finishReason ?? 'stop', model, firstTokenMs, totalMs: performance.now() - started, ...(usage !== undefined ? { usage } : {}) };
   }
 
@@ -196,7 +203,10 @@ export class RemoteClient {
       response = await fetch(`${this.baseUrl}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
     } catch (error) {
       if (signal?.aborted) throw signal.reason ?? error;
-      throw new RemoteError('unreachable', `Cannot reach the remote server at ${this.baseUrl} (${networkCause(error)}). Check that it is running and that panorama.remote.baseUrl is right.`);
+      throw new RemoteError(
+        'unreachable',
+        `Cannot reach the remote server at ${this.baseUrl} (${networkCause(error)}). Check that it is running and that panorama.remote.baseUrl is right.`,
+      );
     }
     if (response.ok) return response;
     const detail = await errorDetail(response);

@@ -14,7 +14,10 @@ export default {
   create(context) {
     const base = path.basename(context.filename);
     if (KEBAB.test(base)) return {};
-    const suggested = base.replace(/([a-z0-9])([A-Z])/g, '$1-$2').replace(/[_\s]+/g, '-').toLowerCase();
+    const suggested = base
+      .replace(/([a-z0-9])([A-Z])/g, '$1-$2')
+      .replace(/[_\s]+/g, '-')
+      .toLowerCase();
     return { Program: (node) => context.report({ node, loc: { line: 1, column: 0 }, messageId: 'name', data: { suggested } }) };
   },
 };

@@ -22,11 +22,13 @@ const root = path.resolve(__dirname, '../..');
 /** Files of a local repository placed one after another (positions in characters stand in for tokens). */
 function placed(...dirs: string[]): PlacedFile[] {
   let at = 0;
-  return dirs.flatMap((d) => localRepo(path.join(root, d)).files).map(([p, text]) => {
-    const file = { path: p, text, start: at, end: at + text.length };
-    at += text.length;
-    return file;
-  });
+  return dirs
+    .flatMap((d) => localRepo(path.join(root, d)).files)
+    .map(([p, text]) => {
+      const file = { path: p, text, start: at, end: at + text.length };
+      at += text.length;
+      return file;
+    });
 }
 
 const workspace = placed('engine', 'test/e2e/fixture-workspace');
@@ -42,7 +44,10 @@ test('lookup questions: "defined" golds are the definition lines, names defined 
     assert.equal(q.question, `Where is \`${q.name}\` defined?`);
     const line = workspace.find((f) => f.path === q.gold[0].path)!.text.split('\n')[q.gold[0].line - 1];
     assert.equal(line, q.definition.text);
-    assert.ok(definitions(q.definition.path, line).some((d) => d.name === q.name), `${line} defines ${q.name}`);
+    assert.ok(
+      definitions(q.definition.path, line).some((d) => d.name === q.name),
+      `${line} defines ${q.name}`,
+    );
   }
   // One question per twelfth of the context: the depths rise from near the start to near the end.
   const depths = questions.map((q) => q.depth);
@@ -77,10 +82,16 @@ test('absent names occur nowhere in the context and are made of pieces of the ot
   const pieces = new Set(elsewhere.flatMap((t) => (t.match(/[A-Za-z_$][\w$]*/g) ?? []).flatMap(namePieces).map((p) => p.toLowerCase())));
   const questions = absentQuestions(workspace, elsewhere, 20, new Random(5));
   assert.equal(questions.length, 20);
-  const all = workspace.map((f) => f.text).join('\n').toLowerCase();
+  const all = workspace
+    .map((f) => f.text)
+    .join('\n')
+    .toLowerCase();
   for (const q of questions) {
     assert.ok(!all.includes(q.name.toLowerCase()), `${q.name} is absent`);
-    assert.ok(namePieces(q.name).every((p) => pieces.has(p.toLowerCase())), `${q.name} is made of real pieces`);
+    assert.ok(
+      namePieces(q.name).every((p) => pieces.has(p.toLowerCase())),
+      `${q.name} is made of real pieces`,
+    );
     assert.match(q.name, /^[a-z]+(?:[A-Z][a-z]+)+$/, 'camelCase in a TypeScript workspace');
   }
   assert.deepEqual(namePieces('parseHeaderMap'), ['parse', 'Header', 'Map']);
@@ -133,7 +144,16 @@ test('the scorer: the first place must be on a gold path within ±2 lines; place
   assert.ok(lookupCorrect([{ path: 'a.py', line: 8 }], gold));
   assert.ok(!lookupCorrect([{ path: 'a.py', line: 13 }], gold));
   assert.ok(!lookupCorrect([{ path: 'b.py', line: 10 }], gold));
-  assert.ok(!lookupCorrect([{ path: 'b.py', line: 1 }, { path: 'a.py', line: 10 }], gold), 'only the first place counts');
+  assert.ok(
+    !lookupCorrect(
+      [
+        { path: 'b.py', line: 1 },
+        { path: 'a.py', line: 10 },
+      ],
+      gold,
+    ),
+    'only the first place counts',
+  );
   assert.ok(!lookupCorrect([], gold));
 
   const files = [
@@ -142,17 +162,29 @@ test('the scorer: the first place must be on a gold path within ±2 lines; place
   ];
   const index = new LineIndex(files);
   // The engine's own locations win.
-  assert.deepEqual(resolveLocations({ text: 'whatever', sources: [], locations: [{ path: 'b.py', line: 1, text: 'def run(x):' }] }, index), [{ path: 'b.py', line: 1, text: 'def run(x):' }]);
+  assert.deepEqual(resolveLocations({ text: 'whatever', sources: [], locations: [{ path: 'b.py', line: 1, text: 'def run(x):' }] }, index), [
+    { path: 'b.py', line: 1, text: 'def run(x):' },
+  ]);
   // A spelled-out path:line of a workspace file.
   assert.deepEqual(resolveLocations({ text: 'a.py:3', sources: [] }, index), [{ path: 'a.py', line: 3 }]);
   // A verbatim line: the first occurrence in context order, or the one inside the first source.
   assert.deepEqual(resolveLocations({ text: 'def run(x):', sources: [] }, index), [{ path: 'a.py', line: 3, text: 'def run(x):' }]);
-  assert.deepEqual(resolveLocations({ text: '  def run(x):  ', sources: [{ path: 'b.py', startLine: 1, endLine: 2, weight: 1 }] }, index), [{ path: 'b.py', line: 1, text: 'def run(x):' }]);
+  assert.deepEqual(resolveLocations({ text: '  def run(x):  ', sources: [{ path: 'b.py', startLine: 1, endLine: 2, weight: 1 }] }, index), [
+    { path: 'b.py', line: 1, text: 'def run(x):' },
+  ]);
   assert.deepEqual(resolveLocations({ text: '`nothing` is not in the workspace.', sources: [] }, index), []);
 
   assert.ok(attributionCorrect([{ path: 'a.py', startLine: 1, endLine: 3, weight: 1 }], { path: 'a.py', line: 3 }));
   assert.ok(!attributionCorrect([{ path: 'a.py', startLine: 4, endLine: 9, weight: 1 }], { path: 'a.py', line: 3 }));
-  assert.ok(!attributionCorrect([{ path: 'b.py', startLine: 1, endLine: 9, weight: 0.6 }, { path: 'a.py', startLine: 1, endLine: 9, weight: 0.4 }], { path: 'a.py', line: 3 }));
+  assert.ok(
+    !attributionCorrect(
+      [
+        { path: 'b.py', startLine: 1, endLine: 9, weight: 0.6 },
+        { path: 'a.py', startLine: 1, endLine: 9, weight: 0.4 },
+      ],
+      { path: 'a.py', line: 3 },
+    ),
+  );
   assert.ok(saysNotFound('`fooBarBaz` is not in the workspace.'));
   assert.ok(!saysNotFound('a.py:3'));
   assert.ok(completionExact('area(unit));  ', 'area(unit));'));
@@ -178,12 +210,18 @@ test('held-out file selection: src/ over compiled output, no declaration, minifi
   }
   const js = jsPackage(pkg);
   assert.equal(js.version, '1.2.3');
-  assert.deepEqual(js.files.map(([p]) => p), ['pkg/src/index.ts', 'pkg/src/util.js']);
+  assert.deepEqual(
+    js.files.map(([p]) => p),
+    ['pkg/src/index.ts', 'pkg/src/util.js'],
+  );
   const top = path.join(dir, 'site', 'mod');
   mkdirSync(path.join(top, 'sub'), { recursive: true });
   writeFileSync(path.join(top, '__init__.py'), 'def main(argv=None):\n    return run_everything(argv or [])\n\n\ndef other():\n    pass\n');
   writeFileSync(path.join(top, 'sub', 'gen.py'), '# Auto-generated: do not edit\n' + 'x = 1\n'.repeat(20));
-  assert.deepEqual(pythonPackage(top).files.map(([p]) => p), ['mod/__init__.py']);
+  assert.deepEqual(
+    pythonPackage(top).files.map(([p]) => p),
+    ['mod/__init__.py'],
+  );
 });
 
 test('the command line: sizes, counts and --quick; a bad value is refused with what to write', () => {
@@ -195,10 +233,16 @@ test('the command line: sizes, counts and --quick; a bad value is refused with w
   assert.equal(full.bpbRowTokens, 4096);
   const quick = parseOptions(['--quick', '--sizes', '128k']);
   assert.deepEqual([quick.sizes, quick.questions, quick.completions, quick.bpbRows], [[8192], 3, 3, 1]);
-  assert.throws(() => parseOptions(['--sizes', '8kb']), (err: Error) => err instanceof OptionsError && /--sizes: "8kb" is not a size like 8k, 32k, 128k or 1m/.test(err.message));
+  assert.throws(
+    () => parseOptions(['--sizes', '8kb']),
+    (err: Error) => err instanceof OptionsError && /--sizes: "8kb" is not a size like 8k, 32k, 128k or 1m/.test(err.message),
+  );
   assert.throws(() => parseOptions(['--questions', '0']), /--questions: "0" is not a whole number ≥ 1/);
   assert.throws(() => parseOptions(['--seed', 'x']), /--seed: "x" is not a whole number ≥ 0/);
-  assert.throws(() => parseOptions(['--frobnicate']), (err: Error) => err instanceof OptionsError && /--frobnicate/.test(err.message) && /--sizes 8k,32k,128k/.test(err.message));
+  assert.throws(
+    () => parseOptions(['--frobnicate']),
+    (err: Error) => err instanceof OptionsError && /--frobnicate/.test(err.message) && /--sizes 8k,32k,128k/.test(err.message),
+  );
 });
 
 test('npm run eval:model -- --quick on the shipped model writes the report, its table and the question set', { timeout: 120_000 }, async () => {
@@ -212,7 +256,10 @@ test('npm run eval:model -- --quick on the shipped model writes the report, its 
   assert.equal(result.model.name, 'panorama-code-13m');
   assert.equal(result.machine.cpus, os.cpus().length);
   assert.ok(result.quick);
-  assert.deepEqual(result.heldout.map((r) => r.name), ['engine', 'training']);
+  assert.deepEqual(
+    result.heldout.map((r) => r.name),
+    ['engine', 'training'],
+  );
   assert.equal(result.sizes.length, 1);
   const [size] = result.sizes;
   assert.equal(size.size, 8192);
@@ -231,7 +278,12 @@ test('npm run eval:model -- --quick on the shipped model writes the report, its 
   const table = readFileSync(out.replace(/\.json$/, '.md'), 'utf8');
   assert.match(table, /\| lookup "Where is `X` defined\?" \(±2 lines\) \| \d+\.\d% \(\d\/3\) \|/);
   assert.match(table, /bits per byte \(1 row of 1024 tokens/);
-  const questions = JSON.parse(readFileSync(dump, 'utf8')) as { sizes: { files: string[]; lookup: unknown[]; absent: unknown[]; crossFile: unknown[] }[]; fillIn: unknown[]; bitsPerByte: { ids: number[] }[]; texts: Record<string, string> };
+  const questions = JSON.parse(readFileSync(dump, 'utf8')) as {
+    sizes: { files: string[]; lookup: unknown[]; absent: unknown[]; crossFile: unknown[] }[];
+    fillIn: unknown[];
+    bitsPerByte: { ids: number[] }[];
+    texts: Record<string, string>;
+  };
   assert.equal(questions.sizes[0].lookup.length, 6);
   assert.equal(questions.sizes[0].absent.length, 3);
   assert.equal(questions.sizes[0].crossFile.length, 3);
@@ -244,18 +296,45 @@ test('npm run eval:model -- --quick on the shipped model writes the report, its 
 test('--dump-only writes the question set for the PyTorch side without running the model, the same items as a full run would ask', { timeout: 60_000 }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'eval-dump-'));
   const dump = (name: string) => path.join(dir, name);
-  const args = ['--import', 'tsx', 'bench/eval-model.ts', '--repos', 'engine,training', '--sizes', '8k,16k', '--questions', '4', '--completions', '4', '--dump-only', '--seed', '3'];
+  const args = [
+    '--import',
+    'tsx',
+    'bench/eval-model.ts',
+    '--repos',
+    'engine,training',
+    '--sizes',
+    '8k,16k',
+    '--questions',
+    '4',
+    '--completions',
+    '4',
+    '--dump-only',
+    '--seed',
+    '3',
+  ];
   await run(process.execPath, [...args, '--dump-questions', dump('a.json')], { cwd: root });
   await run(process.execPath, [...args, '--dump-questions', dump('b.json')], { cwd: root });
   const a = readFileSync(dump('a.json'), 'utf8');
   assert.equal(a, readFileSync(dump('b.json'), 'utf8'), 'the same seed gives the same items');
-  const questions = JSON.parse(a) as { sizes: { size: number; files: string[]; lookup: { gold: { path: string; line: number }[] }[]; absent: unknown[] }[]; texts: Record<string, string> };
-  assert.deepEqual(questions.sizes.map((s) => s.size), [8192, 16384]);
+  const questions = JSON.parse(a) as {
+    sizes: { size: number; files: string[]; lookup: { gold: { path: string; line: number }[] }[]; absent: unknown[] }[];
+    texts: Record<string, string>;
+  };
+  assert.deepEqual(
+    questions.sizes.map((s) => s.size),
+    [8192, 16384],
+  );
   for (const size of questions.sizes) {
     assert.equal(size.lookup.length, 8);
     assert.equal(size.absent.length, 4);
     for (const q of size.lookup) for (const g of q.gold) assert.ok(size.files.includes(g.path) && questions.texts[g.path].split('\n').length >= g.line);
   }
-  await assert.rejects(run(process.execPath, ['--import', 'tsx', 'bench/eval-model.ts', '--dump-only'], { cwd: root }), /--dump-only writes the question set: name its file with --dump-questions FILE/);
-  await assert.rejects(run(process.execPath, ['--import', 'tsx', 'bench/eval-model.ts', '--repos', 'no/such/folder'], { cwd: root }), (err: Error & { code?: number; stderr?: string }) => err.code === 2 && /--repos: no\/such\/folder is not a folder/.test(err.stderr ?? ''));
+  await assert.rejects(
+    run(process.execPath, ['--import', 'tsx', 'bench/eval-model.ts', '--dump-only'], { cwd: root }),
+    /--dump-only writes the question set: name its file with --dump-questions FILE/,
+  );
+  await assert.rejects(
+    run(process.execPath, ['--import', 'tsx', 'bench/eval-model.ts', '--repos', 'no/such/folder'], { cwd: root }),
+    (err: Error & { code?: number; stderr?: string }) => err.code === 2 && /--repos: no\/such\/folder is not a folder/.test(err.stderr ?? ''),
+  );
 });

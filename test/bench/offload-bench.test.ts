@@ -5,6 +5,10 @@
 import { test } from 'node:test';
 import { checkQuickOffload, runQuickOffload } from '../../bench/offload-check.js';
 
-test('bench:offload --device cpu --quick in fp32: decode and prefill rows for dense, sparse on-device and sparse offloaded (and the host path\'s prefill), the resident graphs equal to the host path', { timeout: 120_000 }, async () => {
-  checkQuickOffload(await runQuickOffload(['fp32']), ['fp32']);
-});
+test(
+  "bench:offload --device cpu --quick in fp32: decode and prefill rows for dense, sparse on-device and sparse offloaded (and the host path's prefill), the resident graphs equal to the host path",
+  { timeout: 120_000 },
+  async () => {
+    checkQuickOffload(await runQuickOffload(['fp32']), ['fp32']);
+  },
+);

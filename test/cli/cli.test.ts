@@ -85,7 +85,11 @@ test('bad input gives a clear error and a non-zero exit', () => {
     [['generate', '--model', FIXTURE, '--prompt', ''], 2, /prompt is empty/],
     [['generate', '--model', FIXTURE], 2, /needs --prompt/],
     [['generate', '--model', FIXTURE, '--prompt', 'x', '--bogus'], 2, /Unknown option '--bogus'/],
-    [['logits', '--model', FIXTURE, '--ids', writeJson('oov.json', [1, 2, 9999]), '--out', path.join(tmp, 'x.bin')], 1, /token id 9999 at index 2 is outside the vocabulary \[0, 512\)/],
+    [
+      ['logits', '--model', FIXTURE, '--ids', writeJson('oov.json', [1, 2, 9999]), '--out', path.join(tmp, 'x.bin')],
+      1,
+      /token id 9999 at index 2 is outside the vocabulary \[0, 512\)/,
+    ],
     [['logits', '--model', FIXTURE, '--ids', writeJson('empty.json', []), '--out', path.join(tmp, 'x.bin')], 2, /holds no token ids/],
     [['logits', '--model', FIXTURE, '--ids', writeJson('notids.json', { a: 1 }), '--out', path.join(tmp, 'x.bin')], 2, /must hold a JSON array of integer token ids/],
     [['frobnicate'], 2, /unknown command "frobnicate"/],
@@ -127,7 +131,12 @@ test('truncated or mismatched weights are reported by name, not crashed on', () 
 test('Ctrl-C stops generation within a token and exits 130', async () => {
   const child = spawn(process.execPath, [BIN, 'generate', '--model', FIXTURE, '--prompt', 'def f():', '--max-tokens', '100000']);
   let stdout = '';
-  const firstOutput = new Promise<void>((resolve) => child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString(); resolve(); }));
+  const firstOutput = new Promise<void>((resolve) =>
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+      resolve();
+    }),
+  );
   await firstOutput;
   const interruptedAt = performance.now();
   child.kill('SIGINT');

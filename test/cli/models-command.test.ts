@@ -82,7 +82,11 @@ test('pull, killed with SIGKILL mid-file, resumes with Range and does not fetch 
   assert.equal(resumed.status, 0, resumed.stderr);
   assert.match(resumed.stdout, /downloaded: openbmb\/MiniCPM-SALA \(commit [0-9a-f]{12}\) in .*\nuse it with --model openbmb\/MiniCPM-SALA/);
   const requests = hub.storageRequests(shard);
-  assert.deepEqual(requests.map((r) => [r.range, r.status, r.bytes]), [[`bytes=${kept}-`, 206, size - kept]], 'only the bytes after the part were sent');
+  assert.deepEqual(
+    requests.map((r) => [r.range, r.status, r.bytes]),
+    [[`bytes=${kept}-`, 206, size - kept]],
+    'only the bytes after the part were sent',
+  );
   assert.deepEqual(readFileSync(path.join(dir, shard)), readFileSync(path.join(source, shard)));
   assert.match(resumed.stderr, /2\.\dM parameters; on the CPU in fp32 at 1,048,576 tokens: [\d.]+ GB of memory to load/);
 });
@@ -97,7 +101,13 @@ test('the pulled model is listed with its precision and runs by name in generate
   assert.match(list.stdout, /panorama-code-13m\s+default\s+13\.\dM parameters, I8 \+ F32/);
   assert.match(list.stdout, /openbmb\/MiniCPM-SALA\s+hub\s+2\.\dM parameters, BF16, 5\.\d MiB/);
   const json = JSON.parse((await panorama(home, ['models', 'list', '--json'])).stdout);
-  assert.deepEqual(json.models.map((m: { name: string; kind: string }) => [m.name, m.kind]), [['panorama-code-13m', 'default'], [REPO, 'hub']]);
+  assert.deepEqual(
+    json.models.map((m: { name: string; kind: string }) => [m.name, m.kind]),
+    [
+      ['panorama-code-13m', 'default'],
+      [REPO, 'hub'],
+    ],
+  );
 
   const info = await panorama(home, ['models', 'info', REPO, '--memory-gb', '16', '--gpu-memory-gb', '8']);
   assert.equal(info.status, 0, info.stderr);
@@ -116,7 +126,11 @@ test('the pulled model is listed with its precision and runs by name in generate
   const converted = await panorama(home, ['generate', '--model', REPO, '--precision', 'int4', '--prompt', 'x = ', '--max-tokens', '2']);
   assert.match(converted.stderr, /int4 form read from /);
   assert.equal(converted.stdout, converting.stdout);
-  assert.match((await panorama(home, ['models', 'list'])).stdout, /openbmb\/MiniCPM-SALA\s+hub\s+2\.\dM parameters, BF16/, 'the converted form is not listed as a model or counted as its weights');
+  assert.match(
+    (await panorama(home, ['models', 'list'])).stdout,
+    /openbmb\/MiniCPM-SALA\s+hub\s+2\.\dM parameters, BF16/,
+    'the converted form is not listed as a model or counted as its weights',
+  );
 
   const workspace = tempDir('panorama-ws-');
   writeFileSync(path.join(workspace, 'a.py'), 'def add(a, b):\n    return a + b\n');
@@ -134,7 +148,10 @@ test('pull refuses a model that does not fit this machine before fetching its we
   hub.log.length = 0;
   const refused = await panorama(home, ['models', 'pull', REPO, '--device', 'cpu', '--memory-gb', '0.5']);
   assert.equal(refused.status, 1);
-  assert.match(refused.stderr, /openbmb\/MiniCPM-SALA needs [\d.]+ GB of memory in fp32 on the CPU .*this machine has 0\.5\. Nothing was downloaded but its config; --force pulls it anyway/);
+  assert.match(
+    refused.stderr,
+    /openbmb\/MiniCPM-SALA needs [\d.]+ GB of memory in fp32 on the CPU .*this machine has 0\.5\. Nothing was downloaded but its config; --force pulls it anyway/,
+  );
   assert.equal(hub.log.filter((r) => r.server === 'storage').length, 0);
 
   const gpu = await panorama(home, ['models', 'pull', REPO, '--device', 'gpu', '--precision', 'fp32', '--memory-gb', '64', '--gpu-memory-gb', '0.5']);

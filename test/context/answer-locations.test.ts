@@ -21,23 +21,38 @@ test('a copied definition line resolves to its file and 1-based line', () => {
 });
 
 test('leading whitespace on either side is ignored', () => {
-  assert.deepEqual(resolveLocations('  class Loader:  ', workspace(files)).map((l) => `${l.path}:${l.line}`), ['pkg/a.py:6']);
+  assert.deepEqual(
+    resolveLocations('  class Loader:  ', workspace(files)).map((l) => `${l.path}:${l.line}`),
+    ['pkg/a.py:6'],
+  );
 });
 
 test('a line that occurs twice goes to the occurrence the answer attended to', () => {
   const attendedC = workspace(files, { 'pkg/c.py:2': 0.4, 'pkg/b.py:4': 0.1 });
-  assert.deepEqual(resolveLocations('args = parse_args()', attendedC).map((l) => `${l.path}:${l.line}`), ['pkg/c.py:2']);
+  assert.deepEqual(
+    resolveLocations('args = parse_args()', attendedC).map((l) => `${l.path}:${l.line}`),
+    ['pkg/c.py:2'],
+  );
   // with no attention the first in context order
-  assert.deepEqual(resolveLocations('args = parse_args()', workspace(files)).map((l) => `${l.path}:${l.line}`), ['pkg/b.py:4']);
+  assert.deepEqual(
+    resolveLocations('args = parse_args()', workspace(files)).map((l) => `${l.path}:${l.line}`),
+    ['pkg/b.py:4'],
+  );
 });
 
 test('several answer lines give several places in answer order, without repeats', () => {
   const answer = 'from a import parse_args\nargs = parse_args()\nargs = parse_args()';
-  assert.deepEqual(resolveLocations(answer, workspace(files)).map((l) => `${l.path}:${l.line}`), ['pkg/b.py:1', 'pkg/b.py:4']);
+  assert.deepEqual(
+    resolveLocations(answer, workspace(files)).map((l) => `${l.path}:${l.line}`),
+    ['pkg/b.py:1', 'pkg/b.py:4'],
+  );
 });
 
 test('an answer cut short resolves when it starts exactly one line', () => {
-  assert.deepEqual(resolveLocations('def parse_args(ar', workspace(files)).map((l) => `${l.path}:${l.line}`), ['pkg/a.py:3']);
+  assert.deepEqual(
+    resolveLocations('def parse_args(ar', workspace(files)).map((l) => `${l.path}:${l.line}`),
+    ['pkg/a.py:3'],
+  );
   // too short to point anywhere
   assert.deepEqual(resolveLocations('def ma', workspace(files)), []);
 });

@@ -26,7 +26,11 @@ function file(name: string, text: string): ContextFile {
 }
 
 function source(n: number, functions: number): string {
-  return Array.from({ length: functions }, (_, i) => `export function scale${n}_${i}(values: number[], factor: number): number[] {\n  const out = values.map((v) => v * factor + ${i});\n  return out.filter((v) => v > ${n});\n}\n`).join('\n');
+  return Array.from(
+    { length: functions },
+    (_, i) =>
+      `export function scale${n}_${i}(values: number[], factor: number): number[] {\n  const out = values.map((v) => v * factor + ${i});\n  return out.filter((v) => v > ${n});\n}\n`,
+  ).join('\n');
 }
 
 /** About 2,600 tokens: past dense_len (2,048), so every request runs the sparse path as in a real workspace. */

@@ -64,5 +64,9 @@ test('a waiter whose signal aborts leaves the queue at once and never runs', asy
   await first;
   await lock.run(async () => undefined); // the lock is free again
   assert.equal(ran, false);
-  await assert.rejects(lock.run(async () => undefined, { signal: controller.signal }), /superseded/, 'an aborted signal is refused before queueing');
+  await assert.rejects(
+    lock.run(async () => undefined, { signal: controller.signal }),
+    /superseded/,
+    'an aborted signal is refused before queueing',
+  );
 });

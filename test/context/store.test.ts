@@ -135,7 +135,9 @@ test('a patched file keeps its pieces through save and reopen; the next edit pat
 test('a damaged segment is detected and only the files after the last good checkpoint are lost', async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'panorama-store-'));
   const { context } = await build(dir, 300);
-  const segments = readdirSync(dir).filter((n) => n.startsWith('seg-')).sort((a, b) => Number(a.split('-')[1]) - Number(b.split('-')[1]));
+  const segments = readdirSync(dir)
+    .filter((n) => n.startsWith('seg-'))
+    .sort((a, b) => Number(a.split('-')[1]) - Number(b.split('-')[1]));
   assert.ok(segments.length >= 3, `segments: ${segments.join(', ')}`);
   const victim = path.join(dir, segments[2]);
   const bytes = readFileSync(victim);
@@ -214,7 +216,10 @@ test('a full disk (ENOSPC) is a clear error and the last saved state stays reada
     await context.withState((state) => store.save(model, state));
     const saved = context.stats().sequenceTokens;
     await context.update(files.slice(1));
-    await assert.rejects(context.withState((state) => store.save(model, state)), (err: Error) => err instanceof StoreError && /no space left on the device/.test(err.message));
+    await assert.rejects(
+      context.withState((state) => store.save(model, state)),
+      (err: Error) => err instanceof StoreError && /no space left on the device/.test(err.message),
+    );
     const { context: reopened } = await reopen(dir);
     assert.ok(reopened);
     assert.equal(reopened.stats().sequenceTokens, saved);

@@ -40,7 +40,10 @@ test('files are laid out one after another with exact spans; an unchanged re-sav
   const context = new WorkspaceContext(model, tokenizer);
   await context.update(files);
   const layout = context.layout();
-  assert.deepEqual(layout.map((s) => s.path), files.map((f) => f.path));
+  assert.deepEqual(
+    layout.map((s) => s.path),
+    files.map((f) => f.path),
+  );
   for (let i = 1; i < layout.length; i++) assert.equal(layout[i].start, layout[i - 1].end);
   const stats = context.stats();
   assert.equal(stats.sequenceTokens, layout[layout.length - 1].end);
@@ -66,7 +69,10 @@ test('an edit tombstones the old span and appends the new version; compaction eq
   assert.equal(b.start, before.sequenceTokens, 'new version at the tail');
   assert.equal(b.editCount, 1);
   assert.equal(after.deadTokens, b.end - b.start - 1, 'the old span of b is dead (one byte shorter than the new one)');
-  assert.deepEqual(context.layout().map((s) => s.path), ['src/a.ts', 'src/c.ts', 'lib/d.ts', 'src/b.ts']);
+  assert.deepEqual(
+    context.layout().map((s) => s.path),
+    ['src/a.ts', 'src/c.ts', 'lib/d.ts', 'src/b.ts'],
+  );
 
   await context.compact();
   assert.equal(context.stats().deadTokens, 0);
@@ -74,7 +80,10 @@ test('an edit tombstones the old span and appends the new version; compaction eq
   assert.equal(compacted[0].start, context.span('src/a.ts')?.start);
   for (let i = 1; i < compacted.length; i++) assert.equal(compacted[i].start, compacted[i - 1].end, 'spans stay contiguous after compaction');
   assert.equal(compacted[compacted.length - 1].end, context.sequence.length);
-  assert.deepEqual(context.layout().map((s) => s.path), ['src/a.ts', 'src/c.ts', 'lib/d.ts', 'src/b.ts']);
+  assert.deepEqual(
+    context.layout().map((s) => s.path),
+    ['src/a.ts', 'src/c.ts', 'lib/d.ts', 'src/b.ts'],
+  );
   const fresh = new WorkspaceContext(model, tokenizer);
   await fresh.update([files[0], files[2], files[3], edited]);
   assert.deepEqual(context.sequence.tokens, fresh.sequence.tokens);
@@ -102,7 +111,12 @@ test('an edit to the file last in the context re-feeds it in place from just bef
     assert.equal(span?.start, start, 'in place');
     assert.equal(after.deadTokens, 0, 'no tombstone');
     assert.equal(span?.end, context.sequence.length);
-    const changedAt = Buffer.byteLength(text.slice(0, [...text].findIndex((ch, i) => ch !== long.text[i])));
+    const changedAt = Buffer.byteLength(
+      text.slice(
+        0,
+        [...text].findIndex((ch, i) => ch !== long.text[i]),
+      ),
+    );
     const refed = after.encodedTokens - before.encodedTokens;
     assert.ok(refed <= span!.end - span!.start - span!.headerTokens - changedAt + 128 + 64, `re-fed ${refed} tokens for a change at byte ${changedAt} of ${fileTokens}`);
     assert.ok(refed >= span!.end - span!.start - span!.headerTokens - changedAt, `re-fed ${refed} tokens: at least from the change on`);
@@ -173,7 +187,7 @@ test('a small edit anywhere is a patch: its lines tombstoned and appended under 
   assert.equal(tokenizer.decode(context.sequence.tokens.slice(-first.fed)), `\n### file: src/b.ts:2\n${v1[1]}\n`);
   assert.deepEqual(context.locate(context.sequence.length - 2), { path: 'src/b.ts', line: 2 }, 'the patch maps to its line');
   assert.deepEqual(context.locate(b.start + b.lineStarts[4] + 3), { path: 'src/b.ts', line: 5 });
-  assert.equal(context.locate(b.start + b.lineStarts[1] + 3), undefined, 'a tombstone is nobody\'s');
+  assert.equal(context.locate(b.start + b.lineStarts[1] + 3), undefined, "a tombstone is nobody's");
 
   // Two lines inserted after line 6: later lines move down by two.
   const v2 = [...v1.slice(0, 6), '// added', 'const y = 2;', ...v1.slice(6)];
@@ -209,21 +223,29 @@ test('a small edit anywhere is a patch: its lines tombstoned and appended under 
   assert.equal(context.span('src/c.ts')?.pieces, undefined);
   const fresh = new WorkspaceContext(model, tokenizer);
   await fresh.update([files[0], patched, files[3], file('src/b.ts', v4.join('\n'))]);
-  assert.deepEqual(context.layout().map((s) => s.path), fresh.layout().map((s) => s.path));
+  assert.deepEqual(
+    context.layout().map((s) => s.path),
+    fresh.layout().map((s) => s.path),
+  );
   assert.deepEqual(context.sequence.tokens, fresh.sequence.tokens);
   const question = 'What does f3_4 return?';
   const [x, y] = [await collect(context.ask(question, { maxTokens: 8 })), await collect(fresh.ask(question, { maxTokens: 8 }))];
   assert.equal(x.result.text, y.result.text);
 });
 
-test('the budget counts files\' own tokens, not patch headers: a full context keeps taking small edits as patches', async () => {
+test("the budget counts files' own tokens, not patch headers: a full context keeps taking small edits as patches", async () => {
   const probe = new WorkspaceContext(model, tokenizer);
   const full = files.reduce((n, f) => n + probe.format.file(f.path, f.text).ids.length, 0);
   const context = new WorkspaceContext(model, tokenizer, { budget: full, compactAt: 1 });
   await context.update(files);
   assert.equal(context.stats().excluded.length, 0);
   let text = files[1].text;
-  for (const [from, to] of [['x * 3;', 'y * 3;'], ['x * 5;', 'y * 5;'], ['x * 9;', 'y * 9;']]) { // same length: the files stay exactly at the budget
+  for (const [from, to] of [
+    ['x * 3;', 'y * 3;'],
+    ['x * 5;', 'y * 5;'],
+    ['x * 9;', 'y * 9;'],
+  ]) {
+    // same length: the files stay exactly at the budget
     text = text.replace(from, to);
     const encoded = context.stats().encodedTokens;
     await context.update([file('src/b.ts', text)]);
@@ -234,12 +256,21 @@ test('the budget counts files\' own tokens, not patch headers: a full context ke
   await context.update([file('src/b.ts', `${text}${'// more\n'.repeat(40)}`)]);
   assert.ok(context.span('src/b.ts'));
   // (all unedited and equally old: the layout order ties on the path, lib/d.ts first)
-  assert.deepEqual(context.stats().excluded.map((e) => e.path), ['lib/d.ts']);
+  assert.deepEqual(
+    context.stats().excluded.map((e) => e.path),
+    ['lib/d.ts'],
+  );
   assert.ok(context.stats().liveTokens <= full);
   // A file larger than the whole budget is left out itself; nothing else goes.
   await context.update([file('src/huge.ts', source(9, 200))]);
   assert.equal(context.span('src/huge.ts'), undefined);
-  assert.deepEqual(context.stats().excluded.map((e) => e.path).sort(), ['lib/d.ts', 'src/huge.ts']);
+  assert.deepEqual(
+    context
+      .stats()
+      .excluded.map((e) => e.path)
+      .sort(),
+    ['lib/d.ts', 'src/huge.ts'],
+  );
 });
 
 test('the checkpoints kept for in-place edits stay within their budget over many files; the last file still edits in place', async () => {
@@ -302,7 +333,10 @@ test('ask streams an answer, reports sources inside real files, and leaves the c
   const { sources } = result;
   assert.ok(sources.length > 0, 'the sparse layers selected blocks beyond the forced ones');
   for (const s of sources) {
-    assert.ok(many.some((f) => f.path === s.path), s.path);
+    assert.ok(
+      many.some((f) => f.path === s.path),
+      s.path,
+    );
     assert.ok(s.startLine >= 1 && s.endLine >= s.startLine && s.endLine <= 10, `${s.path}:${s.startLine}-${s.endLine}`);
     assert.ok(s.weight > 0 && s.weight <= 1);
   }

@@ -8,7 +8,16 @@ import { createHash } from 'node:crypto';
 import { SalaModel } from '../../engine/model/sala-model.js';
 import { loadTokenizer, type Tokenizer } from '../../engine/model/tokenizer.js';
 import { WorkspaceContext, type ContextFile, type FileSpan } from '../../engine/context/workspace-context.js';
-import { buildAnswerOverlay, buildWorkspaceMap, FILE_STATES, MAX_OVERLAY_FILES, MAX_PLACES, MAX_RANGES_PER_FILE, type MapCell, type MapInput } from '../../engine/context/workspace-map.js';
+import {
+  buildAnswerOverlay,
+  buildWorkspaceMap,
+  FILE_STATES,
+  MAX_OVERLAY_FILES,
+  MAX_PLACES,
+  MAX_RANGES_PER_FILE,
+  type MapCell,
+  type MapInput,
+} from '../../engine/context/workspace-map.js';
 
 const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
 let model: SalaModel;
@@ -30,7 +39,16 @@ function source(n: number, lines = 12): string {
 /** A span laid out whole at `start`: `lines` lines of `perLine` tokens after a 4-token header. */
 function span(filePath: string, start: number, lines: number, perLine = 10): FileSpan {
   const header = 4;
-  return { path: filePath, start, end: start + header + lines * perLine, headerTokens: header, contentHash: filePath, mtimeMs: 0, editCount: 0, lineStarts: Array.from({ length: lines }, (_, i) => header + i * perLine) };
+  return {
+    path: filePath,
+    start,
+    end: start + header + lines * perLine,
+    headerTokens: header,
+    contentHash: filePath,
+    mtimeMs: 0,
+    editCount: 0,
+    lineStarts: Array.from({ length: lines }, (_, i) => header + i * perLine),
+  };
 }
 
 function input(spans: FileSpan[], extra: Partial<MapInput> = {}): MapInput {
@@ -80,10 +98,21 @@ test('a 10,000-file, 1M-token workspace fits the cap; folders nest and totals, f
     assert.equal(map.totals.tokens, tokens);
     assert.equal(map.cells[0].files, 10_000);
     const leaves = map.cells.filter((c) => c.kind !== 'folder');
-    assert.equal(leaves.reduce((n, c) => n + c.files, 0), 10_000, 'every file is in one leaf');
-    assert.equal(map.aggregated, leaves.filter((c) => c.kind === 'rest').reduce((n, c) => n + c.files, 0));
+    assert.equal(
+      leaves.reduce((n, c) => n + c.files, 0),
+      10_000,
+      'every file is in one leaf',
+    );
+    assert.equal(
+      map.aggregated,
+      leaves.filter((c) => c.kind === 'rest').reduce((n, c) => n + c.files, 0),
+    );
     assert.deepEqual(map.totals.filesByState, [10_000, 0, 0, 0, 0]);
-    if (cap === 3000) assert.ok(map.cells.some((c) => c.kind === 'file'), 'with room, the larger files are cells of their own');
+    if (cap === 3000)
+      assert.ok(
+        map.cells.some((c) => c.kind === 'file'),
+        'with room, the larger files are cells of their own',
+      );
   }
   const tight = buildWorkspaceMap(input(spans), 16);
   assert.ok(tight.cells.length <= 16, `${tight.cells.length} cells`);
@@ -93,7 +122,14 @@ test('a 10,000-file, 1M-token workspace fits the cap; folders nest and totals, f
 
 test('under the cap every file is its own cell, largest first, with its state and why it is left out', () => {
   const a = span('src/a.ts', 0, 30);
-  const b = { ...span('src/b.ts', a.end, 10), pieces: [{ at: a.end, from: 0, length: 54, header: 0 }, { at: 500, from: 54, length: 50, header: 6 }], end: 550 };
+  const b = {
+    ...span('src/b.ts', a.end, 10),
+    pieces: [
+      { at: a.end, from: 0, length: 54, header: 0 },
+      { at: 500, from: 54, length: 50, header: 6 },
+    ],
+    end: 550,
+  };
   const map = buildWorkspaceMap(
     input([a, b], {
       queued: [
@@ -102,7 +138,10 @@ test('under the cap every file is its own cell, largest first, with its state an
         { path: 'lib/d.ts', tokens: 80, contentHash: 'd' },
       ],
       overBudget: new Map([['big.ts', { tokens: 5000 }]]),
-      skipped: [{ path: 'logo.png', reason: 'binary', detail: 'NUL bytes in the first 8 KiB' }, { path: 'node_modules', reason: 'ignored', detail: '.gitignore: node_modules/' }],
+      skipped: [
+        { path: 'logo.png', reason: 'binary', detail: 'NUL bytes in the first 8 KiB' },
+        { path: 'node_modules', reason: 'ignored', detail: '.gitignore: node_modules/' },
+      ],
       deadRanges: [[a.end + 54, 500 - 6]],
       deadTokens: 500 - 6 - a.end - 54,
     }),
@@ -128,7 +167,10 @@ test('under the cap every file is its own cell, largest first, with its state an
   assert.equal(root.state, 'excluded', 'the big file left out is most of the area');
   // siblings come largest first
   const top = map.cells.filter((c) => c.parent === 0).map((c) => c.size);
-  assert.deepEqual(top, [...top].sort((x, y) => y - x));
+  assert.deepEqual(
+    top,
+    [...top].sort((x, y) => y - x),
+  );
 });
 
 test('thousands of tiny folders collapse into their parent’s aggregate', () => {
@@ -156,7 +198,16 @@ test('the overlay maps blocks to lines through a patch, and a tombstone’s hits
   const b = span('b.ts', 204, 10);
   // block 15 = [960, 1024): the patch header and its first 18 tokens → a.ts lines 5-6; block 2 = [128, 192): a.ts lines 13-19;
   // block 12 = [768, 832): nothing lives there (tombstones).
-  const overlay = buildAnswerOverlay('q', [a, b], [[15, 3], [2, 1], [12, 4]], blockSize);
+  const overlay = buildAnswerOverlay(
+    'q',
+    [a, b],
+    [
+      [15, 3],
+      [2, 1],
+      [12, 4],
+    ],
+    blockSize,
+  );
   assert.equal(overlay.hits, 8);
   assert.equal(overlay.unmapped, 4 / 8);
   const places = overlay.places.map((p) => `${p.path}:${p.startLine}-${p.endLine}@${p.weight}`);
@@ -164,7 +215,11 @@ test('the overlay maps blocks to lines through a patch, and a tombstone’s hits
   assert.equal(overlay.files.length, 1);
   assert.equal(overlay.files[0].lines, 20);
   assert.equal(overlay.files[0].weight, 0.5);
-  assert.deepEqual(overlay.files[0].ranges.map((r) => r.startLine), [5, 13], 'ranges in line order');
+  assert.deepEqual(
+    overlay.files[0].ranges.map((r) => r.startLine),
+    [5, 13],
+    'ranges in line order',
+  );
   assert.deepEqual(buildAnswerOverlay('none', [a, b], [], blockSize).places, []);
 });
 

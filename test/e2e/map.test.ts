@@ -37,10 +37,28 @@ function bigMap(waitingFrom = Number.POSITIVE_INFINITY) {
       queued.push({ path: filePath, tokens, contentHash: filePath });
       continue;
     }
-    spans.push({ path: filePath, start: at, end: at + tokens, headerTokens: 6, contentHash: filePath, mtimeMs: 0, editCount: 0, lineStarts: Array.from({ length: lines }, (_, l) => 6 + l * 5) });
+    spans.push({
+      path: filePath,
+      start: at,
+      end: at + tokens,
+      headerTokens: 6,
+      contentHash: filePath,
+      mtimeMs: 0,
+      editCount: 0,
+      lineStarts: Array.from({ length: lines }, (_, l) => 6 + l * 5),
+    });
     at += tokens;
   }
-  return buildWorkspaceMap({ spans, overBudget: new Map(), skipped: [], queued, deadRanges: [], deadTokens: 0, budget: 1_000_000, phase: waitingFrom < 10_000 ? 'indexing' : 'ready' });
+  return buildWorkspaceMap({
+    spans,
+    overBudget: new Map(),
+    skipped: [],
+    queued,
+    deadRanges: [],
+    deadTokens: 0,
+    budget: 1_000_000,
+    phase: waitingFrom < 10_000 ? 'indexing' : 'ready',
+  });
 }
 
 const skip = !existsSync(chromiumPath) && process.env.CI !== 'true' ? `no Chromium at ${chromiumPath} (apt-get install chromium, or set CHROMIUM_PATH)` : false;
@@ -70,21 +88,33 @@ describe('the workspace map in VS Code (code-server + Chromium)', { skip, timeou
   /** The webview's inner frame that holds `selector` (the map's #treemap, the chat's #question). */
   const findFrame = async (selector: string): Promise<Frame> => {
     let found: Frame | undefined;
-    await until(async () => {
-      for (const frame of page.frames()) {
-        if (!frame.isDetached() && (await frame.$(selector).catch(() => null)) !== null) {
-          found = frame;
-          return true;
+    await until(
+      async () => {
+        for (const frame of page.frames()) {
+          if (!frame.isDetached() && (await frame.$(selector).catch(() => null)) !== null) {
+            found = frame;
+            return true;
+          }
         }
-      }
-      return false;
-    }, 30_000, `a view with ${selector} is loaded`);
+        return false;
+      },
+      30_000,
+      `a view with ${selector} is loaded`,
+    );
     if (found === undefined) throw new Error(`no frame with ${selector}`);
     return found;
   };
   const findMapFrame = (): Promise<Frame> => findFrame('#treemap');
   const data = (name: string): Promise<string | null> => map.locator('#treemap').getAttribute(`data-${name}`);
-  const activeLine = async (): Promise<number> => Number(((await page.locator('.statusbar-item', { hasText: /Ln \d+, Col \d+/ }).first().innerText()).match(/Ln (\d+)/) ?? [])[1]);
+  const activeLine = async (): Promise<number> =>
+    Number(
+      ((
+        await page
+          .locator('.statusbar-item', { hasText: /Ln \d+, Col \d+/ })
+          .first()
+          .innerText()
+      ).match(/Ln (\d+)/) ?? [])[1],
+    );
   let failures = 0;
   const step = (name: string, timeout: number, body: () => Promise<void>): void => {
     it(name, { timeout }, async () => {
@@ -151,17 +181,21 @@ describe('the workspace map in VS Code (code-server + Chromium)', { skip, timeou
     map = await findMapFrame();
     let sawIndexing = false;
     let shotTaken = false;
-    await until(async () => {
-      const [phase, waiting] = [await data('phase'), Number(await data('waiting'))];
-      if (phase === 'indexing' && waiting > 0) {
-        sawIndexing = true;
-        if (!shotTaken) {
-          shotTaken = true;
-          await shot('map-1-indexing');
+    await until(
+      async () => {
+        const [phase, waiting] = [await data('phase'), Number(await data('waiting'))];
+        if (phase === 'indexing' && waiting > 0) {
+          sawIndexing = true;
+          if (!shotTaken) {
+            shotTaken = true;
+            await shot('map-1-indexing');
+          }
         }
-      }
-      return phase === 'ready' && waiting === 0;
-    }, 200_000, 'the map shows the workspace encoded');
+        return phase === 'ready' && waiting === 0;
+      },
+      200_000,
+      'the map shows the workspace encoded',
+    );
     assert.ok(sawIndexing, 'the map showed files waiting while the workspace was indexed');
     assert.match(await map.locator('#summary').innerText(), /files · [\d,]+ of [\d,]+ tokens/);
     assert.match(await map.locator('#legend').innerText(), /encoded \d+/);
@@ -239,7 +273,9 @@ describe('the workspace map in VS Code (code-server + Chromium)', { skip, timeou
     await until(async () => Number(await data('renders')) > rendersBefore && Number(await data('cells')) === big.cells.length, 10_000, 'the big map is drawn');
     const renderMs = Number(await data('render-ms'));
     const sinceReceivedMs = Number(await data('since-received-ms'));
-    console.log(`# 10,000 files, ${big.totals.tokens} tokens, ${big.cells.length} cells: layout + paint ${renderMs} ms; from the message's arrival (validation included) ${sinceReceivedMs} ms`);
+    console.log(
+      `# 10,000 files, ${big.totals.tokens} tokens, ${big.cells.length} cells: layout + paint ${renderMs} ms; from the message's arrival (validation included) ${sinceReceivedMs} ms`,
+    );
     assert.ok(sinceReceivedMs <= 200, `drawn ${sinceReceivedMs} ms after the map arrived`);
     await shot('map-5-10k-files');
 
@@ -264,23 +300,34 @@ describe('the workspace map in VS Code (code-server + Chromium)', { skip, timeou
     const maxRenderMs = Number(await data('max-render-ms'));
     const maxHandleMs = Number(await data('max-handle-ms'));
     // the gap includes whatever else the machine runs; the view's own work per update is what it controls
-    console.log(`# 20 updates 50 ms apart: longest draw ${maxRenderMs} ms, longest message handling (validation included) ${maxHandleMs} ms, ${await data('renders')} draws in all; longest event-loop gap ${measured.maxGap.toFixed(0)} ms (load average ${loadavg()[0].toFixed(1)})`);
+    console.log(
+      `# 20 updates 50 ms apart: longest draw ${maxRenderMs} ms, longest message handling (validation included) ${maxHandleMs} ms, ${await data('renders')} draws in all; longest event-loop gap ${measured.maxGap.toFixed(0)} ms (load average ${loadavg()[0].toFixed(1)})`,
+    );
     assert.ok(maxRenderMs <= 200 && maxHandleMs <= 200, `no update held the view for more than 200 ms (draw ${maxRenderMs} ms, handling ${maxHandleMs} ms)`);
     assert.equal(await data('phase'), 'indexing');
   });
 
   step('follows the theme: dark and high contrast colours replace the light ones', 90_000, async () => {
     const seen = new Set([await data('palette')]);
-    for (const [theme, kind, name] of [['Dark Modern', 'vscode-dark', 'map-6-dark'], ['Dark High Contrast', 'vscode-high-contrast', 'map-7-high-contrast']] as const) {
+    for (const [theme, kind, name] of [
+      ['Dark Modern', 'vscode-dark', 'map-6-dark'],
+      ['Dark High Contrast', 'vscode-high-contrast', 'map-7-high-contrast'],
+    ] as const) {
       // the theme picker itself (its row, clicked: the first row can be the marketplace's)
       await page.keyboard.press('Escape');
       await page.keyboard.press('F1');
       const input = page.locator('.quick-input-widget input');
       await input.fill('>Preferences: Color Theme');
-      await page.locator('.quick-input-list .monaco-list-row', { hasText: /Preferences: Color Theme(?!s)/ }).first().click();
+      await page
+        .locator('.quick-input-list .monaco-list-row', { hasText: /Preferences: Color Theme(?!s)/ })
+        .first()
+        .click();
       await page.locator('.quick-input-widget input[placeholder^="Select Color Theme"]').waitFor({ timeout: 10_000 });
       await input.fill(theme);
-      await page.locator('.quick-input-list .monaco-list-row', { hasText: new RegExp(`^${theme}`) }).first().click();
+      await page
+        .locator('.quick-input-list .monaco-list-row', { hasText: new RegExp(`^${theme}`) })
+        .first()
+        .click();
       await until(async () => (await data('theme')) === kind, 20_000, `the view is in ${theme}`);
       await until(async () => !seen.has(await data('palette')), 5_000, `${theme} gave its own colours`);
       seen.add(await data('palette'));

@@ -124,7 +124,10 @@ describe('Panorama: Select Model… in VS Code (code-server + Chromium)', { skip
     await page.keyboard.press('Enter');
     await page.locator('.notifications-toasts', { hasText: 'is downloaded and selected' }).first().waitFor({ timeout: 180_000 });
     await shot('1-downloaded');
-    assert.ok(hub.log.some((r) => r.server === 'storage' && r.status === 200), 'the weights came from the storage host');
+    assert.ok(
+      hub.log.some((r) => r.server === 'storage' && r.status === 200),
+      'the weights came from the storage host',
+    );
     await page.locator('[aria-label="Panorama model: openbmb/MiniCPM-SALA"]').first().waitFor({ timeout: 30_000 });
     // the engine restarts with it and indexes the workspace into the new model's own index
     await ready().waitFor({ timeout: 150_000 });

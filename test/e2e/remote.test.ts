@@ -56,7 +56,12 @@ describe('the remote backend in VS Code (panorama serve as the server)', { skip,
       if (Date.now() > deadline) throw new Error('the answer did not finish');
       await page.waitForTimeout(100);
     }
-    return { state: await turn.getAttribute('data-state'), footer: await turn.locator('.turn-footer').innerText(), answer: await turn.locator('.answer').innerText(), deltas: Number(await turn.getAttribute('data-deltas')) };
+    return {
+      state: await turn.getAttribute('data-state'),
+      footer: await turn.locator('.turn-footer').innerText(),
+      answer: await turn.locator('.answer').innerText(),
+      deltas: Number(await turn.getAttribute('data-deltas')),
+    };
   };
 
   before(async () => {
@@ -67,7 +72,19 @@ describe('the remote backend in VS Code (panorama serve as the server)', { skip,
       child.kill('SIGTERM');
       await within(10_000, 'server exit', exited).catch(() => child.kill('SIGKILL'));
     };
-    await waitFor('panorama serve to be ready', async () => (/serving/.test(stderr()) && (await fetch(`http://127.0.0.1:${port}/health`).then((response) => response.status, () => 0)) === 200 ? true : undefined), 60_000, 200);
+    await waitFor(
+      'panorama serve to be ready',
+      async () =>
+        /serving/.test(stderr()) &&
+        (await fetch(`http://127.0.0.1:${port}/health`).then(
+          (response) => response.status,
+          () => 0,
+        )) === 200
+          ? true
+          : undefined,
+      60_000,
+      200,
+    );
     run = await startRun({
       'workbench.startupEditor': 'none',
       'security.workspace.trust.enabled': false,
@@ -83,7 +100,11 @@ describe('the remote backend in VS Code (panorama serve as the server)', { skip,
       'panorama.remote.contextChars': 20_000,
       'panorama.maxAnswerTokens': 48,
     });
-    browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+    browser = await chromium.launch({
+      executablePath: chromiumPath,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
     page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     page.setDefaultTimeout(30_000);
     await page.goto(run.url);

@@ -16,7 +16,10 @@ test('npm start opens a workspace in code-server and prints a URL that answers 2
   const workspace = path.join(repoRoot, 'test', 'e2e', 'fixture-workspace');
   const started = Date.now();
   try {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/start.ts', '--exit-when-ready', '--port', '0', '--profile', profile, workspace], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/start.ts', '--exit-when-ready', '--port', '0', '--profile', profile, workspace], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -28,7 +31,13 @@ test('npm start opens a workspace in code-server and prints a URL that answers 2
     // the extension went into the profile
     assert.match(output, /install the VSIX into the code-server profile/);
     // it has stopped: nothing answers there any more
-    assert.equal(await fetch(url).then(() => 'answered', () => 'refused'), 'refused');
+    assert.equal(
+      await fetch(url).then(
+        () => 'answered',
+        () => 'refused',
+      ),
+      'refused',
+    );
     console.log(`# npm start → URL answered 200 in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   } finally {
     rmSync(profile, { recursive: true, force: true });

@@ -139,7 +139,11 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
     const input = chat.locator('#question textarea');
     const stopButton = chat.locator('#stop');
     // a real model may end an answer before Stop can be pressed: then ask for something longer
-    const questions = ['Explain the whole workspace in detail, file by file.', 'Write a long walkthrough of lib/watcher.ts, function by function.', 'List every function in lib/ignore.ts and explain each one at length.'];
+    const questions = [
+      'Explain the whole workspace in detail, file by file.',
+      'Write a long walkthrough of lib/watcher.ts, function by function.',
+      'List every function in lib/ignore.ts and explain each one at length.',
+    ];
     let stoppedIn: number | undefined;
     for (const question of questions) {
       // The new turn, not the last one on screen: right after Enter that can still be the previous answer.
@@ -152,7 +156,13 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
       if ((await turn.getAttribute('data-state')) !== 'streaming') continue;
       // the answer may end on its own just now, which hides the button: then try a longer one
       const clicked = Date.now();
-      if (!(await stopButton.click({ timeout: 3_000 }).then(() => true, () => false))) continue;
+      if (
+        !(await stopButton.click({ timeout: 3_000 }).then(
+          () => true,
+          () => false,
+        ))
+      )
+        continue;
       await until(async () => (await turn.getAttribute('data-state')) !== 'streaming', 15_000, 'the answer ended after Stop');
       if ((await turn.getAttribute('data-state')) !== 'cancelled') continue; // it finished on its own in the meantime
       stoppedIn = Date.now() - clicked;
@@ -205,7 +215,15 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
     assert.notEqual(ghostText.trim(), '', 'a ghost text suggestion appeared');
     await shot('6-ghost-text');
     const firstGhostLine = ghostText.split('\n')[0].trim();
-    const column = async (): Promise<number> => Number(((await page.locator('.statusbar [aria-label*="Col"], .statusbar-item', { hasText: /Ln \d+, Col \d+/ }).first().innerText()).match(/Col (\d+)/) ?? [])[1]);
+    const column = async (): Promise<number> =>
+      Number(
+        ((
+          await page
+            .locator('.statusbar [aria-label*="Col"], .statusbar-item', { hasText: /Ln \d+, Col \d+/ })
+            .first()
+            .innerText()
+        ).match(/Col (\d+)/) ?? [])[1],
+      );
     const columnBefore = await column();
     await page.keyboard.press('Tab');
     await until(async () => (await ghost.count()) === 0, 5_000, 'the ghost text was accepted');

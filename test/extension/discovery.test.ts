@@ -35,7 +35,9 @@ test('by default the bundled engine runs on VS Code’s own runtime as Node', ()
 });
 
 test('the settings win in a trusted workspace', () => {
-  const found = discoverEngine(input({ enginePathSetting: '/src/dist/panorama.js', nodePathSetting: '/usr/bin/node', files: ['/src/dist/panorama.js', '/usr/bin/node'], dirs: [] }));
+  const found = discoverEngine(
+    input({ enginePathSetting: '/src/dist/panorama.js', nodePathSetting: '/usr/bin/node', files: ['/src/dist/panorama.js', '/usr/bin/node'], dirs: [] }),
+  );
   assert.ok(found.ok);
   assert.equal(found.launch.origin, 'setting');
   assert.equal(found.launch.enginePath, '/src/dist/panorama.js');

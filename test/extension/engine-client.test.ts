@@ -16,7 +16,11 @@ function client(env: Record<string, string> = {}, backoff = { initialMs: 20, max
   return new EngineClient({
     logger: quiet,
     backoff,
-    discover: () => ({ ok: true, notes: [], launch: { command: process.execPath, args: ['-e', 'require(process.argv[1]).run(process.argv.slice(2))', fakeEngine, 'rpc'], env, origin: 'setting', enginePath: fakeEngine } }),
+    discover: () => ({
+      ok: true,
+      notes: [],
+      launch: { command: process.execPath, args: ['-e', 'require(process.argv[1]).run(process.argv.slice(2))', fakeEngine, 'rpc'], env, origin: 'setting', enginePath: fakeEngine },
+    }),
     initializeParams: () => ({ protocolVersion: 1, workspaceRoot: '/ws', storeDir: '/store' }),
   });
 }
@@ -90,9 +94,16 @@ test('an ask before the workspace is open is recognisably "not ready", not a fai
   await engine.start();
   try {
     await assert.rejects(engine.request('ask', { requestId: 'early', question: 'q' }), (error: unknown) => isNotReady(error));
-    await assert.rejects(engine.request('status', {}).then(() => Promise.reject(new Error('other'))), (error: unknown) => !isNotReady(error));
+    await assert.rejects(
+      engine.request('status', {}).then(() => Promise.reject(new Error('other'))),
+      (error: unknown) => !isNotReady(error),
+    );
     // told apart by kind, from the protocol's error codes; the user reads what to do
-    await assert.rejects(engine.request('ask', { requestId: 'early', question: 'q' }), (error: unknown) => error instanceof EngineRequestError && error.kind === 'notReady' && error.code === -32003 && /Ask again when the status bar says ready/.test(error.message));
+    await assert.rejects(
+      engine.request('ask', { requestId: 'early', question: 'q' }),
+      (error: unknown) =>
+        error instanceof EngineRequestError && error.kind === 'notReady' && error.code === -32003 && /Ask again when the status bar says ready/.test(error.message),
+    );
     await assert.rejects(engine.request('reindex', {}), (error: unknown) => error instanceof EngineRequestError && error.kind === 'methodNotFound');
   } finally {
     await engine.stop();

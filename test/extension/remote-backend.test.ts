@@ -31,7 +31,24 @@ let stopServer: () => Promise<void>;
 before(async () => {
   workspace = makeWorkspace();
   // one generation at a time and no queue: a second concurrent request is refused with 429
-  const { child, stderr, exited } = spawnPanorama(['serve', workspace, '--model', FIXTURE, '--port', '0', '--store', tempDir('panorama-remote-store-'), '--api-key', KEY, '--concurrency', '1', '--queue', '0', '--max-tokens-cap', '512']);
+  const { child, stderr, exited } = spawnPanorama([
+    'serve',
+    workspace,
+    '--model',
+    FIXTURE,
+    '--port',
+    '0',
+    '--store',
+    tempDir('panorama-remote-store-'),
+    '--api-key',
+    KEY,
+    '--concurrency',
+    '1',
+    '--queue',
+    '0',
+    '--max-tokens-cap',
+    '512',
+  ]);
   stopServer = async () => {
     child.kill('SIGTERM');
     await within(10_000, 'server exit', exited).catch(() => child.kill('SIGKILL'));
@@ -57,7 +74,12 @@ interface Harness {
 function harness(options: { apiKey?: string; model?: string; baseUrl?: string } = {}): Harness {
   const requests: Harness['requests'] = [];
   const done: RemoteRequestInfo[] = [];
-  const client = new RemoteClient({ baseUrl: options.baseUrl ?? baseUrl, apiKey: 'apiKey' in options ? options.apiKey : KEY, model: options.model, onRequest: (requestPath, body) => requests.push({ path: requestPath, body }) });
+  const client = new RemoteClient({
+    baseUrl: options.baseUrl ?? baseUrl,
+    apiKey: 'apiKey' in options ? options.apiKey : KEY,
+    model: options.model,
+    onRequest: (requestPath, body) => requests.push({ path: requestPath, body }),
+  });
   const prefix = new WorkspacePrefix(workspace, { budgetChars: 20_000 });
   return { backend: new RemoteBackend({ client, prefix, onRequestDone: (info) => done.push(info) }), prefix, requests, done };
 }
@@ -93,7 +115,9 @@ test('a chat answer streams in from the server, with the model the server lists 
   assert.equal(done[0].model, model, 'the first (only) model of /v1/models');
   const firstToken = done[0].firstTokenMs ?? NaN;
   assert.ok(firstToken > 0 && firstToken < performance.now() - started);
-  console.log(`# remote chat: first token ${firstToken.toFixed(0)} ms, ${done[0].totalMs.toFixed(0)} ms total, ${deltas.length} deltas, ${result.promptTokens} prompt tokens, prefix ${done[0].prefix.chars} chars`);
+  console.log(
+    `# remote chat: first token ${firstToken.toFixed(0)} ms, ${done[0].totalMs.toFixed(0)} ms total, ${deltas.length} deltas, ${result.promptTokens} prompt tokens, prefix ${done[0].prefix.chars} chars`,
+  );
 });
 
 test('Stop aborts the request and the server cancels the generation', async () => {
@@ -102,18 +126,27 @@ test('Stop aborts the request and the server cancels the generation', async () =
   const source = new CancellationTokenSource();
   const deltas: string[] = [];
   let stoppedAt = 0;
-  const asking = backend.ask({ requestId: 'long', question: LONG_QUESTION, maxTokens: 512 }, (text) => {
-    deltas.push(text);
-    if (deltas.length === 3) {
-      stoppedAt = performance.now();
-      source.cancel();
-    }
-  }, source.token);
+  const asking = backend.ask(
+    { requestId: 'long', question: LONG_QUESTION, maxTokens: 512 },
+    (text) => {
+      deltas.push(text);
+      if (deltas.length === 3) {
+        stoppedAt = performance.now();
+        source.cancel();
+      }
+    },
+    source.token,
+  );
   const error = await within(10_000, 'the cancelled request to end', rejection(asking));
   const endedIn = performance.now() - stoppedAt;
   assert.ok(error instanceof CancelledError || (error instanceof Error && error.name === 'AbortError'), `rejected as cancelled: ${String(error)}`);
   assert.ok(deltas.length < 100, `the stream stopped (${deltas.length} deltas)`);
-  await waitFor('the server to count the cancelled generation', async () => ((await metric('panorama_generations_cancelled_total')) > cancelledBefore ? true : undefined), 10_000, 100);
+  await waitFor(
+    'the server to count the cancelled generation',
+    async () => ((await metric('panorama_generations_cancelled_total')) > cancelledBefore ? true : undefined),
+    10_000,
+    100,
+  );
   console.log(`# remote Stop: the request ended ${endedIn.toFixed(0)} ms after cancel`);
   // the slot is free again: the next question is answered, not refused
   assert.ok((await ask(backend, 'Still there?')).deltas.length > 0);
@@ -137,7 +170,10 @@ test('an inline completion comes back from /v1/completions; a cancelled one is a
 });
 
 test('a wrong or missing API key is a 401 that says which command sets it', async () => {
-  for (const [apiKey, wording] of [['not-the-key', /refused the API key \(401/], [undefined, /needs an API key \(401/]] as const) {
+  for (const [apiKey, wording] of [
+    ['not-the-key', /refused the API key \(401/],
+    [undefined, /needs an API key \(401/],
+  ] as const) {
     const error = await rejection(ask(harness({ apiKey, model }).backend, 'Hello?'));
     assert.ok(error instanceof RemoteError && error.kind === 'auth' && error.status === 401, String(error));
     assert.match(error.message, wording);

@@ -39,7 +39,11 @@ function workspace(): string {
 test('the file header is what the engine writes for a model without <|file|> (PromptFormat plain-text fallback)', () => {
   const tokenizer = byteLevelFallback(300);
   const format = new PromptFormat(tokenizer);
-  for (const [file, content] of [['src/a.ts', 'const x = 1;\n'], ['docs/no newline.md', '# title'], ['e.txt', '']]) {
+  for (const [file, content] of [
+    ['src/a.ts', 'const x = 1;\n'],
+    ['docs/no newline.md', '# title'],
+    ['e.txt', ''],
+  ]) {
     assert.equal(formatFile(file, content), tokenizer.decode(format.file(file, content).ids), file);
   }
 });
@@ -107,7 +111,10 @@ test('over the budget, the stalest files give way (the engine layout rule, in ch
   const budget = formatFile('edited.ts', 'x'.repeat(500)).length + formatFile('new.ts', 'x'.repeat(100)).length + formatFile('mid.ts', 'x'.repeat(500)).length;
   const plan = planPrefix(files, budget);
   assert.deepEqual(plan.files, ['mid.ts', 'new.ts', 'edited.ts']);
-  assert.deepEqual(plan.excluded.map((entry) => entry.path), ['old.ts']);
+  assert.deepEqual(
+    plan.excluded.map((entry) => entry.path),
+    ['old.ts'],
+  );
   assert.ok(plan.text.length <= budget);
 });
 
@@ -136,7 +143,11 @@ test('base URLs: /v1 is added to a bare origin; bad ones are refused with what t
   assert.equal(normalizeBaseUrl(' http://gpu-box:8000/v1/ '), 'http://gpu-box:8000/v1');
   assert.equal(normalizeBaseUrl('https://llm.example.com/openai/v1'), 'https://llm.example.com/openai/v1');
   for (const bad of ['', 'gpu-box:8000', 'ftp://gpu-box/v1', 'http://user:secret@gpu-box/v1']) {
-    assert.throws(() => normalizeBaseUrl(bad), (error: unknown) => error instanceof RemoteError && error.kind === 'config' && /panorama\.remote\.baseUrl|Remote API Key/.test(error.message), bad);
+    assert.throws(
+      () => normalizeBaseUrl(bad),
+      (error: unknown) => error instanceof RemoteError && error.kind === 'config' && /panorama\.remote\.baseUrl|Remote API Key/.test(error.message),
+      bad,
+    );
   }
 });
 

@@ -3,7 +3,12 @@ import { test } from 'node:test';
 import type { EngineStatus, InitializeResult } from '../../engine/server/protocol.js';
 import { formatTokens, remoteStatusView, statusView } from '../../extension/status-text.js';
 
-const info: InitializeResult = { protocolVersion: 1, engineVersion: '0.1.0', model: { dir: '/m', name: 'm', parameters: 1, vocabSize: 2 }, device: { kind: 'cpu', reason: 'requested' } };
+const info: InitializeResult = {
+  protocolVersion: 1,
+  engineVersion: '0.1.0',
+  model: { dir: '/m', name: 'm', parameters: 1, vocabSize: 2 },
+  device: { kind: 'cpu', reason: 'requested' },
+};
 const base: EngineStatus = { state: 'ready', files: 12, liveTokens: 123_456, deadTokens: 0, tokenBudget: 1_000_000, device: 'cpu', excludedFiles: 0 };
 
 test('token counts are short', () => {
@@ -31,7 +36,14 @@ test('the remote backend shows its host, what the last request cost, and what to
   const idle = remoteStatusView({ baseUrl: 'http://gpu-box:8000/v1', model: '' });
   assert.equal(idle.label, 'Panorama: remote gpu-box:8000');
   assert.match(idle.tooltip, /Model: the server's first model/);
-  const last = { kind: 'chat', model: 'openbmb/MiniCPM-SALA', firstTokenMs: 812.4, totalMs: 4210, usage: { promptTokens: 101_234, completionTokens: 90, cachedTokens: 100_992 }, prefix: { hash: 'abc123def456', chars: 398_000, files: 210, excluded: 3 } } as const;
+  const last = {
+    kind: 'chat',
+    model: 'openbmb/MiniCPM-SALA',
+    firstTokenMs: 812.4,
+    totalMs: 4210,
+    usage: { promptTokens: 101_234, completionTokens: 90, cachedTokens: 100_992 },
+    prefix: { hash: 'abc123def456', chars: 398_000, files: 210, excluded: 3 },
+  } as const;
   const used = remoteStatusView({ baseUrl: 'http://gpu-box:8000/v1', model: '', last });
   assert.match(used.tooltip, /Model: openbmb\/MiniCPM-SALA/);
   assert.match(used.tooltip, /210 files, 398K chars \(prefix abc123def456\), 3 files left out/);

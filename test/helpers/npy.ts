@@ -16,7 +16,11 @@ export function readNpy(path: string): NpyArray {
   const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1] ?? '';
   if (/'fortran_order':\s*True/.test(header)) throw new Error(`${path}: fortran order unsupported`);
-  const shape = shapeText.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  const shape = shapeText
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(Number);
   const body = bytes.subarray(headerStart + headerLength);
   const copy = body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength);
   if (descr === '<f4') return { shape, data: new Float32Array(copy) };

@@ -30,7 +30,11 @@ test('the first int4 load converts and writes the form; the second reads it and 
   const file = path.join(dir, CONVERTED_DIR, 'int4.safetensors');
   assert.ok(existsSync(file));
   const second = await run({ precision: 'int4' });
-  assert.deepEqual(second.events.map((e) => e.phase).filter((p) => p !== 'read'), [], 'nothing converted or written');
+  assert.deepEqual(
+    second.events.map((e) => e.phase).filter((p) => p !== 'read'),
+    [],
+    'nothing converted or written',
+  );
   assert.ok(second.events.some((e) => e.phase === 'read' && e.done === e.total && (e.total ?? 0) > 0));
   assert.deepEqual(second.logits, first.logits);
   // diagnostic, not asserted (a shared machine's timing varies): the numbers for the report

@@ -160,7 +160,15 @@ export class FakeHub {
   private async serveStorage(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', `http://127.0.0.1:${this.storagePort}`);
     const range = req.headers.range;
-    const entry: HubRequestLog = { server: 'storage', method: req.method ?? 'GET', path: `${url.pathname}${url.search}`, range, authorized: req.headers.authorization !== undefined, status: 200, bytes: 0 };
+    const entry: HubRequestLog = {
+      server: 'storage',
+      method: req.method ?? 'GET',
+      path: `${url.pathname}${url.search}`,
+      range,
+      authorized: req.headers.authorization !== undefined,
+      status: 200,
+      bytes: 0,
+    };
     this.record(entry);
     const blob = this.blobs.get(url.pathname.split('/')[2] ?? '');
     const file = blob ? this.repos.get(blob.repo)?.files.get(blob.file) : undefined;

@@ -44,7 +44,10 @@ test('a GPU with 8 GB refuses fp16 and names int4 or the CPU; 24 GB fits fp16', 
 test('loading needs 4 bytes a parameter of host memory on any device: a 32 GB machine cannot load the 9B, even for a GPU', () => {
   const verdict = checkFit(SALA_9B, { hostMemoryBytes: 32 * GB, gpuMemoryBytes: 80 * GB }, 'gpu', 'int4', CONTEXT);
   assert.equal(verdict.fits, false);
-  assert.match(verdict.reason ?? '', /^needs 39\.0 GB of memory in int4 on the GPU \(6\.5 GB of weights on the GPU; loading reads them as fp32 first: 39\.0 GB\), this machine has 32\.0$/);
+  assert.match(
+    verdict.reason ?? '',
+    /^needs 39\.0 GB of memory in int4 on the GPU \(6\.5 GB of weights on the GPU; loading reads them as fp32 first: 39\.0 GB\), this machine has 32\.0$/,
+  );
 });
 
 test('on the CPU with 16 GB the 9B is refused in every precision; with 64 GB fp32 fits at 128K', () => {

@@ -24,15 +24,27 @@ test('a download is listed only while its marker names files that are all there 
   writeFileSync(path.join(dir, 'config.json'), '{}');
   writeFileSync(path.join(dir, 'model.safetensors'), Buffer.alloc(100));
   assert.deepEqual(listModels(home), [], 'no marker yet');
-  writeMarker(dir, { repo: 'org/model', revision: 'main', commit, files: [{ path: 'config.json', size: 2 }, { path: 'model.safetensors', size: 100 }], completedAt: new Date().toISOString() });
-  assert.deepEqual(listModels(home).map((m) => m.name), ['org/model']);
+  writeMarker(dir, {
+    repo: 'org/model',
+    revision: 'main',
+    commit,
+    files: [
+      { path: 'config.json', size: 2 },
+      { path: 'model.safetensors', size: 100 },
+    ],
+    completedAt: new Date().toISOString(),
+  });
+  assert.deepEqual(
+    listModels(home).map((m) => m.name),
+    ['org/model'],
+  );
   assert.equal(findModel(home, 'org/model@aaaa')?.dir, dir);
   writeFileSync(path.join(dir, 'model.safetensors'), Buffer.alloc(50)); // truncated since
   assert.deepEqual(listModels(home), []);
   assert.equal(partialDownloads(home)[0].repo, 'org/model');
 });
 
-test('a registered name cannot take another folder\'s name', () => {
+test("a registered name cannot take another folder's name", () => {
   const a = path.join(home, 'a');
   const b = path.join(home, 'b');
   for (const dir of [a, b]) {

@@ -54,11 +54,20 @@ test('pull resolves the revision to a commit, follows the storage redirect witho
 
   const storage = hub.log.filter((r) => r.server === 'storage');
   assert.ok(storage.length >= 2, 'the shards come from the storage host');
-  assert.ok(storage.every((r) => !r.authorized), 'the token is not sent to another host');
-  assert.ok(hub.log.filter((r) => r.server === 'hub').every((r) => r.authorized), 'the token is sent to the Hub');
+  assert.ok(
+    storage.every((r) => !r.authorized),
+    'the token is not sent to another host',
+  );
+  assert.ok(
+    hub.log.filter((r) => r.server === 'hub').every((r) => r.authorized),
+    'the token is sent to the Hub',
+  );
   assert.ok(hub.log.some((r) => r.path === '/api/models/openbmb/MiniCPM-SALA/revision/main'));
 
-  assert.deepEqual(listModels(home).map((m) => m.name), ['openbmb/MiniCPM-SALA']);
+  assert.deepEqual(
+    listModels(home).map((m) => m.name),
+    ['openbmb/MiniCPM-SALA'],
+  );
   assert.equal(resolveModelArgument('openbmb/MiniCPM-SALA', home), result.model.dir);
   assert.equal(resolveModelArgument(`openbmb/MiniCPM-SALA@${result.model.commit?.slice(0, 8)}`, home), result.model.dir);
 
@@ -107,7 +116,10 @@ test('a part that holds the whole file is verified without a request; one a byte
   writeFileSync(`${shard}.part`, bytes.subarray(0, bytes.length - 1));
   hub.log.length = 0;
   await pullModel(parseRepoRef('openbmb/MiniCPM-SALA'), { settings: settings(), home });
-  assert.deepEqual(hub.storageRequests(SHARD).map((r) => [r.range, r.status, r.bytes]), [[`bytes=${bytes.length - 1}-`, 206, 1]]);
+  assert.deepEqual(
+    hub.storageRequests(SHARD).map((r) => [r.range, r.status, r.bytes]),
+    [[`bytes=${bytes.length - 1}-`, 206, 1]],
+  );
   assert.deepEqual(readFileSync(shard), bytes);
 });
 
@@ -115,12 +127,19 @@ test('a file whose sha256 is wrong is deleted and reported; the model is not lis
   const home = tempDir('panorama-home-');
   hub.faults.corrupt = new Set([SHARD]);
   try {
-    await assert.rejects(pullModel(parseRepoRef('openbmb/MiniCPM-SALA'), { settings: settings(), home }), /model-00002-of-00002\.safetensors does not match the sha256 the Hub lists .*the partial file was deleted/);
+    await assert.rejects(
+      pullModel(parseRepoRef('openbmb/MiniCPM-SALA'), { settings: settings(), home }),
+      /model-00002-of-00002\.safetensors does not match the sha256 the Hub lists .*the partial file was deleted/,
+    );
   } finally {
     hub.faults.corrupt = undefined;
   }
   const dir = partialDownloads(home)[0].dir;
-  assert.deepEqual(readdirSync(dir).filter((n) => n.includes(SHARD)), [], 'neither the part nor the file is left');
+  assert.deepEqual(
+    readdirSync(dir).filter((n) => n.includes(SHARD)),
+    [],
+    'neither the part nor the file is left',
+  );
   assert.deepEqual(listModels(home), []);
   await pullModel(parseRepoRef('openbmb/MiniCPM-SALA'), { settings: settings(), home });
   assert.equal(listModels(home).length, 1, 'the next pull fetches it anew');
@@ -130,7 +149,10 @@ test('a gated repo without a token says to accept the licence and set HF_TOKEN; 
   const home = tempDir('panorama-home-');
   await assert.rejects(
     pullModel(parseRepoRef('gated/SALA'), { settings: settings(), home }),
-    (err: Error) => /gated\/SALA is gated or private \(HTTP 401/.test(err.message) && /accept its licence at http:\/\/127\.0\.0\.1:\d+\/gated\/SALA/.test(err.message) && /set HF_TOKEN/.test(err.message),
+    (err: Error) =>
+      /gated\/SALA is gated or private \(HTTP 401/.test(err.message) &&
+      /accept its licence at http:\/\/127\.0\.0\.1:\d+\/gated\/SALA/.test(err.message) &&
+      /set HF_TOKEN/.test(err.message),
   );
   await assert.rejects(pullModel(parseRepoRef('gated/SALA'), { settings: settings('hf_wrong'), home }), /the token in HF_TOKEN cannot read it/);
   const result = await pullModel(parseRepoRef('gated/SALA'), { settings: settings('hf_secret'), home });
@@ -188,13 +210,19 @@ test('a renamed repo redirects on the same host: the token goes along; the stora
   }
   const hubRequests = hub.log.filter((r) => r.server === 'hub');
   assert.ok(hubRequests.some((r) => r.status === 307 && r.path.startsWith('/api/models/old/SALA/')));
-  assert.ok(hubRequests.some((r) => r.path.startsWith('/api/models/openbmb/MiniCPM-SALA/') && r.authorized), 'the token follows a same-host redirect');
+  assert.ok(
+    hubRequests.some((r) => r.path.startsWith('/api/models/openbmb/MiniCPM-SALA/') && r.authorized),
+    'the token follows a same-host redirect',
+  );
   assert.ok(hub.log.filter((r) => r.server === 'storage').every((r) => !r.authorized));
 });
 
 test('free disk space is checked before the weights: a download larger than the disk is refused with what to do', async () => {
   const dir = tempDir('panorama-disk-');
-  await assert.rejects(checkDiskSpace(dir, 1e18), /not enough disk space: the download needs .* and .* has .* free; free some space, or set PANORAMA_HOME to a folder on a larger disk/);
+  await assert.rejects(
+    checkDiskSpace(dir, 1e18),
+    /not enough disk space: the download needs .* and .* has .* free; free some space, or set PANORAMA_HOME to a folder on a larger disk/,
+  );
   await checkDiskSpace(dir, 1000);
 });
 

@@ -61,7 +61,11 @@ export async function writeSalaCheckpoint(dir: string, shards = 2, seed = 7): Pr
   for (let s = 0; s < shards; s++) {
     const file = `model-${String(s + 1).padStart(5, '0')}-of-${String(shards).padStart(5, '0')}.safetensors`;
     const mine = names.slice(s * perShard, (s + 1) * perShard);
-    await writeSafetensors(path.join(dir, file), mine.map((name) => ({ name, data: weights.get(name) ?? new Float32Array(), shape: shapes.get(name) ?? [], dtype: 'BF16' as const })), { format: 'pt' });
+    await writeSafetensors(
+      path.join(dir, file),
+      mine.map((name) => ({ name, data: weights.get(name) ?? new Float32Array(), shape: shapes.get(name) ?? [], dtype: 'BF16' as const })),
+      { format: 'pt' },
+    );
     for (const name of mine) {
       weightMap[name] = file;
       totalSize += 2 * (weights.get(name)?.length ?? 0);

@@ -39,8 +39,18 @@ const cases: IgnoreCase[] = [
       'lib/secret.ts': 'the deeper rule does not reach up',
     },
     included: [
-      '.gitignore', 'app.ts', 'dist', 'important.log', 'lib/.gitignore', 'lib/debug.log', 'lib/deeper/.gitignore',
-      'lib/deeper/local/a.ts', 'lib/root-only.txt', 'lib/secret.ts', 'local/a.ts', 'x.tmp',
+      '.gitignore',
+      'app.ts',
+      'dist',
+      'important.log',
+      'lib/.gitignore',
+      'lib/debug.log',
+      'lib/deeper/.gitignore',
+      'lib/deeper/local/a.ts',
+      'lib/root-only.txt',
+      'lib/secret.ts',
+      'local/a.ts',
+      'x.tmp',
     ],
     ignored: ['build', 'debug.log', 'lib/build', 'lib/deeper/secret.ts', 'lib/local', 'lib/x.tmp', 'root-only.txt'],
   },
@@ -124,12 +134,24 @@ for (const ignoreCase of cases) {
     roots.push(root);
     const logged: string[] = [];
     const { files, skipped } = await scanWorkspace(root, { exclude: ignoreCase.exclude, log: (message) => logged.push(message) });
-    assert.deepEqual(files.map((file) => file.path), ignoreCase.included);
-    assert.deepEqual(skipped.filter((entry) => entry.reason === 'ignored').map((entry) => entry.path), ignoreCase.ignored);
-    assert.deepEqual(skipped.filter((entry) => entry.reason !== 'ignored'), []);
+    assert.deepEqual(
+      files.map((file) => file.path),
+      ignoreCase.included,
+    );
+    assert.deepEqual(
+      skipped.filter((entry) => entry.reason === 'ignored').map((entry) => entry.path),
+      ignoreCase.ignored,
+    );
+    assert.deepEqual(
+      skipped.filter((entry) => entry.reason !== 'ignored'),
+      [],
+    );
     for (const entry of skipped) {
       assert.ok(entry.detail.length > 0, `${entry.path} has a detail`);
-      assert.ok(logged.some((line) => line.includes(entry.path) && line.includes(entry.reason)), `${entry.path} is logged`);
+      assert.ok(
+        logged.some((line) => line.includes(entry.path) && line.includes(entry.reason)),
+        `${entry.path} is logged`,
+      );
     }
   });
 }

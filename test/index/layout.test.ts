@@ -30,15 +30,12 @@ function assertPlanInvariants(files: readonly LayoutInput[], plan: LayoutPlan): 
 }
 
 test('context order: fewest edits first, then oldest mtime, then path', () => {
-  const files = [
-    file('hot.ts', 10, 5, 100),
-    file('b.ts', 10, 0, 50),
-    file('a.ts', 10, 0, 50),
-    file('old.ts', 10, 0, 10),
-    file('warm.ts', 10, 1, 1),
-  ];
+  const files = [file('hot.ts', 10, 5, 100), file('b.ts', 10, 0, 50), file('a.ts', 10, 0, 50), file('old.ts', 10, 0, 10), file('warm.ts', 10, 1, 1)];
   const plan = planLayout(files);
-  assert.deepEqual(plan.included.map((f) => f.path), ['old.ts', 'a.ts', 'b.ts', 'warm.ts', 'hot.ts']);
+  assert.deepEqual(
+    plan.included.map((f) => f.path),
+    ['old.ts', 'a.ts', 'b.ts', 'warm.ts', 'hot.ts'],
+  );
   assert.deepEqual(plan.excluded, []);
   assert.equal(plan.budget, 1_000_000, 'the default budget');
   assert.equal(plan.includedTokens, 50);
@@ -59,8 +56,20 @@ const threeFiles = [file('recent.ts', 30, 3, 300), file('stale.ts', 100, 0, 100)
 const budgetCases: BudgetCase[] = [
   { name: 'budget exactly filled: everything fits', files: threeFiles, budget: 180, included: ['stale.ts', 'mid.ts', 'recent.ts'], excluded: [] },
   { name: 'over by one token: the stalest file gives way', files: threeFiles, budget: 179, included: ['mid.ts', 'recent.ts'], excluded: ['stale.ts'] },
-  { name: 'room left by a file that does not fit goes to smaller, staler files', files: [...threeFiles, file('tiny-stale.ts', 20, 0, 1)], budget: 120, included: ['tiny-stale.ts', 'mid.ts', 'recent.ts'], excluded: ['stale.ts'] },
-  { name: 'a recent file larger than the whole budget is excluded, not the stale ones', files: [file('huge-recent.ts', 500, 9, 1), file('s1.ts', 100), file('s2.ts', 100)], budget: 400, included: ['s1.ts', 's2.ts'], excluded: ['huge-recent.ts'] },
+  {
+    name: 'room left by a file that does not fit goes to smaller, staler files',
+    files: [...threeFiles, file('tiny-stale.ts', 20, 0, 1)],
+    budget: 120,
+    included: ['tiny-stale.ts', 'mid.ts', 'recent.ts'],
+    excluded: ['stale.ts'],
+  },
+  {
+    name: 'a recent file larger than the whole budget is excluded, not the stale ones',
+    files: [file('huge-recent.ts', 500, 9, 1), file('s1.ts', 100), file('s2.ts', 100)],
+    budget: 400,
+    included: ['s1.ts', 's2.ts'],
+    excluded: ['huge-recent.ts'],
+  },
   { name: 'zero budget: everything is listed as excluded', files: threeFiles, budget: 0, included: [], excluded: ['stale.ts', 'mid.ts', 'recent.ts'] },
   { name: 'zero-token files always fit', files: [file('empty.ts', 0), file('big.ts', 10, 1)], budget: 5, included: ['empty.ts'], excluded: ['big.ts'] },
   { name: 'no files', files: [], budget: 10, included: [], excluded: [] },
@@ -69,8 +78,14 @@ const budgetCases: BudgetCase[] = [
 for (const budgetCase of budgetCases) {
   test(`budget: ${budgetCase.name}`, () => {
     const plan = planLayout(budgetCase.files, budgetCase.budget);
-    assert.deepEqual(plan.included.map((f) => f.path), budgetCase.included);
-    assert.deepEqual(plan.excluded.map((f) => f.path), budgetCase.excluded);
+    assert.deepEqual(
+      plan.included.map((f) => f.path),
+      budgetCase.included,
+    );
+    assert.deepEqual(
+      plan.excluded.map((f) => f.path),
+      budgetCase.excluded,
+    );
     assert.ok(plan.excluded.every((f) => f.reason === 'over-budget'));
     assertPlanInvariants(budgetCase.files, plan);
   });
@@ -106,7 +121,10 @@ test('a million-token workspace: 20,000 files of 60 tokens, budget 1,000,000 exa
   assert.equal(plan.includedTokens, 999_960);
   assert.equal(plan.excluded.length, 3_334);
   assert.equal(plan.excludedTokens, 200_040);
-  assert.ok(plan.excluded.every((f) => Number(f.path.slice(5, 10)) % 3 === 0), 'only never-edited files are dropped');
+  assert.ok(
+    plan.excluded.every((f) => Number(f.path.slice(5, 10)) % 3 === 0),
+    'only never-edited files are dropped',
+  );
 });
 
 test('invalid input fails loudly instead of reporting wrong totals', () => {

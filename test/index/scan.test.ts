@@ -44,7 +44,11 @@ test('binary files are skipped: a NUL byte, or mostly control bytes', async () =
   const { files, skipped } = await scanWorkspace(root, { log: (message) => logged.push(message) });
   assertSkipped(skipped, 'image.png', 'binary', /NUL byte at offset 8/);
   assertSkipped(skipped, 'controls.dat', 'binary', /25% control bytes/);
-  assert.deepEqual(files.map((file) => file.path), ['ansi.log', 'late-nul.txt'], 'a NUL after the first 8 KiB and ESC/tab/CR/FF are text');
+  assert.deepEqual(
+    files.map((file) => file.path),
+    ['ansi.log', 'late-nul.txt'],
+    'a NUL after the first 8 KiB and ESC/tab/CR/FF are text',
+  );
   assert.ok(logged.includes('skipped image.png: binary (NUL byte at offset 8)'), logged.join('\n'));
 });
 
@@ -64,7 +68,10 @@ test('a 50 MB sparse file is skipped from its size alone, without being read', a
   t.diagnostic(`scan + readWorkspaceFile with a 50 MB file: ${elapsedMs.toFixed(1)} ms`);
   assertSkipped(skipped, 'huge.bin', 'too-large', /^50 MB > limit 1 MB$/);
   assert.ok(isSkipped(single) && single.reason === 'too-large');
-  assert.deepEqual(files.map((file) => file.path), ['small.ts']);
+  assert.deepEqual(
+    files.map((file) => file.path),
+    ['small.ts'],
+  );
 
   const probe = path.join(root, 'atime-probe.txt');
   writeFileSync(probe, 'probe');
@@ -80,7 +87,10 @@ test('a 50 MB sparse file is skipped from its size alone, without being read', a
 test('maxFileBytes is a limit on bytes: a file of exactly the limit is read, one byte more is skipped', async () => {
   const root = workspace({ 'exact.txt': 'a'.repeat(100), 'over.txt': 'a'.repeat(101) });
   const { files, skipped } = await scanWorkspace(root, { maxFileBytes: 100 });
-  assert.deepEqual(files.map((file) => file.path), ['exact.txt']);
+  assert.deepEqual(
+    files.map((file) => file.path),
+    ['exact.txt'],
+  );
   assertSkipped(skipped, 'over.txt', 'too-large', /^101 B > limit 100 B$/);
 });
 
@@ -107,7 +117,11 @@ test('generated files are skipped: lockfiles by name, markers in a leading comme
   assertSkipped(skipped, 'schema.py', 'generated', /^line 2 says "@generated"$/);
   assertSkipped(skipped, 'bindings.rs', 'generated', /line 3 says "automatically generated"/);
   assertSkipped(skipped, 'client.ts', 'generated', /line 2 says "auto-generated"/);
-  assert.deepEqual(files.map((file) => file.path), ['README.md', 'late.ts', 'lowercase.ts'], 'prose and late markers are not headers');
+  assert.deepEqual(
+    files.map((file) => file.path),
+    ['README.md', 'late.ts', 'lowercase.ts'],
+    'prose and late markers are not headers',
+  );
 });
 
 test('minified bundles are skipped: .min names, a line over 5,000 chars, an average line over 300', async () => {
@@ -124,7 +138,11 @@ test('minified bundles are skipped: .min names, a line over 5,000 chars, an aver
   assertSkipped(skipped, 'theme.min.css', 'minified');
   assertSkipped(skipped, 'bundle.js', 'minified', /^a line of 6,400 chars > 5,000$/);
   assertSkipped(skipped, 'wide.js', 'minified', /^average line of 400 chars > 300$/);
-  assert.deepEqual(files.map((file) => file.path), ['normal.ts', 'short-one-line.json'], 'files of 2 KiB or less are never "minified"');
+  assert.deepEqual(
+    files.map((file) => file.path),
+    ['normal.ts', 'short-one-line.json'],
+    'files of 2 KiB or less are never "minified"',
+  );
 });
 
 test('symlinks: loops and links leaving the workspace are skipped; others are followed', async () => {
@@ -146,7 +164,10 @@ test('symlinks: loops and links leaving the workspace are skipped; others are fo
   assertSkipped(skipped, 'outside-dir', 'outside-workspace', /outside the workspace/);
   assertSkipped(skipped, 'outside-file.txt', 'outside-workspace');
   assertSkipped(skipped, 'dangling.ts', 'unreadable', /broken symbolic link/);
-  assert.deepEqual(files.map((file) => file.path), ['alias.ts', 'deep-link/b.ts', 'src/a.ts', 'src/deep/b.ts']);
+  assert.deepEqual(
+    files.map((file) => file.path),
+    ['alias.ts', 'deep-link/b.ts', 'src/a.ts', 'src/deep/b.ts'],
+  );
   assert.equal(files[0].text, 'export const a = 1;\n');
 
   const viaLink = await readWorkspaceFile(root, 'outside-file.txt');
@@ -216,7 +237,10 @@ test('invalid UTF-8 is decoded with U+FFFD and flagged; valid text (even a real 
 test('files carry size, mtime and the sha256 of their bytes; output is sorted by path', async () => {
   const root = workspace({ 'b/z.ts': 'z', 'a.ts': 'aaa', 'b/a.ts': 'ba', 'B.ts': 'upper' });
   const { files } = await scanWorkspace(root);
-  assert.deepEqual(files.map((file) => file.path), ['B.ts', 'a.ts', 'b/a.ts', 'b/z.ts']);
+  assert.deepEqual(
+    files.map((file) => file.path),
+    ['B.ts', 'a.ts', 'b/a.ts', 'b/z.ts'],
+  );
   const a = files[1];
   assert.equal(a.size, 3);
   assert.equal(a.contentHash, createHash('sha256').update('aaa').digest('hex'));
@@ -243,7 +267,10 @@ test('10,000 tiny files are scanned (time logged), with progress', async (t) => 
   assert.deepEqual(skipped, []);
   const totalBytes = files.reduce((sum, file) => sum + file.size, 0);
   assert.deepEqual(progress[progress.length - 1], { filesSeen: 10_000, filesIncluded: 10_000, bytes: totalBytes });
-  assert.ok(progress.every((p, i) => i === 0 || p.filesSeen >= progress[i - 1].filesSeen), 'progress only moves forward');
+  assert.ok(
+    progress.every((p, i) => i === 0 || p.filesSeen >= progress[i - 1].filesSeen),
+    'progress only moves forward',
+  );
 });
 
 test('an aborted scan rejects with the abort reason; a missing root is a clear error', async () => {

@@ -44,7 +44,13 @@ async function watch(t: TestContext, tree: Tree, options: WatcherOptions = {}, r
   const deleted = (relativePath: string) => batches.filter((batch) => batch.deleted.includes(relativePath));
   const write = (relativePath: string, content: string | Buffer) => writeFileSync(path.join(root, relativePath), content);
   return {
-    root, watcher, batches, logged, write, changed, deleted,
+    root,
+    watcher,
+    batches,
+    logged,
+    write,
+    changed,
+    deleted,
     sentinel: async () => {
       const name = `sentinel-${++sentinelCount}.txt`;
       write(name, name);
@@ -60,9 +66,15 @@ test('an edit is reported once, in one batch, with the new text', async (t) => {
   await w.sentinel();
   assert.equal(w.changed('a.ts').length, 1);
   const [batch] = w.changed('a.ts');
-  assert.deepEqual(batch.changed.map((file) => file.path), ['a.ts']);
+  assert.deepEqual(
+    batch.changed.map((file) => file.path),
+    ['a.ts'],
+  );
   assert.equal(batch.changed[0].text, 'two');
-  assert.ok(w.batches.every((b) => b.changed.every((file) => file.path !== 'b.ts')), 'untouched files are not reported');
+  assert.ok(
+    w.batches.every((b) => b.changed.every((file) => file.path !== 'b.ts')),
+    'untouched files are not reported',
+  );
 });
 
 test('a file changed twice in a burst is reported once, with its last content', async (t) => {
@@ -83,7 +95,11 @@ test('a burst of 500 files (a branch switch) is coalesced into at most 3 batches
   const burstBatches = w.batches.filter((batch) => batch.changed.some((file) => file.path.startsWith('burst/file')));
   t.diagnostic(`500 files arrived in ${burstBatches.length} batch(es): ${burstBatches.map((batch) => batch.changed.length).join(' + ')}`);
   assert.ok(burstBatches.length <= 3, `${burstBatches.length} batches`);
-  assert.equal(burstBatches.reduce((sum, batch) => sum + batch.changed.length, 0), 500, 'each file once');
+  assert.equal(
+    burstBatches.reduce((sum, batch) => sum + batch.changed.length, 0),
+    500,
+    'each file once',
+  );
 });
 
 test('a deleted file is reported as deleted', async (t) => {
@@ -92,7 +108,10 @@ test('a deleted file is reported as deleted', async (t) => {
   await waitFor('b.ts deleted', () => w.deleted('b.ts').length > 0);
   await w.sentinel();
   assert.equal(w.deleted('b.ts').length, 1);
-  assert.deepEqual(w.batches.flatMap((batch) => batch.deleted), ['b.ts']);
+  assert.deepEqual(
+    w.batches.flatMap((batch) => batch.deleted),
+    ['b.ts'],
+  );
 });
 
 test('a rename is reported as a deletion of the old path and a change of the new one', async (t) => {
@@ -149,12 +168,18 @@ test('.gitignore edited to ignore a file: it leaves the context and is no longer
   w.write('.gitignore', '*.log\nnotes.txt\n');
   await waitFor('notes.txt deleted', () => w.deleted('notes.txt').length > 0);
   const batch = w.deleted('notes.txt')[0];
-  assert.ok(batch.changed.some((file) => file.path === '.gitignore'), 'the rules file itself changed');
+  assert.ok(
+    batch.changed.some((file) => file.path === '.gitignore'),
+    'the rules file itself changed',
+  );
   assert.deepEqual(batch.skipped.find((entry) => entry.path === 'notes.txt')?.detail, 'matched "notes.txt" in .gitignore');
   const batchesBefore = w.batches.length;
   w.write('notes.txt', 'v2');
   await w.sentinel();
-  assert.deepEqual(w.batches.slice(batchesBefore).flatMap((b) => [...b.changed.map((file) => file.path), ...b.deleted, ...b.skipped.map((s) => s.path)]), ['sentinel-' + sentinelCount + '.txt']);
+  assert.deepEqual(
+    w.batches.slice(batchesBefore).flatMap((b) => [...b.changed.map((file) => file.path), ...b.deleted, ...b.skipped.map((s) => s.path)]),
+    ['sentinel-' + sentinelCount + '.txt'],
+  );
 });
 
 test('.gitignore edited to stop ignoring a directory: its files join the context and are watched from then on', async (t) => {
@@ -173,7 +198,10 @@ test('exclude globs keep files out of events too', async (t) => {
   mkdirSync(path.join(w.root, 'pkg/node_modules'), { recursive: true });
   w.write('pkg/node_modules/new.js', 'new');
   await w.sentinel();
-  assert.deepEqual(w.batches.flatMap((batch) => batch.changed.map((file) => file.path)), [`sentinel-${sentinelCount}.txt`]);
+  assert.deepEqual(
+    w.batches.flatMap((batch) => batch.changed.map((file) => file.path)),
+    [`sentinel-${sentinelCount}.txt`],
+  );
 });
 
 test('a file that changes into one the context cannot take is reported as deleted and skipped, once', async (t) => {
@@ -196,6 +224,9 @@ test('with a baseline from an earlier scan, changes made before start are report
   writeFileSync(path.join(root, 'added.ts'), 'new');
   const w = await watch(t, {}, { baseline: files }, root);
   await waitFor('the first batch', () => w.batches.length > 0);
-  assert.deepEqual(w.batches[0].changed.map((file) => file.path), ['added.ts', 'edited.ts']);
+  assert.deepEqual(
+    w.batches[0].changed.map((file) => file.path),
+    ['added.ts', 'edited.ts'],
+  );
   assert.deepEqual(w.batches[0].deleted, ['removed.ts']);
 });

@@ -6,7 +6,10 @@ test('a block selected again keeps its slot; misses fill free slots first, then 
   const pool = new BlockPool(2, 3);
   const first = pool.place(0, [5, 9]);
   assert.deepEqual(first.slots, [0, 1]);
-  assert.deepEqual(first.misses, [{ block: 5, slot: 0 }, { block: 9, slot: 1 }]);
+  assert.deepEqual(first.misses, [
+    { block: 5, slot: 0 },
+    { block: 9, slot: 1 },
+  ]);
   const again = pool.place(0, [9, 5, 7]);
   assert.deepEqual(again.slots, [1, 0, 2]);
   assert.deepEqual(again.misses, [{ block: 7, slot: 2 }]);
@@ -14,7 +17,10 @@ test('a block selected again keeps its slot; misses fill free slots first, then 
   const evict = pool.place(0, [9, 7, 11]);
   assert.deepEqual(evict.slots, [1, 2, 0]);
   assert.deepEqual(evict.misses, [{ block: 11, slot: 0 }]);
-  assert.deepEqual(pool.resident(0).sort((a, b) => a - b), [7, 9, 11]);
+  assert.deepEqual(
+    pool.resident(0).sort((a, b) => a - b),
+    [7, 9, 11],
+  );
   assert.deepEqual(pool.resident(1), [], 'heads are independent');
   assert.equal(pool.hits, 4);
   assert.equal(pool.misses, 4);

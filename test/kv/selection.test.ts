@@ -46,7 +46,10 @@ test('pool padding gives one max-pool window per block (kernel 5, stride 4, one 
 test('blocks per head: each head its own ascending ids, padded to a common width, with a per-query mask; −1 slots ignored', () => {
   const selected = BigInt64Array.from([0, 3, -1, 0, 5, 3, 0, 1, -1, 7, 7, -1].map(BigInt)); // [Hk=2, T=2, k=3]
   const { blockIds, width, mask } = blocksPerHead(selected, 2, 2, 3);
-  assert.deepEqual(blockIds, [[0, 3, 5], [0, 1, 7]]);
+  assert.deepEqual(blockIds, [
+    [0, 3, 5],
+    [0, 1, 7],
+  ]);
   assert.equal(width, 3);
   // head 0: query 0 → {0, 3}, query 1 → {0, 5, 3}; head 1: query 0 → {0, 1}, query 1 → {7}
   assert.deepEqual(Array.from(mask), [1, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0, 1]);
@@ -58,7 +61,10 @@ test('KV cache: blocks hold appended keys head-major; compressed keys are window
   const append = (from: number, to: number) => {
     const k = new Float32Array((to - from) * 4);
     for (let t = from; t < to; t++) for (let h = 0; h < 2; h++) for (let i = 0; i < 2; i++) k[((t - from) * 2 + h) * 2 + i] = key(t, h, i);
-    cache.append(k, k.map((x) => -x));
+    cache.append(
+      k,
+      k.map((x) => -x),
+    );
   };
   append(0, 40);
   assert.equal(cache.compressedKeys().fine.length / 4, 1);

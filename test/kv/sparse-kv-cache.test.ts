@@ -22,7 +22,10 @@ for (const kvHeads of [1, 2]) {
 
     const restored = new SparseKvCache(geometry);
     restored.reserve(300);
-    for (const [first, count] of [[0, 128], [128, 172]]) {
+    for (const [first, count] of [
+      [0, 128],
+      [128, 172],
+    ]) {
       const direct = restored.rowsAt(first, count);
       assert.equal(direct !== undefined, kvHeads === 1, 'rows are read in place only where a token row is contiguous');
       if (direct) {
@@ -54,7 +57,7 @@ for (const kvHeads of [1, 2]) {
     const plain = new SparseKvCache(geometry);
     const keys = rows(1000, width, 3);
     const values = rows(1000, width, 4);
-    for (let at = 0, step = 1; at < 1000; at += step, step = (step * 7) % 61 + 1) {
+    for (let at = 0, step = 1; at < 1000; at += step, step = ((step * 7) % 61) + 1) {
       const end = Math.min(1000, at + step);
       for (const cache of [spilled, plain]) cache.append(keys.subarray(at * width, end * width), values.subarray(at * width, end * width));
       if (at % 5 === 0) assert.deepEqual(spilled.compressedKeys(), plain.compressedKeys()); // pooled as it grows, as prefill does

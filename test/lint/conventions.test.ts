@@ -20,15 +20,18 @@ function write(file: string, text: string): string {
 
 test('a relative import without .js is reported and fixed to name the .js', async () => {
   write('extension/chat/helper.ts', 'export const helper = 1;\n');
-  const text = "import { helper } from './helper';\nexport { helper as again } from \"./helper\";\nexport const x = helper;\n";
+  const text = 'import { helper } from \'./helper\';\nexport { helper as again } from "./helper";\nexport const x = helper;\n';
   const file = write('extension/chat/user.ts', text);
   const [reported] = await new ESLint({ cwd: tree, overrideConfigFile: path.join(ROOT, 'eslint.config.mjs') }).lintText(text, { filePath: file });
   assert.deepEqual(
     reported.messages.filter((m) => m.ruleId === 'panorama/relative-import-extension').map((m) => m.message),
-    ["Write the relative import as './helper.js': one import style everywhere (eslint --fix adds it).", "Write the relative import as './helper.js': one import style everywhere (eslint --fix adds it)."],
+    [
+      "Write the relative import as './helper.js': one import style everywhere (eslint --fix adds it).",
+      "Write the relative import as './helper.js': one import style everywhere (eslint --fix adds it).",
+    ],
   );
   const [fixed] = await new ESLint({ cwd: tree, overrideConfigFile: path.join(ROOT, 'eslint.config.mjs'), fix: true }).lintText(text, { filePath: file });
-  assert.equal(fixed.output, "import { helper } from './helper.js';\nexport { helper as again } from \"./helper.js\";\nexport const x = helper;\n");
+  assert.equal(fixed.output, 'import { helper } from \'./helper.js\';\nexport { helper as again } from "./helper.js";\nexport const x = helper;\n');
 });
 
 test('packages, .js imports and files that are not TypeScript modules are left alone', async () => {
@@ -36,7 +39,10 @@ test('packages, .js imports and files that are not TypeScript modules are left a
   write('engine/model/data.json', '{}\n');
   const text = "import path from 'node:path';\nimport { c } from './config.js';\nimport data from './data.json';\nexport const x = [path, c, data];\n";
   const [result] = await new ESLint({ cwd: tree, overrideConfigFile: path.join(ROOT, 'eslint.config.mjs') }).lintText(text, { filePath: write('engine/model/user.ts', text) });
-  assert.deepEqual(result.messages.filter((m) => m.ruleId === 'panorama/relative-import-extension'), []);
+  assert.deepEqual(
+    result.messages.filter((m) => m.ruleId === 'panorama/relative-import-extension'),
+    [],
+  );
 });
 
 test('a file not named in kebab-case is reported with the name to give it', async () => {
@@ -49,6 +55,10 @@ test('a file not named in kebab-case is reported with the name to give it', asyn
   );
   for (const name of ['extension/chat/chat-view-provider.ts', 'test/lint/conventions.test.ts', 'engine/vocabulary.ts']) {
     const [result] = await eslint.lintText(text, { filePath: write(name, text) });
-    assert.deepEqual(result.messages.filter((m) => m.ruleId === 'panorama/kebab-case-file-names'), [], name);
+    assert.deepEqual(
+      result.messages.filter((m) => m.ruleId === 'panorama/kebab-case-file-names'),
+      [],
+      name,
+    );
   }
 });

@@ -40,23 +40,46 @@ test('a wrong-way import between engine layers is an error that names the direct
 });
 
 test('imports the right way round pass', async () => {
-  assert.deepEqual(await restricted('engine/context/probe.ts', "import { SalaModel } from '../model/sala-model.js';\nimport { planLayout } from '../index/layout.js';\nexport const x = [SalaModel, planLayout];\n"), []);
+  assert.deepEqual(
+    await restricted(
+      'engine/context/probe.ts',
+      "import { SalaModel } from '../model/sala-model.js';\nimport { planLayout } from '../index/layout.js';\nexport const x = [SalaModel, planLayout];\n",
+    ),
+    [],
+  );
   assert.deepEqual(await restricted('engine/server/probe.ts', "import { WorkspaceIndex } from '../context/workspace-index.js';\nexport const x = WorkspaceIndex;\n"), []);
-  assert.deepEqual(await restricted('extension/chat/probe.ts', "import { EngineClient } from '../engine/client';\nimport type { AskParams } from '../../engine/server/protocol';\nexport type P = AskParams;\nexport const c = EngineClient;\n"), []);
+  assert.deepEqual(
+    await restricted(
+      'extension/chat/probe.ts',
+      "import { EngineClient } from '../engine/client';\nimport type { AskParams } from '../../engine/server/protocol';\nexport type P = AskParams;\nexport const c = EngineClient;\n",
+    ),
+    [],
+  );
 });
 
 test('the engine never imports vscode; the extension reaches engine/ only through what is declared shared', async () => {
   assert.match((await restricted('engine/context/probe.ts', "import * as vscode from 'vscode';\nexport const v = vscode;\n"))[0] ?? '', /must not import vscode/);
-  assert.match((await restricted('extension/probe.ts', "import { WorkspaceContext } from '../engine/context/workspace-context';\nexport const c = WorkspaceContext;\n"))[0] ?? '', /the extension imports only these modules of engine\//);
-  assert.match((await restricted('extension/remote/probe.ts', "import { SalaModel } from '../../engine/model/sala-model';\nexport const m = SalaModel;\n"))[0] ?? '', /goes through a request/);
+  assert.match(
+    (await restricted('extension/probe.ts', "import { WorkspaceContext } from '../engine/context/workspace-context';\nexport const c = WorkspaceContext;\n"))[0] ?? '',
+    /the extension imports only these modules of engine\//,
+  );
+  assert.match(
+    (await restricted('extension/remote/probe.ts', "import { SalaModel } from '../../engine/model/sala-model';\nexport const m = SalaModel;\n"))[0] ?? '',
+    /goes through a request/,
+  );
   assert.match((await restricted('webview/probe.ts', "import { EngineClient } from '../extension/engine/client';\nexport const c = EngineClient;\n"))[0] ?? '', /by messages/);
-  assert.match((await restricted('webview/probe.ts', "import type { AskParams } from '../engine/server/protocol';\nexport type P = AskParams;\n"))[0] ?? '', /only engine\/vocabulary\.ts/);
+  assert.match(
+    (await restricted('webview/probe.ts', "import type { AskParams } from '../engine/server/protocol';\nexport type P = AskParams;\n"))[0] ?? '',
+    /only engine\/vocabulary\.ts/,
+  );
 });
 
 test('an import cycle is an error at the import that closes it, with the whole path', async () => {
   write('engine/model/cycle-b.ts', "import { a } from './cycle-a.js';\nexport const b = () => a;\n");
   const messages = await lint('engine/model/cycle-a.ts', "import { b } from './cycle-b.js';\nexport const a = () => b;\n", 'panorama/no-import-cycles');
-  assert.deepEqual(messages, ['Import cycle: engine/model/cycle-a.ts → engine/model/cycle-b.ts → engine/model/cycle-a.ts. Move what both need into a module of its own, or invert one import.']);
+  assert.deepEqual(messages, [
+    'Import cycle: engine/model/cycle-a.ts → engine/model/cycle-b.ts → engine/model/cycle-a.ts. Move what both need into a module of its own, or invert one import.',
+  ]);
   // three files round, extensionless imports and type-only imports count too
   write('extension/ring/two.ts', "import type { Three } from './three';\nexport type Two = Three;\n");
   write('extension/ring/three.ts', "import type { One } from './one';\nexport type Three = One | 3;\n");
@@ -71,6 +94,10 @@ test('an import cycle is an error at the import that closes it, with the whole p
 test('the repository itself lints clean of layer and cycle errors', async () => {
   const repo = new ESLint({ cwd: ROOT });
   const results = await repo.lintFiles(['engine', 'extension', 'webview']);
-  const problems = results.flatMap((r) => r.messages.filter((m) => m.ruleId === 'no-restricted-imports' || m.ruleId === 'panorama/no-import-cycles').map((m) => `${path.relative(ROOT, r.filePath)}:${m.line} ${m.message}`));
+  const problems = results.flatMap((r) =>
+    r.messages
+      .filter((m) => m.ruleId === 'no-restricted-imports' || m.ruleId === 'panorama/no-import-cycles')
+      .map((m) => `${path.relative(ROOT, r.filePath)}:${m.line} ${m.message}`),
+  );
   assert.deepEqual(problems, []);
 });

@@ -3,9 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import {
-  ConfigError, derivedSizes, expectedWeights, loadConfig, parseConfig, type SalaConfig,
-} from '../../engine/model/config.js';
+import { ConfigError, derivedSizes, expectedWeights, loadConfig, parseConfig, type SalaConfig } from '../../engine/model/config.js';
 import { SafetensorsFile } from '../../engine/model/safetensors.js';
 import { tempDir } from './helpers-loading/raw-files.js';
 import { SALA_TINY_A as FIXTURE_DIR } from '../helpers/fixtures.js';
@@ -26,16 +24,43 @@ function parameterCount(weights: Map<string, number[]>): number {
 function nineBJson(): Record<string, unknown> {
   const sparseLayers = new Set([0, 9, 16, 17, 22, 29, 30, 31]);
   return {
-    architectures: ['MiniCPMSALAForCausalLM'], model_type: 'minicpm_sala',
-    vocab_size: 73448, hidden_size: 4096, intermediate_size: 16384, num_hidden_layers: 32,
+    architectures: ['MiniCPMSALAForCausalLM'],
+    model_type: 'minicpm_sala',
+    vocab_size: 73448,
+    hidden_size: 4096,
+    intermediate_size: 16384,
+    num_hidden_layers: 32,
     mixer_types: Array.from({ length: 32 }, (_, i) => (sparseLayers.has(i) ? 'minicpm4' : 'lightning-attn')),
-    num_attention_heads: 32, num_key_value_heads: 2, head_dim: 128,
-    attn_use_rope: false, attn_use_output_gate: true, attention_bias: false,
-    lightning_nh: 32, lightning_nkv: 32, lightning_head_dim: 128, lightning_scale: '1/sqrt(d)', lightning_use_rope: true,
-    qk_norm: true, use_output_norm: true, use_output_gate: true, hidden_act: 'silu', rms_norm_eps: 1e-6,
-    rope_theta: 10000.0, rope_scaling: null, max_position_embeddings: 524288, scale_emb: 12, scale_depth: 1.4,
-    dim_model_base: 256, mup_denominator: 32, tie_word_embeddings: false,
-    bos_token_id: 1, eos_token_id: [2, 73440], pad_token_id: 2, torch_dtype: 'bfloat16', pretraining_tp: 1, initializer_range: 0.1,
+    num_attention_heads: 32,
+    num_key_value_heads: 2,
+    head_dim: 128,
+    attn_use_rope: false,
+    attn_use_output_gate: true,
+    attention_bias: false,
+    lightning_nh: 32,
+    lightning_nkv: 32,
+    lightning_head_dim: 128,
+    lightning_scale: '1/sqrt(d)',
+    lightning_use_rope: true,
+    qk_norm: true,
+    use_output_norm: true,
+    use_output_gate: true,
+    hidden_act: 'silu',
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000.0,
+    rope_scaling: null,
+    max_position_embeddings: 524288,
+    scale_emb: 12,
+    scale_depth: 1.4,
+    dim_model_base: 256,
+    mup_denominator: 32,
+    tie_word_embeddings: false,
+    bos_token_id: 1,
+    eos_token_id: [2, 73440],
+    pad_token_id: 2,
+    torch_dtype: 'bfloat16',
+    pretraining_tp: 1,
+    initializer_range: 0.1,
     sparse_config: { kernel_size: 32, kernel_stride: 16, block_size: 64, init_blocks: 1, window_size: 2048, topk: 64, dense_len: 8192, use_nope: false },
   };
 }
@@ -188,7 +213,11 @@ test('switched-off options drop their weights: o_gate, z_proj, o_norm, q_norm/k_
   json.tie_word_embeddings = true;
   const names = [...expectedWeights(parseConfig(json)).keys()];
   for (const gone of ['o_gate', 'z_proj', 'o_norm', 'q_norm', 'k_norm', 'lm_head']) {
-    assert.equal(names.some((n) => n.includes(gone)), false, gone);
+    assert.equal(
+      names.some((n) => n.includes(gone)),
+      false,
+      gone,
+    );
   }
   // 6 layers × (2 norms + 3 mlp + 4 projections) + embedding + final norm
   assert.equal(names.length, 6 * 9 + 2);
@@ -197,39 +226,248 @@ test('switched-off options drop their weights: o_gate, z_proj, o_norm, q_norm/k_
 // ---- one rejection per rule; each names the JSON field ----
 
 const rejections: { rule: string; field: string; message?: RegExp; edit: (json: Record<string, unknown>, sparse: Record<string, unknown>) => void }[] = [
-  { rule: 'a missing required sparse field', field: 'sparse_config.topk', message: /^config\.json: sparse_config\.topk: missing \(required integer ≥ 1\)$/, edit: (_, s) => { delete s.topk; } },
-  { rule: 'a missing sparse_config', field: 'sparse_config', edit: (j) => { delete j.sparse_config; } },
-  { rule: 'a string where an integer belongs', field: 'hidden_size', message: /expected an integer ≥ 1, got "abc"/, edit: (j) => { j.hidden_size = 'abc'; } },
-  { rule: 'a fractional integer', field: 'num_hidden_layers', message: /got 2\.5/, edit: (j) => { j.num_hidden_layers = 2.5; } },
-  { rule: 'vocab_size < 1', field: 'vocab_size', edit: (j) => { j.vocab_size = 0; } },
-  { rule: 'a non-positive KV head count', field: 'num_key_value_heads', edit: (j) => { j.num_key_value_heads = 0; } },
-  { rule: 'a negative dense_len', field: 'sparse_config.dense_len', edit: (_, s) => { s.dense_len = -1; } },
-  { rule: 'an unknown mixer type (names the index)', field: 'mixer_types[3]', message: /"mamba"/, edit: (j) => { j.mixer_types = ['minicpm4', 'lightning-attn', 'lightning-attn', 'mamba', 'lightning-attn', 'lightning-attn']; } },
-  { rule: 'a mixer type that is an Object.prototype member', field: 'mixer_types[2]', edit: (j) => { j.mixer_types = ['minicpm4', 'lightning-attn', 'constructor', 'minicpm4', 'lightning-attn', 'lightning-attn']; } },
-  { rule: 'mixer_types length ≠ num_hidden_layers', field: 'mixer_types', message: /5 entries but num_hidden_layers is 6/, edit: (j) => { j.mixer_types = ['minicpm4', 'lightning-attn', 'lightning-attn', 'minicpm4', 'lightning-attn']; } },
-  { rule: 'layer 0 not minicpm4', field: 'mixer_types[0]', edit: (j) => { j.mixer_types = ['lightning-attn', 'lightning-attn', 'lightning-attn', 'minicpm4', 'lightning-attn', 'lightning-attn']; } },
-  { rule: 'hidden_size not divisible by num_attention_heads', field: 'hidden_size', edit: (j) => { j.hidden_size = 254; } },
-  { rule: 'num_attention_heads not divisible by num_key_value_heads', field: 'num_key_value_heads', message: /not divisible/, edit: (j) => { j.num_key_value_heads = 3; } },
-  { rule: 'a sparse group size that does not divide 16', field: 'num_key_value_heads', message: /3 query heads per KV head does not divide 16/, edit: (j) => { j.hidden_size = 384; j.num_attention_heads = 6; j.num_key_value_heads = 2; j.lightning_nkv = 3; } },
-  { rule: 'num_attention_heads not divisible by lightning_nkv', field: 'lightning_nkv', edit: (j) => { j.lightning_nkv = 3; } },
-  { rule: 'block_size not divisible by kernel_stride', field: 'sparse_config.block_size', edit: (_, s) => { s.block_size = 72; } },
-  { rule: 'kernel_size ≠ 2 × kernel_stride', field: 'sparse_config.kernel_size', edit: (_, s) => { s.kernel_size = 48; } },
-  { rule: 'window_size not a multiple of block_size', field: 'sparse_config.window_size', edit: (_, s) => { s.window_size = 96; } },
-  { rule: 'hidden_act other than silu', field: 'hidden_act', edit: (j) => { j.hidden_act = 'gelu'; } },
-  { rule: 'attention_bias true', field: 'attention_bias', edit: (j) => { j.attention_bias = true; } },
-  { rule: 'attn_use_rope true (sparse layers are NoPE)', field: 'attn_use_rope', edit: (j) => { j.attn_use_rope = true; } },
-  { rule: 'a model_type other than minicpm_sala', field: 'model_type', edit: (j) => { j.model_type = 'minicpm'; } },
-  { rule: 'a missing model_type', field: 'model_type', edit: (j) => { delete j.model_type; } },
-  { rule: 'architectures naming another model', field: 'architectures', edit: (j) => { j.architectures = ['LlamaForCausalLM']; } },
-  { rule: 'rope_scaling set', field: 'rope_scaling', edit: (j) => { j.rope_scaling = { type: 'linear', factor: 2 }; } },
-  { rule: 'an eos id outside the vocabulary', field: 'eos_token_id[1]', edit: (j) => { j.eos_token_id = [2, 512]; } },
-  { rule: 'an empty eos list', field: 'eos_token_id', edit: (j) => { j.eos_token_id = []; } },
-  { rule: 'a missing bos_token_id', field: 'bos_token_id', edit: (j) => { delete j.bos_token_id; } },
-  { rule: 'a string where a boolean belongs', field: 'qk_norm', message: /expected true or false, got "true"/, edit: (j) => { j.qk_norm = 'true'; } },
-  { rule: 'a missing boolean without a default', field: 'tie_word_embeddings', edit: (j) => { delete j.tie_word_embeddings; } },
-  { rule: 'rms_norm_eps not > 0', field: 'rms_norm_eps', edit: (j) => { j.rms_norm_eps = 0; } },
-  { rule: 'a non-string lightning_scale', field: 'lightning_scale', edit: (j) => { j.lightning_scale = 0.125; } },
-  { rule: 'an odd head_dim with lightning RoPE', field: 'head_dim', edit: (j) => { j.head_dim = 63; } },
+  {
+    rule: 'a missing required sparse field',
+    field: 'sparse_config.topk',
+    message: /^config\.json: sparse_config\.topk: missing \(required integer ≥ 1\)$/,
+    edit: (_, s) => {
+      delete s.topk;
+    },
+  },
+  {
+    rule: 'a missing sparse_config',
+    field: 'sparse_config',
+    edit: (j) => {
+      delete j.sparse_config;
+    },
+  },
+  {
+    rule: 'a string where an integer belongs',
+    field: 'hidden_size',
+    message: /expected an integer ≥ 1, got "abc"/,
+    edit: (j) => {
+      j.hidden_size = 'abc';
+    },
+  },
+  {
+    rule: 'a fractional integer',
+    field: 'num_hidden_layers',
+    message: /got 2\.5/,
+    edit: (j) => {
+      j.num_hidden_layers = 2.5;
+    },
+  },
+  {
+    rule: 'vocab_size < 1',
+    field: 'vocab_size',
+    edit: (j) => {
+      j.vocab_size = 0;
+    },
+  },
+  {
+    rule: 'a non-positive KV head count',
+    field: 'num_key_value_heads',
+    edit: (j) => {
+      j.num_key_value_heads = 0;
+    },
+  },
+  {
+    rule: 'a negative dense_len',
+    field: 'sparse_config.dense_len',
+    edit: (_, s) => {
+      s.dense_len = -1;
+    },
+  },
+  {
+    rule: 'an unknown mixer type (names the index)',
+    field: 'mixer_types[3]',
+    message: /"mamba"/,
+    edit: (j) => {
+      j.mixer_types = ['minicpm4', 'lightning-attn', 'lightning-attn', 'mamba', 'lightning-attn', 'lightning-attn'];
+    },
+  },
+  {
+    rule: 'a mixer type that is an Object.prototype member',
+    field: 'mixer_types[2]',
+    edit: (j) => {
+      j.mixer_types = ['minicpm4', 'lightning-attn', 'constructor', 'minicpm4', 'lightning-attn', 'lightning-attn'];
+    },
+  },
+  {
+    rule: 'mixer_types length ≠ num_hidden_layers',
+    field: 'mixer_types',
+    message: /5 entries but num_hidden_layers is 6/,
+    edit: (j) => {
+      j.mixer_types = ['minicpm4', 'lightning-attn', 'lightning-attn', 'minicpm4', 'lightning-attn'];
+    },
+  },
+  {
+    rule: 'layer 0 not minicpm4',
+    field: 'mixer_types[0]',
+    edit: (j) => {
+      j.mixer_types = ['lightning-attn', 'lightning-attn', 'lightning-attn', 'minicpm4', 'lightning-attn', 'lightning-attn'];
+    },
+  },
+  {
+    rule: 'hidden_size not divisible by num_attention_heads',
+    field: 'hidden_size',
+    edit: (j) => {
+      j.hidden_size = 254;
+    },
+  },
+  {
+    rule: 'num_attention_heads not divisible by num_key_value_heads',
+    field: 'num_key_value_heads',
+    message: /not divisible/,
+    edit: (j) => {
+      j.num_key_value_heads = 3;
+    },
+  },
+  {
+    rule: 'a sparse group size that does not divide 16',
+    field: 'num_key_value_heads',
+    message: /3 query heads per KV head does not divide 16/,
+    edit: (j) => {
+      j.hidden_size = 384;
+      j.num_attention_heads = 6;
+      j.num_key_value_heads = 2;
+      j.lightning_nkv = 3;
+    },
+  },
+  {
+    rule: 'num_attention_heads not divisible by lightning_nkv',
+    field: 'lightning_nkv',
+    edit: (j) => {
+      j.lightning_nkv = 3;
+    },
+  },
+  {
+    rule: 'block_size not divisible by kernel_stride',
+    field: 'sparse_config.block_size',
+    edit: (_, s) => {
+      s.block_size = 72;
+    },
+  },
+  {
+    rule: 'kernel_size ≠ 2 × kernel_stride',
+    field: 'sparse_config.kernel_size',
+    edit: (_, s) => {
+      s.kernel_size = 48;
+    },
+  },
+  {
+    rule: 'window_size not a multiple of block_size',
+    field: 'sparse_config.window_size',
+    edit: (_, s) => {
+      s.window_size = 96;
+    },
+  },
+  {
+    rule: 'hidden_act other than silu',
+    field: 'hidden_act',
+    edit: (j) => {
+      j.hidden_act = 'gelu';
+    },
+  },
+  {
+    rule: 'attention_bias true',
+    field: 'attention_bias',
+    edit: (j) => {
+      j.attention_bias = true;
+    },
+  },
+  {
+    rule: 'attn_use_rope true (sparse layers are NoPE)',
+    field: 'attn_use_rope',
+    edit: (j) => {
+      j.attn_use_rope = true;
+    },
+  },
+  {
+    rule: 'a model_type other than minicpm_sala',
+    field: 'model_type',
+    edit: (j) => {
+      j.model_type = 'minicpm';
+    },
+  },
+  {
+    rule: 'a missing model_type',
+    field: 'model_type',
+    edit: (j) => {
+      delete j.model_type;
+    },
+  },
+  {
+    rule: 'architectures naming another model',
+    field: 'architectures',
+    edit: (j) => {
+      j.architectures = ['LlamaForCausalLM'];
+    },
+  },
+  {
+    rule: 'rope_scaling set',
+    field: 'rope_scaling',
+    edit: (j) => {
+      j.rope_scaling = { type: 'linear', factor: 2 };
+    },
+  },
+  {
+    rule: 'an eos id outside the vocabulary',
+    field: 'eos_token_id[1]',
+    edit: (j) => {
+      j.eos_token_id = [2, 512];
+    },
+  },
+  {
+    rule: 'an empty eos list',
+    field: 'eos_token_id',
+    edit: (j) => {
+      j.eos_token_id = [];
+    },
+  },
+  {
+    rule: 'a missing bos_token_id',
+    field: 'bos_token_id',
+    edit: (j) => {
+      delete j.bos_token_id;
+    },
+  },
+  {
+    rule: 'a string where a boolean belongs',
+    field: 'qk_norm',
+    message: /expected true or false, got "true"/,
+    edit: (j) => {
+      j.qk_norm = 'true';
+    },
+  },
+  {
+    rule: 'a missing boolean without a default',
+    field: 'tie_word_embeddings',
+    edit: (j) => {
+      delete j.tie_word_embeddings;
+    },
+  },
+  {
+    rule: 'rms_norm_eps not > 0',
+    field: 'rms_norm_eps',
+    edit: (j) => {
+      j.rms_norm_eps = 0;
+    },
+  },
+  {
+    rule: 'a non-string lightning_scale',
+    field: 'lightning_scale',
+    edit: (j) => {
+      j.lightning_scale = 0.125;
+    },
+  },
+  {
+    rule: 'an odd head_dim with lightning RoPE',
+    field: 'head_dim',
+    edit: (j) => {
+      j.head_dim = 63;
+    },
+  },
 ];
 
 for (const { rule, field, message, edit } of rejections) {
@@ -242,7 +480,10 @@ for (const { rule, field, message, edit } of rejections) {
 }
 
 test('parseConfig rejects a top-level value that is not an object', () => {
-  assert.throws(() => parseConfig([1, 2]), (err: unknown) => err instanceof ConfigError && err.field === '');
+  assert.throws(
+    () => parseConfig([1, 2]),
+    (err: unknown) => err instanceof ConfigError && err.field === '',
+  );
 });
 
 test('parseConfig names the given source in its messages', () => {
@@ -261,18 +502,21 @@ test('loadConfig: a folder without config.json or with broken JSON gives a Confi
   const { dir, cleanup } = await tempDir();
   try {
     const missing = path.join(dir, 'nothing-here');
-    await assert.rejects(loadConfig(missing), (err: unknown) =>
-      err instanceof ConfigError && err.field === '' && err.message.includes(path.join(missing, 'config.json')) && /cannot read/.test(err.message));
+    await assert.rejects(
+      loadConfig(missing),
+      (err: unknown) => err instanceof ConfigError && err.field === '' && err.message.includes(path.join(missing, 'config.json')) && /cannot read/.test(err.message),
+    );
     const broken = path.join(dir, 'broken');
     await mkdir(broken);
     await writeFile(path.join(broken, 'config.json'), '{"hidden_size": 256,');
-    await assert.rejects(loadConfig(broken), (err: unknown) =>
-      err instanceof ConfigError && err.field === '' && /config\.json: not valid JSON/.test(err.message));
+    await assert.rejects(loadConfig(broken), (err: unknown) => err instanceof ConfigError && err.field === '' && /config\.json: not valid JSON/.test(err.message));
     const bad = path.join(dir, 'bad');
     await mkdir(bad);
     await writeFile(path.join(bad, 'config.json'), JSON.stringify({ ...fixtureJson(), topk: 1, sparse_config: { ...(fixtureJson().sparse_config as object), topk: 0 } }));
-    await assert.rejects(loadConfig(bad), (err: unknown) =>
-      err instanceof ConfigError && err.field === 'sparse_config.topk' && err.message.startsWith(path.join(bad, 'config.json')));
+    await assert.rejects(
+      loadConfig(bad),
+      (err: unknown) => err instanceof ConfigError && err.field === 'sparse_config.topk' && err.message.startsWith(path.join(bad, 'config.json')),
+    );
   } finally {
     await cleanup();
   }

@@ -40,7 +40,11 @@ async function prefillThenDecode(ids: number[], n: number): Promise<Float32Array
 }
 
 // dense_len is 512 in the fixture config.
-for (const [n, m, side] of [[100, 12, 'dense'], [700, 12, 'sparse'], [1100, 30, 'sparse (a new block opens)']] as const) {
+for (const [n, m, side] of [
+  [100, 12, 'dense'],
+  [700, 12, 'sparse'],
+  [1100, 30, 'sparse (a new block opens)'],
+] as const) {
   test(`prefill(${n}) + decode ${m} equals prefill(${n + m}) on the ${side} side of dense_len`, async () => {
     const ids = tokens(n + m, n);
     const oneShot = await model.forward(model.newSequence(), ids, { logits: m });
@@ -75,8 +79,7 @@ for (const length of [1000, 1103, 1343]) {
         const parts = records.filter((r) => r.layer === layer);
         const joined = new Int32Array(whole.selected.length);
         for (const part of parts)
-          for (let h = 0; h < 2; h++)
-            joined.set(part.selected.subarray(h * part.queries * part.k, (h + 1) * part.queries * part.k), (h * length + part.firstPosition) * whole.k);
+          for (let h = 0; h < 2; h++) joined.set(part.selected.subarray(h * part.queries * part.k, (h + 1) * part.queries * part.k), (h * length + part.firstPosition) * whole.k);
         assert.deepEqual(joined, whole.selected, `chunk ${chunkSize}, layer ${layer}`);
       }
     }
@@ -98,8 +101,7 @@ test('the kernel visibility rule is what one-shot prefill uses: at L ≡ 15 (mod
     assert.ok(part && part.firstPosition === 1 && part.k === whole.k);
     for (let h = 0; h < 2; h++)
       for (let p = 1; p < 1103; p++)
-        for (let j = 0; j < whole.k; j++)
-          if (whole.selected[(h * 1103 + p) * whole.k + j] !== part.selected[(h * 1102 + p - 1) * part.k + j]) differing++;
+        for (let j = 0; j < whole.k; j++) if (whole.selected[(h * 1103 + p) * whole.k + j] !== part.selected[(h * 1102 + p - 1) * part.k + j]) differing++;
   }
   assert.ok(differing > 0, 'expected at least one block choice to differ when one fewer fine window is visible');
 });

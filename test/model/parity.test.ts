@@ -35,8 +35,7 @@ function selectionsByLayer(records: SelectionRecord[], layers: number[], positio
     assert.equal(r.k, k);
     for (let h = 0; h < 2; h++)
       for (let t = 0; t < r.queries; t++)
-        for (let j = 0; j < k; j++)
-          out[((li * 2 + h) * positions + r.firstPosition - firstPosition + t) * k + j] = r.selected[(h * r.queries + t) * k + j];
+        for (let j = 0; j < k; j++) out[((li * 2 + h) * positions + r.firstPosition - firstPosition + t) * k + j] = r.selected[(h * r.queries + t) * k + j];
   }
   return out;
 }
@@ -75,7 +74,9 @@ function stack(rows: Float32Array[]): Float32Array {
 test('short prompt (dense path): logits at every position match the reference', async (t) => {
   const ids = Array.from(load('short_prompt_ids').data);
   const logits = await model.forward(model.newSequence(), ids, { logits: 'all' });
-  t.diagnostic(`max |Δlogit| vs fp32 reference ${maxAbsDiff(logits, load('short_logits').data).toExponential(2)}, vs fp64 ${maxAbsDiff(logits, load('short_logits_f64ref').data).toExponential(2)}`);
+  t.diagnostic(
+    `max |Δlogit| vs fp32 reference ${maxAbsDiff(logits, load('short_logits').data).toExponential(2)}, vs fp64 ${maxAbsDiff(logits, load('short_logits_f64ref').data).toExponential(2)}`,
+  );
   assert.ok(maxAbsDiff(logits, load('short_logits').data) <= LOGIT_TOLERANCE);
   assert.ok(maxAbsDiff(logits, load('short_logits_f64ref').data) <= LOGIT_TOLERANCE);
 });
@@ -84,7 +85,9 @@ test('long prompt (InfLLM-V2 sparse path): last 64 logits and every prefill bloc
   const ids = Array.from(load('long_prompt_ids').data);
   const records: SelectionRecord[] = [];
   const logits = await model.forward(model.newSequence(), ids, { logits: 64, onSelection: (r) => records.push(r) });
-  t.diagnostic(`max |Δlogit| vs fp32 reference ${maxAbsDiff(logits, load('long_logits_last64').data).toExponential(2)}, vs fp64 ${maxAbsDiff(logits, load('long_logits_last64_f64ref').data).toExponential(2)}`);
+  t.diagnostic(
+    `max |Δlogit| vs fp32 reference ${maxAbsDiff(logits, load('long_logits_last64').data).toExponential(2)}, vs fp64 ${maxAbsDiff(logits, load('long_logits_last64_f64ref').data).toExponential(2)}`,
+  );
   assert.ok(maxAbsDiff(logits, load('long_logits_last64').data) <= LOGIT_TOLERANCE);
   assert.ok(maxAbsDiff(logits, load('long_logits_last64_f64ref').data) <= LOGIT_TOLERANCE);
   const expected = load('long_prefill_topk');
@@ -97,7 +100,9 @@ for (const name of ['short', 'long', 'cross'] as const) {
     const result = await decodeScenario(name);
     assert.deepEqual(result.ids, Array.from(load(`${name}_decode_ids`).data));
     const logits = stack(result.logits);
-    t.diagnostic(`decode max |Δlogit| vs fp32 reference ${maxAbsDiff(logits, load(`${name}_decode_logits`).data).toExponential(2)}, vs fp64 ${maxAbsDiff(logits, load(`${name}_decode_logits_f64ref`).data).toExponential(2)}`);
+    t.diagnostic(
+      `decode max |Δlogit| vs fp32 reference ${maxAbsDiff(logits, load(`${name}_decode_logits`).data).toExponential(2)}, vs fp64 ${maxAbsDiff(logits, load(`${name}_decode_logits_f64ref`).data).toExponential(2)}`,
+    );
     assert.ok(maxAbsDiff(logits, load(`${name}_decode_logits`).data) <= LOGIT_TOLERANCE);
     assert.ok(maxAbsDiff(logits, load(`${name}_decode_logits_f64ref`).data) <= LOGIT_TOLERANCE);
     if (name === 'cross') assert.ok(maxAbsDiff(result.last, load('cross_logits_last').data) <= LOGIT_TOLERANCE);

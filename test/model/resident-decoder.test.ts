@@ -174,7 +174,10 @@ test('a device-memory budget sizes the pool, and one too small for a step is ref
   const ten = await model.residentDecoder(sequence, { placement: 'offload', poolBlocks: 10, maxTokens: prompt.length + 4 });
   assert.equal(ten.snapshot().deviceKvBytes, pools, 'the budget bought 10 slots per head');
   await ten.close();
-  await assert.rejects(model.residentDecoder(sequence, { placement: 'offload', poolBytes: 7 * 128 * 1024, maxTokens: prompt.length + 4 }), /holds 7 blocks per head; this model needs at least 8 \(1\.0 MiB\)/);
+  await assert.rejects(
+    model.residentDecoder(sequence, { placement: 'offload', poolBytes: 7 * 128 * 1024, maxTokens: prompt.length + 4 }),
+    /holds 7 blocks per head; this model needs at least 8 \(1\.0 MiB\)/,
+  );
 });
 
 test("'--device auto' keeps a small model on the CPU and says why", async () => {
@@ -293,7 +296,7 @@ test('a continuation prefilled on the resident path equals the host path continu
   assert.deepEqual(device.ids, ids);
 });
 
-test('each row over its own blocks (the per-row form) gives the union form\'s result, offloaded and all on the device, in row groups under a budget', async () => {
+test("each row over its own blocks (the per-row form) gives the union form's result, offloaded and all on the device, in row groups under a budget", async () => {
   const prompt = Array.from(load('long_prompt_ids').data);
   const past = 700;
   const hostSequence = model.newSequence();
@@ -303,7 +306,11 @@ test('each row over its own blocks (the per-row form) gives the union form\'s re
   const perRow = await prefillResident('long', past, { placement: 'device', rowAttention: 'per-row' }, 256);
   // Two rows' gathered keys per call (2 heads × 5 blocks × 64 keys × 64 floats × 4 bytes each): 2 rows per call.
   const perRowTight = await prefillResident('long', past, { placement: 'offload', poolBlocks: 8, rowAttention: 'per-row', attentionBytes: 2 * 2 * 5 * 64 * 64 * 4 }, 256);
-  for (const [name, result] of [['union', union], ['per-row', perRow], ['per-row in a pool, 2 rows a call', perRowTight]] as const) {
+  for (const [name, result] of [
+    ['union', union],
+    ['per-row', perRow],
+    ['per-row in a pool, 2 rows a call', perRowTight],
+  ] as const) {
     assert.ok(maxAbsDiff(result.last, host) <= LOGIT_TOLERANCE, `${name}: ${maxAbsDiff(result.last, host)}`);
     assert.deepEqual(result.ids, union.ids, name);
   }
@@ -371,7 +378,10 @@ test('a decoder state that cannot be allocated is refused with what to change, a
   // Room for 2^40 tokens on the device: no typed array that large exists (on a GPU, the allocation fails the same way).
   await assert.rejects(model.residentDecoder(sequence, { placement: 'device', maxTokens: 2 ** 40 }), (err: unknown) => {
     assert.ok(err instanceof ResidentMemoryError);
-    assert.match(err.message, /could not hold the decoder's state on cpu \(KV all on the device, room for 1099511627776 tokens\): .+\. Offload the KV to host memory, or shorten the context\./);
+    assert.match(
+      err.message,
+      /could not hold the decoder's state on cpu \(KV all on the device, room for 1099511627776 tokens\): .+\. Offload the KV to host memory, or shorten the context\./,
+    );
     return true;
   });
   // A pool past the largest tensor a device takes is refused before anything is allocated, naming the largest budget.
@@ -380,15 +390,24 @@ test('a decoder state that cannot be allocated is refused with what to change, a
   const largestMiB = Math.floor((Math.floor(MAX_KV_TENSOR_BYTES / slotBytes) * slotBytes * 2 * model.sizes.sparseLayers.length) / 2 ** 20);
   await assert.rejects(model.residentDecoder(sequence, { placement: 'offload', poolBlocks: 2 ** 34, maxTokens: prompt.length + 8 }), (err: unknown) => {
     assert.ok(err instanceof ResidentMemoryError);
-    assert.match(err.message, /KV offloaded.*: each sparse layer's K and V pools would take [\d.]+ GiB apiece, over the 4 GiB one device tensor may hold\. Give the KV pools less memory \(--gpu-kv-mb, at most (\d+) here\)/);
+    assert.match(
+      err.message,
+      /KV offloaded.*: each sparse layer's K and V pools would take [\d.]+ GiB apiece, over the 4 GiB one device tensor may hold\. Give the KV pools less memory \(--gpu-kv-mb, at most (\d+) here\)/,
+    );
     assert.equal(Number(/at most (\d+) here/.exec(err.message)![1]), largestMiB);
     return true;
   });
-  await assert.rejects(model.residentDecoder(sequence, { placement: 'offload', poolBytes: (largestMiB + 64) * 2 ** 20, maxTokens: prompt.length + 8 }), /over the 4 GiB one device tensor may hold/);
+  await assert.rejects(
+    model.residentDecoder(sequence, { placement: 'offload', poolBytes: (largestMiB + 64) * 2 ** 20, maxTokens: prompt.length + 8 }),
+    /over the 4 GiB one device tensor may hold/,
+  );
   assert.equal(sequence.length, prompt.length);
   [...sequence.lightning.values()].forEach((state, i) => assert.deepEqual(state, lightning[i]));
   // And the sequence still decodes exactly.
-  const result = await greedySteps(await model.residentDecoder(sequence, { placement: 'offload', poolBlocks: 8, maxTokens: prompt.length + 16 }), await model.forward(model.newSequence(), prompt));
+  const result = await greedySteps(
+    await model.residentDecoder(sequence, { placement: 'offload', poolBlocks: 8, maxTokens: prompt.length + 16 }),
+    await model.forward(model.newSequence(), prompt),
+  );
   assert.deepEqual(result.ids, Array.from(load('long_decode_ids').data));
 });
 

@@ -68,7 +68,7 @@ test('fixture model.safetensors: 75 BF16 tensors, metadata read, readFloat32 equ
       const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
       const bits = new Uint32Array(values.buffer);
       for (let i = 0; i < values.length; i++) {
-        if (bits[i] !== view.getUint16(2 * i, true) << 16 >>> 0) assert.fail(`${entry.name}[${i}] decoded wrongly`);
+        if (bits[i] !== (view.getUint16(2 * i, true) << 16) >>> 0) assert.fail(`${entry.name}[${i}] decoded wrongly`);
       }
     }
   } finally {
@@ -113,7 +113,11 @@ test('loadWeights loads the whole fixture: every expected weight, nothing unexpe
   for (const [name, shape] of expectedWeights(cfg)) {
     const data = weights.get(name);
     assert.ok(data, name);
-    assert.equal(data.length, shape.reduce((n, d) => n * d, 1), name);
+    assert.equal(
+      data.length,
+      shape.reduce((n, d) => n * d, 1),
+      name,
+    );
     parameters += data.length;
   }
   assert.equal(parameters, 4_461_312);
@@ -143,22 +147,60 @@ test('F32 round trip is exact, including -0, ±inf, NaN and subnormals', async (
 });
 
 const F16_CASES: [number, number][] = [
-  [0, 0x0000], [-0, 0x8000], [1, 0x3c00], [-2, 0xc000], [0.1, 0x2e66],
-  [65504, 0x7bff], [65519, 0x7bff], [65520, 0x7c00], [1e6, 0x7c00], [-1e6, 0xfc00],
-  [Infinity, 0x7c00], [-Infinity, 0xfc00], [NaN, 0x7e00],
-  [2 ** -14, 0x0400], [2 ** -24, 0x0001], [-(2 ** -24), 0x8001], [2 ** -25, 0x0000], [1.5 * 2 ** -25, 0x0001],
-  [3 * 2 ** -25, 0x0002], [5 * 2 ** -25, 0x0002], [2 ** -26, 0x0000], [1023 * 2 ** -24, 0x03ff], [1023.5 * 2 ** -24, 0x0400],
-  [1 + 2 ** -11, 0x3c00], [1 + 3 * 2 ** -11, 0x3c02], [1 + 2 ** -11 + 2 ** -20, 0x3c01], [1e-45, 0x0000],
+  [0, 0x0000],
+  [-0, 0x8000],
+  [1, 0x3c00],
+  [-2, 0xc000],
+  [0.1, 0x2e66],
+  [65504, 0x7bff],
+  [65519, 0x7bff],
+  [65520, 0x7c00],
+  [1e6, 0x7c00],
+  [-1e6, 0xfc00],
+  [Infinity, 0x7c00],
+  [-Infinity, 0xfc00],
+  [NaN, 0x7e00],
+  [2 ** -14, 0x0400],
+  [2 ** -24, 0x0001],
+  [-(2 ** -24), 0x8001],
+  [2 ** -25, 0x0000],
+  [1.5 * 2 ** -25, 0x0001],
+  [3 * 2 ** -25, 0x0002],
+  [5 * 2 ** -25, 0x0002],
+  [2 ** -26, 0x0000],
+  [1023 * 2 ** -24, 0x03ff],
+  [1023.5 * 2 ** -24, 0x0400],
+  [1 + 2 ** -11, 0x3c00],
+  [1 + 3 * 2 ** -11, 0x3c02],
+  [1 + 2 ** -11 + 2 ** -20, 0x3c01],
+  [1e-45, 0x0000],
 ];
 
 const BF16_CASES: [number, number][] = [
-  [0, 0x0000], [-0, 0x8000], [1, 0x3f80], [-1, 0xbf80], [0.1, 0x3dcd],
-  [1 + 2 ** -8, 0x3f80], [1 + 3 * 2 ** -8, 0x3f82], [1 + 2 ** -8 + 2 ** -16, 0x3f81],
-  [3.4028234663852886e38, 0x7f80], [3.3895313892515355e38, 0x7f7f], [Infinity, 0x7f80], [-Infinity, 0xff80], [NaN, 0x7fc0],
-  [2 ** -149, 0x0000], [2 ** -133, 0x0001], [2 ** -134, 0x0000], [3 * 2 ** -134, 0x0002], [-(2 ** -126), 0x8080],
+  [0, 0x0000],
+  [-0, 0x8000],
+  [1, 0x3f80],
+  [-1, 0xbf80],
+  [0.1, 0x3dcd],
+  [1 + 2 ** -8, 0x3f80],
+  [1 + 3 * 2 ** -8, 0x3f82],
+  [1 + 2 ** -8 + 2 ** -16, 0x3f81],
+  [3.4028234663852886e38, 0x7f80],
+  [3.3895313892515355e38, 0x7f7f],
+  [Infinity, 0x7f80],
+  [-Infinity, 0xff80],
+  [NaN, 0x7fc0],
+  [2 ** -149, 0x0000],
+  [2 ** -133, 0x0001],
+  [2 ** -134, 0x0000],
+  [3 * 2 ** -134, 0x0002],
+  [-(2 ** -126), 0x8080],
 ];
 
-for (const [dtype, cases, decode] of [['F16', F16_CASES, refF16ToFloat], ['BF16', BF16_CASES, refBf16ToFloat]] as const) {
+for (const [dtype, cases, decode] of [
+  ['F16', F16_CASES, refF16ToFloat],
+  ['BF16', BF16_CASES, refBf16ToFloat],
+] as const) {
   test(`${dtype} writing rounds to nearest even (hand-computed bits incl. subnormals, overflow, inf, NaN)`, async () => {
     await inTempDir(async (dir) => {
       const file = path.join(dir, 'rounding.safetensors');
@@ -220,7 +262,11 @@ test('tensors larger than one 8 MiB read chunk are read completely (F32 and BF16
 test('I8 writing quantizes per row with absmax/127 and writes <name>_scale (hand-computed)', async () => {
   await inTempDir(async (dir) => {
     const file = path.join(dir, 'i8.safetensors');
-    const rows = [[31.75, -0.5, 0.25, 0], [127, 0.5, 1.5, -0.5], [0, 0, 0, 0]];
+    const rows = [
+      [31.75, -0.5, 0.25, 0],
+      [127, 0.5, 1.5, -0.5],
+      [0, 0, 0, 0],
+    ];
     await writeSafetensors(file, [{ name: 'w', data: Float32Array.from(rows.flat()), shape: [3, 4], dtype: 'I8' }]);
     const st = await SafetensorsFile.open(file);
     try {
@@ -249,7 +295,10 @@ test('open rejects a truncated file, naming the tensor, where it ends and the fi
     const size = (await stat(file)).size;
     assert.equal(size, 8 + headerLength + 76);
     await truncate(file, size - 10);
-    await assertOpenFails(file, new RegExp(`^model\\.safetensors is truncated: tensor b ends at byte ${size} but the file has ${size - 10} bytes \\(re-download or re-export the checkpoint\\)$`));
+    await assertOpenFails(
+      file,
+      new RegExp(`^model\\.safetensors is truncated: tensor b ends at byte ${size} but the file has ${size - 10} bytes \\(re-download or re-export the checkpoint\\)$`),
+    );
   });
 });
 
@@ -281,15 +330,23 @@ test('open rejects a garbage or non-object JSON header', async () => {
 test('open rejects overlapping offsets and holes in the data section', async () => {
   await inTempDir(async (dir) => {
     const file = path.join(dir, 'x.safetensors');
-    await writeRawSafetensors(file, {
-      a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
-      b: { dtype: 'F32', shape: [4], data_offsets: [8, 24] },
-    }, new Uint8Array(24));
+    await writeRawSafetensors(
+      file,
+      {
+        a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
+        b: { dtype: 'F32', shape: [4], data_offsets: [8, 24] },
+      },
+      new Uint8Array(24),
+    );
     await assertOpenFails(file, /tensors a and b overlap/);
-    await writeRawSafetensors(file, {
-      a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
-      b: { dtype: 'F32', shape: [4], data_offsets: [20, 36] },
-    }, new Uint8Array(36));
+    await writeRawSafetensors(
+      file,
+      {
+        a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
+        b: { dtype: 'F32', shape: [4], data_offsets: [20, 36] },
+      },
+      new Uint8Array(36),
+    );
     await assertOpenFails(file, /gap before tensor b/);
   });
 });
@@ -350,7 +407,10 @@ test('loadWeights: a missing tensor fails, listing its name; more than 10 are co
   const tensors = randomModelTensors(cfg, 13);
   const gone = 'model.layers.1.self_attn.z_proj.weight';
   await inTempDir(async (dir) => {
-    await writeSafetensors(path.join(dir, 'model.safetensors'), tensors.filter((t) => t.name !== gone));
+    await writeSafetensors(
+      path.join(dir, 'model.safetensors'),
+      tensors.filter((t) => t.name !== gone),
+    );
     await assert.rejects(loadWeights(dir, cfg), (err: unknown) => {
       assert.ok(err instanceof WeightsError);
       assert.match(err.message, new RegExp(`lacks 1 of the ${tensors.length} weights config\\.json requires: ${gone.replace(/\./g, '\\.')} `));
@@ -359,7 +419,10 @@ test('loadWeights: a missing tensor fails, listing its name; more than 10 are co
     await writeSafetensors(path.join(dir, 'model.safetensors'), tensors.slice(0, 1));
     await assert.rejects(loadWeights(dir, cfg), (err: unknown) => {
       assert.ok(err instanceof WeightsError);
-      const listed = tensors.slice(1, 11).map((t) => t.name).join(', ');
+      const listed = tensors
+        .slice(1, 11)
+        .map((t) => t.name)
+        .join(', ');
       assert.ok(err.message.includes(`${listed} and ${tensors.length - 11} more`), err.message);
       return true;
     });
@@ -370,10 +433,12 @@ test('loadWeights: a shape mismatch names the tensor and both shapes and says co
   const cfg = tinyConfig();
   const name = 'model.layers.0.self_attn.k_proj.weight';
   await inTempDir(async (dir) => {
-    const tensors = randomModelTensors(cfg, 14).map((t): TensorToWrite =>
-      t.name === name ? { ...t, shape: [32, 32], data: new Float32Array(1024) } : t);
+    const tensors = randomModelTensors(cfg, 14).map((t): TensorToWrite => (t.name === name ? { ...t, shape: [32, 32], data: new Float32Array(1024) } : t));
     await writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
-    await assert.rejects(loadWeights(dir, cfg), /tensor model\.layers\.0\.self_attn\.k_proj\.weight in .* has shape \[32, 32\] but config\.json implies \[16, 32\]: the config and the weights disagree/);
+    await assert.rejects(
+      loadWeights(dir, cfg),
+      /tensor model\.layers\.0\.self_attn\.k_proj\.weight in .* has shape \[32, 32\] but config\.json implies \[16, 32\]: the config and the weights disagree/,
+    );
   });
 });
 
@@ -427,11 +492,18 @@ test('loadWeights reads an I8 tensor with an [out, 1] scale from a second shard 
   const q = Int8Array.from({ length: rows * cols }, (_, k) => ((Math.floor(k / cols) * 7 + (k % cols) * 3) % 255) - 127);
   const scales = Array.from({ length: rows }, (_, o) => 2 ** -(o % 5));
   await inTempDir(async (dir) => {
-    await writeSafetensors(path.join(dir, 'a.safetensors'), randomModelTensors(cfg, 17).filter((t) => t.name !== name));
-    await writeRawSafetensors(path.join(dir, 'b.safetensors'), {
-      [name]: { dtype: 'I8', shape: [rows, cols], data_offsets: [0, rows * cols] },
-      [`${name}_scale`]: { dtype: 'F32', shape: [rows, 1], data_offsets: [rows * cols, rows * cols + 4 * rows] },
-    }, Buffer.concat([new Uint8Array(q.buffer), f32Bytes(scales)]));
+    await writeSafetensors(
+      path.join(dir, 'a.safetensors'),
+      randomModelTensors(cfg, 17).filter((t) => t.name !== name),
+    );
+    await writeRawSafetensors(
+      path.join(dir, 'b.safetensors'),
+      {
+        [name]: { dtype: 'I8', shape: [rows, cols], data_offsets: [0, rows * cols] },
+        [`${name}_scale`]: { dtype: 'F32', shape: [rows, 1], data_offsets: [rows * cols, rows * cols + 4 * rows] },
+      },
+      Buffer.concat([new Uint8Array(q.buffer), f32Bytes(scales)]),
+    );
     const { weights } = await loadWeights(dir, cfg);
     const loaded = weights.get(name);
     assert.ok(loaded);
@@ -443,7 +515,10 @@ test('loadWeights rejects an I8 tensor without its scale', async () => {
   const cfg = tinyConfig();
   const name = 'model.layers.0.mlp.up_proj.weight';
   await inTempDir(async (dir) => {
-    await writeSafetensors(path.join(dir, 'a.safetensors'), randomModelTensors(cfg, 18).filter((t) => t.name !== name));
+    await writeSafetensors(
+      path.join(dir, 'a.safetensors'),
+      randomModelTensors(cfg, 18).filter((t) => t.name !== name),
+    );
     await writeRawSafetensors(path.join(dir, 'b.safetensors'), { [name]: { dtype: 'I8', shape: [48, 32], data_offsets: [0, 1536] } }, new Uint8Array(1536));
     await assert.rejects(loadWeights(dir, cfg), /is I8 but its per-row scale tensor model\.layers\.0\.mlp\.up_proj\.weight_scale is missing/);
   });

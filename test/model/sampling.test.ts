@@ -87,7 +87,11 @@ describe('validateSampling', () => {
       [{ seed: 1.5 }, /seed.*integer/],
     ];
     for (const [options, message] of bad) {
-      assert.throws(() => validateSampling(options), (err: Error) => err instanceof RangeError && message.test(err.message), JSON.stringify(options));
+      assert.throws(
+        () => validateSampling(options),
+        (err: Error) => err instanceof RangeError && message.test(err.message),
+        JSON.stringify(options),
+      );
     }
     assert.throws(() => new Sampler({ temperature: 1, topP: 2 }), RangeError);
   });
@@ -196,7 +200,11 @@ describe('Sampler', () => {
   });
 
   test('rejects logits containing NaN', () => {
-    for (const options of [{ temperature: 0, topP: 1 }, { temperature: 1, topP: 0.9, seed: 1 }, { temperature: 1, topP: 1, topK: 2 }]) {
+    for (const options of [
+      { temperature: 0, topP: 1 },
+      { temperature: 1, topP: 0.9, seed: 1 },
+      { temperature: 1, topP: 1, topK: 2 },
+    ]) {
       assert.throws(() => new Sampler(options).next(Float32Array.of(0, 1, NaN, 2)), /NaN/);
     }
   });

@@ -6,21 +6,24 @@ import { randomModel, SMALL_20M } from '../../bench/random-model.js';
 
 /** A tiny model whose every layer is sparse (NoPE): with no recurrent state, a dead span is exactly absent. */
 function allSparseModel(denseLen: number) {
-  return randomModel({
-    ...SMALL_20M,
-    vocab_size: 300,
-    hidden_size: 64,
-    intermediate_size: 128,
-    num_hidden_layers: 3,
-    mixer_types: ['minicpm4', 'minicpm4', 'minicpm4'],
-    num_attention_heads: 4,
-    num_key_value_heads: 1,
-    head_dim: 16,
-    lightning_nh: 4,
-    lightning_nkv: 4,
-    lightning_head_dim: 16,
-    sparse_config: { ...SMALL_20M.sparse_config, window_size: 64, topk: 8, dense_len: denseLen },
-  }, 5);
+  return randomModel(
+    {
+      ...SMALL_20M,
+      vocab_size: 300,
+      hidden_size: 64,
+      intermediate_size: 128,
+      num_hidden_layers: 3,
+      mixer_types: ['minicpm4', 'minicpm4', 'minicpm4'],
+      num_attention_heads: 4,
+      num_key_value_heads: 1,
+      head_dim: 16,
+      lightning_nh: 4,
+      lightning_nkv: 4,
+      lightning_head_dim: 16,
+      sparse_config: { ...SMALL_20M.sparse_config, window_size: 64, topk: 8, dense_len: denseLen },
+    },
+    5,
+  );
 }
 
 function ids(count: number, seed: number): number[] {
@@ -68,7 +71,21 @@ test('block selection never picks a fully tombstoned block unless the block is f
 });
 
 test('rollback to a checkpoint then a new continuation equals a fresh run of the same tokens', async () => {
-  const { config, weights } = randomModel({ ...SMALL_20M, vocab_size: 300, hidden_size: 64, intermediate_size: 128, num_attention_heads: 4, head_dim: 16, lightning_nh: 4, lightning_nkv: 4, lightning_head_dim: 16, sparse_config: { ...SMALL_20M.sparse_config, dense_len: 256, window_size: 64, topk: 2 } }, 9);
+  const { config, weights } = randomModel(
+    {
+      ...SMALL_20M,
+      vocab_size: 300,
+      hidden_size: 64,
+      intermediate_size: 128,
+      num_attention_heads: 4,
+      head_dim: 16,
+      lightning_nh: 4,
+      lightning_nkv: 4,
+      lightning_head_dim: 16,
+      sparse_config: { ...SMALL_20M.sparse_config, dense_len: 256, window_size: 64, topk: 2 },
+    },
+    9,
+  );
   const model = await SalaModel.create(config, weights);
   const [context, question, other] = [ids(700, 5), ids(40, 6), ids(30, 7)];
   const sequence = model.newSequence();

@@ -28,13 +28,23 @@ function crossBoundaryBpeJson(): object {
   const chars = byteChars();
   const vocab: Record<string, number> = {};
   chars.forEach((char, byte) => (vocab[char] = byte));
-  const pairs: [number, number][] = [[0xa9, 0x78], [0xe7, 0xbb], [0x9f, 0xe4], [0x9f, 0x98], [0xf0, 0x9f], [0x98, 0x80]];
+  const pairs: [number, number][] = [
+    [0xa9, 0x78],
+    [0xe7, 0xbb],
+    [0x9f, 0xe4],
+    [0x9f, 0x98],
+    [0xf0, 0x9f],
+    [0x98, 0x80],
+  ];
   const merges = pairs.map(([a, b]) => `${chars[a]} ${chars[b]}`);
   pairs.forEach(([a, b], n) => (vocab[chars[a] + chars[b]] = 256 + n));
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false };
   return {
     added_tokens: [{ id: 300, content: '<s>', special: true }],
-    normalizer: null, pre_tokenizer: byteLevel, post_processor: null, decoder: byteLevel,
+    normalizer: null,
+    pre_tokenizer: byteLevel,
+    post_processor: null,
+    decoder: byteLevel,
     model: { type: 'BPE', vocab, merges, unk_token: null },
   };
 }
@@ -49,7 +59,13 @@ function sentencePieceJson(): object {
   const merges = ['▁ t', 'h e', '▁t he', '▁ a', 'a b', '▁ ab'];
   return {
     added_tokens: ['<unk>', '<s>', '</s>'].map((content, id) => ({ id, content, special: true })),
-    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
+    normalizer: {
+      type: 'Sequence',
+      normalizers: [
+        { type: 'Prepend', prepend: '▁' },
+        { type: 'Replace', pattern: { String: ' ' }, content: '▁' },
+      ],
+    },
     pre_tokenizer: null,
     post_processor: {
       type: 'TemplateProcessing',
@@ -59,12 +75,7 @@ function sentencePieceJson(): object {
     },
     decoder: {
       type: 'Sequence',
-      decoders: [
-        { type: 'Replace', pattern: { String: '▁' }, content: ' ' },
-        { type: 'ByteFallback' },
-        { type: 'Fuse' },
-        { type: 'Strip', content: ' ', start: 1, stop: 0 },
-      ],
+      decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }],
     },
     model: { type: 'BPE', vocab, merges, unk_token: '<unk>', byte_fallback: true, fuse_unk: true },
   };
@@ -82,7 +93,15 @@ function mulberry32(seed: number): () => number {
 
 /** Random valid text mixing 1-, 2-, 3- and 4-byte UTF-8 characters and spaces. */
 function randomText(random: () => number, length: number): string {
-  const ranges: [number, number][] = [[0x20, 0x7e], [0x20, 0x20], [0xa0, 0x7ff], [0x4e00, 0x9fff], [0xe000, 0xfefe], [0x1f300, 0x1faff], [0x10000, 0x10ffff]];
+  const ranges: [number, number][] = [
+    [0x20, 0x7e],
+    [0x20, 0x20],
+    [0xa0, 0x7ff],
+    [0x4e00, 0x9fff],
+    [0xe000, 0xfefe],
+    [0x1f300, 0x1faff],
+    [0x10000, 0x10ffff],
+  ];
   let text = '';
   for (let n = 0; n < length; n++) {
     const [lo, hi] = ranges[Math.floor(random() * ranges.length)];
@@ -125,7 +144,10 @@ describe('TextStream', () => {
       const text = randomText(random, 800);
       const ids = fallback.encode(text);
       const { deltas, stream } = streamAll(fallback, ids);
-      assert.ok(deltas.every((delta) => !delta.includes('\uFFFD')), `round ${round}`);
+      assert.ok(
+        deltas.every((delta) => !delta.includes('\uFFFD')),
+        `round ${round}`,
+      );
       assert.equal(stream.text, text, `round ${round}`);
       assert.equal(deltas.join(''), fallback.decode(ids));
     }
@@ -135,7 +157,10 @@ describe('TextStream', () => {
     const tokenizer = await tokenizerFromJson(crossBoundaryBpeJson(), 512);
     const text = 'éxé统一😀😀统x '.repeat(40) + randomText(mulberry32(3), 400);
     const ids = tokenizer.encode(text);
-    assert.ok(ids.some((id) => id >= 256), 'the cross-boundary merges must apply');
+    assert.ok(
+      ids.some((id) => id >= 256),
+      'the cross-boundary merges must apply',
+    );
     const { deltas, stream } = streamAll(tokenizer, ids);
     assert.ok(deltas.every((delta) => !delta.includes('\uFFFD')));
     assert.equal(stream.text, text);
@@ -249,7 +274,7 @@ describe('StopMatcher', () => {
       let text = '';
       for (let n = 0; n < 24; n++) text += alphabet[Math.floor(random() * (round % 2 ? 4 : alphabet.length))];
       const deltas: string[] = [];
-      for (let at = 0; at < text.length; ) {
+      for (let at = 0; at < text.length;) {
         const size = Math.floor(random() * 5);
         deltas.push(text.slice(at, at + size));
         at += size;

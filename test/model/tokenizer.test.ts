@@ -51,13 +51,30 @@ function smallBpeTokenizerJson(): { json: Record<string, unknown>; ids: Record<s
   const vocab: Record<string, number> = {};
   byteChars().forEach((char, byte) => (vocab[char] = byte));
   const merges: [string, string][] = [
-    ['Ġ', 't'], ['h', 'e'], ['Ġt', 'he'], ['Ġ', 'Ġ'], ['ĠĠ', 'ĠĠ'], ['d', 'e'], ['de', 'f'],
-    ['r', 'e'], ['t', 'u'], ['r', 'n'], ['re', 'tu'], ['retu', 'rn'], ['Ġ', 'return'],
+    ['Ġ', 't'],
+    ['h', 'e'],
+    ['Ġt', 'he'],
+    ['Ġ', 'Ġ'],
+    ['ĠĠ', 'ĠĠ'],
+    ['d', 'e'],
+    ['de', 'f'],
+    ['r', 'e'],
+    ['t', 'u'],
+    ['r', 'n'],
+    ['re', 'tu'],
+    ['retu', 'rn'],
+    ['Ġ', 'return'],
   ];
   let nextId = 256;
   for (const [a, b] of merges) vocab[a + b] = nextId++;
   const addedTokens = SPECIALS.map((content) => ({
-    id: nextId++, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true,
+    id: nextId++,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
   }));
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
   const json = {
@@ -75,8 +92,16 @@ function smallBpeTokenizerJson(): { json: Record<string, unknown>; ids: Record<s
     },
     decoder: byteLevel,
     model: {
-      type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
-      fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: merges.map(([a, b]) => `${a} ${b}`),
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges: merges.map(([a, b]) => `${a} ${b}`),
     },
   };
   const ids = { ...vocab };
@@ -98,9 +123,19 @@ describe('byteLevelFallback', () => {
     assert.deepEqual(tokenizer.encode('A'), [65 + 3]);
     assert.deepEqual(tokenizer.encode('\u0000\u00ff'), [3, 0xc3 + 3, 0xbf + 3]);
     for (const text of Object.values(ROUND_TRIP_SAMPLES)) {
-      assert.deepEqual(tokenizer.encode(text), utf8(text).map((b) => b + 3));
+      assert.deepEqual(
+        tokenizer.encode(text),
+        utf8(text).map((b) => b + 3),
+      );
     }
-    assert.deepEqual([...tokenizer.specialTokens], [['<unk>', 0], ['<s>', 1], ['</s>', 2]]);
+    assert.deepEqual(
+      [...tokenizer.specialTokens],
+      [
+        ['<unk>', 0],
+        ['<s>', 1],
+        ['</s>', 2],
+      ],
+    );
     assert.equal(tokenizer.tokenToId('<s>'), 1);
     assert.equal(tokenizer.vocabSize, 259);
     assert.equal(tokenizer.source, 'built-in byte-level fallback');
@@ -127,13 +162,19 @@ describe('byteLevelFallback', () => {
   test('encodes lone surrogates as U+FFFD instead of throwing', () => {
     assert.equal(tokenizer.decode(tokenizer.encode('a\uD800b')), 'a\uFFFDb');
     assert.equal(tokenizer.decode(tokenizer.encode('\uDC00x\uD83D')), '\uFFFDx\uFFFD');
-    assert.deepEqual(tokenizer.encode('\uD800'), utf8('\uFFFD').map((b) => b + 3));
+    assert.deepEqual(
+      tokenizer.encode('\uD800'),
+      utf8('\uFFFD').map((b) => b + 3),
+    );
     assert.equal(tokenizer.decode(tokenizer.encode('ok \uD83D\uDE00')), 'ok 😀');
   });
 
   test('needs a model vocab of at least 259', () => {
     assert.equal(byteLevelFallback(259).vocabSize, 259);
-    assert.throws(() => byteLevelFallback(258), (err: Error) => err instanceof TokenizerError && /259/.test(err.message) && /258/.test(err.message));
+    assert.throws(
+      () => byteLevelFallback(258),
+      (err: Error) => err instanceof TokenizerError && /259/.test(err.message) && /258/.test(err.message),
+    );
   });
 });
 
@@ -179,8 +220,10 @@ describe('loadTokenizer', () => {
 
   test('rejects a tokenizer.json that is not JSON, naming the file', async () => {
     const dir = modelDirWith('{"version": "1.0", "model": {');
-    await assert.rejects(loadTokenizer(dir, 512), (err: Error) =>
-      err instanceof TokenizerError && err.message.includes(join(dir, 'tokenizer.json')) && /not valid JSON/.test(err.message));
+    await assert.rejects(
+      loadTokenizer(dir, 512),
+      (err: Error) => err instanceof TokenizerError && err.message.includes(join(dir, 'tokenizer.json')) && /not valid JSON/.test(err.message),
+    );
   });
 
   test('rejects an unsupported or malformed tokenizer.json, naming the file and the problem', async () => {
@@ -211,12 +254,16 @@ describe('loadTokenizer', () => {
 
   test('rejects a tokenizer whose ids do not fit the model vocab, naming both sizes', async () => {
     const { json } = smallBpeTokenizerJson();
-    await assert.rejects(loadTokenizer(modelDirWith(JSON.stringify(json)), 200), (err: Error) =>
-      err instanceof TokenizerError && /275 token ids/.test(err.message) && /vocab_size is 200/.test(err.message));
+    await assert.rejects(
+      loadTokenizer(modelDirWith(JSON.stringify(json)), 200),
+      (err: Error) => err instanceof TokenizerError && /275 token ids/.test(err.message) && /vocab_size is 200/.test(err.message),
+    );
     // An added token past the model's vocab is caught too, not only the base vocab.
     const withFarSpecial = { ...json, added_tokens: [{ id: 600, content: '<|far|>', special: true }] };
-    await assert.rejects(loadTokenizer(modelDirWith(JSON.stringify(withFarSpecial)), 512), (err: Error) =>
-      err instanceof TokenizerError && /601 token ids/.test(err.message) && /vocab_size is 512/.test(err.message));
+    await assert.rejects(
+      loadTokenizer(modelDirWith(JSON.stringify(withFarSpecial)), 512),
+      (err: Error) => err instanceof TokenizerError && /601 token ids/.test(err.message) && /vocab_size is 512/.test(err.message),
+    );
     // Exactly filling the model vocab is fine.
     assert.equal((await loadTokenizer(modelDirWith(JSON.stringify(json)), 275)).vocabSize, 275);
   });

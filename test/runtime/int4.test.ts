@@ -43,7 +43,7 @@ test('int4 blocks: within half a step of every weight, zeros exact, a partial la
   assert.throws(() => quantizeInt4(data, rows, cols, 24), /power of two/);
 });
 
-test('MatMulNBits on the packed blocks gives x · dequantized Wᵀ (the layout is onnxruntime\'s)', async () => {
+test("MatMulNBits on the packed blocks gives x · dequantized Wᵀ (the layout is onnxruntime's)", async () => {
   const rows = 6;
   const cols = 96;
   const weight = values(rows * cols, 11);
@@ -51,12 +51,18 @@ test('MatMulNBits on the packed blocks gives x · dequantized Wᵀ (the layout i
   const q = quantizeInt4(weight, rows, cols);
   const g = new GraphBuilder('nbits');
   const blocks = blocksPerRow(cols);
-  const [y] = g.node('MatMulNBits', [
-    g.input('x', 'float', [2, cols]),
-    g.input('codes', 'uint8', [rows, blocks, INT4_BLOCK_SIZE / 2]),
-    g.input('scales', 'float', [rows * blocks]),
-    g.input('zeros', 'uint8', [q.zeros.length]),
-  ], { K: cols, N: rows, bits: 4, block_size: INT4_BLOCK_SIZE }, 1, 'com.microsoft');
+  const [y] = g.node(
+    'MatMulNBits',
+    [
+      g.input('x', 'float', [2, cols]),
+      g.input('codes', 'uint8', [rows, blocks, INT4_BLOCK_SIZE / 2]),
+      g.input('scales', 'float', [rows * blocks]),
+      g.input('zeros', 'uint8', [q.zeros.length]),
+    ],
+    { K: cols, N: rows, bits: 4, block_size: INT4_BLOCK_SIZE },
+    1,
+    'com.microsoft',
+  );
   g.output(y, 'y', 'float', [2, rows]);
   const session = await ort.InferenceSession.create(g.toModel(), { executionProviders: ['cpu'] });
   const out = await session.run({
@@ -100,7 +106,7 @@ test('a model in int4 is asked for, never chosen by auto, and stays close to the
   assert.ok(worst > 1e-3 && worst < 0.25, `max |Δ| ${worst}`);
 });
 
-test('the default model in int4: within 2% of fp32\'s loss on real code, the same top token at ≥ 85% of positions', async (t) => {
+test("the default model in int4: within 2% of fp32's loss on real code, the same top token at ≥ 85% of positions", async (t) => {
   const { readFileSync } = await import('node:fs');
   const { loadTokenizer } = await import('../../engine/model/tokenizer.js');
   const dir = path.resolve(__dirname, '../../models/panorama-code-13m');

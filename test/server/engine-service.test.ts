@@ -53,7 +53,10 @@ test('pausing mid-index stops encoding and keeps what was encoded; resuming enco
   await waitFor('a pause mid-index', () => pausing, 60_000, 20);
   const paused = await pausing;
   assert.equal(paused?.state, 'paused');
-  assert.throws(() => s.assertReady(), (err: unknown) => err instanceof EngineNotReadyError && /paused before the workspace was fully open; resume it first/.test(err.message));
+  assert.throws(
+    () => s.assertReady(),
+    (err: unknown) => err instanceof EngineNotReadyError && /paused before the workspace was fully open; resume it first/.test(err.message),
+  );
   await assert.rejects(s.ask({ question: 'q' }), EngineNotReadyError);
 
   await s.setPaused(false);

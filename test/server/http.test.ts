@@ -42,13 +42,17 @@ interface RawResponse {
 /** One HTTP request on its own connection; a server that closes while we still write (413) is fine once it has answered. */
 function raw(url: string, options: { method?: string; path: string; headers?: Record<string, string>; body?: string | Buffer }): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
-    const req = http.request(`${url}${options.path}`, { method: options.method ?? 'POST', headers: { 'Content-Type': 'application/json', ...options.headers }, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (text: string) => (body += text));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-      res.on('error', reject);
-    });
+    const req = http.request(
+      `${url}${options.path}`,
+      { method: options.method ?? 'POST', headers: { 'Content-Type': 'application/json', ...options.headers }, agent: false },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (text: string) => (body += text));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     req.end(options.body);
   });
@@ -76,7 +80,10 @@ let client: OpenAI;
 before(async () => {
   const a = makeWorkspace();
   const b = makeWorkspace(2);
-  server = await startServer([a, b], ['--concurrency', '1', '--queue', '4', '--max-tokens-cap', '512', '--max-body-bytes', '65536', '--header-timeout-ms', '1000', '--body-timeout-ms', '1000']);
+  server = await startServer(
+    [a, b],
+    ['--concurrency', '1', '--queue', '4', '--max-tokens-cap', '512', '--max-body-bytes', '65536', '--header-timeout-ms', '1000', '--body-timeout-ms', '1000'],
+  );
   model = `panorama/${path.basename(a)}`;
   otherModel = `panorama/${path.basename(b)}`;
   client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused-on-loopback', maxRetries: 0, timeout: 30_000 });
@@ -125,7 +132,11 @@ test('two workspaces answer at the same time on one shared model, each exactly a
   const ask = (m: string) => client.chat.completions.create({ model: m, messages: [{ role: 'user', content: 'Which constants are exported?' }], max_tokens: 16 });
   const alone = [(await ask(model)).choices[0].message.content, (await ask(otherModel)).choices[0].message.content];
   const together = await Promise.all([ask(model), ask(otherModel)]);
-  assert.deepEqual(together.map((r) => r.choices[0].message.content), alone, 'greedy answers do not depend on what runs beside them');
+  assert.deepEqual(
+    together.map((r) => r.choices[0].message.content),
+    alone,
+    'greedy answers do not depend on what runs beside them',
+  );
 });
 
 test('completions with the openai client, streaming and not; stop strings end the text', async () => {
@@ -173,7 +184,15 @@ test('bad requests get OpenAI-shaped 4xx errors: malformed JSON, wrong types, un
   assert.equal(errorOf(wrongType).param, 'messages');
   const wrongRole = await post(JSON.stringify({ model, messages: [{ role: 'wizard', content: 'hi' }] }));
   assert.equal(errorOf(wrongRole).param, 'messages[0].role');
-  const lastNotUser = await post(JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'yo' }] }));
+  const lastNotUser = await post(
+    JSON.stringify({
+      model,
+      messages: [
+        { role: 'user', content: 'hi' },
+        { role: 'assistant', content: 'yo' },
+      ],
+    }),
+  );
   assert.match(errorOf(lastNotUser).message, /last message is the question/);
   const badTemperature = await post(JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }], temperature: 'hot' }));
   assert.equal(errorOf(badTemperature).param, 'temperature');
@@ -198,7 +217,11 @@ test('without an API key, browsers are refused: a foreign Host (DNS rebinding) o
   const rebinding = await raw(server.url, { method: 'GET', path: '/v1/models', headers: { Host: 'attacker.example:8080' } });
   assert.equal(rebinding.status, 403);
   assert.equal(errorOf(rebinding).code, 'forbidden_host');
-  const crossSite = await raw(server.url, { path: '/v1/chat/completions', headers: { Origin: 'https://attacker.example', 'Content-Type': 'text/plain' }, body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }], max_tokens: 1 }) });
+  const crossSite = await raw(server.url, {
+    path: '/v1/chat/completions',
+    headers: { Origin: 'https://attacker.example', 'Content-Type': 'text/plain' },
+    body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }], max_tokens: 1 }),
+  });
   assert.equal(crossSite.status, 403);
   assert.equal(errorOf(crossSite).code, 'forbidden_origin');
   assert.equal((await raw(server.url, { method: 'GET', path: '/v1/models', headers: { Origin: 'null' } })).status, 403);
@@ -313,8 +336,45 @@ test('a client that leaves while queued frees its place in the queue, and is not
 test('a seeded fuzz of 300 mutated request bodies: only 2xx/4xx (or 503/429), never a crash', async () => {
   const random = prng(1234);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)];
-  const values: unknown[] = [null, true, false, 0, -1, 1, 2, 1.5, 1e308, '', 'x', '\u0000', 'ü😀', [], [1], ['a', 'b'], {}, { role: 'user' }, { role: 'user', content: 'hi' }, model, 'a'.repeat(1000)];
-  const keys = ['model', 'messages', 'prompt', 'max_tokens', 'max_completion_tokens', 'temperature', 'stream', 'stream_options', 'stop', 'n', 'suffix', 'echo', '__proto__', 'constructor'];
+  const values: unknown[] = [
+    null,
+    true,
+    false,
+    0,
+    -1,
+    1,
+    2,
+    1.5,
+    1e308,
+    '',
+    'x',
+    '\u0000',
+    'ü😀',
+    [],
+    [1],
+    ['a', 'b'],
+    {},
+    { role: 'user' },
+    { role: 'user', content: 'hi' },
+    model,
+    'a'.repeat(1000),
+  ];
+  const keys = [
+    'model',
+    'messages',
+    'prompt',
+    'max_tokens',
+    'max_completion_tokens',
+    'temperature',
+    'stream',
+    'stream_options',
+    'stop',
+    'n',
+    'suffix',
+    'echo',
+    '__proto__',
+    'constructor',
+  ];
   const statuses = new Map<number, number>();
   for (let i = 0; i < 300; i++) {
     const chat = random() < 0.5;
@@ -362,12 +422,19 @@ test('GET /metrics is Prometheus text with queue depth, tokens/s, context tokens
   const response = await fetch(`${server.url}/metrics`);
   assert.match(response.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
   const text = await response.text();
-  for (const name of ['panorama_queue_depth', 'panorama_tokens_per_second', 'panorama_context_tokens', 'panorama_requests_total', 'panorama_generated_tokens_total', 'panorama_prefix_cache_hit_ratio']) {
+  for (const name of [
+    'panorama_queue_depth',
+    'panorama_tokens_per_second',
+    'panorama_context_tokens',
+    'panorama_requests_total',
+    'panorama_generated_tokens_total',
+    'panorama_prefix_cache_hit_ratio',
+  ]) {
     assert.match(text, new RegExp(`^# TYPE ${name} (counter|gauge)$`, 'm'), name);
   }
   assert.match(text, /^panorama_requests_total\{route="POST \/v1\/chat\/completions",status="429"\} [1-9]\d*$/m);
   assert.match(text, /^panorama_context_tokens\{model="[^"]+",kind="live"\} [1-9]\d*$/m);
-  assert.ok(await metric(server.url, 'panorama_tokens_per_second') > 0);
+  assert.ok((await metric(server.url, 'panorama_tokens_per_second')) > 0);
   // The completions test sent the same prompt three times: the later ones reuse its prefix state.
   const ratio = await metric(server.url, 'panorama_prefix_cache_hit_ratio');
   assert.ok(ratio > 0 && ratio < 1, `prefix cache hit ratio ${ratio}`);

@@ -31,7 +31,13 @@ async function refused(promise: Promise<unknown>): Promise<ResponseError<{ field
 
 test('the map answers with cells, validates maxCells, and an answer’s overlay is found by its request id', async () => {
   const workspace = makeWorkspace();
-  await connection.sendRequest('initialize', { protocolVersion: PROTOCOL_VERSION, workspaceRoot: workspace, storeDir: tempDir('panorama-map-store-'), modelDir: FIXTURE, device: 'cpu' });
+  await connection.sendRequest('initialize', {
+    protocolVersion: PROTOCOL_VERSION,
+    workspaceRoot: workspace,
+    storeDir: tempDir('panorama-map-store-'),
+    modelDir: FIXTURE,
+    device: 'cpu',
+  });
   await waitFor('ready', async () => ((await connection.sendRequest<EngineStatus>('status', {})).state === 'ready' ? true : undefined), 30_000, 100);
   const map = await connection.sendRequest<WorkspaceMap>('workspace/map', {});
   assert.equal(map.phase, 'ready');
@@ -48,7 +54,13 @@ test('the map answers with cells, validates maxCells, and an answer’s overlay 
   assert.equal('blockHits' in answer, false, 'the ask result carries no block counts');
   const overlay = await connection.sendRequest<AnswerOverlay>('answer/overlay', { requestId: 'r1' });
   assert.equal(overlay.requestId, 'r1');
-  assert.deepEqual(overlay.places.slice(0, answer.sources.length).map((p) => p.path).sort(), answer.sources.map((s) => s.path).sort());
+  assert.deepEqual(
+    overlay.places
+      .slice(0, answer.sources.length)
+      .map((p) => p.path)
+      .sort(),
+    answer.sources.map((s) => s.path).sort(),
+  );
   const unknown = await refused(connection.sendRequest('answer/overlay', { requestId: 'never-asked' }));
   assert.equal(unknown.code, -32602);
   assert.match(unknown.message, /requestId names no answer this engine kept .*: ask again/);

@@ -92,7 +92,13 @@ test('an ask with a request id keeps its overlay (the last few); its top places 
   const overlay = service.answerOverlay('a1');
   assert.ok(overlay);
   assert.ok(result.sources.length > 0);
-  assert.deepEqual(overlay.places.slice(0, result.sources.length).map((p) => `${p.path}:${p.startLine}`).sort(), result.sources.map((s) => `${s.path}:${s.startLine}`).sort());
+  assert.deepEqual(
+    overlay.places
+      .slice(0, result.sources.length)
+      .map((p) => `${p.path}:${p.startLine}`)
+      .sort(),
+    result.sources.map((s) => `${s.path}:${s.startLine}`).sort(),
+  );
   assert.equal(service.answerOverlay('nope'), undefined);
   await service.ask({ question: 'no id', maxTokens: 1 });
   for (let i = 0; i < KEPT_OVERLAYS; i++) await service.ask({ question: `q${i}`, maxTokens: 1 }, { requestId: `b${i}` });

@@ -66,11 +66,16 @@ function status(engine: Engine): Promise<EngineStatus> {
 }
 
 function waitReady(engine: Engine, timeoutMs = 30_000): Promise<EngineStatus> {
-  return waitFor('the engine to be ready', async () => {
-    const s = await status(engine);
-    assert.notEqual(s.state, 'error', s.error);
-    return s.state === 'ready' ? s : undefined;
-  }, timeoutMs, 100);
+  return waitFor(
+    'the engine to be ready',
+    async () => {
+      const s = await status(engine);
+      assert.notEqual(s.state, 'error', s.error);
+      return s.state === 'ready' ? s : undefined;
+    },
+    timeoutMs,
+    100,
+  );
 }
 
 after(async () => {
@@ -110,7 +115,9 @@ test('initialize validates its params and reports the model and device; a second
   assert.match(relative.message, /workspaceRoot must be an absolute path/);
   const version = await rejection(main.connection.sendRequest('initialize', { protocolVersion: 99, workspaceRoot: workspace, storeDir }));
   assert.match(version.message, /protocolVersion is 99, but this engine speaks protocol 1/);
-  const notDir = await rejection(main.connection.sendRequest('initialize', { protocolVersion: PROTOCOL_VERSION, workspaceRoot: path.join(workspace, 'nope'), storeDir, modelDir: FIXTURE }));
+  const notDir = await rejection(
+    main.connection.sendRequest('initialize', { protocolVersion: PROTOCOL_VERSION, workspaceRoot: path.join(workspace, 'nope'), storeDir, modelDir: FIXTURE }),
+  );
   assert.match(notDir.message, /workspaceRoot is not a directory/);
   const noModel = await rejection(main.connection.sendRequest('initialize', { protocolVersion: PROTOCOL_VERSION, workspaceRoot: workspace, storeDir, modelDir: workspace }));
   assert.equal(noModel.data?.field, 'modelDir');
@@ -224,7 +231,27 @@ test('wrong param types are InvalidParams errors that name the field', async () 
 test('a bounded fuzz of request params gets only results or JSON-RPC errors, and the engine stays up', async () => {
   const random = prng(7);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)];
-  const values: unknown[] = [null, true, 0, -1, 1, 2, 2.5, 1e9, '', 'x', '../x', '/etc/passwd', 'src/m0.ts', [], ['a'], {}, { path: 'src/m0.ts', text: 'x' }, '\u0000', 'a'.repeat(300)];
+  const values: unknown[] = [
+    null,
+    true,
+    0,
+    -1,
+    1,
+    2,
+    2.5,
+    1e9,
+    '',
+    'x',
+    '../x',
+    '/etc/passwd',
+    'src/m0.ts',
+    [],
+    ['a'],
+    {},
+    { path: 'src/m0.ts', text: 'x' },
+    '\u0000',
+    'a'.repeat(300),
+  ];
   const methods = ['ask', 'complete', 'status', 'initialize', 'nope'];
   const fields = ['requestId', 'question', 'selection', 'maxTokens', 'temperature', 'path', 'prefix', 'suffix', 'stop', 'protocolVersion', 'workspaceRoot'];
   let answered = 0;
@@ -296,7 +323,10 @@ test('killed mid-request: the client gets an error; a new engine reopens the sav
   const again = startEngine();
   await initialize(again, workspace, store);
   await waitReady(again);
-  assert.ok(again.logs.some((line) => /\(0 encoded now, \d+ reopened\)/.test(line)), again.logs.join('\n'));
+  assert.ok(
+    again.logs.some((line) => /\(0 encoded now, \d+ reopened\)/.test(line)),
+    again.logs.join('\n'),
+  );
   await again.connection.sendRequest('shutdown', {});
   assert.equal(await within(10_000, 'exit after shutdown', again.exited), 0);
 });

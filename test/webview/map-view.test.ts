@@ -10,7 +10,16 @@ import { mapSvg } from '../../webview/map/map-svg.js';
 import { cellAt, layoutTreemap, neighbour, squarify } from '../../webview/map/treemap-layout.js';
 
 function span(filePath: string, start: number, lines: number): FileSpan {
-  return { path: filePath, start, end: start + 4 + lines * 10, headerTokens: 4, contentHash: filePath, mtimeMs: 0, editCount: 0, lineStarts: Array.from({ length: lines }, (_, i) => 4 + i * 10) };
+  return {
+    path: filePath,
+    start,
+    end: start + 4 + lines * 10,
+    headerTokens: 4,
+    contentHash: filePath,
+    mtimeMs: 0,
+    editCount: 0,
+    lineStarts: Array.from({ length: lines }, (_, i) => 4 + i * 10),
+  };
 }
 
 function mapOf(spans: FileSpan[], extra: Partial<MapInput> = {}, maxCells?: number) {
@@ -42,7 +51,15 @@ test('a map from the engine passes the view’s validation unchanged; a broken o
     { ...map, phase: 'later' },
   ];
   for (const bad of broken) assert.equal(parseMapHostMessage({ type: 'map', map: bad, status }), undefined);
-  const overlay = buildAnswerOverlay('r1', workspace(30), [[3, 2], [9, 1]], 64);
+  const overlay = buildAnswerOverlay(
+    'r1',
+    workspace(30),
+    [
+      [3, 2],
+      [9, 1],
+    ],
+    64,
+  );
   assert.deepEqual(parseMapHostMessage({ type: 'overlay', overlay, question: 'why?' }), { type: 'overlay', overlay, question: 'why?' });
   assert.equal(parseMapHostMessage({ type: 'overlay', overlay: { ...overlay, places: [{ path: 'a', startLine: 5, endLine: 2, weight: 0.1 }] }, question: '' }), undefined);
   assert.equal(parseMapHostMessage({ type: 'eval' }), undefined);
@@ -50,14 +67,27 @@ test('a map from the engine passes the view’s validation unchanged; a broken o
 
 test('the view’s requests are validated: paths stay in the workspace, lines are lines, an SVG is shapes and text only', () => {
   assert.deepEqual(parseMapViewMessage({ type: 'open', path: 'src/a.ts', startLine: 3, endLine: 9 }), { type: 'open', path: 'src/a.ts', startLine: 3, endLine: 9 });
-  for (const bad of [{ type: 'open', path: '../x', startLine: 1, endLine: 1 }, { type: 'open', path: 'a.ts', startLine: 0, endLine: 1 }, { type: 'open', path: 'a.ts', startLine: 5, endLine: 4 }, { type: 'rendered', ms: -1, cells: 1 }, { type: 'exportSvg' }]) {
+  for (const bad of [
+    { type: 'open', path: '../x', startLine: 1, endLine: 1 },
+    { type: 'open', path: 'a.ts', startLine: 0, endLine: 1 },
+    { type: 'open', path: 'a.ts', startLine: 5, endLine: 4 },
+    { type: 'rendered', ms: -1, cells: 1 },
+    { type: 'exportSvg' },
+  ]) {
     assert.equal(parseMapViewMessage(bad), undefined, JSON.stringify(bad));
   }
   // a path and a theme colour that would break out of the markup are escaped: the export still passes
   const map = mapOf([span('<script>alert(1)</script>.ts', 0, 20), span('b.ts', 204, 10)]);
   const svg = mapSvg(map, undefined, { ...fallbackPalette(), heat: '"/><script>alert(2)</script>' }, 400, 300);
   assert.deepEqual(parseMapViewMessage({ type: 'exportSvg', svg }), { type: 'exportSvg', svg });
-  for (const injected of ['<script>alert(1)</script>', '<rect onload="alert(1)"/>', '<a href="https://example.com">x</a>', '<image href="x.png"/>', '<rect fill="url(https://x/y)"/>', '<foreignObject></foreignObject>']) {
+  for (const injected of [
+    '<script>alert(1)</script>',
+    '<rect onload="alert(1)"/>',
+    '<a href="https://example.com">x</a>',
+    '<image href="x.png"/>',
+    '<rect fill="url(https://x/y)"/>',
+    '<foreignObject></foreignObject>',
+  ]) {
     assert.equal(parseMapViewMessage({ type: 'exportSvg', svg: svg.replace('</svg>', `${injected}</svg>`) }), undefined, injected);
   }
   assert.equal(parseMapViewMessage({ type: 'exportSvg', svg: '<html></html>' }), undefined);
@@ -104,7 +134,16 @@ test('heat goes to the file’s cell, or to its folder’s aggregate; the SVG ex
   const spans = [span('a/big.ts', 0, 400), ...Array.from({ length: 40 }, (_, i) => span(`a/small${i}.ts`, 4004 + i * 100, 1))];
   spans.push(span('a/<odd>&"name".ts', 9000, 300));
   const map = mapOf(spans, {}, 16);
-  const overlay = buildAnswerOverlay('r', spans, [[2, 3], [Math.floor(4104 / 64), 1], [Math.floor(9000 / 64) + 2, 2]], 64);
+  const overlay = buildAnswerOverlay(
+    'r',
+    spans,
+    [
+      [2, 3],
+      [Math.floor(4104 / 64), 1],
+      [Math.floor(9000 / 64) + 2, 2],
+    ],
+    64,
+  );
   const heat = heatOf(map.cells, overlay);
   const big = map.cells.findIndex((c) => c.path === 'a/big.ts');
   const rest = map.cells.findIndex((c) => c.kind === 'rest' && c.path === 'a');

@@ -175,7 +175,8 @@ function paint(ratio: number): void {
     paintLeaf(ctx, i, cell, r);
   }
   if (hovered > 0 && rects[hovered]) outline(ctx, rects[hovered], palette.text, 1);
-  if (focused > 0 && rects[focused] && document.activeElement === canvas) outline(ctx, rects[focused], getComputedStyle(document.documentElement).getPropertyValue('--vscode-focusBorder').trim() || '#007fd4', 2);
+  if (focused > 0 && rects[focused] && document.activeElement === canvas)
+    outline(ctx, rects[focused], getComputedStyle(document.documentElement).getPropertyValue('--vscode-focusBorder').trim() || '#007fd4', 2);
 }
 
 function paintLeaf(ctx: CanvasRenderingContext2D, i: number, cell: MapCell, r: Rect): void {
@@ -239,7 +240,12 @@ function renderChrome(): void {
     ...MAP_STATES.map((state, i) => legendItem(palette[state], `${words[state]} ${(totals?.filesByState[i] ?? 0).toLocaleString('en')}`)),
     ...(overlay ? [legendItem(palette.heat, 'read by the answer')] : []),
   );
-  canvas.setAttribute('aria-label', totals ? `Treemap of the workspace: ${totals.files} files; ${MAP_STATES.map((s, i) => `${totals.filesByState[i]} ${words[s]}`).join(', ')}. Arrow keys move between files, Enter opens one.` : 'Treemap of the workspace (empty)');
+  canvas.setAttribute(
+    'aria-label',
+    totals
+      ? `Treemap of the workspace: ${totals.files} files; ${MAP_STATES.map((s, i) => `${totals.filesByState[i]} ${words[s]}`).join(', ')}. Arrow keys move between files, Enter opens one.`
+      : 'Treemap of the workspace (empty)',
+  );
   clearButton.hidden = overlay === undefined;
   renderReadPanel();
 }
@@ -277,7 +283,10 @@ function renderReadPanel(): void {
       return item;
     }),
   );
-  if (overlay.places.length === 0) placesList.replaceChildren(Object.assign(document.createElement('li'), { textContent: 'The sparse layers selected no block beyond the forced ones (a short context is read densely).' }));
+  if (overlay.places.length === 0)
+    placesList.replaceChildren(
+      Object.assign(document.createElement('li'), { textContent: 'The sparse layers selected no block beyond the forced ones (a short context is read densely).' }),
+    );
   filesList.replaceChildren(
     ...overlay.files.slice(0, 12).map((file) => {
       const item = document.createElement('li');
@@ -332,9 +341,14 @@ function showTooltip(index: number, x: number, y: number): void {
     tooltip.hidden = true;
     return;
   }
-  const lines = [cell.kind === 'rest' ? `${cell.path || '(workspace)'}/ — ${cell.detail ?? ''}` : cell.path, `${cell.tokens.toLocaleString('en')} tokens${cell.kind !== 'file' ? ` in ${cell.files.toLocaleString('en')} files` : ''}`, stateText(cell)];
+  const lines = [
+    cell.kind === 'rest' ? `${cell.path || '(workspace)'}/ — ${cell.detail ?? ''}` : cell.path,
+    `${cell.tokens.toLocaleString('en')} tokens${cell.kind !== 'file' ? ` in ${cell.files.toLocaleString('en')} files` : ''}`,
+    stateText(cell),
+  ];
   if (cell.kind === 'file' && cell.detail) lines.push(cell.detail);
-  if (cell.patchedTokens) lines.push(`${cell.patchedTokens.toLocaleString('en')} tokens in patches${cell.deadTokens ? `, ${cell.deadTokens.toLocaleString('en')} tombstoned` : ''}`);
+  if (cell.patchedTokens)
+    lines.push(`${cell.patchedTokens.toLocaleString('en')} tokens in patches${cell.deadTokens ? `, ${cell.deadTokens.toLocaleString('en')} tombstoned` : ''}`);
   if (heat.weight[index] > 0) lines.push(`read: ${(heat.weight[index] * 100).toFixed(1)}% of the answer's selections`);
   tooltip.replaceChildren(...lines.map((text, i) => Object.assign(document.createElement(i === 0 ? 'strong' : 'div'), { textContent: text })));
   tooltip.hidden = false;

@@ -130,7 +130,8 @@ export function parseWorkspaceMap(raw: unknown): WorkspaceMap | undefined {
 }
 
 function parsePlace(raw: unknown): Source | undefined {
-  if (!isObject(raw) || !isRelativeWorkspacePath(raw.path) || !isLine(raw.startLine) || !isLine(raw.endLine) || raw.endLine < raw.startLine || !isShare(raw.weight)) return undefined;
+  if (!isObject(raw) || !isRelativeWorkspacePath(raw.path) || !isLine(raw.startLine) || !isLine(raw.endLine) || raw.endLine < raw.startLine || !isShare(raw.weight))
+    return undefined;
   return { path: raw.path, startLine: raw.startLine, endLine: raw.endLine, weight: raw.weight };
 }
 
@@ -148,7 +149,14 @@ export function parseAnswerOverlay(raw: unknown): AnswerOverlay | undefined {
   const places = raw.places.map(parsePlace);
   const files = raw.files.map(parseOverlayFile);
   if (places.some((p) => p === undefined) || files.some((f) => f === undefined)) return undefined;
-  return { requestId: raw.requestId, hits: raw.hits, unmapped: raw.unmapped, otherWeight: raw.otherWeight, places: places.filter((p) => p !== undefined), files: files.filter((f) => f !== undefined) };
+  return {
+    requestId: raw.requestId,
+    hits: raw.hits,
+    unmapped: raw.unmapped,
+    otherWeight: raw.otherWeight,
+    places: places.filter((p) => p !== undefined),
+    files: files.filter((f) => f !== undefined),
+  };
 }
 
 function parseStatus(raw: unknown): MapStatus | undefined {
@@ -213,5 +221,16 @@ export function isSafeSvg(value: unknown): value is string {
 
 /** The palette of VS Code's default dark theme, for where a theme colour is missing. */
 export function fallbackPalette(): Palette {
-  return { encoded: '#3794ff', patched: '#b180d7', encoding: '#89d185', waiting: '#cca700', excluded: '#6f6f6f', heat: '#f14c4c', folder: '#252526', border: '#1e1e1e', background: '#1e1e1e', text: '#cccccc' };
+  return {
+    encoded: '#3794ff',
+    patched: '#b180d7',
+    encoding: '#89d185',
+    waiting: '#cca700',
+    excluded: '#6f6f6f',
+    heat: '#f14c4c',
+    folder: '#252526',
+    border: '#1e1e1e',
+    background: '#1e1e1e',
+    text: '#cccccc',
+  };
 }

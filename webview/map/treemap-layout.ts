@@ -34,7 +34,10 @@ export function layoutTreemap(cells: readonly MapCell[], bounds: Rect, options: 
     if (r.w < 1 || r.h < 1) continue;
     const inner = innerRect(r, i === 0 ? 0 : options.padding, i === 0 ? 0 : options.header);
     const kids = children[i].filter((c) => cells[c].size > 0).sort((a, b) => cells[b].size - cells[a].size);
-    squarify(kids.map((c) => cells[c].size), inner).forEach((rect, k) => (rects[kids[k]] = rect));
+    squarify(
+      kids.map((c) => cells[c].size),
+      inner,
+    ).forEach((rect, k) => (rects[kids[k]] = rect));
   }
   return rects;
 }

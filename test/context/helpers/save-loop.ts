@@ -26,7 +26,8 @@ async function main(): Promise<void> {
     process.stdout.write(`saved ${i}\n`);
   }
 }
-if (require.main === module) main().catch((err: unknown) => {
-  process.stderr.write(String(err));
-  process.exit(1);
-});
+if (require.main === module)
+  main().catch((err: unknown) => {
+    process.stderr.write(String(err));
+    process.exit(1);
+  });

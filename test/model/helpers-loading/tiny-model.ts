@@ -53,6 +53,9 @@ export function randomModelTensors(cfg: SalaConfig, seed: number, dtype: TensorT
     name,
     shape,
     dtype,
-    data: randomArray(shape.reduce((n, d) => n * d, 1), random),
+    data: randomArray(
+      shape.reduce((n, d) => n * d, 1),
+      random,
+    ),
   }));
 }
