@@ -22,7 +22,8 @@ export interface LocationSearch {
 export const NOT_FOUND = /`[^`]+` is not in the workspace\./;
 /** Shorter answer lines are too common to point anywhere (`}`, `else:`, `return x`). */
 const MIN_LINE_CHARS = 6;
-/** An answer line that only starts a workspace line (the model stopped early) must be this long. */
+/** An answer line that only shares its start with workspace lines (the model stopped early, or slipped
+ * after copying the start) points to the line sharing the longest start, when that is this long. */
 const MIN_PREFIX_CHARS = 12;
 /** At most this many places per answer (the model lists up to three uses). */
 const MAX_LOCATIONS = 5;
@@ -36,19 +37,29 @@ export function resolveLocations(answer: string, search: LocationSearch): Answer
     .filter((line) => line.length >= MIN_LINE_CHARS);
   if (wanted.length === 0) return [];
   const exact = new Map<string, Candidate[]>(wanted.map((line) => [line, []]));
-  const starting = new Map<string, Candidate[]>(wanted.filter((line) => line.length >= MIN_PREFIX_CHARS).map((line) => [line, []]));
+  const starting = new Map<string, { shared: number; list: Candidate[] }>(
+    wanted.filter((line) => line.length >= MIN_PREFIX_CHARS).map((line) => [line, { shared: MIN_PREFIX_CHARS - 1, list: [] }]),
+  );
   for (const path of search.paths()) {
     search.lines(path).forEach((raw, index) => {
       const text = raw.trim();
       if (text.length < MIN_LINE_CHARS) return;
       exact.get(text)?.push({ path, line: index + 1, text });
-      for (const [prefix, list] of starting) if (text.length > prefix.length && text.startsWith(prefix)) list.push({ path, line: index + 1, text });
+      for (const [answerLine, best] of starting) {
+        const shared = sharedStart(answerLine, text);
+        if (shared < best.shared) continue;
+        if (shared > best.shared) {
+          best.shared = shared;
+          best.list = [];
+        }
+        best.list.push({ path, line: index + 1, text });
+      }
     });
   }
   const found: AnswerLocation[] = [];
   const seen = new Set<string>();
   for (const line of wanted) {
-    const candidates = exact.get(line)?.length ? exact.get(line) : uniqueOrAttended(starting.get(line) ?? [], search);
+    const candidates = exact.get(line)?.length ? exact.get(line) : uniqueOrAttended(starting.get(line)?.list ?? [], search);
     const best = mostAttended(candidates ?? [], search);
     if (!best) continue;
     const key = `${best.path}:${best.line}`;
@@ -58,6 +69,14 @@ export function resolveLocations(answer: string, search: LocationSearch): Answer
     if (found.length === MAX_LOCATIONS) break;
   }
   return found;
+}
+
+/** Length of the common start of two strings. */
+function sharedStart(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  return i;
 }
 
 interface Candidate {

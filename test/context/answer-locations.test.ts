@@ -62,3 +62,12 @@ test('a not-found answer and an answer that copies no line resolve to nothing', 
   assert.deepEqual(resolveLocations('def frobnicate(x):', workspace(files)), []);
   assert.deepEqual(resolveLocations('', workspace(files)), []);
 });
+
+test('an answer that slips after copying the start of a line resolves to the line sharing the longest start', () => {
+  assert.deepEqual(
+    resolveLocations('def parse_args(argv, flags):', workspace(files)).map((l) => `${l.path}:${l.line}`),
+    ['pkg/a.py:3'],
+  );
+  // a shared start shorter than 12 characters points nowhere
+  assert.deepEqual(resolveLocations('def parse_x(y):', workspace(files)), []);
+});
