@@ -23,8 +23,10 @@ export const NOT_FOUND = /`[^`]+` is not in the workspace\./;
 /** Shorter answer lines are too common to point anywhere (`}`, `else:`, `return x`). */
 const MIN_LINE_CHARS = 6;
 /** An answer line that only shares its start with workspace lines (the model stopped early, or slipped
- * after copying the start) points to the line sharing the longest start, when that is this long. */
+ * after copying the start) points to the line sharing the longest start, when that is this long and covers
+ * this share of the answer line (so `function isValidStatusCode(` is not taken for `function isValidUTF8(`). */
 const MIN_PREFIX_CHARS = 12;
+const MIN_PREFIX_SHARE = 0.6;
 /** At most this many places per answer (the model lists up to three uses). */
 const MAX_LOCATIONS = 5;
 
@@ -38,7 +40,7 @@ export function resolveLocations(answer: string, search: LocationSearch): Answer
   if (wanted.length === 0) return [];
   const exact = new Map<string, Candidate[]>(wanted.map((line) => [line, []]));
   const starting = new Map<string, { shared: number; list: Candidate[] }>(
-    wanted.filter((line) => line.length >= MIN_PREFIX_CHARS).map((line) => [line, { shared: MIN_PREFIX_CHARS - 1, list: [] }]),
+    wanted.filter((line) => line.length >= MIN_PREFIX_CHARS).map((line) => [line, { shared: Math.max(MIN_PREFIX_CHARS, Math.ceil(MIN_PREFIX_SHARE * line.length)) - 1, list: [] }]),
   );
   for (const path of search.paths()) {
     search.lines(path).forEach((raw, index) => {

@@ -68,6 +68,7 @@ test('an answer that slips after copying the start of a line resolves to the lin
     resolveLocations('def parse_args(argv, flags):', workspace(files)).map((l) => `${l.path}:${l.line}`),
     ['pkg/a.py:3'],
   );
-  // a shared start shorter than 12 characters points nowhere
+  // a shared start shorter than 12 characters, or than 60% of the answer line, points nowhere
   assert.deepEqual(resolveLocations('def parse_x(y):', workspace(files)), []);
+  assert.deepEqual(resolveLocations('def parse_args_from_the_environment(env):', workspace(files)), []);
 });
