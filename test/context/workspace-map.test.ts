@@ -3,11 +3,11 @@
 // and tombstones (on a real context with the fixture model), and the overlay's bounds.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { SalaModel } from '../../engine/model/sala-model.js';
 import { loadTokenizer, type Tokenizer } from '../../engine/model/tokenizer.js';
 import { WorkspaceContext, type ContextFile, type FileSpan } from '../../engine/context/workspace-context.js';
+import { SALA_TINY_A } from '../helpers/fixtures.js';
 import {
   buildAnswerOverlay,
   buildWorkspaceMap,
@@ -19,7 +19,7 @@ import {
   type MapInput,
 } from '../../engine/context/workspace-map.js';
 
-const FIXTURE = path.resolve(__dirname, '../../../shared/fixtures/sala-tiny-a');
+const FIXTURE = SALA_TINY_A;
 let model: SalaModel;
 let tokenizer: Tokenizer;
 
