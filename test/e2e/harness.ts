@@ -6,11 +6,29 @@
 import type { ChildProcess } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { CodeServerProfile, e2eRoot, freePort, installTools, packageVsix, repoRoot } from '../../scripts/code-server.js';
 
 export { repoRoot };
 export const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 export const extensionId = 'panorama-dev.panorama';
+
+/**
+ * Debian's Chromium, headless, on a run's workbench. The flags keep it from reaching out to this
+ * machine's closed network at start (docs/e2e.md).
+ */
+export async function openWorkbench(url: string): Promise<{ browser: Browser; page: Page }> {
+  const browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.setDefaultTimeout(30_000);
+  await page.goto(url);
+  await page.locator('.monaco-workbench').waitFor();
+  return { browser, page };
+}
 
 export interface Run {
   dir: string;

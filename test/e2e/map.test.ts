@@ -11,10 +11,10 @@ import { cpSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type Browser, type Frame, type Page } from 'playwright-core';
+import { type Browser, type Frame, type Page } from 'playwright-core';
 import { buildWorkspaceMap } from '../../engine/context/workspace-map.js';
 import type { FileSpan } from '../../engine/context/workspace-context.js';
-import { chromiumPath, modelForTest, repoRoot, startRun, type Run } from './harness.js';
+import { chromiumPath, modelForTest, repoRoot, startRun, type Run, openWorkbench } from './harness.js';
 
 async function until(condition: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -154,15 +154,7 @@ describe('the workspace map in VS Code (code-server + Chromium)', { skip, timeou
     mkdirSync(path.join(run.workspace, 'server'));
     for (const file of ['http-server.ts', 'rpc-server.ts', 'engine-service.ts']) cpSync(path.join(repoRoot, 'engine', 'server', file), path.join(run.workspace, 'server', file));
     console.log(`# model: ${model ?? 'the shipped default'}; run dir ${run.dir}`);
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    page.setDefaultTimeout(30_000);
-    await page.goto(run.url);
-    await page.locator('.monaco-workbench').waitFor();
+    ({ browser, page } = await openWorkbench(run.url));
   });
 
   after(async () => {

@@ -8,8 +8,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
-import { chromiumPath, extensionId, startRun, type Run } from './harness.js';
+import { type Browser, type Page } from 'playwright-core';
+import { chromiumPath, extensionId, startRun, type Run, openWorkbench } from './harness.js';
 import { FakeHub } from '../hub/fake-hub.js';
 import { writeSalaCheckpoint } from '../hub/sala-checkpoint.js';
 
@@ -89,15 +89,7 @@ describe('Panorama: Select Model… in VS Code (code-server + Chromium)', { skip
       },
       { HF_ENDPOINT: hub.endpoint, HF_TOKEN: '' },
     );
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    page.setDefaultTimeout(30_000);
-    await page.goto(run.url);
-    await page.locator('.monaco-workbench').waitFor();
+    ({ browser, page } = await openWorkbench(run.url));
   });
 
   after(async () => {

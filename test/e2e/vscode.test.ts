@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type Browser, type FrameLocator, type Page } from 'playwright-core';
-import { chromiumPath, extensionId, modelForTest, startRun, type Run } from './harness.js';
+import { type Browser, type FrameLocator, type Page } from 'playwright-core';
+import { chromiumPath, extensionId, modelForTest, startRun, type Run, openWorkbench } from './harness.js';
 
 async function until(condition: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -82,15 +82,7 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
       ...(model !== undefined ? { 'panorama.modelPath': model } : {}),
     });
     console.log(`# model: ${model ?? 'the shipped default'}; run dir ${run.dir}`);
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    page.setDefaultTimeout(30_000);
-    await page.goto(run.url);
-    await page.locator('.monaco-workbench').waitFor();
+    ({ browser, page } = await openWorkbench(run.url));
   });
 
   after(async () => {
