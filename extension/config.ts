@@ -27,6 +27,8 @@ export interface PanoramaSettings {
   remote: RemoteSettings;
   enginePath: string;
   nodePath: string;
+  /** panorama.cudaLibraryPath: folders holding onnxruntime's CUDA provider and/or the CUDA libraries. */
+  cudaLibraryPath: string;
   modelPath: string;
   device: DevicePreference;
   inlineEnabled: boolean;
@@ -54,6 +56,7 @@ export function readSettings(): PanoramaSettings {
     },
     enginePath: pathSetting('enginePath'),
     nodePath: pathSetting('nodePath'),
+    cudaLibraryPath: pathSetting('cudaLibraryPath'),
     modelPath: pathSetting('modelPath'),
     device: DEVICES.find((known) => known === device) ?? 'auto',
     inlineEnabled: config.get<boolean>('inlineCompletions.enabled', true),

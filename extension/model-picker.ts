@@ -96,6 +96,7 @@ export class ModelPicker implements vscode.Disposable {
     const found = discoverEngine({
       enginePathSetting: config.get<string>('enginePath', ''),
       nodePathSetting: config.get<string>('nodePath', ''),
+      cudaLibraryPathSetting: config.get<string>('cudaLibraryPath', ''),
       workspaceTrusted: vscode.workspace.isTrusted,
       extensionPath: this.context.extensionPath,
       hostExecPath: process.execPath,

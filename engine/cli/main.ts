@@ -5,7 +5,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile, writeFile, rename } from 'node:fs/promises';
 import path from 'node:path';
-import { isDeviceRequest, isPrecisionRequest, type DeviceRequest, type PrecisionRequest } from '../runtime/device.js';
+import { isDeviceRequest, isPrecisionRequest, keepsTensorsOnDevice, type DeviceRequest, type PrecisionRequest } from '../runtime/device.js';
 import { SalaModel } from '../model/sala-model.js';
 import { loadTokenizer, FALLBACK_SOURCE, type Tokenizer } from '../model/tokenizer.js';
 import { generate } from '../model/generation.js';
@@ -140,7 +140,7 @@ async function runGenerate(argv: string[]): Promise<number> {
   // Ctrl-C stops generation before the next token; a second Ctrl-C exits at once.
   const interrupt = interruptController();
   try {
-    const resident = gpuKvMb !== undefined && model.device.kind !== 'cpu' ? { poolBytes: gpuKvMb * 2 ** 20 } : undefined;
+    const resident = gpuKvMb !== undefined && keepsTensorsOnDevice(model.device.kind) ? { poolBytes: gpuKvMb * 2 ** 20 } : undefined;
     const stream = generate(model, tokenizer, prompt, { ...sampling, maxTokens, chunkSize, stop: values.stop ?? [], signal: interrupt.signal, resident });
     let next = await stream.next();
     while (!next.done) {

@@ -7,6 +7,7 @@ import type { Tokenizer } from './tokenizer.js';
 import type { SalaModel, Sequence, SelectionRecord } from './sala-model.js';
 import { ResidentMemoryError } from './resident-decoder.js';
 import { DeviceMemoryError } from '../runtime/session.js';
+import { keepsTensorsOnDevice } from '../runtime/device.js';
 import type { FinishReason } from '../vocabulary.js';
 
 export interface GenerateOptions extends Partial<SamplingOptions> {
@@ -70,7 +71,8 @@ export async function* generate(
   // layer on the device, KV offloaded to host memory through a device block pool): in
   // bench:offload its prefill beats the host path's at every context but 512K on the
   // default model, where they tie (docs/benchmarks/offload-webgpu.md).
-  const wantResident = options.resident ?? (model.device.kind !== 'cpu' && !options.onSelection);
+  // (WebGPU only: a CUDA session cannot keep tensors on the device between runs, see keepsTensorsOnDevice.)
+  const wantResident = options.resident ?? (keepsTensorsOnDevice(model.device.kind) && !options.onSelection);
   const decoder = wantResident
     ? await model.residentDecoder(sequence, {
         placement: 'offload',

@@ -3,14 +3,14 @@
 // tiny graph whose outputs stay on the device ('gpu-buffer'): upload (Identity),
 // zeros (Expand of a scalar), download (Identity to host), and in-place-style writes
 // (ScatterND, which returns the updated copy). On the CPU provider the same graphs
-// run on host tensors, so one code path serves both.
+// run on host tensors, so one code path serves both (CUDA too: see keepsTensorsOnDevice).
 //
 // Never read a device tensor's data from JavaScript: in onnxruntime-node 1.30,
 // getData() on a gpu-buffer tensor aborts the process. Download it instead.
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder, type Dim } from './graph-builder.js';
 import type { ElemType } from './onnx-proto.js';
-import type { DeviceKind } from './device.js';
+import { keepsTensorsOnDevice, type DeviceKind } from './device.js';
 import { GraphSession } from './session.js';
 
 const ORT_TYPE: Record<string, ElemType> = { float32: 'float', int64: 'int64', bool: 'bool', float16: 'float16', uint8: 'uint8' };
@@ -33,7 +33,7 @@ export class DeviceTensors {
   constructor(readonly device: DeviceKind) {}
 
   get onDevice(): boolean {
-    return this.device !== 'cpu';
+    return keepsTensorsOnDevice(this.device);
   }
 
   private session(key: string, build: () => Uint8Array, outputs: Record<string, ort.Tensor.DataLocation>): Promise<GraphSession> {

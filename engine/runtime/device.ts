@@ -3,6 +3,7 @@
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from './graph-builder.js';
 import { toHalfBits } from './half.js';
+import { checkCuda, cudaEnvironment, loadLibraries } from './cuda-libraries.js';
 
 export type DeviceKind = 'cpu' | 'webgpu' | 'cuda';
 export type DeviceRequest = DeviceKind | 'auto';
@@ -16,18 +17,47 @@ export interface ResolvedDevice {
 
 export class DeviceError extends Error {}
 
+/**
+ * Whether tensors can stay on this provider's device between session runs. In
+ * onnxruntime-node only WebGPU outputs can ('gpu-buffer'); a CUDA session takes its
+ * inputs from host memory and returns its outputs there, so what must stay on a CUDA
+ * device (the weights) is baked into the graphs instead.
+ */
+export function keepsTensorsOnDevice(kind: DeviceKind): boolean {
+  return kind === 'webgpu';
+}
+
 export function isDeviceRequest(value: string): value is DeviceRequest {
   return (DEVICE_REQUESTS as readonly string[]).includes(value);
 }
 
-const probes = new Map<DeviceKind, Promise<string | undefined>>();
+export interface DeviceProbe {
+  /** Why the provider cannot run here; undefined when a session started and ran. */
+  failure?: string;
+  /** Where its libraries came from, when that is worth saying. */
+  notes: string[];
+}
 
-/** Starts a one-op session on `kind`; resolves to undefined when it works, else the provider's error. */
-export function probeDevice(kind: DeviceKind): Promise<string | undefined> {
+const probes = new Map<DeviceKind, Promise<DeviceProbe>>();
+
+/**
+ * Starts a one-op session on `kind`. For CUDA on Linux the provider and the
+ * libraries it needs are checked first (engine/runtime/cuda-libraries.ts), so a
+ * missing one is named with how to get it rather than as onnxruntime's dlopen error.
+ */
+export function probeDevice(kind: DeviceKind): Promise<DeviceProbe> {
   let probe = probes.get(kind);
   if (!probe) {
     probe = (async () => {
-      if (kind === 'cpu') return undefined;
+      if (kind === 'cpu') return { notes: [] };
+      const notes: string[] = [];
+      if (kind === 'cuda' && process.platform === 'linux') {
+        const check = checkCuda(cudaEnvironment());
+        if (!check.ok) return { failure: check.problem, notes };
+        const failed = loadLibraries(check.preload);
+        if (failed) return { failure: failed, notes };
+        notes.push(...check.notes);
+      }
       const g = new GraphBuilder('probe');
       const x = g.input('x', 'float', [1]);
       g.output(g.add(x, x), 'y', 'float', [1]);
@@ -35,14 +65,20 @@ export function probeDevice(kind: DeviceKind): Promise<string | undefined> {
         const session = await ort.InferenceSession.create(g.toModel(), { executionProviders: [kind], logSeverityLevel: 4 });
         await session.run({ x: new ort.Tensor('float32', Float32Array.of(1), [1]) });
         await session.release();
-        return undefined;
+        return { notes };
       } catch (err) {
-        return err instanceof Error ? err.message.split('\n')[0].trim() : String(err);
+        return { failure: providerMessage(err), notes };
       }
     })();
     probes.set(kind, probe);
   }
   return probe;
+}
+
+/** onnxruntime's first error line without its source location ("/onnxruntime_src/….cc:136 … was false."). */
+export function providerMessage(err: unknown): string {
+  const line = (err instanceof Error ? err.message : String(err)).split('\n')[0].trim();
+  return line.replace(/^\/onnxruntime_src\/\S+:\d+ .*? was false\. /, '').replace(/^\/onnxruntime_src\/\S+:\d+ /, '');
 }
 
 /**
@@ -55,8 +91,11 @@ export async function resolveDevice(request: DeviceRequest): Promise<ResolvedDev
   const candidates: DeviceKind[] = request === 'auto' ? ['cuda', 'webgpu'] : [request];
   const failures: string[] = [];
   for (const kind of candidates) {
-    const failure = await probeDevice(kind);
-    if (failure === undefined) return { kind, reason: request === 'auto' ? `auto: ${kind} adapter available` : 'requested' };
+    const { failure, notes } = await probeDevice(kind);
+    if (failure === undefined) {
+      const why = [...(request === 'auto' ? failures.map((f) => `not ${f}`) : []), ...notes];
+      return { kind, reason: `${request === 'auto' ? `auto: ${kind} started` : 'requested'}${why.length > 0 ? ` (${why.join('; ')})` : ''}` };
+    }
     failures.push(`${kind}: ${failure}`);
   }
   return { kind: 'cpu', reason: `${request === 'auto' ? 'auto: no GPU provider started' : `${request} unavailable`} (${failures.join('; ')}); using cpu` };
@@ -103,7 +142,7 @@ export function probeHalf(kind: DeviceKind): Promise<string | undefined> {
         const data = y.data;
         return data instanceof Float32Array && data[0] === 12.5 && data[1] === 16 ? undefined : `an fp16 product gave ${String(data)}, not 12.5,16`;
       } catch (err) {
-        return err instanceof Error ? err.message.split('\n')[0].trim() : String(err);
+        return providerMessage(err);
       }
     })();
     halfProbes.set(kind, probe);

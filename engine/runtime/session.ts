@@ -1,6 +1,6 @@
 // onnxruntime sessions built from graph bytes, with typed tensor helpers.
 import * as ort from 'onnxruntime-node';
-import type { DeviceKind } from './device.js';
+import { keepsTensorsOnDevice, type DeviceKind } from './device.js';
 import { toHalfBits } from './half.js';
 
 export type Feeds = Record<string, ort.Tensor>;
@@ -11,7 +11,7 @@ export interface SessionOptions {
   threads?: number;
   /**
    * Where each output lands on a GPU provider ('gpu-buffer' keeps it on the device
-   * for the next session; unnamed outputs come back to host memory). Ignored on the CPU.
+   * for the next session; unnamed outputs come back to host memory). WebGPU only (keepsTensorsOnDevice).
    */
   outputs?: Record<string, ort.Tensor.DataLocation>;
 }
@@ -35,7 +35,7 @@ export class GraphSession {
   ) {}
 
   static async create(name: string, model: Uint8Array, options: SessionOptions): Promise<GraphSession> {
-    const onDevice = options.device !== 'cpu' && options.outputs !== undefined;
+    const onDevice = keepsTensorsOnDevice(options.device) && options.outputs !== undefined;
     const session = await ort.InferenceSession.create(model, {
       ...(onDevice ? { preferredOutputLocation: options.outputs } : {}),
       executionProviders: [options.device],

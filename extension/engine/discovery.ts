@@ -9,6 +9,8 @@ export interface DiscoveryInput {
   /** panorama.enginePath / panorama.nodePath, already read from settings ('' = unset). */
   enginePathSetting: string;
   nodePathSetting: string;
+  /** panorama.cudaLibraryPath ('' = unset): passed to the engine as PANORAMA_CUDA_LIBS. */
+  cudaLibraryPathSetting?: string;
   /** Restricted Mode ignores path settings: a workspace must not choose what we execute. */
   workspaceTrusted: boolean;
   extensionPath: string;
@@ -88,6 +90,10 @@ export function discoverEngine(input: DiscoveryInput): Discovery {
     command = nodeSetting;
     delete env.ELECTRON_RUN_AS_NODE;
   }
+
+  const cudaSetting = input.cudaLibraryPathSetting?.trim() ?? '';
+  if (cudaSetting !== '' && !input.workspaceTrusted) notes.push('panorama.cudaLibraryPath is ignored in Restricted Mode (untrusted workspace)');
+  else if (cudaSetting !== '') env.PANORAMA_CUDA_LIBS = cudaSetting;
 
   notes.push(`engine: ${enginePath} (${origin}); runtime: ${command}`);
   // dist/panorama.js is a module exporting run(argv) (bin/panorama.js is its CLI launcher), so

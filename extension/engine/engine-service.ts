@@ -11,7 +11,7 @@ import { readSettings } from '../config.js';
 import { EngineClient, type ClientState } from './client.js';
 import { discoverEngine } from './discovery.js';
 
-const ENGINE_SETTINGS = ['panorama.enginePath', 'panorama.nodePath', 'panorama.modelPath', 'panorama.device'];
+const ENGINE_SETTINGS = ['panorama.enginePath', 'panorama.nodePath', 'panorama.modelPath', 'panorama.device', 'panorama.cudaLibraryPath'];
 
 export class EngineService implements vscode.Disposable {
   readonly client: EngineClient;
@@ -33,6 +33,7 @@ export class EngineService implements vscode.Disposable {
         return discoverEngine({
           enginePathSetting: settings.enginePath,
           nodePathSetting: settings.nodePath,
+          cudaLibraryPathSetting: settings.cudaLibraryPath,
           workspaceTrusted: vscode.workspace.isTrusted,
           extensionPath: context.extensionPath,
           hostExecPath: process.execPath,

@@ -70,3 +70,13 @@ test('a missing bundle or missing runtime binaries for this platform are named',
   assert.ok(!otherPlatform.ok);
   assert.match(otherPlatform.message, /no onnxruntime binaries for darwin-arm64/);
 });
+
+test('panorama.cudaLibraryPath reaches the engine as PANORAMA_CUDA_LIBS, except in Restricted Mode', () => {
+  const trusted = discoverEngine(input({ cudaLibraryPathSetting: ' /opt/cuda-libs:/opt/cudnn ' }));
+  assert.ok(trusted.ok);
+  assert.equal(trusted.launch.env.PANORAMA_CUDA_LIBS, '/opt/cuda-libs:/opt/cudnn');
+  const restricted = discoverEngine(input({ workspaceTrusted: false, cudaLibraryPathSetting: '/evil' }));
+  assert.ok(restricted.ok);
+  assert.equal(restricted.launch.env.PANORAMA_CUDA_LIBS, undefined);
+  assert.ok(restricted.notes.some((note) => /cudaLibraryPath is ignored in Restricted Mode/.test(note)));
+});
