@@ -16,6 +16,7 @@ import { derivedSizes, expectedWeights, loadConfig, type DerivedSizes, type Sala
 import { MATRIX_INPUTS, buildGraphs } from './graphs.js';
 import { loadWeights, type WeightMap } from './weights.js';
 import { DeviceTensors, release } from '../runtime/device-tensors.js';
+import { bakeInputs } from '../runtime/bake.js';
 import { ResidentDecoder, type ResidentOptions, type ResidentSessions } from './resident-decoder.js';
 
 export interface ModelOptions {
@@ -42,6 +43,12 @@ export interface ModelOptions {
    */
   int4Blocks?: (name: string) => Int4Matrix | undefined;
   onInt4?: (name: string, blocks: Int4Matrix) => void;
+  /**
+   * One session per layer with that layer's weights baked in as initializers, instead of
+   * one session per layer type fed the weights on every run. Default: on CUDA, whose
+   * sessions take every input from host memory (see keepsTensorsOnDevice).
+   */
+  bakeWeights?: boolean;
 }
 
 /** Share of physical memory one sequence's host K/V may take before it spills to disk. */
@@ -107,6 +114,15 @@ interface Sessions {
   head: GraphSession;
 }
 
+/** The graphs that carry weights, one session per layer (ModelOptions.bakeWeights); selection has none. */
+interface BakedSessions {
+  embed: GraphSession;
+  head: GraphSession;
+  layers: { lightning?: GraphSession; sparseProject?: GraphSession; sparseAttend?: GraphSession }[];
+}
+
+type GraphName = keyof Sessions;
+
 function pick(tensors: LayerTensors, names: readonly string[]): Feeds {
   const feeds: Feeds = {};
   for (const name of names) if (name in tensors) feeds[name] = tensors[name];
@@ -136,6 +152,7 @@ export class SalaModel {
     private readonly layerTensors: LayerTensors[],
     private readonly globalTensors: LayerTensors,
     private readonly deviceTensors: DeviceTensors,
+    private readonly baked?: BakedSessions,
   ) {
     this.sizes = derivedSizes(config);
     const { kernelSize, kernelStride } = config.sparse;
@@ -244,7 +261,11 @@ export class SalaModel {
         { cause: err },
       );
     }
-    const model = new SalaModel(config, device, precision, prefillSessions, decodeSessions, layerTensors, globalTensors, deviceTensors);
+    const baked =
+      (options.bakeWeights ?? device.kind === 'cuda')
+        ? await bakeSessions(config, graphs, layerTensors, globalTensors, { device: device.kind, threads: options.threads })
+        : undefined;
+    const model = new SalaModel(config, device, precision, prefillSessions, decodeSessions, layerTensors, globalTensors, deviceTensors, baked);
     model.setHostKvBudget(options.hostKvBytes ?? os.totalmem() * DEFAULT_HOST_KV_SHARE, options.spillDir);
     return model;
   }
@@ -259,9 +280,20 @@ export class SalaModel {
     return tokens <= 1 ? this.decodeSessions : this.prefillSessions;
   }
 
+  /** The session that runs `name` for a call of `tokens` rows (at `layer`, for the layer graphs). */
+  private graph(name: GraphName, tokens: number, layer = -1): GraphSession {
+    if (this.baked && name !== 'sparseSelect') {
+      const session = name === 'embed' || name === 'head' ? this.baked[name] : this.baked.layers[layer]?.[name];
+      if (!session) throw new Error(`layer ${layer} has no ${name} graph`);
+      return session;
+    }
+    return this.sessionsFor(tokens)[name];
+  }
+
   /** Frees the onnxruntime sessions; the model cannot run afterwards. */
   async release(): Promise<void> {
     const all = [...Object.values(this.prefillSessions), ...Object.values(this.decodeSessions)];
+    if (this.baked) all.push(this.baked.embed, this.baked.head, ...this.baked.layers.flatMap((layer) => Object.values(layer)));
     if (this.residentSessions) all.push(...Object.values(await this.residentSessions));
     await Promise.all(all.map((session) => session.release()));
     await this.deviceTensors.release();
@@ -275,6 +307,7 @@ export class SalaModel {
    * forward() until it is closed.
    */
   async residentDecoder(sequence: Sequence, options: ResidentOptions): Promise<ResidentDecoder> {
+    if (this.baked) throw new Error('a model with its weights baked into per-layer sessions has no resident decoder (its weights are not device tensors)');
     this.residentSessions ??= ResidentDecoder.sessions(this.config, this.device, this.precision.kind);
     return ResidentDecoder.create(
       {
@@ -332,7 +365,8 @@ export class SalaModel {
       if (options.signal?.aborted) throw options.signal.reason ?? new Error('aborted');
       const chunk = ids.slice(start, start + chunkSize);
       const firstPosition = past + start;
-      const embedded = await this.sessionsFor(chunk.length).embed.run({ ids: i64(chunk), w_embed: this.globalTensors.w_embed });
+      const embed = this.graph('embed', chunk.length);
+      const embedded = await embed.run({ ...pick(this.globalTensors, embed.inputNames), ids: i64(chunk) });
       let x = floatData(embedded.x);
       for (let layer = 0; layer < this.config.numHiddenLayers; layer++) {
         x =
@@ -351,7 +385,7 @@ export class SalaModel {
       rows.set(part, offset);
       offset += part.length;
     }
-    const head = this.sessionsFor(logitRows).head;
+    const head = this.graph('head', logitRows);
     const out = await head.run({ ...pick(this.globalTensors, head.inputNames), x: f32(rows, [logitRows, d]) });
     return floatData(out.logits);
   }
@@ -369,8 +403,9 @@ export class SalaModel {
     if (!state) throw new Error(`layer ${layer} has no lightning state`);
     const positions = Float32Array.from({ length: tokens }, (_, i) => firstPosition + i);
     const { lightningHeads: H, lightningHeadDim: D } = this.sizes;
-    const out = await this.sessionsFor(tokens).lightning.run({
-      ...pick(this.layerTensors[layer], this.sessionsFor(tokens).lightning.inputNames),
+    const session = this.graph('lightning', tokens, layer);
+    const out = await session.run({
+      ...pick(this.layerTensors[layer], session.inputNames),
       x: f32(x, [tokens, this.config.hiddenSize]),
       state: f32(state, [H, D, D]),
       positions: f32(positions, [tokens]),
@@ -393,7 +428,8 @@ export class SalaModel {
     const tensors = this.layerTensors[layer];
     const d = this.config.hiddenSize;
     const Hk = this.config.numKeyValueHeads;
-    const projected = await this.sessionsFor(tokens).sparseProject.run({ ...pick(tensors, this.sessionsFor(tokens).sparseProject.inputNames), x: f32(x, [tokens, d]) });
+    const project = this.graph('sparseProject', tokens, layer);
+    const projected = await project.run({ ...pick(tensors, project.inputNames), x: f32(x, [tokens, d]) });
     cache.append(floatData(projected.k), floatData(projected.v));
 
     if (!call.sparsePath) {
@@ -470,7 +506,7 @@ export class SalaModel {
     const allRows = start === 0 && end * d === x.length;
     const sliceRows = (tensor: ort.Tensor, rowWidth: number): ort.Tensor =>
       allRows ? tensor : f32(floatData(tensor).subarray(start * rowWidth, end * rowWidth), [rows, ...tensor.dims.slice(1)]);
-    const session = this.sessionsFor(rows).sparseAttend;
+    const session = this.graph('sparseAttend', rows, layer);
     const feeds: Feeds = {
       ...pick(this.layerTensors[layer], session.inputNames),
       x: f32(allRows ? x : x.subarray(start * d, end * d), [rows, d]),
@@ -520,7 +556,7 @@ export class SalaModel {
     const rawK = Math.min(k, blocks);
     // A level with no complete window yet still needs one (masked) row for the graph.
     const nonEmpty = (data: Float32Array) => (data.length > 0 ? data : new Float32Array(rowSize));
-    const out = await this.sessionsFor(tokens).sparseSelect.run({
+    const out = await this.graph('sparseSelect', tokens).run({
       q,
       c1: f32(nonEmpty(fine), [Math.max(1, fineCount), Hk, hs]),
       c2: f32(nonEmpty(coarse), [Math.max(1, coarseCount), Hk, hs]),
@@ -537,5 +573,43 @@ export class SalaModel {
       for (let j = 0; j < rawK; j++) padded[row * k + j] = Number(raw[row * rawK + j]);
     }
     return { raw, rawK, k, padded };
+  }
+}
+
+/**
+ * Per-layer sessions with the weights baked in (ModelOptions.bakeWeights). Each layer's
+ * tensors are dropped once its sessions hold them, so host memory keeps one copy.
+ */
+async function bakeSessions(
+  config: SalaConfig,
+  graphs: ReturnType<typeof buildGraphs>,
+  layerTensors: LayerTensors[],
+  globalTensors: LayerTensors,
+  options: { device: ResolvedDevice['kind']; threads?: number },
+): Promise<BakedSessions> {
+  const made: GraphSession[] = [];
+  const make = async (name: string, graph: Uint8Array, tensors: LayerTensors): Promise<GraphSession> => {
+    const session = await GraphSession.create(name, bakeInputs(graph, tensors), options);
+    made.push(session);
+    return session;
+  };
+  try {
+    const layers: BakedSessions['layers'] = [];
+    for (let layer = 0; layer < config.numHiddenLayers; layer++) {
+      const tensors = layerTensors[layer];
+      layers.push(
+        config.mixerTypes[layer] === 'lightning-attn'
+          ? { lightning: await make(`lightning_${layer}`, graphs.lightning, tensors) }
+          : {
+              sparseProject: await make(`sparse_project_${layer}`, graphs.sparseProject, tensors),
+              sparseAttend: await make(`sparse_attend_${layer}`, graphs.sparseAttend, tensors),
+            },
+      );
+      layerTensors[layer] = {};
+    }
+    return { embed: await make('embed', graphs.embed, globalTensors), head: await make('head', graphs.head, globalTensors), layers };
+  } catch (err) {
+    await Promise.all(made.map((session) => session.release()));
+    throw err;
   }
 }

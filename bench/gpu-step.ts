@@ -1,0 +1,239 @@
+// Decode ms/token and prefill tokens/s against context, per execution provider, side
+// by side in one process: each provider runs the path the product uses on it (CUDA
+// and the CPU: the host executor, weights baked into per-layer sessions on CUDA;
+// WebGPU: the resident decoder, KV offloaded to host memory through a device block
+// pool). Beside each figure, its hardware floor from rates measured in the same run
+// on the same provider: weight bytes a step reads ÷ the provider's streaming read rate,
+// and prefill FLOPs ÷ its fp16 matrix-product rate.
+//
+// Contexts are tiled from a real prefill (bench/offload.ts, tileSequence): sparse
+// layers are NoPE, so tiled keys are valid keys and a step costs what it would after
+// a real prefill of that length.
+//
+//   npm run bench:gpu-step -- --devices cuda,webgpu --models default,9b --precisions fp16,int4 --out docs/benchmarks/gpu-step.json
+//   npm run bench:gpu-step -- --devices cpu --models default --precisions fp32 --contexts 8192 --steps 4   (a quick CPU run)
+import { parseArgs } from 'node:util';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { SalaModel } from '../engine/model/sala-model.js';
+import { argmax } from '../engine/model/sampling.js';
+import { isDeviceRequest, isPrecisionRequest, keepsTensorsOnDevice, type DeviceKind, type Precision } from '../engine/runtime/device.js';
+import { GraphBuilder } from '../engine/runtime/graph-builder.js';
+import { GraphSession, f16 } from '../engine/runtime/session.js';
+import { bakeInputs } from '../engine/runtime/bake.js';
+import { defaultModelSpec, nineBSpec, tileSequence, weightBytesPerToken, type ModelSpec } from './offload.js';
+import { lineChart } from './svg-chart.js';
+
+interface Floors {
+  /** Weights streamed by an fp16 vector × matrix product (a decode step's shape), GB/s. */
+  readGBps: number;
+  /** fp16 matrix products on the device, TFLOP/s. */
+  matmulTflops: number;
+}
+
+interface StepRow {
+  model: string;
+  device: DeviceKind;
+  precision: Precision;
+  context: number;
+  prefillTokens?: number;
+  prefillTokensPerSecond?: number;
+  prefillFloorTokensPerSecond?: number;
+  decodeMsPerToken?: number;
+  decodeFloorMs?: number;
+  /** How far above its floor: measured ÷ floor (decode), floor ÷ measured (prefill). */
+  decodeOverFloor?: number;
+  prefillUnderFloor?: number;
+  skipped?: string;
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function timeRuns(run: () => Promise<unknown>, runs: number): Promise<number> {
+  await run();
+  await run();
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const started = performance.now();
+    await run();
+    times.push(performance.now() - started);
+  }
+  return median(times);
+}
+
+/** The provider's rates, through onnxruntime on that provider: weights baked in, as the executors hold them. */
+async function measureFloors(device: DeviceKind): Promise<Floors> {
+  const small = device === 'cpu';
+  // Read: one fp16 vector × a baked [4096, cols] fp16 matrix (1 GiB on a GPU), the shape of every
+  // decode-step product: the weights are read once, nothing else moves. (A reduction of a baked
+  // tensor alone would be folded to a constant when the session is created.)
+  const cols = small ? 16384 : 131072;
+  const read = new GraphBuilder('floor_read');
+  read.output(read.matmul(read.input('v', 'float16', [1, 4096]), read.input('w', 'float16', [4096, cols])), 'y', 'float16', [1, cols]);
+  const w = f16(new Float32Array(cols * 4096).fill(0.001), [4096, cols]);
+  const readSession = await GraphSession.create('floor_read', bakeInputs(read.toModel(), { w }), { device });
+  const v = f16(new Float32Array(4096).fill(1), [1, 4096]);
+  const readMs = await timeRuns(() => readSession.run({ v }), 10);
+  await readSession.release();
+  // Products: 4 chained n×n fp16 MatMuls on a baked weight; the left operand made on the device.
+  const n = small ? 1024 : 8192;
+  const mm = new GraphBuilder('floor_matmul');
+  const seed = mm.input('seed', 'float16', [1, n]);
+  const weight = mm.input('w', 'float16', [n, n]);
+  let x = mm.op('Expand', [seed, mm.int64s([n, n])]);
+  for (let i = 0; i < 4; i++) x = mm.matmul(x, weight);
+  mm.output(mm.op('ReduceSum', [x, mm.int64s([0, 1])], { keepdims: 0 }), 'y', 'float16', []);
+  const mmSession = await GraphSession.create('floor_matmul', bakeInputs(mm.toModel(), { w: f16(new Float32Array(n * n).fill(1 / n), [n, n]) }), { device });
+  const mmMs = await timeRuns(() => mmSession.run({ seed: f16(new Float32Array(n).fill(0.5), [1, n]) }), 5);
+  await mmSession.release();
+  return { readGBps: (cols * 4096 * 2) / (readMs / 1000) / 1e9, matmulTflops: (4 * 2 * n ** 3) / (mmMs / 1000) / 1e12 };
+}
+
+async function runModel(
+  spec: ModelSpec,
+  device: DeviceKind,
+  precision: Precision,
+  floors: Floors,
+  options: { contexts: number[]; steps: number; prefillTokens: number; deadline: number },
+  log: (line: string) => void,
+): Promise<StepRow[]> {
+  const rows: StepRow[] = [];
+  const loadStarted = performance.now();
+  const model = await SalaModel.create(spec.config, spec.weights, { device, precision, hostKvBytes: 0 });
+  if (model.device.kind !== device) throw new Error(`${device} did not start: ${model.device.reason}`);
+  log(`  ${spec.name} ${device} ${precision}: loaded in ${((performance.now() - loadStarted) / 1000).toFixed(1)} s (${model.device.reason})`);
+  const weightBytes = weightBytesPerToken(spec.config, spec.parameters, precision);
+  const decodeFloorMs = (weightBytes / (floors.readGBps * 1e9)) * 1000;
+  const prefillFloor = (floors.matmulTflops * 1e12) / (2 * spec.parameters);
+  try {
+    const maxContext = Math.max(...options.contexts);
+    const sequence = model.newSequence(maxContext + options.prefillTokens + options.steps + 8);
+    await model.forward(sequence, spec.tile);
+    const tileLength = spec.tile.length;
+    for (const context of options.contexts) {
+      const base = { model: spec.name, device, precision, context, decodeFloorMs, prefillFloorTokensPerSecond: prefillFloor };
+      if (performance.now() > options.deadline) {
+        rows.push({ ...base, skipped: 'over the run’s time budget' });
+        continue;
+      }
+      tileSequence(sequence, tileLength, context);
+      const checkpoint = sequence.checkpoint();
+      const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
+      const resident = keepsTensorsOnDevice(device)
+        ? await model.residentDecoder(sequence, { placement: 'offload', maxTokens: context + ids.length + options.steps + 1 })
+        : undefined;
+      let started = performance.now();
+      let logits = resident ? await resident.prefill(ids) : await model.forward(sequence, ids);
+      const prefillTokensPerSecond = ids.length / ((performance.now() - started) / 1000);
+      started = performance.now();
+      for (let step = 0; step < options.steps; step++) {
+        const next = argmax(logits);
+        logits = resident ? await resident.step(next) : await model.forward(sequence, [next]);
+      }
+      const decodeMsPerToken = (performance.now() - started) / options.steps;
+      await resident?.close();
+      sequence.rollback(checkpoint);
+      const row = {
+        ...base,
+        prefillTokens: ids.length,
+        prefillTokensPerSecond,
+        decodeMsPerToken,
+        decodeOverFloor: decodeMsPerToken / decodeFloorMs,
+        prefillUnderFloor: prefillFloor / prefillTokensPerSecond,
+      };
+      rows.push(row);
+      log(
+        `    ${context}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×)`,
+      );
+    }
+  } finally {
+    await model.release();
+  }
+  return rows;
+}
+
+function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
+  const lines = ['| device | read GB/s | fp16 TFLOP/s |', '|---|---:|---:|'];
+  for (const [device, f] of Object.entries(floors)) lines.push(`| ${device} | ${f.readGBps.toFixed(0)} | ${f.matmulTflops.toFixed(1)} |`);
+  lines.push('', '| model | device | precision | context | prefill tok/s | floor | decode ms/token | floor ms | × floor |', '|---|---|---|---:|---:|---:|---:|---:|---:|');
+  for (const r of rows) {
+    if (r.skipped) lines.push(`| ${r.model} | ${r.device} | ${r.precision} | ${r.context} | ${r.skipped} | | | | |`);
+    else
+      lines.push(
+        `| ${r.model} | ${r.device} | ${r.precision} | ${r.context} | ${r.prefillTokensPerSecond!.toFixed(0)} | ${r.prefillFloorTokensPerSecond!.toFixed(0)} | ${r.decodeMsPerToken!.toFixed(2)} | ${r.decodeFloorMs!.toFixed(3)} | ${r.decodeOverFloor!.toFixed(0)}× |`,
+      );
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      devices: { type: 'string', default: 'cuda,webgpu' },
+      models: { type: 'string', default: 'default,9b' },
+      precisions: { type: 'string', default: 'fp16,int4' },
+      contexts: { type: 'string', default: '8192,32768,131072' },
+      steps: { type: 'string', default: '16' },
+      prefill: { type: 'string', default: '512' },
+      tile: { type: 'string', default: '2048' },
+      'budget-s': { type: 'string', default: '3000' },
+      out: { type: 'string' },
+    },
+  });
+  const devices = values.devices!.split(',');
+  for (const device of devices) if (!isDeviceRequest(device) || device === 'auto') throw new Error(`--devices takes cpu, webgpu and cuda, got ${device}`);
+  const precisions = values.precisions!.split(',');
+  for (const precision of precisions) if (!isPrecisionRequest(precision) || precision === 'auto') throw new Error(`--precisions takes fp32, fp16 and int4, got ${precision}`);
+  const contexts = values.contexts!.split(',').map(Number);
+  const options = { contexts, steps: Number(values.steps), prefillTokens: Number(values.prefill), deadline: performance.now() + Number(values['budget-s']) * 1000 };
+  const log = (line: string) => process.stderr.write(line + '\n');
+  const floors: Record<string, Floors> = {};
+  const rows: StepRow[] = [];
+  const save = () => {
+    if (!values.out) return;
+    mkdirSync(path.dirname(values.out), { recursive: true });
+    writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), options: { ...options, deadline: undefined }, floors, rows }, null, 1) + '\n');
+    writeFileSync(values.out.replace(/\.json$/, '.md'), markdown(floors, rows));
+  };
+  for (const device of devices as DeviceKind[]) {
+    floors[device] = await measureFloors(device);
+    log(`${device}: read ${floors[device].readGBps.toFixed(0)} GB/s, fp16 products ${floors[device].matmulTflops.toFixed(1)} TFLOP/s`);
+    save();
+  }
+  for (const name of values.models!.split(',')) {
+    const spec = name === '9b' ? nineBSpec(Number(values.tile)) : await defaultModelSpec(Number(values.tile));
+    for (const device of devices as DeviceKind[]) {
+      for (const precision of precisions as Precision[]) {
+        if (performance.now() > options.deadline) break;
+        try {
+          rows.push(...(await runModel(spec, device, precision, floors[device], options, log)));
+        } catch (err) {
+          const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
+          log(`  ${spec.name} ${device} ${precision}: ${message}`);
+          rows.push({ model: spec.name, device, precision, context: 0, skipped: message.slice(0, 200) });
+        }
+        save();
+      }
+    }
+  }
+  if (values.out) {
+    for (const model of [...new Set(rows.map((r) => r.model))]) {
+      const series = [...new Set(rows.filter((r) => r.model === model).map((r) => `${r.device} ${r.precision}`))].map((key, i) => ({
+        name: key,
+        color: i,
+        points: rows
+          .filter((r) => r.model === model && `${r.device} ${r.precision}` === key && r.decodeMsPerToken !== undefined)
+          .map((r) => [r.context, r.decodeMsPerToken!] as [number, number]),
+      }));
+      const slug = model.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
+      writeFileSync(values.out.replace(/\.json$/, `-${slug}.svg`), lineChart({ title: `${model}: decode ms/token`, xLabel: 'context (tokens)', yLabel: 'ms/token', series }));
+    }
+  }
+}
+
+if (require.main === module) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`bench:gpu-step failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,68 @@
+// Weights baked into per-layer sessions (the CUDA executor's form) give the logits of
+// the shared graphs fed the weights on every run, on both attention paths and in int4.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import * as ort from 'onnxruntime-node';
+import { SalaModel } from '../../engine/model/sala-model.js';
+import { bakeInputs } from '../../engine/runtime/bake.js';
+import { GraphBuilder } from '../../engine/runtime/graph-builder.js';
+import { GraphSession, f32, floatData } from '../../engine/runtime/session.js';
+import { SALA_TINY_A } from '../helpers/fixtures.js';
+
+const VOCAB = 512;
+
+function tokens(count: number, seed: number): number[] {
+  let state = seed;
+  return Array.from({ length: count }, () => {
+    state = (state * 1103515245 + 12345) >>> 0;
+    return state % VOCAB;
+  });
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  return worst;
+}
+
+test('bakeInputs turns a named input into an initializer holding its data', async () => {
+  const g = new GraphBuilder('bake');
+  const x = g.input('x', 'float', [1, 2]);
+  const w = g.input('w', 'float', [2, 2]);
+  g.output(g.matmul(x, w), 'y', 'float', [1, 2]);
+  const weight = f32(Float32Array.of(1, 2, 3, 4), [2, 2]);
+  const fed = await GraphSession.create('fed', g.toModel(), { device: 'cpu' });
+  const baked = await GraphSession.create('baked', bakeInputs(g.toModel(), { w: weight }), { device: 'cpu' });
+  assert.deepEqual([...fed.inputNames].sort(), ['w', 'x']);
+  assert.deepEqual([...baked.inputNames], ['x']);
+  const input = f32(Float32Array.of(1, 10), [1, 2]);
+  assert.deepEqual([...floatData((await baked.run({ x: input })).y)], [31, 42]);
+  assert.deepEqual([...floatData((await fed.run({ x: input, w: weight })).y)], [31, 42]);
+  assert.throws(() => bakeInputs(g.toModel(), { w: new ort.Tensor('string', ['a', 'b', 'c', 'd'], [2, 2]) }), /unsupported type string/);
+  await Promise.all([fed.release(), baked.release()]);
+});
+
+for (const precision of ['fp32', 'int4'] as const) {
+  test(`baked per-layer sessions match the shared graphs (${precision}, dense and sparse, prefill and decode)`, async () => {
+    const fed = await SalaModel.load(SALA_TINY_A, { device: 'cpu', precision, bakeWeights: false });
+    const baked = await SalaModel.load(SALA_TINY_A, { device: 'cpu', precision, bakeWeights: true });
+    try {
+      // 600 tokens cross dense_len (512): the prefill runs sparse; decode continues sparse.
+      for (const length of [300, 600]) {
+        const ids = tokens(length, length);
+        const a = fed.newSequence();
+        const b = baked.newSequence();
+        const prefill = maxAbsDiff(await fed.forward(a, ids, { logits: 'all' }), await baked.forward(b, ids, { logits: 'all' }));
+        assert.ok(prefill <= 1e-4, `prefill of ${length}: ${prefill}`);
+        for (const id of tokens(4, 7)) {
+          const step = maxAbsDiff(await fed.forward(a, [id]), await baked.forward(b, [id]));
+          assert.ok(step <= 1e-4, `decode after ${length}: ${step}`);
+        }
+      }
+      await assert.rejects(baked.residentDecoder(baked.newSequence(), { maxTokens: 16 }), /baked into per-layer sessions has no resident decoder/);
+    } finally {
+      await Promise.all([fed.release(), baked.release()]);
+    }
+  });
+}
