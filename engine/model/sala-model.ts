@@ -3,7 +3,8 @@
 // "Model wrapper"):
 //   x = embed·scale_emb → per layer: lightning or sparse mixer + MLP → head.
 // Long inputs run in chunks; a call is one logical prefill (or a decode step when
-// it carries one token), so chunking never changes the result.
+// it carries one token), so chunking never changes the result. What a call does is
+// its plan (forward-plan.ts), shared with the resident decoder: this is its host executor.
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { resolveDevice, resolvePrecision, type DeviceRequest, type Precision, type PrecisionRequest, type ResolvedDevice, type ResolvedPrecision } from '../runtime/device.js';
