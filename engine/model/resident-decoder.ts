@@ -16,8 +16,9 @@ import type { Precision, ResolvedDevice } from '../runtime/device.js';
 import { DeviceMemoryError, GraphSession, bool, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { BlockPool } from '../kv/block-pool.js';
 import type { SparseKvCache } from '../kv/sparse-kv-cache.js';
-import { poolPads, visibleCount, type Level } from '../kv/selection.js';
+import type { Level } from '../kv/selection.js';
 import type { DerivedSizes, SalaConfig } from './config.js';
+import { forwardPlan, type ChunkPlan, type ChunkSelection as SelectionPlan, type ForwardPlan } from './forward-plan.js';
 import { buildGraphs, buildResidentGraphs } from './graphs.js';
 import type { Sequence } from './sequence.js';
 
@@ -116,9 +117,6 @@ function pick(tensors: Record<string, ort.Tensor>, names: readonly string[]): Fe
 
 const onDevice = 'gpu-buffer' as const;
 
-/** Tokens per prefill chunk (as SalaModel.forward's default). */
-export const DEFAULT_PREFILL_CHUNK = 512;
-
 /**
  * Device memory for one attention call's scores ([H, rows, keys] fp32, and as much again
  * for their softmax): a chunk whose rows attend to more keys than this allows splits its
@@ -140,13 +138,6 @@ interface RowGroup {
   to: number;
   blocks: number[][];
   perQuery: boolean;
-}
-
-/** What one prefill() call decides for all its chunks (as SalaModel.forward does). */
-interface PrefillCall {
-  sparse: boolean;
-  promptLength?: number;
-  k: number;
 }
 
 export class ResidentDecoder {
@@ -329,38 +320,26 @@ export class ResidentDecoder {
    * touch go up into the device store: at slot = block id when every block is resident;
    * with offload, each group of query rows places the union of the blocks it selected in
    * the pool (misses uploaded, the chunk's own blocks refreshed). One call is one logical
-   * prefill, as in SalaModel.forward: the dense/sparse switch, k and the prompt's
-   * visibility rule hold for the whole call, so chunking does not change the result.
+   * prefill, as in SalaModel.forward: both run the call's plan (forward-plan.ts), so
+   * chunking does not change the result and neither path decides on its own.
    */
   async prefill(ids: readonly number[], options: { chunkSize?: number; signal?: AbortSignal } = {}): Promise<Float32Array> {
     if (this.closed) throw new Error('the resident decoder was closed');
-    const { config, sizes, globalTensors } = this.parts;
-    if (ids.length === 0) throw new RangeError('no tokens to prefill');
-    const bad = ids.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= config.vocabSize);
-    if (bad >= 0) throw new RangeError(`token id ${ids[bad]} at index ${bad} is outside the vocabulary [0, ${config.vocabSize})`);
-    const past = this.sequence.length;
-    const total = past + ids.length;
-    if (total > this.maxTokens) throw new RangeError(`the resident decoder was sized for ${this.maxTokens} tokens; ${total} do not fit`);
-    const call: PrefillCall = {
-      sparse: !this.dense && total >= config.sparse.denseLen,
-      promptLength: past === 0 && ids.length > 1 ? total : undefined,
-      k: Math.min(sizes.topkTotal, Math.ceil(total / this.blockSize)),
-    };
-    const chunkSize = Math.max(1, options.chunkSize ?? DEFAULT_PREFILL_CHUNK);
+    const { globalTensors } = this.parts;
+    const plan = this.plan(ids, options.chunkSize);
     let x: ort.Tensor | undefined;
     try {
-      for (let start = 0; start < ids.length; start += chunkSize) {
+      for (const chunk of plan.chunks) {
         if (options.signal?.aborted) throw options.signal.reason ?? new Error('aborted');
         // The last chunk's output is needed only for the head: earlier ones go now.
         release(x);
         x = undefined;
-        const chunk = ids.slice(start, start + chunkSize);
-        const first = past + start;
-        this.stats.otherBytes += chunk.length * (8 + 4);
-        const embedded = (await this.sessions.embed.run({ ids: i64(chunk), w_embed: globalTensors.w_embed })).x;
-        x = await this.runLayers(embedded, first, chunk.length, (state, input) => this.sparseChunk(state, input, first, chunk.length, call));
-        for (const id of chunk) this.sequence.tokens.push(id);
-        this.stats.prefilledTokens += chunk.length;
+        const count = chunk.ids.length;
+        this.stats.otherBytes += count * (8 + 4);
+        const embedded = (await this.sessions.embed.run({ ids: i64(chunk.ids), w_embed: globalTensors.w_embed })).x;
+        x = await this.runLayers(embedded, chunk.firstPosition, count, (state, input) => this.sparseChunk(state, input, chunk));
+        for (const id of chunk.ids) this.sequence.tokens.push(id);
+        this.stats.prefilledTokens += count;
       }
       const logits = (await this.sessions.headLast.run({ ...pick(globalTensors, this.sessions.headLast.inputNames), x: x! })).logits;
       return floatData(logits);
@@ -376,18 +355,28 @@ export class ResidentDecoder {
     }
   }
 
-  /** A sparse layer over a prefill chunk of `rows` tokens from `first`: project, store, select, attend in row groups. */
-  private async sparseChunk(state: SparseLayerState, x: ort.Tensor, first: number, rows: number, call: PrefillCall): Promise<ort.Tensor> {
+  /**
+   * The plan of feeding `ids` after the sequence (the decoder's 'dense' mode included), refused
+   * before anything runs when it does not fit the sizes the device state was made for.
+   */
+  private plan(ids: readonly number[], chunkSize?: number): ForwardPlan {
+    const plan = forwardPlan(this.parts.config, this.parts.sizes, this.sequence.length, ids, { chunkSize, attention: this.dense ? 'dense' : 'auto', logits: 'last' });
+    if (plan.callLength > this.maxTokens) throw new RangeError(`the resident decoder was sized for ${this.maxTokens} tokens; ${plan.callLength} do not fit`);
+    return plan;
+  }
+
+  /** A sparse layer over a prefill chunk: project, store, select (as the plan says), attend in row groups. */
+  private async sparseChunk(state: SparseLayerState, x: ort.Tensor, plan: ChunkPlan): Promise<ort.Tensor> {
     const { config, layerTensors } = this.parts;
     const Hk = config.numKeyValueHeads;
     const projected = await this.sessions.project.run({ ...pick(layerTensors[state.layer], this.sessions.project.inputNames), x });
     state.cache.append(floatData(projected.k_host), floatData(projected.v_host));
-    const blocks = Math.ceil((first + rows) / this.blockSize);
+    const { firstPosition: first, blocks } = plan;
+    const rows = plan.ids.length;
     const firstTouched = Math.floor(first / this.blockSize);
-    const k = Math.min(call.k, blocks);
-    // [Hk, rows, k] selected block ids (−1: none); none on the dense path, where a row attends to every block up to its own.
-    const selected = call.sparse ? await this.select(state, projected.q, first, rows, k, blocks, call.promptLength) : undefined;
-    const chunk: ChunkSelection = { first, rows, k, selected };
+    // [Hk, rows, rawK] selected block ids (−1: none); none on the dense path, where a row attends to every block up to its own (k unused).
+    const selected = plan.selection ? await this.select(state, projected.q, first, rows, plan.selection, blocks) : undefined;
+    const chunk: ChunkSelection = { first, rows, k: plan.selection?.rawK ?? 0, selected };
     const groups = this.rowGroups(state, chunk);
 
     // The chunk's blocks hold new rows: with every block resident they go up now; in a pool, when first placed.
@@ -631,13 +620,12 @@ export class ResidentDecoder {
   /** Feeds one token after the sequence and returns its logits [vocab]. */
   async step(id: number): Promise<Float32Array> {
     if (this.closed) throw new Error('the resident decoder was closed');
-    const { config, globalTensors } = this.parts;
-    if (!Number.isInteger(id) || id < 0 || id >= config.vocabSize) throw new RangeError(`token id ${id} is outside the vocabulary [0, ${config.vocabSize})`);
-    const position = this.sequence.length;
-    if (position + 1 > this.maxTokens) throw new RangeError(`the resident decoder was sized for ${this.maxTokens} tokens`);
+    const { globalTensors } = this.parts;
+    const [chunk] = this.plan([id]).chunks;
+    const position = chunk.firstPosition;
     this.stats.otherBytes += 8 + 4;
     const embedded = (await this.sessions.embed.run({ ids: i64([id]), w_embed: globalTensors.w_embed })).x;
-    const x = await this.runLayers(embedded, position, 1, (state, input) => this.sparseLayer(state, input, position));
+    const x = await this.runLayers(embedded, position, 1, (state, input) => this.sparseLayer(state, input, chunk));
     this.sequence.tokens.push(id);
     this.stats.steps++;
     const logits = (await this.sessions.head.run({ ...pick(globalTensors, this.sessions.head.inputNames), x })).logits;
@@ -645,14 +633,15 @@ export class ResidentDecoder {
     return floatData(logits);
   }
 
-  private async sparseLayer(state: SparseLayerState, x: ort.Tensor, position: number): Promise<ort.Tensor> {
+  /** A sparse layer over one decode token: dense over every past block, or the blocks selected, as the step's plan says. */
+  private async sparseLayer(state: SparseLayerState, x: ort.Tensor, plan: ChunkPlan): Promise<ort.Tensor> {
     const { config, layerTensors } = this.parts;
     const Hk = config.numKeyValueHeads;
     const B = this.blockSize;
     const tensorsOfLayer = layerTensors[state.layer];
     const projected = await this.sessions.project.run({ ...pick(tensorsOfLayer, this.sessions.project.inputNames), x });
     state.cache.append(floatData(projected.k_host), floatData(projected.v_host));
-    const length = position + 1;
+    const position = plan.firstPosition;
     const queryBlock = Math.floor(position / B);
 
     // The tail completed last step: it moves into the pool (device to device) and a new one starts.
@@ -662,11 +651,11 @@ export class ResidentDecoder {
     }
 
     let blocks: number[][];
-    if (this.dense || length < config.sparse.denseLen) {
+    if (!plan.selection) {
       const past = Array.from({ length: queryBlock }, (_, b) => b);
       blocks = Array.from({ length: Hk }, () => past);
     } else {
-      blocks = await this.selectBlocks(state, projected.q, position, length);
+      blocks = await this.selectBlocks(state, projected.q, position, plan.selection, plan.blocks);
     }
 
     // Slots of each head's blocks; misses go up in one write per layer.
@@ -790,11 +779,10 @@ export class ResidentDecoder {
   }
 
   /** InfLLM-V2 selection on the device for one decode query; returns each head's past blocks (the tail excluded). */
-  private async selectBlocks(state: SparseLayerState, q: ort.Tensor, position: number, length: number): Promise<number[][]> {
+  private async selectBlocks(state: SparseLayerState, q: ort.Tensor, position: number, selection: SelectionPlan, blocks: number): Promise<number[][]> {
     const Hk = this.parts.config.numKeyValueHeads;
-    const blocks = Math.ceil(length / this.blockSize);
-    const k = Math.min(this.parts.sizes.topkTotal, blocks);
-    const selected = await this.select(state, q, position, 1, k, blocks);
+    const k = selection.rawK;
+    const selected = await this.select(state, q, position, 1, selection, blocks);
     const tail = Math.floor(position / this.blockSize);
     const perHead: number[][] = [];
     for (let h = 0; h < Hk; h++) {
@@ -810,16 +798,18 @@ export class ResidentDecoder {
 
   /**
    * Stage 1 + pooling + top-k on the device for `rows` queries from `firstPosition`,
-   * over the layer's compressed keys (new ones go up first): [Hk, rows, k], −1 = none.
+   * over the layer's compressed keys (new ones go up first), fed as the plan says: [Hk, rows, rawK], −1 = none.
    */
-  private async select(state: SparseLayerState, q: ort.Tensor, firstPosition: number, rows: number, k: number, blocks: number, promptLength?: number): Promise<BigInt64Array> {
-    const { config, sizes, tensors, fineLevel, coarseLevel } = this.parts;
+  private async select(state: SparseLayerState, q: ort.Tensor, firstPosition: number, rows: number, plan: SelectionPlan, blocks: number): Promise<BigInt64Array> {
+    const { config, sizes, tensors } = this.parts;
     const Hk = config.numKeyValueHeads;
     const hs = sizes.sparseHeadDim;
     const rowSize = Hk * hs;
     const { fine, coarse } = state.cache.compressedKeys();
-    const fineCount = fine.length / rowSize;
-    const coarseCount = coarse.length / rowSize;
+    const { fineCount, coarseCount } = plan;
+    if (fine.length !== fineCount * rowSize || coarse.length !== coarseCount * rowSize) {
+      throw new Error(`the KV cache holds ${fine.length / rowSize}/${coarse.length / rowSize} compressed keys; the plan expects ${fineCount}/${coarseCount}`);
+    }
     // New compressed rows (a window completes every kernel_stride tokens) go up as they appear.
     const append = async (store: ort.Tensor, data: Float32Array, from: number, to: number): Promise<ort.Tensor> => {
       if (to > store.dims[0]) throw new RangeError(`compressed keys outgrew the device store (${store.dims[0]} rows)`);
@@ -848,10 +838,10 @@ export class ResidentDecoder {
       fine_count: i64([Math.max(1, fineCount)]),
       coarse_count: i64([Math.max(1, coarseCount)]),
       query_positions: i64(positions),
-      fine_visible: i64(positions.map((p) => visibleCount(p, fineLevel, fineCount, promptLength))),
-      coarse_visible: i64(positions.map((p) => visibleCount(p, coarseLevel, coarseCount, promptLength))),
-      pool_pads: i64(poolPads(Math.max(1, fineCount), blocks, config.sparse.blockSize / config.sparse.kernelStride)),
-      k: i64([k]),
+      fine_visible: i64(plan.fineVisible),
+      coarse_visible: i64(plan.coarseVisible),
+      pool_pads: i64(plan.poolPads),
+      k: i64([plan.rawK]),
       block_excluded: bool(excluded, [blocks]),
     });
     return int64Data(out.selected);

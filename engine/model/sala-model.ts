@@ -3,7 +3,8 @@
 // "Model wrapper"):
 //   x = embed·scale_emb → per layer: lightning or sparse mixer + MLP → head.
 // Long inputs run in chunks; a call is one logical prefill (or a decode step when
-// it carries one token), so chunking never changes the result.
+// it carries one token), so chunking never changes the result. What a call does is
+// its plan (forward-plan.ts), shared with the resident decoder: this is its host executor.
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { resolveDevice, resolvePrecision, type DeviceRequest, type Precision, type PrecisionRequest, type ResolvedDevice, type ResolvedPrecision } from '../runtime/device.js';
@@ -11,13 +12,14 @@ import { blocksPerRow, quantizeInt4, type Int4Matrix } from '../runtime/int4.js'
 import { DeviceMemoryError, GraphSession, bool, f16, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { SparseKvCache, type SpillOptions } from '../kv/sparse-kv-cache.js';
 import { Sequence } from './sequence.js';
-import { blocksPerHead, poolPads, visibleCount, type Level } from '../kv/selection.js';
+import { blocksPerHead, type Level } from '../kv/selection.js';
 import { derivedSizes, expectedWeights, loadConfig, type DerivedSizes, type SalaConfig } from './config.js';
 import { MATRIX_INPUTS, buildGraphs } from './graphs.js';
 import { loadWeights, type WeightMap } from './weights.js';
 import { DeviceTensors, release } from '../runtime/device-tensors.js';
 import { bakeInputs } from '../runtime/bake.js';
 import { ResidentDecoder, type ResidentOptions, type ResidentSessions } from './resident-decoder.js';
+import { DEFAULT_CHUNK_SIZE, ModelInputError, compressionLevels, forwardPlan, type ChunkPlan, type ChunkSelection, type PlanOptions } from './forward-plan.js';
 
 export interface ModelOptions {
   device?: DeviceRequest;
@@ -63,21 +65,15 @@ export interface SelectionRecord {
   selected: Int32Array;
 }
 
-export interface ForwardOptions {
-  /** Which positions get logits: every new one, the last, or the last N. Default 'last'. */
-  logits?: 'all' | 'last' | number;
-  /** Tokens per prefill chunk (the sparse/dense decision and selection do not depend on it). */
-  chunkSize?: number;
+/** Which positions get logits and the chunk size (see PlanOptions); the host path always follows dense_len. */
+export interface ForwardOptions extends Pick<PlanOptions, 'logits' | 'chunkSize'> {
   /** Called with the blocks each sparse layer selected (sparse path only). */
   onSelection?: (record: SelectionRecord) => void;
   signal?: AbortSignal;
 }
 
-export class ModelInputError extends Error {}
-
-export { Sequence };
-
-export const DEFAULT_CHUNK_SIZE = 512;
+// Kept here for existing importers; they live in forward-plan.ts, which the resident decoder imports too.
+export { DEFAULT_CHUNK_SIZE, ModelInputError, Sequence };
 
 /**
  * Below this size '--device auto' keeps the CPU: measured on an H100 through WebGPU, the
@@ -155,9 +151,9 @@ export class SalaModel {
     private readonly baked?: BakedSessions,
   ) {
     this.sizes = derivedSizes(config);
-    const { kernelSize, kernelStride } = config.sparse;
-    this.fineLevel = { window: kernelSize, stride: kernelStride };
-    this.coarseLevel = { window: 4 * kernelSize, stride: 4 * kernelStride };
+    const levels = compressionLevels(config);
+    this.fineLevel = levels.fine;
+    this.coarseLevel = levels.coarse;
   }
 
   /** Loads config.json and the safetensors weights of a model directory. */
@@ -343,58 +339,40 @@ export class SalaModel {
 
   /**
    * Feeds `ids` after what `sequence` holds and returns logits [rows, vocab]
-   * for the positions options.logits names. One call is one logical forward: the
-   * reference's dense/sparse switch (kv length ≥ dense_len) and its prefill
-   * visibility rule are decided for the whole call, whatever the chunk size.
+   * for the positions options.logits names. One call is one logical forward: its
+   * plan (forward-plan.ts) decides the chunks, dense or sparse attention and the
+   * selection feeds for the whole call; this runs it on the host.
    */
   async forward(sequence: Sequence, ids: readonly number[], options: ForwardOptions = {}): Promise<Float32Array> {
-    this.validateIds(ids);
-    const past = sequence.length;
-    const total = past + ids.length;
-    const sparsePath = total >= this.config.sparse.denseLen;
-    // Only an all-new prefill is aligned bottom-right by the kernel; continuations and decode use absolute positions.
-    const promptLength = past === 0 && ids.length > 1 ? total : undefined;
-    const chunkSize = Math.max(1, options.chunkSize ?? DEFAULT_CHUNK_SIZE);
-    const wanted = options.logits ?? 'last';
-    const logitRows = wanted === 'all' ? ids.length : wanted === 'last' ? 1 : Math.min(Math.max(1, wanted), ids.length);
-    const firstLogitRow = ids.length - logitRows;
+    const plan = forwardPlan(this.config, this.sizes, sequence.length, ids, { logits: options.logits, chunkSize: options.chunkSize });
     const hidden: Float32Array[] = [];
     const d = this.config.hiddenSize;
 
-    for (let start = 0; start < ids.length; start += chunkSize) {
+    for (const chunk of plan.chunks) {
       if (options.signal?.aborted) throw options.signal.reason ?? new Error('aborted');
-      const chunk = ids.slice(start, start + chunkSize);
-      const firstPosition = past + start;
-      const embed = this.graph('embed', chunk.length);
-      const embedded = await embed.run({ ...pick(this.globalTensors, embed.inputNames), ids: i64(chunk) });
+      const tokens = chunk.ids.length;
+      const embed = this.graph('embed', tokens);
+      const embedded = await embed.run({ ...pick(this.globalTensors, embed.inputNames), ids: i64(chunk.ids) });
       let x = floatData(embedded.x);
       for (let layer = 0; layer < this.config.numHiddenLayers; layer++) {
         x =
           this.config.mixerTypes[layer] === 'lightning-attn'
-            ? await this.lightningLayer(sequence, layer, x, firstPosition, chunk.length)
-            : await this.sparseLayer(sequence, layer, x, firstPosition, chunk.length, { sparsePath, promptLength, callLength: total, onSelection: options.onSelection });
+            ? await this.lightningLayer(sequence, layer, x, chunk.firstPosition, tokens)
+            : await this.sparseLayer(sequence, layer, x, chunk, options.onSelection);
       }
-      for (const id of chunk) sequence.tokens.push(id);
-      const keepFrom = Math.max(firstLogitRow - start, 0);
-      if (keepFrom < chunk.length) hidden.push(x.subarray(keepFrom * d, chunk.length * d));
+      for (const id of chunk.ids) sequence.tokens.push(id);
+      if (chunk.logitsFrom !== undefined) hidden.push(x.subarray(chunk.logitsFrom * d, tokens * d));
     }
 
-    const rows = new Float32Array(logitRows * d);
+    const rows = new Float32Array(plan.logitRows * d);
     let offset = 0;
     for (const part of hidden) {
       rows.set(part, offset);
       offset += part.length;
     }
-    const head = this.graph('head', logitRows);
-    const out = await head.run({ ...pick(this.globalTensors, head.inputNames), x: f32(rows, [logitRows, d]) });
+    const head = this.graph('head', plan.logitRows);
+    const out = await head.run({ ...pick(this.globalTensors, head.inputNames), x: f32(rows, [plan.logitRows, d]) });
     return floatData(out.logits);
-  }
-
-  private validateIds(ids: readonly number[]): void {
-    if (ids.length === 0) throw new ModelInputError('no input tokens: the prompt is empty');
-    const vocab = this.config.vocabSize;
-    const bad = ids.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= vocab);
-    if (bad >= 0) throw new ModelInputError(`token id ${ids[bad]} at index ${bad} is outside the vocabulary [0, ${vocab})`);
   }
 
   /** Lightning decoder layer (spec, "Lightning layer"): one graph call carrying the fp32 state. */
@@ -414,15 +392,10 @@ export class SalaModel {
     return floatData(out.x_out);
   }
 
-  /** Sparse decoder layer (spec, "Sparse layer, prefill" / "single-token decode"): project, append K/V, select blocks, attend. */
-  private async sparseLayer(
-    sequence: Sequence,
-    layer: number,
-    x: Float32Array,
-    firstPosition: number,
-    tokens: number,
-    call: { sparsePath: boolean; promptLength?: number; callLength: number; onSelection?: (record: SelectionRecord) => void },
-  ): Promise<Float32Array> {
+  /** Sparse decoder layer (spec, "Sparse layer, prefill" / "single-token decode"): project, append K/V, select blocks (as the plan says), attend. */
+  private async sparseLayer(sequence: Sequence, layer: number, x: Float32Array, chunk: ChunkPlan, onSelection?: (record: SelectionRecord) => void): Promise<Float32Array> {
+    const { firstPosition, selection: plan } = chunk;
+    const tokens = chunk.ids.length;
     const cache = sequence.sparse.get(layer);
     if (!cache) throw new Error(`layer ${layer} has no KV cache`);
     const tensors = this.layerTensors[layer];
@@ -431,15 +404,16 @@ export class SalaModel {
     const project = this.graph('sparseProject', tokens, layer);
     const projected = await project.run({ ...pick(tensors, project.inputNames), x: f32(x, [tokens, d]) });
     cache.append(floatData(projected.k), floatData(projected.v));
+    if (cache.blockCount !== chunk.blocks) throw new Error(`layer ${layer} holds ${cache.blockCount} blocks; the plan expects ${chunk.blocks}`);
 
-    if (!call.sparsePath) {
-      const everyBlock = Array.from({ length: cache.blockCount }, (_, b) => b);
+    if (!plan) {
+      const everyBlock = Array.from({ length: chunk.blocks }, (_, b) => b);
       const perHead = Array.from({ length: Hk }, () => everyBlock);
       const mask = new Uint8Array(Hk * tokens * everyBlock.length).fill(1);
       return this.attend(sequence, cache, layer, x, projected, firstPosition, 0, tokens, { blockIds: perHead, width: everyBlock.length, mask });
     }
-    const selection = await this.selectBlocks(sequence, cache, projected.q, firstPosition, tokens, call.callLength, call.promptLength);
-    if (call.onSelection) call.onSelection({ layer, firstPosition, queries: tokens, k: selection.k, selected: selection.padded });
+    const selection = await this.selectBlocks(sequence, cache, projected.q, chunk, plan);
+    if (onSelection) onSelection({ layer, firstPosition, queries: tokens, k: selection.k, selected: selection.padded });
     // Attend one query block at a time: queries of one block select nearly the same
     // blocks, so each group gathers little more than its own selection.
     const { blockSize } = this.config.sparse;
@@ -534,38 +508,29 @@ export class SalaModel {
     return reused && reused.keys.length >= floats ? reused : { keys: new Float32Array(floats), values: new Float32Array(floats) };
   }
 
-  /** InfLLM-V2 stage 1 + pooling + top-k for the queries of this call (graph sparse_select). */
-  private async selectBlocks(sequence: Sequence, cache: SparseKvCache, q: ort.Tensor, firstPosition: number, tokens: number, callLength: number, promptLength?: number) {
+  /** InfLLM-V2 stage 1 + pooling + top-k for the queries of a chunk (graph sparse_select), fed as the plan says. */
+  private async selectBlocks(sequence: Sequence, cache: SparseKvCache, q: ort.Tensor, chunk: ChunkPlan, plan: ChunkSelection) {
     const { fine, coarse } = cache.compressedKeys();
     const Hk = this.config.numKeyValueHeads;
     const hs = this.sizes.sparseHeadDim;
     const rowSize = Hk * hs;
-    const fineCount = fine.length / rowSize;
-    const coarseCount = coarse.length / rowSize;
-    const blocks = cache.blockCount;
-    const fineVisible: number[] = [];
-    const coarseVisible: number[] = [];
-    for (let i = 0; i < tokens; i++) {
-      const position = firstPosition + i;
-      fineVisible.push(visibleCount(position, this.fineLevel, fineCount, promptLength));
-      coarseVisible.push(visibleCount(position, this.coarseLevel, coarseCount, promptLength));
+    const { k, rawK, fineCount, coarseCount } = plan;
+    if (fine.length !== fineCount * rowSize || coarse.length !== coarseCount * rowSize) {
+      throw new Error(`the KV cache holds ${fine.length / rowSize}/${coarse.length / rowSize} compressed keys; the plan expects ${fineCount}/${coarseCount}`);
     }
-    // The reference selects k = min(topk + local, blocks of the whole call); the
-    // blocks past this chunk can only fill slots that become −1, so fewer suffice here.
-    const k = Math.min(this.sizes.topkTotal, Math.ceil(callLength / this.config.sparse.blockSize));
-    const rawK = Math.min(k, blocks);
+    const tokens = chunk.ids.length;
     // A level with no complete window yet still needs one (masked) row for the graph.
     const nonEmpty = (data: Float32Array) => (data.length > 0 ? data : new Float32Array(rowSize));
     const out = await this.graph('sparseSelect', tokens).run({
       q,
       c1: f32(nonEmpty(fine), [Math.max(1, fineCount), Hk, hs]),
       c2: f32(nonEmpty(coarse), [Math.max(1, coarseCount), Hk, hs]),
-      query_positions: i64(Array.from({ length: tokens }, (_, i) => firstPosition + i)),
-      fine_visible: i64(fineVisible),
-      coarse_visible: i64(coarseVisible),
-      pool_pads: i64(poolPads(Math.max(1, fineCount), blocks, this.config.sparse.blockSize / this.config.sparse.kernelStride)),
+      query_positions: i64(Array.from({ length: tokens }, (_, i) => chunk.firstPosition + i)),
+      fine_visible: i64(plan.fineVisible),
+      coarse_visible: i64(plan.coarseVisible),
+      pool_pads: i64(plan.poolPads),
       k: i64([rawK]),
-      block_excluded: bool(sequence.excludedBlocks(blocks), [blocks]),
+      block_excluded: bool(sequence.excludedBlocks(chunk.blocks), [chunk.blocks]),
     });
     const raw = int64Data(out.selected);
     const padded = new Int32Array(Hk * tokens * k).fill(-1);
