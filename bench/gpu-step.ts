@@ -19,7 +19,8 @@ import { SalaModel } from '../engine/model/sala-model.js';
 import { argmax } from '../engine/model/sampling.js';
 import { isDeviceRequest, isPrecisionRequest, keepsTensorsOnDevice, type DeviceKind, type Precision } from '../engine/runtime/device.js';
 import { GraphBuilder } from '../engine/runtime/graph-builder.js';
-import { GraphSession, f16 } from '../engine/runtime/session.js';
+import { GraphSession, f16, f32 } from '../engine/runtime/session.js';
+import { derivedSizes, type SalaConfig } from '../engine/model/config.js';
 import { bakeInputs } from '../engine/runtime/bake.js';
 import { defaultModelSpec, nineBSpec, tileSequence, weightBytesPerToken, type ModelSpec } from './offload.js';
 import { lineChart } from './svg-chart.js';
@@ -29,6 +30,8 @@ interface Floors {
   readGBps: number;
   /** fp16 matrix products on the device, TFLOP/s. */
   matmulTflops: number;
+  /** Host → device: a 256 MiB fp32 input from host memory, reduced on the device, GB/s (the offload path's bus). */
+  h2dGBps: number;
 }
 
 interface StepRow {
@@ -41,6 +44,10 @@ interface StepRow {
   prefillFloorTokensPerSecond?: number;
   decodeMsPerToken?: number;
   decodeFloorMs?: number;
+  /** Host ↔ device bytes per decode step (the host executor's inputs and outputs; the resident decoder's uploads). */
+  busBytesPerToken?: number;
+  /** With PANORAMA_PROFILE_RUNS set: session runs and wall ms per decode step, by graph (layer suffixes folded). */
+  profile?: Record<string, { runsPerToken: number; msPerToken: number }>;
   /** How far above its floor: measured ÷ floor (decode), floor ÷ measured (prefill). */
   decodeOverFloor?: number;
   prefillUnderFloor?: number;
@@ -86,7 +93,43 @@ async function measureFloors(device: DeviceKind): Promise<Floors> {
   const mmSession = await GraphSession.create('floor_matmul', bakeInputs(mm.toModel(), { w: f16(new Float32Array(n * n).fill(1 / n), [n, n]) }), { device });
   const mmMs = await timeRuns(() => mmSession.run({ seed: f16(new Float32Array(n).fill(0.5), [1, n]) }), 5);
   await mmSession.release();
-  return { readGBps: (cols * 4096 * 2) / (readMs / 1000) / 1e9, matmulTflops: (4 * 2 * n ** 3) / (mmMs / 1000) / 1e12 };
+  const floats = small ? 2 ** 24 : 2 ** 26;
+  const bus = new GraphBuilder('floor_h2d');
+  bus.output(bus.op('ReduceSum', [bus.input('x', 'float', [floats]), bus.int64s([0])], { keepdims: 0 }), 'y', 'float', []);
+  const busSession = await GraphSession.create('floor_h2d', bus.toModel(), { device });
+  const hostData = f32(new Float32Array(floats).fill(1), [floats]);
+  const busMs = await timeRuns(() => busSession.run({ x: hostData }), 5);
+  await busSession.release();
+  return { readGBps: (cols * 4096 * 2) / (readMs / 1000) / 1e9, matmulTflops: (4 * 2 * n ** 3) / (mmMs / 1000) / 1e12, h2dGBps: (floats * 4) / (busMs / 1000) / 1e9 };
+}
+
+/**
+ * Bytes the host executor moves between host and device per decode step at `context`:
+ * Lightning states in and out, the blocks each sparse layer attends to and its compressed
+ * keys (fp32), the logits back.
+ */
+export function hostExecutorBusBytes(config: SalaConfig, context: number): number {
+  const sizes = derivedSizes(config);
+  const { blockSize, kernelStride, denseLen } = config.sparse;
+  const state = sizes.lightningHeads * sizes.lightningHeadDim * sizes.lightningHeadDim * 4;
+  const blocks = Math.ceil(context / blockSize);
+  const width = context < denseLen ? blocks : Math.min(sizes.topkTotal, blocks);
+  const row = config.numKeyValueHeads * sizes.sparseHeadDim * 4;
+  const gathered = 2 * width * blockSize * row;
+  const compressed = context < denseLen ? 0 : (context / kernelStride + context / (4 * kernelStride)) * row;
+  return sizes.lightningLayers.length * 2 * state + sizes.sparseLayers.length * (gathered + compressed) + config.vocabSize * 4;
+}
+
+function foldedProfile(steps: number): Record<string, { runsPerToken: number; msPerToken: number }> | undefined {
+  if (!GraphSession.profile) return undefined;
+  const out: Record<string, { runsPerToken: number; msPerToken: number }> = {};
+  for (const [name, entry] of GraphSession.profile) {
+    const key = name.replace(/_\d+$/, '');
+    const folded = (out[key] ??= { runsPerToken: 0, msPerToken: 0 });
+    folded.runsPerToken += entry.runs / steps;
+    folded.msPerToken += entry.ms / steps;
+  }
+  return out;
 }
 
 async function runModel(
@@ -125,16 +168,24 @@ async function runModel(
       let started = performance.now();
       let logits = resident ? await resident.prefill(ids) : await model.forward(sequence, ids);
       const prefillTokensPerSecond = ids.length / ((performance.now() - started) / 1000);
+      GraphSession.profile?.clear();
+      const before = resident?.snapshot();
       started = performance.now();
       for (let step = 0; step < options.steps; step++) {
         const next = argmax(logits);
         logits = resident ? await resident.step(next) : await model.forward(sequence, [next]);
       }
       const decodeMsPerToken = (performance.now() - started) / options.steps;
+      const profile = foldedProfile(options.steps);
+      const after = resident?.snapshot();
+      const busBytesPerToken =
+        before && after ? (after.blockBytes + after.otherBytes - before.blockBytes - before.otherBytes) / options.steps : hostExecutorBusBytes(spec.config, context);
       await resident?.close();
       sequence.rollback(checkpoint);
       const row = {
         ...base,
+        busBytesPerToken,
+        profile,
         prefillTokens: ids.length,
         prefillTokensPerSecond,
         decodeMsPerToken,
@@ -143,8 +194,10 @@ async function runModel(
       };
       rows.push(row);
       log(
-        `    ${context}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×)`,
+        `    ${context}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
       );
+      if (profile)
+        log(`      ${JSON.stringify(Object.fromEntries(Object.entries(profile).map(([k, v]) => [k, `${v.runsPerToken.toFixed(0)} runs ${v.msPerToken.toFixed(2)} ms`])))}`);
     }
   } finally {
     await model.release();
@@ -153,14 +206,18 @@ async function runModel(
 }
 
 function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
-  const lines = ['| device | read GB/s | fp16 TFLOP/s |', '|---|---:|---:|'];
-  for (const [device, f] of Object.entries(floors)) lines.push(`| ${device} | ${f.readGBps.toFixed(0)} | ${f.matmulTflops.toFixed(1)} |`);
-  lines.push('', '| model | device | precision | context | prefill tok/s | floor | decode ms/token | floor ms | × floor |', '|---|---|---|---:|---:|---:|---:|---:|---:|');
+  const lines = ['| device | weights read GB/s | fp16 TFLOP/s | host → device GB/s |', '|---|---:|---:|---:|'];
+  for (const [device, f] of Object.entries(floors)) lines.push(`| ${device} | ${f.readGBps.toFixed(0)} | ${f.matmulTflops.toFixed(1)} | ${f.h2dGBps.toFixed(1)} |`);
+  lines.push(
+    '',
+    '| model | device | precision | context | prefill tok/s | floor | decode ms/token | floor ms | × floor | bus MiB/token |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
+  );
   for (const r of rows) {
-    if (r.skipped) lines.push(`| ${r.model} | ${r.device} | ${r.precision} | ${r.context} | ${r.skipped} | | | | |`);
+    if (r.skipped) lines.push(`| ${r.model} | ${r.device} | ${r.precision} | ${r.context} | ${r.skipped} | | | | | |`);
     else
       lines.push(
-        `| ${r.model} | ${r.device} | ${r.precision} | ${r.context} | ${r.prefillTokensPerSecond!.toFixed(0)} | ${r.prefillFloorTokensPerSecond!.toFixed(0)} | ${r.decodeMsPerToken!.toFixed(2)} | ${r.decodeFloorMs!.toFixed(3)} | ${r.decodeOverFloor!.toFixed(0)}× |`,
+        `| ${r.model} | ${r.device} | ${r.precision} | ${r.context} | ${r.prefillTokensPerSecond!.toFixed(0)} | ${r.prefillFloorTokensPerSecond!.toFixed(0)} | ${r.decodeMsPerToken!.toFixed(2)} | ${r.decodeFloorMs!.toFixed(3)} | ${r.decodeOverFloor!.toFixed(0)}× | ${(r.busBytesPerToken! / 2 ** 20).toFixed(1)} |`,
       );
   }
   return lines.join('\n') + '\n';
@@ -197,7 +254,9 @@ async function main(): Promise<void> {
   };
   for (const device of devices as DeviceKind[]) {
     floors[device] = await measureFloors(device);
-    log(`${device}: read ${floors[device].readGBps.toFixed(0)} GB/s, fp16 products ${floors[device].matmulTflops.toFixed(1)} TFLOP/s`);
+    log(
+      `${device}: read ${floors[device].readGBps.toFixed(0)} GB/s, fp16 products ${floors[device].matmulTflops.toFixed(1)} TFLOP/s, host → device ${floors[device].h2dGBps.toFixed(1)} GB/s`,
+    );
     save();
   }
   for (const name of values.models!.split(',')) {

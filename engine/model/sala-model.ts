@@ -18,6 +18,7 @@ import { MATRIX_INPUTS, buildGraphs } from './graphs.js';
 import { loadWeights, type WeightMap } from './weights.js';
 import { DeviceTensors, release } from '../runtime/device-tensors.js';
 import { bakeInputs } from '../runtime/bake.js';
+import { composeChain } from '../runtime/compose.js';
 import { ResidentDecoder, type ResidentOptions, type ResidentSessions } from './resident-decoder.js';
 import { DEFAULT_CHUNK_SIZE, ModelInputError, compressionLevels, forwardPlan, type ChunkPlan, type ChunkSelection, type PlanOptions } from './forward-plan.js';
 
@@ -115,7 +116,15 @@ interface BakedSessions {
   embed: GraphSession;
   head: GraphSession;
   layers: { lightning?: GraphSession; sparseProject?: GraphSession; sparseAttend?: GraphSession }[];
+  /** Runs of consecutive Lightning layers chained into one session, by their first layer. */
+  lightningGroups: Map<number, { session: GraphSession; layers: number[] }>;
 }
+
+/**
+ * Largest chained Lightning graph: onnxruntime reads a model from bytes only below 2 GiB
+ * (protobuf's limit), so a run of fp16 9B-shape layers (~570 MB each) splits into several.
+ */
+const MAX_CHAIN_BYTES = 1.5 * 2 ** 30;
 
 type GraphName = keyof Sessions;
 
@@ -289,7 +298,10 @@ export class SalaModel {
   /** Frees the onnxruntime sessions; the model cannot run afterwards. */
   async release(): Promise<void> {
     const all = [...Object.values(this.prefillSessions), ...Object.values(this.decodeSessions)];
-    if (this.baked) all.push(this.baked.embed, this.baked.head, ...this.baked.layers.flatMap((layer) => Object.values(layer)));
+    if (this.baked) {
+      all.push(this.baked.embed, this.baked.head, ...this.baked.layers.flatMap((layer) => Object.values(layer)));
+      all.push(...[...this.baked.lightningGroups.values()].map((group) => group.session));
+    }
     if (this.residentSessions) all.push(...Object.values(await this.residentSessions));
     await Promise.all(all.map((session) => session.release()));
     await this.deviceTensors.release();
@@ -354,11 +366,18 @@ export class SalaModel {
       const embed = this.graph('embed', tokens);
       const embedded = await embed.run({ ...pick(this.globalTensors, embed.inputNames), ids: i64(chunk.ids) });
       let x = floatData(embedded.x);
-      for (let layer = 0; layer < this.config.numHiddenLayers; layer++) {
+      for (let layer = 0; layer < this.config.numHiddenLayers;) {
+        const group = this.baked?.lightningGroups.get(layer);
+        if (group) {
+          x = await this.lightningGroup(sequence, group, x, chunk.firstPosition, tokens);
+          layer += group.layers.length;
+          continue;
+        }
         x =
           this.config.mixerTypes[layer] === 'lightning-attn'
             ? await this.lightningLayer(sequence, layer, x, chunk.firstPosition, tokens)
             : await this.sparseLayer(sequence, layer, x, chunk, options.onSelection);
+        layer++;
       }
       for (const id of chunk.ids) sequence.tokens.push(id);
       if (chunk.logitsFrom !== undefined) hidden.push(x.subarray(chunk.logitsFrom * d, tokens * d));
@@ -389,6 +408,33 @@ export class SalaModel {
       positions: f32(positions, [tokens]),
     });
     state.set(floatData(out.state_out));
+    return floatData(out.x_out);
+  }
+
+  /** Consecutive Lightning layers in one run of their chained session (baked weights only): x stays on the device between them. */
+  private async lightningGroup(
+    sequence: Sequence,
+    group: { session: GraphSession; layers: number[] },
+    x: Float32Array,
+    firstPosition: number,
+    tokens: number,
+  ): Promise<Float32Array> {
+    const { lightningHeads: H, lightningHeadDim: D } = this.sizes;
+    const feeds: Feeds = {
+      x: f32(x, [tokens, this.config.hiddenSize]),
+      positions: f32(
+        Float32Array.from({ length: tokens }, (_, i) => firstPosition + i),
+        [tokens],
+      ),
+    };
+    const states = group.layers.map((layer) => {
+      const state = sequence.lightning.get(layer);
+      if (!state) throw new Error(`layer ${layer} has no lightning state`);
+      feeds[`l${layer}_state`] = f32(state, [H, D, D]);
+      return state;
+    });
+    const out = await group.session.run(feeds);
+    group.layers.forEach((layer, i) => states[i].set(floatData(out[`l${layer}_state_out`])));
     return floatData(out.x_out);
   }
 
@@ -560,19 +606,43 @@ async function bakeSessions(
   };
   try {
     const layers: BakedSessions['layers'] = [];
+    const lightningGroups: BakedSessions['lightningGroups'] = new Map();
+    let run: { layers: number[]; models: Uint8Array[]; bytes: number } = { layers: [], models: [], bytes: 0 };
+    const closeRun = async () => {
+      if (run.layers.length > 0) {
+        const chained = composeChain(
+          run.models,
+          run.layers.map((layer) => `l${layer}_`),
+          { input: 'x', output: 'x_out' },
+          ['positions'],
+        );
+        run.models = [];
+        const session = await GraphSession.create(`lightning_group_${run.layers[0]}`, chained, options);
+        made.push(session);
+        lightningGroups.set(run.layers[0], { session, layers: run.layers });
+      }
+      run = { layers: [], models: [], bytes: 0 };
+    };
     for (let layer = 0; layer < config.numHiddenLayers; layer++) {
       const tensors = layerTensors[layer];
-      layers.push(
-        config.mixerTypes[layer] === 'lightning-attn'
-          ? { lightning: await make(`lightning_${layer}`, graphs.lightning, tensors) }
-          : {
-              sparseProject: await make(`sparse_project_${layer}`, graphs.sparseProject, tensors),
-              sparseAttend: await make(`sparse_attend_${layer}`, graphs.sparseAttend, tensors),
-            },
-      );
+      if (config.mixerTypes[layer] === 'lightning-attn') {
+        const model = bakeInputs(graphs.lightning, tensors);
+        if (run.bytes + model.length > MAX_CHAIN_BYTES) await closeRun();
+        run.layers.push(layer);
+        run.models.push(model);
+        run.bytes += model.length;
+        layers.push({});
+      } else {
+        await closeRun();
+        layers.push({
+          sparseProject: await make(`sparse_project_${layer}`, graphs.sparseProject, tensors),
+          sparseAttend: await make(`sparse_attend_${layer}`, graphs.sparseAttend, tensors),
+        });
+      }
       layerTensors[layer] = {};
     }
-    return { embed: await make('embed', graphs.embed, globalTensors), head: await make('head', graphs.head, globalTensors), layers };
+    await closeRun();
+    return { embed: await make('embed', graphs.embed, globalTensors), head: await make('head', graphs.head, globalTensors), layers, lightningGroups };
   } catch (err) {
     await Promise.all(made.map((session) => session.release()));
     throw err;
