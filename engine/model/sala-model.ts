@@ -77,9 +77,9 @@ export interface ForwardOptions extends Pick<PlanOptions, 'logits' | 'chunkSize'
 export { DEFAULT_CHUNK_SIZE, ModelInputError, Sequence };
 
 /**
- * Below this size '--device auto' keeps the CPU: measured on an H100 through WebGPU, the
- * 13M default model decodes at ~100–190 ms/token against ~10 on two CPU cores, while the
- * 9B shape decodes at ~300 ms/token against ~2.4 s on the CPU.
+ * Below this size '--device auto' keeps the CPU: on one H200 the 13M default model decodes at
+ * 8–11 ms/token through CUDA and 38–58 through WebGPU against 5 on the CPU, while the 9B shape
+ * decodes at 87–109 ms/token through CUDA against ~2.4 s on the CPU (docs/benchmarks/gpu.md).
  */
 export const AUTO_GPU_MIN_PARAMETERS = 1e9;
 
@@ -121,10 +121,13 @@ interface BakedSessions {
 }
 
 /**
- * Largest chained Lightning graph: onnxruntime reads a model from bytes only below 2 GiB
- * (protobuf's limit), so a run of fp16 9B-shape layers (~570 MB each) splits into several.
+ * Largest chained Lightning graph. Measured on an H200 (docs/benchmarks/gpu.md): chains of
+ * two fp16 9B-shape layers (1.1 GB) took ~35 s each to create on CUDA (the model loaded in
+ * 414 s against 67 s unchained), one of eight int4 layers (1.4 GB) did not finish in 230 s,
+ * while on the CPU provider the same chains build in ~1.6 s a layer. Until that is
+ * understood only small layers chain (the default model's whole runs of Lightning layers).
  */
-const MAX_CHAIN_BYTES = 1.5 * 2 ** 30;
+const MAX_CHAIN_BYTES = 64 * 2 ** 20;
 
 type GraphName = keyof Sessions;
 
@@ -179,7 +182,7 @@ export class SalaModel {
       options.device === 'auto' && parameters < AUTO_GPU_MIN_PARAMETERS
         ? {
             kind: 'cpu' as const,
-            reason: `auto: a ${(parameters / 1e6).toFixed(0)}M-parameter model decodes faster on the CPU than through a GPU provider, whose per-kernel cost dominates small models (docs/benchmarks/offload-webgpu.md)`,
+            reason: `auto: a ${(parameters / 1e6).toFixed(0)}M-parameter model decodes faster on the CPU than through a GPU provider, whose per-run cost dominates small models (docs/benchmarks/gpu.md)`,
           }
         : await resolveDevice(options.device ?? 'cpu');
     const precision = await resolvePrecision(options.precision ?? 'auto', device.kind);

@@ -35,6 +35,7 @@ export class GraphSession {
   ) {}
 
   static async create(name: string, model: Uint8Array, options: SessionOptions): Promise<GraphSession> {
+    const creating = performance.now();
     const onDevice = keepsTensorsOnDevice(options.device) && options.outputs !== undefined;
     const session = await ort.InferenceSession.create(model, {
       ...(onDevice ? { preferredOutputLocation: options.outputs } : {}),
@@ -46,6 +47,7 @@ export class GraphSession {
       // Idle worker threads sleep instead of spinning: the engine shares the machine with the editor.
       extra: { 'session.intra_op.allow_spinning': '0' },
     });
+    if (GraphSession.profile) process.stderr.write(`session ${name}: ${(model.length / 2 ** 20).toFixed(0)} MiB created in ${(performance.now() - creating).toFixed(0)} ms\n`);
     return new GraphSession(name, session, options.device);
   }
 
