@@ -269,10 +269,24 @@ export class SalaModel {
         { cause: err },
       );
     }
-    const baked =
-      (options.bakeWeights ?? device.kind === 'cuda')
-        ? await bakeSessions(config, graphs, layerTensors, globalTensors, { device: device.kind, threads: options.threads })
-        : undefined;
+    let baked: BakedSessions | undefined;
+    if (options.bakeWeights ?? device.kind === 'cuda') {
+      try {
+        baked = await bakeSessions(config, graphs, layerTensors, globalTensors, { device: device.kind, threads: options.threads });
+      } catch (err) {
+        await deviceTensors.release();
+        await Promise.all([...Object.values(prefillSessions), ...Object.values(decodeSessions)].map((session) => session.release()));
+        if (!(err instanceof DeviceMemoryError)) throw err;
+        // Baked weights go to the device as their sessions are created: the same advice as a failed upload.
+        throw new DeviceMemoryError(
+          `the model's weights do not fit in ${device.kind} memory (${precision.kind}; ${err.message.split('\n')[0]}). ` +
+            (precision.kind === 'int4'
+              ? 'Run it on the CPU (--device cpu).'
+              : 'Use 4-bit weights (--precision int4, about a quarter of fp16), or run it on the CPU (--device cpu).'),
+          { cause: err },
+        );
+      }
+    }
     const model = new SalaModel(config, device, precision, prefillSessions, decodeSessions, layerTensors, globalTensors, deviceTensors, baked);
     model.setHostKvBudget(options.hostKvBytes ?? os.totalmem() * DEFAULT_HOST_KV_SHARE, options.spillDir);
     return model;

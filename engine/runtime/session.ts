@@ -37,7 +37,7 @@ export class GraphSession {
   static async create(name: string, model: Uint8Array, options: SessionOptions): Promise<GraphSession> {
     const creating = performance.now();
     const onDevice = keepsTensorsOnDevice(options.device) && options.outputs !== undefined;
-    const session = await ort.InferenceSession.create(model, {
+    const session = await GraphSession.start(name, model, options, {
       ...(onDevice ? { preferredOutputLocation: options.outputs } : {}),
       executionProviders: [options.device],
       intraOpNumThreads: options.threads ?? 0,
@@ -49,6 +49,20 @@ export class GraphSession {
     });
     if (GraphSession.profile) process.stderr.write(`session ${name}: ${(model.length / 2 ** 20).toFixed(0)} MiB created in ${(performance.now() - creating).toFixed(0)} ms\n`);
     return new GraphSession(name, session, options.device);
+  }
+
+  /** InferenceSession.create, with a failed allocation (weights baked into a graph that do not fit) as a DeviceMemoryError. */
+  private static async start(name: string, model: Uint8Array, options: SessionOptions, sessionOptions: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+    try {
+      return await ort.InferenceSession.create(model, sessionOptions);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      if (!ALLOCATION_FAILURE.test(message)) throw err;
+      const where = options.device === 'cpu' ? 'host' : options.device;
+      throw new DeviceMemoryError(`graph ${name} (${(model.length / 2 ** 20).toFixed(0)} MiB) could not allocate ${where} memory: ${message.split('\n')[0].slice(0, 300)}`, {
+        cause: err,
+      });
+    }
   }
 
   get inputNames(): readonly string[] {

@@ -1,0 +1,65 @@
+// bench:gpu-step on the CPU provider, as a real child process: the figures and floors it
+// writes are positive and consistent, and the bus estimate grows with the context.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { hostExecutorBusBytes } from '../../bench/gpu-step.js';
+import { parseConfig } from '../../engine/model/config.js';
+import { SALA_9B_SHAPE } from '../../bench/random-model.js';
+
+const run = promisify(execFile);
+const root = path.resolve(__dirname, '../..');
+
+test('bench:gpu-step writes decode, prefill and floor figures for each context and precision', async () => {
+  const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'gpu-step-')), 'gpu-step.json');
+  const args = [
+    '--import',
+    'tsx',
+    'bench/gpu-step.ts',
+    '--devices',
+    'cpu',
+    '--models',
+    'default',
+    '--precisions',
+    'fp32,int4',
+    '--contexts',
+    '2048,4096',
+    '--steps',
+    '2',
+    '--prefill',
+    '32',
+    '--tile',
+    '512',
+    '--out',
+    out,
+  ];
+  await run(process.execPath, args, { cwd: root, timeout: 120_000 });
+  const report = JSON.parse(readFileSync(out, 'utf8'));
+  const floors = report.floors.cpu;
+  assert.ok(floors.readGBps > 0 && floors.matmulTflops > 0 && floors.h2dGBps > 0, JSON.stringify(floors));
+  assert.equal(report.rows.length, 4);
+  for (const row of report.rows) {
+    assert.equal(row.skipped, undefined);
+    assert.ok(row.decodeMsPerToken > 0 && row.prefillTokensPerSecond > 0, JSON.stringify(row));
+    assert.ok(Math.abs(row.decodeOverFloor - row.decodeMsPerToken / row.decodeFloorMs) < 1e-9);
+  }
+  const [fp32, int4] = ['fp32', 'int4'].map((p) => report.rows.find((r: { precision: string }) => r.precision === p));
+  assert.ok(int4.decodeFloorMs < fp32.decodeFloorMs / 4, 'int4 weights are under a quarter of fp32 bytes');
+  assert.ok(existsSync(out.replace(/\.json$/, '.md')));
+  assert.ok(existsSync(out.replace(/\.json$/, '-panorama-code-13m.svg')));
+});
+
+test('the host executor’s bus estimate: Lightning states every step, selected blocks and compressed keys past dense_len', () => {
+  const config = parseConfig(SALA_9B_SHAPE, '9b');
+  const at8k = hostExecutorBusBytes(config, 8192);
+  const at128k = hostExecutorBusBytes(config, 131072);
+  // 24 Lightning layers × (2 MiB in + 2 MiB out) alone are 96 MiB.
+  assert.ok(at8k > 96 * 2 ** 20);
+  assert.ok(at128k > at8k, 'compressed keys grow with the context');
+  // Measured on an H200 as 197 / 272 MiB (docs/benchmarks/gpu.md).
+  assert.ok(Math.abs(at8k / 2 ** 20 - 197.3) < 1 && Math.abs(at128k / 2 ** 20 - 272.3) < 1, `${at8k / 2 ** 20} / ${at128k / 2 ** 20}`);
+});
