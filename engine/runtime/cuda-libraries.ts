@@ -15,7 +15,7 @@ const SHARED_PROVIDER = 'libonnxruntime_providers_shared.so';
 const DRIVER = 'libcuda.so.1';
 const CUDNN = 'libcudnn.so.9';
 /** Where drivers put libcuda.so.1 when the loader cache does not list it (containers, WSL). */
-const DRIVER_DIRS = ['/usr/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/local/nvidia/lib64', '/usr/lib/wsl/lib'];
+export const DRIVER_DIRS = ['/usr/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/local/nvidia/lib64', '/usr/lib/wsl/lib'];
 
 export type CudaCheck = { ok: true; provider: string; preload: string[]; notes: string[] } | { ok: false; problem: string };
 

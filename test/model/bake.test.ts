@@ -10,23 +10,11 @@ import { composeChain } from '../../engine/runtime/compose.js';
 import { GraphBuilder } from '../../engine/runtime/graph-builder.js';
 import { GraphSession, f32, floatData } from '../../engine/runtime/session.js';
 import { SALA_TINY_A } from '../helpers/fixtures.js';
+import { maxAbsDiff, tokens as randomTokens } from '../helpers/logits.js';
 
 const VOCAB = 512;
 
-function tokens(count: number, seed: number): number[] {
-  let state = seed;
-  return Array.from({ length: count }, () => {
-    state = (state * 1103515245 + 12345) >>> 0;
-    return state % VOCAB;
-  });
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}
+const tokens = (count: number, seed: number): number[] => randomTokens(count, seed, VOCAB);
 
 test('bakeInputs turns a named input into an initializer holding its data', async () => {
   const g = new GraphBuilder('bake');

@@ -5,6 +5,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { SalaModel, type SelectionRecord } from '../../engine/model/sala-model.js';
 import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
+import { maxAbsDiff, tokens as randomTokens } from '../helpers/logits.js';
 
 const VOCAB = 512;
 // Reordering fp32 sums (chunk boundaries, recurrent vs chunked lightning) moves logits by ~1e-7.
@@ -15,20 +16,7 @@ before(async () => {
   model = await SalaModel.load(FIXTURE, { device: 'cpu' });
 });
 
-function tokens(count: number, seed: number): number[] {
-  let state = seed;
-  return Array.from({ length: count }, () => {
-    state = (state * 1103515245 + 12345) >>> 0;
-    return state % VOCAB;
-  });
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}
+const tokens = (count: number, seed: number): number[] => randomTokens(count, seed, VOCAB);
 
 /** prefill(N) then M single-token decode steps; returns the M decode logits rows. */
 async function prefillThenDecode(ids: number[], n: number): Promise<Float32Array> {

@@ -8,6 +8,7 @@ import { derivedSizes, loadConfig, type DerivedSizes, type SalaConfig } from '..
 import { ModelInputError as PlanInputError, forwardPlan, type ForwardPlan, type PlanOptions } from '../../engine/model/forward-plan.js';
 import { ModelInputError, SalaModel, type SelectionRecord } from '../../engine/model/sala-model.js';
 import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
+import { maxAbsDiff, tokens as randomTokens } from '../helpers/logits.js';
 
 // The fixture: vocab 512, dense_len 512, 64-token blocks, topk 4 + 1 local block = 5, kernels 32/16.
 const VOCAB = 512;
@@ -22,23 +23,10 @@ before(async () => {
   model = await SalaModel.load(FIXTURE, { device: 'cpu' });
 });
 
-function tokens(count: number, seed: number): number[] {
-  let state = seed;
-  return Array.from({ length: count }, () => {
-    state = (state * 1103515245 + 12345) >>> 0;
-    return state % VOCAB;
-  });
-}
+const tokens = (count: number, seed: number): number[] => randomTokens(count, seed, VOCAB);
 
 function plan(past: number, count: number, options: PlanOptions = {}): ForwardPlan {
   return forwardPlan(config, sizes, past, tokens(count, count), options);
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
 }
 
 test('the fixture is what these tests assume', () => {

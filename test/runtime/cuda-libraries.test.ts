@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { CUDA_PROVIDER, checkCuda, loadLibraries, nvidiaWheelDirs, onnxruntimeBindingDir, type CudaEnvironment } from '../../engine/runtime/cuda-libraries.js';
+import { CUDA_PROVIDER, DRIVER_DIRS, checkCuda, loadLibraries, nvidiaWheelDirs, onnxruntimeBindingDir, type CudaEnvironment } from '../../engine/runtime/cuda-libraries.js';
 import { ElfError, readDynamicInfo } from '../../engine/runtime/elf.js';
 import { resolveDevice } from '../../engine/runtime/device.js';
 
@@ -89,7 +89,7 @@ test('a driver older than the provider’s CUDA is refused with the version it n
   assert.ok(!check.ok);
   assert.match(check.problem, /driver 535\.104\.05 is older than CUDA 13 needs \(≥ 580\.65\.06\)/);
   // libcuda.so.1 only in libs/, which is not where drivers live: no driver (unless this machine has one).
-  if (['/usr/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/local/nvidia/lib64', '/usr/lib/wsl/lib'].some((dir) => fs.existsSync(path.join(dir, 'libcuda.so.1')))) return;
+  if (DRIVER_DIRS.some((dir) => fs.existsSync(path.join(dir, 'libcuda.so.1')))) return;
   const noDriver = checkCuda(machine({ bindingDir: binding, extraDirs: [libs] }));
   assert.ok(!noDriver.ok);
   assert.match(noDriver.problem, /no NVIDIA driver found/);
