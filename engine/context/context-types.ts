@@ -72,6 +72,12 @@ export interface AskOptions {
   maxTokens?: number;
   temperature?: number;
   signal?: AbortSignal;
+  /**
+   * Lookups ("Where is `X` defined / used?") answered with a workspace line that holds X,
+   * chosen by the model (grounded-lookup.ts). Default true; false lets the model write
+   * any text (what it does unaided).
+   */
+  grounded?: boolean;
 }
 
 export interface CompleteOptions {
@@ -128,6 +134,8 @@ export interface AskResult {
   blockHits: [number, number][];
   /** The layout those blocks were counted over (spans are replaced, never changed, so this stays as it was). */
   layout: FileSpan[];
+  /** A grounded lookup: what it asked for and how many workspace lines the answer could choose from. */
+  lookup?: { name: string; kind: 'defined' | 'used'; candidateLines: number };
 }
 
 export interface ContextStats {

@@ -8,6 +8,7 @@ import type { ContextCore } from './context-core.js';
 import { ContextError, type AskOptions, type AskResult } from './context-types.js';
 import { countHits, locationSearch, sourcesOf } from './sources.js';
 import { resolveLocations } from './answer-locations.js';
+import { canonicalQuestion, candidateLines, lookupConstraint, parseLookup } from './grounded-lookup.js';
 import { settleTail, yieldToCompletions } from './tail-parking.js';
 
 /** See WorkspaceContext.ask. */
@@ -26,8 +27,12 @@ export async function* askStream(core: ContextCore, question: string, options: A
         const where = options.selection.startLine !== undefined ? `${options.selection.path}:${options.selection.startLine}` : options.selection.path;
         text += `\n\nSelected code (${where}):\n${options.selection.text}`;
       }
-      const prompt = core.format.question(text);
+      // A lookup ("Where is `X` defined?") on a model trained on workspace questions is
+      // asked in the trained form and answered with one of the workspace's lines that hold X.
+      const lookup = options.grounded !== false && !options.selection && core.format.hasChat ? parseLookup(question) : undefined;
       const hits = new Map<number, number>();
+      const candidates = lookup ? candidateLines(livePaths(core).map((path) => locationSearch(core, hits).lines(path)), lookup) : [];
+      const prompt = core.format.question(lookup ? canonicalQuestion(lookup) : text);
       const onSelection = (record: SelectionRecord) => countHits(core, record, start, hits);
       try {
         const stream = generate(core.model, core.tokenizer, prompt, {
@@ -37,6 +42,7 @@ export async function* askStream(core: ContextCore, question: string, options: A
           stopIds: core.format.stopIds,
           signal: options.signal,
           onSelection,
+          constraint: lookup && lookupConstraint(lookup, candidates, core.tokenizer, core.format.stopIds),
         });
         let next = await stream.next();
         while (!next.done) {
@@ -56,6 +62,7 @@ export async function* askStream(core: ContextCore, question: string, options: A
           sources: sourcesOf(core, hits, 5, locations[0]),
           blockHits: [...hits],
           layout: core.layout(),
+          lookup: lookup && { ...lookup, candidateLines: candidates.length },
         };
       } finally {
         core.sequence.rollback(core.contextEnd);
@@ -111,3 +118,5 @@ export function scoreAnswer(core: ContextCore, question: string, answer: string,
     }),
   );
 }
+
+const livePaths = (core: ContextCore) => core.layout().map((span) => span.path);

@@ -10,6 +10,11 @@ import { DeviceMemoryError } from '../runtime/session.js';
 import { keepsTensorsOnDevice } from '../runtime/device.js';
 import type { FinishReason } from '../vocabulary.js';
 
+/** Narrows what may come next: sets the logits of tokens that may not to −Infinity. */
+export interface TokenConstraint {
+  mask(logits: Float32Array, generated: readonly number[]): void;
+}
+
 export interface GenerateOptions extends Partial<SamplingOptions> {
   maxTokens?: number;
   stop?: readonly string[];
@@ -19,6 +24,8 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   sequence?: Sequence;
   /** Token ids that end generation besides the model's eos ids (e.g. a chat turn's end). */
   stopIds?: readonly number[];
+  /** Holds each token to what it allows (e.g. a choice of workspace lines); see TokenConstraint. */
+  constraint?: TokenConstraint;
   /** Sees the blocks the sparse layers select for every prompt and generated token. */
   onSelection?: (record: SelectionRecord) => void;
   /**
@@ -98,6 +105,10 @@ export async function* generate(
       if (options.signal?.aborted) {
         finishReason = 'cancelled';
         break;
+      }
+      if (options.constraint) {
+        logits = Float32Array.from(logits);
+        options.constraint.mask(logits, tokens);
       }
       const next = sampler.next(logits);
       if (endIds.has(next)) {

@@ -24,8 +24,8 @@ function file(name: string, text: string): ContextFile {
   return { path: name, text, contentHash: createHash('sha256').update(text).digest('hex'), mtimeMs: 0 };
 }
 
-async function ask(context: WorkspaceContext, question: string) {
-  const stream = context.ask(question, { maxTokens: 40 });
+async function ask(context: WorkspaceContext, question: string, maxTokens = 40) {
+  const stream = context.ask(question, { maxTokens });
   let next = await stream.next();
   while (!next.done) next = await stream.next();
   return next.value;
@@ -61,4 +61,34 @@ test('every place an answer gives is a live line of that file, verbatim', async 
   }
   const absent = await ask(context, 'Where is `frobnicateWidgets` defined?');
   assert.deepEqual(absent.locations, []);
+});
+
+test('a lookup is answered with a workspace line holding the name; a name that is nowhere, not found; other questions run free', async () => {
+  const texts = Object.fromEntries(['selection.ts', 'sparse-kv-cache.ts'].map((name) => [name, readFileSync(path.join(KV, name), 'utf8')]));
+  const context = new WorkspaceContext(model, tokenizer);
+  await context.update(Object.entries(texts).map(([name, text]) => file(name, text)));
+  const live = new Set(Object.values(texts).flatMap((t) => t.split('\n').map((l) => l.trim())));
+
+  for (const question of ['Where is `visibleCount` defined?', 'where is SparseKvCache used']) {
+    const result = await ask(context, question, 160);
+    assert.ok(result.lookup && result.lookup.candidateLines > 0, `${question}: ${JSON.stringify(result.lookup)}`);
+    const name = result.lookup.name;
+    for (const line of result.text.split('\n')) {
+      assert.ok(live.has(line) && new RegExp(`\\b${name}\\b`).test(line), `${question} → ${JSON.stringify(line)}`);
+    }
+    assert.ok(result.locations.length > 0);
+  }
+  const defined = await ask(context, 'Where is `visibleCount` defined?');
+  assert.match(defined.text, /function visibleCount\b/);
+
+  const absent = await ask(context, 'Where is `frobnicateWidgets` defined?');
+  assert.equal(absent.text, '`frobnicateWidgets` is not in the workspace.');
+  assert.deepEqual(absent.lookup, { name: 'frobnicateWidgets', kind: 'defined', candidateLines: 0 });
+
+  const other = await ask(context, 'What does this code do?');
+  assert.equal(other.lookup, undefined);
+  const unaided = context.ask('Where is `visibleCount` defined?', { maxTokens: 40, grounded: false });
+  let next = await unaided.next();
+  while (!next.done) next = await unaided.next();
+  assert.equal(next.value.lookup, undefined);
 });
