@@ -116,10 +116,11 @@ async function main(): Promise<void> {
 
     const lookupStarted = performance.now();
     const asks: AskOutcome[] = [];
-    for (const q of lookups) asks.push(await askLookup(context, q, lines));
+    // Each question twice: as the engine ships (grounded) and with the model unaided.
+    for (const q of lookups) for (const grounded of [true, false]) asks.push(await askLookup(context, q, lines, grounded));
     const lookupSeconds = seconds(lookupStarted);
     const absentStarted = performance.now();
-    for (const q of absent) asks.push(await askAbsent(context, q, lines));
+    for (const q of absent) for (const grounded of [true, false]) asks.push(await askAbsent(context, q, lines, grounded));
     const absentSeconds = seconds(absentStarted);
 
     const crossStarted = performance.now();
@@ -132,7 +133,7 @@ async function main(): Promise<void> {
     }
     const crossSeconds = seconds(crossStarted);
 
-    const of = (kind: AskOutcome['kind']) => asks.filter((a) => a.kind === kind);
+    const of = (kind: AskOutcome['kind'], grounded = true) => asks.filter((a) => a.kind === kind && a.grounded === grounded);
     const crossWorkspace = rate(crossFile.map((c) => c.workspace.correct));
     const crossAlone = rate(crossFile.map((c) => c.alone.correct));
     const result: SizeResult = {
@@ -145,6 +146,13 @@ async function main(): Promise<void> {
       attribution: rate(of('defined').map((a) => a.attributed === true)),
       honesty: rate(of('absent').map((a) => a.correct)),
       honestyNoLocation: rate(of('absent').map((a) => a.noLocation === true)),
+      definedWithChoice: rate(of('defined').filter((a) => (a.candidates ?? 0) >= 2).map((a) => a.correct)),
+      unaided: {
+        lookupDefined: rate(of('defined', false).map((a) => a.correct)),
+        lookupUsed: rate(of('used', false).map((a) => a.correct)),
+        attribution: rate(of('defined', false).map((a) => a.attributed === true)),
+        honesty: rate(of('absent', false).map((a) => a.correct)),
+      },
       crossFileWorkspace: crossWorkspace,
       crossFileAlone: crossAlone,
       crossFileRatio: crossAlone.rate > 0 ? crossWorkspace.rate / crossAlone.rate : null,
@@ -152,8 +160,9 @@ async function main(): Promise<void> {
       items: { asks, crossFile },
     };
     results.push(result);
+    const u = result.unaided;
     log(
-      `eval ${sizeLabel(size)}: defined ${result.lookupDefined.correct}/${result.lookupDefined.n}, used ${result.lookupUsed.correct}/${result.lookupUsed.n}, attribution ${result.attribution.correct}/${result.attribution.n}, honesty ${result.honesty.correct}/${result.honesty.n}, cross-file ${crossWorkspace.correct}/${crossWorkspace.n} vs alone ${crossAlone.correct}/${crossAlone.n} (index ${indexSeconds.toFixed(0)} s, questions ${(lookupSeconds + absentSeconds).toFixed(0)} s, completions ${crossSeconds.toFixed(0)} s)`,
+      `eval ${sizeLabel(size)}: defined ${result.lookupDefined.correct}/${result.lookupDefined.n} (unaided ${u.lookupDefined.correct}), used ${result.lookupUsed.correct}/${result.lookupUsed.n} (unaided ${u.lookupUsed.correct}), attribution ${result.attribution.correct}/${result.attribution.n} (unaided ${u.attribution.correct}), honesty ${result.honesty.correct}/${result.honesty.n} (unaided ${u.honesty.correct}), cross-file ${crossWorkspace.correct}/${crossWorkspace.n} vs alone ${crossAlone.correct}/${crossAlone.n} (index ${indexSeconds.toFixed(0)} s, questions ${(lookupSeconds + absentSeconds).toFixed(0)} s, completions ${crossSeconds.toFixed(0)} s)`,
     );
   }
 

@@ -305,10 +305,13 @@ def _invented_name(rng, text, pool):
     return None
 
 
-def make_questions(files, rng, n_q, kinds=("defined",) * 9 + ("used",) * 5 + ("missing",) * 3 + ("imports", "returns")):
+def make_questions(files, rng, n_q, kinds=("defined",) * 9 + ("used",) * 5 + ("missing",) * 3 + ("imports", "returns"),
+                   foreign=()):
     """files: [[path, text]] in context order. Returns [(question, answer)] in the format of
     docs/workspace-questions.md: a definition is answered with its line (leading whitespace
-    dropped), a use with up to 3 lines that use the name, an absent name with a not-found sentence."""
+    dropped), a use with up to 3 lines that use the name, an absent name with a not-found sentence.
+    foreign: names defined in other repositories. Half the absent names are drawn from them, so an
+    absent name looks like a present one and the model has to look instead of judging the name."""
     defs = {}
     file_lines = [text.split("\n") for _, text in files]
     for fi, (path, text) in enumerate(files):
@@ -354,8 +357,13 @@ def make_questions(files, rng, n_q, kinds=("defined",) * 9 + ("used",) * 5 + ("m
             if all_text is None:
                 all_text = "".join(t for _, t in files)
             pool = [n for n, _, _, _ in uniq] or IDENT.findall(all_text[:20000])
-            if pool:
+            name = None
+            if foreign and rng.random() < 0.5:
+                picks = [n for n in rng.sample(list(foreign), min(8, len(foreign))) if len(n) >= 4 and n not in all_text]
+                name = picks[0] if picks else None
+            if name is None and pool:
                 name = _invented_name(rng, all_text, pool)
+            if True:
                 if name:
                     verb = rng.choice(["defined", "defined", "used"])
                     out.append((f"Where is `{name}` {verb}?", not_found_answer(name)))
@@ -403,15 +411,115 @@ def context_files(repo_files, rng, char_budget):
     return out
 
 
-def qa_doc(repo_files, rng, char_budget, n_q):
+def qa_doc(repo_files, rng, char_budget, n_q, foreign=()):
     files = context_files(repo_files, rng, char_budget)
     if not files:
         return None
-    qs = list(dict.fromkeys(make_questions(files, rng, n_q)))
+    qs = list(dict.fromkeys(make_questions(files, rng, n_q, foreign=foreign)))
     if not qs:
         return None
     body = "".join(file_doc(p, t) for p, t in files)
     return body + "".join(qa_string(q, a) for q, a in qs) + "<|endoftext|>"
+
+
+# inline completions -------------------------------------------------------------------------
+# The engine's inline prompt (engine/context/completion.ts): after the whole workspace, in which the
+# file stands as the editor holds it (the rest of the cursor's line not yet typed), the file's header,
+# the prefix restated from a line start at most 1,000 characters back, and the rest of the cursor's
+# line plus one more line (at most 24 tokens) as the suffix.
+RESTATED_PREFIX_CHARS = 1000
+RESTATED_SUFFIX_CHARS = 80  # about 24 tokens
+COMMENT_START = re.compile(r"^\s*(#|//|/\*|\*|\"\"\"|''')")
+
+
+def restate_prefix(prefix):
+    if len(prefix) <= RESTATED_PREFIX_CHARS:
+        return prefix
+    start = prefix.find("\n", len(prefix) - RESTATED_PREFIX_CHARS - 1) + 1
+    return prefix[start:] if 0 < start < len(prefix) else prefix[-RESTATED_PREFIX_CHARS:]
+
+
+def restate_suffix(suffix):
+    end = -1
+    for _ in range(2):
+        end = suffix.find("\n", end + 1)
+        if end < 0:
+            return suffix[:RESTATED_SUFFIX_CHARS]
+    return suffix[:end + 1][:RESTATED_SUFFIX_CHARS]
+
+
+def _in_string_or_comment(line, col):
+    before = line[:col]
+    if re.search(r"(^|\s)(#|//)", before):
+        return True
+    return any(before.count(q) % 2 == 1 for q in ('"', "'", "`"))
+
+
+def completion_site(files, rng, cross_file):
+    """(file index, line index, column) of a cursor: before a use of a name defined once at the top
+    level of another file of the context (cross_file), or anywhere in a line of code (an identifier's
+    start, after `.` or `(`, or the line's indentation); the rest of the line is the answer."""
+    if cross_file:
+        defs = {}
+        for fi, (path, text) in enumerate(files):
+            lines = text.split("\n")
+            for name, line in definitions(path, text):
+                top = not lines[line - 1][:1].isspace()
+                defs.setdefault(name, []).append((fi, top))
+        foreign = {n: v[0][0] for n, v in defs.items() if len(v) == 1 and v[0][1] and len(n) >= 3}
+        order = list(range(len(files)))
+        rng.shuffle(order)
+        for fi in order[:6]:
+            path, text = files[fi]
+            own = {n for n, _ in definitions(path, text)}
+            cands = []
+            for li, line in enumerate(text.split("\n")):
+                if len(line) > 160 or COMMENT_START.match(line):
+                    continue
+                for m in IDENT.finditer(line):
+                    n = m.group(0)
+                    if n in foreign and foreign[n] != fi and n not in own and 6 <= len(line[m.start():].strip()) <= 100 \
+                            and not _in_string_or_comment(line, m.start()):
+                        cands.append((fi, li, m.start()))
+            if cands:
+                return rng.choice(cands)
+        return None
+    for _ in range(10):
+        fi = rng.randrange(len(files))
+        lines = files[fi][1].split("\n")
+        cand = [i for i, l in enumerate(lines) if 8 <= len(l.strip()) <= 100 and not COMMENT_START.match(l)]
+        if not cand:
+            continue
+        li = rng.choice(cand)
+        line = lines[li]
+        indent = len(line) - len(line.lstrip())
+        r = rng.random()
+        if r < 0.3:
+            return fi, li, indent
+        cols = [m.start() for m in IDENT.finditer(line) if m.start() > indent] if r < 0.7 else \
+            [i + 1 for i, ch in enumerate(line) if ch in ".(" and i + 1 < len(line)]
+        cols = [c for c in cols if len(line[c:].strip()) >= 2]
+        if cols:
+            return fi, li, rng.choice(cols)
+    return None
+
+
+def completion_doc(repo_files, rng, char_budget, cross_file_share=0.7):
+    """A workspace followed by one inline completion in the engine's format; None when no site."""
+    files = context_files(repo_files, rng, char_budget)
+    if not files:
+        return None
+    site = completion_site(files, rng, cross_file=rng.random() < cross_file_share) or completion_site(files, rng, False)
+    if site is None:
+        return None
+    fi, li, col = site
+    path, text = files[fi]
+    lines = text.split("\n")
+    prefix = "\n".join(lines[:li]) + ("\n" if li else "") + lines[li][:col]
+    middle = lines[li][col:]
+    suffix = "\n" + "\n".join(lines[li + 1:]) if li + 1 < len(lines) else ""
+    body = "".join(file_doc(p, prefix + suffix if k == fi else t) for k, (p, t) in enumerate(files))
+    return body + fim_string(path, restate_prefix(prefix), restate_suffix(suffix), middle)
 
 
 if __name__ == "__main__":

@@ -40,14 +40,28 @@ def _set_repos(repos):
     _REPOS = repos
 
 
+def _foreign_names(rng, repo, files=20):
+    """Names defined in some files of another repository (absent names that look like real ones)."""
+    picked = rng.sample(repo["files"], min(files, len(repo["files"])))
+    return sorted({n for path, text in picked for n, _ in D.definitions(path, text)})
+
+
 def _qa_docs(job):
-    """One worker's share of question documents: (seed, count, char budget) -> [str]."""
-    seed, count, budget = job
+    """One worker's share of question documents: (seed, count, char budget, options) -> [str].
+    options: complete_share (documents ending in an inline completion), foreign_absent (absent
+    names taken from other repositories), balance_langs (half JS/TS, half Python repositories)."""
+    seed, count, budget, opts = job
     rng = random.Random(seed)
+    by_lang = {"js": [r for r in _REPOS if r["lang"] == "js"], "python": [r for r in _REPOS if r["lang"] == "python"]}
+    langs = [lang for lang, rs in by_lang.items() if rs]
     out = []
     for _ in range(count):
-        r = rng.choice(_REPOS)
-        d = D.qa_doc(r["files"], rng, char_budget=budget, n_q=rng.choice([3, 4, 5, 6]))
+        r = rng.choice(by_lang[rng.choice(langs)]) if opts["balance_langs"] else rng.choice(_REPOS)
+        if opts["complete_share"] and rng.random() < opts["complete_share"]:
+            d = D.completion_doc(r["files"], rng, char_budget=budget)
+        else:
+            foreign = _foreign_names(rng, rng.choice(_REPOS)) if opts["foreign_absent"] else ()
+            d = D.qa_doc(r["files"], rng, char_budget=budget, n_q=rng.choice([3, 4, 5, 6]), foreign=foreign)
         if d:
             out.append(d)
     return out
@@ -61,6 +75,12 @@ def main():
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--fim-rate", type=float, default=0.2)
     ap.add_argument("--qa", default="4096:16000,16384:3000,32768:800", help="T:count of QA documents")
+    # Off in the shipped recipe: together they cost lookups in the 2026-12-02 ablation (MODEL.md).
+    ap.add_argument("--complete-share", type=float, default=0.0,
+                    help="share of question documents that end in an inline completion instead of questions")
+    ap.add_argument("--foreign-absent", action="store_true",
+                    help="half the absent names are real names of other repositories, not recombined pieces")
+    ap.add_argument("--balance-langs", action="store_true", help="question documents half JS/TS, half Python")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--heldout-only", action="store_true", help="only write heldout.pkl (for evaluation)")
@@ -133,7 +153,8 @@ def main():
     big = [r for r in repos if r["lang"] != "c" and len(r["files"]) >= 3]
     for spec in a.qa.split(","):
         T, cnt = (int(x) for x in spec.split(":"))
-        jobs = [(a.seed * 7919 + T * 31 + w, int(cnt * 1.3 / a.workers) + 1, int(T * cpt * 0.85))
+        jobs = [(a.seed * 7919 + T * 31 + w, int(cnt * 1.3 / a.workers) + 1, int(T * cpt * 0.85),
+                 {"complete_share": a.complete_share, "foreign_absent": a.foreign_absent, "balance_langs": a.balance_langs})
                 for w in range(a.workers)]
         with multiprocessing.get_context("fork").Pool(a.workers, initializer=_set_repos, initargs=(big,)) as pool:
             qdocs = [d for part in pool.map(_qa_docs, jobs) for d in part]

@@ -33,7 +33,7 @@ QA_LENGTHS = (32768, 16384, 4096)
 # Answer tokens (after <|assistant|>, up to and including <|end|>) weigh this much more in the loss:
 # they are a small share of a row, and the workspace questions are what the model is for.
 ANSWER_WEIGHT = 3.0
-ASSISTANT, END = 6, 7
+EOT, FIM_MIDDLE, ASSISTANT, END = 0, 4, 6, 7
 ABL_CYCLE = ["d2k"]
 
 
@@ -67,13 +67,16 @@ class Sampler:
         return next((L for L in QA_LENGTHS if T >= L and L in self.qa), None)
 
 
-def answer_weights(x, weight):
-    """1 per target, `weight` where the input position lies inside an assistant answer (the last
-    of <|assistant|> / <|end|> seen so far, this position included, is <|assistant|>)."""
+def answer_weights(x, weight, fim=False):
+    """1 per target, `weight` where the input position lies inside an answer: an assistant turn
+    (and with fim, a fill-in-the-middle middle): the last of <|assistant|> (/ <|fim_middle|>) seen
+    so far, this position included, comes after the last <|end|> (/ <|endoftext|>)."""
     pos = torch.arange(x.shape[1], device=x.device).expand_as(x)
-    last_assist = torch.where(x == ASSISTANT, pos, -1).cummax(1).values
-    last_end = torch.where(x == END, pos, -1).cummax(1).values
-    return 1.0 + (weight - 1.0) * (last_assist > last_end).float()
+    opens = (x == ASSISTANT) | (x == FIM_MIDDLE) if fim else x == ASSISTANT
+    closes = (x == END) | (x == EOT) if fim else x == END
+    opened = torch.where(opens, pos, -1).cummax(1).values
+    closed = torch.where(closes, pos, -1).cummax(1).values
+    return 1.0 + (weight - 1.0) * (opened > closed).float()
 
 
 def save_fp16_parts(model, out_dir, prefix="weights", max_bytes=15_000_000):
@@ -139,6 +142,7 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--answer-weight", type=float, default=ANSWER_WEIGHT)
+    ap.add_argument("--weight-fim", action="store_true", help="fill-in-the-middle middles weigh as answers do")
     ap.add_argument("--snapshot-tokens", type=float, default=0)
     ap.add_argument("--snapshot-dir", default=None)
     ap.add_argument("--compile", type=int, default=1)
@@ -212,7 +216,7 @@ def main():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             logits = model(x, opts)
         per_token = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1), reduction="none")
-        w = answer_weights(x, a.answer_weight).view(-1)
+        w = answer_weights(x, a.answer_weight, a.weight_fim).view(-1)
         loss = (per_token * w).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()

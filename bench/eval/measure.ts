@@ -15,6 +15,8 @@ const COMPLETION_TOKENS = 48;
 export interface AskOutcome {
   kind: 'defined' | 'used' | 'absent';
   name: string;
+  /** Asked as the engine ships (a lookup held to workspace lines, grounded-lookup.ts), or with the model unaided. */
+  grounded: boolean;
   /** Lookups: where the definition sits in the context, 0–1. */
   depth?: number;
   answer: string;
@@ -23,6 +25,8 @@ export interface AskOutcome {
   placesFrom: 'engine' | 'answer';
   firstSource?: { path: string; startLine: number; endLine: number };
   correct: boolean;
+  /** Grounded lookups: the workspace lines the answer could choose from (1: right by construction). */
+  candidates?: number;
   /** 'defined' only: the first source covers the definition. */
   attributed?: boolean;
   /** 'absent' only: the answer resolves to no place. */
@@ -30,8 +34,8 @@ export interface AskOutcome {
   ms: number;
 }
 
-async function ask(context: WorkspaceContext, question: string, maxTokens: number): Promise<AskResult & { locations?: Location[] }> {
-  const stream = context.ask(question, { maxTokens });
+async function ask(context: WorkspaceContext, question: string, maxTokens: number, grounded: boolean): Promise<AskResult & { locations?: Location[] }> {
+  const stream = context.ask(question, { maxTokens, grounded });
   let next = await stream.next();
   while (!next.done) next = await stream.next();
   return next.value;
@@ -39,14 +43,16 @@ async function ask(context: WorkspaceContext, question: string, maxTokens: numbe
 
 const placesFrom = (result: { locations?: unknown }) => (Array.isArray(result.locations) ? 'engine' : 'answer');
 
-export async function askLookup(context: WorkspaceContext, q: LookupQuestion, index: LineIndex): Promise<AskOutcome> {
+export async function askLookup(context: WorkspaceContext, q: LookupQuestion, index: LineIndex, grounded: boolean): Promise<AskOutcome> {
   const started = performance.now();
-  const result = await ask(context, q.question, ANSWER_TOKENS[q.kind]);
+  const result = await ask(context, q.question, ANSWER_TOKENS[q.kind], grounded);
   const locations = resolveLocations(result, index);
   const first = result.sources[0];
   return {
     kind: q.kind,
     name: q.name,
+    grounded,
+    candidates: result.lookup?.candidateLines,
     depth: q.depth,
     answer: result.text,
     locations: locations.slice(0, 3),
@@ -58,14 +64,15 @@ export async function askLookup(context: WorkspaceContext, q: LookupQuestion, in
   };
 }
 
-export async function askAbsent(context: WorkspaceContext, q: AbsentQuestion, index: LineIndex): Promise<AskOutcome> {
+export async function askAbsent(context: WorkspaceContext, q: AbsentQuestion, index: LineIndex, grounded: boolean): Promise<AskOutcome> {
   const started = performance.now();
-  const result = await ask(context, q.question, ANSWER_TOKENS.absent);
+  const result = await ask(context, q.question, ANSWER_TOKENS.absent, grounded);
   const locations = resolveLocations(result, index);
   const noLocation = locations.length === 0;
   return {
     kind: 'absent',
     name: q.name,
+    grounded,
     answer: result.text,
     locations: locations.slice(0, 3),
     placesFrom: placesFrom(result),
