@@ -41,6 +41,7 @@ import { bitsPerByte, bitsPerByteRows, tokenBytes } from './eval/bits-per-byte.j
 import { sizeLabel, writeReport, type EvalResult, type SizeResult } from './eval/report.js';
 import { OptionsError, parseOptions } from './eval/options.js';
 
+const median = (xs: number[]) => (xs.length === 0 ? 0 : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]);
 const log = (message: string) => process.stderr.write(`${message}\n`);
 const seconds = (since: number) => (performance.now() - since) / 1000;
 /** Cross-file sites sit in files of at most this many tokens: the file-alone context is built for each (~1,000 tokens/s on 2 cores). */
@@ -146,6 +147,7 @@ async function main(): Promise<void> {
       attribution: rate(of('defined').map((a) => a.attributed === true)),
       honesty: rate(of('absent').map((a) => a.correct)),
       honestyNoLocation: rate(of('absent').map((a) => a.noLocation === true)),
+      askMs: { grounded: median(asks.filter((a) => a.grounded).map((a) => a.ms)), unaided: median(asks.filter((a) => !a.grounded).map((a) => a.ms)) },
       definedWithChoice: rate(of('defined').filter((a) => (a.candidates ?? 0) >= 2).map((a) => a.correct)),
       unaided: {
         lookupDefined: rate(of('defined', false).map((a) => a.correct)),

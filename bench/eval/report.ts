@@ -17,6 +17,8 @@ export interface SizeResult {
   honesty: Rate;
   /** Absent names whose answer resolves to no place (said not found or not). */
   honestyNoLocation: Rate;
+  /** Median wall time of one question, held to the workspace's lines and unaided. */
+  askMs: { grounded: number; unaided: number };
   /** Grounded "defined" lookups whose answer had at least two workspace lines to choose from (one is right by construction). */
   definedWithChoice: Rate;
   /** The same questions with the model unaided (AskOptions.grounded false): what the model writes by itself. */
@@ -81,6 +83,7 @@ export function markdown(result: EvalResult): string {
     row('*model unaided:* attribution', (s) => cell(s.unaided.attribution)),
     row('*model unaided:* honesty', (s) => cell(s.unaided.honesty)),
     row('absent name resolves to no place', (s) => cell(s.honestyNoLocation)),
+    row('median ms per question, grounded / unaided', (s) => `${s.askMs.grounded.toFixed(0)} / ${s.askMs.unaided.toFixed(0)}`),
     row('cross-file completion, whole workspace', (s) => cell(s.crossFileWorkspace)),
     row('cross-file completion, file alone', (s) => cell(s.crossFileAlone)),
     row('cross-file ratio (workspace / file alone)', (s) => (s.crossFileRatio === null ? 'n/a' : `${s.crossFileRatio.toFixed(2)}×`)),

@@ -1,8 +1,9 @@
 // End to end in a real VS Code (code-server): install the VSIX, open the fixture
 // workspace, wait for indexing, ask in the sidebar (streamed answer, working
 // source link), stop an answer mid-stream, run palette commands, accept a ghost
-// text suggestion. With the fixture model the text is noise, so the assertions
-// are about behaviour, not content. Screenshots: .e2e/shots/ (gitignored).
+// text suggestion. With the shipped model the lookup's answer and first source are
+// checked (readme.jpg is the README's picture); with the fixture model the text is
+// noise, so the assertions are about behaviour. Screenshots: .e2e/shots/ (gitignored).
 
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -106,7 +107,7 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
     chat = page.frameLocator(`iframe.webview[src*="extensionId=${extensionId}"]`).frameLocator('#active-frame');
     const input = chat.locator('#question textarea');
     const before = await chat.locator('article.turn').count();
-    await input.fill('Where are retries scheduled?');
+    await input.fill('Where is `retry` defined?');
     await input.press('Enter');
     const turn = chat.locator('article.turn').nth(before);
     await turn.waitFor();
@@ -115,11 +116,19 @@ describe('Panorama in VS Code (code-server + Chromium)', { skip, timeout: 20 * 6
     // streamed: the text arrived as several askDelta messages, not as one block at the end
     const deltas = Number(await turn.getAttribute('data-deltas'));
     assert.ok(deltas > 1, `the answer streamed in ${deltas} deltas`);
-    assert.notEqual((await turn.locator('.answer').innerText()).trim(), '', 'the answer has text');
-    await shot('2-answer');
-
+    const answer = (await turn.locator('.answer').innerText()).trim();
+    assert.notEqual(answer, '', 'the answer has text');
     const link = turn.locator('.source-link').first();
     await link.waitFor();
+    if (modelForTest() === undefined) {
+      // The shipped model: the definition's line, resolved to its place.
+      assert.match(answer, /def retry\(action, attempts=3, delay=0\.5\):/);
+      assert.equal(await turn.locator('.place-link').first().innerText(), 'src/retry.py:4');
+      console.log(`# lookup answer: ${answer.split('\n')[0]}; first source ${await link.innerText()}`);
+      await page.screenshot({ path: path.join(run.shots, 'readme.jpg'), type: 'jpeg', quality: 85 });
+    }
+    await shot('2-answer');
+
     const target = (await link.innerText()).split(':')[0];
     const fileName = target.split('/').pop() ?? target;
     await link.click();
