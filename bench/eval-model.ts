@@ -148,7 +148,11 @@ async function main(): Promise<void> {
       honesty: rate(of('absent').map((a) => a.correct)),
       honestyNoLocation: rate(of('absent').map((a) => a.noLocation === true)),
       askMs: { grounded: median(asks.filter((a) => a.grounded).map((a) => a.ms)), unaided: median(asks.filter((a) => !a.grounded).map((a) => a.ms)) },
-      definedWithChoice: rate(of('defined').filter((a) => (a.candidates ?? 0) >= 2).map((a) => a.correct)),
+      definedWithChoice: rate(
+        of('defined')
+          .filter((a) => (a.candidates ?? 0) >= 2)
+          .map((a) => a.correct),
+      ),
       unaided: {
         lookupDefined: rate(of('defined', false).map((a) => a.correct)),
         lookupUsed: rate(of('used', false).map((a) => a.correct)),

@@ -31,7 +31,12 @@ export async function* askStream(core: ContextCore, question: string, options: A
       // asked in the trained form and answered with one of the workspace's lines that hold X.
       const lookup = options.grounded !== false && !options.selection && core.format.hasChat ? parseLookup(question) : undefined;
       const hits = new Map<number, number>();
-      const candidates = lookup ? candidateLines(livePaths(core).map((path) => locationSearch(core, hits).lines(path)), lookup) : [];
+      const candidates = lookup
+        ? candidateLines(
+            livePaths(core).map((path) => locationSearch(core, hits).lines(path)),
+            lookup,
+          )
+        : [];
       const prompt = core.format.question(lookup ? canonicalQuestion(lookup) : text);
       const onSelection = (record: SelectionRecord) => countHits(core, record, start, hits);
       try {

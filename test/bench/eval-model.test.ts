@@ -268,7 +268,15 @@ test('npm run eval:model -- --quick on the shipped model writes the report, its 
     assert.equal(rate.n, 3);
     assert.ok(rate.rate >= 0 && rate.rate <= 1 && rate.correct <= rate.n);
   }
-  assert.equal(size.items.asks.length, 9);
+  // Each question is asked twice: as the engine ships (held to workspace lines) and unaided.
+  assert.equal(size.items.asks.length, 18);
+  const grounded = size.items.asks.filter((a) => a.grounded);
+  assert.equal(grounded.length, 9);
+  for (const a of grounded.filter((x) => x.kind !== 'absent')) assert.ok(a.candidates !== undefined && a.candidates >= 1, `${a.name}: ${a.candidates} candidate lines`);
+  // A grounded "defined" answer is one of the lines holding the name, so it resolves to a place.
+  for (const a of grounded.filter((x) => x.kind === 'defined')) assert.ok(a.locations.length >= 1 && a.answer.includes(a.name), a.answer);
+  for (const rate of Object.values(size.unaided)) assert.equal(rate.n, 3);
+  assert.ok(size.askMs.grounded > 0 && size.askMs.unaided > 0);
   assert.equal(size.items.crossFile.length, 3);
   for (const part of Object.values(size.seconds)) assert.ok(part > 0);
   assert.equal(result.fillIn.n, 3);
