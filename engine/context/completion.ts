@@ -1,5 +1,8 @@
 // Inline completion at a cursor, after the whole context: the file's header, a short
-// restated prefix and suffix (fill-in-the-middle when the model has the tokens). The
+// restated prefix and suffix (fill-in-the-middle when the model has the tokens). After
+// code on the cursor's line, with nothing after it, the prefix is continued instead,
+// its last token healed (token-healing.ts): the default model's FIM writes a fresh line
+// wherever the prefix stops, continuing it finishes the line (MODEL.md, completions). The
 // state after the restated prefix is kept, checkpointed along it, so the next request
 // that shares the start of it (typing on, a backspace, the client's window sliding)
 // feeds only what differs; while other work has the context it is parked (see
@@ -11,6 +14,7 @@ import { CompletionStopper, DEFAULT_MAX_LINES } from './completion-scope.js';
 import { PIECE_TOKENS, type ContextCore } from './context-core.js';
 import type { CompleteOptions, CompletionBreakdown, CompletionResult } from './context-types.js';
 import { settleTail, unparkTail } from './tail-parking.js';
+import { StartsWith, healPrompt } from '../model/token-healing.js';
 
 /** Prefill chunk of a completion's own feeds: a superseded request lets go within one. */
 const COMPLETION_CHUNK = 64;
@@ -39,10 +43,18 @@ export function complete(core: ContextCore, path: string, prefix: string, suffix
         const inline = options.inline ?? true;
         const restated = inline ? restatePrefix(core, path, prefix) : prefix;
         const start = core.format.fimStart(path);
-        // Ids after the state's base (the header less its last token): that token, then the prefix.
-        const fed = [start[start.length - 1], ...core.format.text(restated)];
-        const suffixIds = core.format.hasFim ? (inline ? core.format.text(restateSuffix(suffix)).slice(0, SUFFIX_TOKENS) : core.format.text(suffix)) : [];
-        const end = core.format.fimEndIds(suffixIds);
+        const lineStart = prefix.lastIndexOf('\n') + 1;
+        const lineEnd = suffix.indexOf('\n');
+        const linePrefix = prefix.slice(lineStart);
+        const lineSuffix = lineEnd < 0 ? suffix : suffix.slice(0, lineEnd);
+        const continued = inline && linePrefix.trim() !== '' && lineSuffix.trim() === '';
+        // Ids after the state's base (the header less its last token): that token, then the prefix
+        // (a continued one less its last token, which the generation must start with).
+        const { ids: fed, healed } = continued
+          ? healPrompt([start[start.length - 1], ...core.format.text(restated)], core.tokenizer)
+          : { ids: [start[start.length - 1], ...core.format.text(restated)], healed: '' };
+        const suffixIds = core.format.hasFim && !continued ? (inline ? core.format.text(restateSuffix(suffix)).slice(0, SUFFIX_TOKENS) : core.format.text(suffix)) : [];
+        const end = continued ? [] : core.format.fimEndIds(suffixIds);
         // The prefix state outlives this request: a superseded one goes on building it while
         // nothing else waits (the next keystroke's request shares most of it), and stops at
         // the next piece when something does.
@@ -98,31 +110,29 @@ export function complete(core: ContextCore, path: string, prefix: string, suffix
           }
           const tail = [...fed.slice(at), ...end];
           fedTokens += tail.length;
-          const lineStart = prefix.lastIndexOf('\n') + 1;
-          const lineEnd = suffix.indexOf('\n');
-          const stopper = inline
-            ? new CompletionStopper({
-                linePrefix: prefix.slice(lineStart),
-                lineSuffix: lineEnd < 0 ? suffix : suffix.slice(0, lineEnd),
-                maxLines: options.maxLines ?? DEFAULT_MAX_LINES,
-              })
-            : undefined;
+          const stopper = inline ? new CompletionStopper({ linePrefix, lineSuffix, maxLines: options.maxLines ?? DEFAULT_MAX_LINES }) : undefined;
           const stream = generate(core.model, core.tokenizer, tail, {
             sequence: core.sequence,
             maxTokens: options.maxTokens ?? 48,
             stop: options.stop ?? ['\n\n'],
-            stopIds: core.format.stopIds,
+            // A continued prefix ends where the model would go on to the suffix.
+            stopIds: continued ? core.format.prefixStopIds : core.format.stopIds,
+            constraint: healed ? new StartsWith(healed, core.tokenizer) : undefined,
             signal,
             chunkSize: COMPLETION_CHUNK,
           });
           const promptEnd = core.sequence.length + tail.length;
+          // The generation starts with the healed text, which the editor already holds.
+          let generated = '';
           let text = '';
           let shown = 0;
           let next = await stream.next();
           const firstToken = performance.now();
           while (!next.done) {
-            text += next.value;
-            const cut = stopper?.push(next.value);
+            generated += next.value;
+            const delta = generated.slice(healed.length + text.length);
+            text += delta;
+            const cut = stopper?.push(delta);
             // Streamed as it settles: an inline completion's current line may still be cut.
             const settled = cut ?? (stopper ? text.lastIndexOf('\n') : text.length);
             if (settled > shown) options.onDelta?.(text.slice(shown, settled));
@@ -149,6 +159,7 @@ export function complete(core: ContextCore, path: string, prefix: string, suffix
               generatedTokens: text === '' && decodeSteps === 0 ? 0 : decodeSteps + 1,
               prefixTokens: fed.length - reusedTokens,
               suffixTokens: suffixIds.length,
+              form: continued ? 'continued' : 'fim',
               cache,
               scope: stopper?.scope ?? 'free',
             },

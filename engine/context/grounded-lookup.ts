@@ -7,6 +7,7 @@
 // resolves to a place. A name that occurs nowhere leaves only the not-found sentence.
 import type { TokenConstraint } from '../model/generation.js';
 import type { Tokenizer } from '../model/tokenizer.js';
+import { tokenTexts } from '../model/token-healing.js';
 
 export type LookupKind = 'defined' | 'used';
 
@@ -63,21 +64,6 @@ export function candidateLines(files: Iterable<readonly string[]>, q: LookupQues
     }
   }
   return [...out].sort();
-}
-
-/** Each token id's text, decoded alone ('' for special tokens and partial UTF-8: never offered). */
-const tokenTextCache = new WeakMap<Tokenizer, string[]>();
-function tokenTexts(tokenizer: Tokenizer): string[] {
-  let texts = tokenTextCache.get(tokenizer);
-  if (!texts) {
-    texts = [];
-    for (let id = 0; id < tokenizer.vocabSize; id++) {
-      const text = tokenizer.decode([id], { skipSpecialTokens: true });
-      texts.push(text.includes('\uFFFD') ? '' : text);
-    }
-    tokenTextCache.set(tokenizer, texts);
-  }
-  return texts;
 }
 
 /** First index in sorted `lines` whose line is ≥ `key`. */

@@ -41,6 +41,11 @@ export class PromptFormat {
     return [SPECIAL.end, SPECIAL.endOfText].flatMap((t) => (this.specials.has(t) ? [this.specials.get(t) ?? -1] : []));
   }
 
+  /** Ids that end a continued FIM prefix: the turn's and text's ends, and the start of the suffix. */
+  get prefixStopIds(): number[] {
+    return [...this.stopIds, ...(this.hasFim ? [this.specials.get(SPECIAL.fimSuffix) ?? -1] : [])];
+  }
+
   /** Plain text → ids, never producing a special token from text that spells one. */
   text(text: string): number[] {
     if (text.length === 0) return [];

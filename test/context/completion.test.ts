@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { SalaModel } from '../../engine/model/sala-model.js';
 import { loadTokenizer, type Tokenizer } from '../../engine/model/tokenizer.js';
 import { generate } from '../../engine/model/generation.js';
+import { StartsWith, healPrompt } from '../../engine/model/token-healing.js';
 import { WorkspaceContext, type ContextFile } from '../../engine/context/workspace-context.js';
 
 const MODEL = path.resolve(__dirname, '../../models/panorama-code-13m');
@@ -131,6 +132,32 @@ test('mid-line the suggestion is the rest of the line; it equals plain generatio
   const prompt = [...f.fimStart(editing), ...f.text(prefix), ...f.fimEndIds(f.text(');\n}\n'))];
   const reference = await collect(generate(model, tokenizer, prompt, { sequence: fresh.sequence, maxTokens: 24, stop: ['\n'], stopIds: f.stopIds }));
   assert.equal(result.text, reference);
+});
+
+test('after code with nothing after it on the line, the prefix is continued with its last token healed; it equals plain generation over the healed prompt', async () => {
+  const context = await workspace();
+  const head = `${source(4, 6)}\nexport function twice(values: number[]): number[] {\n`;
+  const result = await context.complete(editing, `${head}  return scale4_2(`, '\n}\n', { maxTokens: 24 });
+  assert.equal(result.breakdown.form, 'continued');
+  assert.equal(result.breakdown.suffixTokens, 0);
+  // The file's six scale4_ functions all take (values, factor): the call is finished from them.
+  assert.equal(result.text, 'values, factor);');
+  // uncached: the header, the prefix less its last token, generation held to start with that token's text
+  const fresh = await workspace();
+  const f = fresh.format;
+  const { ids, healed } = healPrompt([...f.fimStart(editing), ...f.text(`${head}  return scale4_2(`)], tokenizer);
+  assert.equal(healed, '(');
+  const reference = await collect(
+    generate(model, tokenizer, ids, { sequence: fresh.sequence, maxTokens: 24, stop: ['\n'], stopIds: f.prefixStopIds, constraint: new StartsWith(healed, tokenizer) }),
+  );
+  assert.equal(result.text, reference.slice(healed.length));
+  // Cut after a space, the healed token is the space: the model writes the word that spans the cut.
+  const spaced = await context.complete(editing, `${head}  return `, '\n}\n', { maxTokens: 24 });
+  assert.equal(spaced.breakdown.cache, 'warm');
+  assert.ok(/^\S/.test(spaced.text), JSON.stringify(spaced.text));
+  // Code after the cursor keeps fill-in-the-middle.
+  const inside = await context.complete(editing, `${head}  return scale4_2(`, ');\n}\n', { maxTokens: 24 });
+  assert.equal(inside.breakdown.form, 'fim');
 });
 
 test('on an empty line the completion is a block of at most maxLines lines; what is streamed is the suggestion', async () => {
