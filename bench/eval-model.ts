@@ -6,7 +6,9 @@
 //   honesty       names absent from the workspace: the answer says so and names no place
 //   cross-file    exact match of the rest of a line cut just before a name defined in
 //                 another file: the whole workspace in context vs the file alone
-//   fill-in       single-line fill-in-the-middle exact match, the file alone
+//   fill-in       single-line fill-in-the-middle exact match, the file alone: the model's
+//                 FIM (the training format, whole), and the same lines completed inline
+//                 as the engine ships it
 //   bits/byte     on held-out code, rows of 4,096 tokens
 // --quick (development, the smoke test): 8K only, 3 items of each kind, one 1,024-token
 // bits-per-byte row.
@@ -193,6 +195,11 @@ async function main(): Promise<void> {
   for (const site of fimSites) fimItems.push(await fillIn(empty, site));
   const fimSeconds = seconds(fimStarted);
   log(`eval: fill-in-the-middle ${fimItems.filter((i) => i.correct).length}/${fimItems.length} (${fimSeconds.toFixed(0)} s)`);
+  const inlineStarted = performance.now();
+  const inlineItems = [];
+  for (const site of fimSites) inlineItems.push(await completeFileAlone(model, tokenizer, site, tokens));
+  const inlineSeconds = seconds(inlineStarted);
+  log(`eval: the same lines inline ${inlineItems.filter((i) => i.correct).length}/${inlineItems.length} (${inlineSeconds.toFixed(0)} s)`);
 
   const bpbStarted = performance.now();
   const bpb = await bitsPerByte(model, rows, tokenBytes(modelDir, model.config.vocabSize));
@@ -210,6 +217,7 @@ async function main(): Promise<void> {
     heldout: repos.map((r) => ({ name: r.name, lang: r.lang, version: r.version, files: r.files.length, chars: r.files.reduce((n, [, t]) => n + t.length, 0) })),
     sizes: results,
     fillIn: { ...rate(fimItems.map((i) => i.correct)), seconds: fimSeconds, items: fimItems },
+    fillInInline: { ...rate(inlineItems.map((i) => i.correct)), seconds: inlineSeconds, items: inlineItems },
     bitsPerByte: { ...bpb, seconds: bpbSeconds },
     seconds: { fetch: fetchSeconds, load: loadSeconds, total: seconds(began) },
   };

@@ -41,7 +41,10 @@ export interface EvalResult {
   quick: boolean;
   heldout: { name: string; lang: string; version?: string; files: number; chars: number }[];
   sizes: SizeResult[];
+  /** The model's fill-in-the-middle: the training format's FIM string, whole. */
   fillIn: Rate & { seconds: number; items: CompletionOutcome[] };
+  /** The same lines completed inline as the engine ships it (the cut file alone in the context). */
+  fillInInline: Rate & { seconds: number; items: CompletionOutcome[] };
   bitsPerByte: BitsPerByte & { seconds: number };
   seconds: { fetch: number; load: number; total: number };
 }
@@ -95,6 +98,7 @@ export function markdown(result: EvalResult): string {
     '| measure | value | wall time |',
     '|---|---:|---:|',
     `| in-file completion: single-line fill-in-the-middle, file alone | ${cell(result.fillIn)} | ${secs(result.fillIn.seconds)} |`,
+    `| … the same lines completed inline as the engine ships (the prefix continued), file alone | ${cell(result.fillInInline)} | ${secs(result.fillInInline.seconds)} |`,
     `| bits per byte (${result.bitsPerByte.rows} row${result.bitsPerByte.rows === 1 ? '' : 's'} of ${result.bitsPerByte.rowTokens} tokens, ${result.bitsPerByte.bytes.toLocaleString('en-US')} bytes) | ${result.bitsPerByte.bitsPerByte.toFixed(3)} | ${secs(result.bitsPerByte.seconds)} |`,
     '',
     `Total ${secs(result.seconds.total)} (fetching held-out code ${secs(result.seconds.fetch)}, loading the model ${secs(result.seconds.load)}).`,

@@ -1,8 +1,8 @@
 // Inline completion at a cursor, after the whole context: the file's header, a short
-// restated prefix and suffix (fill-in-the-middle when the model has the tokens). After
-// code on the cursor's line, with nothing after it, the prefix is continued instead,
-// its last token healed (token-healing.ts): the default model's FIM writes a fresh line
-// wherever the prefix stops, continuing it finishes the line (MODEL.md, completions). The
+// restated prefix and suffix (fill-in-the-middle when the model has the tokens). With
+// no code after the cursor on its line, the prefix is continued instead, its last token
+// healed (token-healing.ts): the default model's FIM writes a fresh line wherever the
+// prefix stops, continuing it finishes the line (MODEL.md, completions). The
 // state after the restated prefix is kept, checkpointed along it, so the next request
 // that shares the start of it (typing on, a backspace, the client's window sliding)
 // feeds only what differs; while other work has the context it is parked (see
@@ -47,7 +47,7 @@ export function complete(core: ContextCore, path: string, prefix: string, suffix
         const lineEnd = suffix.indexOf('\n');
         const linePrefix = prefix.slice(lineStart);
         const lineSuffix = lineEnd < 0 ? suffix : suffix.slice(0, lineEnd);
-        const continued = inline && linePrefix.trim() !== '' && lineSuffix.trim() === '';
+        const continued = inline && lineSuffix.trim() === '';
         // Ids after the state's base (the header less its last token): that token, then the prefix
         // (a continued one less its last token, which the generation must start with).
         const { ids: fed, healed } = continued

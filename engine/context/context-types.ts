@@ -118,7 +118,7 @@ export interface CompletionBreakdown {
   /** Prefix tokens fed (the rest of the restated prefix came from the cache). */
   prefixTokens: number;
   suffixTokens: number;
-  /** 'continued': the prefix went on from the cursor, its last token healed (code before the cursor, none after); 'fim': fill-in-the-middle. */
+  /** 'continued': the prefix went on from the cursor, its last token healed (no code after the cursor on its line); 'fim': fill-in-the-middle. */
   form: 'continued' | 'fim';
   /** The prefix state: built from the file header ('cold'), continued ('warm'), or set back after other work had the context ('restored'). */
   cache: 'cold' | 'warm' | 'restored';

@@ -280,6 +280,12 @@ test('npm run eval:model -- --quick on the shipped model writes the report, its 
   assert.equal(size.items.crossFile.length, 3);
   for (const part of Object.values(size.seconds)) assert.ok(part > 0);
   assert.equal(result.fillIn.n, 3);
+  assert.equal(result.fillInInline.n, 3);
+  assert.deepEqual(
+    result.fillInInline.items.map((i) => i.expected),
+    result.fillIn.items.map((i) => i.expected),
+    'the same lines, inline',
+  );
   assert.equal(result.bitsPerByte.rows, 1);
   assert.ok(result.bitsPerByte.bitsPerByte > 0 && result.bitsPerByte.bitsPerByte < 8, `${result.bitsPerByte.bitsPerByte} bits per byte`);
   assert.ok(result.seconds.total > 0 && result.seconds.total < seconds);

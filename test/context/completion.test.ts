@@ -134,7 +134,7 @@ test('mid-line the suggestion is the rest of the line; it equals plain generatio
   assert.equal(result.text, reference);
 });
 
-test('after code with nothing after it on the line, the prefix is continued with its last token healed; it equals plain generation over the healed prompt', async () => {
+test('with no code after the cursor on its line, the prefix is continued with its last token healed; it equals plain generation over the healed prompt', async () => {
   const context = await workspace();
   const head = `${source(4, 6)}\nexport function twice(values: number[]): number[] {\n`;
   const result = await context.complete(editing, `${head}  return scale4_2(`, '\n}\n', { maxTokens: 24 });
