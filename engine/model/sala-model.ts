@@ -102,14 +102,11 @@ const LAYER_WEIGHT_NAMES: Record<string, string> = {
   'self_attn.o_norm': 'w_o_norm',
 };
 
-interface Sessions {
-  embed: GraphSession;
-  lightning: GraphSession;
-  sparseProject: GraphSession;
-  sparseSelect: GraphSession;
-  sparseAttend: GraphSession;
-  head: GraphSession;
-}
+const GRAPH_FILES = { embed: 'embed', lightning: 'lightning', sparseProject: 'sparse_project', sparseSelect: 'sparse_select', sparseAttend: 'sparse_attend', head: 'head' } as const;
+type GraphName = keyof typeof GRAPH_FILES;
+
+/** One shared session per graph, the weights fed as inputs; with baked weights only selection's (it has none). */
+type Sessions = Partial<Record<GraphName, GraphSession>>;
 
 /** The graphs that carry weights, one session per layer (ModelOptions.bakeWeights); selection has none. */
 interface BakedSessions {
@@ -128,8 +125,6 @@ interface BakedSessions {
  * understood only small layers chain (the default model's whole runs of Lightning layers).
  */
 const MAX_CHAIN_BYTES = 64 * 2 ** 20;
-
-type GraphName = keyof Sessions;
 
 function pick(tensors: LayerTensors, names: readonly string[]): Feeds {
   const feeds: Feeds = {};
@@ -187,16 +182,13 @@ export class SalaModel {
         : await resolveDevice(options.device ?? 'cpu');
     const precision = await resolvePrecision(options.precision ?? 'auto', device.kind);
     const graphs = buildGraphs(config, precision.kind);
+    const bake = options.bakeWeights ?? device.kind === 'cuda';
+    // Baked weights run in per-layer sessions (bakeSessions): only selection, which has no weights, is shared.
+    const shared: readonly GraphName[] = bake ? ['sparseSelect'] : (Object.keys(GRAPH_FILES) as GraphName[]);
     const createSessions = async (threads: number | undefined): Promise<Sessions> => {
-      const sessionOptions = { device: device.kind, threads };
-      return {
-        embed: await GraphSession.create('embed', graphs.embed, sessionOptions),
-        lightning: await GraphSession.create('lightning', graphs.lightning, sessionOptions),
-        sparseProject: await GraphSession.create('sparse_project', graphs.sparseProject, sessionOptions),
-        sparseSelect: await GraphSession.create('sparse_select', graphs.sparseSelect, sessionOptions),
-        sparseAttend: await GraphSession.create('sparse_attend', graphs.sparseAttend, sessionOptions),
-        head: await GraphSession.create('head', graphs.head, sessionOptions),
-      };
+      const sessions: Sessions = {};
+      for (const name of shared) sessions[name] = await GraphSession.create(GRAPH_FILES[name], graphs[name], { device: device.kind, threads });
+      return sessions;
     };
     // Weights are graph inputs, so a second set of sessions costs no weight memory:
     // single-token steps are too small to gain from threads and lose to their wake-ups.
@@ -270,7 +262,7 @@ export class SalaModel {
       );
     }
     let baked: BakedSessions | undefined;
-    if (options.bakeWeights ?? device.kind === 'cuda') {
+    if (bake) {
       try {
         baked = await bakeSessions(config, graphs, layerTensors, globalTensors, { device: device.kind, threads: options.threads });
       } catch (err) {
@@ -309,7 +301,9 @@ export class SalaModel {
       if (!session) throw new Error(`layer ${layer} has no ${name} graph`);
       return session;
     }
-    return this.sessionsFor(tokens)[name];
+    const session = this.sessionsFor(tokens)[name];
+    if (!session) throw new Error(`no shared ${name} session (the weights are baked into per-layer sessions)`);
+    return session;
   }
 
   /** Frees the onnxruntime sessions; the model cannot run afterwards. */
