@@ -102,7 +102,14 @@ const LAYER_WEIGHT_NAMES: Record<string, string> = {
   'self_attn.o_norm': 'w_o_norm',
 };
 
-const GRAPH_FILES = { embed: 'embed', lightning: 'lightning', sparseProject: 'sparse_project', sparseSelect: 'sparse_select', sparseAttend: 'sparse_attend', head: 'head' } as const;
+const GRAPH_FILES = {
+  embed: 'embed',
+  lightning: 'lightning',
+  sparseProject: 'sparse_project',
+  sparseSelect: 'sparse_select',
+  sparseAttend: 'sparse_attend',
+  head: 'head',
+} as const;
 type GraphName = keyof typeof GRAPH_FILES;
 
 /** One shared session per graph, the weights fed as inputs; with baked weights only selection's (it has none). */
