@@ -160,6 +160,17 @@ test('with no code after the cursor on its line, the prefix is continued with it
   assert.equal(inside.breakdown.form, 'fim');
 });
 
+test('after a blank line the healed token holds both newlines; the suggestion is the next line, not cut at once by the blank-line stop', async () => {
+  const context = await workspace();
+  const prefix = `${source(4, 6)}\n`;
+  assert.ok(prefix.endsWith('}\n\n'));
+  const { healed } = healPrompt([...context.format.fimStart(editing), ...context.format.text(prefix)], tokenizer);
+  assert.ok(healed.endsWith('\n\n'), JSON.stringify(healed));
+  const result = await context.complete(editing, prefix, '', { maxTokens: 24, maxLines: 1 });
+  assert.equal(result.breakdown.form, 'continued');
+  assert.match(result.text, /^export function scale4_6\(/);
+});
+
 test('on an empty line the completion is a block of at most maxLines lines; what is streamed is the suggestion', async () => {
   const context = await workspace();
   const deltas: string[] = [];
