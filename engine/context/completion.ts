@@ -14,7 +14,7 @@ import { CompletionStopper, DEFAULT_MAX_LINES } from './completion-scope.js';
 import { PIECE_TOKENS, type ContextCore } from './context-core.js';
 import type { CompleteOptions, CompletionBreakdown, CompletionResult } from './context-types.js';
 import { settleTail, unparkTail } from './tail-parking.js';
-import { StartsWith, healPrompt } from '../model/token-healing.js';
+import { healPrompt } from '../model/token-healing.js';
 
 /** Prefill chunk of a completion's own feeds: a superseded request lets go within one. */
 const COMPLETION_CHUNK = 64;
@@ -111,32 +111,25 @@ export function complete(core: ContextCore, path: string, prefix: string, suffix
           const tail = [...fed.slice(at), ...end];
           fedTokens += tail.length;
           const stopper = inline ? new CompletionStopper({ linePrefix, lineSuffix, maxLines: options.maxLines ?? DEFAULT_MAX_LINES }) : undefined;
-          const stops = options.stop ?? ['\n\n'];
           const stream = generate(core.model, core.tokenizer, tail, {
             sequence: core.sequence,
             maxTokens: options.maxTokens ?? 48,
-            // Stop strings are looked for past the healed text (a prefix ending "\n\n" must not stop at once).
-            stop: healed ? [] : stops,
+            stop: options.stop ?? ['\n\n'],
             // A continued prefix ends where the model would go on to the suffix.
             stopIds: continued ? core.format.prefixStopIds : core.format.stopIds,
-            constraint: healed ? new StartsWith(healed, core.tokenizer) : undefined,
+            // The generation starts with the healed text, which the editor already holds.
+            healed,
             signal,
             chunkSize: COMPLETION_CHUNK,
           });
           const promptEnd = core.sequence.length + tail.length;
-          // The generation starts with the healed text, which the editor already holds.
-          let generated = '';
           let text = '';
           let shown = 0;
           let next = await stream.next();
           const firstToken = performance.now();
           while (!next.done) {
-            generated += next.value;
-            const delta = generated.slice(healed.length + text.length);
-            text += delta;
-            const scoped = stopper?.push(delta);
-            const stopAt = healed ? firstStop(text, stops) : undefined;
-            const cut = scoped === undefined ? stopAt : stopAt === undefined ? scoped : Math.min(scoped, stopAt);
+            text += next.value;
+            const cut = stopper?.push(next.value);
             // Streamed as it settles: an inline completion's current line may still be cut.
             const settled = cut ?? (stopper ? text.lastIndexOf('\n') : text.length);
             if (settled > shown) options.onDelta?.(text.slice(shown, settled));
@@ -191,16 +184,6 @@ function restatePrefix(core: ContextCore, path: string, prefix: string): string 
   if (prefix.length <= PREFIX_CHARS) return prefix;
   const lineStart = prefix.indexOf('\n', prefix.length - PREFIX_CHARS - 1) + 1;
   return lineStart > 0 && lineStart < prefix.length ? prefix.slice(lineStart) : prefix.slice(-PREFIX_CHARS);
-}
-
-/** Where the first of `stops` begins in `text`, if one does. */
-function firstStop(text: string, stops: readonly string[]): number | undefined {
-  let first: number | undefined;
-  for (const stop of stops) {
-    const at = stop === '' ? -1 : text.indexOf(stop);
-    if (at >= 0 && (first === undefined || at < first)) first = at;
-  }
-  return first;
 }
 
 /** Ends a generation where it stands, without running its next step. */

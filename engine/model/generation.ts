@@ -8,6 +8,7 @@ import type { SalaModel, Sequence, SelectionRecord } from './sala-model.js';
 import { ResidentMemoryError } from './resident-decoder.js';
 import { DeviceMemoryError } from '../runtime/session.js';
 import { keepsTensorsOnDevice } from '../runtime/device.js';
+import { StartsWith } from './token-healing.js';
 import type { FinishReason } from '../vocabulary.js';
 
 /** Narrows what may come next: sets the logits of tokens that may not to −Infinity. */
@@ -26,6 +27,11 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   stopIds?: readonly number[];
   /** Holds each token to what it allows (e.g. a choice of workspace lines); see TokenConstraint. */
   constraint?: TokenConstraint;
+  /**
+   * Text the generation must start with and that is not yielded: a prompt token taken back
+   * (token-healing.ts). Stop strings are matched after it.
+   */
+  healed?: string;
   /** Sees the blocks the sparse layers select for every prompt and generated token. */
   onSelection?: (record: SelectionRecord) => void;
   /**
@@ -70,6 +76,15 @@ export async function* generate(
   const sequence = options.sequence ?? model.newSequence(promptIds.length + maxTokens);
   const stream = new TextStream(tokenizer, { skipSpecialTokens: true });
   const stops = new StopMatcher(options.stop ?? []);
+  const healed = options.healed ?? '';
+  const healing = healed ? new StartsWith(healed, tokenizer) : undefined;
+  // Characters of the healed text still to drop from what the stream yields.
+  let unseen = healed.length;
+  const pastHealed = (piece: string): string => {
+    const kept = piece.slice(unseen);
+    unseen = Math.max(0, unseen - piece.length);
+    return kept;
+  };
   const tokens: number[] = [];
   let text = '';
   let finishReason: FinishReason = 'length';
@@ -106,9 +121,10 @@ export async function* generate(
         finishReason = 'cancelled';
         break;
       }
-      if (options.constraint) {
+      if (options.constraint || healing) {
         logits = Float32Array.from(logits);
-        options.constraint.mask(logits, tokens);
+        healing?.mask(logits, tokens);
+        options.constraint?.mask(logits, tokens);
       }
       const next = sampler.next(logits);
       if (endIds.has(next)) {
@@ -116,7 +132,7 @@ export async function* generate(
         break;
       }
       tokens.push(next);
-      const { emit, stopped } = stops.push(stream.push(next));
+      const { emit, stopped } = stops.push(pastHealed(stream.push(next)));
       if (emit) {
         text += emit;
         yield emit;
@@ -136,7 +152,7 @@ export async function* generate(
     await decoder?.close();
   }
   if (finishReason !== 'stop') {
-    const rest = stops.push(stream.flush());
+    const rest = stops.push(pastHealed(stream.flush()));
     const tail = rest.stopped ? rest.emit : rest.emit + stops.flush();
     if (rest.stopped) finishReason = 'stop';
     if (tail) {

@@ -3,7 +3,6 @@
 // a model continuing from there writes what follows a lone space — not the word. The
 // prompt's last token is taken back and generation is held to text that starts with
 // it, so the model picks the token that spans the cut (Guidance's token healing).
-import type { TokenConstraint } from './generation.js';
 import type { Tokenizer } from './tokenizer.js';
 
 /** Each token id's text, decoded alone ('' for special tokens and partial UTF-8: never offered). */
@@ -41,7 +40,7 @@ export function healPrompt(ids: readonly number[], tokenizer: Tokenizer): Healed
  * that extend what has been generated along it are allowed (one that spans its end
  * included); after that, anything.
  */
-export class StartsWith implements TokenConstraint {
+export class StartsWith {
   private readonly texts: string[];
 
   constructor(
