@@ -92,34 +92,3 @@ test('a lookup is answered with a workspace line holding the name; a name that i
   while (!next.done) next = await unaided.next();
   assert.equal(next.value.lookup, undefined);
 });
-
-test('a definition lookup answers the candidate line the model scores likeliest whole: its own scores, their best, the context as before', async () => {
-  const texts = Object.fromEntries(['selection.ts', 'sparse-kv-cache.ts'].map((name) => [name, readFileSync(path.join(KV, name), 'utf8')]));
-  const context = new WorkspaceContext(model, tokenizer);
-  await context.update(Object.entries(texts).map(([name, text]) => file(name, text)));
-  const length = context.sequence.length;
-
-  const question = 'Where is `SparseKvCache` defined?';
-  const result = await ask(context, question);
-  const scored = result.lookup?.scored ?? [];
-  assert.equal(scored.length, result.lookup?.candidateLines);
-  assert.ok(scored.length >= 2, `${scored.length} candidate lines`);
-  for (let i = 1; i < scored.length; i++) assert.ok(scored[i - 1].logProb >= scored[i].logProb, 'likeliest first');
-  assert.equal(result.text, scored[0].line);
-  assert.deepEqual(result.locations[0] && texts[result.locations[0].path].split('\n')[result.locations[0].line - 1].trim(), scored[0].line);
-  // Each score is the model's log-probability of that answer after the question, as score() computes it in one call.
-  for (const line of scored.slice(0, 3)) {
-    const { logProb, tokens } = await context.score(question, line.line);
-    assert.equal(tokens, line.tokens);
-    assert.ok(Math.abs(logProb - line.logProb) < 1e-3, `${line.line}: ${line.logProb} vs score() ${logProb}`);
-  }
-  assert.equal(context.sequence.length, length);
-
-  // Token by token under the same constraint, as before whole lines: no scores, and still a candidate line.
-  const stream = context.ask(question, { maxTokens: 40, lookupChoice: 'greedy' });
-  let next = await stream.next();
-  while (!next.done) next = await stream.next();
-  assert.equal(next.value.lookup?.scored, undefined);
-  assert.match(next.value.text, /\bSparseKvCache\b/);
-  assert.equal(context.sequence.length, length);
-});
