@@ -119,12 +119,8 @@ async function main(): Promise<void> {
 
     const lookupStarted = performance.now();
     const asks: AskOutcome[] = [];
-    // Each question as the engine ships (grounded) and with the model unaided; a "defined"
-    // one also grounded with its line chosen token by token (the choice before whole lines).
-    for (const q of lookups) {
-      for (const grounded of [true, false]) asks.push(await askLookup(context, q, lines, grounded));
-      if (q.kind === 'defined') asks.push(await askLookup(context, q, lines, true, true));
-    }
+    // Each question twice: as the engine ships (grounded) and with the model unaided.
+    for (const q of lookups) for (const grounded of [true, false]) asks.push(await askLookup(context, q, lines, grounded));
     const lookupSeconds = seconds(lookupStarted);
     const absentStarted = performance.now();
     for (const q of absent) for (const grounded of [true, false]) asks.push(await askAbsent(context, q, lines, grounded));
@@ -140,8 +136,7 @@ async function main(): Promise<void> {
     }
     const crossSeconds = seconds(crossStarted);
 
-    const of = (kind: AskOutcome['kind'], grounded = true, greedy = false) => asks.filter((a) => a.kind === kind && a.grounded === grounded && (a.greedy === true) === greedy);
-    const shipped = asks.filter((a) => a.greedy !== true);
+    const of = (kind: AskOutcome['kind'], grounded = true) => asks.filter((a) => a.kind === kind && a.grounded === grounded);
     const crossWorkspace = rate(crossFile.map((c) => c.workspace.correct));
     const crossAlone = rate(crossFile.map((c) => c.alone.correct));
     const result: SizeResult = {
@@ -154,22 +149,12 @@ async function main(): Promise<void> {
       attribution: rate(of('defined').map((a) => a.attributed === true)),
       honesty: rate(of('absent').map((a) => a.correct)),
       honestyNoLocation: rate(of('absent').map((a) => a.noLocation === true)),
-      askMs: { grounded: median(shipped.filter((a) => a.grounded).map((a) => a.ms)), unaided: median(shipped.filter((a) => !a.grounded).map((a) => a.ms)) },
+      askMs: { grounded: median(asks.filter((a) => a.grounded).map((a) => a.ms)), unaided: median(asks.filter((a) => !a.grounded).map((a) => a.ms)) },
       definedWithChoice: rate(
         of('defined')
           .filter((a) => (a.candidates ?? 0) >= 2)
           .map((a) => a.correct),
       ),
-      greedy: {
-        lookupDefined: rate(of('defined', true, true).map((a) => a.correct)),
-        definedWithChoice: rate(
-          of('defined', true, true)
-            .filter((a) => (a.candidates ?? 0) >= 2)
-            .map((a) => a.correct),
-        ),
-        attribution: rate(of('defined', true, true).map((a) => a.attributed === true)),
-        askMs: median(of('defined', true, true).map((a) => a.ms)),
-      },
       unaided: {
         lookupDefined: rate(of('defined', false).map((a) => a.correct)),
         lookupUsed: rate(of('used', false).map((a) => a.correct)),
@@ -185,7 +170,7 @@ async function main(): Promise<void> {
     results.push(result);
     const u = result.unaided;
     log(
-      `eval ${sizeLabel(size)}: defined ${result.lookupDefined.correct}/${result.lookupDefined.n} (unaided ${u.lookupDefined.correct}, token by token ${result.greedy.lookupDefined.correct}), used ${result.lookupUsed.correct}/${result.lookupUsed.n} (unaided ${u.lookupUsed.correct}), attribution ${result.attribution.correct}/${result.attribution.n} (unaided ${u.attribution.correct}), honesty ${result.honesty.correct}/${result.honesty.n} (unaided ${u.honesty.correct}), cross-file ${crossWorkspace.correct}/${crossWorkspace.n} vs alone ${crossAlone.correct}/${crossAlone.n} (index ${indexSeconds.toFixed(0)} s, questions ${(lookupSeconds + absentSeconds).toFixed(0)} s, completions ${crossSeconds.toFixed(0)} s)`,
+      `eval ${sizeLabel(size)}: defined ${result.lookupDefined.correct}/${result.lookupDefined.n} (unaided ${u.lookupDefined.correct}), used ${result.lookupUsed.correct}/${result.lookupUsed.n} (unaided ${u.lookupUsed.correct}), attribution ${result.attribution.correct}/${result.attribution.n} (unaided ${u.attribution.correct}), honesty ${result.honesty.correct}/${result.honesty.n} (unaided ${u.honesty.correct}), cross-file ${crossWorkspace.correct}/${crossWorkspace.n} vs alone ${crossAlone.correct}/${crossAlone.n} (index ${indexSeconds.toFixed(0)} s, questions ${(lookupSeconds + absentSeconds).toFixed(0)} s, completions ${crossSeconds.toFixed(0)} s)`,
     );
   }
 

@@ -17,8 +17,6 @@ export interface AskOutcome {
   name: string;
   /** Asked as the engine ships (a lookup held to workspace lines, grounded-lookup.ts), or with the model unaided. */
   grounded: boolean;
-  /** A grounded "defined" lookup asked with the line chosen token by token (AskOptions.lookupChoice 'greedy') instead of as shipped. */
-  greedy?: true;
   /** Lookups: where the definition sits in the context, 0–1. */
   depth?: number;
   answer: string;
@@ -36,8 +34,8 @@ export interface AskOutcome {
   ms: number;
 }
 
-async function ask(context: WorkspaceContext, question: string, maxTokens: number, grounded: boolean, greedy = false): Promise<AskResult & { locations?: Location[] }> {
-  const stream = context.ask(question, { maxTokens, grounded, ...(greedy && { lookupChoice: 'greedy' as const }) });
+async function ask(context: WorkspaceContext, question: string, maxTokens: number, grounded: boolean): Promise<AskResult & { locations?: Location[] }> {
+  const stream = context.ask(question, { maxTokens, grounded });
   let next = await stream.next();
   while (!next.done) next = await stream.next();
   return next.value;
@@ -45,16 +43,15 @@ async function ask(context: WorkspaceContext, question: string, maxTokens: numbe
 
 const placesFrom = (result: { locations?: unknown }) => (Array.isArray(result.locations) ? 'engine' : 'answer');
 
-export async function askLookup(context: WorkspaceContext, q: LookupQuestion, index: LineIndex, grounded: boolean, greedy = false): Promise<AskOutcome> {
+export async function askLookup(context: WorkspaceContext, q: LookupQuestion, index: LineIndex, grounded: boolean): Promise<AskOutcome> {
   const started = performance.now();
-  const result = await ask(context, q.question, ANSWER_TOKENS[q.kind], grounded, greedy);
+  const result = await ask(context, q.question, ANSWER_TOKENS[q.kind], grounded);
   const locations = resolveLocations(result, index);
   const first = result.sources[0];
   return {
     kind: q.kind,
     name: q.name,
     grounded,
-    ...(greedy && { greedy }),
     candidates: result.lookup?.candidateLines,
     depth: q.depth,
     answer: result.text,

@@ -21,8 +21,6 @@ export interface SizeResult {
   askMs: { grounded: number; unaided: number };
   /** Grounded "defined" lookups whose answer had at least two workspace lines to choose from (one is right by construction). */
   definedWithChoice: Rate;
-  /** Grounded "defined" lookups with the line chosen token by token (AskOptions.lookupChoice 'greedy'), not whole (as shipped). */
-  greedy: { lookupDefined: Rate; definedWithChoice: Rate; attribution: Rate; askMs: number };
   /** The same questions with the model unaided (AskOptions.grounded false): what the model writes by itself. */
   unaided: { lookupDefined: Rate; lookupUsed: Rate; attribution: Rate; honesty: Rate };
   crossFileWorkspace: Rate;
@@ -68,8 +66,7 @@ export function markdown(result: EvalResult): string {
     '',
     "The engine as it ships, on the CPU: `WorkspaceContext.ask` for the questions, `complete` for the completions, the model's forward for bits per byte. " +
       "Lookup: names defined exactly once in the context (training/data.py's definition regexes), their files spread over its depth; right when the answer's first place is the gold file within ±2 lines of the definition (defined) or of a line using the name (used). " +
-      "Lookups are asked as the engine ships them, the answer held to a workspace line that holds the name, chosen by the model (engine/context/grounded-lookup.ts; a definition's line scored whole among the candidates, engine/context/whole-line-lookup.ts), and again with the model unaided (`grounded: false`): the unaided rows are what the model writes by itself. " +
-      'The "token by token" rows ask the same definition lookups with the line written token by token under the same constraint (`lookupChoice: \'greedy\'`, the choice before whole lines). ' +
+      'Lookups are asked as the engine ships them, the answer held to a workspace line that holds the name, chosen by the model (engine/context/grounded-lookup.ts), and again with the model unaided (`grounded: false`): the unaided rows are what the model writes by itself. ' +
       'Attribution: the first source covers the definition line. Honesty: names made of identifier pieces of other code, absent from the context; right when the answer says so and names no place. ' +
       'Cross-file completion: a line cut just before a name defined in another file of the same repository, exact match of the rest of the line, the whole workspace in context vs a context of the file alone. ' +
       'Fill-in-the-middle: a random line of 6–100 characters, prefix ≤ 3,000 and suffix ≤ 1,000 characters, no other file. Each figure is followed by its count.',
@@ -83,19 +80,13 @@ export function markdown(result: EvalResult): string {
     row('… of those with ≥ 2 candidate lines (the model chose)', (s) => cell(s.definedWithChoice)),
     row('lookup "Where is `X` used?" (±2 lines)', (s) => cell(s.lookupUsed)),
     row('attribution (first source covers the definition)', (s) => cell(s.attribution)),
-    row('*line chosen token by token:* lookup defined', (s) => cell(s.greedy.lookupDefined)),
-    row('*line chosen token by token:* … with ≥ 2 candidate lines', (s) => cell(s.greedy.definedWithChoice)),
-    row('*line chosen token by token:* attribution', (s) => cell(s.greedy.attribution)),
     row('honesty (absent name: says not found, no place)', (s) => cell(s.honesty)),
     row('*model unaided:* lookup defined', (s) => cell(s.unaided.lookupDefined)),
     row('*model unaided:* lookup used', (s) => cell(s.unaided.lookupUsed)),
     row('*model unaided:* attribution', (s) => cell(s.unaided.attribution)),
     row('*model unaided:* honesty', (s) => cell(s.unaided.honesty)),
     row('absent name resolves to no place', (s) => cell(s.honestyNoLocation)),
-    row(
-      'median ms per question, grounded / unaided / defined token by token',
-      (s) => `${s.askMs.grounded.toFixed(0)} / ${s.askMs.unaided.toFixed(0)} / ${s.greedy.askMs.toFixed(0)}`,
-    ),
+    row('median ms per question, grounded / unaided', (s) => `${s.askMs.grounded.toFixed(0)} / ${s.askMs.unaided.toFixed(0)}`),
     row('cross-file completion, whole workspace', (s) => cell(s.crossFileWorkspace)),
     row('cross-file completion, file alone', (s) => cell(s.crossFileAlone)),
     row('cross-file ratio (workspace / file alone)', (s) => (s.crossFileRatio === null ? 'n/a' : `${s.crossFileRatio.toFixed(2)}×`)),

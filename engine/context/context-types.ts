@@ -78,12 +78,6 @@ export interface AskOptions {
    * any text (what it does unaided).
    */
   grounded?: boolean;
-  /**
-   * How a grounded "defined" lookup picks its line: 'whole-line' (default) scores each
-   * candidate line whole and answers the likeliest (whole-line-lookup.ts); 'greedy'
-   * lets the model write it token by token, held to the candidates.
-   */
-  lookupChoice?: 'whole-line' | 'greedy';
 }
 
 export interface CompleteOptions {
@@ -143,13 +137,7 @@ export interface AskResult {
   /** The layout those blocks were counted over (spans are replaced, never changed, so this stays as it was). */
   layout: FileSpan[];
   /** A grounded lookup: what it asked for and how many workspace lines the answer could choose from. */
-  lookup?: {
-    name: string;
-    kind: 'defined' | 'used';
-    candidateLines: number;
-    /** A whole-line choice: the lines scored, likeliest first, with their log-probabilities. */
-    scored?: ScoredLine[];
-  };
+  lookup?: { name: string; kind: 'defined' | 'used'; candidateLines: number };
 }
 
 export interface ContextStats {
@@ -197,12 +185,4 @@ export interface ExcludedEntry {
   path: string;
   tokens: number;
   contentHash: string;
-}
-
-/** A candidate answer line scored whole (whole-line-lookup.ts). */
-export interface ScoredLine {
-  line: string;
-  /** Natural log of the line's probability, its end-of-turn token included. */
-  logProb: number;
-  tokens: number;
 }

@@ -5,13 +5,11 @@
 import type { SelectionRecord } from '../model/sala-model.js';
 import { generate } from '../model/generation.js';
 import type { ContextCore } from './context-core.js';
-import { ContextError, type AskOptions, type AskResult, type ScoredLine } from './context-types.js';
+import { ContextError, type AskOptions, type AskResult } from './context-types.js';
 import { countHits, locationSearch, sourcesOf } from './sources.js';
 import { resolveLocations } from './answer-locations.js';
 import { canonicalQuestion, candidateLines, lookupConstraint, parseLookup } from './grounded-lookup.js';
 import { settleTail, yieldToCompletions } from './tail-parking.js';
-import { chooseWholeLine } from './whole-line-lookup.js';
-import type { FinishReason } from '../vocabulary.js';
 
 /** See WorkspaceContext.ask. */
 export async function* askStream(core: ContextCore, question: string, options: AskOptions = {}): AsyncGenerator<string, AskResult> {
@@ -42,46 +40,34 @@ export async function* askStream(core: ContextCore, question: string, options: A
       const prompt = core.format.question(lookup ? canonicalQuestion(lookup) : text);
       const onSelection = (record: SelectionRecord) => countHits(core, record, start, hits);
       try {
-        let answer: string;
-        let finishReason: FinishReason;
-        let scored: ScoredLine[] | undefined;
-        if (lookup?.kind === 'defined' && candidates.length >= 2 && options.lookupChoice !== 'greedy') {
-          const choice = await chooseWholeLine(core, prompt, candidates, onSelection, options.signal);
-          answer = choice.chosen.line;
-          scored = choice.scored;
-          finishReason = 'eos';
-          queue.push(answer);
+        const stream = generate(core.model, core.tokenizer, prompt, {
+          sequence: core.sequence,
+          maxTokens: options.maxTokens ?? 256,
+          temperature: options.temperature ?? 0,
+          stopIds: core.format.stopIds,
+          signal: options.signal,
+          onSelection,
+          constraint: lookup && lookupConstraint(lookup, candidates, core.tokenizer, core.format.stopIds),
+        });
+        let next = await stream.next();
+        while (!next.done) {
+          queue.push(next.value);
           wake?.();
-        } else {
-          const stream = generate(core.model, core.tokenizer, prompt, {
-            sequence: core.sequence,
-            maxTokens: options.maxTokens ?? 256,
-            temperature: options.temperature ?? 0,
-            stopIds: core.format.stopIds,
-            signal: options.signal,
-            onSelection,
-            constraint: lookup && lookupConstraint(lookup, candidates, core.tokenizer, core.format.stopIds),
-          });
-          let next = await stream.next();
-          while (!next.done) {
-            queue.push(next.value);
-            wake?.();
-            // A completion waiting goes first: the answer so far is set aside and brought back exactly.
-            await yieldToCompletions(core);
-            next = await stream.next();
-          }
-          ({ text: answer, finishReason } = next.value);
+          // A completion waiting goes first: the answer so far is set aside and brought back exactly.
+          await yieldToCompletions(core);
+          next = await stream.next();
         }
-        const locations = resolveLocations(answer, locationSearch(core, hits));
+        const text = next.value.text;
+        const locations = resolveLocations(text, locationSearch(core, hits));
         result = {
-          text: answer,
-          finishReason,
+          text,
+          finishReason: next.value.finishReason,
           promptTokens: prompt.length,
           locations,
           sources: sourcesOf(core, hits, 5, locations[0]),
           blockHits: [...hits],
           layout: core.layout(),
-          lookup: lookup && { ...lookup, candidateLines: candidates.length, ...(scored && { scored }) },
+          lookup: lookup && { ...lookup, candidateLines: candidates.length },
         };
       } finally {
         core.sequence.rollback(core.contextEnd);
