@@ -37,6 +37,8 @@ interface Floors {
 interface StepRow {
   model: string;
   device: DeviceKind;
+  /** CUDA: 'io-binding' (outputs left on the device, the binding addon) or 'host-fed' (onnxruntime-node copies every input and output). */
+  cudaRuns?: CudaRuns;
   precision: Precision;
   context: number;
   prefillTokens?: number;
@@ -52,6 +54,27 @@ interface StepRow {
   decodeOverFloor?: number;
   prefillUnderFloor?: number;
   skipped?: string;
+}
+
+type CudaRuns = 'io-binding' | 'host-fed';
+
+/** A --devices entry: a provider, or CUDA with the binding addon turned off ('cuda-host', the comparison point). */
+function deviceEntry(entry: string): { device: DeviceKind; cudaRuns?: CudaRuns } {
+  if (entry === 'cuda-host') return { device: 'cuda', cudaRuns: 'host-fed' };
+  if (!isDeviceRequest(entry) || entry === 'auto') throw new Error(`--devices takes cpu, webgpu, cuda and cuda-host, got ${entry}`);
+  return { device: entry, cudaRuns: entry === 'cuda' ? 'io-binding' : undefined };
+}
+
+/** Runs `body` with the binding addon on or off, as the entry asks. */
+async function withCudaRuns<T>(cudaRuns: CudaRuns | undefined, body: () => Promise<T>): Promise<T> {
+  const before = process.env.PANORAMA_ORT_ADDON;
+  if (cudaRuns === 'host-fed') process.env.PANORAMA_ORT_ADDON = 'off';
+  try {
+    return await body();
+  } finally {
+    if (before === undefined) delete process.env.PANORAMA_ORT_ADDON;
+    else process.env.PANORAMA_ORT_ADDON = before;
+  }
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -214,10 +237,11 @@ function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
     '|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
   );
   for (const r of rows) {
-    if (r.skipped) lines.push(`| ${r.model} | ${r.device} | ${r.precision} | ${r.context} | ${r.skipped} | | | | | |`);
+    const device = r.cudaRuns ? `${r.device} (${r.cudaRuns})` : r.device;
+    if (r.skipped) lines.push(`| ${r.model} | ${device} | ${r.precision} | ${r.context} | ${r.skipped} | | | | | |`);
     else
       lines.push(
-        `| ${r.model} | ${r.device} | ${r.precision} | ${r.context} | ${r.prefillTokensPerSecond!.toFixed(0)} | ${r.prefillFloorTokensPerSecond!.toFixed(0)} | ${r.decodeMsPerToken!.toFixed(2)} | ${r.decodeFloorMs!.toFixed(3)} | ${r.decodeOverFloor!.toFixed(0)}× | ${(r.busBytesPerToken! / 2 ** 20).toFixed(1)} |`,
+        `| ${r.model} | ${device} | ${r.precision} | ${r.context} | ${r.prefillTokensPerSecond!.toFixed(0)} | ${r.prefillFloorTokensPerSecond!.toFixed(0)} | ${r.decodeMsPerToken!.toFixed(2)} | ${r.decodeFloorMs!.toFixed(3)} | ${r.decodeOverFloor!.toFixed(0)}× | ${(r.busBytesPerToken! / 2 ** 20).toFixed(1)} |`,
       );
   }
   return lines.join('\n') + '\n';
@@ -237,8 +261,8 @@ async function main(): Promise<void> {
       out: { type: 'string' },
     },
   });
-  const devices = values.devices!.split(',');
-  for (const device of devices) if (!isDeviceRequest(device) || device === 'auto') throw new Error(`--devices takes cpu, webgpu and cuda, got ${device}`);
+  const entries = values.devices!.split(',').map(deviceEntry);
+  const devices = [...new Set(entries.map((entry) => entry.device))];
   const precisions = values.precisions!.split(',');
   for (const precision of precisions) if (!isPrecisionRequest(precision) || precision === 'auto') throw new Error(`--precisions takes fp32, fp16 and int4, got ${precision}`);
   const contexts = values.contexts!.split(',').map(Number);
@@ -252,7 +276,7 @@ async function main(): Promise<void> {
     writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), options: { ...options, deadline: undefined }, floors, rows }, null, 1) + '\n');
     writeFileSync(values.out.replace(/\.json$/, '.md'), markdown(floors, rows));
   };
-  for (const device of devices as DeviceKind[]) {
+  for (const device of devices) {
     floors[device] = await measureFloors(device);
     log(
       `${device}: read ${floors[device].readGBps.toFixed(0)} GB/s, fp16 products ${floors[device].matmulTflops.toFixed(1)} TFLOP/s, host → device ${floors[device].h2dGBps.toFixed(1)} GB/s`,
@@ -261,15 +285,16 @@ async function main(): Promise<void> {
   }
   for (const name of values.models!.split(',')) {
     const spec = name === '9b' ? nineBSpec(Number(values.tile)) : await defaultModelSpec(Number(values.tile));
-    for (const device of devices as DeviceKind[]) {
+    for (const { device, cudaRuns } of entries) {
       for (const precision of precisions as Precision[]) {
         if (performance.now() > options.deadline) break;
         try {
-          rows.push(...(await runModel(spec, device, precision, floors[device], options, log)));
+          const measured = await withCudaRuns(cudaRuns, () => runModel(spec, device, precision, floors[device], options, log));
+          rows.push(...measured.map((row) => ({ ...row, cudaRuns })));
         } catch (err) {
           const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
           log(`  ${spec.name} ${device} ${precision}: ${message}`);
-          rows.push({ model: spec.name, device, precision, context: 0, skipped: message.slice(0, 200) });
+          rows.push({ model: spec.name, device, cudaRuns, precision, context: 0, skipped: message.slice(0, 200) });
         }
         save();
       }
@@ -277,12 +302,11 @@ async function main(): Promise<void> {
   }
   if (values.out) {
     for (const model of [...new Set(rows.map((r) => r.model))]) {
-      const series = [...new Set(rows.filter((r) => r.model === model).map((r) => `${r.device} ${r.precision}`))].map((key, i) => ({
-        name: key,
+      const key = (r: StepRow) => `${r.device}${r.cudaRuns ? ` ${r.cudaRuns}` : ''} ${r.precision}`;
+      const series = [...new Set(rows.filter((r) => r.model === model).map(key))].map((name, i) => ({
+        name,
         color: i,
-        points: rows
-          .filter((r) => r.model === model && `${r.device} ${r.precision}` === key && r.decodeMsPerToken !== undefined)
-          .map((r) => [r.context, r.decodeMsPerToken!] as [number, number]),
+        points: rows.filter((r) => r.model === model && key(r) === name && r.decodeMsPerToken !== undefined).map((r) => [r.context, r.decodeMsPerToken!] as [number, number]),
       }));
       const slug = model.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
       writeFileSync(values.out.replace(/\.json$/, `-${slug}.svg`), lineChart({ title: `${model}: decode ms/token`, xLabel: 'context (tokens)', yLabel: 'ms/token', series }));

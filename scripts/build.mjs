@@ -2,6 +2,7 @@
 // onnxruntime-node stays external: it carries native binaries that must be loaded from node_modules.
 import { build } from 'esbuild';
 import { existsSync } from 'node:fs';
+import { buildNative } from './build-native.mjs';
 
 const common = {
   bundle: true,
@@ -13,6 +14,7 @@ const common = {
   logLevel: 'warning',
 };
 
+buildNative();
 await build({ ...common, entryPoints: ['engine/cli/main.ts'], outfile: 'dist/panorama.js' });
 if (existsSync('extension/extension.ts')) {
   await build({ ...common, entryPoints: ['extension/extension.ts'], outfile: 'dist/extension.js' });

@@ -93,7 +93,7 @@ export async function* generate(
   // layer on the device, KV offloaded to host memory through a device block pool): in
   // bench:offload its prefill beats the host path's at every context but 512K on the
   // default model, where they tie (docs/benchmarks/offload-webgpu.md).
-  // (WebGPU only: a CUDA session cannot keep tensors on the device between runs, see keepsTensorsOnDevice.)
+  // (WebGPU, and CUDA through the binding addon: see keepsTensorsOnDevice.)
   const wantResident = options.resident ?? (keepsTensorsOnDevice(model.device.kind) && !options.onSelection);
   const decoder = wantResident
     ? await model.residentDecoder(sequence, {

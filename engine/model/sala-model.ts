@@ -7,7 +7,16 @@
 // its plan (forward-plan.ts), shared with the resident decoder: this is its host executor.
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { resolveDevice, resolvePrecision, type DeviceRequest, type Precision, type PrecisionRequest, type ResolvedDevice, type ResolvedPrecision } from '../runtime/device.js';
+import {
+  keepsTensorsOnDevice,
+  resolveDevice,
+  resolvePrecision,
+  type DeviceRequest,
+  type Precision,
+  type PrecisionRequest,
+  type ResolvedDevice,
+  type ResolvedPrecision,
+} from '../runtime/device.js';
 import { blocksPerRow, quantizeInt4, type Int4Matrix } from '../runtime/int4.js';
 import { DeviceMemoryError, GraphSession, bool, f16, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { SparseKvCache, type SpillOptions } from '../kv/sparse-kv-cache.js';
@@ -48,8 +57,8 @@ export interface ModelOptions {
   onInt4?: (name: string, blocks: Int4Matrix) => void;
   /**
    * One session per layer with that layer's weights baked in as initializers, instead of
-   * one session per layer type fed the weights on every run. Default: on CUDA, whose
-   * sessions take every input from host memory (see keepsTensorsOnDevice).
+   * one session per layer type fed the weights on every run. Default: on CUDA when its
+   * sessions take every input from host memory (no binding addon: see keepsTensorsOnDevice).
    */
   bakeWeights?: boolean;
 }
@@ -189,7 +198,7 @@ export class SalaModel {
         : await resolveDevice(options.device ?? 'cpu');
     const precision = await resolvePrecision(options.precision ?? 'auto', device.kind);
     const graphs = buildGraphs(config, precision.kind);
-    const bake = options.bakeWeights ?? device.kind === 'cuda';
+    const bake = options.bakeWeights ?? (device.kind === 'cuda' && !keepsTensorsOnDevice('cuda'));
     // Baked weights run in per-layer sessions (bakeSessions): only selection, which has no weights, is shared.
     const shared: readonly GraphName[] = bake ? ['sparseSelect'] : (Object.keys(GRAPH_FILES) as GraphName[]);
     const createSessions = async (threads: number | undefined): Promise<Sessions> => {

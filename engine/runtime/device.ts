@@ -4,6 +4,7 @@ import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from './graph-builder.js';
 import { toHalfBits } from './half.js';
 import { checkCuda, cudaEnvironment, loadLibraries } from './cuda-libraries.js';
+import { nativeAddon, nativeProblem } from './native-session.js';
 
 export type DeviceKind = 'cpu' | 'webgpu' | 'cuda';
 export type DeviceRequest = DeviceKind | 'auto';
@@ -19,12 +20,22 @@ export class DeviceError extends Error {}
 
 /**
  * Whether tensors can stay on this provider's device between session runs. In
- * onnxruntime-node only WebGPU outputs can ('gpu-buffer'); a CUDA session takes its
- * inputs from host memory and returns its outputs there, so what must stay on a CUDA
- * device (the weights) is baked into the graphs instead.
+ * onnxruntime-node only WebGPU outputs can ('gpu-buffer'); CUDA outputs can through
+ * the binding addon (native-session.ts). Without it a CUDA session takes its inputs
+ * from host memory and returns its outputs there, so what must stay on the device
+ * (the weights) is baked into the graphs instead.
  */
 export function keepsTensorsOnDevice(kind: DeviceKind): boolean {
-  return kind === 'webgpu';
+  return kind === 'webgpu' || (bindsDeviceMemory(kind) && nativeAddon() !== undefined);
+}
+
+/**
+ * Whether this provider's sessions run through the binding addon (native-session.ts):
+ * CUDA, and the CPU provider when PANORAMA_NATIVE_CPU=1 — the CUDA path's code with
+ * host memory as its "device", which is how the tests run it without a GPU.
+ */
+export function bindsDeviceMemory(kind: DeviceKind): boolean {
+  return kind === 'cuda' || (kind === 'cpu' && process.env.PANORAMA_NATIVE_CPU === '1');
 }
 
 export function isDeviceRequest(value: string): value is DeviceRequest {
@@ -57,6 +68,8 @@ export function probeDevice(kind: DeviceKind): Promise<DeviceProbe> {
         const failed = loadLibraries(check.preload);
         if (failed) return { failure: failed, notes };
         notes.push(...check.notes);
+        const problem = nativeProblem();
+        notes.push(problem === undefined ? 'tensors stay on the device between runs' : `every run fed from host memory: the binding addon is ${problem}`);
       }
       const g = new GraphBuilder('probe');
       const x = g.input('x', 'float', [1]);

@@ -1,7 +1,8 @@
 // onnxruntime sessions built from graph bytes, with typed tensor helpers.
 import * as ort from 'onnxruntime-node';
-import { keepsTensorsOnDevice, type DeviceKind } from './device.js';
+import { bindsDeviceMemory, keepsTensorsOnDevice, type DeviceKind } from './device.js';
 import { toHalfBits } from './half.js';
+import { NativeSession, nativeAddon } from './native-session.js';
 
 export type Feeds = Record<string, ort.Tensor>;
 
@@ -11,7 +12,8 @@ export interface SessionOptions {
   threads?: number;
   /**
    * Where each output lands on a GPU provider ('gpu-buffer' keeps it on the device
-   * for the next session; unnamed outputs come back to host memory). WebGPU only (keepsTensorsOnDevice).
+   * for the next session; unnamed outputs come back to host memory). WebGPU, and CUDA
+   * through the binding addon (keepsTensorsOnDevice).
    */
   outputs?: Record<string, ort.Tensor.DataLocation>;
 }
@@ -26,18 +28,26 @@ export class DeviceMemoryError extends Error {}
 
 const ALLOCATION_FAILURE = /Failed to allocate memory|out of (device )?memory|OUT_OF_DEVICE_MEMORY|\[Invalid Buffer[^\]]*\] is invalid due to a previous error|bad_alloc/i;
 
+/** What GraphSession needs of a session: onnxruntime-node's, or the binding addon's (CUDA). */
+interface RunnableSession {
+  readonly inputNames: readonly string[];
+  run(feeds: Feeds): Promise<Record<string, ort.Tensor>> | Record<string, ort.Tensor>;
+  release(): Promise<void> | void;
+}
+
 /** One compiled graph. Built once per (layer type, phase) and reused for every layer call. */
 export class GraphSession {
   private constructor(
     readonly name: string,
-    private readonly session: ort.InferenceSession,
+    private readonly session: RunnableSession,
     private readonly device: DeviceKind,
   ) {}
 
   static async create(name: string, model: Uint8Array, options: SessionOptions): Promise<GraphSession> {
     const creating = performance.now();
     const onDevice = keepsTensorsOnDevice(options.device) && options.outputs !== undefined;
-    const session = await GraphSession.start(name, model, options, {
+    const native = bindsDeviceMemory(options.device) && nativeAddon() !== undefined;
+    const session = await GraphSession.start(name, model, options, native, {
       ...(onDevice ? { preferredOutputLocation: options.outputs } : {}),
       executionProviders: [options.device],
       intraOpNumThreads: options.threads ?? 0,
@@ -51,10 +61,23 @@ export class GraphSession {
     return new GraphSession(name, session, options.device);
   }
 
-  /** InferenceSession.create, with a failed allocation (weights baked into a graph that do not fit) as a DeviceMemoryError. */
-  private static async start(name: string, model: Uint8Array, options: SessionOptions, sessionOptions: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+  /** Creates the session, with a failed allocation (weights baked into a graph that do not fit) as a DeviceMemoryError. */
+  private static async start(
+    name: string,
+    model: Uint8Array,
+    options: SessionOptions,
+    native: boolean,
+    sessionOptions: ort.InferenceSession.SessionOptions,
+  ): Promise<RunnableSession> {
     try {
-      return await ort.InferenceSession.create(model, sessionOptions);
+      if (!native) return await ort.InferenceSession.create(model, sessionOptions);
+      return NativeSession.create(model, {
+        cuda: options.device === 'cuda',
+        threads: sessionOptions.intraOpNumThreads ?? 0,
+        logLevel: sessionOptions.logSeverityLevel ?? 3,
+        config: sessionOptions.extra as Record<string, string>,
+        outputs: options.outputs,
+      });
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       if (!ALLOCATION_FAILURE.test(message)) throw err;
@@ -96,8 +119,8 @@ export class GraphSession {
     }
   }
 
-  release(): Promise<void> {
-    return this.session.release();
+  async release(): Promise<void> {
+    await this.session.release();
   }
 }
 

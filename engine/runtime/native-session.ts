@@ -1,0 +1,200 @@
+// Sessions run through an IoBinding (native/panorama_ort.cc), so that a CUDA
+// session's outputs can stay in device memory and feed the next run as they are.
+// onnxruntime-node binds device memory only for WebGPU: without this, every run of
+// a CUDA decode step copied its Lightning states and KV blocks over the bus both
+// ways. Outputs left on the device come back as onnxruntime-node tensors with
+// location 'gpu-buffer' (their buffer is the addon's handle), so the code that keeps
+// tensors on a WebGPU device serves CUDA unchanged.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+
+type HostArray = Float32Array | Uint16Array | Uint8Array | Int8Array | Int32Array | Uint32Array | BigInt64Array;
+
+interface NativeResult {
+  type: number;
+  dims: number[];
+  data?: ArrayBuffer;
+  value?: object;
+}
+
+interface Addon {
+  init(libraryPath: string): string;
+  createSession(
+    model: Uint8Array,
+    options: { cuda: boolean; deviceId: number; threads: number; logLevel: number; config: [string, string][] },
+  ): {
+    handle: object;
+    inputNames: string[];
+    outputNames: string[];
+  };
+  run(
+    session: object,
+    inputNames: string[],
+    inputs: (object | { type: number; dims: readonly number[]; data: HostArray })[],
+    outputNames: string[],
+    onDevice: boolean[],
+  ): NativeResult[];
+  download(value: object): NativeResult;
+  release(handle: object, isSession?: boolean): void;
+}
+
+/** onnxruntime's element type numbers (ONNXTensorElementDataType) of the types the engine uses. */
+const ELEMENT: Record<string, number> = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, uint32: 12 };
+const TYPE_OF = new Map(Object.entries(ELEMENT).map(([name, code]) => [code, name as ort.Tensor.Type]));
+
+function hostArray(type: ort.Tensor.Type, buffer: ArrayBuffer): HostArray {
+  switch (type) {
+    case 'float32':
+      return new Float32Array(buffer);
+    case 'float16':
+      return new Uint16Array(buffer);
+    case 'int64':
+      return new BigInt64Array(buffer);
+    case 'int32':
+      return new Int32Array(buffer);
+    case 'uint32':
+      return new Uint32Array(buffer);
+    case 'int8':
+      return new Int8Array(buffer);
+    default:
+      return new Uint8Array(buffer);
+  }
+}
+
+let loaded: { addon?: Addon; version?: string; problem?: string } | undefined;
+
+/** Where the addon is: beside the bundle (dist/) or two folders up from this file (engine/runtime/). */
+function addonPath(): string | undefined {
+  const override = process.env.PANORAMA_ORT_ADDON;
+  if (override && override !== 'off') return override;
+  return [path.resolve(__dirname, '..', 'native', 'build', 'panorama_ort.node'), path.resolve(__dirname, '..', '..', 'native', 'build', 'panorama_ort.node')].find((file) =>
+    existsSync(file),
+  );
+}
+
+/** The libonnxruntime that onnxruntime-node loads (one runtime per process, shared by both). */
+function runtimeLibrary(): string {
+  const require = createRequire(__filename);
+  const root = path.dirname(require.resolve('onnxruntime-node/package.json'));
+  return path.join(root, 'bin', 'napi-v6', process.platform, process.arch, 'libonnxruntime.so.1');
+}
+
+/**
+ * The addon, loaded once; undefined with the reason (nativeProblem) when it is not
+ * built or does not load. PANORAMA_ORT_ADDON=off turns it off (every run then goes
+ * through onnxruntime-node, the comparison point of the benchmarks).
+ */
+export function nativeAddon(): Addon | undefined {
+  // Read on every call, so one process can measure with and without it (bench:gpu-step).
+  if (process.env.PANORAMA_ORT_ADDON === 'off') return undefined;
+  if (!loaded) {
+    loaded = {};
+    const file = addonPath();
+    if (process.platform !== 'linux') loaded.problem = 'built for Linux only';
+    else if (!file) loaded.problem = 'native/build/panorama_ort.node is not built (npm run build compiles it; it needs a C++ compiler)';
+    else {
+      try {
+        const addon = createRequire(__filename)(file) as Addon;
+        loaded.version = addon.init(runtimeLibrary());
+        loaded.addon = addon;
+      } catch (err) {
+        loaded.problem = `${file} did not load: ${err instanceof Error ? err.message : String(err)}`;
+      }
+    }
+  }
+  return loaded.addon;
+}
+
+/** Why nativeAddon() is undefined. */
+export function nativeProblem(): string | undefined {
+  if (process.env.PANORAMA_ORT_ADDON === 'off') return 'turned off (PANORAMA_ORT_ADDON=off)';
+  nativeAddon();
+  return loaded?.problem;
+}
+
+/** The handle of a tensor the addon holds, in the place onnxruntime-node keeps a GPU buffer. */
+class NativeBuffer {
+  readonly mapState = 'unmapped' as const;
+  constructor(
+    readonly value: object,
+    readonly size: number,
+  ) {}
+}
+
+export interface NativeSessionOptions {
+  /** The CUDA provider (device id 0); otherwise the CPU provider, where "device" memory is host memory. */
+  cuda: boolean;
+  threads: number;
+  logLevel: number;
+  config: Record<string, string>;
+  /** Outputs left in provider memory ('gpu-buffer'); the others come back as host tensors. */
+  outputs?: Record<string, ort.Tensor.DataLocation>;
+}
+
+export class NativeSession {
+  private constructor(
+    private readonly addon: Addon,
+    private readonly handle: object,
+    readonly inputNames: readonly string[],
+    readonly outputNames: readonly string[],
+    private readonly onDevice: boolean[],
+  ) {}
+
+  static create(model: Uint8Array, options: NativeSessionOptions): NativeSession {
+    const addon = nativeAddon();
+    if (!addon) throw new Error(`the onnxruntime binding addon is unavailable: ${nativeProblem()}`);
+    const { handle, inputNames, outputNames } = addon.createSession(model, {
+      cuda: options.cuda,
+      deviceId: 0,
+      threads: options.threads,
+      logLevel: options.logLevel,
+      config: Object.entries(options.config),
+    });
+    const onDevice = outputNames.map((name) => options.outputs?.[name] === 'gpu-buffer');
+    return new NativeSession(addon, handle, inputNames, outputNames, onDevice);
+  }
+
+  /** Runs every output; a feed is a host tensor or a tensor an earlier run left in provider memory. */
+  run(feeds: Record<string, ort.Tensor>): Record<string, ort.Tensor> {
+    const missing = this.inputNames.filter((name) => !(name in feeds));
+    if (missing.length > 0) throw new TypeError(`missing input${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
+    const names = Object.keys(feeds);
+    const inputs = names.map((name) => {
+      const tensor = feeds[name];
+      if (tensor.location === 'none') throw new TypeError(`input ${name} was disposed`);
+      if (tensor.location === 'gpu-buffer') {
+        const buffer = tensor.gpuBuffer as unknown;
+        if (!(buffer instanceof NativeBuffer)) throw new TypeError(`input ${name}: a GPU tensor not made by this binding`);
+        return buffer.value;
+      }
+      const type = ELEMENT[tensor.type];
+      if (type === undefined || tensor.location !== 'cpu') throw new TypeError(`input ${name}: unsupported ${tensor.location} tensor of type ${tensor.type}`);
+      return { type, dims: tensor.dims, data: tensor.data as HostArray };
+    });
+    const results = this.addon.run(this.handle, names, inputs, [...this.outputNames], this.onDevice);
+    const out: Record<string, ort.Tensor> = {};
+    results.forEach((result, i) => (out[this.outputNames[i]] = this.tensor(result)));
+    return out;
+  }
+
+  private tensor(result: NativeResult): ort.Tensor {
+    const type = TYPE_OF.get(result.type);
+    if (!type) throw new TypeError(`output of unsupported element type ${result.type}`);
+    if (result.data) return new ort.Tensor(type, hostArray(type, result.data), result.dims);
+    const value = result.value!;
+    const addon = this.addon;
+    const elements = result.dims.reduce((a, b) => a * b, 1);
+    return ort.Tensor.fromGpuBuffer(new NativeBuffer(value, elements) as unknown as ort.Tensor.GpuBufferType, {
+      dataType: type as ort.Tensor.GpuBufferDataTypes,
+      dims: result.dims,
+      download: async () => hostArray(type, addon.download(value).data!) as ort.Tensor.DataTypeMap[ort.Tensor.GpuBufferDataTypes],
+      dispose: () => addon.release(value),
+    });
+  }
+
+  release(): void {
+    this.addon.release(this.handle, true);
+  }
+}
