@@ -306,13 +306,16 @@ napi_value CreateSession(napi_env js, napi_callback_info info) {
   return result;
 }
 
-// run(session, inputNames, inputs, outputNames, onDevice) → [{type, dims, data} | {type, dims, value}]
-// An input is a value handle, or {type, dims, data: TypedArray} in host memory.
+// run(session, inputNames, inputs, outputNames, onDevice, into)
+//   → [{type, dims, data} | {type, dims, value} | {type, dims, written: true}]
+// An input is a value handle, or {type, dims, data: TypedArray} in host memory. into[i],
+// when a value handle, is where output i is written (it may be one of the inputs: an
+// operator that may run in place, like ScatterND, then skips copying it).
 napi_value Run(napi_env js, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   napi_get_cb_info(js, info, &argc, argv, nullptr, nullptr);
-  if (argc < 5) return Throw(js, "run(session, inputNames, inputs, outputNames, onDevice)");
+  if (argc < 6) return Throw(js, "run(session, inputNames, inputs, outputNames, onDevice, into)");
   Session* session = Unwrap<Session>(js, argv[0], "session");
   if (session == nullptr) return nullptr;
   if (session->session == nullptr) return Throw(js, "the session was released");
@@ -387,15 +390,31 @@ napi_value Run(napi_env js, napi_callback_info info) {
   }
 
   napi_get_array_length(js, argv[3], &outputCount);
-  std::vector<bool> onDevice(outputCount);
+  std::vector<bool> onDevice(outputCount), written(outputCount);
   for (uint32_t i = 0; i < outputCount; i++) {
-    napi_value jsName, flag;
+    napi_value jsName, flag, target;
     napi_get_element(js, argv[3], i, &jsName);
     napi_get_element(js, argv[4], i, &flag);
+    napi_get_element(js, argv[5], i, &target);
+    std::string name = StringArg(js, jsName);
     bool device = false;
     napi_get_value_bool(js, flag, &device);
     onDevice[i] = device;
-    if (Failed(js, ort->BindOutputToDevice(binding, StringArg(js, jsName).c_str(), device ? session->device : session->host))) {
+    napi_valuetype kind;
+    napi_typeof(js, target, &kind);
+    OrtStatus* status = nullptr;
+    if (kind == napi_external) {
+      Value* held = Unwrap<Value>(js, target, "tensor");
+      if (held == nullptr || held->value == nullptr) {
+        cleanup();
+        return held == nullptr ? nullptr : Throw(js, "output " + name + ": the tensor to write into was released");
+      }
+      written[i] = true;
+      status = ort->BindOutput(binding, name.c_str(), held->value);
+    } else {
+      status = ort->BindOutputToDevice(binding, name.c_str(), device ? session->device : session->host);
+    }
+    if (Failed(js, status)) {
       cleanup();
       return nullptr;
     }
@@ -422,7 +441,11 @@ napi_value Run(napi_env js, napi_callback_info info) {
     ONNXTensorElementDataType type;
     size_t elements = 0;
     ok = ok && Describe(js, values[i], result, &type, &elements);
-    if (ok && i < onDevice.size() && onDevice[i]) {
+    if (ok && i < written.size() && written[i]) {
+      napi_value yes;
+      napi_get_boolean(js, true, &yes);
+      napi_set_named_property(js, result, "written", yes);
+    } else if (ok && i < onDevice.size() && onDevice[i]) {
       napi_value handle;
       napi_create_external(js, new Value{values[i]}, FinalizeValue, nullptr, &handle);
       napi_set_named_property(js, result, "value", handle);

@@ -147,18 +147,21 @@ function buildEmbed(cfg: SalaConfig, precision: Precision): Uint8Array {
  * recurrent state. The T tokens form one chunk of the chunked form:
  *   O = ((σQKᵀ) ⊙ M) V + diag(γ^(i+1)) σQ S_prev,  M[i,j] = γ^(i−j) (j ≤ i)
  *   S_new = γ^T S_prev + (diag(γ^(T−1−j)) K)ᵀ V
- * which for T = 1 is the recurrent decode step.
+ * `step` builds the T = 1 form, S_new = γ S_prev + kᵀv, o = σq S_new: the same numbers in
+ * a fraction of the kernels (no decay mask, no shape arithmetic), for decode steps on a
+ * GPU, where each kernel's launch costs more than its work.
  */
-function buildLightning(cfg: SalaConfig, precision: Precision): Uint8Array {
+function buildLightning(cfg: SalaConfig, precision: Precision, step = false): Uint8Array {
   const sizes = derivedSizes(cfg);
   const d = cfg.hiddenSize;
   const H = sizes.lightningHeads;
   const Hkv = sizes.lightningKvHeads;
   const D = sizes.lightningHeadDim;
-  const g = new GraphBuilder('lightning');
-  const x = g.input('x', 'float', ['T', d]);
+  const g = new GraphBuilder(step ? 'lightning_step' : 'lightning');
+  const rows = step ? 1 : 'T';
+  const x = g.input('x', 'float', [rows, d]);
   const state = g.input('state', 'float', [H, D, D]);
-  const positions = g.input('positions', 'float', ['T']);
+  const positions = g.input('positions', 'float', [rows]);
   const inNorm = g.input('w_in_norm', 'float', [d]);
   const wq = matrixInput(g, 'w_q', [H * D, d], precision);
   const wk = matrixInput(g, 'w_k', [Hkv * D, d], precision);
@@ -195,15 +198,26 @@ function buildLightning(cfg: SalaConfig, precision: Precision): Uint8Array {
     v = repeat(v);
   }
 
+  const slopes = alibiSlopes(H).map((s) => Math.fround(s));
+  const { attended, newState } = step ? lightningStep(g, q, k, v, state, slopes, lightningScale(cfg)) : lightningChunk(g, x, q, k, v, state, slopes, lightningScale(cfg));
+
+  let o = g.reshape(attended, [0, H * D]); // [T, H·D]
+  if (cfg.useOutputNorm) o = rmsNorm(g, o, g.input('w_o_norm', 'float', [H * D]), cfg.rmsNormEps);
+  if (cfg.useOutputGate) o = g.mul(o, g.sigmoid(linear(g, xn, matrixInput(g, 'w_z', [H * D, d], precision), precision)));
+  const h = g.add(x, g.mul(linear(g, o, wo, precision), g.float(sizes.residualScale)));
+
+  g.output(mlpBlock(g, h, cfg, sizes.residualScale, precision), 'x_out', 'float', [rows, d]);
+  g.output(newState, 'state_out', 'float', [H, D, D]);
+  return g.toModel();
+}
+
+/** The chunked form over T rows: returns attended [T, H, D] and the new state. */
+function lightningChunk(g: GraphBuilder, x: Value, q: Value, k: Value, v: Value, state: Value, slopeList: number[], scale: number): { attended: Value; newState: Value } {
   // Heads first: [H, T, D].
-  const qh = g.mul(g.transpose(q, [1, 0, 2]), g.float(lightningScale(cfg)));
+  const qh = g.mul(g.transpose(q, [1, 0, 2]), g.float(scale));
   const kh = g.transpose(k, [1, 0, 2]);
   const vh = g.transpose(v, [1, 0, 2]);
-
-  const slopes = g.floats(
-    alibiSlopes(H).map((s) => Math.fround(s)),
-    [H, 1, 1],
-  );
+  const slopes = g.floats(slopeList, [slopeList.length, 1, 1]);
   const T = rowCount(g, x);
   const index = g.cast(g.range(g.int64(0), T, g.int64(1)), 'float'); // [T]
   const Tf = g.cast(T, 'float');
@@ -218,21 +232,26 @@ function buildLightning(cfg: SalaConfig, precision: Precision): Uint8Array {
   // Inter-chunk: row i sees the carried state decayed by γ^(i+1).
   const queryDecay = g.exp(g.mul(g.neg(slopes), g.unsqueeze(g.add(index, g.float(1)), [1]))); // [H, T, 1]
   const inter = g.mul(g.matmul(qh, state), queryDecay);
-  const attended = g.add(intra, inter); // [H, T, D]
+  const attended = g.transpose(g.add(intra, inter), [1, 0, 2]); // [T, H, D]
 
   // State update: S_new = γ^T S + Σ_j γ^(T−1−j) k_jᵀ v_j.
   const keyDecay = g.exp(g.mul(g.neg(slopes), g.unsqueeze(g.sub(g.sub(Tf, g.float(1)), index), [1]))); // [H, T, 1]
   const stateDecay = g.exp(g.mul(g.neg(slopes), Tf)); // [H, 1, 1]
   const newState = g.add(g.mul(state, stateDecay), g.matmul(g.transpose(g.mul(kh, keyDecay), [0, 2, 1]), vh));
+  return { attended, newState };
+}
 
-  let o = g.reshape(g.transpose(attended, [1, 0, 2]), [0, H * D]); // [T, H·D]
-  if (cfg.useOutputNorm) o = rmsNorm(g, o, g.input('w_o_norm', 'float', [H * D]), cfg.rmsNormEps);
-  if (cfg.useOutputGate) o = g.mul(o, g.sigmoid(linear(g, xn, matrixInput(g, 'w_z', [H * D, d], precision), precision)));
-  const h = g.add(x, g.mul(linear(g, o, wo, precision), g.float(sizes.residualScale)));
-
-  g.output(mlpBlock(g, h, cfg, sizes.residualScale, precision), 'x_out', 'float', ['T', d]);
-  g.output(newState, 'state_out', 'float', [H, D, D]);
-  return g.toModel();
+/** The recurrent form of one row: S_new = γ S + kᵀv, o = σq S_new (the chunked form at T = 1). */
+function lightningStep(g: GraphBuilder, q: Value, k: Value, v: Value, state: Value, slopeList: number[], scale: number): { attended: Value; newState: Value } {
+  const H = slopeList.length;
+  const qh = g.mul(g.reshape(q, [H, 1, -1]), g.float(scale)); // [H, 1, D]: T = 1, so no transpose
+  const kColumn = g.reshape(k, [H, -1, 1]); // [H, D, 1]
+  const vRow = g.reshape(v, [H, 1, -1]); // [H, 1, D]
+  // γ = exp(−s), computed as the chunked form computes it (Exp of −s·1 in float32).
+  const gamma = g.exp(g.neg(g.floats(slopeList, [H, 1, 1])));
+  const newState = g.add(g.mul(state, gamma), g.matmul(kColumn, vRow));
+  const attended = g.reshape(g.matmul(qh, newState), [1, H, -1]); // [1, H, D]
+  return { attended, newState };
 }
 
 /** Sparse layer, first part ("Sparse layer, prefill", steps 1 and 4): q, k, v (NoPE) and the output gate from the normed input. */
@@ -535,6 +554,8 @@ function buildHead(cfg: SalaConfig, precision: Precision, lastRow = false): Uint
 
 /** The decode-step graphs of the device-resident path (ResidentDecoder). */
 export interface ResidentGraphSet {
+  /** A Lightning layer for one token (decode steps). */
+  lightningStep: Uint8Array;
   sparseProject: Uint8Array;
   sparseSelect: Uint8Array;
   sparseAttend: Uint8Array;
@@ -546,6 +567,7 @@ export interface ResidentGraphSet {
 
 export function buildResidentGraphs(cfg: SalaConfig, precision: Precision = 'fp32'): ResidentGraphSet {
   return {
+    lightningStep: buildLightning(cfg, precision, true),
     sparseProject: buildSparseProject(cfg, precision, true),
     sparseSelect: buildSparseSelect(cfg, true),
     sparseAttend: buildSparseAttendResident(cfg, precision),

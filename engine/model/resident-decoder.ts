@@ -83,6 +83,8 @@ export interface ResidentStats {
 export interface ResidentSessions {
   embed: GraphSession;
   lightning: GraphSession;
+  /** Lightning for one token: decode steps. */
+  lightningStep: GraphSession;
   head: GraphSession;
   project: GraphSession;
   select: GraphSession;
@@ -167,6 +169,7 @@ export class ResidentDecoder {
     return {
       embed: await make('embed', graphs.embed, { x: onDevice }),
       lightning: await make('lightning', graphs.lightning, { x_out: onDevice, state_out: onDevice }),
+      lightningStep: await make('lightning_step', resident.lightningStep, { x_out: onDevice, state_out: onDevice }),
       head: await make('head', graphs.head, { logits: 'cpu' }),
       project: await make('sparse_project_resident', resident.sparseProject, { q: onDevice, k: onDevice, v: onDevice, gate: onDevice, k_host: 'cpu', v_host: 'cpu' }),
       select: await make('sparse_select_resident', resident.sparseSelect, { selected: 'cpu' }),
@@ -595,7 +598,7 @@ export class ResidentDecoder {
     for (let layer = 0; layer < config.numHiddenLayers; layer++) {
       let next: ort.Tensor;
       if (config.mixerTypes[layer] === 'lightning-attn') {
-        const session = this.sessions.lightning;
+        const session = count === 1 ? this.sessions.lightningStep : this.sessions.lightning;
         const out = await session.run({
           ...pick(layerTensors[layer], session.inputNames),
           x,

@@ -100,8 +100,10 @@ export class DeviceTensors {
   }
 
   /**
-   * data with data[indices[i]] = updates[i] (ONNX ScatterND), as a new device tensor;
-   * `data` is disposed. indices [n, q] address the leading q axes of data.
+   * data with data[indices[i]] = updates[i] (ONNX ScatterND). Through the binding addon
+   * (CUDA) the rows are written into `data` itself, which is returned; elsewhere the
+   * result is a new device tensor and `data` is disposed. indices [n, q] address the
+   * leading q axes of data.
    */
   async scatter(data: ort.Tensor, indices: ort.Tensor, updates: ort.Tensor): Promise<ort.Tensor> {
     const type = elemType(data);
@@ -120,8 +122,8 @@ export class DeviceTensors {
       { y: 'gpu-buffer' },
     );
     if (updates.location === 'cpu') this.uploadedBytes += byteLength(updates);
-    const out = (await session.run({ data, indices, updates })).y;
-    release(data);
+    const out = (await session.run({ data, indices, updates }, data.location === 'gpu-buffer' ? { y: data } : undefined)).y;
+    if (out !== data) release(data);
     return out;
   }
 

@@ -17,6 +17,8 @@ interface NativeResult {
   dims: number[];
   data?: ArrayBuffer;
   value?: object;
+  /** Written into the tensor run() was given for it. */
+  written?: boolean;
 }
 
 interface Addon {
@@ -35,6 +37,7 @@ interface Addon {
     inputs: (object | { type: number; dims: readonly number[]; data: HostArray })[],
     outputNames: string[],
     onDevice: boolean[],
+    into: (object | null)[],
   ): NativeResult[];
   download(value: object): NativeResult;
   release(handle: object, isSession?: boolean): void;
@@ -123,6 +126,14 @@ class NativeBuffer {
   ) {}
 }
 
+/** The addon's handle of a tensor in provider memory. */
+function nativeValue(name: string, tensor: ort.Tensor): object {
+  if (tensor.location === 'none') throw new TypeError(`${name}: the tensor was disposed`);
+  const buffer = tensor.location === 'gpu-buffer' ? (tensor.gpuBuffer as unknown) : undefined;
+  if (!(buffer instanceof NativeBuffer)) throw new TypeError(`${name}: a ${tensor.location} tensor not made by this binding`);
+  return buffer.value;
+}
+
 export interface NativeSessionOptions {
   /** The CUDA provider (device id 0); otherwise the CPU provider, where "device" memory is host memory. */
   cuda: boolean;
@@ -156,26 +167,26 @@ export class NativeSession {
     return new NativeSession(addon, handle, inputNames, outputNames, onDevice);
   }
 
-  /** Runs every output; a feed is a host tensor or a tensor an earlier run left in provider memory. */
-  run(feeds: Record<string, ort.Tensor>): Record<string, ort.Tensor> {
+  /**
+   * Runs every output; a feed is a host tensor or a tensor an earlier run left in
+   * provider memory. An output named in `into` is written into that tensor (of its
+   * shape and type, left in provider memory), which comes back as the result.
+   */
+  run(feeds: Record<string, ort.Tensor>, into: Record<string, ort.Tensor> = {}): Record<string, ort.Tensor> {
     const missing = this.inputNames.filter((name) => !(name in feeds));
     if (missing.length > 0) throw new TypeError(`missing input${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
     const names = Object.keys(feeds);
     const inputs = names.map((name) => {
       const tensor = feeds[name];
-      if (tensor.location === 'none') throw new TypeError(`input ${name} was disposed`);
-      if (tensor.location === 'gpu-buffer') {
-        const buffer = tensor.gpuBuffer as unknown;
-        if (!(buffer instanceof NativeBuffer)) throw new TypeError(`input ${name}: a GPU tensor not made by this binding`);
-        return buffer.value;
-      }
+      if (tensor.location === 'gpu-buffer' || tensor.location === 'none') return nativeValue(name, tensor);
       const type = ELEMENT[tensor.type];
       if (type === undefined || tensor.location !== 'cpu') throw new TypeError(`input ${name}: unsupported ${tensor.location} tensor of type ${tensor.type}`);
       return { type, dims: tensor.dims, data: tensor.data as HostArray };
     });
-    const results = this.addon.run(this.handle, names, inputs, [...this.outputNames], this.onDevice);
+    const targets = this.outputNames.map((name) => (into[name] ? nativeValue(name, into[name]) : null));
+    const results = this.addon.run(this.handle, names, inputs, [...this.outputNames], this.onDevice, targets);
     const out: Record<string, ort.Tensor> = {};
-    results.forEach((result, i) => (out[this.outputNames[i]] = this.tensor(result)));
+    results.forEach((result, i) => (out[this.outputNames[i]] = result.written ? into[this.outputNames[i]] : this.tensor(result)));
     return out;
   }
 

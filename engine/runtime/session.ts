@@ -99,11 +99,18 @@ export class GraphSession {
    */
   static readonly profile = process.env.PANORAMA_PROFILE_RUNS ? new Map<string, { runs: number; ms: number }>() : undefined;
 
-  async run(feeds: Feeds): Promise<Record<string, ort.Tensor>> {
+  /**
+   * Runs the graph. Outputs named in `into` are written into those device tensors where
+   * the session can (the binding addon's: the result is then that tensor, and an operator
+   * that may run in place, like ScatterND, skips copying its input); elsewhere they are
+   * new tensors, and the caller releases what it replaced.
+   */
+  async run(feeds: Feeds, into?: Feeds): Promise<Record<string, ort.Tensor>> {
+    const run = () => (into && this.session instanceof NativeSession ? this.session.run(feeds, into) : this.session.run(feeds));
     try {
-      if (!GraphSession.profile) return await this.session.run(feeds);
+      if (!GraphSession.profile) return await run();
       const started = performance.now();
-      const out = await this.session.run(feeds);
+      const out = await run();
       const entry = GraphSession.profile.get(this.name) ?? { runs: 0, ms: 0 };
       entry.runs++;
       entry.ms += performance.now() - started;
