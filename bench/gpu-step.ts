@@ -37,7 +37,7 @@ interface Floors {
 interface StepRow {
   model: string;
   device: DeviceKind;
-  /** CUDA: 'io-binding' (outputs left on the device, the binding addon) or 'host-fed' (onnxruntime-node copies every input and output). */
+  /** CUDA: 'cuda-graphs' or 'io-binding' (the binding addon, with or without decode-step CUDA graphs), or 'host-fed' (see deviceEntry). */
   cudaRuns?: CudaRuns;
   precision: Precision;
   context: number;
@@ -56,24 +56,36 @@ interface StepRow {
   skipped?: string;
 }
 
-type CudaRuns = 'io-binding' | 'host-fed';
+type CudaRuns = 'cuda-graphs' | 'io-binding' | 'host-fed';
 
-/** A --devices entry: a provider, or CUDA with the binding addon turned off ('cuda-host', the comparison point). */
+/**
+ * A --devices entry: a provider; for CUDA, how its runs go: 'cuda' (the binding addon,
+ * decode-step Lightning layers replayed as CUDA graphs: the product's default),
+ * 'cuda-nograph' (the addon without the graphs), 'cuda-host' (no addon: onnxruntime-node
+ * copies every input and output; the comparison point).
+ */
 function deviceEntry(entry: string): { device: DeviceKind; cudaRuns?: CudaRuns } {
   if (entry === 'cuda-host') return { device: 'cuda', cudaRuns: 'host-fed' };
-  if (!isDeviceRequest(entry) || entry === 'auto') throw new Error(`--devices takes cpu, webgpu, cuda and cuda-host, got ${entry}`);
-  return { device: entry, cudaRuns: entry === 'cuda' ? 'io-binding' : undefined };
+  if (entry === 'cuda-nograph') return { device: 'cuda', cudaRuns: 'io-binding' };
+  if (!isDeviceRequest(entry) || entry === 'auto') throw new Error(`--devices takes cpu, webgpu, cuda, cuda-nograph and cuda-host, got ${entry}`);
+  return { device: entry, cudaRuns: entry === 'cuda' ? 'cuda-graphs' : undefined };
 }
 
-/** Runs `body` with the binding addon on or off, as the entry asks. */
+/** Runs `body` with the binding addon and CUDA graphs on or off, as the entry asks. */
 async function withCudaRuns<T>(cudaRuns: CudaRuns | undefined, body: () => Promise<T>): Promise<T> {
-  const before = process.env.PANORAMA_ORT_ADDON;
+  const before = { addon: process.env.PANORAMA_ORT_ADDON, graph: process.env.PANORAMA_CUDA_GRAPH };
   if (cudaRuns === 'host-fed') process.env.PANORAMA_ORT_ADDON = 'off';
+  if (cudaRuns === 'io-binding') process.env.PANORAMA_CUDA_GRAPH = '0';
   try {
     return await body();
   } finally {
-    if (before === undefined) delete process.env.PANORAMA_ORT_ADDON;
-    else process.env.PANORAMA_ORT_ADDON = before;
+    for (const [name, value] of [
+      ['PANORAMA_ORT_ADDON', before.addon],
+      ['PANORAMA_CUDA_GRAPH', before.graph],
+    ] as const) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
   }
 }
 

@@ -12,7 +12,8 @@
 // the selected block ids come back.
 import * as ort from 'onnxruntime-node';
 import { DeviceTensors, byteLength, release } from '../runtime/device-tensors.js';
-import type { Precision, ResolvedDevice } from '../runtime/device.js';
+import { bindsDeviceMemory, keepsTensorsOnDevice, type DeviceKind, type Precision, type ResolvedDevice } from '../runtime/device.js';
+import { CapturedLightning } from './captured-lightning.js';
 import { DeviceMemoryError, GraphSession, bool, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { BlockPool } from '../kv/block-pool.js';
 import type { SparseKvCache } from '../kv/sparse-kv-cache.js';
@@ -85,6 +86,8 @@ export interface ResidentSessions {
   lightning: GraphSession;
   /** Lightning for one token: decode steps. */
   lightningStep: GraphSession;
+  /** The same, captured as CUDA graphs (CUDA through the binding addon; see capturesLightning). */
+  lightningCaptured?: GraphSession;
   head: GraphSession;
   project: GraphSession;
   select: GraphSession;
@@ -120,6 +123,16 @@ function pick(tensors: Record<string, ort.Tensor>, names: readonly string[]): Fe
 const onDevice = 'gpu-buffer' as const;
 
 /**
+ * Whether decode steps replay their Lightning layers as CUDA graphs (captured-lightning.ts):
+ * on CUDA through the binding addon unless PANORAMA_CUDA_GRAPH=0; on the CPU provider
+ * through the addon with PANORAMA_CUDA_GRAPH=1, the same buffers without the capture (tests).
+ */
+export function capturesLightning(kind: DeviceKind): boolean {
+  if (!keepsTensorsOnDevice(kind) || !bindsDeviceMemory(kind)) return false;
+  return kind === 'cuda' ? process.env.PANORAMA_CUDA_GRAPH !== '0' : process.env.PANORAMA_CUDA_GRAPH === '1';
+}
+
+/**
  * Device memory for one attention call's scores ([H, rows, keys] fp32, and as much again
  * for their softmax): a chunk whose rows attend to more keys than this allows splits its
  * rows over several calls, so dense attention at long contexts runs in bounded memory.
@@ -148,6 +161,8 @@ export class ResidentDecoder {
   private readonly sparse: SparseLayerState[] = [];
   private denseFeeds?: { key: string; slotTensor: ort.Tensor; aliveTensor: ort.Tensor };
   private closed = false;
+  /** Decode steps' Lightning layers as CUDA graphs, made on the first step (capturesLightning). */
+  private captured?: CapturedLightning;
 
   private constructor(
     private readonly parts: ResidentParts,
@@ -170,6 +185,14 @@ export class ResidentDecoder {
       embed: await make('embed', graphs.embed, { x: onDevice }),
       lightning: await make('lightning', graphs.lightning, { x_out: onDevice, state_out: onDevice }),
       lightningStep: await make('lightning_step', resident.lightningStep, { x_out: onDevice, state_out: onDevice }),
+      lightningCaptured: capturesLightning(device.kind)
+        ? await GraphSession.create('lightning_captured', resident.lightningStep, {
+            device: device.kind,
+            threads: 1,
+            outputs: { x_out: onDevice, state_out: onDevice },
+            cudaGraph: true,
+          })
+        : undefined,
       head: await make('head', graphs.head, { logits: 'cpu' }),
       project: await make('sparse_project_resident', resident.sparseProject, { q: onDevice, k: onDevice, v: onDevice, gate: onDevice, k_host: 'cpu', v_host: 'cpu' }),
       select: await make('sparse_select_resident', resident.sparseSelect, { selected: 'cpu' }),
@@ -592,12 +615,24 @@ export class ResidentDecoder {
    * layers here (their states stay on the device), sparse layers through `sparseLayer`.
    * Releases x and every intermediate; returns the last layer's output.
    */
-  private async runLayers(x: ort.Tensor, first: number, count: number, sparseLayer: (state: SparseLayerState, x: ort.Tensor) => Promise<ort.Tensor>): Promise<ort.Tensor> {
+  private async runLayers(
+    x: ort.Tensor,
+    first: number,
+    count: number,
+    sparseLayer: (state: SparseLayerState, x: ort.Tensor) => Promise<ort.Tensor>,
+    captured?: CapturedLightning,
+  ): Promise<ort.Tensor> {
     const { config, layerTensors } = this.parts;
     let sparseIndex = 0;
     for (let layer = 0; layer < config.numHiddenLayers; layer++) {
       let next: ort.Tensor;
-      if (config.mixerTypes[layer] === 'lightning-attn') {
+      if (config.mixerTypes[layer] === 'lightning-attn' && captured) {
+        const state = this.lightningStates.get(layer)!;
+        const out = await captured.run(layer, pick(layerTensors[layer], this.sessions.lightningCaptured!.inputNames), x, state);
+        if (!captured.owns(state)) release(state);
+        this.lightningStates.set(layer, out.state);
+        next = out.x;
+      } else if (config.mixerTypes[layer] === 'lightning-attn') {
         const session = count === 1 ? this.sessions.lightningStep : this.sessions.lightning;
         const out = await session.run({
           ...pick(layerTensors[layer], session.inputNames),
@@ -608,13 +643,14 @@ export class ResidentDecoder {
             [count],
           ),
         });
-        release(this.lightningStates.get(layer));
+        const replaced = this.lightningStates.get(layer);
+        if (!this.captured?.owns(replaced)) release(replaced);
         this.lightningStates.set(layer, out.state_out);
         next = out.x_out;
       } else {
         next = await sparseLayer(this.sparse[sparseIndex++], x);
       }
-      release(x);
+      if (!captured?.owns(x)) release(x);
       x = next;
     }
     return x;
@@ -628,11 +664,20 @@ export class ResidentDecoder {
     const position = chunk.firstPosition;
     this.stats.otherBytes += 8 + 4;
     const embedded = (await this.sessions.embed.run({ ids: i64([id]), w_embed: globalTensors.w_embed })).x;
-    const x = await this.runLayers(embedded, position, 1, (state, input) => this.sparseLayer(state, input, chunk));
+    if (this.sessions.lightningCaptured) {
+      this.captured ??= new CapturedLightning(this.sessions.lightningCaptured, this.parts.tensors, this.parts.config.hiddenSize, [
+        this.parts.sizes.lightningHeads,
+        this.parts.sizes.lightningHeadDim,
+        this.parts.sizes.lightningHeadDim,
+      ]);
+      await this.captured.begin(f32(Float32Array.of(position), [1]));
+    }
+    const x = await this.runLayers(embedded, position, 1, (state, input) => this.sparseLayer(state, input, chunk), this.captured);
+    this.captured?.end();
     this.sequence.tokens.push(id);
     this.stats.steps++;
     const logits = (await this.sessions.head.run({ ...pick(globalTensors, this.sessions.head.inputNames), x })).logits;
-    release(x);
+    if (!this.captured?.owns(x)) release(x);
     return floatData(logits);
   }
 
@@ -878,8 +923,9 @@ export class ResidentDecoder {
     const { tensors } = this.parts;
     for (const [layer, tensor] of this.lightningStates) {
       this.sequence.lightning.get(layer)!.set(floatData(await tensors.download(tensor)));
-      release(tensor);
+      if (!this.captured?.owns(tensor)) release(tensor);
     }
+    this.captured?.release();
     release(this.denseFeeds?.slotTensor);
     release(this.denseFeeds?.aliveTensor);
     for (const state of this.sparse) {

@@ -80,6 +80,27 @@ export class DeviceTensors {
     return (await session.run({ x: tensor })).y;
   }
 
+  /**
+   * Copies `source` (host or device) into the device tensor `target`, of the same type and
+   * shape, keeping target's memory (CUDA graphs replay fixed addresses). Binding addon only.
+   */
+  async copyInto(source: ort.Tensor, target: ort.Tensor): Promise<void> {
+    const type = elemType(source);
+    const rank = source.dims.length;
+    const session = await this.session(
+      `copy_${type}_${rank}`,
+      () => {
+        const g = new GraphBuilder('copy');
+        g.output(g.op('Identity', [g.input('x', type, symbolic(rank, 'd'))]), 'y', type, symbolic(rank, 'd'));
+        return g.toModel();
+      },
+      { y: 'gpu-buffer' },
+    );
+    if (source.location === 'cpu') this.uploadedBytes += byteLength(source);
+    const out = (await session.run({ x: source }, { y: target })).y;
+    if (out !== target) throw new Error('copyInto needs the binding addon (a session that writes into a given tensor)');
+  }
+
   /** float32 zeros of the given shape, made on the device (nothing crosses the bus). */
   async zeros(dims: readonly number[]): Promise<ort.Tensor> {
     if (!this.onDevice) return new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);

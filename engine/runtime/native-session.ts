@@ -25,7 +25,7 @@ interface Addon {
   init(libraryPath: string): string;
   createSession(
     model: Uint8Array,
-    options: { cuda: boolean; deviceId: number; threads: number; logLevel: number; config: [string, string][] },
+    options: { cuda: boolean; cudaGraph: boolean; deviceId: number; threads: number; logLevel: number; config: [string, string][] },
   ): {
     handle: object;
     inputNames: string[];
@@ -38,6 +38,7 @@ interface Addon {
     outputNames: string[],
     onDevice: boolean[],
     into: (object | null)[],
+    runConfig: [string, string][],
   ): NativeResult[];
   download(value: object): NativeResult;
   release(handle: object, isSession?: boolean): void;
@@ -142,6 +143,8 @@ export interface NativeSessionOptions {
   config: Record<string, string>;
   /** Outputs left in provider memory ('gpu-buffer'); the others come back as host tensors. */
   outputs?: Record<string, ort.Tensor.DataLocation>;
+  /** CUDA: runs given a graph id are captured as CUDA graphs and replayed (see run()). */
+  cudaGraph?: boolean;
 }
 
 export class NativeSession {
@@ -158,6 +161,7 @@ export class NativeSession {
     if (!addon) throw new Error(`the onnxruntime binding addon is unavailable: ${nativeProblem()}`);
     const { handle, inputNames, outputNames } = addon.createSession(model, {
       cuda: options.cuda,
+      cudaGraph: options.cuda && options.cudaGraph === true,
       deviceId: 0,
       threads: options.threads,
       logLevel: options.logLevel,
@@ -171,8 +175,10 @@ export class NativeSession {
    * Runs every output; a feed is a host tensor or a tensor an earlier run left in
    * provider memory. An output named in `into` is written into that tensor (of its
    * shape and type, left in provider memory), which comes back as the result.
+   * `graph` (a session made with cudaGraph): the run's CUDA graph, captured on its first
+   * runs and replayed after; every input and output must be the same tensors each time.
    */
-  run(feeds: Record<string, ort.Tensor>, into: Record<string, ort.Tensor> = {}): Record<string, ort.Tensor> {
+  run(feeds: Record<string, ort.Tensor>, into: Record<string, ort.Tensor> = {}, graph?: number): Record<string, ort.Tensor> {
     const missing = this.inputNames.filter((name) => !(name in feeds));
     if (missing.length > 0) throw new TypeError(`missing input${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
     const names = Object.keys(feeds);
@@ -184,7 +190,8 @@ export class NativeSession {
       return { type, dims: tensor.dims, data: tensor.data as HostArray };
     });
     const targets = this.outputNames.map((name) => (into[name] ? nativeValue(name, into[name]) : null));
-    const results = this.addon.run(this.handle, names, inputs, [...this.outputNames], this.onDevice, targets);
+    const runConfig: [string, string][] = graph === undefined ? [] : [['gpu_graph_id', String(graph)]];
+    const results = this.addon.run(this.handle, names, inputs, [...this.outputNames], this.onDevice, targets, runConfig);
     const out: Record<string, ort.Tensor> = {};
     results.forEach((result, i) => (out[this.outputNames[i]] = result.written ? into[this.outputNames[i]] : this.tensor(result)));
     return out;

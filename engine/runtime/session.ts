@@ -16,6 +16,8 @@ export interface SessionOptions {
    * through the binding addon (keepsTensorsOnDevice).
    */
   outputs?: Record<string, ort.Tensor.DataLocation>;
+  /** CUDA through the binding addon: runs given a graph id are captured as CUDA graphs (GraphSession.run). */
+  cudaGraph?: boolean;
 }
 
 /**
@@ -77,6 +79,7 @@ export class GraphSession {
         logLevel: sessionOptions.logSeverityLevel ?? 3,
         config: sessionOptions.extra as Record<string, string>,
         outputs: options.outputs,
+        cudaGraph: options.cudaGraph,
       });
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
@@ -103,10 +106,11 @@ export class GraphSession {
    * Runs the graph. Outputs named in `into` are written into those device tensors where
    * the session can (the binding addon's: the result is then that tensor, and an operator
    * that may run in place, like ScatterND, skips copying its input); elsewhere they are
-   * new tensors, and the caller releases what it replaced.
+   * new tensors, and the caller releases what it replaced. `graph` (a cudaGraph session):
+   * the CUDA graph this run is captured as, then replayed from.
    */
-  async run(feeds: Feeds, into?: Feeds): Promise<Record<string, ort.Tensor>> {
-    const run = () => (into && this.session instanceof NativeSession ? this.session.run(feeds, into) : this.session.run(feeds));
+  async run(feeds: Feeds, into?: Feeds, graph?: number): Promise<Record<string, ort.Tensor>> {
+    const run = () => (this.session instanceof NativeSession ? this.session.run(feeds, into, graph) : this.session.run(feeds));
     try {
       if (!GraphSession.profile) return await run();
       const started = performance.now();

@@ -105,6 +105,10 @@ test('generate() through the addon on the CPU provider (the CUDA path, host memo
   const native = run({ PANORAMA_NATIVE_CPU: '1', PANORAMA_PROFILE_RUNS: '1' });
   assert.match(native.stderr, /session lightning_step: /, 'decode steps ran the resident decoder');
   assert.match(native.stderr, /session scatter_float_/, 'the block pool was written');
+  // The CUDA-graph path's fixed buffers (captured-lightning.ts), without the capture the CPU provider lacks.
+  const fixed = run({ PANORAMA_NATIVE_CPU: '1', PANORAMA_CUDA_GRAPH: '1', PANORAMA_PROFILE_RUNS: '1' });
+  assert.match(fixed.stderr, /session lightning_captured: /);
+  assert.equal(fixed.stdout, host.stdout);
   assert.match(host.stderr, /8[0-9]{3} prompt tokens, 24 generated/);
   assert.ok(host.stdout.length > 0);
   assert.equal(native.stdout, host.stdout);
