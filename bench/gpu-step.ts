@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { SalaModel } from '../engine/model/sala-model.js';
+import type { KvPlacement } from '../engine/model/resident-decoder.js';
 import { argmax } from '../engine/model/sampling.js';
 import { isDeviceRequest, isPrecisionRequest, keepsTensorsOnDevice, type DeviceKind, type Precision } from '../engine/runtime/device.js';
 import { GraphBuilder } from '../engine/runtime/graph-builder.js';
@@ -37,6 +38,8 @@ interface Floors {
 interface StepRow {
   model: string;
   device: DeviceKind;
+  /** Where the resident decoder keeps the sparse layers' past KV ('host' for the host executor). */
+  placement?: KvPlacement | 'host';
   /** CUDA: 'cuda-graphs' or 'io-binding' (the binding addon, with or without decode-step CUDA graphs), or 'host-fed' (see deviceEntry). */
   cudaRuns?: CudaRuns;
   precision: Precision;
@@ -172,7 +175,7 @@ async function runModel(
   device: DeviceKind,
   precision: Precision,
   floors: Floors,
-  options: { contexts: number[]; steps: number; prefillTokens: number; deadline: number },
+  options: { contexts: number[]; placements: readonly KvPlacement[]; steps: number; warmup: number; prefillTokens: number; deadline: number },
   log: (line: string) => void,
 ): Promise<StepRow[]> {
   const rows: StepRow[] = [];
@@ -185,55 +188,60 @@ async function runModel(
   const prefillFloor = (floors.matmulTflops * 1e12) / (2 * spec.parameters);
   try {
     const maxContext = Math.max(...options.contexts);
-    const sequence = model.newSequence(maxContext + options.prefillTokens + options.steps + 8);
+    const sequence = model.newSequence(maxContext + options.prefillTokens + options.warmup + options.steps + 8);
     await model.forward(sequence, spec.tile);
     const tileLength = spec.tile.length;
-    for (const context of options.contexts) {
-      const base = { model: spec.name, device, precision, context, decodeFloorMs, prefillFloorTokensPerSecond: prefillFloor };
-      if (performance.now() > options.deadline) {
-        rows.push({ ...base, skipped: 'over the run’s time budget' });
-        continue;
+    // The host executor has no placement: its KV is always in host memory.
+    const placements = keepsTensorsOnDevice(device) ? options.placements : (['host'] as const);
+    for (const context of options.contexts)
+      for (const placement of placements) {
+        const base = { model: spec.name, device, precision, context, placement, decodeFloorMs, prefillFloorTokensPerSecond: prefillFloor };
+        if (performance.now() > options.deadline) {
+          rows.push({ ...base, skipped: 'over the run’s time budget' });
+          continue;
+        }
+        tileSequence(sequence, tileLength, context);
+        const checkpoint = sequence.checkpoint();
+        const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
+        const resident = keepsTensorsOnDevice(device)
+          ? await model.residentDecoder(sequence, { placement: placement === 'host' ? 'offload' : placement, maxTokens: context + ids.length + options.warmup + options.steps + 1 })
+          : undefined;
+        let started = performance.now();
+        let logits = resident ? await resident.prefill(ids) : await model.forward(sequence, ids);
+        const prefillTokensPerSecond = ids.length / ((performance.now() - started) / 1000);
+        // Untimed steps first: CUDA graphs are captured on a decoder's first steps.
+        for (let step = 0; step < options.warmup; step++) logits = resident ? await resident.step(argmax(logits)) : await model.forward(sequence, [argmax(logits)]);
+        GraphSession.profile?.clear();
+        const before = resident?.snapshot();
+        started = performance.now();
+        for (let step = 0; step < options.steps; step++) {
+          const next = argmax(logits);
+          logits = resident ? await resident.step(next) : await model.forward(sequence, [next]);
+        }
+        const decodeMsPerToken = (performance.now() - started) / options.steps;
+        const profile = foldedProfile(options.steps);
+        const after = resident?.snapshot();
+        const busBytesPerToken =
+          before && after ? (after.blockBytes + after.otherBytes - before.blockBytes - before.otherBytes) / options.steps : hostExecutorBusBytes(spec.config, context);
+        await resident?.close();
+        sequence.rollback(checkpoint);
+        const row = {
+          ...base,
+          busBytesPerToken,
+          profile,
+          prefillTokens: ids.length,
+          prefillTokensPerSecond,
+          decodeMsPerToken,
+          decodeOverFloor: decodeMsPerToken / decodeFloorMs,
+          prefillUnderFloor: prefillFloor / prefillTokensPerSecond,
+        };
+        rows.push(row);
+        log(
+          `    ${context} ${placement}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
+        );
+        if (profile)
+          log(`      ${JSON.stringify(Object.fromEntries(Object.entries(profile).map(([k, v]) => [k, `${v.runsPerToken.toFixed(0)} runs ${v.msPerToken.toFixed(2)} ms`])))}`);
       }
-      tileSequence(sequence, tileLength, context);
-      const checkpoint = sequence.checkpoint();
-      const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
-      const resident = keepsTensorsOnDevice(device)
-        ? await model.residentDecoder(sequence, { placement: 'offload', maxTokens: context + ids.length + options.steps + 1 })
-        : undefined;
-      let started = performance.now();
-      let logits = resident ? await resident.prefill(ids) : await model.forward(sequence, ids);
-      const prefillTokensPerSecond = ids.length / ((performance.now() - started) / 1000);
-      GraphSession.profile?.clear();
-      const before = resident?.snapshot();
-      started = performance.now();
-      for (let step = 0; step < options.steps; step++) {
-        const next = argmax(logits);
-        logits = resident ? await resident.step(next) : await model.forward(sequence, [next]);
-      }
-      const decodeMsPerToken = (performance.now() - started) / options.steps;
-      const profile = foldedProfile(options.steps);
-      const after = resident?.snapshot();
-      const busBytesPerToken =
-        before && after ? (after.blockBytes + after.otherBytes - before.blockBytes - before.otherBytes) / options.steps : hostExecutorBusBytes(spec.config, context);
-      await resident?.close();
-      sequence.rollback(checkpoint);
-      const row = {
-        ...base,
-        busBytesPerToken,
-        profile,
-        prefillTokens: ids.length,
-        prefillTokensPerSecond,
-        decodeMsPerToken,
-        decodeOverFloor: decodeMsPerToken / decodeFloorMs,
-        prefillUnderFloor: prefillFloor / prefillTokensPerSecond,
-      };
-      rows.push(row);
-      log(
-        `    ${context}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
-      );
-      if (profile)
-        log(`      ${JSON.stringify(Object.fromEntries(Object.entries(profile).map(([k, v]) => [k, `${v.runsPerToken.toFixed(0)} runs ${v.msPerToken.toFixed(2)} ms`])))}`);
-    }
   } finally {
     await model.release();
   }
@@ -245,15 +253,15 @@ function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
   for (const [device, f] of Object.entries(floors)) lines.push(`| ${device} | ${f.readGBps.toFixed(0)} | ${f.matmulTflops.toFixed(1)} | ${f.h2dGBps.toFixed(1)} |`);
   lines.push(
     '',
-    '| model | device | precision | context | prefill tok/s | floor | decode ms/token | floor ms | × floor | bus MiB/token |',
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| model | device | precision | KV | context | prefill tok/s | floor | decode ms/token | floor ms | × floor | bus MiB/token |',
+    '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
   );
   for (const r of rows) {
     const device = r.cudaRuns ? `${r.device} (${r.cudaRuns})` : r.device;
-    if (r.skipped) lines.push(`| ${r.model} | ${device} | ${r.precision} | ${r.context} | ${r.skipped} | | | | | |`);
+    if (r.skipped) lines.push(`| ${r.model} | ${device} | ${r.precision} | ${r.placement ?? ''} | ${r.context} | ${r.skipped} | | | | | |`);
     else
       lines.push(
-        `| ${r.model} | ${device} | ${r.precision} | ${r.context} | ${r.prefillTokensPerSecond!.toFixed(0)} | ${r.prefillFloorTokensPerSecond!.toFixed(0)} | ${r.decodeMsPerToken!.toFixed(2)} | ${r.decodeFloorMs!.toFixed(3)} | ${r.decodeOverFloor!.toFixed(0)}× | ${(r.busBytesPerToken! / 2 ** 20).toFixed(1)} |`,
+        `| ${r.model} | ${device} | ${r.precision} | ${r.placement ?? ''} | ${r.context} | ${r.prefillTokensPerSecond!.toFixed(0)} | ${r.prefillFloorTokensPerSecond!.toFixed(0)} | ${r.decodeMsPerToken!.toFixed(2)} | ${r.decodeFloorMs!.toFixed(3)} | ${r.decodeOverFloor!.toFixed(0)}× | ${(r.busBytesPerToken! / 2 ** 20).toFixed(1)} |`,
       );
   }
   return lines.join('\n') + '\n';
@@ -267,6 +275,8 @@ async function main(): Promise<void> {
       precisions: { type: 'string', default: 'fp16,int4' },
       contexts: { type: 'string', default: '8192,32768,131072' },
       steps: { type: 'string', default: '16' },
+      warmup: { type: 'string', default: '3' },
+      placements: { type: 'string', default: 'offload' },
       prefill: { type: 'string', default: '512' },
       tile: { type: 'string', default: '2048' },
       'budget-s': { type: 'string', default: '3000' },
@@ -278,7 +288,16 @@ async function main(): Promise<void> {
   const precisions = values.precisions!.split(',');
   for (const precision of precisions) if (!isPrecisionRequest(precision) || precision === 'auto') throw new Error(`--precisions takes fp32, fp16 and int4, got ${precision}`);
   const contexts = values.contexts!.split(',').map(Number);
-  const options = { contexts, steps: Number(values.steps), prefillTokens: Number(values.prefill), deadline: performance.now() + Number(values['budget-s']) * 1000 };
+  const placements = values.placements!.split(',');
+  for (const placement of placements) if (placement !== 'offload' && placement !== 'device') throw new Error(`--placements takes offload and device, got ${placement}`);
+  const options = {
+    contexts,
+    placements: placements as KvPlacement[],
+    warmup: Number(values.warmup),
+    steps: Number(values.steps),
+    prefillTokens: Number(values.prefill),
+    deadline: performance.now() + Number(values['budget-s']) * 1000,
+  };
   const log = (line: string) => process.stderr.write(line + '\n');
   const floors: Record<string, Floors> = {};
   const rows: StepRow[] = [];
@@ -314,7 +333,7 @@ async function main(): Promise<void> {
   }
   if (values.out) {
     for (const model of [...new Set(rows.map((r) => r.model))]) {
-      const key = (r: StepRow) => `${r.device}${r.cudaRuns ? ` ${r.cudaRuns}` : ''} ${r.precision}`;
+      const key = (r: StepRow) => `${r.device}${r.cudaRuns ? ` ${r.cudaRuns}` : ''} ${r.precision}${r.placement ? ` KV ${r.placement}` : ''}`;
       const series = [...new Set(rows.filter((r) => r.model === model).map(key))].map((name, i) => ({
         name,
         color: i,

@@ -5,6 +5,10 @@
 // reads and writes lives in buffers kept here: its input row, its output row, the step's
 // position, and two state buffers per layer that swap roles each step (the state read
 // by step t is the one written by step t − 1). Graph ids: 1 + 2·layer + parity.
+//
+// onnxruntime keeps a captured graph for the session's life, so the buffers are the
+// model's, made once and reused by every decoder after it: one decoder at a time holds
+// them (acquire/yield); another decoder meanwhile runs its layers uncaptured.
 import type * as ort from 'onnxruntime-node';
 import type { DeviceTensors } from '../runtime/device-tensors.js';
 import type { GraphSession } from '../runtime/session.js';
@@ -16,6 +20,7 @@ export class CapturedLightning {
   private readonly owned = new Set<ort.Tensor>();
   private position?: ort.Tensor;
   private parity = 0;
+  private holder?: object;
 
   constructor(
     private readonly session: GraphSession,
@@ -23,6 +28,17 @@ export class CapturedLightning {
     private readonly hiddenSize: number,
     private readonly stateDims: readonly number[],
   ) {}
+
+  /** Takes the buffers for `decoder`; false while another decoder holds them. */
+  acquire(decoder: object): boolean {
+    this.holder ??= decoder;
+    return this.holder === decoder;
+  }
+
+  /** Gives the buffers up (the decoder has copied its states out of them). */
+  yield(decoder: object): void {
+    if (this.holder === decoder) this.holder = undefined;
+  }
 
   /** Whether `tensor` is one of the buffers kept here (never released by the caller). */
   owns(tensor: ort.Tensor | undefined): boolean {
@@ -73,6 +89,7 @@ export class CapturedLightning {
     return { x: out.x_out, state: out.state_out };
   }
 
+  /** Frees the buffers (with the model: the captured graphs point at them). */
   release(): void {
     for (const tensor of this.owned) tensor.dispose();
     this.owned.clear();

@@ -88,6 +88,8 @@ export interface ResidentSessions {
   lightningStep: GraphSession;
   /** The same, captured as CUDA graphs (CUDA through the binding addon; see capturesLightning). */
   lightningCaptured?: GraphSession;
+  /** Its buffers, made on the first decode step and kept with the model. */
+  captured?: CapturedLightning;
   head: GraphSession;
   project: GraphSession;
   select: GraphSession;
@@ -161,7 +163,7 @@ export class ResidentDecoder {
   private readonly sparse: SparseLayerState[] = [];
   private denseFeeds?: { key: string; slotTensor: ort.Tensor; aliveTensor: ort.Tensor };
   private closed = false;
-  /** Decode steps' Lightning layers as CUDA graphs, made on the first step (capturesLightning). */
+  /** The model's CUDA graphs of the Lightning layers, while this decoder holds them (capturesLightning). */
   private captured?: CapturedLightning;
 
   private constructor(
@@ -664,14 +666,16 @@ export class ResidentDecoder {
     const position = chunk.firstPosition;
     this.stats.otherBytes += 8 + 4;
     const embedded = (await this.sessions.embed.run({ ids: i64([id]), w_embed: globalTensors.w_embed })).x;
-    if (this.sessions.lightningCaptured) {
-      this.captured ??= new CapturedLightning(this.sessions.lightningCaptured, this.parts.tensors, this.parts.config.hiddenSize, [
-        this.parts.sizes.lightningHeads,
-        this.parts.sizes.lightningHeadDim,
-        this.parts.sizes.lightningHeadDim,
+    if (this.sessions.lightningCaptured && !this.captured) {
+      const { sizes } = this.parts;
+      this.sessions.captured ??= new CapturedLightning(this.sessions.lightningCaptured, this.parts.tensors, this.parts.config.hiddenSize, [
+        sizes.lightningHeads,
+        sizes.lightningHeadDim,
+        sizes.lightningHeadDim,
       ]);
-      await this.captured.begin(f32(Float32Array.of(position), [1]));
+      if (this.sessions.captured.acquire(this)) this.captured = this.sessions.captured;
     }
+    await this.captured?.begin(f32(Float32Array.of(position), [1]));
     const x = await this.runLayers(embedded, position, 1, (state, input) => this.sparseLayer(state, input, chunk), this.captured);
     this.captured?.end();
     this.sequence.tokens.push(id);
@@ -925,7 +929,7 @@ export class ResidentDecoder {
       this.sequence.lightning.get(layer)!.set(floatData(await tensors.download(tensor)));
       if (!this.captured?.owns(tensor)) release(tensor);
     }
-    this.captured?.release();
+    this.captured?.yield(this);
     release(this.denseFeeds?.slotTensor);
     release(this.denseFeeds?.aliveTensor);
     for (const state of this.sparse) {

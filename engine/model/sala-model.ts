@@ -329,7 +329,11 @@ export class SalaModel {
       all.push(this.baked.embed, this.baked.head, ...this.baked.layers.flatMap((layer) => Object.values(layer)));
       all.push(...[...this.baked.lightningGroups.values()].map((group) => group.session));
     }
-    if (this.residentSessions) all.push(...Object.values(await this.residentSessions));
+    if (this.residentSessions) {
+      const { captured, ...sessions } = await this.residentSessions;
+      captured?.release();
+      all.push(...Object.values(sessions).filter((session): session is GraphSession => session !== undefined));
+    }
     await Promise.all(all.map((session) => session.release()));
     await this.deviceTensors.release();
   }
