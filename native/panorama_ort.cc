@@ -226,9 +226,10 @@ napi_value CreateSession(napi_env js, napi_callback_info info) {
     napi_get_named_property(js, argv[1], key, &value);
     return value;
   };
-  bool cuda = false;
+  bool cuda = false, cudaGraph = false;
   int32_t deviceId = 0, threads = 0, logLevel = 3;
   napi_get_value_bool(js, get("cuda"), &cuda);
+  napi_get_value_bool(js, get("cudaGraph"), &cudaGraph);
   napi_get_value_int32(js, get("deviceId"), &deviceId);
   napi_get_value_int32(js, get("threads"), &threads);
   napi_get_value_int32(js, get("logLevel"), &logLevel);
@@ -257,9 +258,11 @@ napi_value CreateSession(napi_env js, napi_callback_info info) {
     OrtCUDAProviderOptionsV2* cudaOptions = nullptr;
     if (fail(ort->CreateCUDAProviderOptions(&cudaOptions))) return nullptr;
     std::string id = std::to_string(deviceId);
-    const char* keys[] = {"device_id"};
-    const char* values[] = {id.c_str()};
-    OrtStatus* status = ort->UpdateCUDAProviderOptions(cudaOptions, keys, values, 1);
+    // enable_cuda_graph: runs with a gpu_graph_id are captured once and then replayed, the
+    // whole graph in one launch (their inputs and outputs must keep their addresses).
+    const char* keys[] = {"device_id", "enable_cuda_graph"};
+    const char* values[] = {id.c_str(), cudaGraph ? "1" : "0"};
+    OrtStatus* status = ort->UpdateCUDAProviderOptions(cudaOptions, keys, values, 2);
     if (status == nullptr) status = ort->SessionOptionsAppendExecutionProvider_CUDA_V2(options, cudaOptions);
     ort->ReleaseCUDAProviderOptions(cudaOptions);
     if (fail(status)) return nullptr;
@@ -306,16 +309,16 @@ napi_value CreateSession(napi_env js, napi_callback_info info) {
   return result;
 }
 
-// run(session, inputNames, inputs, outputNames, onDevice, into)
+// run(session, inputNames, inputs, outputNames, onDevice, into, runConfig: [key, value][])
 //   → [{type, dims, data} | {type, dims, value} | {type, dims, written: true}]
 // An input is a value handle, or {type, dims, data: TypedArray} in host memory. into[i],
 // when a value handle, is where output i is written (it may be one of the inputs: an
 // operator that may run in place, like ScatterND, then skips copying it).
 napi_value Run(napi_env js, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 7;
+  napi_value argv[7];
   napi_get_cb_info(js, info, &argc, argv, nullptr, nullptr);
-  if (argc < 6) return Throw(js, "run(session, inputNames, inputs, outputNames, onDevice, into)");
+  if (argc < 7) return Throw(js, "run(session, inputNames, inputs, outputNames, onDevice, into, runConfig)");
   Session* session = Unwrap<Session>(js, argv[0], "session");
   if (session == nullptr) return nullptr;
   if (session->session == nullptr) return Throw(js, "the session was released");
@@ -420,7 +423,29 @@ napi_value Run(napi_env js, napi_callback_info info) {
     }
   }
 
-  if (Failed(js, ort->RunWithBinding(session->session, nullptr, binding))) {
+  OrtRunOptions* runOptions = nullptr;
+  uint32_t entries = 0;
+  napi_get_array_length(js, argv[6], &entries);
+  if (entries > 0) {
+    if (Failed(js, ort->CreateRunOptions(&runOptions))) {
+      cleanup();
+      return nullptr;
+    }
+    for (uint32_t i = 0; i < entries; i++) {
+      napi_value pair, key, value;
+      napi_get_element(js, argv[6], i, &pair);
+      napi_get_element(js, pair, 0, &key);
+      napi_get_element(js, pair, 1, &value);
+      if (Failed(js, ort->AddRunConfigEntry(runOptions, StringArg(js, key).c_str(), StringArg(js, value).c_str()))) {
+        ort->ReleaseRunOptions(runOptions);
+        cleanup();
+        return nullptr;
+      }
+    }
+  }
+  OrtStatus* ran = ort->RunWithBinding(session->session, runOptions, binding);
+  if (runOptions != nullptr) ort->ReleaseRunOptions(runOptions);
+  if (Failed(js, ran)) {
     cleanup();
     return nullptr;
   }
