@@ -21,6 +21,8 @@ export class CapturedLightning {
   private position?: ort.Tensor;
   private parity = 0;
   private holder?: object;
+  /** Why capture was turned off for the model's life (a failed run), if it was. */
+  failure?: string;
 
   constructor(
     private readonly session: GraphSession,
@@ -29,10 +31,26 @@ export class CapturedLightning {
     private readonly stateDims: readonly number[],
   ) {}
 
-  /** Takes the buffers for `decoder`; false while another decoder holds them. */
+  /** Takes the buffers for `decoder`; false while another decoder holds them, or once capture failed. */
   acquire(decoder: object): boolean {
+    if (this.failure !== undefined) return false;
     this.holder ??= decoder;
     return this.holder === decoder;
+  }
+
+  /** Whether runs still go through the captured graphs. */
+  get usable(): boolean {
+    return this.failure === undefined;
+  }
+
+  /**
+   * Turns capture off after a failed run: the layer's inputs (row and state) are intact,
+   * so the caller runs it again uncaptured, and every step after runs uncaptured.
+   */
+  disable(err: unknown): void {
+    if (this.failure !== undefined) return;
+    this.failure = (err instanceof Error ? err.message : String(err)).split('\n')[0];
+    process.stderr.write(`panorama: CUDA graphs turned off (${this.failure}); decoding without them (PANORAMA_CUDA_GRAPH=0 skips them from the start)\n`);
   }
 
   /** Gives the buffers up (the decoder has copied its states out of them). */

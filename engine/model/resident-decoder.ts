@@ -612,6 +612,20 @@ export class ResidentDecoder {
     };
   }
 
+  /** A Lightning layer of a decode step through its CUDA graph; undefined (capture now off) when that run failed. */
+  private async capturedLayer(captured: CapturedLightning, layer: number, x: ort.Tensor): Promise<ort.Tensor | undefined> {
+    const state = this.lightningStates.get(layer)!;
+    try {
+      const out = await captured.run(layer, pick(this.parts.layerTensors[layer], this.sessions.lightningCaptured!.inputNames), x, state);
+      if (!captured.owns(state)) release(state);
+      this.lightningStates.set(layer, out.state);
+      return out.x;
+    } catch (err) {
+      captured.disable(err);
+      return undefined;
+    }
+  }
+
   /**
    * Every layer over x, the hidden rows of `count` tokens from position `first`: Lightning
    * layers here (their states stay on the device), sparse layers through `sparseLayer`.
@@ -627,14 +641,12 @@ export class ResidentDecoder {
     const { config, layerTensors } = this.parts;
     let sparseIndex = 0;
     for (let layer = 0; layer < config.numHiddenLayers; layer++) {
-      let next: ort.Tensor;
-      if (config.mixerTypes[layer] === 'lightning-attn' && captured) {
-        const state = this.lightningStates.get(layer)!;
-        const out = await captured.run(layer, pick(layerTensors[layer], this.sessions.lightningCaptured!.inputNames), x, state);
-        if (!captured.owns(state)) release(state);
-        this.lightningStates.set(layer, out.state);
-        next = out.x;
-      } else if (config.mixerTypes[layer] === 'lightning-attn') {
+      const lightning = config.mixerTypes[layer] === 'lightning-attn';
+      // Replayed as a CUDA graph where the step has one; run as a session otherwise (or if that failed).
+      let next = lightning && captured?.usable ? await this.capturedLayer(captured, layer, x) : undefined;
+      if (next) {
+        // the layer ran
+      } else if (lightning) {
         const session = count === 1 ? this.sessions.lightningStep : this.sessions.lightning;
         const out = await session.run({
           ...pick(layerTensors[layer], session.inputNames),
