@@ -2,7 +2,7 @@
 // time, checkpointed at file boundaries and along recently fed files, in pieces so
 // waiting completions can go between them. A run that fails half fed is rolled back,
 // so no tokens are left that no span owns.
-import type { Sequence } from '../model/sala-model.js';
+import type { Feeder, Sequence } from '../model/sala-model.js';
 import { PIECE_TOKENS, type ContextCore, type Track } from './context-core.js';
 import { wholeFileSpan, type FileMeta } from './file-span.js';
 import { addRecent, keepRecentCheckpoint } from './recent-checkpoints.js';
@@ -42,10 +42,12 @@ export async function feedTokens(core: ContextCore, track: Track, path: string, 
 }
 
 /**
- * Feeds ids in forward calls of PIECE_TOKENS, running `between` after each, where
- * that gives the same result as one call: the model decides the dense/sparse switch
- * per call and aligns an all-new prefill differently, so only a sequence already
- * past the switch (and past the full top-k), or staying below it, is split.
+ * Feeds ids in calls of PIECE_TOKENS, running `between` after each, where that gives
+ * the same result as one call: the model decides the dense/sparse switch per call and
+ * aligns an all-new prefill differently, so only a sequence already past the switch
+ * (and past the full top-k), or staying below it, is split. On a GPU the pieces go
+ * through one feeder (SalaModel.feeder: a resident decoder), closed while a request
+ * that waits is let in and synced before each piece's checkpoint.
  */
 export async function feedInPieces(
   core: ContextCore,
@@ -62,12 +64,29 @@ export async function feedInPieces(
   const sparseThroughout = past + Math.min(PIECE_TOKENS, ids.length) >= Math.max(denseLen, model.sizes.topkTotal * blockSize);
   const denseThroughout = past + ids.length < denseLen;
   if (!between || past === 0 || !(sparseThroughout || denseThroughout)) {
-    await model.forward(sequence, ids, { logits: 'last', chunkSize: core.options.chunkSize, signal });
+    await model.feed(sequence, ids, { chunkSize: core.options.chunkSize, signal });
     return;
   }
-  for (let at = 0; at < ids.length; at += PIECE_TOKENS) {
-    if (at > 0) await between();
-    await model.forward(sequence, ids.slice(at, at + PIECE_TOKENS), { logits: 'last', signal });
-    if (at + PIECE_TOKENS < ids.length) afterPiece?.(sequence.length);
+  let feeder: Feeder | undefined;
+  try {
+    for (let at = 0; at < ids.length; at += PIECE_TOKENS) {
+      if (at > 0) {
+        // between() lets a waiting request in, which uses the sequence: the feeder's state goes
+        // back into it first (nothing awaits between this check and between()'s own).
+        if (feeder && core.lock.interactiveWaiting) {
+          await feeder.close();
+          feeder = undefined;
+        }
+        await between();
+      }
+      feeder ??= await model.feeder(sequence, ids.length - at);
+      await feeder.feed(ids.slice(at, at + PIECE_TOKENS), { signal });
+      if (at + PIECE_TOKENS < ids.length && afterPiece) {
+        await feeder.sync();
+        afterPiece(sequence.length);
+      }
+    }
+  } finally {
+    await feeder?.close();
   }
 }

@@ -932,6 +932,15 @@ export class ResidentDecoder {
     };
   }
 
+  /**
+   * Copies the Lightning states into the sequence, the decoder staying open: afterwards
+   * sequence.checkpoint() is valid (the K/V and tokens are always there already).
+   */
+  async syncStates(): Promise<void> {
+    if (this.closed) throw new Error('the resident decoder was closed');
+    for (const [layer, tensor] of this.lightningStates) this.sequence.lightning.get(layer)!.set(floatData(await this.parts.tensors.download(tensor)));
+  }
+
   /** Brings the Lightning states back into the sequence and frees the device state (the sessions stay with the model). */
   async close(): Promise<void> {
     if (this.closed) return;

@@ -28,7 +28,7 @@ import { loadWeights, type WeightMap } from './weights.js';
 import { DeviceTensors, release } from '../runtime/device-tensors.js';
 import { bakeInputs } from '../runtime/bake.js';
 import { composeChain } from '../runtime/compose.js';
-import { ResidentDecoder, type ResidentOptions, type ResidentSessions } from './resident-decoder.js';
+import { ResidentDecoder, ResidentMemoryError, type ResidentOptions, type ResidentSessions } from './resident-decoder.js';
 import { DEFAULT_CHUNK_SIZE, ModelInputError, compressionLevels, forwardPlan, type ChunkPlan, type ChunkSelection, type PlanOptions } from './forward-plan.js';
 
 export interface ModelOptions {
@@ -62,6 +62,23 @@ export interface ModelOptions {
    */
   bakeWeights?: boolean;
 }
+
+export interface FeedOptions {
+  chunkSize?: number;
+  signal?: AbortSignal;
+}
+
+/** Feeds ids after a sequence (SalaModel.feeder): on a GPU through a resident decoder, which the sequence waits for until close(). */
+export interface Feeder {
+  feed(ids: readonly number[], options?: FeedOptions): Promise<void>;
+  /** Brings the state into the sequence, the feeder staying open (before sequence.checkpoint()). */
+  sync(): Promise<void>;
+  /** Brings the state into the sequence and frees the device's copy. */
+  close(): Promise<void>;
+}
+
+/** The fewest ids SalaModel.feeder sends through a resident decoder (see there). */
+export const FEED_ON_DEVICE_MIN_TOKENS = 256;
 
 /** Share of physical memory one sequence's host K/V may take before it spills to disk. */
 const DEFAULT_HOST_KV_SHARE = 0.4;
@@ -378,6 +395,49 @@ export class SalaModel {
     const lightning = new Map<number, Float32Array>();
     for (const layer of this.sizes.lightningLayers) lightning.set(layer, new Float32Array(stateSize));
     return new Sequence(sparse, lightning, blockSize);
+  }
+
+  /** Whether feed() runs long feeds through a resident decoder (a GPU that keeps tensors between runs). */
+  get feedsOnDevice(): boolean {
+    return keepsTensorsOnDevice(this.device.kind) && !this.baked;
+  }
+
+  /**
+   * A feeder for ids after the sequence where only the state matters (indexing a
+   * workspace, re-feeding a file). With feedsOnDevice, and at least FEED_ON_DEVICE_MIN_TOKENS
+   * to feed, it holds a resident decoder, so every layer of the prefill runs on the
+   * device; otherwise (or when the decoder's state does not fit the device) it calls
+   * forward(). Opening a decoder uploads the sequence's compressed keys and Lightning
+   * states, which a few tokens (an edit) do not repay. close() hands the state back.
+   */
+  async feeder(sequence: Sequence, tokens: number): Promise<Feeder> {
+    if (this.feedsOnDevice && tokens >= FEED_ON_DEVICE_MIN_TOKENS) {
+      try {
+        const decoder = await this.residentDecoder(sequence, { placement: 'offload', maxTokens: sequence.length + tokens });
+        return {
+          feed: async (ids, options) => void (ids.length > 0 && (await decoder.prefill(ids, options))),
+          sync: () => decoder.syncStates(),
+          close: () => decoder.close(),
+        };
+      } catch (err) {
+        if (!(err instanceof ResidentMemoryError)) throw err;
+      }
+    }
+    return {
+      feed: async (ids, options) => void (ids.length > 0 && (await this.forward(sequence, ids, { logits: 'last', ...options }))),
+      sync: async () => {},
+      close: async () => {},
+    };
+  }
+
+  /** Feeds ids after the sequence through a feeder (see there) opened and closed for this call. */
+  async feed(sequence: Sequence, ids: readonly number[], options: FeedOptions = {}): Promise<void> {
+    const feeder = await this.feeder(sequence, ids.length);
+    try {
+      await feeder.feed(ids, options);
+    } finally {
+      await feeder.close();
+    }
   }
 
   /**

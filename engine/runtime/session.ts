@@ -30,6 +30,9 @@ export class DeviceMemoryError extends Error {}
 
 const ALLOCATION_FAILURE = /Failed to allocate memory|out of (device )?memory|OUT_OF_DEVICE_MEMORY|\[Invalid Buffer[^\]]*\] is invalid due to a previous error|bad_alloc/i;
 
+/** Longest stretch of synchronous (binding addon) runs between two turns of the event loop. */
+const EVENT_LOOP_TURN_MS = 4;
+
 /** What GraphSession needs of a session: onnxruntime-node's, or the binding addon's (CUDA). */
 interface RunnableSession {
   readonly inputNames: readonly string[];
@@ -111,6 +114,7 @@ export class GraphSession {
    */
   async run(feeds: Feeds, into?: Feeds, graph?: number): Promise<Record<string, ort.Tensor>> {
     const run = () => (this.session instanceof NativeSession ? this.session.run(feeds, into, graph) : this.session.run(feeds));
+    if (this.session instanceof NativeSession) await GraphSession.turn();
     try {
       if (!GraphSession.profile) return await run();
       const started = performance.now();
@@ -128,6 +132,19 @@ export class GraphSession {
       }
       throw new Error(`graph ${this.name} failed: ${message}`, { cause: err });
     }
+  }
+
+  private static lastTurn = performance.now();
+
+  /**
+   * The binding addon's runs are synchronous (onnxruntime-node's go to a worker thread):
+   * every few milliseconds of them the event loop gets a turn, so a message that arrives
+   * during a long feed or generation (a Stop, a completion) is handled between runs.
+   */
+  private static async turn(): Promise<void> {
+    if (performance.now() - GraphSession.lastTurn < EVENT_LOOP_TURN_MS) return;
+    await new Promise((resolve) => setImmediate(resolve));
+    GraphSession.lastTurn = performance.now();
   }
 
   async release(): Promise<void> {

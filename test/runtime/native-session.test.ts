@@ -4,7 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../../engine/runtime/graph-builder.js';
@@ -112,4 +113,39 @@ test('generate() through the addon on the CPU provider (the CUDA path, host memo
   assert.match(host.stderr, /8[0-9]{3} prompt tokens, 24 generated/);
   assert.ok(host.stdout.length > 0);
   assert.equal(native.stdout, host.stdout);
+});
+
+test('indexing through the addon feeds files with the resident decoder and answers as the host path does', () => {
+  const workspace = mkdtempSync(path.join(os.tmpdir(), 'panorama-native-index-'));
+  try {
+    cpSync(path.join(root, 'engine', 'kv'), path.join(workspace, 'kv'), { recursive: true });
+    const ask = (env: Record<string, string>, store: string) => {
+      const result = spawnSync(
+        process.execPath,
+        [
+          path.join(root, 'dist', 'panorama.js'),
+          'ask',
+          workspace,
+          'Where is `BlockPool` defined?',
+          '--device',
+          'cpu',
+          '--store',
+          path.join(workspace, store),
+          '--max-tokens',
+          '24',
+        ],
+        { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 240_000 },
+      );
+      assert.equal(result.status, 0, result.stderr);
+      return result;
+    };
+    const host = ask({}, '.store-host');
+    const native = ask({ PANORAMA_NATIVE_CPU: '1', PANORAMA_PROFILE_RUNS: '1' }, '.store-native');
+    // The resident decoder's chunked attention ran (SalaModel.feed: test/model/device-feed.test.ts checks its state).
+    assert.match(native.stderr, /session sparse_attend_rows: /);
+    assert.match(host.stdout, /kv\/block-pool\.ts:\d+/);
+    assert.equal(native.stdout, host.stdout);
+  } finally {
+    rmSync(workspace, { recursive: true, force: true });
+  }
 });
