@@ -397,9 +397,19 @@ export class SalaModel {
     return new Sequence(sparse, lightning, blockSize);
   }
 
+  /** Why feeding through a resident decoder was turned off (it failed once), if it was. */
+  private deviceFeedFailure?: string;
+
   /** Whether feed() runs long feeds through a resident decoder (a GPU that keeps tensors between runs). */
   get feedsOnDevice(): boolean {
-    return keepsTensorsOnDevice(this.device.kind) && !this.baked;
+    return keepsTensorsOnDevice(this.device.kind) && !this.baked && this.deviceFeedFailure === undefined;
+  }
+
+  /** After a resident feed failed (not aborted, not out of memory): feeds run on the host executor from now on. */
+  private deviceFeedFailed(err: unknown, signal?: AbortSignal): void {
+    if (signal?.aborted || this.deviceFeedFailure !== undefined) return;
+    this.deviceFeedFailure = (err instanceof Error ? err.message : String(err)).split('\n')[0];
+    process.stderr.write(`panorama: feeding through the ${this.device.kind} decoder failed (${this.deviceFeedFailure}); feeding through the host executor from now on\n`);
   }
 
   /**
@@ -414,13 +424,23 @@ export class SalaModel {
     if (this.feedsOnDevice && tokens >= FEED_ON_DEVICE_MIN_TOKENS) {
       try {
         const decoder = await this.residentDecoder(sequence, { placement: 'offload', maxTokens: sequence.length + tokens });
+        const feed = async (ids: readonly number[], options: FeedOptions = {}) => {
+          try {
+            if (ids.length > 0) await decoder.prefill(ids, options);
+          } catch (err) {
+            // The caller rolls the sequence back (feedTokens); later feeds take the host executor.
+            this.deviceFeedFailed(err, options.signal);
+            throw err;
+          }
+        };
         return {
-          feed: async (ids, options) => void (ids.length > 0 && (await decoder.prefill(ids, options))),
+          feed,
           sync: () => decoder.syncStates(),
           close: () => decoder.close(),
         };
       } catch (err) {
-        if (!(err instanceof ResidentMemoryError)) throw err;
+        // Nothing is fed yet: the host executor takes this feed (and, unless memory was short, all later ones).
+        if (!(err instanceof ResidentMemoryError)) this.deviceFeedFailed(err);
       }
     }
     return {

@@ -6,6 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { SalaModel } from '../../engine/model/sala-model.js';
+import type { ResidentSessions } from '../../engine/model/resident-decoder.js';
 import { readNpy } from '../helpers/npy.js';
 import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
 
@@ -89,4 +90,23 @@ test('a feeder held across pieces: synced checkpoints equal forward()’s, and r
   const next = prompt.slice(checkpoints[0].length, checkpoints[0].length + 8);
   const diff = maxAbsDiff(await model.forward(fed, next), await model.forward(reference, next));
   assert.ok(diff < 1e-5, `after the rollback the logits differ by ${diff}`);
+});
+
+test('a resident feed that fails is rolled back by its caller, and feeds from then on take the host executor', async () => {
+  const sequence = model.newSequence();
+  await model.forward(sequence, prompt.slice(0, 300));
+  const before = sequence.checkpoint();
+  // A real failure of a real session: the resident decoder's chunked attention, released.
+  const sessions = await (model as unknown as { residentSessions: Promise<ResidentSessions> }).residentSessions;
+  await sessions.attendRows.release();
+  assert.equal(model.feedsOnDevice, true);
+  await assert.rejects(model.feed(sequence, prompt.slice(300, 600)), /sparse_attend_rows failed/);
+  assert.equal(model.feedsOnDevice, false);
+  sequence.rollback(before);
+  await model.feed(sequence, prompt.slice(300, 600));
+  const reference = model.newSequence();
+  await model.forward(reference, prompt.slice(0, 600));
+  const next = prompt.slice(600, 604);
+  const diff = maxAbsDiff(await model.forward(sequence, next), await model.forward(reference, next));
+  assert.ok(diff < 1e-5, `logits differ by ${diff}`);
 });
