@@ -12,7 +12,7 @@
 // the selected block ids come back.
 import * as ort from 'onnxruntime-node';
 import { DeviceTensors, byteLength, release } from '../runtime/device-tensors.js';
-import { bindsDeviceMemory, keepsTensorsOnDevice, type DeviceKind, type Precision, type ResolvedDevice } from '../runtime/device.js';
+import { runsThroughAddon, type DeviceKind, type Precision, type ResolvedDevice } from '../runtime/device.js';
 import { CapturedLightning } from './captured-lightning.js';
 import { DeviceMemoryError, GraphSession, bool, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { BlockPool } from '../kv/block-pool.js';
@@ -129,8 +129,8 @@ const onDevice = 'gpu-buffer' as const;
  * on CUDA through the binding addon unless PANORAMA_CUDA_GRAPH=0; on the CPU provider
  * through the addon with PANORAMA_CUDA_GRAPH=1, the same buffers without the capture (tests).
  */
-export function capturesLightning(kind: DeviceKind): boolean {
-  if (!keepsTensorsOnDevice(kind) || !bindsDeviceMemory(kind)) return false;
+function capturesLightning(kind: DeviceKind): boolean {
+  if (!runsThroughAddon(kind)) return false;
   return kind === 'cuda' ? process.env.PANORAMA_CUDA_GRAPH !== '0' : process.env.PANORAMA_CUDA_GRAPH === '1';
 }
 
@@ -181,20 +181,13 @@ export class ResidentDecoder {
   static async sessions(config: SalaConfig, device: ResolvedDevice, precision: Precision = 'fp32'): Promise<ResidentSessions> {
     const graphs = buildGraphs(config, precision);
     const resident = buildResidentGraphs(config, precision);
-    const make = (name: string, bytes: Uint8Array, outputs: Record<string, ort.Tensor.DataLocation>) =>
-      GraphSession.create(name, bytes, { device: device.kind, threads: 1, outputs });
+    const make = (name: string, bytes: Uint8Array, outputs: Record<string, ort.Tensor.DataLocation>, cudaGraph = false) =>
+      GraphSession.create(name, bytes, { device: device.kind, threads: 1, outputs, cudaGraph });
     return {
       embed: await make('embed', graphs.embed, { x: onDevice }),
       lightning: await make('lightning', graphs.lightning, { x_out: onDevice, state_out: onDevice }),
       lightningStep: await make('lightning_step', resident.lightningStep, { x_out: onDevice, state_out: onDevice }),
-      lightningCaptured: capturesLightning(device.kind)
-        ? await GraphSession.create('lightning_captured', resident.lightningStep, {
-            device: device.kind,
-            threads: 1,
-            outputs: { x_out: onDevice, state_out: onDevice },
-            cudaGraph: true,
-          })
-        : undefined,
+      lightningCaptured: capturesLightning(device.kind) ? await make('lightning_captured', resident.lightningStep, { x_out: onDevice, state_out: onDevice }, true) : undefined,
       head: await make('head', graphs.head, { logits: 'cpu' }),
       project: await make('sparse_project_resident', resident.sparseProject, { q: onDevice, k: onDevice, v: onDevice, gate: onDevice, k_host: 'cpu', v_host: 'cpu' }),
       select: await make('sparse_select_resident', resident.sparseSelect, { selected: 'cpu' }),
@@ -612,12 +605,17 @@ export class ResidentDecoder {
     };
   }
 
+  /** Frees a device tensor unless it is one of the CUDA graphs' fixed buffers (those stay with the model). */
+  private free(tensor: ort.Tensor | undefined): void {
+    if (!this.captured?.owns(tensor)) release(tensor);
+  }
+
   /** A Lightning layer of a decode step through its CUDA graph; undefined (capture now off) when that run failed. */
   private async capturedLayer(captured: CapturedLightning, layer: number, x: ort.Tensor): Promise<ort.Tensor | undefined> {
     const state = this.lightningStates.get(layer)!;
     try {
       const out = await captured.run(layer, pick(this.parts.layerTensors[layer], this.sessions.lightningCaptured!.inputNames), x, state);
-      if (!captured.owns(state)) release(state);
+      this.free(state);
       this.lightningStates.set(layer, out.state);
       return out.x;
     } catch (err) {
@@ -626,48 +624,62 @@ export class ResidentDecoder {
     }
   }
 
+  /** A Lightning layer as a session run, over `count` rows from position `first`. */
+  private async lightningLayer(layer: number, x: ort.Tensor, first: number, count: number): Promise<ort.Tensor> {
+    const session = count === 1 ? this.sessions.lightningStep : this.sessions.lightning;
+    const out = await session.run({
+      ...pick(this.parts.layerTensors[layer], session.inputNames),
+      x,
+      state: this.lightningStates.get(layer)!,
+      positions: f32(
+        Float32Array.from({ length: count }, (_, i) => first + i),
+        [count],
+      ),
+    });
+    this.free(this.lightningStates.get(layer));
+    this.lightningStates.set(layer, out.state_out);
+    return out.x_out;
+  }
+
   /**
    * Every layer over x, the hidden rows of `count` tokens from position `first`: Lightning
-   * layers here (their states stay on the device), sparse layers through `sparseLayer`.
-   * Releases x and every intermediate; returns the last layer's output.
+   * layers here (their states stay on the device; replayed as CUDA graphs when `capture`
+   * and this decoder holds them), sparse layers through `sparseLayer`. Releases x and
+   * every intermediate; returns the last layer's output.
    */
   private async runLayers(
     x: ort.Tensor,
     first: number,
     count: number,
     sparseLayer: (state: SparseLayerState, x: ort.Tensor) => Promise<ort.Tensor>,
-    captured?: CapturedLightning,
+    capture = false,
   ): Promise<ort.Tensor> {
-    const { config, layerTensors } = this.parts;
+    const { config } = this.parts;
     let sparseIndex = 0;
     for (let layer = 0; layer < config.numHiddenLayers; layer++) {
-      const lightning = config.mixerTypes[layer] === 'lightning-attn';
-      // Replayed as a CUDA graph where the step has one; run as a session otherwise (or if that failed).
-      let next = lightning && captured?.usable ? await this.capturedLayer(captured, layer, x) : undefined;
-      if (next) {
-        // the layer ran
-      } else if (lightning) {
-        const session = count === 1 ? this.sessions.lightningStep : this.sessions.lightning;
-        const out = await session.run({
-          ...pick(layerTensors[layer], session.inputNames),
-          x,
-          state: this.lightningStates.get(layer)!,
-          positions: f32(
-            Float32Array.from({ length: count }, (_, i) => first + i),
-            [count],
-          ),
-        });
-        const replaced = this.lightningStates.get(layer);
-        if (!this.captured?.owns(replaced)) release(replaced);
-        this.lightningStates.set(layer, out.state_out);
-        next = out.x_out;
-      } else {
-        next = await sparseLayer(this.sparse[sparseIndex++], x);
+      let next: ort.Tensor | undefined;
+      if (config.mixerTypes[layer] !== 'lightning-attn') next = await sparseLayer(this.sparse[sparseIndex++], x);
+      else {
+        // A captured run that fails turns capture off; the layer then runs as a session.
+        if (capture && this.captured?.usable) next = await this.capturedLayer(this.captured, layer, x);
+        next ??= await this.lightningLayer(layer, x, first, count);
       }
-      if (!captured?.owns(x)) release(x);
+      this.free(x);
       x = next;
     }
     return x;
+  }
+
+  /** Takes the model's CUDA-graph buffers for this decoder's steps where it has them and no other decoder holds them. */
+  private holdCaptured(): void {
+    if (this.captured || !this.sessions.lightningCaptured) return;
+    const { sizes, config, tensors } = this.parts;
+    this.sessions.captured ??= new CapturedLightning(this.sessions.lightningCaptured, tensors, config.hiddenSize, [
+      sizes.lightningHeads,
+      sizes.lightningHeadDim,
+      sizes.lightningHeadDim,
+    ]);
+    if (this.sessions.captured.acquire(this)) this.captured = this.sessions.captured;
   }
 
   /** Feeds one token after the sequence and returns its logits [vocab]. */
@@ -678,22 +690,14 @@ export class ResidentDecoder {
     const position = chunk.firstPosition;
     this.stats.otherBytes += 8 + 4;
     const embedded = (await this.sessions.embed.run({ ids: i64([id]), w_embed: globalTensors.w_embed })).x;
-    if (this.sessions.lightningCaptured && !this.captured) {
-      const { sizes } = this.parts;
-      this.sessions.captured ??= new CapturedLightning(this.sessions.lightningCaptured, this.parts.tensors, this.parts.config.hiddenSize, [
-        sizes.lightningHeads,
-        sizes.lightningHeadDim,
-        sizes.lightningHeadDim,
-      ]);
-      if (this.sessions.captured.acquire(this)) this.captured = this.sessions.captured;
-    }
+    this.holdCaptured();
     await this.captured?.begin(f32(Float32Array.of(position), [1]));
-    const x = await this.runLayers(embedded, position, 1, (state, input) => this.sparseLayer(state, input, chunk), this.captured);
+    const x = await this.runLayers(embedded, position, 1, (state, input) => this.sparseLayer(state, input, chunk), true);
     this.captured?.end();
     this.sequence.tokens.push(id);
     this.stats.steps++;
     const logits = (await this.sessions.head.run({ ...pick(globalTensors, this.sessions.head.inputNames), x })).logits;
-    if (!this.captured?.owns(x)) release(x);
+    this.free(x);
     return floatData(logits);
   }
 
@@ -938,6 +942,10 @@ export class ResidentDecoder {
    */
   async syncStates(): Promise<void> {
     if (this.closed) throw new Error('the resident decoder was closed');
+    await this.copyStatesOut();
+  }
+
+  private async copyStatesOut(): Promise<void> {
     for (const [layer, tensor] of this.lightningStates) this.sequence.lightning.get(layer)!.set(floatData(await this.parts.tensors.download(tensor)));
   }
 
@@ -945,11 +953,8 @@ export class ResidentDecoder {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const { tensors } = this.parts;
-    for (const [layer, tensor] of this.lightningStates) {
-      this.sequence.lightning.get(layer)!.set(floatData(await tensors.download(tensor)));
-      if (!this.captured?.owns(tensor)) release(tensor);
-    }
+    await this.copyStatesOut();
+    for (const tensor of this.lightningStates.values()) this.free(tensor);
     this.captured?.yield(this);
     release(this.denseFeeds?.slotTensor);
     release(this.denseFeeds?.aliveTensor);

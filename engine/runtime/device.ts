@@ -26,16 +26,17 @@ export class DeviceError extends Error {}
  * (the weights) is baked into the graphs instead.
  */
 export function keepsTensorsOnDevice(kind: DeviceKind): boolean {
-  return kind === 'webgpu' || (bindsDeviceMemory(kind) && nativeAddon() !== undefined);
+  return kind === 'webgpu' || runsThroughAddon(kind);
 }
 
 /**
  * Whether this provider's sessions run through the binding addon (native-session.ts):
- * CUDA, and the CPU provider when PANORAMA_NATIVE_CPU=1 — the CUDA path's code with
- * host memory as its "device", which is how the tests run it without a GPU.
+ * CUDA where the addon loads, and the CPU provider when PANORAMA_NATIVE_CPU=1 — the CUDA
+ * path's code with host memory as its "device", which is how the tests run it without a GPU.
  */
-export function bindsDeviceMemory(kind: DeviceKind): boolean {
-  return kind === 'cuda' || (kind === 'cpu' && process.env.PANORAMA_NATIVE_CPU === '1');
+export function runsThroughAddon(kind: DeviceKind): boolean {
+  const wanted = kind === 'cuda' || (kind === 'cpu' && process.env.PANORAMA_NATIVE_CPU === '1');
+  return wanted && nativeAddon() !== undefined;
 }
 
 export function isDeviceRequest(value: string): value is DeviceRequest {

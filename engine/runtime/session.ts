@@ -1,8 +1,8 @@
 // onnxruntime sessions built from graph bytes, with typed tensor helpers.
 import * as ort from 'onnxruntime-node';
-import { bindsDeviceMemory, keepsTensorsOnDevice, type DeviceKind } from './device.js';
+import { keepsTensorsOnDevice, runsThroughAddon, type DeviceKind } from './device.js';
 import { toHalfBits } from './half.js';
-import { NativeSession, nativeAddon } from './native-session.js';
+import { NativeSession } from './native-session.js';
 
 export type Feeds = Record<string, ort.Tensor>;
 
@@ -51,7 +51,7 @@ export class GraphSession {
   static async create(name: string, model: Uint8Array, options: SessionOptions): Promise<GraphSession> {
     const creating = performance.now();
     const onDevice = keepsTensorsOnDevice(options.device) && options.outputs !== undefined;
-    const native = bindsDeviceMemory(options.device) && nativeAddon() !== undefined;
+    const native = runsThroughAddon(options.device);
     const session = await GraphSession.start(name, model, options, native, {
       ...(onDevice ? { preferredOutputLocation: options.outputs } : {}),
       executionProviders: [options.device],
