@@ -45,20 +45,26 @@ export class DeviceTensors {
     return session;
   }
 
-  /** A device copy of a host tensor (the host tensor itself on the CPU provider). */
-  async upload(tensor: ort.Tensor): Promise<ort.Tensor> {
-    if (!this.onDevice) return tensor;
+  /** An Identity graph for tensors like `tensor` whose output lands at `to`: an upload ('gpu-buffer') or a download ('cpu'). */
+  private identity(tensor: ort.Tensor, to: 'gpu-buffer' | 'cpu'): Promise<GraphSession> {
     const type = elemType(tensor);
     const rank = tensor.dims.length;
-    const session = await this.session(
-      `upload_${type}_${rank}`,
+    const name = to === 'cpu' ? 'download' : 'upload';
+    return this.session(
+      `${name}_${type}_${rank}`,
       () => {
-        const g = new GraphBuilder('upload');
+        const g = new GraphBuilder(name);
         g.output(g.op('Identity', [g.input('x', type, symbolic(rank, 'd'))]), 'y', type, symbolic(rank, 'd'));
         return g.toModel();
       },
-      { y: 'gpu-buffer' },
+      { y: to },
     );
+  }
+
+  /** A device copy of a host tensor (the host tensor itself on the CPU provider). */
+  async upload(tensor: ort.Tensor): Promise<ort.Tensor> {
+    if (!this.onDevice) return tensor;
+    const session = await this.identity(tensor, 'gpu-buffer');
     this.uploadedBytes += byteLength(tensor);
     return (await session.run({ x: tensor })).y;
   }
@@ -66,17 +72,7 @@ export class DeviceTensors {
   /** A host copy of a device tensor. */
   async download(tensor: ort.Tensor): Promise<ort.Tensor> {
     if (!this.onDevice || tensor.location === 'cpu') return tensor;
-    const type = elemType(tensor);
-    const rank = tensor.dims.length;
-    const session = await this.session(
-      `download_${type}_${rank}`,
-      () => {
-        const g = new GraphBuilder('download');
-        g.output(g.op('Identity', [g.input('x', type, symbolic(rank, 'd'))]), 'y', type, symbolic(rank, 'd'));
-        return g.toModel();
-      },
-      { y: 'cpu' },
-    );
+    const session = await this.identity(tensor, 'cpu');
     return (await session.run({ x: tensor })).y;
   }
 
@@ -85,17 +81,7 @@ export class DeviceTensors {
    * shape, keeping target's memory (CUDA graphs replay fixed addresses). Binding addon only.
    */
   async copyInto(source: ort.Tensor, target: ort.Tensor): Promise<void> {
-    const type = elemType(source);
-    const rank = source.dims.length;
-    const session = await this.session(
-      `copy_${type}_${rank}`,
-      () => {
-        const g = new GraphBuilder('copy');
-        g.output(g.op('Identity', [g.input('x', type, symbolic(rank, 'd'))]), 'y', type, symbolic(rank, 'd'));
-        return g.toModel();
-      },
-      { y: 'gpu-buffer' },
-    );
+    const session = await this.identity(source, 'gpu-buffer');
     if (source.location === 'cpu') this.uploadedBytes += byteLength(source);
     const out = (await session.run({ x: source }, { y: target })).y;
     if (out !== target) throw new Error('copyInto needs the binding addon (a session that writes into a given tensor)');
