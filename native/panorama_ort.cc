@@ -16,6 +16,7 @@
 
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "onnxruntime_c_api.h"
@@ -26,7 +27,6 @@ const OrtApi* ort = nullptr;
 OrtEnv* env = nullptr;
 using CudaMemcpy = int (*)(void*, const void*, size_t, int);
 CudaMemcpy cudaMemcpyFn = nullptr;
-std::string version;
 
 struct Session {
   OrtSession* session = nullptr;
@@ -59,6 +59,21 @@ std::string StringArg(napi_env js, napi_value value) {
   std::string out(length, '\0');
   napi_get_value_string_utf8(js, value, out.data(), length + 1, &length);
   return out;
+}
+
+// [key, value][] from JavaScript (session and run config entries).
+std::vector<std::pair<std::string, std::string>> StringPairs(napi_env js, napi_value array) {
+  uint32_t count = 0;
+  napi_get_array_length(js, array, &count);
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value pair, key, value;
+    napi_get_element(js, array, i, &pair);
+    napi_get_element(js, pair, 0, &key);
+    napi_get_element(js, pair, 1, &value);
+    pairs.emplace_back(StringArg(js, key), StringArg(js, value));
+  }
+  return pairs;
 }
 
 size_t ElementBytes(ONNXTensorElementDataType type) {
@@ -173,7 +188,7 @@ bool CopyOut(napi_env js, OrtValue* value, size_t bytes, napi_value target) {
   return true;
 }
 
-// init(path of libonnxruntime) → its version. Idempotent.
+// init(path of libonnxruntime). Idempotent.
 napi_value Init(napi_env js, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -192,16 +207,13 @@ napi_value Init(napi_env js, napi_callback_info info) {
                            std::to_string(ORT_API_VERSION) + ")");
     }
     ort = api;
-    version = getBase()->GetVersionString();
     // onnxruntime keeps one environment per process: this returns onnxruntime-node's when it exists.
     if (Failed(js, ort->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "panorama", &env))) {
       ort = nullptr;
       return nullptr;
     }
   }
-  napi_value jsVersion;
-  napi_create_string_utf8(js, version.c_str(), version.size(), &jsVersion);
-  return jsVersion;
+  return nullptr;
 }
 
 // createSession(model bytes, {cuda, deviceId, threads, logLevel, config: [key, value][]})
@@ -244,15 +256,8 @@ napi_value CreateSession(napi_env js, napi_callback_info info) {
   if (fail(ort->SetIntraOpNumThreads(options, threads))) return nullptr;
   if (fail(ort->SetSessionGraphOptimizationLevel(options, ORT_ENABLE_ALL))) return nullptr;
   if (fail(ort->SetSessionLogSeverityLevel(options, logLevel))) return nullptr;
-  napi_value config = get("config");
-  uint32_t entries = 0;
-  napi_get_array_length(js, config, &entries);
-  for (uint32_t i = 0; i < entries; i++) {
-    napi_value pair, key, value;
-    napi_get_element(js, config, i, &pair);
-    napi_get_element(js, pair, 0, &key);
-    napi_get_element(js, pair, 1, &value);
-    if (fail(ort->AddSessionConfigEntry(options, StringArg(js, key).c_str(), StringArg(js, value).c_str()))) return nullptr;
+  for (const auto& [key, value] : StringPairs(js, get("config"))) {
+    if (fail(ort->AddSessionConfigEntry(options, key.c_str(), value.c_str()))) return nullptr;
   }
   if (cuda) {
     OrtCUDAProviderOptionsV2* cudaOptions = nullptr;
@@ -424,23 +429,16 @@ napi_value Run(napi_env js, napi_callback_info info) {
   }
 
   OrtRunOptions* runOptions = nullptr;
-  uint32_t entries = 0;
-  napi_get_array_length(js, argv[6], &entries);
-  if (entries > 0) {
-    if (Failed(js, ort->CreateRunOptions(&runOptions))) {
+  const auto runConfig = StringPairs(js, argv[6]);
+  if (!runConfig.empty() && Failed(js, ort->CreateRunOptions(&runOptions))) {
+    cleanup();
+    return nullptr;
+  }
+  for (const auto& [key, value] : runConfig) {
+    if (Failed(js, ort->AddRunConfigEntry(runOptions, key.c_str(), value.c_str()))) {
+      ort->ReleaseRunOptions(runOptions);
       cleanup();
       return nullptr;
-    }
-    for (uint32_t i = 0; i < entries; i++) {
-      napi_value pair, key, value;
-      napi_get_element(js, argv[6], i, &pair);
-      napi_get_element(js, pair, 0, &key);
-      napi_get_element(js, pair, 1, &value);
-      if (Failed(js, ort->AddRunConfigEntry(runOptions, StringArg(js, key).c_str(), StringArg(js, value).c_str()))) {
-        ort->ReleaseRunOptions(runOptions);
-        cleanup();
-        return nullptr;
-      }
     }
   }
   OrtStatus* ran = ort->RunWithBinding(session->session, runOptions, binding);

@@ -22,7 +22,7 @@ interface NativeResult {
 }
 
 interface Addon {
-  init(libraryPath: string): string;
+  init(libraryPath: string): void;
   createSession(
     model: Uint8Array,
     options: { cuda: boolean; cudaGraph: boolean; deviceId: number; threads: number; logLevel: number; config: [string, string][] },
@@ -35,7 +35,7 @@ interface Addon {
     session: object,
     inputNames: string[],
     inputs: (object | { type: number; dims: readonly number[]; data: HostArray })[],
-    outputNames: string[],
+    outputNames: readonly string[],
     onDevice: boolean[],
     into: (object | null)[],
     runConfig: [string, string][],
@@ -48,26 +48,23 @@ interface Addon {
 const ELEMENT: Record<string, number> = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, uint32: 12 };
 const TYPE_OF = new Map(Object.entries(ELEMENT).map(([name, code]) => [code, name as ort.Tensor.Type]));
 
+/** The typed array each element type is read into (float16 as its raw bits). */
+const ARRAY_OF: Partial<Record<ort.Tensor.Type, { new (buffer: ArrayBuffer): HostArray; readonly BYTES_PER_ELEMENT: number }>> = {
+  float32: Float32Array,
+  float16: Uint16Array,
+  int64: BigInt64Array,
+  int32: Int32Array,
+  uint32: Uint32Array,
+  int8: Int8Array,
+  uint8: Uint8Array,
+  bool: Uint8Array,
+};
+
 function hostArray(type: ort.Tensor.Type, buffer: ArrayBuffer): HostArray {
-  switch (type) {
-    case 'float32':
-      return new Float32Array(buffer);
-    case 'float16':
-      return new Uint16Array(buffer);
-    case 'int64':
-      return new BigInt64Array(buffer);
-    case 'int32':
-      return new Int32Array(buffer);
-    case 'uint32':
-      return new Uint32Array(buffer);
-    case 'int8':
-      return new Int8Array(buffer);
-    default:
-      return new Uint8Array(buffer);
-  }
+  return new ARRAY_OF[type]!(buffer);
 }
 
-let loaded: { addon?: Addon; version?: string; problem?: string } | undefined;
+let loaded: { addon?: Addon; problem?: string } | undefined;
 
 /** Where the addon is: beside the bundle (dist/) or two folders up from this file (engine/runtime/). */
 function addonPath(): string | undefined {
@@ -101,10 +98,10 @@ export function nativeAddon(): Addon | undefined {
     else {
       try {
         const addon = createRequire(__filename)(file) as Addon;
-        loaded.version = addon.init(runtimeLibrary());
+        addon.init(runtimeLibrary());
         loaded.addon = addon;
       } catch (err) {
-        loaded.problem = `${file} did not load: ${err instanceof Error ? err.message : String(err)}`;
+        loaded.problem = `${file} did not load (${err instanceof Error ? err.message : String(err)}); npm run build compiles it again`;
       }
     }
   }
@@ -123,6 +120,7 @@ class NativeBuffer {
   readonly mapState = 'unmapped' as const;
   constructor(
     readonly value: object,
+    /** Bytes, as a GPU buffer's size is. */
     readonly size: number,
   ) {}
 }
@@ -191,7 +189,7 @@ export class NativeSession {
     });
     const targets = this.outputNames.map((name) => (into[name] ? nativeValue(name, into[name]) : null));
     const runConfig: [string, string][] = graph === undefined ? [] : [['gpu_graph_id', String(graph)]];
-    const results = this.addon.run(this.handle, names, inputs, [...this.outputNames], this.onDevice, targets, runConfig);
+    const results = this.addon.run(this.handle, names, inputs, this.outputNames, this.onDevice, targets, runConfig);
     const out: Record<string, ort.Tensor> = {};
     results.forEach((result, i) => (out[this.outputNames[i]] = result.written ? into[this.outputNames[i]] : this.tensor(result)));
     return out;
@@ -203,8 +201,8 @@ export class NativeSession {
     if (result.data) return new ort.Tensor(type, hostArray(type, result.data), result.dims);
     const value = result.value!;
     const addon = this.addon;
-    const elements = result.dims.reduce((a, b) => a * b, 1);
-    return ort.Tensor.fromGpuBuffer(new NativeBuffer(value, elements) as unknown as ort.Tensor.GpuBufferType, {
+    const bytes = result.dims.reduce((a, b) => a * b, 1) * ARRAY_OF[type]!.BYTES_PER_ELEMENT;
+    return ort.Tensor.fromGpuBuffer(new NativeBuffer(value, bytes) as unknown as ort.Tensor.GpuBufferType, {
       dataType: type as ort.Tensor.GpuBufferDataTypes,
       dims: result.dims,
       download: async () => hostArray(type, addon.download(value).data!) as ort.Tensor.DataTypeMap[ort.Tensor.GpuBufferDataTypes],
