@@ -203,9 +203,8 @@ async function runModel(
         tileSequence(sequence, tileLength, context);
         const checkpoint = sequence.checkpoint();
         const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
-        const resident = keepsTensorsOnDevice(device)
-          ? await model.residentDecoder(sequence, { placement: placement === 'host' ? 'offload' : placement, maxTokens: context + ids.length + options.warmup + options.steps + 1 })
-          : undefined;
+        const resident =
+          placement === 'host' ? undefined : await model.residentDecoder(sequence, { placement, maxTokens: context + ids.length + options.warmup + options.steps + 1 });
         let started = performance.now();
         let logits = resident ? await resident.prefill(ids) : await model.forward(sequence, ids);
         const prefillTokensPerSecond = ids.length / ((performance.now() - started) / 1000);

@@ -418,7 +418,8 @@ export class SalaModel {
    * to feed, it holds a resident decoder, so every layer of the prefill runs on the
    * device; otherwise (or when the decoder's state does not fit the device) it calls
    * forward(). Opening a decoder uploads the sequence's compressed keys and Lightning
-   * states, which a few tokens (an edit) do not repay. close() hands the state back.
+   * states, a cost that grows with the context: short feeds (an edit's few tokens) skip it.
+   * The threshold is a choice, not a measured crossover. close() hands the state back.
    */
   async feeder(sequence: Sequence, tokens: number): Promise<Feeder> {
     if (this.feedsOnDevice && tokens >= FEED_ON_DEVICE_MIN_TOKENS) {
