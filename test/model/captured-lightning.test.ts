@@ -11,23 +11,17 @@ import { argmax } from '../../engine/model/sampling.js';
 import type { ResidentSessions } from '../../engine/model/resident-decoder.js';
 import { readNpy } from '../helpers/npy.js';
 import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
+import { setEnv } from '../helpers/env.js';
 
-const saved = { native: process.env.PANORAMA_NATIVE_CPU, graph: process.env.PANORAMA_CUDA_GRAPH };
 let model: SalaModel;
+let restoreEnv: () => void;
 before(async () => {
-  process.env.PANORAMA_NATIVE_CPU = '1';
-  process.env.PANORAMA_CUDA_GRAPH = '1';
+  restoreEnv = setEnv({ PANORAMA_NATIVE_CPU: '1', PANORAMA_CUDA_GRAPH: '1' });
   model = await SalaModel.load(FIXTURE, { device: 'cpu' });
 });
 after(async () => {
   await model.release();
-  for (const [name, value] of [
-    ['PANORAMA_NATIVE_CPU', saved.native],
-    ['PANORAMA_CUDA_GRAPH', saved.graph],
-  ] as const) {
-    if (value === undefined) delete process.env[name];
-    else process.env[name] = value;
-  }
+  restoreEnv();
 });
 
 const prompt = () => Array.from(readNpy(path.join(FIXTURE, 'long_prompt_ids.npy')).data);

@@ -9,17 +9,17 @@ import { SalaModel } from '../../engine/model/sala-model.js';
 import type { ResidentSessions } from '../../engine/model/resident-decoder.js';
 import { readNpy } from '../helpers/npy.js';
 import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
+import { setEnv } from '../helpers/env.js';
 
-const saved = process.env.PANORAMA_NATIVE_CPU;
 let model: SalaModel;
+let restoreEnv: () => void;
 before(async () => {
-  process.env.PANORAMA_NATIVE_CPU = '1';
+  restoreEnv = setEnv({ PANORAMA_NATIVE_CPU: '1' });
   model = await SalaModel.load(FIXTURE, { device: 'cpu' });
 });
 after(async () => {
   await model.release();
-  if (saved === undefined) delete process.env.PANORAMA_NATIVE_CPU;
-  else process.env.PANORAMA_NATIVE_CPU = saved;
+  restoreEnv();
 });
 
 const prompt = Array.from(readNpy(path.join(FIXTURE, 'long_prompt_ids.npy')).data);

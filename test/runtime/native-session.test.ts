@@ -85,7 +85,7 @@ test('bad feeds are refused with the input named, and the session keeps running'
 });
 
 test('a model that is not ONNX is a clear error', () => {
-  assert.throws(() => NativeSession.create(new Uint8Array([1, 2, 3, 4]), { cuda: false, threads: 1, logLevel: 4, config: {} }), /protobuf|parse|model/i);
+  assert.throws(() => NativeSession.create(new Uint8Array([1, 2, 3, 4]), { cuda: false, threads: 1, logLevel: 4, config: {} }), /protobuf parsing failed/);
 });
 
 test('generate() through the addon on the CPU provider (the CUDA path, host memory as its device) writes the host path’s tokens', () => {
