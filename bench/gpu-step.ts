@@ -53,6 +53,8 @@ interface StepRow {
   busBytesPerToken?: number;
   /** With PANORAMA_PROFILE_RUNS set: session runs and wall ms per decode step, by graph (layer suffixes folded). */
   profile?: Record<string, { runsPerToken: number; msPerToken: number }>;
+  /** The same for the whole prefill (runs and ms of the prefill, not per token). */
+  prefillProfile?: Record<string, { runsPerToken: number; msPerToken: number }>;
   /** How far above its floor: measured ÷ floor (decode), floor ÷ measured (prefill). */
   decodeOverFloor?: number;
   prefillUnderFloor?: number;
@@ -170,6 +172,10 @@ function foldedProfile(steps: number): Record<string, { runsPerToken: number; ms
   return out;
 }
 
+function profileLine(profile: Record<string, { runsPerToken: number; msPerToken: number }>): string {
+  return JSON.stringify(Object.fromEntries(Object.entries(profile).map(([k, v]) => [k, `${v.runsPerToken.toFixed(0)} runs ${v.msPerToken.toFixed(2)} ms`])));
+}
+
 async function runModel(
   spec: ModelSpec,
   device: DeviceKind,
@@ -205,9 +211,12 @@ async function runModel(
         const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
         const resident =
           placement === 'host' ? undefined : await model.residentDecoder(sequence, { placement, maxTokens: context + ids.length + options.warmup + options.steps + 1 });
+        GraphSession.profile?.clear();
         let started = performance.now();
         let logits = resident ? await resident.prefill(ids) : await model.forward(sequence, ids);
-        const prefillTokensPerSecond = ids.length / ((performance.now() - started) / 1000);
+        const prefillMs = performance.now() - started;
+        const prefillTokensPerSecond = ids.length / (prefillMs / 1000);
+        const prefillProfile = foldedProfile(1);
         // Untimed steps first: CUDA graphs are captured on a decoder's first steps.
         for (let step = 0; step < options.warmup; step++) logits = resident ? await resident.step(argmax(logits)) : await model.forward(sequence, [argmax(logits)]);
         GraphSession.profile?.clear();
@@ -228,6 +237,7 @@ async function runModel(
           ...base,
           busBytesPerToken,
           profile,
+          prefillProfile,
           prefillTokens: ids.length,
           prefillTokensPerSecond,
           decodeMsPerToken,
@@ -238,8 +248,8 @@ async function runModel(
         log(
           `    ${context} ${placement}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
         );
-        if (profile)
-          log(`      ${JSON.stringify(Object.fromEntries(Object.entries(profile).map(([k, v]) => [k, `${v.runsPerToken.toFixed(0)} runs ${v.msPerToken.toFixed(2)} ms`])))}`);
+        if (profile) log(`      decode step: ${profileLine(profile)}`);
+        if (prefillProfile) log(`      prefill (${prefillMs.toFixed(0)} ms): ${profileLine(prefillProfile)}`);
       }
   } finally {
     await model.release();
