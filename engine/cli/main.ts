@@ -7,6 +7,7 @@ import { readFile, writeFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { isDeviceRequest, isPrecisionRequest, keepsTensorsOnDevice, type DeviceRequest, type PrecisionRequest } from '../runtime/device.js';
 import { SalaModel } from '../model/sala-model.js';
+import { GraphSession } from '../runtime/session.js';
 import { loadTokenizer, FALLBACK_SOURCE, type Tokenizer } from '../model/tokenizer.js';
 import { generate } from '../model/generation.js';
 import { WorkspaceIndex, defaultStoreDir, type IndexProgress } from '../context/workspace-index.js';
@@ -409,9 +410,11 @@ export async function main(argv: string[]): Promise<number> {
 
 /** Runs the CLI as a process: sets the exit code, never throws. */
 export function run(argv: string[]): void {
+  const started = performance.now();
   main(argv).then(
     (code) => {
       process.exitCode = code;
+      if (GraphSession.profile) process.stderr.write(profileReport(performance.now() - started));
     },
     (err: unknown) => {
       process.stderr.write(`panorama: fatal: ${err instanceof Error ? err.message : String(err)}\n`);
@@ -422,3 +425,11 @@ export function run(argv: string[]): void {
 
 // `node dist/panorama.js …` runs the CLI too (bin/panorama.js and the extension call run()).
 if (require.main === module) run(process.argv.slice(2));
+
+/** PANORAMA_PROFILE_RUNS: where the command's wall time went, by graph (what is left is the engine's own work). */
+function profileReport(wallMs: number): string {
+  const entries = [...GraphSession.foldedProfile()].sort((a, b) => b[1].ms - a[1].ms);
+  const inRuns = entries.reduce((sum, [, entry]) => sum + entry.ms, 0);
+  const lines = entries.map(([name, entry]) => `  ${name}: ${entry.runs} runs, ${(entry.ms / 1000).toFixed(2)} s`);
+  return `panorama: ${(wallMs / 1000).toFixed(1)} s in all, ${(inRuns / 1000).toFixed(1)} s in session runs:\n${lines.join('\n')}\n`;
+}

@@ -105,6 +105,19 @@ export class GraphSession {
    */
   static readonly profile = process.env.PANORAMA_PROFILE_RUNS ? new Map<string, { runs: number; ms: number }>() : undefined;
 
+  /** The profile with per-layer graphs (a name ending in _N) added up under one name; empty when not profiling. */
+  static foldedProfile(): Map<string, { runs: number; ms: number }> {
+    const out = new Map<string, { runs: number; ms: number }>();
+    for (const [name, entry] of GraphSession.profile ?? []) {
+      const key = name.replace(/_\d+$/, '');
+      const folded = out.get(key) ?? { runs: 0, ms: 0 };
+      folded.runs += entry.runs;
+      folded.ms += entry.ms;
+      out.set(key, folded);
+    }
+    return out;
+  }
+
   /**
    * Runs the graph. Outputs named in `into` are written into those device tensors where
    * the session can (the binding addon's: the result is then that tensor, and an operator
