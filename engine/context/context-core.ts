@@ -15,6 +15,9 @@ import { RequestLock } from './request-lock.js';
 
 /** Long feeds (files, compaction) run in forward calls of this many tokens: a completion waits at most one (~0.1 s on 2 cores at 100K tokens). */
 export const PIECE_TOKENS = 64;
+/** Through a resident decoder (a GPU) pieces grow to about this long, up to MAX_PIECE_TOKENS: a 64-token piece there is mostly fixed cost. */
+export const PIECE_SECONDS = 0.1;
+export const MAX_PIECE_TOKENS = 4096;
 /** Default host memory for recently fed files' checkpoints, the oldest files' dropped first (a 9B model's states are ~50 MB a checkpoint: they then spread out). */
 const RECENT_CHECKPOINT_BYTES = 64 * 1024 * 1024;
 /** An edit is patched in when the patch feeds at most this share of the file's tokens (else the whole new version goes last). */

@@ -6,7 +6,7 @@ import { PIECE_TOKENS, type ContextCore } from './context-core.js';
 import type { ContextFile } from './context-types.js';
 import { feedFile, feedInPieces } from './feeding.js';
 import { wholeFileSpan } from './file-span.js';
-import { keepRecentCheckpoint } from './recent-checkpoints.js';
+import { recentCheckpoints } from './recent-checkpoints.js';
 import { yieldToCompletions } from './tail-parking.js';
 
 /**
@@ -71,7 +71,7 @@ export async function editInPlace(
   for (const { span: s } of refeed) core.spans.delete(s.path);
   core.version++;
   try {
-    await feedInPieces(core, sequence, ids.slice(from.length - span.start), signal, between, (length) => keepRecentCheckpoint(core, track, length));
+    await feedInPieces(core, sequence, ids.slice(from.length - span.start), signal, between, recentCheckpoints(core, track));
   } catch (err) {
     // Half fed: the old version is gone from here on, so the file leaves the context (the
     // next update adds it back), as with an append; the files after it are fed again.

@@ -3,9 +3,9 @@
 // waiting completions can go between them. A run that fails half fed is rolled back,
 // so no tokens are left that no span owns.
 import type { Feeder, Sequence } from '../model/sala-model.js';
-import { PIECE_TOKENS, type ContextCore, type Track } from './context-core.js';
+import { MAX_PIECE_TOKENS, PIECE_SECONDS, PIECE_TOKENS, type ContextCore, type Track } from './context-core.js';
 import { wholeFileSpan, type FileMeta } from './file-span.js';
-import { addRecent, keepRecentCheckpoint } from './recent-checkpoints.js';
+import { addRecent, recentCheckpoints, type PieceCheckpoints } from './recent-checkpoints.js';
 
 /** Feeds a whole file's ids at the tail of `track` and records its span there. */
 export async function feedFile(
@@ -31,7 +31,7 @@ export async function feedTokens(core: ContextCore, track: Track, path: string, 
   if (start === 0 || start - (last?.length ?? 0) >= core.checkpointEvery) checkpoints.push(before);
   const entry = addRecent(core, track, path, before);
   try {
-    await feedInPieces(core, sequence, ids, signal, between, (length) => keepRecentCheckpoint(core, track, length));
+    await feedInPieces(core, sequence, ids, signal, between, recentCheckpoints(core, track));
   } catch (err) {
     // Half-fed ids would leave tokens no span owns: roll back to where they started.
     sequence.rollback(before);
@@ -42,12 +42,13 @@ export async function feedTokens(core: ContextCore, track: Track, path: string, 
 }
 
 /**
- * Feeds ids in calls of PIECE_TOKENS, running `between` after each, where that gives
- * the same result as one call: the model decides the dense/sparse switch per call and
- * aligns an all-new prefill differently, so only a sequence already past the switch
- * (and past the full top-k), or staying below it, is split. On a GPU the pieces go
- * through one feeder (SalaModel.feeder: a resident decoder), closed while a request
- * that waits is let in and synced before each piece's checkpoint.
+ * Feeds ids in pieces, running `between` after each, where that gives the same result
+ * as one call: the model decides the dense/sparse switch per call and aligns an all-new
+ * prefill differently, so only a sequence already past the switch (and past the full
+ * top-k), or staying below it, is split. Pieces are PIECE_TOKENS long on the host; on a
+ * GPU they go through one feeder (SalaModel.feeder: a resident decoder), closed while a
+ * request that waits is let in, and grow to about PIECE_SECONDS each. A feeder's state
+ * is synced into the sequence only where `checkpoints` keeps one.
  */
 export async function feedInPieces(
   core: ContextCore,
@@ -55,7 +56,7 @@ export async function feedInPieces(
   ids: readonly number[],
   signal?: AbortSignal,
   between?: () => Promise<void>,
-  afterPiece?: (length: number) => void,
+  checkpoints?: PieceCheckpoints,
 ): Promise<void> {
   const { model } = core;
   const { denseLen, blockSize } = model.config.sparse;
@@ -68,8 +69,9 @@ export async function feedInPieces(
     return;
   }
   let feeder: Feeder | undefined;
+  let piece = PIECE_TOKENS;
   try {
-    for (let at = 0; at < ids.length; at += PIECE_TOKENS) {
+    for (let at = 0, to = 0; at < ids.length; at = to) {
       if (at > 0) {
         // between() lets a waiting request in, which uses the sequence: the feeder's state goes
         // back into it first (nothing awaits between this check and between()'s own).
@@ -80,13 +82,24 @@ export async function feedInPieces(
         await between();
       }
       feeder ??= await model.feeder(sequence, ids.length - at);
-      await feeder.feed(ids.slice(at, at + PIECE_TOKENS), { signal });
-      if (at + PIECE_TOKENS < ids.length && afterPiece) {
+      const started = performance.now();
+      to = Math.min(ids.length, at + piece);
+      await feeder.feed(ids.slice(at, to), { signal });
+      if (to < ids.length && checkpoints?.due(sequence.length)) {
         await feeder.sync();
-        afterPiece(sequence.length);
+        checkpoints.keep();
       }
+      if (feeder.onDevice) piece = nextPiece(to - at, performance.now() - started);
     }
   } finally {
     await feeder?.close();
   }
+  // Spans point into the sequence by position: a piece skipped or fed twice would misplace every later line.
+  if (sequence.length !== past + ids.length) throw new Error(`fed ${sequence.length - past} of ${ids.length} tokens`);
+}
+
+/** The next piece's length on a device: about PIECE_SECONDS at the rate the last one ran, in whole PIECE_TOKENS. */
+function nextPiece(tokens: number, ms: number): number {
+  const fitting = Math.floor((tokens * PIECE_SECONDS * 1000) / Math.max(ms, 1) / PIECE_TOKENS) * PIECE_TOKENS;
+  return Math.min(MAX_PIECE_TOKENS, Math.max(PIECE_TOKENS, fitting));
 }

@@ -16,15 +16,29 @@ export function addRecent(core: ContextCore, track: Track, path: string, start: 
   return entry;
 }
 
-/** Keeps a checkpoint at `length` in the last recent file if the previous is far enough back. */
-export function keepRecentCheckpoint(core: ContextCore, track: Track, length: number): void {
+/** Whether the last recent file is due a checkpoint at `length` (the previous is far enough back). */
+function recentCheckpointDue(core: ContextCore, track: Track, length: number): boolean {
   const entry = track.recent[track.recent.length - 1];
-  if (!entry) return;
+  if (!entry) return false;
   const spacing = Math.max(RECENT_CHECKPOINT_TOKENS, Math.ceil(((length - entry.start) * core.stateBytes()) / core.recentBudget));
-  const last = entry.checkpoints[entry.checkpoints.length - 1];
-  if (length - last.length < spacing) return;
-  entry.checkpoints.push(track.sequence.checkpoint());
+  return length - entry.checkpoints[entry.checkpoints.length - 1].length >= spacing;
+}
+
+/** Keeps a checkpoint of the track's sequence in the last recent file, within the budget. */
+function keepRecentCheckpoint(core: ContextCore, track: Track): void {
+  track.recent[track.recent.length - 1]?.checkpoints.push(track.sequence.checkpoint());
   trimRecent(core, track);
+}
+
+/** The checkpoints feedInPieces keeps along the file being fed into `track`. */
+export function recentCheckpoints(core: ContextCore, track: Track): PieceCheckpoints {
+  return { due: (length) => recentCheckpointDue(core, track, length), keep: () => keepRecentCheckpoint(core, track) };
+}
+
+/** Asked after each piece of a feed: whether a checkpoint is due at `length`, then (its state synced) to keep it. */
+export interface PieceCheckpoints {
+  due(length: number): boolean;
+  keep(): void;
 }
 
 /** Bytes the recent files' checkpoints hold. */
