@@ -16,7 +16,9 @@ import { parseArgs } from 'node:util';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { SalaModel } from '../engine/model/sala-model.js';
-import type { KvPlacement } from '../engine/model/resident-decoder.js';
+import type { KvPlacement, ResidentOptions } from '../engine/model/resident-decoder.js';
+
+type RowAttention = NonNullable<ResidentOptions['rowAttention']>;
 import { argmax } from '../engine/model/sampling.js';
 import { isDeviceRequest, isPrecisionRequest, keepsTensorsOnDevice, type DeviceKind, type Precision } from '../engine/runtime/device.js';
 import { GraphBuilder } from '../engine/runtime/graph-builder.js';
@@ -40,6 +42,8 @@ interface StepRow {
   device: DeviceKind;
   /** Where the resident decoder keeps the sparse layers' past KV ('host' for the host executor). */
   placement?: KvPlacement | 'host';
+  /** How the resident decoder's prefill attends a row group (ResidentOptions.rowAttention). */
+  rowAttention?: RowAttention;
   /** CUDA: 'cuda-graphs' or 'io-binding' (the binding addon, with or without decode-step CUDA graphs), or 'host-fed' (see deviceEntry). */
   cudaRuns?: CudaRuns;
   precision: Precision;
@@ -163,12 +167,7 @@ export function hostExecutorBusBytes(config: SalaConfig, context: number): numbe
 function foldedProfile(steps: number): Record<string, { runsPerToken: number; msPerToken: number }> | undefined {
   if (!GraphSession.profile) return undefined;
   const out: Record<string, { runsPerToken: number; msPerToken: number }> = {};
-  for (const [name, entry] of GraphSession.profile) {
-    const key = name.replace(/_\d+$/, '');
-    const folded = (out[key] ??= { runsPerToken: 0, msPerToken: 0 });
-    folded.runsPerToken += entry.runs / steps;
-    folded.msPerToken += entry.ms / steps;
-  }
+  for (const [name, entry] of GraphSession.foldedProfile()) out[name] = { runsPerToken: entry.runs / steps, msPerToken: entry.ms / steps };
   return out;
 }
 
@@ -181,7 +180,16 @@ async function runModel(
   device: DeviceKind,
   precision: Precision,
   floors: Floors,
-  options: { contexts: number[]; placements: readonly KvPlacement[]; steps: number; warmup: number; prefillTokens: number; deadline: number },
+  options: {
+    contexts: number[];
+    placements: readonly KvPlacement[];
+    rowAttention: readonly RowAttention[];
+    attentionBytes?: number;
+    steps: number;
+    warmup: number;
+    prefillTokens: number;
+    deadline: number;
+  },
   log: (line: string) => void,
 ): Promise<StepRow[]> {
   const rows: StepRow[] = [];
@@ -200,57 +208,65 @@ async function runModel(
     // The host executor has no placement: its KV is always in host memory.
     const placements = keepsTensorsOnDevice(device) ? options.placements : (['host'] as const);
     for (const context of options.contexts)
-      for (const placement of placements) {
-        const base = { model: spec.name, device, precision, context, placement, decodeFloorMs, prefillFloorTokensPerSecond: prefillFloor };
-        if (performance.now() > options.deadline) {
-          rows.push({ ...base, skipped: 'over the run’s time budget' });
-          continue;
+      for (const placement of placements)
+        for (const rowAttention of placement === 'host' ? (['auto'] as const) : options.rowAttention) {
+          const base = { model: spec.name, device, precision, context, placement, rowAttention, decodeFloorMs, prefillFloorTokensPerSecond: prefillFloor };
+          if (performance.now() > options.deadline) {
+            rows.push({ ...base, skipped: 'over the run’s time budget' });
+            continue;
+          }
+          tileSequence(sequence, tileLength, context);
+          const checkpoint = sequence.checkpoint();
+          const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
+          const resident =
+            placement === 'host'
+              ? undefined
+              : await model.residentDecoder(sequence, {
+                  placement,
+                  rowAttention,
+                  attentionBytes: options.attentionBytes,
+                  maxTokens: context + ids.length + options.warmup + options.steps + 1,
+                });
+          GraphSession.profile?.clear();
+          let started = performance.now();
+          let logits = resident ? await resident.prefill(ids) : await model.forward(sequence, ids);
+          const prefillMs = performance.now() - started;
+          const prefillTokensPerSecond = ids.length / (prefillMs / 1000);
+          const prefillProfile = foldedProfile(1);
+          // Untimed steps first: CUDA graphs are captured on a decoder's first steps.
+          for (let step = 0; step < options.warmup; step++) logits = resident ? await resident.step(argmax(logits)) : await model.forward(sequence, [argmax(logits)]);
+          GraphSession.profile?.clear();
+          const before = resident?.snapshot();
+          started = performance.now();
+          for (let step = 0; step < options.steps; step++) {
+            const next = argmax(logits);
+            logits = resident ? await resident.step(next) : await model.forward(sequence, [next]);
+          }
+          const decodeMsPerToken = (performance.now() - started) / options.steps;
+          const profile = foldedProfile(options.steps);
+          const after = resident?.snapshot();
+          const busBytesPerToken =
+            before && after ? (after.blockBytes + after.otherBytes - before.blockBytes - before.otherBytes) / options.steps : hostExecutorBusBytes(spec.config, context);
+          await resident?.close();
+          sequence.rollback(checkpoint);
+          const row = {
+            ...base,
+            busBytesPerToken,
+            profile,
+            prefillProfile,
+            prefillTokens: ids.length,
+            prefillTokensPerSecond,
+            decodeMsPerToken,
+            decodeOverFloor: decodeMsPerToken / decodeFloorMs,
+            prefillUnderFloor: prefillFloor / prefillTokensPerSecond,
+          };
+          rows.push(row);
+          log(
+            `    ${context} ${placement} ${rowAttention}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
+          );
+          if (profile) log(`      decode step: ${profileLine(profile)}`);
+          if (prefillProfile) log(`      prefill (${prefillMs.toFixed(0)} ms): ${profileLine(prefillProfile)}`);
         }
-        tileSequence(sequence, tileLength, context);
-        const checkpoint = sequence.checkpoint();
-        const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
-        const resident =
-          placement === 'host' ? undefined : await model.residentDecoder(sequence, { placement, maxTokens: context + ids.length + options.warmup + options.steps + 1 });
-        GraphSession.profile?.clear();
-        let started = performance.now();
-        let logits = resident ? await resident.prefill(ids) : await model.forward(sequence, ids);
-        const prefillMs = performance.now() - started;
-        const prefillTokensPerSecond = ids.length / (prefillMs / 1000);
-        const prefillProfile = foldedProfile(1);
-        // Untimed steps first: CUDA graphs are captured on a decoder's first steps.
-        for (let step = 0; step < options.warmup; step++) logits = resident ? await resident.step(argmax(logits)) : await model.forward(sequence, [argmax(logits)]);
-        GraphSession.profile?.clear();
-        const before = resident?.snapshot();
-        started = performance.now();
-        for (let step = 0; step < options.steps; step++) {
-          const next = argmax(logits);
-          logits = resident ? await resident.step(next) : await model.forward(sequence, [next]);
-        }
-        const decodeMsPerToken = (performance.now() - started) / options.steps;
-        const profile = foldedProfile(options.steps);
-        const after = resident?.snapshot();
-        const busBytesPerToken =
-          before && after ? (after.blockBytes + after.otherBytes - before.blockBytes - before.otherBytes) / options.steps : hostExecutorBusBytes(spec.config, context);
-        await resident?.close();
-        sequence.rollback(checkpoint);
-        const row = {
-          ...base,
-          busBytesPerToken,
-          profile,
-          prefillProfile,
-          prefillTokens: ids.length,
-          prefillTokensPerSecond,
-          decodeMsPerToken,
-          decodeOverFloor: decodeMsPerToken / decodeFloorMs,
-          prefillUnderFloor: prefillFloor / prefillTokensPerSecond,
-        };
-        rows.push(row);
-        log(
-          `    ${context} ${placement}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
-        );
-        if (profile) log(`      decode step: ${profileLine(profile)}`);
-        if (prefillProfile) log(`      prefill (${prefillMs.toFixed(0)} ms): ${profileLine(prefillProfile)}`);
-      }
   } finally {
     await model.release();
   }
@@ -286,6 +302,8 @@ async function main(): Promise<void> {
       steps: { type: 'string', default: '16' },
       warmup: { type: 'string', default: '3' },
       placements: { type: 'string', default: 'offload' },
+      'row-attention': { type: 'string', default: 'auto' },
+      'attention-mib': { type: 'string' },
       prefill: { type: 'string', default: '512' },
       tile: { type: 'string', default: '2048' },
       'budget-s': { type: 'string', default: '3000' },
@@ -299,9 +317,13 @@ async function main(): Promise<void> {
   const contexts = values.contexts!.split(',').map(Number);
   const placements = values.placements!.split(',');
   for (const placement of placements) if (placement !== 'offload' && placement !== 'device') throw new Error(`--placements takes offload and device, got ${placement}`);
+  const rowAttention = values['row-attention']!.split(',');
+  for (const form of rowAttention) if (form !== 'auto' && form !== 'union' && form !== 'per-row') throw new Error(`--row-attention takes auto, union and per-row, got ${form}`);
   const options = {
     contexts,
     placements: placements as KvPlacement[],
+    rowAttention: rowAttention as RowAttention[],
+    attentionBytes: values['attention-mib'] === undefined ? undefined : Number(values['attention-mib']) * 2 ** 20,
     warmup: Number(values.warmup),
     steps: Number(values.steps),
     prefillTokens: Number(values.prefill),
