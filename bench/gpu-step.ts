@@ -17,8 +17,6 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { SalaModel } from '../engine/model/sala-model.js';
 import type { KvPlacement, ResidentOptions } from '../engine/model/resident-decoder.js';
-
-type RowAttention = NonNullable<ResidentOptions['rowAttention']>;
 import { argmax } from '../engine/model/sampling.js';
 import { isDeviceRequest, isPrecisionRequest, keepsTensorsOnDevice, type DeviceKind, type Precision } from '../engine/runtime/device.js';
 import { GraphBuilder } from '../engine/runtime/graph-builder.js';
@@ -27,6 +25,8 @@ import { derivedSizes, type SalaConfig } from '../engine/model/config.js';
 import { bakeInputs } from '../engine/runtime/bake.js';
 import { defaultModelSpec, nineBSpec, tileSequence, weightBytesPerToken, type ModelSpec } from './offload.js';
 import { lineChart } from './svg-chart.js';
+
+type RowAttention = NonNullable<ResidentOptions['rowAttention']>;
 
 interface Floors {
   /** Weights streamed by an fp16 vector × matrix product (a decode step's shape), GB/s. */
