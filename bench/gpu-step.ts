@@ -12,8 +12,9 @@
 //
 //   npm run bench:gpu-step -- --devices cuda,webgpu --models default,9b --precisions fp16,int4 --out docs/benchmarks/gpu-step.json
 //   npm run bench:gpu-step -- --devices cpu --models default --precisions fp32 --contexts 8192 --steps 4   (a quick CPU run)
+//   npm run bench:gpu-step -- --render docs/benchmarks/gpu-step-cuda.json   (its markdown again from the JSON)
 import { parseArgs } from 'node:util';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { SalaModel } from '../engine/model/sala-model.js';
 import type { KvPlacement, ResidentOptions } from '../engine/model/resident-decoder.js';
@@ -278,15 +279,16 @@ function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
   for (const [device, f] of Object.entries(floors)) lines.push(`| ${device} | ${f.readGBps.toFixed(0)} | ${f.matmulTflops.toFixed(1)} | ${f.h2dGBps.toFixed(1)} |`);
   lines.push(
     '',
-    '| model | device | precision | KV | context | prefill tok/s | floor | decode ms/token | floor ms | × floor | bus MiB/token |',
-    '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| model | device | precision | KV | rows attend | context | prefill tok/s | floor | decode ms/token | floor ms | × floor | bus MiB/token |',
+    '|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
   );
   for (const r of rows) {
     const device = r.cudaRuns ? `${r.device} (${r.cudaRuns})` : r.device;
-    if (r.skipped) lines.push(`| ${r.model} | ${device} | ${r.precision} | ${r.placement ?? ''} | ${r.context} | ${r.skipped} | | | | | |`);
+    const kv = `${r.placement ?? ''} | ${r.placement === 'host' ? '' : (r.rowAttention ?? '')}`;
+    if (r.skipped) lines.push(`| ${r.model} | ${device} | ${r.precision} | ${kv} | ${r.context} | ${r.skipped} | | | | | |`);
     else
       lines.push(
-        `| ${r.model} | ${device} | ${r.precision} | ${r.placement ?? ''} | ${r.context} | ${r.prefillTokensPerSecond!.toFixed(0)} | ${r.prefillFloorTokensPerSecond!.toFixed(0)} | ${r.decodeMsPerToken!.toFixed(2)} | ${r.decodeFloorMs!.toFixed(3)} | ${r.decodeOverFloor!.toFixed(0)}× | ${(r.busBytesPerToken! / 2 ** 20).toFixed(1)} |`,
+        `| ${r.model} | ${device} | ${r.precision} | ${kv} | ${r.context} | ${r.prefillTokensPerSecond!.toFixed(0)} | ${r.prefillFloorTokensPerSecond!.toFixed(0)} | ${r.decodeMsPerToken!.toFixed(2)} | ${r.decodeFloorMs!.toFixed(3)} | ${r.decodeOverFloor!.toFixed(0)}× | ${(r.busBytesPerToken! / 2 ** 20).toFixed(1)} |`,
       );
   }
   return lines.join('\n') + '\n';
@@ -308,8 +310,15 @@ async function main(): Promise<void> {
       tile: { type: 'string', default: '2048' },
       'budget-s': { type: 'string', default: '3000' },
       out: { type: 'string' },
+      render: { type: 'string' },
     },
   });
+  if (values.render) {
+    // --render run.json: the run's markdown again from its JSON (after the table changed).
+    const run = JSON.parse(readFileSync(values.render, 'utf8')) as { floors: Record<string, Floors>; rows: StepRow[] };
+    writeFileSync(values.render.replace(/\.json$/, '.md'), markdown(run.floors, run.rows));
+    return;
+  }
   const entries = values.devices!.split(',').map(deviceEntry);
   const devices = [...new Set(entries.map((entry) => entry.device))];
   const precisions = values.precisions!.split(',');
