@@ -22,6 +22,7 @@ import type { DerivedSizes, SalaConfig } from './config.js';
 import { forwardPlan, type ChunkPlan, type ChunkSelection as SelectionPlan, type ForwardPlan } from './forward-plan.js';
 import { buildGraphs, buildResidentGraphs } from './graphs.js';
 import type { Sequence } from './sequence.js';
+import { perQueryFeeds, rowGroups, selectedIds, unionFeeds, type ChunkSelection, type RowAttention, type RowGroup } from './row-groups.js';
 
 export type KvPlacement = 'offload' | 'device';
 
@@ -50,7 +51,7 @@ export interface ResidentOptions {
   /** prefill(): device memory for one attention call's scores; more rows split into several calls (default 512 MiB). */
   attentionBytes?: number;
   /** prefill(), sparse: a row group attends over the union of its blocks, each row over its own, or whichever is cheaper (default 'auto'). */
-  rowAttention?: 'auto' | 'union' | 'per-row';
+  rowAttention?: RowAttention;
 }
 
 /** What the model hands its decoder. */
@@ -141,22 +142,6 @@ function capturesLightning(kind: DeviceKind): boolean {
  */
 const ATTENTION_SCORE_BYTES = 512 * 2 ** 20;
 
-/** A sparse layer's selection over one prefill chunk: [Hk, rows, k] block ids (−1: none), none on the dense path. */
-interface ChunkSelection {
-  first: number;
-  rows: number;
-  k: number;
-  selected?: BigInt64Array;
-}
-
-/** Rows [from, to) of a chunk attending in one call: their blocks per head, and in which form. */
-interface RowGroup {
-  from: number;
-  to: number;
-  blocks: number[][];
-  perQuery: boolean;
-}
-
 export class ResidentDecoder {
   private readonly stats = { steps: 0, prefilledTokens: 0, prefillAttendCalls: 0, blockBytes: 0, otherBytes: 0 };
   private readonly lightningStates = new Map<number, ort.Tensor>();
@@ -174,7 +159,7 @@ export class ResidentDecoder {
     private readonly dense: boolean,
     private readonly maxTokens: number,
     private readonly attentionBytes: number,
-    private readonly rowAttention: 'auto' | 'union' | 'per-row',
+    private readonly rowAttention: RowAttention,
   ) {}
 
   /** The decode-step sessions (built once per model: see SalaModel.residentDecoder). */
@@ -396,9 +381,17 @@ export class ResidentDecoder {
     const rows = plan.ids.length;
     const firstTouched = Math.floor(first / this.blockSize);
     // [Hk, rows, rawK] selected block ids (−1: none); none on the dense path, where a row attends to every block up to its own (k unused).
-    const selected = plan.selection ? await this.select(state, projected.q, first, rows, plan.selection, blocks) : undefined;
+    const selected = plan.selection ? selectedIds(await this.select(state, projected.q, first, rows, plan.selection, blocks)) : undefined;
     const chunk: ChunkSelection = { first, rows, k: plan.selection?.rawK ?? 0, selected };
-    const groups = this.rowGroups(state, chunk);
+    const groups = rowGroups(chunk, {
+      kvHeads: Hk,
+      heads: config.numAttentionHeads,
+      blockSize: this.blockSize,
+      headDim: this.parts.sizes.sparseHeadDim,
+      capacity: state.pool ? state.poolSlots : Infinity,
+      attentionBytes: this.attentionBytes,
+      rowAttention: this.rowAttention,
+    });
 
     // The chunk's blocks hold new rows: with every block resident they go up now; in a pool, when first placed.
     const refreshed = Array.from({ length: Hk }, () => new Set<number>());
@@ -442,85 +435,14 @@ export class ResidentDecoder {
   }
 
   /**
-   * A chunk's rows in groups, each as long as it can be: a group's blocks (the union of
-   * its rows' selections) must fit the pool (offload), and its attention the score
-   * budget, in the cheaper of the two forms — over the union with a mask (scores for
-   * every row × union key) or each row over its own k blocks (k blocks gathered per row).
-   */
-  private rowGroups(state: SparseLayerState, chunk: ChunkSelection): RowGroup[] {
-    const { config, sizes } = this.parts;
-    const Hk = config.numKeyValueHeads;
-    const H = config.numAttentionHeads;
-    const B = this.blockSize;
-    const { first, rows, k, selected } = chunk;
-    const capacity = state.pool ? state.poolSlots : Infinity;
-    // Bytes of the largest tensors of one call, per form: the scores, and the per-row gathered keys.
-    const unionBytes = (groupRows: number, width: number) => H * groupRows * width * B * 4;
-    const perQueryBytes = (groupRows: number) => Math.max(H, Hk * sizes.sparseHeadDim) * groupRows * k * B * 4;
-    const groups: RowGroup[] = [];
-    let from = 0;
-    if (!selected) {
-      // Dense: row t attends to every block up to its own.
-      const every = (to: number) => Array.from({ length: Math.floor((first + to - 1) / B) + 1 }, (_, b) => b);
-      for (let t = 1; t < rows; t++) {
-        if (unionBytes(t + 1 - from, Math.floor((first + t) / B) + 1) > this.attentionBytes) {
-          groups.push({ from, to: t, blocks: Array.from({ length: Hk }, () => every(t)), perQuery: false });
-          from = t;
-        }
-      }
-      groups.push({ from, to: rows, blocks: Array.from({ length: Hk }, () => every(rows)), perQuery: false });
-      return groups;
-    }
-    let union = Array.from({ length: Hk }, () => new Set<number>());
-    const close = (to: number): void => {
-      const blocks = union.map((set) => [...set].sort((a, b) => a - b));
-      const width = Math.max(1, ...blocks.map((list) => list.length));
-      // Work of each form: score entries plus gathered key floats.
-      const unionWork = H * (to - from) * width * B + Hk * width * B * sizes.sparseHeadDim;
-      const perQueryWork = H * (to - from) * k * B + Hk * (to - from) * k * B * sizes.sparseHeadDim;
-      const unionFits = this.rowAttention !== 'per-row' && unionBytes(to - from, width) <= this.attentionBytes;
-      const perRowFits = this.rowAttention !== 'union' && perQueryBytes(to - from) <= this.attentionBytes;
-      const perQuery = this.rowAttention === 'per-row' || (this.rowAttention === 'auto' && (!unionFits || (perRowFits && perQueryWork < unionWork)));
-      groups.push({ from, to, blocks, perQuery });
-      from = to;
-      union = Array.from({ length: Hk }, () => new Set<number>());
-    };
-    for (let t = 0; t < rows; t++) {
-      const added = union.map((set, h) => {
-        const fresh = new Set<number>();
-        for (let j = (h * rows + t) * k; j < (h * rows + t + 1) * k; j++) {
-          const block = Number(selected[j]);
-          if (block >= 0 && !set.has(block)) fresh.add(block);
-        }
-        return fresh;
-      });
-      const width = Math.max(1, ...union.map((set, h) => set.size + added[h].size));
-      const groupRows = t + 1 - from;
-      const fits =
-        width <= capacity &&
-        ((this.rowAttention !== 'per-row' && unionBytes(groupRows, width) <= this.attentionBytes) ||
-          (this.rowAttention !== 'union' && perQueryBytes(groupRows) <= this.attentionBytes));
-      if (t > from && !fits) {
-        close(t);
-        t--;
-        continue;
-      }
-      if (width > capacity) throw new RangeError(`one query selected ${width} blocks; the pool holds ${capacity}`);
-      union.forEach((set, h) => added[h].forEach((block) => set.add(block)));
-    }
-    close(rows);
-    return groups;
-  }
-
-  /**
    * Slots of a group's blocks, per head: block ids with every block resident; else placed
    * in the pool, with misses — and the chunk's own blocks the first time — uploaded.
    */
-  private async placeGroup(state: SparseLayerState, group: RowGroup, firstTouched: number, refreshed: Set<number>[]): Promise<Map<number, number>[]> {
+  private async placeGroup(state: SparseLayerState, group: RowGroup, firstTouched: number, refreshed: Set<number>[]): Promise<Int32Array[]> {
     const index: number[] = [];
     const upload: { head: number; block: number }[] = [];
     const slots = group.blocks.map((list, h) => {
-      if (!state.pool) return new Map(list.map((block) => [block, block]));
+      if (!state.pool) return Int32Array.from(list);
       const placed = state.pool.place(h, list);
       const missed = new Set(placed.misses.map((miss) => miss.block));
       list.forEach((block, i) => {
@@ -530,43 +452,21 @@ export class ResidentDecoder {
           if (block >= firstTouched) refreshed[h].add(block);
         }
       });
-      return new Map(list.map((block, i) => [block, placed.slots[i]]));
+      return Int32Array.from(placed.slots);
     });
     if (upload.length > 0) await this.uploadBlocks(state, index, upload);
     return slots;
   }
 
-  /** Feeds of the union form: the group's blocks per head [Hk, U] and which of them each row selected [Hk, R, U]. */
-  private unionFeeds(chunk: ChunkSelection, group: RowGroup, slots: Map<number, number>[]): Feeds {
+  /** Feeds of the union form: the group's blocks per head [Hk, U], which of them each row selected [Hk, R, U], their live keys [Hk, U, B]. */
+  private unionFeeds(chunk: ChunkSelection, group: RowGroup, slots: Int32Array[]): Feeds {
     const Hk = this.parts.config.numKeyValueHeads;
     const B = this.blockSize;
-    const { rows, k, selected } = chunk;
     const R = group.to - group.from;
-    const width = Math.max(1, ...group.blocks.map((list) => list.length));
-    const blockIds = new BigInt64Array(Hk * width).fill(-1n);
-    const slotIds = new BigInt64Array(Hk * width); // padding reads slot 0, masked
-    const mask = new Uint8Array(Hk * R * width);
+    const { width, blockIds, slotIds, mask } = unionFeeds(chunk, group, slots);
     const alive = new Uint8Array(Hk * width * B);
-    for (let h = 0; h < Hk; h++) {
-      const list = group.blocks[h];
-      const column = new Map<number, number>();
-      list.forEach((block, i) => {
-        blockIds[h * width + i] = BigInt(block);
-        slotIds[h * width + i] = BigInt(slots[h].get(block)!);
-        column.set(block, i);
-      });
-      alive.set(this.sequence.aliveKeys(list), h * width * B);
-      for (let t = 0; t < R; t++) {
-        const row = (h * R + t) * width;
-        if (!selected) {
-          mask.fill(1, row, row + list.length);
-          continue;
-        }
-        const from = (h * rows + group.from + t) * k;
-        for (let j = from; j < from + k; j++) if (selected[j] >= 0n) mask[row + column.get(Number(selected[j]))!] = 1;
-      }
-    }
-    this.stats.otherBytes += blockIds.byteLength * 2 + mask.byteLength + alive.byteLength + R * 8;
+    for (let h = 0; h < Hk; h++) alive.set(this.sequence.aliveKeys(group.blocks[h]), h * width * B);
+    this.stats.otherBytes += blockIds.length * 16 + mask.byteLength + alive.byteLength + R * 8;
     return {
       block_ids: i64(blockIds, [Hk, width]),
       store_slots: i64(slotIds, [Hk, width]),
@@ -576,28 +476,24 @@ export class ResidentDecoder {
   }
 
   /** Feeds of the per-row form: each row's own k blocks, ids and slots [Hk, R, k], live keys [Hk, R, k, B]. */
-  private perQueryFeeds(chunk: ChunkSelection, group: RowGroup, slots: Map<number, number>[]): Feeds {
+  private perQueryFeeds(chunk: ChunkSelection, group: RowGroup, slots: Int32Array[]): Feeds {
     const Hk = this.parts.config.numKeyValueHeads;
     const B = this.blockSize;
-    const { rows, k, selected } = chunk;
+    const { k } = chunk;
     const R = group.to - group.from;
-    const blockIds = new BigInt64Array(Hk * R * k).fill(-1n);
-    const slotIds = new BigInt64Array(Hk * R * k); // padding reads slot 0, masked
+    const { blockIds, slotIds, columns } = perQueryFeeds(chunk, group, slots);
     const alive = new Uint8Array(Hk * R * k * B);
+    const tombstones = this.sequence.deadRanges.length > 0;
     for (let h = 0; h < Hk; h++) {
-      const aliveOf = new Map(group.blocks[h].map((block) => [block, this.sequence.aliveKeys([block])]));
-      for (let t = 0; t < R; t++) {
-        for (let j = 0; j < k; j++) {
-          const block = Number(selected![(h * rows + group.from + t) * k + j]);
-          if (block < 0) continue;
-          const at = (h * R + t) * k + j;
-          blockIds[at] = BigInt(block);
-          slotIds[at] = BigInt(slots[h].get(block)!);
-          alive.set(aliveOf.get(block)!, at * B);
-        }
+      const aliveOf = tombstones ? this.sequence.aliveKeys(group.blocks[h]) : undefined;
+      for (let at = h * R * k; at < (h + 1) * R * k; at++) {
+        const column = columns[at];
+        if (column < 0) continue; // padding: no live key
+        if (aliveOf) alive.set(aliveOf.subarray(column * B, (column + 1) * B), at * B);
+        else alive.fill(1, at * B, (at + 1) * B);
       }
     }
-    this.stats.otherBytes += blockIds.byteLength * 2 + alive.byteLength + R * 8;
+    this.stats.otherBytes += blockIds.length * 16 + alive.byteLength + R * 8;
     return {
       query_blocks: i64(blockIds, [Hk, R, k]),
       query_slots: i64(slotIds, [Hk, R, k]),

@@ -174,9 +174,20 @@ export function f16(data: Float32Array, dims: readonly number[]): ort.Tensor {
   return new ort.Tensor('float16', toHalfBits(data), dims);
 }
 
-export function i64(data: BigInt64Array | readonly number[], dims?: readonly number[]): ort.Tensor {
-  const values = data instanceof BigInt64Array ? data : BigInt64Array.from(data, (x) => BigInt(x));
+export function i64(data: BigInt64Array | Int32Array | readonly number[], dims?: readonly number[]): ort.Tensor {
+  const values = data instanceof BigInt64Array ? data : data instanceof Int32Array ? widen(data) : BigInt64Array.from(data, (x) => BigInt(x));
   return new ort.Tensor('int64', values, dims ?? [values.length]);
+}
+
+/** int32 → int64 through the words of the result (little-endian: low word, then the sign), no BigInt per value. */
+function widen(data: Int32Array): BigInt64Array {
+  const out = new BigInt64Array(data.length);
+  const words = new Int32Array(out.buffer);
+  for (let i = 0; i < data.length; i++) {
+    words[2 * i] = data[i];
+    words[2 * i + 1] = data[i] >> 31;
+  }
+  return out;
 }
 
 export function bool(data: Uint8Array, dims: readonly number[]): ort.Tensor {
