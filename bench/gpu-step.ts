@@ -28,6 +28,7 @@ import { defaultModelSpec, nineBSpec, tileSequence, weightBytesPerToken, type Mo
 import { lineChart } from './svg-chart.js';
 
 type RowAttention = NonNullable<ResidentOptions['rowAttention']>;
+type SparseStep = 'fused' | 'split';
 
 interface Floors {
   /** Weights streamed by an fp16 vector × matrix product (a decode step's shape), GB/s. */
@@ -45,6 +46,8 @@ interface StepRow {
   placement?: KvPlacement | 'host';
   /** How the resident decoder's prefill attends a row group (ResidentOptions.rowAttention). */
   rowAttention?: RowAttention;
+  /** KV on the device: a decode step's selection feeds the attention in one run ('fused', the default) or comes back to the host between two ('split'). */
+  sparseStep?: SparseStep;
   /** CUDA: 'cuda-graphs' or 'io-binding' (the binding addon, with or without decode-step CUDA graphs), or 'host-fed' (see deviceEntry). */
   cudaRuns?: CudaRuns;
   precision: Precision;
@@ -185,6 +188,7 @@ async function runModel(
     contexts: number[];
     placements: readonly KvPlacement[];
     rowAttention: readonly RowAttention[];
+    sparseSteps: readonly SparseStep[];
     attentionBytes?: number;
     steps: number;
     warmup: number;
@@ -210,64 +214,67 @@ async function runModel(
     const placements = keepsTensorsOnDevice(device) ? options.placements : (['host'] as const);
     for (const context of options.contexts)
       for (const placement of placements)
-        for (const rowAttention of placement === 'host' ? (['auto'] as const) : options.rowAttention) {
-          const base = { model: spec.name, device, precision, context, placement, rowAttention, decodeFloorMs, prefillFloorTokensPerSecond: prefillFloor };
-          if (performance.now() > options.deadline) {
-            rows.push({ ...base, skipped: 'over the run’s time budget' });
-            continue;
+        for (const rowAttention of placement === 'host' ? (['auto'] as const) : options.rowAttention)
+          for (const sparseStep of placement === 'device' ? options.sparseSteps : [undefined]) {
+            const base = { model: spec.name, device, precision, context, placement, rowAttention, sparseStep, decodeFloorMs, prefillFloorTokensPerSecond: prefillFloor };
+            if (performance.now() > options.deadline) {
+              rows.push({ ...base, skipped: 'over the run’s time budget' });
+              continue;
+            }
+            tileSequence(sequence, tileLength, context);
+            const checkpoint = sequence.checkpoint();
+            const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
+            if (sparseStep === 'split') process.env.PANORAMA_SPARSE_STEP = 'split'; // read when the decoder is made
+            const resident =
+              placement === 'host'
+                ? undefined
+                : await model.residentDecoder(sequence, {
+                    placement,
+                    rowAttention,
+                    attentionBytes: options.attentionBytes,
+                    maxTokens: context + ids.length + options.warmup + options.steps + 1,
+                  });
+            delete process.env.PANORAMA_SPARSE_STEP;
+            GraphSession.profile?.clear();
+            let started = performance.now();
+            let logits = resident ? await resident.prefill(ids) : await model.forward(sequence, ids);
+            const prefillMs = performance.now() - started;
+            const prefillTokensPerSecond = ids.length / (prefillMs / 1000);
+            const prefillProfile = foldedProfile(1);
+            // Untimed steps first: CUDA graphs are captured on a decoder's first steps.
+            for (let step = 0; step < options.warmup; step++) logits = resident ? await resident.step(argmax(logits)) : await model.forward(sequence, [argmax(logits)]);
+            GraphSession.profile?.clear();
+            const before = resident?.snapshot();
+            started = performance.now();
+            for (let step = 0; step < options.steps; step++) {
+              const next = argmax(logits);
+              logits = resident ? await resident.step(next) : await model.forward(sequence, [next]);
+            }
+            const decodeMsPerToken = (performance.now() - started) / options.steps;
+            const profile = foldedProfile(options.steps);
+            const after = resident?.snapshot();
+            const busBytesPerToken =
+              before && after ? (after.blockBytes + after.otherBytes - before.blockBytes - before.otherBytes) / options.steps : hostExecutorBusBytes(spec.config, context);
+            await resident?.close();
+            sequence.rollback(checkpoint);
+            const row = {
+              ...base,
+              busBytesPerToken,
+              profile,
+              prefillProfile,
+              prefillTokens: ids.length,
+              prefillTokensPerSecond,
+              decodeMsPerToken,
+              decodeOverFloor: decodeMsPerToken / decodeFloorMs,
+              prefillUnderFloor: prefillFloor / prefillTokensPerSecond,
+            };
+            rows.push(row);
+            log(
+              `    ${context} ${placement}${sparseStep ? ` (${sparseStep})` : ''} ${rowAttention}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
+            );
+            if (profile) log(`      decode step: ${profileLine(profile)}`);
+            if (prefillProfile) log(`      prefill (${prefillMs.toFixed(0)} ms): ${profileLine(prefillProfile)}`);
           }
-          tileSequence(sequence, tileLength, context);
-          const checkpoint = sequence.checkpoint();
-          const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
-          const resident =
-            placement === 'host'
-              ? undefined
-              : await model.residentDecoder(sequence, {
-                  placement,
-                  rowAttention,
-                  attentionBytes: options.attentionBytes,
-                  maxTokens: context + ids.length + options.warmup + options.steps + 1,
-                });
-          GraphSession.profile?.clear();
-          let started = performance.now();
-          let logits = resident ? await resident.prefill(ids) : await model.forward(sequence, ids);
-          const prefillMs = performance.now() - started;
-          const prefillTokensPerSecond = ids.length / (prefillMs / 1000);
-          const prefillProfile = foldedProfile(1);
-          // Untimed steps first: CUDA graphs are captured on a decoder's first steps.
-          for (let step = 0; step < options.warmup; step++) logits = resident ? await resident.step(argmax(logits)) : await model.forward(sequence, [argmax(logits)]);
-          GraphSession.profile?.clear();
-          const before = resident?.snapshot();
-          started = performance.now();
-          for (let step = 0; step < options.steps; step++) {
-            const next = argmax(logits);
-            logits = resident ? await resident.step(next) : await model.forward(sequence, [next]);
-          }
-          const decodeMsPerToken = (performance.now() - started) / options.steps;
-          const profile = foldedProfile(options.steps);
-          const after = resident?.snapshot();
-          const busBytesPerToken =
-            before && after ? (after.blockBytes + after.otherBytes - before.blockBytes - before.otherBytes) / options.steps : hostExecutorBusBytes(spec.config, context);
-          await resident?.close();
-          sequence.rollback(checkpoint);
-          const row = {
-            ...base,
-            busBytesPerToken,
-            profile,
-            prefillProfile,
-            prefillTokens: ids.length,
-            prefillTokensPerSecond,
-            decodeMsPerToken,
-            decodeOverFloor: decodeMsPerToken / decodeFloorMs,
-            prefillUnderFloor: prefillFloor / prefillTokensPerSecond,
-          };
-          rows.push(row);
-          log(
-            `    ${context} ${placement} ${rowAttention}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
-          );
-          if (profile) log(`      decode step: ${profileLine(profile)}`);
-          if (prefillProfile) log(`      prefill (${prefillMs.toFixed(0)} ms): ${profileLine(prefillProfile)}`);
-        }
   } finally {
     await model.release();
   }
@@ -284,7 +291,7 @@ function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
   );
   for (const r of rows) {
     const device = r.cudaRuns ? `${r.device} (${r.cudaRuns})` : r.device;
-    const kv = `${r.placement ?? ''} | ${r.placement === 'host' ? '' : (r.rowAttention ?? '')}`;
+    const kv = `${r.placement ?? ''}${r.sparseStep === 'split' ? ' (split step)' : ''} | ${r.placement === 'host' ? '' : (r.rowAttention ?? '')}`;
     if (r.skipped) lines.push(`| ${r.model} | ${device} | ${r.precision} | ${kv} | ${r.context} | ${r.skipped} | | | | | |`);
     else
       lines.push(
@@ -306,6 +313,7 @@ async function main(): Promise<void> {
       placements: { type: 'string', default: 'offload' },
       'row-attention': { type: 'string', default: 'auto' },
       'attention-mib': { type: 'string' },
+      'sparse-step': { type: 'string', default: 'fused' },
       prefill: { type: 'string', default: '512' },
       tile: { type: 'string', default: '2048' },
       'budget-s': { type: 'string', default: '3000' },
@@ -328,8 +336,11 @@ async function main(): Promise<void> {
   for (const placement of placements) if (placement !== 'offload' && placement !== 'device') throw new Error(`--placements takes offload and device, got ${placement}`);
   const rowAttention = values['row-attention']!.split(',');
   for (const form of rowAttention) if (form !== 'auto' && form !== 'union' && form !== 'per-row') throw new Error(`--row-attention takes auto, union and per-row, got ${form}`);
+  const sparseSteps = values['sparse-step']!.split(',');
+  for (const form of sparseSteps) if (form !== 'fused' && form !== 'split') throw new Error(`--sparse-step takes fused and split, got ${form}`);
   const options = {
     contexts,
+    sparseSteps: sparseSteps as SparseStep[],
     placements: placements as KvPlacement[],
     rowAttention: rowAttention as RowAttention[],
     attentionBytes: values['attention-mib'] === undefined ? undefined : Number(values['attention-mib']) * 2 ** 20,
@@ -373,7 +384,8 @@ async function main(): Promise<void> {
   }
   if (values.out) {
     for (const model of [...new Set(rows.map((r) => r.model))]) {
-      const key = (r: StepRow) => `${r.device}${r.cudaRuns ? ` ${r.cudaRuns}` : ''} ${r.precision}${r.placement ? ` KV ${r.placement}` : ''}`;
+      const key = (r: StepRow) =>
+        `${r.device}${r.cudaRuns ? ` ${r.cudaRuns}` : ''} ${r.precision}${r.placement ? ` KV ${r.placement}` : ''}${r.sparseStep === 'split' ? ' split' : ''}`;
       const series = [...new Set(rows.filter((r) => r.model === model).map(key))].map((name, i) => ({
         name,
         color: i,

@@ -296,12 +296,22 @@ function sparseHeads(cfg: SalaConfig): { hs: number; H: number; Hk: number; G: n
  * may see (the kernel's visibility rule), the pooled row length and pads, k.
  */
 function buildSparseSelect(cfg: SalaConfig, resident = false): Uint8Array {
+  const { hs, H, Hk } = sparseHeads(cfg);
+  const g = new GraphBuilder(resident ? 'sparse_select_resident' : 'sparse_select');
+  const { selected } = blockSelection(g, cfg, g.input('q', 'float', ['T', H, hs]), resident);
+  g.output(selected, 'selected', 'int64', [Hk, 'T', 'K']);
+  return g.toModel();
+}
+
+/**
+ * The selection of buildSparseSelect for queries q, its other inputs declared here: [Hk, T, K]
+ * block ids, ascending, −1 = none; and each query's own block [T, 1]. k (how many blocks) is the input `topKName`.
+ */
+function blockSelection(g: GraphBuilder, cfg: SalaConfig, q: Value, resident: boolean, topKName = 'k'): { selected: Value; queryBlock: Value } {
   const sizes = derivedSizes(cfg);
-  const { hs, H, Hk, G } = sparseHeads(cfg);
+  const { hs, Hk, G } = sparseHeads(cfg);
   const { blockSize, kernelStride, initBlocks } = cfg.sparse;
   const poolStride = blockSize / kernelStride;
-  const g = new GraphBuilder(resident ? 'sparse_select_resident' : 'sparse_select');
-  const q = g.input('q', 'float', ['T', H, hs]);
   // Resident: the compressed keys live on the device in stores with spare rows, appended
   // to in place as windows complete; the graph reads their first fine/coarse_count rows.
   const liveRows = (store: Value, count: Value): Value => g.op('Slice', [store, g.int64s([0]), count, g.int64s([0])]);
@@ -311,7 +321,7 @@ function buildSparseSelect(cfg: SalaConfig, resident = false): Uint8Array {
   const fineVisible = g.input('fine_visible', 'int64', ['T']);
   const coarseVisible = g.input('coarse_visible', 'int64', ['T']);
   const poolPads = g.input('pool_pads', 'int64', [6]);
-  const k = g.input('k', 'int64', [1]);
+  const k = g.input(topKName, 'int64', [1]);
   const excluded = g.input('block_excluded', 'bool', ['NB']);
 
   const scale = g.float(1 / Math.sqrt(hs));
@@ -363,9 +373,7 @@ function buildSparseSelect(cfg: SalaConfig, resident = false): Uint8Array {
   const unusable = g.op('IsInf', [topScores], { detect_positive: 0 });
   const usable = g.where(unusable, g.int64(Number.MAX_SAFE_INTEGER), topIndices);
   const [ascending] = g.node('TopK', [usable, k], { axis: -1, largest: 0, sorted: 1 }, 2);
-  const selected = g.where(g.greater(ascending, g.unsqueeze(queryBlock, [0])), g.int64(-1), ascending);
-  g.output(selected, 'selected', 'int64', [Hk, 'T', 'K']);
-  return g.toModel();
+  return { selected: g.where(g.greater(ascending, g.unsqueeze(queryBlock, [0])), g.int64(-1), ascending), queryBlock };
 }
 
 /**
@@ -505,17 +513,45 @@ function attendBlocks(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x:
  * tombstones), tail_alive [Hk, blockSize] for the tail rows written so far.
  */
 function buildSparseAttendResident(cfg: SalaConfig, precision: Precision): Uint8Array {
+  const { hs, H, Hk, blockSize } = sparseHeads(cfg);
+  const g = new GraphBuilder('sparse_attend_resident');
+  const x = g.input('x', 'float', [1, cfg.hiddenSize]);
+  const q = g.input('q', 'float', [1, H, hs]);
+  residentAttention(g, cfg, precision, x, q, g.input('slots', 'int64', [Hk, 'U']), g.input('key_alive', 'bool', [Hk, 'U', blockSize]));
+  return g.toModel();
+}
+
+/**
+ * Selection and attention of one decode token in one graph, every block resident at slot =
+ * block id (placement "device"): the selected ids never leave the device. A slot of no
+ * block (−1) or of the tail block reads slot 0 with every key masked, so the attention
+ * sees exactly the blocks the split graphs would gather. block_alive [NB, blockSize] holds
+ * the live keys of every block (one upload per block boundary or tombstone, shared by the layers).
+ */
+function buildSparseSelectAttendResident(cfg: SalaConfig, precision: Precision): Uint8Array {
+  const { hs, H, Hk, blockSize } = sparseHeads(cfg);
+  const g = new GraphBuilder('sparse_select_attend_resident');
+  const x = g.input('x', 'float', [1, cfg.hiddenSize]);
+  const q = g.input('q', 'float', [1, H, hs]);
+  const blockAlive = g.input('block_alive', 'bool', ['NB', blockSize]);
+  const selection = blockSelection(g, cfg, q, true, 'top_k'); // k is the new token's key here
+  const selected = g.reshape(selection.selected, [Hk, -1]); // [Hk, K]
+  const queryBlock = g.reshape(selection.queryBlock, [1, 1]);
+  const usable = g.and(g.not(g.less(selected, g.int64(0))), g.not(g.op('Equal', [selected, queryBlock])));
+  const slots = g.where(usable, selected, g.int64(0));
+  const keyAlive = g.and(g.gather(blockAlive, slots), g.unsqueeze(usable, [2])); // [Hk, K, blockSize]
+  residentAttention(g, cfg, precision, x, q, slots, keyAlive);
+  return g.toModel();
+}
+
+/** The attention of buildSparseAttendResident over pool slots with their live keys; declares the pool and tail inputs and every output. */
+function residentAttention(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, slots: Value, keyAlive: Value): void {
   const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
   const d = cfg.hiddenSize;
-  const g = new GraphBuilder('sparse_attend_resident');
-  const x = g.input('x', 'float', [1, d]);
-  const q = g.input('q', 'float', [1, H, hs]);
   const kNew = g.input('k', 'float', [1, Hk, hs]);
   const vNew = g.input('v', 'float', [1, Hk, hs]);
   const poolKeys = g.input('pool_keys', 'float', [Hk, 'P', blockSize, hs]);
   const poolValues = g.input('pool_values', 'float', [Hk, 'P', blockSize, hs]);
-  const slots = g.input('slots', 'int64', [Hk, 'U']);
-  const keyAlive = g.input('key_alive', 'bool', [Hk, 'U', blockSize]);
   const tailKeys = g.input('tail_keys', 'float', [Hk, blockSize, hs]);
   const tailValues = g.input('tail_values', 'float', [Hk, blockSize, hs]);
   const tailRow = g.input('tail_row', 'int64', [Hk, 2]); // (head, row) of this token in the tail
@@ -536,7 +572,6 @@ function buildSparseAttendResident(cfg: SalaConfig, precision: Precision): Uint8
   g.output(attentionOutput(g, cfg, precision, x, o, gate), 'x_out', 'float', [1, d]);
   g.output(newTailKeys, 'tail_keys_out', 'float', [Hk, blockSize, hs]);
   g.output(newTailValues, 'tail_values_out', 'float', [Hk, blockSize, hs]);
-  return g.toModel();
 }
 
 /** Final norm and lm_head on hidden / (hidden_size / dim_model_base); logits in fp32. */
@@ -559,6 +594,8 @@ export interface ResidentGraphSet {
   sparseProject: Uint8Array;
   sparseSelect: Uint8Array;
   sparseAttend: Uint8Array;
+  /** Both of them in one graph, for KV all on the device. */
+  sparseSelectAttend: Uint8Array;
   /** Chunked prefill: attention for a range of a chunk's rows (over their union of blocks, or each over its own), and the head on its last row. */
   sparseAttendRows: Uint8Array;
   sparseAttendQueries: Uint8Array;
@@ -571,6 +608,7 @@ export function buildResidentGraphs(cfg: SalaConfig, precision: Precision = 'fp3
     sparseProject: buildSparseProject(cfg, precision, true),
     sparseSelect: buildSparseSelect(cfg, true),
     sparseAttend: buildSparseAttendResident(cfg, precision),
+    sparseSelectAttend: buildSparseSelectAttendResident(cfg, precision),
     sparseAttendRows: buildSparseAttendRows(cfg, precision, false),
     sparseAttendQueries: buildSparseAttendRows(cfg, precision, true),
     headLast: buildHead(cfg, precision, true),

@@ -80,6 +80,8 @@ export interface ResidentStats {
   otherBytes: number;
   /** Device bytes held for KV: pools + tails + compressed keys, all sparse layers. */
   deviceKvBytes: number;
+  /** Sparse-layer decode steps whose selection fed the attention in the same run, never leaving the device. */
+  selectionsOnDevice: number;
 }
 
 export interface ResidentSessions {
@@ -95,6 +97,8 @@ export interface ResidentSessions {
   project: GraphSession;
   select: GraphSession;
   attend: GraphSession;
+  /** select + attend in one run, for KV all on the device (selectsOnDevice). */
+  selectAttend: GraphSession;
   /** Chunked prefill: a range of a chunk's rows over their blocks; the head on the chunk's last row. */
   attendRows: GraphSession;
   attendQueries: GraphSession;
@@ -143,11 +147,18 @@ function capturesLightning(kind: DeviceKind): boolean {
 const ATTENTION_SCORE_BYTES = 512 * 2 ** 20;
 
 export class ResidentDecoder {
-  private readonly stats = { steps: 0, prefilledTokens: 0, prefillAttendCalls: 0, blockBytes: 0, otherBytes: 0 };
+  private readonly stats = { steps: 0, prefilledTokens: 0, prefillAttendCalls: 0, blockBytes: 0, otherBytes: 0, selectionsOnDevice: 0 };
   private readonly lightningStates = new Map<number, ort.Tensor>();
   private readonly sparse: SparseLayerState[] = [];
   private denseFeeds?: { key: string; slotTensor: ort.Tensor; aliveTensor: ort.Tensor };
+  private deviceMasks?: { key: string; alive: ort.Tensor; excluded: ort.Tensor };
   private closed = false;
+  /**
+   * Whether a decode step's selection feeds its attention in the same run (KV all on the
+   * device, slot = block id), or comes back to the host first (offload places the blocks in
+   * its pool; PANORAMA_SPARSE_STEP=split keeps the two runs, the comparison point).
+   */
+  private readonly selectsOnDevice: boolean;
   /** The model's CUDA graphs of the Lightning layers, while this decoder holds them (capturesLightning). */
   private captured?: CapturedLightning;
 
@@ -160,7 +171,9 @@ export class ResidentDecoder {
     private readonly maxTokens: number,
     private readonly attentionBytes: number,
     private readonly rowAttention: RowAttention,
-  ) {}
+  ) {
+    this.selectsOnDevice = placement === 'device' && process.env.PANORAMA_SPARSE_STEP !== 'split';
+  }
 
   /** The decode-step sessions (built once per model: see SalaModel.residentDecoder). */
   static async sessions(config: SalaConfig, device: ResolvedDevice, precision: Precision = 'fp32'): Promise<ResidentSessions> {
@@ -177,6 +190,7 @@ export class ResidentDecoder {
       project: await make('sparse_project_resident', resident.sparseProject, { q: onDevice, k: onDevice, v: onDevice, gate: onDevice, k_host: 'cpu', v_host: 'cpu' }),
       select: await make('sparse_select_resident', resident.sparseSelect, { selected: 'cpu' }),
       attend: await make('sparse_attend_resident', resident.sparseAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
+      selectAttend: await make('sparse_select_attend_resident', resident.sparseSelectAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
       attendRows: await make('sparse_attend_rows', resident.sparseAttendRows, { x_acc_out: onDevice }),
       attendQueries: await make('sparse_attend_queries', resident.sparseAttendQueries, { x_acc_out: onDevice }),
       headLast: await make('head_last', resident.headLast, { logits: 'cpu' }),
@@ -614,6 +628,8 @@ export class ResidentDecoder {
       state.tailBlock = queryBlock;
     }
 
+    if (plan.selection && this.selectsOnDevice) return this.selectAndAttend(state, x, projected, plan.selection, plan.blocks, position);
+
     let blocks: number[][];
     if (!plan.selection) {
       const past = Array.from({ length: queryBlock }, (_, b) => b);
@@ -642,9 +658,60 @@ export class ResidentDecoder {
 
     const width = Math.max(1, ...blocks.map((b) => b.length));
     const { slotTensor, aliveTensor } = await this.blockFeeds(blocks, slots, width);
+    return this.attend(this.sessions.attend, state, x, projected, position, { slots: slotTensor, key_alive: aliveTensor });
+  }
+
+  /** Selection and attention in one run (KV all on the device): the selected ids stay on the device. */
+  private async selectAndAttend(
+    state: SparseLayerState,
+    x: ort.Tensor,
+    projected: Record<string, ort.Tensor>,
+    plan: SelectionPlan,
+    blocks: number,
+    position: number,
+  ): Promise<ort.Tensor> {
+    const masks = await this.blockMasks(blocks);
+    this.stats.selectionsOnDevice++;
+    const { k: topK, ...selection } = await this.selectFeeds(state, projected.q, position, 1, plan);
+    return this.attend(this.sessions.selectAttend, state, x, projected, position, { ...selection, top_k: topK, block_excluded: masks.excluded, block_alive: masks.alive });
+  }
+
+  /**
+   * The live keys of every block below `blocks` and the wholly dead blocks, on the device:
+   * uploaded when a block completes or a tombstone appears, shared by the sparse layers.
+   */
+  private async blockMasks(blocks: number): Promise<{ alive: ort.Tensor; excluded: ort.Tensor }> {
+    const key = `${blocks}:${this.sequence.tombstoneVersion}`;
+    if (this.deviceMasks?.key === key) return this.deviceMasks;
+    const { tensors } = this.parts;
+    const alive = this.sequence.aliveKeys(Array.from({ length: blocks }, (_, b) => b));
+    const excluded = this.sequence.excludedBlocks(blocks);
+    this.stats.otherBytes += alive.byteLength + excluded.byteLength;
+    this.releaseMasks();
+    this.deviceMasks = { key, alive: await tensors.upload(bool(alive, [blocks, this.blockSize])), excluded: await tensors.upload(bool(excluded, [blocks])) };
+    return this.deviceMasks;
+  }
+
+  private releaseMasks(): void {
+    release(this.deviceMasks?.alive);
+    release(this.deviceMasks?.excluded);
+    this.deviceMasks = undefined;
+  }
+
+  /** Runs an attend graph of one decode token with the layer's pool and tail; the tail it writes becomes the layer's. */
+  private async attend(
+    session: GraphSession,
+    state: SparseLayerState,
+    x: ort.Tensor,
+    projected: Record<string, ort.Tensor>,
+    position: number,
+    blockFeeds: Feeds,
+  ): Promise<ort.Tensor> {
+    const Hk = this.parts.config.numKeyValueHeads;
+    const B = this.blockSize;
     const row = position % B;
     const tailAlive = new Uint8Array(Hk * B);
-    const tailKeysAlive = this.sequence.aliveKeys([queryBlock]);
+    const tailKeysAlive = this.sequence.aliveKeys([Math.floor(position / B)]);
     // The new token is not in sequence.dead yet (it was just appended), so rows ≤ row are live unless tombstoned.
     for (let h = 0; h < Hk; h++) for (let r = 0; r <= row; r++) tailAlive[h * B + r] = r === row ? 1 : tailKeysAlive[r];
     const tailRow = new BigInt64Array(Hk * 2);
@@ -652,17 +719,15 @@ export class ResidentDecoder {
       tailRow[2 * h] = BigInt(h);
       tailRow[2 * h + 1] = BigInt(row);
     }
-    const session = this.sessions.attend;
     const feeds: Feeds = {
-      ...pick(tensorsOfLayer, session.inputNames),
+      ...pick(this.parts.layerTensors[state.layer], session.inputNames),
+      ...blockFeeds,
       x,
       q: projected.q,
       k: projected.k,
       v: projected.v,
       pool_keys: state.poolKeys,
       pool_values: state.poolValues,
-      slots: slotTensor,
-      key_alive: aliveTensor,
       tail_keys: state.tailKeys,
       tail_values: state.tailValues,
       tail_row: i64(tailRow, [Hk, 2]),
@@ -765,6 +830,14 @@ export class ResidentDecoder {
    * over the layer's compressed keys (new ones go up first), fed as the plan says: [Hk, rows, rawK], −1 = none.
    */
   private async select(state: SparseLayerState, q: ort.Tensor, firstPosition: number, rows: number, plan: SelectionPlan, blocks: number): Promise<BigInt64Array> {
+    const excluded = this.sequence.excludedBlocks(blocks);
+    this.stats.otherBytes += excluded.byteLength;
+    const out = await this.sessions.select.run({ ...(await this.selectFeeds(state, q, firstPosition, rows, plan)), block_excluded: bool(excluded, [blocks]) });
+    return int64Data(out.selected);
+  }
+
+  /** The selection graph's feeds but block_excluded, the layer's new compressed keys uploaded first. */
+  private async selectFeeds(state: SparseLayerState, q: ort.Tensor, firstPosition: number, rows: number, plan: SelectionPlan): Promise<Feeds> {
     const { config, sizes, tensors } = this.parts;
     const Hk = config.numKeyValueHeads;
     const hs = sizes.sparseHeadDim;
@@ -793,9 +866,8 @@ export class ResidentDecoder {
       state.coarseRows = coarseCount;
     }
     const positions = Array.from({ length: rows }, (_, i) => firstPosition + i);
-    const excluded = this.sequence.excludedBlocks(blocks);
-    this.stats.otherBytes += 8 * (3 * rows + 10) + excluded.byteLength;
-    const out = await this.sessions.select.run({
+    this.stats.otherBytes += 8 * (3 * rows + 10);
+    return {
       q,
       c1_store: state.fine,
       c2_store: state.coarse,
@@ -806,9 +878,7 @@ export class ResidentDecoder {
       coarse_visible: i64(plan.coarseVisible),
       pool_pads: i64(plan.poolPads),
       k: i64([plan.rawK]),
-      block_excluded: bool(excluded, [blocks]),
-    });
-    return int64Data(out.selected);
+    };
   }
 
   snapshot(): ResidentStats {
@@ -829,6 +899,7 @@ export class ResidentDecoder {
       blockBytes: this.stats.blockBytes,
       otherBytes: this.stats.otherBytes,
       deviceKvBytes,
+      selectionsOnDevice: this.stats.selectionsOnDevice,
     };
   }
 
@@ -854,6 +925,7 @@ export class ResidentDecoder {
     this.captured?.yield(this);
     release(this.denseFeeds?.slotTensor);
     release(this.denseFeeds?.aliveTensor);
+    this.releaseMasks();
     for (const state of this.sparse) {
       for (const tensor of [state.poolKeys, state.poolValues, state.tailKeys, state.tailValues, state.fine, state.coarse]) release(tensor);
     }

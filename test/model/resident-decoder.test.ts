@@ -61,6 +61,9 @@ for (const name of ['short', 'long', 'cross'] as const) {
       t.diagnostic(`max |Δlogit| ${diff.toExponential(2)}; hits ${result.stats.hits}, misses ${result.stats.misses}, block bytes up ${result.stats.blockBytes}`);
       assert.ok(diff <= LOGIT_TOLERANCE, `max |Δlogit| ${diff}`);
       if (placement === 'device') assert.equal(result.stats.blockBytes, 0, 'nothing but the new rows moves when every block is resident');
+      // Past dense_len (the long prompts), every block resident: each sparse layer's selection feeds its attention on the device.
+      const selecting = name !== 'short' && placement === 'device';
+      assert.equal(result.stats.selectionsOnDevice > 0, selecting, `${result.stats.selectionsOnDevice} selections on the device`);
     });
   }
 }
@@ -96,24 +99,55 @@ test('closing hands the state back: the host path continues exactly where the re
   assert.ok(maxAbsDiff(viaHost, row) <= LOGIT_TOLERANCE);
 });
 
-test('tombstoned tokens are masked on the resident path exactly as on the host path', async () => {
+for (const placement of ['offload', 'device'] as const) {
+  test(`tombstoned tokens are masked on the resident path exactly as on the host path (KV ${placement})`, async () => {
+    const prompt = Array.from(load('long_prompt_ids').data);
+    const host = model.newSequence();
+    const resident = model.newSequence();
+    let hostRow = await model.forward(host, prompt);
+    await model.forward(resident, prompt);
+    for (const sequence of [host, resident]) {
+      sequence.markDead(70, 300); // most of blocks 1–4: blocks 2 and 3 wholly dead
+      sequence.markDead(prompt.length - 20, prompt.length - 5); // inside the tail block
+    }
+    const decoder = await model.residentDecoder(resident, { placement, poolBlocks: 8, maxTokens: prompt.length + 16 });
+    for (let step = 0; step < 6; step++) {
+      const id = argmax(hostRow);
+      const row = await decoder.step(id);
+      hostRow = await model.forward(host, [id]);
+      assert.ok(maxAbsDiff(row, hostRow) <= LOGIT_TOLERANCE, `step ${step}`);
+    }
+    assert.equal(decoder.snapshot().selectionsOnDevice > 0, placement === 'device');
+    await decoder.close();
+  });
+}
+
+test("a selection fed to the attention on the device gives the split runs' logits, across a block boundary and a new tombstone", async () => {
   const prompt = Array.from(load('long_prompt_ids').data);
-  const host = model.newSequence();
-  const resident = model.newSequence();
-  let hostRow = await model.forward(host, prompt);
-  await model.forward(resident, prompt);
-  for (const sequence of [host, resident]) {
-    sequence.markDead(70, 300); // most of blocks 1–4: blocks 2 and 3 wholly dead
-    sequence.markDead(prompt.length - 20, prompt.length - 5); // inside the tail block
-  }
-  const decoder = await model.residentDecoder(resident, { placement: 'offload', poolBlocks: 8, maxTokens: prompt.length + 16 });
-  for (let step = 0; step < 6; step++) {
-    const id = argmax(hostRow);
-    const row = await decoder.step(id);
-    hostRow = await model.forward(host, [id]);
-    assert.ok(maxAbsDiff(row, hostRow) <= LOGIT_TOLERANCE, `step ${step}`);
-  }
-  await decoder.close();
+  const decode = async (split: boolean) => {
+    const sequence = model.newSequence();
+    let row = await model.forward(sequence, prompt);
+    sequence.markDead(130, 200); // block 2 wholly dead, block 3 in part
+    if (split) process.env.PANORAMA_SPARSE_STEP = 'split';
+    const decoder = await model.residentDecoder(sequence, { placement: 'device', maxTokens: prompt.length + 80 });
+    delete process.env.PANORAMA_SPARSE_STEP;
+    const rows: Float32Array[] = [];
+    // Enough steps to cross into a new block (the masks are uploaded again there) and a tombstone made mid-decode.
+    for (let step = 0; step < 70; step++) {
+      if (step === 30) sequence.markDead(300, 340);
+      row = await decoder.step(argmax(row));
+      rows.push(row);
+    }
+    const stats = decoder.snapshot();
+    await decoder.close();
+    return { rows, stats };
+  };
+  const fused = await decode(false);
+  const split = await decode(true);
+  assert.equal(split.stats.selectionsOnDevice, 0);
+  assert.ok(fused.stats.selectionsOnDevice >= 70, `${fused.stats.selectionsOnDevice}`);
+  const worst = Math.max(...fused.rows.map((row, i) => maxAbsDiff(row, split.rows[i])));
+  assert.ok(worst <= 1e-5, `max |Δlogit| ${worst}`);
 });
 
 test('a host KV store that spilled to disk gives the same logits, on the host path and on the resident path', async () => {
