@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { SalaModel } from '../engine/model/sala-model.js';
-import type { KvPlacement, ResidentOptions } from '../engine/model/resident-decoder.js';
+import type { KvPlacement, ResidentOptions, SparseStep } from '../engine/model/resident-decoder.js';
 import { argmax } from '../engine/model/sampling.js';
 import { isDeviceRequest, isPrecisionRequest, keepsTensorsOnDevice, type DeviceKind, type Precision } from '../engine/runtime/device.js';
 import { GraphBuilder } from '../engine/runtime/graph-builder.js';
@@ -28,7 +28,6 @@ import { defaultModelSpec, nineBSpec, tileSequence, weightBytesPerToken, type Mo
 import { lineChart } from './svg-chart.js';
 
 type RowAttention = NonNullable<ResidentOptions['rowAttention']>;
-type SparseStep = 'fused' | 'split';
 
 interface Floors {
   /** Weights streamed by an fp16 vector × matrix product (a decode step's shape), GB/s. */
@@ -46,7 +45,7 @@ interface StepRow {
   placement?: KvPlacement | 'host';
   /** How the resident decoder's prefill attends a row group (ResidentOptions.rowAttention). */
   rowAttention?: RowAttention;
-  /** KV on the device: a decode step's selection feeds the attention in one run ('fused', the default) or comes back to the host between two ('split'). */
+  /** KV on the device: how a decode step's sparse layer runs (ResidentOptions.sparseStep). */
   sparseStep?: SparseStep;
   /** CUDA: 'cuda-graphs' or 'io-binding' (the binding addon, with or without decode-step CUDA graphs), or 'host-fed' (see deviceEntry). */
   cudaRuns?: CudaRuns;
@@ -224,17 +223,16 @@ async function runModel(
             tileSequence(sequence, tileLength, context);
             const checkpoint = sequence.checkpoint();
             const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
-            if (sparseStep === 'split') process.env.PANORAMA_SPARSE_STEP = 'split'; // read when the decoder is made
             const resident =
               placement === 'host'
                 ? undefined
                 : await model.residentDecoder(sequence, {
                     placement,
                     rowAttention,
+                    sparseStep,
                     attentionBytes: options.attentionBytes,
                     maxTokens: context + ids.length + options.warmup + options.steps + 1,
                   });
-            delete process.env.PANORAMA_SPARSE_STEP;
             GraphSession.profile?.clear();
             let started = performance.now();
             let logits = resident ? await resident.prefill(ids) : await model.forward(sequence, ids);

@@ -52,7 +52,15 @@ export interface ResidentOptions {
   attentionBytes?: number;
   /** prefill(), sparse: a row group attends over the union of its blocks, each row over its own, or whichever is cheaper (default 'auto'). */
   rowAttention?: RowAttention;
+  /**
+   * Decode steps, KV on the device: a sparse layer's selection feeds its attention in the same
+   * run ('fused', the default), or comes back to the host between two runs ('split', the
+   * comparison point; offload always splits: its pool is placed on the host).
+   */
+  sparseStep?: SparseStep;
 }
+
+export type SparseStep = 'fused' | 'split';
 
 /** What the model hands its decoder. */
 export interface ResidentParts {
@@ -151,13 +159,9 @@ export class ResidentDecoder {
   private readonly lightningStates = new Map<number, ort.Tensor>();
   private readonly sparse: SparseLayerState[] = [];
   private denseFeeds?: { key: string; slotTensor: ort.Tensor; aliveTensor: ort.Tensor };
-  private deviceMasks?: { key: string; alive: ort.Tensor; excluded: ort.Tensor };
+  private deviceMasks?: { key: string; alive?: ort.Tensor; excluded?: ort.Tensor };
   private closed = false;
-  /**
-   * Whether a decode step's selection feeds its attention in the same run (KV all on the
-   * device, slot = block id), or comes back to the host first (offload places the blocks in
-   * its pool; PANORAMA_SPARSE_STEP=split keeps the two runs, the comparison point).
-   */
+  /** Whether a decode step's selection feeds its attention in the same run (ResidentOptions.sparseStep). */
   private readonly selectsOnDevice: boolean;
   /** The model's CUDA graphs of the Lightning layers, while this decoder holds them (capturesLightning). */
   private captured?: CapturedLightning;
@@ -171,8 +175,9 @@ export class ResidentDecoder {
     private readonly maxTokens: number,
     private readonly attentionBytes: number,
     private readonly rowAttention: RowAttention,
+    sparseStep: SparseStep,
   ) {
-    this.selectsOnDevice = placement === 'device' && process.env.PANORAMA_SPARSE_STEP !== 'split';
+    this.selectsOnDevice = placement === 'device' && sparseStep === 'fused';
   }
 
   /** The decode-step sessions (built once per model: see SalaModel.residentDecoder). */
@@ -203,7 +208,17 @@ export class ResidentDecoder {
     const dense = options.attention === 'dense';
     if (dense && placement === 'offload') throw new RangeError('dense attention reads every block each step: use placement "device"');
     const maxTokens = Math.max(options.maxTokens, sequence.length + 1);
-    const decoder = new ResidentDecoder(parts, sessions, sequence, placement, dense, maxTokens, options.attentionBytes ?? ATTENTION_SCORE_BYTES, options.rowAttention ?? 'auto');
+    const decoder = new ResidentDecoder(
+      parts,
+      sessions,
+      sequence,
+      placement,
+      dense,
+      maxTokens,
+      options.attentionBytes ?? ATTENTION_SCORE_BYTES,
+      options.rowAttention ?? 'auto',
+      options.sparseStep ?? 'fused',
+    );
     const poolBlocks = options.poolBytes !== undefined ? decoder.blocksForBudget(options.poolBytes) : options.poolBlocks;
     try {
       await decoder.attach(poolBlocks);
@@ -670,26 +685,35 @@ export class ResidentDecoder {
     blocks: number,
     position: number,
   ): Promise<ort.Tensor> {
-    const masks = await this.blockMasks(blocks);
     this.stats.selectionsOnDevice++;
     const { k: topK, ...selection } = await this.selectFeeds(state, projected.q, position, 1, plan);
-    return this.attend(this.sessions.selectAttend, state, x, projected, position, { ...selection, top_k: topK, block_excluded: masks.excluded, block_alive: masks.alive });
+    return this.attend(this.sessions.selectAttend, state, x, projected, position, {
+      ...selection,
+      top_k: topK,
+      block_excluded: await this.blockMask('excluded', blocks),
+      block_alive: await this.blockMask('alive', blocks),
+    });
   }
 
   /**
-   * The live keys of every block below `blocks` and the wholly dead blocks, on the device:
-   * uploaded when a block completes or a tombstone appears, shared by the sparse layers.
+   * On the device, for the blocks below `blocks`: the live keys of each ('alive', [blocks,
+   * blockSize]) or which are wholly dead ('excluded', [blocks]). Uploaded when a block
+   * completes or a tombstone appears, and shared by the sparse layers.
    */
-  private async blockMasks(blocks: number): Promise<{ alive: ort.Tensor; excluded: ort.Tensor }> {
+  private async blockMask(kind: 'alive' | 'excluded', blocks: number): Promise<ort.Tensor> {
     const key = `${blocks}:${this.sequence.tombstoneVersion}`;
-    if (this.deviceMasks?.key === key) return this.deviceMasks;
-    const { tensors } = this.parts;
-    const alive = this.sequence.aliveKeys(Array.from({ length: blocks }, (_, b) => b));
-    const excluded = this.sequence.excludedBlocks(blocks);
-    this.stats.otherBytes += alive.byteLength + excluded.byteLength;
-    this.releaseMasks();
-    this.deviceMasks = { key, alive: await tensors.upload(bool(alive, [blocks, this.blockSize])), excluded: await tensors.upload(bool(excluded, [blocks])) };
-    return this.deviceMasks;
+    if (this.deviceMasks?.key !== key) {
+      this.releaseMasks();
+      this.deviceMasks = { key };
+    }
+    const masks = this.deviceMasks!;
+    const held = masks[kind];
+    if (held) return held;
+    const data = kind === 'alive' ? this.sequence.aliveKeys(Array.from({ length: blocks }, (_, b) => b)) : this.sequence.excludedBlocks(blocks);
+    this.stats.otherBytes += data.byteLength;
+    const mask = await this.parts.tensors.upload(bool(data, kind === 'alive' ? [blocks, this.blockSize] : [blocks]));
+    masks[kind] = mask;
+    return mask;
   }
 
   private releaseMasks(): void {
@@ -830,9 +854,8 @@ export class ResidentDecoder {
    * over the layer's compressed keys (new ones go up first), fed as the plan says: [Hk, rows, rawK], −1 = none.
    */
   private async select(state: SparseLayerState, q: ort.Tensor, firstPosition: number, rows: number, plan: SelectionPlan, blocks: number): Promise<BigInt64Array> {
-    const excluded = this.sequence.excludedBlocks(blocks);
-    this.stats.otherBytes += excluded.byteLength;
-    const out = await this.sessions.select.run({ ...(await this.selectFeeds(state, q, firstPosition, rows, plan)), block_excluded: bool(excluded, [blocks]) });
+    const feeds = await this.selectFeeds(state, q, firstPosition, rows, plan);
+    const out = await this.sessions.select.run({ ...feeds, block_excluded: await this.blockMask('excluded', blocks) });
     return int64Data(out.selected);
   }
 

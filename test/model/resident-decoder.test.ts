@@ -110,7 +110,7 @@ for (const placement of ['offload', 'device'] as const) {
       sequence.markDead(70, 300); // most of blocks 1–4: blocks 2 and 3 wholly dead
       sequence.markDead(prompt.length - 20, prompt.length - 5); // inside the tail block
     }
-    const decoder = await model.residentDecoder(resident, { placement, poolBlocks: 8, maxTokens: prompt.length + 16 });
+    const decoder = await model.residentDecoder(resident, { placement, poolBlocks: placement === 'offload' ? 8 : undefined, maxTokens: prompt.length + 16 });
     for (let step = 0; step < 6; step++) {
       const id = argmax(hostRow);
       const row = await decoder.step(id);
@@ -128,9 +128,7 @@ test("a selection fed to the attention on the device gives the split runs' logit
     const sequence = model.newSequence();
     let row = await model.forward(sequence, prompt);
     sequence.markDead(130, 200); // block 2 wholly dead, block 3 in part
-    if (split) process.env.PANORAMA_SPARSE_STEP = 'split';
-    const decoder = await model.residentDecoder(sequence, { placement: 'device', maxTokens: prompt.length + 80 });
-    delete process.env.PANORAMA_SPARSE_STEP;
+    const decoder = await model.residentDecoder(sequence, { placement: 'device', sparseStep: split ? 'split' : 'fused', maxTokens: prompt.length + 80 });
     const rows: Float32Array[] = [];
     // Enough steps to cross into a new block (the masks are uploaded again there) and a tombstone made mid-decode.
     for (let step = 0; step < 70; step++) {
