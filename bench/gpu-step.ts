@@ -65,6 +65,8 @@ interface StepRow {
   /** How far above its floor: measured ÷ floor (decode), floor ÷ measured (prefill). */
   decodeOverFloor?: number;
   prefillUnderFloor?: number;
+  /** The greedy tokens of the timed steps (rows of one model and context that differ only in how they run should agree). */
+  decodeIds?: number[];
   skipped?: string;
 }
 
@@ -102,6 +104,9 @@ async function withCudaRuns<T>(cudaRuns: CudaRuns | undefined, body: () => Promi
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** How a row's sparse decode step ran, in its label (the default, replayed where steps are captured, says nothing). */
+const STEP_LABEL: Record<SparseStep, string> = { captured: '', fused: ' (sparse step as a session run)', split: ' (split step)' };
 
 async function timeRuns(run: () => Promise<unknown>, runs: number): Promise<number> {
   await run();
@@ -243,9 +248,11 @@ async function runModel(
             for (let step = 0; step < options.warmup; step++) logits = resident ? await resident.step(argmax(logits)) : await model.forward(sequence, [argmax(logits)]);
             GraphSession.profile?.clear();
             const before = resident?.snapshot();
+            const decodeIds: number[] = [];
             started = performance.now();
             for (let step = 0; step < options.steps; step++) {
               const next = argmax(logits);
+              decodeIds.push(next);
               logits = resident ? await resident.step(next) : await model.forward(sequence, [next]);
             }
             const decodeMsPerToken = (performance.now() - started) / options.steps;
@@ -265,6 +272,7 @@ async function runModel(
               decodeMsPerToken,
               decodeOverFloor: decodeMsPerToken / decodeFloorMs,
               prefillUnderFloor: prefillFloor / prefillTokensPerSecond,
+              decodeIds,
             };
             rows.push(row);
             log(
@@ -289,14 +297,33 @@ function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
   );
   for (const r of rows) {
     const device = r.cudaRuns ? `${r.device} (${r.cudaRuns})` : r.device;
-    const kv = `${r.placement ?? ''}${r.sparseStep === 'split' ? ' (split step)' : ''} | ${r.placement === 'host' ? '' : (r.rowAttention ?? '')}`;
+    const kv = `${r.placement ?? ''}${STEP_LABEL[r.sparseStep ?? 'captured']} | ${r.placement === 'host' ? '' : (r.rowAttention ?? '')}`;
     if (r.skipped) lines.push(`| ${r.model} | ${device} | ${r.precision} | ${kv} | ${r.context} | ${r.skipped} | | | | | |`);
     else
       lines.push(
         `| ${r.model} | ${device} | ${r.precision} | ${kv} | ${r.context} | ${r.prefillTokensPerSecond!.toFixed(0)} | ${r.prefillFloorTokensPerSecond!.toFixed(0)} | ${r.decodeMsPerToken!.toFixed(2)} | ${r.decodeFloorMs!.toFixed(3)} | ${r.decodeOverFloor!.toFixed(0)}× | ${(r.busBytesPerToken! / 2 ** 20).toFixed(1)} |`,
       );
   }
+  lines.push('', ...tokenAgreement(rows));
   return lines.join('\n') + '\n';
+}
+
+/** Whether rows of one model, precision and context wrote the same greedy tokens, however they ran. */
+function tokenAgreement(rows: StepRow[]): string[] {
+  const groups = new Map<string, StepRow[]>();
+  for (const r of rows) {
+    if (!r.decodeIds) continue;
+    const key = `${r.model} ${r.device} ${r.precision} ${r.context}`;
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  return [...groups].map(([key, group]) => {
+    const first = group[0].decodeIds!.join(',');
+    const differing = group.filter((r) => r.decodeIds!.join(',') !== first).length;
+    const steps = group[0].decodeIds!.length;
+    return differing === 0
+      ? `- ${key}: ${group.length} rows, the same ${steps} greedy tokens.`
+      : `- ${key}: ${differing} of ${group.length} rows wrote other greedy tokens than the first.`;
+  });
 }
 
 async function main(): Promise<void> {
@@ -311,7 +338,7 @@ async function main(): Promise<void> {
       placements: { type: 'string', default: 'offload' },
       'row-attention': { type: 'string', default: 'auto' },
       'attention-mib': { type: 'string' },
-      'sparse-step': { type: 'string', default: 'fused' },
+      'sparse-step': { type: 'string', default: 'captured' },
       prefill: { type: 'string', default: '512' },
       tile: { type: 'string', default: '2048' },
       'budget-s': { type: 'string', default: '3000' },
@@ -335,7 +362,7 @@ async function main(): Promise<void> {
   const rowAttention = values['row-attention']!.split(',');
   for (const form of rowAttention) if (form !== 'auto' && form !== 'union' && form !== 'per-row') throw new Error(`--row-attention takes auto, union and per-row, got ${form}`);
   const sparseSteps = values['sparse-step']!.split(',');
-  for (const form of sparseSteps) if (form !== 'fused' && form !== 'split') throw new Error(`--sparse-step takes fused and split, got ${form}`);
+  for (const form of sparseSteps) if (form !== 'captured' && form !== 'fused' && form !== 'split') throw new Error(`--sparse-step takes captured, fused and split, got ${form}`);
   const options = {
     contexts,
     sparseSteps: sparseSteps as SparseStep[],
@@ -383,7 +410,7 @@ async function main(): Promise<void> {
   if (values.out) {
     for (const model of [...new Set(rows.map((r) => r.model))]) {
       const key = (r: StepRow) =>
-        `${r.device}${r.cudaRuns ? ` ${r.cudaRuns}` : ''} ${r.precision}${r.placement ? ` KV ${r.placement}` : ''}${r.sparseStep === 'split' ? ' split' : ''}`;
+        `${r.device}${r.cudaRuns ? ` ${r.cudaRuns}` : ''} ${r.precision}${r.placement ? ` KV ${r.placement}` : ''}${STEP_LABEL[r.sparseStep ?? 'captured']}`;
       const series = [...new Set(rows.filter((r) => r.model === model).map(key))].map((name, i) => ({
         name,
         color: i,

@@ -255,13 +255,15 @@ function lightningStep(g: GraphBuilder, q: Value, k: Value, v: Value, state: Val
 }
 
 /** Sparse layer, first part ("Sparse layer, prefill", steps 1 and 4): q, k, v (NoPE) and the output gate from the normed input. */
-function buildSparseProject(cfg: SalaConfig, precision: Precision, resident = false): Uint8Array {
+/** `resident`: k and v once more for the host store; `passThrough`: x once more too (into a CUDA graph's input row). */
+function buildSparseProject(cfg: SalaConfig, precision: Precision, resident = false, passThrough = false): Uint8Array {
   const { sparseHeadDim: hs } = derivedSizes(cfg);
   const d = cfg.hiddenSize;
   const H = cfg.numAttentionHeads;
   const Hk = cfg.numKeyValueHeads;
-  const g = new GraphBuilder(resident ? 'sparse_project_resident' : 'sparse_project');
+  const g = new GraphBuilder(passThrough ? 'sparse_project_captured' : resident ? 'sparse_project_resident' : 'sparse_project');
   const x = g.input('x', 'float', ['T', d]);
+  if (passThrough) g.output(g.op('Identity', [x]), 'x_row', 'float', ['T', d]);
   const xn = rmsNorm(g, x, g.input('w_in_norm', 'float', [d]), cfg.rmsNormEps);
   const project = (name: string, rows: number): Value => linear(g, xn, matrixInput(g, name, [rows, d], precision), precision);
   g.output(g.reshape(project('w_q', H * hs), [0, H, hs]), 'q', 'float', ['T', H, hs]);
@@ -281,7 +283,7 @@ function buildSparseProject(cfg: SalaConfig, precision: Precision, resident = fa
 }
 
 /** The sparse layers' attention shape: head size, query heads, KV heads, query heads per KV head, block size. */
-function sparseHeads(cfg: SalaConfig): { hs: number; H: number; Hk: number; G: number; blockSize: number } {
+export function sparseHeads(cfg: SalaConfig): { hs: number; H: number; Hk: number; G: number; blockSize: number } {
   const H = cfg.numAttentionHeads;
   const Hk = cfg.numKeyValueHeads;
   return { hs: derivedSizes(cfg).sparseHeadDim, H, Hk, G: H / Hk, blockSize: cfg.sparse.blockSize };
@@ -544,25 +546,65 @@ function buildSparseSelectAttendResident(cfg: SalaConfig, precision: Precision):
   return g.toModel();
 }
 
-/** The attention of buildSparseAttendResident over pool slots with their live keys; declares the pool and tail inputs and every output. */
-function residentAttention(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, slots: Value, keyAlive: Value): void {
+/**
+ * Fixed shapes for residentAttention (a CUDA graph replays fixed launches): pool slots P,
+ * the slots' width U, and the token's row in the tail [1] and the tail's live keys [Hk,
+ * blockSize], computed in the graph instead of fed. Written with Gather and Where instead
+ * of GatherND and ScatterND: onnxruntime's CUDA kernels of those two copy index
+ * arithmetic from host memory on each run, which a replayed graph reads after it is freed
+ * (an illegal memory access on an H200).
+ */
+export interface StaticAttention {
+  poolSlots: number;
+  width: number;
+  tailRow: Value;
+  tailAlive: Value;
+}
+
+/**
+ * The attention of buildSparseAttendResident over pool slots with their live keys; declares the
+ * pool and tail inputs (tail_row and tail_alive too, unless `fixed` gives them) and every output.
+ */
+export function residentAttention(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, slots: Value, keyAlive: Value, fixed?: StaticAttention): void {
   const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
   const d = cfg.hiddenSize;
   const kNew = g.input('k', 'float', [1, Hk, hs]);
   const vNew = g.input('v', 'float', [1, Hk, hs]);
-  const poolKeys = g.input('pool_keys', 'float', [Hk, 'P', blockSize, hs]);
-  const poolValues = g.input('pool_values', 'float', [Hk, 'P', blockSize, hs]);
+  const poolKeys = g.input('pool_keys', 'float', [Hk, fixed?.poolSlots ?? 'P', blockSize, hs]);
+  const poolValues = g.input('pool_values', 'float', [Hk, fixed?.poolSlots ?? 'P', blockSize, hs]);
   const tailKeys = g.input('tail_keys', 'float', [Hk, blockSize, hs]);
   const tailValues = g.input('tail_values', 'float', [Hk, blockSize, hs]);
-  const tailRow = g.input('tail_row', 'int64', [Hk, 2]); // (head, row) of this token in the tail
-  const tailAlive = g.input('tail_alive', 'bool', [Hk, blockSize]);
+  const tailAlive = fixed?.tailAlive ?? g.input('tail_alive', 'bool', [Hk, blockSize]);
 
-  const newTailKeys = g.op('ScatterND', [tailKeys, tailRow, g.reshape(kNew, [Hk, hs])]);
-  const newTailValues = g.op('ScatterND', [tailValues, tailRow, g.reshape(vNew, [Hk, hs])]);
-  const heads = g.unsqueeze(g.expand(g.unsqueeze(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [1]), g.shape(slots)), [2]); // [Hk, U, 1]
-  const gatherIndex = g.concat([heads, g.unsqueeze(slots, [2])], 2); // [Hk, U, 2]
-  const keys = g.concat([g.reshape(g.op('GatherND', [poolKeys, gatherIndex]), [Hk, -1, hs]), newTailKeys], 1); // [Hk, S, hs]
-  const values = g.concat([g.reshape(g.op('GatherND', [poolValues, gatherIndex]), [Hk, -1, hs]), newTailValues], 1);
+  let newTailKeys: Value;
+  let newTailValues: Value;
+  let gathered: (pool: Value) => Value; // [Hk, U·blockSize, hs]
+  if (fixed) {
+    // The token's row replaced by an elementwise Where (safe with the output written over the input).
+    const isRow = g.reshape(g.op('Equal', [g.int64s(Array.from({ length: blockSize }, (_, r) => r)), fixed.tailRow]), [1, blockSize, 1]);
+    newTailKeys = g.where(isRow, g.reshape(kNew, [Hk, 1, hs]), tailKeys);
+    newTailValues = g.where(isRow, g.reshape(vNew, [Hk, 1, hs]), tailValues);
+    // Slot s of head h is row h·P + s of the pool seen as [Hk·P, blockSize, hs].
+    const P = fixed.poolSlots;
+    const flat = g.add(
+      slots,
+      g.constant(
+        BigInt64Array.from({ length: Hk }, (_, h) => BigInt(h * P)),
+        [Hk, 1],
+        'int64',
+      ),
+    );
+    gathered = (pool) => g.reshape(g.gather(g.reshape(pool, [Hk * P, blockSize, hs]), flat), [Hk, fixed.width * blockSize, hs]);
+  } else {
+    const tailRow = g.input('tail_row', 'int64', [Hk, 2]); // (head, row) of this token in the tail
+    newTailKeys = g.op('ScatterND', [tailKeys, tailRow, g.reshape(kNew, [Hk, hs])]);
+    newTailValues = g.op('ScatterND', [tailValues, tailRow, g.reshape(vNew, [Hk, hs])]);
+    const heads = g.unsqueeze(g.expand(g.unsqueeze(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [1]), g.shape(slots)), [2]); // [Hk, U, 1]
+    const gatherIndex = g.concat([heads, g.unsqueeze(slots, [2])], 2); // [Hk, U, 2]
+    gathered = (pool) => g.reshape(g.op('GatherND', [pool, gatherIndex]), [Hk, -1, hs]);
+  }
+  const keys = g.concat([gathered(poolKeys), newTailKeys], 1); // [Hk, S, hs]
+  const values = g.concat([gathered(poolValues), newTailValues], 1);
   const alive = g.unsqueeze(g.concat([g.reshape(keyAlive, [Hk, -1]), tailAlive], 1), [1]); // [Hk, 1, S]
   const groupedQ = g.reshape(q, [Hk, G, hs]);
   const scores = g.mul(g.matmul(groupedQ, g.transpose(keys, [0, 2, 1])), g.float(1 / Math.sqrt(hs))); // [Hk, G, S]
@@ -592,6 +634,8 @@ export interface ResidentGraphSet {
   /** A Lightning layer for one token (decode steps). */
   lightningStep: Uint8Array;
   sparseProject: Uint8Array;
+  /** The same with x passed through (the captured sparse step's input row). */
+  sparseProjectCaptured: Uint8Array;
   sparseSelect: Uint8Array;
   sparseAttend: Uint8Array;
   /** Both of them in one graph, for KV all on the device. */
@@ -606,6 +650,7 @@ export function buildResidentGraphs(cfg: SalaConfig, precision: Precision = 'fp3
   return {
     lightningStep: buildLightning(cfg, precision, true),
     sparseProject: buildSparseProject(cfg, precision, true),
+    sparseProjectCaptured: buildSparseProject(cfg, precision, true, true),
     sparseSelect: buildSparseSelect(cfg, true),
     sparseAttend: buildSparseAttendResident(cfg, precision),
     sparseSelectAttend: buildSparseSelectAttendResident(cfg, precision),

@@ -14,6 +14,8 @@ import * as ort from 'onnxruntime-node';
 import { DeviceTensors, byteLength, release } from '../runtime/device-tensors.js';
 import { runsThroughAddon, type DeviceKind, type Precision, type ResolvedDevice } from '../runtime/device.js';
 import { CapturedLightning } from './captured-lightning.js';
+import { CapturedSparse } from './captured-sparse.js';
+import type { StepCapacity } from './captured-sparse-graph.js';
 import { DeviceMemoryError, GraphSession, bool, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { BlockPool } from '../kv/block-pool.js';
 import type { SparseKvCache } from '../kv/sparse-kv-cache.js';
@@ -54,13 +56,14 @@ export interface ResidentOptions {
   rowAttention?: RowAttention;
   /**
    * Decode steps, KV on the device: a sparse layer's selection feeds its attention in the same
-   * run ('fused', the default), or comes back to the host between two runs ('split', the
-   * comparison point; offload always splits: its pool is placed on the host).
+   * run, replayed as a CUDA graph where steps are captured ('captured', the default; see
+   * capturesSteps) or as a session run ('fused'), or comes back to the host between two runs
+   * ('split'). The last two are comparison points; offload always splits (its pool is placed on the host).
    */
   sparseStep?: SparseStep;
 }
 
-export type SparseStep = 'fused' | 'split';
+export type SparseStep = 'captured' | 'fused' | 'split';
 
 /** What the model hands its decoder. */
 export interface ResidentParts {
@@ -90,6 +93,8 @@ export interface ResidentStats {
   deviceKvBytes: number;
   /** Sparse-layer decode steps whose selection fed the attention in the same run, never leaving the device. */
   selectionsOnDevice: number;
+  /** Of those, the runs replayed as CUDA graphs (captured-sparse.ts; on the CPU provider, the same buffers uncaptured). */
+  sparseGraphRuns: number;
 }
 
 export interface ResidentSessions {
@@ -97,12 +102,15 @@ export interface ResidentSessions {
   lightning: GraphSession;
   /** Lightning for one token: decode steps. */
   lightningStep: GraphSession;
-  /** The same, captured as CUDA graphs (CUDA through the binding addon; see capturesLightning). */
+  /** The same, captured as CUDA graphs (CUDA through the binding addon; see capturesSteps). */
   lightningCaptured?: GraphSession;
   /** Its buffers, made on the first decode step and kept with the model. */
   captured?: CapturedLightning;
   head: GraphSession;
   project: GraphSession;
+  /** With capture (capturesSteps): the projection with x passed through, and the captured sparse step of a decoder of the given capacity. */
+  projectCaptured?: GraphSession;
+  captureSparse?: (tensors: DeviceTensors, capacity: StepCapacity) => Promise<CapturedSparse>;
   select: GraphSession;
   attend: GraphSession;
   /** select + attend in one run, for KV all on the device (selectsOnDevice). */
@@ -138,11 +146,12 @@ function pick(tensors: Record<string, ort.Tensor>, names: readonly string[]): Fe
 const onDevice = 'gpu-buffer' as const;
 
 /**
- * Whether decode steps replay their Lightning layers as CUDA graphs (captured-lightning.ts):
- * on CUDA through the binding addon unless PANORAMA_CUDA_GRAPH=0; on the CPU provider
- * through the addon with PANORAMA_CUDA_GRAPH=1, the same buffers without the capture (tests).
+ * Whether decode steps replay their layers as CUDA graphs (captured-lightning.ts, and
+ * captured-sparse.ts with every block on the device): on CUDA through the binding addon
+ * unless PANORAMA_CUDA_GRAPH=0; on the CPU provider through the addon with
+ * PANORAMA_CUDA_GRAPH=1, the same buffers without the capture (tests).
  */
-function capturesLightning(kind: DeviceKind): boolean {
+function capturesSteps(kind: DeviceKind): boolean {
   if (!runsThroughAddon(kind)) return false;
   return kind === 'cuda' ? process.env.PANORAMA_CUDA_GRAPH !== '0' : process.env.PANORAMA_CUDA_GRAPH === '1';
 }
@@ -155,7 +164,7 @@ function capturesLightning(kind: DeviceKind): boolean {
 const ATTENTION_SCORE_BYTES = 512 * 2 ** 20;
 
 export class ResidentDecoder {
-  private readonly stats = { steps: 0, prefilledTokens: 0, prefillAttendCalls: 0, blockBytes: 0, otherBytes: 0, selectionsOnDevice: 0 };
+  private readonly stats = { steps: 0, prefilledTokens: 0, prefillAttendCalls: 0, blockBytes: 0, otherBytes: 0, selectionsOnDevice: 0, sparseGraphRuns: 0 };
   private readonly lightningStates = new Map<number, ort.Tensor>();
   private readonly sparse: SparseLayerState[] = [];
   private denseFeeds?: { key: string; slotTensor: ort.Tensor; aliveTensor: ort.Tensor };
@@ -163,8 +172,12 @@ export class ResidentDecoder {
   private closed = false;
   /** Whether a decode step's selection feeds its attention in the same run (ResidentOptions.sparseStep). */
   private readonly selectsOnDevice: boolean;
-  /** The model's CUDA graphs of the Lightning layers, while this decoder holds them (capturesLightning). */
+  /** The model's CUDA graphs of the Lightning layers, while this decoder holds them (capturesSteps). */
   private captured?: CapturedLightning;
+  /** This decoder's CUDA graphs of its sparse layers (made on the first sparse step; null where they cannot be). */
+  private capturedSparse?: CapturedSparse | null;
+  /** The position whose values capturedSparse holds. */
+  private capturedPosition = -1;
 
   private constructor(
     private readonly parts: ResidentParts,
@@ -175,24 +188,37 @@ export class ResidentDecoder {
     private readonly maxTokens: number,
     private readonly attentionBytes: number,
     private readonly rowAttention: RowAttention,
-    sparseStep: SparseStep,
+    private readonly sparseStep: SparseStep,
   ) {
-    this.selectsOnDevice = placement === 'device' && sparseStep === 'fused';
+    this.selectsOnDevice = placement === 'device' && sparseStep !== 'split';
   }
 
   /** The decode-step sessions (built once per model: see SalaModel.residentDecoder). */
   static async sessions(config: SalaConfig, device: ResolvedDevice, precision: Precision = 'fp32'): Promise<ResidentSessions> {
     const graphs = buildGraphs(config, precision);
     const resident = buildResidentGraphs(config, precision);
+    const captures = capturesSteps(device.kind);
     const make = (name: string, bytes: Uint8Array, outputs: Record<string, ort.Tensor.DataLocation>, cudaGraph = false) =>
       GraphSession.create(name, bytes, { device: device.kind, threads: 1, outputs, cudaGraph });
     return {
       embed: await make('embed', graphs.embed, { x: onDevice }),
       lightning: await make('lightning', graphs.lightning, { x_out: onDevice, state_out: onDevice }),
       lightningStep: await make('lightning_step', resident.lightningStep, { x_out: onDevice, state_out: onDevice }),
-      lightningCaptured: capturesLightning(device.kind) ? await make('lightning_captured', resident.lightningStep, { x_out: onDevice, state_out: onDevice }, true) : undefined,
+      lightningCaptured: captures ? await make('lightning_captured', resident.lightningStep, { x_out: onDevice, state_out: onDevice }, true) : undefined,
       head: await make('head', graphs.head, { logits: 'cpu' }),
       project: await make('sparse_project_resident', resident.sparseProject, { q: onDevice, k: onDevice, v: onDevice, gate: onDevice, k_host: 'cpu', v_host: 'cpu' }),
+      projectCaptured: captures
+        ? await make('sparse_project_captured', resident.sparseProjectCaptured, {
+            x_row: onDevice,
+            q: onDevice,
+            k: onDevice,
+            v: onDevice,
+            gate: onDevice,
+            k_host: 'cpu',
+            v_host: 'cpu',
+          })
+        : undefined,
+      captureSparse: captures ? (tensors, capacity) => CapturedSparse.create(config, precision, tensors, capacity) : undefined,
       select: await make('sparse_select_resident', resident.sparseSelect, { selected: 'cpu' }),
       attend: await make('sparse_attend_resident', resident.sparseAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
       selectAttend: await make('sparse_select_attend_resident', resident.sparseSelectAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
@@ -217,7 +243,7 @@ export class ResidentDecoder {
       maxTokens,
       options.attentionBytes ?? ATTENTION_SCORE_BYTES,
       options.rowAttention ?? 'auto',
-      options.sparseStep ?? 'fused',
+      options.sparseStep ?? 'captured',
     );
     const poolBlocks = options.poolBytes !== undefined ? decoder.blocksForBudget(options.poolBytes) : options.poolBlocks;
     try {
@@ -382,8 +408,8 @@ export class ResidentDecoder {
       release(x);
       // Decoding goes on with the block now being written as its tail, re-read from the host store.
       for (const state of this.sparse) {
-        release(state.tailKeys);
-        release(state.tailValues);
+        this.free(state.tailKeys);
+        this.free(state.tailValues);
         Object.assign(state, await this.deviceTail(state.cache));
         this.stats.otherBytes += byteLength(state.tailKeys) * 2;
       }
@@ -530,9 +556,9 @@ export class ResidentDecoder {
     };
   }
 
-  /** Frees a device tensor unless it is one of the CUDA graphs' fixed buffers (those stay with the model). */
+  /** Frees a device tensor unless it is one of the CUDA graphs' fixed buffers (those stay with the model, or with capturedSparse). */
   private free(tensor: ort.Tensor | undefined): void {
-    if (!this.captured?.owns(tensor)) release(tensor);
+    if (!this.captured?.owns(tensor) && !this.capturedSparse?.owns(tensor)) release(tensor);
   }
 
   /** A Lightning layer of a decode step through its CUDA graph; undefined (capture now off) when that run failed. */
@@ -632,9 +658,12 @@ export class ResidentDecoder {
     const Hk = config.numKeyValueHeads;
     const B = this.blockSize;
     const tensorsOfLayer = layerTensors[state.layer];
-    const projected = await this.sessions.project.run({ ...pick(tensorsOfLayer, this.sessions.project.inputNames), x });
-    state.cache.append(floatData(projected.k_host), floatData(projected.v_host));
     const position = plan.firstPosition;
+    const captured = plan.selection && this.selectsOnDevice ? await this.sparseCapture(position, plan.selection, plan.blocks) : undefined;
+    // Captured: the projection writes straight into the graph's fixed buffers.
+    const project = captured ? this.sessions.projectCaptured! : this.sessions.project;
+    const projected = await project.run({ ...pick(tensorsOfLayer, project.inputNames), x }, captured && (await captured.projectInto(state.layer)));
+    state.cache.append(floatData(projected.k_host), floatData(projected.v_host));
     const queryBlock = Math.floor(position / B);
 
     // The tail completed last step: it moves into the pool (device to device) and a new one starts.
@@ -643,6 +672,10 @@ export class ResidentDecoder {
       state.tailBlock = queryBlock;
     }
 
+    if (captured) {
+      const out = await this.capturedSparseLayer(captured, state, plan.selection!);
+      if (out) return out;
+    }
     if (plan.selection && this.selectsOnDevice) return this.selectAndAttend(state, x, projected, plan.selection, plan.blocks, position);
 
     let blocks: number[][];
@@ -674,6 +707,53 @@ export class ResidentDecoder {
     const width = Math.max(1, ...blocks.map((b) => b.length));
     const { slotTensor, aliveTensor } = await this.blockFeeds(blocks, slots, width);
     return this.attend(this.sessions.attend, state, x, projected, position, { slots: slotTensor, key_alive: aliveTensor });
+  }
+
+  /**
+   * The decoder's captured sparse step, its values for this step written (once per step):
+   * undefined where capture does not apply or was turned off.
+   */
+  private async sparseCapture(position: number, selection: SelectionPlan, blocks: number): Promise<CapturedSparse | undefined> {
+    if (this.capturedSparse === undefined) {
+      const state = this.sparse[0];
+      const capacity = { blocks: state.poolSlots, fineRows: state.fine.dims[0], coarseRows: state.coarse.dims[0] };
+      const make = this.sparseStep === 'captured' ? this.sessions.captureSparse : undefined;
+      this.capturedSparse = (await make?.(this.parts.tensors, capacity)) ?? null;
+    }
+    const captured = this.capturedSparse;
+    if (!captured?.usable) return undefined;
+    if (this.capturedPosition !== position) {
+      try {
+        this.stats.otherBytes += await captured.begin(position, selection, blocks, this.sequence);
+      } catch (err) {
+        captured.disable(err);
+        return undefined;
+      }
+      this.capturedPosition = position;
+    }
+    return captured;
+  }
+
+  /** A sparse layer's selection and attention replayed (its projection already in the graph's buffers); undefined if the run failed. */
+  private async capturedSparseLayer(captured: CapturedSparse, state: SparseLayerState, plan: SelectionPlan): Promise<ort.Tensor | undefined> {
+    try {
+      await this.appendCompressed(state, plan);
+      const tail = await captured.adoptTail(state.layer, state.tailKeys, state.tailValues);
+      if (tail.keys !== state.tailKeys) {
+        this.free(state.tailKeys);
+        this.free(state.tailValues);
+        state.tailKeys = tail.keys;
+        state.tailValues = tail.values;
+      }
+      const x = await captured.run(state.layer, pick(this.parts.layerTensors[state.layer], captured.inputNames), state);
+      this.stats.selectionsOnDevice++;
+      this.stats.sparseGraphRuns++;
+      return x;
+    } catch (err) {
+      // The layer's inputs are intact (a tail row written twice is written with the same key).
+      captured.disable(err);
+      return undefined;
+    }
   }
 
   /** Selection and attention in one run (KV all on the device): the selected ids stay on the device. */
@@ -760,11 +840,11 @@ export class ResidentDecoder {
     if (projected.gate) feeds.gate = projected.gate;
     this.stats.otherBytes += tailAlive.byteLength + tailRow.byteLength;
     const out = await session.run(feeds);
-    release(state.tailKeys);
-    release(state.tailValues);
+    this.free(state.tailKeys);
+    this.free(state.tailValues);
     state.tailKeys = out.tail_keys_out;
     state.tailValues = out.tail_values_out;
-    for (const name of ['q', 'k', 'v', 'gate']) release(projected[name]);
+    for (const name of ['q', 'k', 'v', 'gate', 'x_row']) this.free(projected[name]);
     return out.x_out;
   }
 
@@ -861,6 +941,26 @@ export class ResidentDecoder {
 
   /** The selection graph's feeds but block_excluded, the layer's new compressed keys uploaded first. */
   private async selectFeeds(state: SparseLayerState, q: ort.Tensor, firstPosition: number, rows: number, plan: SelectionPlan): Promise<Feeds> {
+    await this.appendCompressed(state, plan);
+    const { fineCount, coarseCount } = plan;
+    const positions = Array.from({ length: rows }, (_, i) => firstPosition + i);
+    this.stats.otherBytes += 8 * (3 * rows + 10);
+    return {
+      q,
+      c1_store: state.fine,
+      c2_store: state.coarse,
+      fine_count: i64([Math.max(1, fineCount)]),
+      coarse_count: i64([Math.max(1, coarseCount)]),
+      query_positions: i64(positions),
+      fine_visible: i64(plan.fineVisible),
+      coarse_visible: i64(plan.coarseVisible),
+      pool_pads: i64(plan.poolPads),
+      k: i64([plan.rawK]),
+    };
+  }
+
+  /** Uploads the layer's compressed keys that the host store has and the device store not yet (in place). */
+  private async appendCompressed(state: SparseLayerState, plan: SelectionPlan): Promise<void> {
     const { config, sizes, tensors } = this.parts;
     const Hk = config.numKeyValueHeads;
     const hs = sizes.sparseHeadDim;
@@ -888,20 +988,6 @@ export class ResidentDecoder {
       state.coarse = await append(state.coarse, coarse, state.coarseRows, coarseCount);
       state.coarseRows = coarseCount;
     }
-    const positions = Array.from({ length: rows }, (_, i) => firstPosition + i);
-    this.stats.otherBytes += 8 * (3 * rows + 10);
-    return {
-      q,
-      c1_store: state.fine,
-      c2_store: state.coarse,
-      fine_count: i64([Math.max(1, fineCount)]),
-      coarse_count: i64([Math.max(1, coarseCount)]),
-      query_positions: i64(positions),
-      fine_visible: i64(plan.fineVisible),
-      coarse_visible: i64(plan.coarseVisible),
-      pool_pads: i64(plan.poolPads),
-      k: i64([plan.rawK]),
-    };
   }
 
   snapshot(): ResidentStats {
@@ -923,6 +1009,7 @@ export class ResidentDecoder {
       otherBytes: this.stats.otherBytes,
       deviceKvBytes,
       selectionsOnDevice: this.stats.selectionsOnDevice,
+      sparseGraphRuns: this.stats.sparseGraphRuns,
     };
   }
 
@@ -950,7 +1037,8 @@ export class ResidentDecoder {
     release(this.denseFeeds?.aliveTensor);
     this.releaseMasks();
     for (const state of this.sparse) {
-      for (const tensor of [state.poolKeys, state.poolValues, state.tailKeys, state.tailValues, state.fine, state.coarse]) release(tensor);
+      for (const tensor of [state.poolKeys, state.poolValues, state.tailKeys, state.tailValues, state.fine, state.coarse]) this.free(tensor);
     }
+    await this.capturedSparse?.release();
   }
 }

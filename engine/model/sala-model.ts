@@ -357,7 +357,7 @@ export class SalaModel {
       all.push(...[...this.baked.lightningGroups.values()].map((group) => group.session));
     }
     if (this.residentSessions) {
-      const { captured, ...sessions } = await this.residentSessions;
+      const { captured, captureSparse: _factory, ...sessions } = await this.residentSessions;
       captured?.release();
       all.push(...Object.values(sessions).filter((session): session is GraphSession => session !== undefined));
     }

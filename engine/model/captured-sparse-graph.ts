@@ -1,0 +1,93 @@
+// A sparse layer's decode step — selection, attention, o_proj and the MLP — at fixed
+// shapes, so that a CUDA graph can replay it (a replay repeats the captured launches, so
+// no tensor may change shape from one step to the next). It computes what
+// buildSparseSelectAttendResident computes (docs/spec/minicpm-sala.md, "Sparse layer,
+// single-token decode"), with every length the decoder's capacity instead of the context's:
+//   - stage 1 reads every row of the compressed-key stores; rows past what the query may
+//     see are masked as the split graph masks them (so rows not yet written are never read);
+//   - pooling runs over the blocks the decoder can hold. Blocks past the step's own do not
+//     exist in the reference; here they pool masked scores (0), below every live block's
+//     and after it in id order (top-k breaks ties toward the lowest id), so they only take
+//     slots the reference fills with nothing or a dead block, and become −1 as those do;
+//   - top-k keeps topk + local slots; where the reference keeps fewer (fewer blocks
+//     exist), the extra slots hold such blocks;
+//   - the tail row and its live keys come from the step's position in the graph.
+// What changes per step arrives as values in fixed buffers: `step` = [position, fine keys
+// visible, coarse keys visible], the live keys of every block, the dead blocks.
+import { GraphBuilder, type Value } from '../runtime/graph-builder.js';
+import type { Precision } from '../runtime/device.js';
+import { derivedSizes, type SalaConfig } from './config.js';
+import { residentAttention, sparseHeads } from './graphs.js';
+
+/** The sizes a captured step is built for: block slots, fine and coarse compressed-key rows. */
+export interface StepCapacity {
+  blocks: number;
+  fineRows: number;
+  coarseRows: number;
+}
+
+/** Index of each value in the step buffer. */
+export const STEP_FIELDS = ['position', 'fineVisible', 'coarseVisible'] as const;
+
+export function buildSparseStepCaptured(cfg: SalaConfig, precision: Precision, capacity: StepCapacity): Uint8Array {
+  const sizes = derivedSizes(cfg);
+  const { hs, H, Hk, G, blockSize: B } = sparseHeads(cfg);
+  const { kernelStride, initBlocks } = cfg.sparse;
+  const poolStride = B / kernelStride;
+  const { blocks: NB, fineRows: N1, coarseRows: N2 } = capacity;
+  if (poolStride * NB < N1) throw new RangeError(`${N1} fine compressed keys do not pool into ${NB} blocks`);
+  const K = Math.min(sizes.topkTotal, NB);
+  const g = new GraphBuilder('sparse_step_captured');
+  const iota = (n: number): Value => g.int64s(Array.from({ length: n }, (_, i) => i));
+
+  const x = g.input('x', 'float', [1, cfg.hiddenSize]);
+  const q = g.input('q', 'float', [1, H, hs]);
+  const fineKeys = g.input('c1_store', 'float', [N1, Hk, hs]);
+  const coarseKeys = g.input('c2_store', 'float', [N2, Hk, hs]);
+  const step = g.input('step', 'int64', [STEP_FIELDS.length]);
+  const blockAlive = g.input('block_alive', 'bool', [NB, B]);
+  const excluded = g.input('block_excluded', 'bool', [NB]);
+  const field = (name: (typeof STEP_FIELDS)[number]): Value => g.gather(step, g.int64s([STEP_FIELDS.indexOf(name)])); // [1]
+  const position = field('position');
+  const fineVisible = field('fineVisible');
+  const coarseVisible = field('coarseVisible');
+
+  // Stage 1 ([Hk, G, hs] · [Hk, hs, N] → [Hk, G, N]) with the coarse log-sum-exp.
+  const groupedQ = g.reshape(q, [Hk, G, hs]); // one query: head h·G + j is row j of KV head h
+  const scale = g.float(1 / Math.sqrt(hs));
+  const dot = (keys: Value): Value => g.mul(g.matmul(groupedQ, g.transpose(keys, [1, 2, 0])), scale);
+  const negInf = g.float(-Infinity);
+  const coarseBias = g.where(g.less(iota(N2), coarseVisible), g.float(0), negInf); // [N2]
+  const lse = g.reduceLogSumExp(g.add(dot(coarseKeys), coarseBias), [-1]); // [Hk, G, 1]
+  const safeLse = g.where(g.greater(coarseVisible, g.int64(0)), lse, g.float(Infinity));
+  // Summed over each group's heads; 0 where not visible (a Where: rows never written may hold anything).
+  const summed = g.reduceSum(g.exp(g.sub(dot(fineKeys), safeLse)), [1], false); // [Hk, N1]
+  const groupScores = g.where(g.less(iota(N1), fineVisible), g.mul(summed, g.float(16 / G)), g.float(0));
+
+  // Pool to blocks (kernel p+1, stride p, one −inf in front): block b takes fine keys pb−1 … pb+p−1.
+  const padded = g.op('Pad', [g.reshape(groupScores, [Hk, 1, N1]), g.int64s([0, 0, 1, 0, 0, poolStride * NB - N1]), negInf], { mode: 'constant' });
+  const pooled = g.reshape(g.op('MaxPool', [padded], { kernel_shape: [poolStride + 1], strides: [poolStride] }), [Hk, NB]);
+
+  const blockRow = iota(NB);
+  const queryBlock = g.div(position, g.int64(B)); // [1]
+  const isInit = g.less(blockRow, g.int64(initBlocks));
+  const isLocal = g.and(g.not(g.less(blockRow, g.sub(queryBlock, g.int64(sizes.localBlocks)))), g.not(g.greater(blockRow, queryBlock)));
+  const live = g.where(excluded, negInf, pooled);
+  const forced = g.where(g.or(isInit, isLocal), g.float(Infinity), live);
+
+  // Top-k, then ascending with unusable (−inf) and future blocks as −1.
+  const [topScores, topIndices] = g.node('TopK', [forced, g.int64s([K])], { axis: -1, largest: 1, sorted: 1 }, 2);
+  const usable = g.where(g.op('IsInf', [topScores], { detect_positive: 0 }), g.int64(Number.MAX_SAFE_INTEGER), topIndices);
+  const [ascending] = g.node('TopK', [usable, g.int64s([K])], { axis: -1, largest: 0, sorted: 1 }, 2);
+  const selected = g.where(g.greater(ascending, queryBlock), g.int64(-1), ascending); // [Hk, K]
+
+  // As in the uncaptured fused graph: no block or the tail reads slot 0 with every key masked.
+  const attended = g.and(g.not(g.less(selected, g.int64(0))), g.not(g.op('Equal', [selected, queryBlock])));
+  const slots = g.where(attended, selected, g.int64(0));
+  const keyAlive = g.and(g.gather(blockAlive, slots), g.unsqueeze(attended, [2])); // [Hk, K, B]
+  const row = g.sub(position, g.mul(queryBlock, g.int64(B))); // [1]
+  const tailKeysAlive = g.and(g.not(g.greater(iota(B), row)), g.gather(blockAlive, queryBlock)); // [1, B]
+  const tailAlive = g.expand(tailKeysAlive, g.int64s([Hk, B]));
+  residentAttention(g, cfg, precision, x, q, slots, keyAlive, { poolSlots: NB, width: K, tailRow: row, tailAlive });
+  return g.toModel();
+}

@@ -1,0 +1,206 @@
+// The decode step's sparse layers as CUDA graphs, for a decoder with every KV block on the
+// device. Run as a session, a sparse layer's selection and attention is some two hundred
+// small kernels and took 1.17 ms of the 9B shape's 19.1 ms step on an H200, against
+// ~0.05 ms of weights (docs/benchmarks/gpu-step-fused-cuda.json). The graph replayed is
+// captured-sparse-graph.ts: fixed shapes sized by the decoder's capacity.
+//
+// A replay reads and writes fixed addresses. The decoder's pools and compressed-key
+// stores already stay put (writes into them are in place), so they are read where they
+// are; what a session run would hand over as new tensors lives in buffers kept here, one
+// set per layer: the input row, q/k/v (and the gate), the output row, the tail block (the
+// graph writes the new key into it in place). The step's position and counts, and the
+// live-key and dead-block masks, are shared by the layers.
+//
+// The graphs point at this decoder's memory, so the session is the decoder's: made on its
+// first sparse step, released with it. Graph id: 1 + layer.
+import type * as ort from 'onnxruntime-node';
+import type { Precision } from '../runtime/device.js';
+import { release, type DeviceTensors } from '../runtime/device-tensors.js';
+import { GraphSession, bool, i64, type Feeds } from '../runtime/session.js';
+import type { SalaConfig } from './config.js';
+import { buildSparseStepCaptured, STEP_FIELDS, type StepCapacity } from './captured-sparse-graph.js';
+import { sparseHeads } from './graphs.js';
+import type { ChunkSelection } from './forward-plan.js';
+import type { Sequence } from './sequence.js';
+
+/** What the graph reads of the decoder's layer state (all at fixed addresses). */
+export interface SparseLayerStores {
+  poolKeys: ort.Tensor;
+  poolValues: ort.Tensor;
+  fine: ort.Tensor;
+  coarse: ort.Tensor;
+}
+
+interface LayerBuffers {
+  x: ort.Tensor;
+  q: ort.Tensor;
+  k: ort.Tensor;
+  v: ort.Tensor;
+  gate?: ort.Tensor;
+  xOut: ort.Tensor;
+  tailKeys: ort.Tensor;
+  tailValues: ort.Tensor;
+}
+
+export class CapturedSparse {
+  private readonly owned = new Set<ort.Tensor>();
+  private readonly layers = new Map<number, LayerBuffers>();
+  private step?: ort.Tensor;
+  private alive?: ort.Tensor;
+  private excluded?: ort.Tensor;
+  private aliveVersion = -1;
+  private excludedKey = '';
+  /** Why capture was turned off for this decoder (a failed run), if it was. */
+  failure?: string;
+
+  private constructor(
+    private readonly session: GraphSession,
+    private readonly tensors: DeviceTensors,
+    private readonly config: SalaConfig,
+    private readonly capacity: StepCapacity,
+  ) {}
+
+  static async create(config: SalaConfig, precision: Precision, tensors: DeviceTensors, capacity: StepCapacity): Promise<CapturedSparse> {
+    const outputs = { x_out: 'gpu-buffer', tail_keys_out: 'gpu-buffer', tail_values_out: 'gpu-buffer' } as const;
+    const session = await GraphSession.create('sparse_step_captured', buildSparseStepCaptured(config, precision, capacity), {
+      device: tensors.device,
+      threads: 1,
+      outputs,
+      cudaGraph: true,
+    });
+    return new CapturedSparse(session, tensors, config, capacity);
+  }
+
+  get usable(): boolean {
+    return this.failure === undefined;
+  }
+
+  /** Turns capture off after a failed run (its inputs are intact: the caller runs the layer uncaptured). */
+  disable(err: unknown): void {
+    if (this.failure !== undefined) return;
+    this.failure = (err instanceof Error ? err.message : String(err)).split('\n')[0];
+    process.stderr.write(`panorama: CUDA graphs of the sparse layers turned off (${this.failure}); decoding without them\n`);
+  }
+
+  /** Whether `tensor` is one of the buffers kept here (never released by the decoder). */
+  owns(tensor: ort.Tensor | undefined): boolean {
+    return tensor !== undefined && this.owned.has(tensor);
+  }
+
+  private async keep(tensor: ort.Tensor | Promise<ort.Tensor>): Promise<ort.Tensor> {
+    const kept = await tensor;
+    this.owned.add(kept);
+    return kept;
+  }
+
+  private async buffers(layer: number): Promise<LayerBuffers> {
+    const held = this.layers.get(layer);
+    if (held) return held;
+    const { hs, H, Hk, blockSize: B } = sparseHeads(this.config);
+    const d = this.config.hiddenSize;
+    const zeros = (dims: number[]) => this.keep(this.tensors.zeros(dims));
+    const made: LayerBuffers = {
+      x: await zeros([1, d]),
+      q: await zeros([1, H, hs]),
+      k: await zeros([1, Hk, hs]),
+      v: await zeros([1, Hk, hs]),
+      gate: this.config.attnUseOutputGate ? await zeros([1, H * hs]) : undefined,
+      xOut: await zeros([1, d]),
+      tailKeys: await zeros([Hk, B, hs]),
+      tailValues: await zeros([Hk, B, hs]),
+    };
+    this.layers.set(layer, made);
+    return made;
+  }
+
+  /** Where the layer's projection run writes its device outputs (x passed through, q, k, v, gate). */
+  async projectInto(layer: number): Promise<Feeds> {
+    const held = await this.buffers(layer);
+    const into: Feeds = { x_row: held.x, q: held.q, k: held.k, v: held.v };
+    if (held.gate) into.gate = held.gate;
+    return into;
+  }
+
+  /**
+   * Writes a step's values before its first sparse layer: the position and counts, and the
+   * masks where they changed (dead blocks at a block boundary or a tombstone, live keys at a
+   * tombstone). Returns the host bytes it moved.
+   */
+  async begin(position: number, selection: ChunkSelection, blocks: number, sequence: Sequence): Promise<number> {
+    const values: Record<(typeof STEP_FIELDS)[number], number> = {
+      position,
+      fineVisible: selection.fineVisible[0],
+      coarseVisible: selection.coarseVisible[0],
+    };
+    const step = i64(STEP_FIELDS.map((name) => values[name]));
+    this.step ??= await this.keep(this.tensors.upload(step));
+    await this.tensors.copyInto(step, this.step);
+    let bytes = STEP_FIELDS.length * 8;
+    const NB = this.capacity.blocks;
+    const B = this.config.sparse.blockSize;
+    if (this.aliveVersion !== sequence.tombstoneVersion) {
+      // Positions not yet written count as live: the graph limits the tail to rows ≤ the step's own.
+      const alive = bool(sequence.aliveKeys(Array.from({ length: NB }, (_, b) => b)), [NB, B]);
+      this.alive ??= await this.keep(this.tensors.upload(alive));
+      await this.tensors.copyInto(alive, this.alive);
+      this.aliveVersion = sequence.tombstoneVersion;
+      bytes += NB * B;
+    }
+    const excludedKey = `${blocks}:${sequence.tombstoneVersion}`;
+    if (this.excludedKey !== excludedKey) {
+      const excluded = bool(sequence.excludedBlocks(NB), [NB]);
+      this.excluded ??= await this.keep(this.tensors.upload(excluded));
+      await this.tensors.copyInto(excluded, this.excluded);
+      this.excludedKey = excludedKey;
+      bytes += NB;
+    }
+    return bytes;
+  }
+
+  /**
+   * The tail block of `layer` in the buffers kept here: copies the decoder's tail in when it
+   * is elsewhere (after a prefill or an uncaptured step). The caller frees what it held.
+   */
+  async adoptTail(layer: number, keys: ort.Tensor, values: ort.Tensor): Promise<{ keys: ort.Tensor; values: ort.Tensor }> {
+    const held = await this.buffers(layer);
+    if (keys !== held.tailKeys) await this.tensors.copyInto(keys, held.tailKeys);
+    if (values !== held.tailValues) await this.tensors.copyInto(values, held.tailValues);
+    return { keys: held.tailKeys, values: held.tailValues };
+  }
+
+  /** One layer's step through its graph, after projectInto's buffers, begin() and adoptTail(); returns the output row (kept here). */
+  async run(layer: number, weights: Feeds, stores: SparseLayerStores): Promise<ort.Tensor> {
+    const held = await this.buffers(layer);
+    const feeds: Feeds = {
+      ...weights,
+      x: held.x,
+      q: held.q,
+      k: held.k,
+      v: held.v,
+      c1_store: stores.fine,
+      c2_store: stores.coarse,
+      pool_keys: stores.poolKeys,
+      pool_values: stores.poolValues,
+      tail_keys: held.tailKeys,
+      tail_values: held.tailValues,
+      step: this.step!,
+      block_alive: this.alive!,
+      block_excluded: this.excluded!,
+    };
+    if (held.gate) feeds.gate = held.gate;
+    const out = await this.session.run(feeds, { x_out: held.xOut, tail_keys_out: held.tailKeys, tail_values_out: held.tailValues }, 1 + layer);
+    return out.x_out;
+  }
+
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+
+  /** Frees the buffers and the session (its graphs point at the decoder's memory). */
+  async release(): Promise<void> {
+    for (const tensor of this.owned) release(tensor);
+    this.owned.clear();
+    this.layers.clear();
+    await this.session.release();
+  }
+}
