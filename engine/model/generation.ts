@@ -5,9 +5,10 @@ import { Sampler, validateSampling, type SamplingOptions } from './sampling.js';
 import { StopMatcher, TextStream } from './text-stream.js';
 import type { Tokenizer } from './tokenizer.js';
 import type { SalaModel, Sequence, SelectionRecord } from './sala-model.js';
-import { ResidentMemoryError } from './resident-decoder.js';
+import { ResidentMemoryError, type KvPlacement, type ResidentDecoder, type ResidentOptions } from './resident-decoder.js';
 import { DeviceMemoryError } from '../runtime/session.js';
-import { keepsTensorsOnDevice } from '../runtime/device.js';
+import { keepsTensorsOnDevice, type DeviceKind } from '../runtime/device.js';
+import { derivedSizes, type SalaConfig } from './config.js';
 import { StartsWith } from './token-healing.js';
 import type { FinishReason } from '../vocabulary.js';
 
@@ -35,10 +36,43 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   /** Sees the blocks the sparse layers select for every prompt and generated token. */
   onSelection?: (record: SelectionRecord) => void;
   /**
-   * Prefill and decode with the device-resident decoder (KV offloaded to host memory with
-   * a device block pool). Default: on a GPU provider, unless onSelection needs the host path.
+   * Prefill and decode with the device-resident decoder (its KV placed as residentPlacement
+   * says; a pool size means offload). Default: on a GPU provider, unless onSelection needs the host path.
    */
   resident?: boolean | { poolBlocks?: number; poolBytes?: number };
+}
+
+/**
+ * The most sparse-layer KV (K and V, every layer) a decoder puts all on a CUDA device by
+ * itself: the 9B shape to 128K tokens, the default model past 1M. The whole KV goes up (from a
+ * host copy) when the decoder is made, once per generation.
+ */
+export const ALL_ON_DEVICE_KV_BYTES = 2 * 2 ** 30;
+
+/**
+ * Where a generation's decoder keeps the sparse layers' KV for `tokens` tokens. On CUDA, all
+ * on the device when it fits ALL_ON_DEVICE_KV_BYTES: its steps then replay every layer as a
+ * CUDA graph (the 9B shape at 128K: 18.7 ms a token against 47.8 offloaded, one run,
+ * docs/benchmarks/gpu.md). Otherwise offloaded to host memory through a device block pool, as
+ * on WebGPU (measured that way there) and wherever the caller sized the pool.
+ */
+export function residentPlacement(kind: DeviceKind, config: SalaConfig, tokens: number, pool: { poolBlocks?: number; poolBytes?: number } = {}): KvPlacement {
+  if (kind !== 'cuda' || pool.poolBlocks !== undefined || pool.poolBytes !== undefined) return 'offload';
+  const { sparseHeadDim, sparseLayers } = derivedSizes(config);
+  const blocks = Math.ceil(tokens / config.sparse.blockSize);
+  const bytes = blocks * config.sparse.blockSize * config.numKeyValueHeads * sparseHeadDim * 4 * 2 * sparseLayers.length;
+  return bytes <= ALL_ON_DEVICE_KV_BYTES ? 'device' : 'offload';
+}
+
+/** A resident decoder placed as residentPlacement says; all on the device, when that does not fit after all, offloaded. */
+async function placedDecoder(model: SalaModel, sequence: Sequence, options: Omit<ResidentOptions, 'placement'>): Promise<ResidentDecoder> {
+  const placement = residentPlacement(model.device.kind, model.config, options.maxTokens, options);
+  try {
+    return await model.residentDecoder(sequence, { ...options, placement });
+  } catch (err) {
+    if (placement === 'offload' || !(err instanceof ResidentMemoryError)) throw err;
+    return model.residentDecoder(sequence, { ...options, placement: 'offload' });
+  }
 }
 
 export interface GenerationResult {
@@ -90,14 +124,12 @@ export async function* generate(
   let finishReason: FinishReason = 'length';
 
   // On a GPU the prompt is prefilled and decoded by the device-resident decoder (every
-  // layer on the device, KV offloaded to host memory through a device block pool): in
-  // bench:offload its prefill beats the host path's at every context but 512K on the
-  // default model, where they tie (docs/benchmarks/offload-webgpu.md).
-  // (WebGPU, and CUDA through the binding addon: see keepsTensorsOnDevice.)
+  // layer on the device, the KV placed by residentPlacement): in bench:offload its prefill
+  // beats the host path's at every context but 512K on the default model, where they tie
+  // (docs/benchmarks/offload-webgpu.md). (WebGPU, and CUDA through the binding addon: see keepsTensorsOnDevice.)
   const wantResident = options.resident ?? (keepsTensorsOnDevice(model.device.kind) && !options.onSelection);
   const decoder = wantResident
-    ? await model.residentDecoder(sequence, {
-        placement: 'offload',
+    ? await placedDecoder(model, sequence, {
         ...(typeof options.resident === 'object' ? options.resident : {}),
         maxTokens: sequence.length + promptIds.length + maxTokens,
       })
