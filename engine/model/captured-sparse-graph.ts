@@ -17,7 +17,7 @@
 import { GraphBuilder, type Value } from '../runtime/graph-builder.js';
 import type { Precision } from '../runtime/device.js';
 import { derivedSizes, type SalaConfig } from './config.js';
-import { residentAttention, sparseHeads } from './graphs.js';
+import { residentAttention, residentSlots, sparseHeads, topBlocks } from './graphs.js';
 
 /** The sizes a captured step is built for: block slots, fine and coarse compressed-key rows. */
 export interface StepCapacity {
@@ -32,7 +32,7 @@ export const STEP_FIELDS = ['position', 'fineVisible', 'coarseVisible'] as const
 export function buildSparseStepCaptured(cfg: SalaConfig, precision: Precision, capacity: StepCapacity): Uint8Array {
   const sizes = derivedSizes(cfg);
   const { hs, H, Hk, G, blockSize: B } = sparseHeads(cfg);
-  const { kernelStride, initBlocks } = cfg.sparse;
+  const { kernelStride } = cfg.sparse;
   const poolStride = B / kernelStride;
   const { blocks: NB, fineRows: N1, coarseRows: N2 } = capacity;
   if (poolStride * NB < N1) throw new RangeError(`${N1} fine compressed keys do not pool into ${NB} blocks`);
@@ -66,27 +66,15 @@ export function buildSparseStepCaptured(cfg: SalaConfig, precision: Precision, c
 
   // Pool to blocks (kernel p+1, stride p, one −inf in front): block b takes fine keys pb−1 … pb+p−1.
   const padded = g.op('Pad', [g.reshape(groupScores, [Hk, 1, N1]), g.int64s([0, 0, 1, 0, 0, poolStride * NB - N1]), negInf], { mode: 'constant' });
-  const pooled = g.reshape(g.op('MaxPool', [padded], { kernel_shape: [poolStride + 1], strides: [poolStride] }), [Hk, NB]);
+  const pooled = g.op('MaxPool', [padded], { kernel_shape: [poolStride + 1], strides: [poolStride] }); // [Hk, 1, NB]
 
-  const blockRow = iota(NB);
-  const queryBlock = g.div(position, g.int64(B)); // [1]
-  const isInit = g.less(blockRow, g.int64(initBlocks));
-  const isLocal = g.and(g.not(g.less(blockRow, g.sub(queryBlock, g.int64(sizes.localBlocks)))), g.not(g.greater(blockRow, queryBlock)));
-  const live = g.where(excluded, negInf, pooled);
-  const forced = g.where(g.or(isInit, isLocal), g.float(Infinity), live);
-
-  // Top-k, then ascending with unusable (−inf) and future blocks as −1.
-  const [topScores, topIndices] = g.node('TopK', [forced, g.int64s([K])], { axis: -1, largest: 1, sorted: 1 }, 2);
-  const usable = g.where(g.op('IsInf', [topScores], { detect_positive: 0 }), g.int64(Number.MAX_SAFE_INTEGER), topIndices);
-  const [ascending] = g.node('TopK', [usable, g.int64s([K])], { axis: -1, largest: 0, sorted: 1 }, 2);
-  const selected = g.where(g.greater(ascending, queryBlock), g.int64(-1), ascending); // [Hk, K]
-
-  // As in the uncaptured fused graph: no block or the tail reads slot 0 with every key masked.
-  const attended = g.and(g.not(g.less(selected, g.int64(0))), g.not(g.op('Equal', [selected, queryBlock])));
-  const slots = g.where(attended, selected, g.int64(0));
-  const keyAlive = g.and(g.gather(blockAlive, slots), g.unsqueeze(attended, [2])); // [Hk, K, B]
-  const row = g.sub(position, g.mul(queryBlock, g.int64(B))); // [1]
-  const tailKeysAlive = g.and(g.not(g.greater(iota(B), row)), g.gather(blockAlive, queryBlock)); // [1, B]
+  // The rule of the uncaptured graphs (one query: T = 1), then its ids as slots.
+  const tailBlock = g.div(position, g.int64(B)); // [1]
+  const queryBlock = g.reshape(tailBlock, [1, 1]);
+  const selected = g.reshape(topBlocks(g, cfg, pooled, g.reshape(iota(NB), [1, NB]), queryBlock, excluded, g.int64s([K])), [Hk, K]);
+  const { slots, keyAlive } = residentSlots(g, selected, queryBlock, blockAlive);
+  const row = g.sub(position, g.mul(tailBlock, g.int64(B))); // [1]
+  const tailKeysAlive = g.and(g.not(g.greater(iota(B), row)), g.gather(blockAlive, tailBlock)); // [1, B]
   const tailAlive = g.expand(tailKeysAlive, g.int64s([Hk, B]));
   residentAttention(g, cfg, precision, x, q, slots, keyAlive, { poolSlots: NB, width: K, tailRow: row, tailAlive });
   return g.toModel();

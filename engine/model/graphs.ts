@@ -310,9 +310,8 @@ function buildSparseSelect(cfg: SalaConfig, resident = false): Uint8Array {
  * block ids, ascending, −1 = none; and each query's own block [T, 1]. k (how many blocks) is the input `topKName`.
  */
 function blockSelection(g: GraphBuilder, cfg: SalaConfig, q: Value, resident: boolean, topKName = 'k'): { selected: Value; queryBlock: Value } {
-  const sizes = derivedSizes(cfg);
   const { hs, Hk, G } = sparseHeads(cfg);
-  const { blockSize, kernelStride, initBlocks } = cfg.sparse;
+  const { blockSize, kernelStride } = cfg.sparse;
   const poolStride = blockSize / kernelStride;
   // Resident: the compressed keys live on the device in stores with spare rows, appended
   // to in place as windows complete; the graph reads their first fine/coarse_count rows.
@@ -359,14 +358,23 @@ function blockSelection(g: GraphBuilder, cfg: SalaConfig, q: Value, resident: bo
   const pooled = g.op('MaxPool', [rows], { kernel_shape: [poolStride + 1], strides: [poolStride] });
   const blockScores = g.reshape(pooled, g.shapeOf([Hk, g.dim(q, 0), -1])); // [Hk, T, nb]
 
-  // Force the init blocks and the local window (qb − local … qb) to +inf.
   const blocks = g.range(g.int64(0), g.gather(g.shape(blockScores), g.int64(2)), g.int64(1)); // [nb]
   const queryBlock = g.unsqueeze(g.div(queryPositions, g.int64(blockSize)), [1]); // [T, 1]
-  const blockRow = g.unsqueeze(blocks, [0]); // [1, nb]
-  const isInit = g.less(blockRow, g.int64(initBlocks));
-  const isLocal = g.and(g.not(g.less(blockRow, g.sub(queryBlock, g.int64(sizes.localBlocks)))), g.not(g.greater(blockRow, queryBlock)));
+  return { selected: topBlocks(g, cfg, blockScores, g.unsqueeze(blocks, [0]), queryBlock, excluded, k), queryBlock };
+}
+
+/**
+ * The selection rule on pooled block scores [Hk, T, nb] (blockRow [1, nb] their ids,
+ * queryBlock [T, 1] each query's block, excluded [nb] the tombstoned ones, k [1]): init
+ * blocks and the local window forced, tombstoned blocks never picked otherwise, top-k (ties:
+ * lowest id first), then ascending with blocks past the query's own and unusable slots as −1.
+ */
+export function topBlocks(g: GraphBuilder, cfg: SalaConfig, blockScores: Value, blockRow: Value, queryBlock: Value, excluded: Value, k: Value): Value {
+  // Force the init blocks and the local window (qb − local … qb) to +inf.
+  const isInit = g.less(blockRow, g.int64(cfg.sparse.initBlocks));
+  const isLocal = g.and(g.not(g.less(blockRow, g.sub(queryBlock, g.int64(derivedSizes(cfg).localBlocks)))), g.not(g.greater(blockRow, queryBlock)));
   // Tombstoned blocks (every token dead) are never picked, except where forced.
-  const live = g.where(g.unsqueeze(excluded, [0, 1]), negInf, blockScores);
+  const live = g.where(excluded, g.float(-Infinity), blockScores);
   const forced = g.where(g.or(isInit, isLocal), g.float(Infinity), live);
 
   // Top-k, then ascending block order with blocks past the query's own as −1.
@@ -375,7 +383,18 @@ function blockSelection(g: GraphBuilder, cfg: SalaConfig, q: Value, resident: bo
   const unusable = g.op('IsInf', [topScores], { detect_positive: 0 });
   const usable = g.where(unusable, g.int64(Number.MAX_SAFE_INTEGER), topIndices);
   const [ascending] = g.node('TopK', [usable, k], { axis: -1, largest: 0, sorted: 1 }, 2);
-  return { selected: g.where(g.greater(ascending, g.unsqueeze(queryBlock, [0])), g.int64(-1), ascending), queryBlock };
+  return g.where(g.greater(ascending, g.unsqueeze(queryBlock, [0])), g.int64(-1), ascending);
+}
+
+/**
+ * One decode query's selected ids [Hk, K] (queryBlock [1, 1]) as pool slots, every block at
+ * slot = block id: no block (−1) or the tail reads slot 0 with every key masked. Returns the
+ * slots and their live keys [Hk, K, blockSize] from block_alive [NB, blockSize].
+ */
+export function residentSlots(g: GraphBuilder, selected: Value, queryBlock: Value, blockAlive: Value): { slots: Value; keyAlive: Value } {
+  const attended = g.and(g.not(g.less(selected, g.int64(0))), g.not(g.op('Equal', [selected, queryBlock])));
+  const slots = g.where(attended, selected, g.int64(0));
+  return { slots, keyAlive: g.and(g.gather(blockAlive, slots), g.unsqueeze(attended, [2])) };
 }
 
 /**
@@ -538,10 +557,7 @@ function buildSparseSelectAttendResident(cfg: SalaConfig, precision: Precision):
   const blockAlive = g.input('block_alive', 'bool', ['NB', blockSize]);
   const selection = blockSelection(g, cfg, q, true, 'top_k'); // k is the new token's key here
   const selected = g.reshape(selection.selected, [Hk, -1]); // [Hk, K]
-  const queryBlock = g.reshape(selection.queryBlock, [1, 1]);
-  const usable = g.and(g.not(g.less(selected, g.int64(0))), g.not(g.op('Equal', [selected, queryBlock])));
-  const slots = g.where(usable, selected, g.int64(0));
-  const keyAlive = g.and(g.gather(blockAlive, slots), g.unsqueeze(usable, [2])); // [Hk, K, blockSize]
+  const { slots, keyAlive } = residentSlots(g, selected, g.reshape(selection.queryBlock, [1, 1]), blockAlive);
   residentAttention(g, cfg, precision, x, q, slots, keyAlive);
   return g.toModel();
 }
@@ -550,9 +566,9 @@ function buildSparseSelectAttendResident(cfg: SalaConfig, precision: Precision):
  * Fixed shapes for residentAttention (a CUDA graph replays fixed launches): pool slots P,
  * the slots' width U, and the token's row in the tail [1] and the tail's live keys [Hk,
  * blockSize], computed in the graph instead of fed. Written with Gather and Where instead
- * of GatherND and ScatterND: onnxruntime's CUDA kernels of those two copy index
- * arithmetic from host memory on each run, which a replayed graph reads after it is freed
- * (an illegal memory access on an H200).
+ * of GatherND and ScatterND: with those two the first replay on an H200 stopped with an
+ * illegal memory access (GatherND's CUDA kernel copies index arithmetic from host memory on
+ * each run, which a replay reads after it is freed; ScatterND was not tried alone).
  */
 export interface StaticAttention {
   poolSlots: number;
