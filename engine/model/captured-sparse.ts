@@ -1,6 +1,6 @@
 // The decode step's sparse layers as CUDA graphs, for a decoder with every KV block on the
-// device. Run as a session, a sparse layer's selection and attention is some two hundred
-// small kernels and took 1.17 ms of the 9B shape's 19.1 ms step on an H200, against
+// device. Run as a session, a sparse layer's selection and attention is many small kernels
+// launched one by one and took 1.17 ms of the 9B shape's 19.1 ms step on an H200, against
 // ~0.05 ms of weights (docs/benchmarks/gpu-step-fused-cuda.json). The graph replayed is
 // captured-sparse-graph.ts: fixed shapes sized by the decoder's capacity.
 //
@@ -79,7 +79,7 @@ export class CapturedSparse {
   disable(err: unknown): void {
     if (this.failure !== undefined) return;
     this.failure = (err instanceof Error ? err.message : String(err)).split('\n')[0];
-    process.stderr.write(`panorama: CUDA graphs of the sparse layers turned off (${this.failure}); decoding without them\n`);
+    process.stderr.write(`panorama: CUDA graphs of the sparse layers turned off (${this.failure}); decoding without them (PANORAMA_CUDA_GRAPH=0 skips them from the start)\n`);
   }
 
   /** Whether `tensor` is one of the buffers kept here (never released by the decoder). */
@@ -132,29 +132,30 @@ export class CapturedSparse {
       fineVisible: selection.fineVisible[0],
       coarseVisible: selection.coarseVisible[0],
     };
-    const step = i64(STEP_FIELDS.map((name) => values[name]));
-    this.step ??= await this.keep(this.tensors.upload(step));
-    await this.tensors.copyInto(step, this.step);
+    this.step = await this.write(this.step, i64(STEP_FIELDS.map((name) => values[name])));
     let bytes = STEP_FIELDS.length * 8;
     const NB = this.capacity.blocks;
     const B = this.config.sparse.blockSize;
     if (this.aliveVersion !== sequence.tombstoneVersion) {
       // Positions not yet written count as live: the graph limits the tail to rows ≤ the step's own.
-      const alive = bool(sequence.aliveKeys(Array.from({ length: NB }, (_, b) => b)), [NB, B]);
-      this.alive ??= await this.keep(this.tensors.upload(alive));
-      await this.tensors.copyInto(alive, this.alive);
+      this.alive = await this.write(this.alive, bool(sequence.aliveKeys(Array.from({ length: NB }, (_, b) => b)), [NB, B]));
       this.aliveVersion = sequence.tombstoneVersion;
       bytes += NB * B;
     }
     const excludedKey = `${blocks}:${sequence.tombstoneVersion}`;
     if (this.excludedKey !== excludedKey) {
-      const excluded = bool(sequence.excludedBlocks(NB), [NB]);
-      this.excluded ??= await this.keep(this.tensors.upload(excluded));
-      await this.tensors.copyInto(excluded, this.excluded);
+      this.excluded = await this.write(this.excluded, bool(sequence.excludedBlocks(NB), [NB]));
       this.excludedKey = excludedKey;
       bytes += NB;
     }
     return bytes;
+  }
+
+  /** `host` into the fixed buffer (made from it on the first write). */
+  private async write(buffer: ort.Tensor | undefined, host: ort.Tensor): Promise<ort.Tensor> {
+    if (!buffer) return this.keep(this.tensors.upload(host));
+    await this.tensors.copyInto(host, buffer);
+    return buffer;
   }
 
   /**
