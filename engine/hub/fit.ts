@@ -91,7 +91,7 @@ export function estimateFit(config: SalaConfig, device: FitDevice, precision: Fi
   const { total } = parameterCounts(config);
   const sparseLayers = sizes.sparseLayers.length;
   const headDim = sizes.sparseHeadDim;
-  const kvBytesPerToken = sparseLayers * 2 * config.numKeyValueHeads * headDim * 4;
+  const { kvBytesPerToken } = sizes;
   const lightningStateBytes = sizes.lightningLayers.length * sizes.lightningHeads * sizes.lightningHeadDim * sizes.lightningHeadDim * 4;
   const weights = weightBytes(config, precision);
   const context = kvBytesPerToken * contextTokens + lightningStateBytes;

@@ -376,6 +376,8 @@ export interface DerivedSizes {
   topkTotal: number;
   sparseLayers: number[];
   lightningLayers: number[];
+  /** fp32 K and V of one token in every sparse layer */
+  kvBytesPerToken: number;
 }
 
 export function derivedSizes(cfg: SalaConfig): DerivedSizes {
@@ -393,6 +395,7 @@ export function derivedSizes(cfg: SalaConfig): DerivedSizes {
     topkTotal: cfg.sparse.topk + localBlocks,
     sparseLayers: layersOf('minicpm4'),
     lightningLayers: layersOf('lightning-attn'),
+    kvBytesPerToken: layersOf('minicpm4').length * 2 * cfg.numKeyValueHeads * (cfg.hiddenSize / cfg.numAttentionHeads) * 4,
   };
 }
 

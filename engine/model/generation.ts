@@ -58,10 +58,9 @@ export const ALL_ON_DEVICE_KV_BYTES = 2 * 2 ** 30;
  */
 export function residentPlacement(kind: DeviceKind, config: SalaConfig, tokens: number, pool: { poolBlocks?: number; poolBytes?: number } = {}): KvPlacement {
   if (kind !== 'cuda' || pool.poolBlocks !== undefined || pool.poolBytes !== undefined) return 'offload';
-  const { sparseHeadDim, sparseLayers } = derivedSizes(config);
-  const blocks = Math.ceil(tokens / config.sparse.blockSize);
-  const bytes = blocks * config.sparse.blockSize * config.numKeyValueHeads * sparseHeadDim * 4 * 2 * sparseLayers.length;
-  return bytes <= ALL_ON_DEVICE_KV_BYTES ? 'device' : 'offload';
+  // The device pool holds whole blocks.
+  const slots = Math.ceil(tokens / config.sparse.blockSize) * config.sparse.blockSize;
+  return slots * derivedSizes(config).kvBytesPerToken <= ALL_ON_DEVICE_KV_BYTES ? 'device' : 'offload';
 }
 
 /** A resident decoder placed as residentPlacement says; all on the device, when that does not fit after all, offloaded. */

@@ -357,9 +357,9 @@ export class SalaModel {
       all.push(...[...this.baked.lightningGroups.values()].map((group) => group.session));
     }
     if (this.residentSessions) {
-      const { captured, captureSparse: _factory, ...sessions } = await this.residentSessions;
-      captured?.release();
-      all.push(...Object.values(sessions).filter((session): session is GraphSession => session !== undefined));
+      const sessions = await this.residentSessions;
+      sessions.captured?.release();
+      all.push(...Object.values(sessions).filter((session): session is GraphSession => session instanceof GraphSession));
     }
     await Promise.all(all.map((session) => session.release()));
     await this.deviceTensors.release();
@@ -436,7 +436,7 @@ export class SalaModel {
       try {
         const maxTokens = sequence.length + tokens;
         const { blockSize } = this.config.sparse;
-        const slotBytes = this.config.numKeyValueHeads * blockSize * this.sizes.sparseHeadDim * 4 * 2 * this.sizes.sparseLayers.length;
+        const slotBytes = blockSize * this.sizes.kvBytesPerToken;
         const poolBlocks = Math.min(Math.ceil(maxTokens / blockSize), Math.floor(FEED_POOL_BYTES / slotBytes));
         const decoder = await this.residentDecoder(sequence, { placement: 'offload', maxTokens, poolBlocks });
         const feed = async (ids: readonly number[], options: FeedOptions = {}) => {

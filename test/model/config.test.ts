@@ -120,6 +120,7 @@ test('derivedSizes of the fixture: lightning sizes from num_attention_heads/head
     topkTotal: 5,
     sparseLayers: [0, 3],
     lightningLayers: [1, 2, 4, 5],
+    kvBytesPerToken: 2 * 2 * 2 * 64 * 4, // 2 sparse layers × (K, V) × 2 KV heads × 64 × fp32
   });
 });
 
