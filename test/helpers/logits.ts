@@ -11,7 +11,7 @@ export function tokens(count: number, seed: number, vocab: number): number[] {
 }
 
 /** The largest |a[i] − b[i]|; the arrays must have the same length. */
-export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+export function maxAbsDiff(a: Float32Array, b: Float32Array | Int32Array): number {
   assert.equal(a.length, b.length);
   let worst = 0;
   for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));

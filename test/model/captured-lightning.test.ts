@@ -3,50 +3,40 @@
 // buffers and copies, without the capture itself (the CPU provider has none). Checked
 // against the host path on the reference fixture, across decoders sharing the buffers,
 // and through a failed run that turns the path off mid-decode.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { SalaModel } from '../../engine/model/sala-model.js';
 import { argmax } from '../../engine/model/sampling.js';
 import type { ResidentSessions } from '../../engine/model/resident-decoder.js';
 import { readNpy } from '../helpers/npy.js';
 import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
-import { setEnv } from '../helpers/env.js';
+import { addonCpuModel } from '../helpers/resident.js';
 
-let model: SalaModel;
-let restoreEnv: () => void;
-before(async () => {
-  restoreEnv = setEnv({ PANORAMA_NATIVE_CPU: '1', PANORAMA_CUDA_GRAPH: '1' });
-  model = await SalaModel.load(FIXTURE, { device: 'cpu' });
-});
-after(async () => {
-  await model.release();
-  restoreEnv();
-});
+const loaded = addonCpuModel(FIXTURE);
 
 const prompt = () => Array.from(readNpy(path.join(FIXTURE, 'long_prompt_ids.npy')).data);
 
 /** The model's resident sessions (private to it: the test reaches in to find the captured path and break it). */
 function sessions(): Promise<ResidentSessions> {
-  return (model as unknown as { residentSessions: Promise<ResidentSessions> }).residentSessions;
+  return (loaded.model as unknown as { residentSessions: Promise<ResidentSessions> }).residentSessions;
 }
 
 /** `steps` greedy tokens after the prompt through the host path (the reference here). */
 async function hostTokens(steps: number): Promise<number[]> {
-  const sequence = model.newSequence();
-  let logits = await model.forward(sequence, prompt());
+  const sequence = loaded.model.newSequence();
+  let logits = await loaded.model.forward(sequence, prompt());
   const ids: number[] = [];
   for (let step = 0; step < steps; step++) {
     ids.push(argmax(logits));
-    logits = await model.forward(sequence, [ids[step]]);
+    logits = await loaded.model.forward(sequence, [ids[step]]);
   }
   return ids;
 }
 
 /** The same through a resident decoder; `midway` runs after half the steps. */
 async function residentTokens(steps: number, midway?: () => Promise<void>): Promise<number[]> {
-  const sequence = model.newSequence();
-  const decoder = await model.residentDecoder(sequence, { placement: 'device', maxTokens: prompt().length + steps + 1 });
+  const sequence = loaded.model.newSequence();
+  const decoder = await loaded.model.residentDecoder(sequence, { placement: 'device', maxTokens: prompt().length + steps + 1 });
   let logits = await decoder.prefill(prompt());
   const ids: number[] = [];
   for (let step = 0; step < steps; step++) {

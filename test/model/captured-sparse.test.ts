@@ -4,37 +4,20 @@
 // without the capture itself (the CPU provider has none). Checked against the reference
 // fixture and against the host path across block boundaries and tombstones, and through a
 // failed run that turns the path off mid-decode.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { SalaModel } from '../../engine/model/sala-model.js';
 import { argmax } from '../../engine/model/sampling.js';
 import type { ResidentDecoder } from '../../engine/model/resident-decoder.js';
 import type { CapturedSparse } from '../../engine/model/captured-sparse.js';
 import { readNpy } from '../helpers/npy.js';
 import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
-import { setEnv } from '../helpers/env.js';
+import { maxAbsDiff } from '../helpers/logits.js';
+import { addonCpuModel, greedySteps } from '../helpers/resident.js';
 
-let model: SalaModel;
-let restoreEnv: () => void;
-before(async () => {
-  restoreEnv = setEnv({ PANORAMA_NATIVE_CPU: '1', PANORAMA_CUDA_GRAPH: '1' });
-  model = await SalaModel.load(FIXTURE, { device: 'cpu' });
-});
-after(async () => {
-  await model.release();
-  restoreEnv();
-});
-
+const loaded = addonCpuModel(FIXTURE);
 const load = (name: string) => readNpy(path.join(FIXTURE, `${name}.npy`));
-const sparseLayers = () => model.config.mixerTypes.filter((type) => type !== 'lightning-attn').length;
-
-function maxAbsDiff(a: Float32Array, b: Float32Array | Int32Array): number {
-  assert.equal(a.length, b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}
+const sparseLayers = () => loaded.model.config.mixerTypes.filter((type) => type !== 'lightning-attn').length;
 
 /** The decoder's captured sparse step (private to it: the test reaches in to break it). */
 function capturedOf(decoder: ResidentDecoder): CapturedSparse | null | undefined {
@@ -44,24 +27,16 @@ function capturedOf(decoder: ResidentDecoder): CapturedSparse | null | undefined
 for (const name of ['long', 'cross'] as const) {
   test(`${name} scenario, sparse layers through their graphs: the reference's decode ids and logits`, async () => {
     const prompt = Array.from(load(`${name}_prompt_ids`).data);
-    const sequence = model.newSequence();
-    const last = await model.forward(sequence, prompt);
+    const sequence = loaded.model.newSequence();
+    const last = await loaded.model.forward(sequence, prompt);
     // Room for far more than the fixture decodes: the graph's shapes follow the capacity, not the context.
-    const decoder = await model.residentDecoder(sequence, { placement: 'device', maxTokens: prompt.length + 700 });
-    const ids = [argmax(last)];
-    const logits = new Float32Array(8 * 512);
-    for (let step = 0; step < 8; step++) {
-      const row = await decoder.step(ids[step]);
-      logits.set(row, step * 512);
-      ids.push(argmax(row));
-    }
-    const stats = decoder.snapshot();
-    await decoder.close();
-    assert.deepEqual(ids.slice(0, 8), Array.from(load(`${name}_decode_ids`).data));
+    const decoder = await loaded.model.residentDecoder(sequence, { placement: 'device', maxTokens: prompt.length + 700 });
+    const { ids, logits, stats } = await greedySteps(decoder, last);
+    assert.deepEqual(ids, Array.from(load(`${name}_decode_ids`).data));
     const diff = maxAbsDiff(logits, load(`${name}_decode_logits`).data);
     assert.ok(diff <= 1e-5, `max |Δlogit| ${diff}`);
     // Steps below dense_len attend to every block, uncaptured; every sparse layer of every other step went through its graph.
-    const sparseSteps = Array.from({ length: 8 }, (_, step) => prompt.length + step + 1).filter((kv) => kv >= model.config.sparse.denseLen).length;
+    const sparseSteps = Array.from({ length: 8 }, (_, step) => prompt.length + step + 1).filter((kv) => kv >= loaded.model.config.sparse.denseLen).length;
     assert.ok(sparseSteps >= 5);
     assert.equal(stats.sparseGraphRuns, sparseSteps * sparseLayers());
     assert.equal(stats.selectionsOnDevice, stats.sparseGraphRuns);
@@ -70,22 +45,22 @@ for (const name of ['long', 'cross'] as const) {
 
 test('sparse layers through their graphs follow the host path across block boundaries and tombstones, old and new', async () => {
   const prompt = Array.from(load('long_prompt_ids').data);
-  const host = model.newSequence();
-  const resident = model.newSequence();
-  let hostRow = await model.forward(host, prompt);
-  await model.forward(resident, prompt);
+  const host = loaded.model.newSequence();
+  const resident = loaded.model.newSequence();
+  let hostRow = await loaded.model.forward(host, prompt);
+  await loaded.model.forward(resident, prompt);
   for (const sequence of [host, resident]) {
     sequence.markDead(130, 200); // block 2 wholly dead, block 3 in part
     sequence.markDead(prompt.length - 20, prompt.length - 5); // inside the tail block
   }
-  const decoder = await model.residentDecoder(resident, { placement: 'device', maxTokens: prompt.length + 200 });
+  const decoder = await loaded.model.residentDecoder(resident, { placement: 'device', maxTokens: prompt.length + 200 });
   let worst = 0;
   // 140 steps cross two block boundaries (the dead-block mask goes up again at each) and a tombstone made mid-decode.
   for (let step = 0; step < 140; step++) {
     if (step === 40) for (const sequence of [host, resident]) sequence.markDead(300, 1000); // blocks 5–14 wholly dead
     const id = argmax(hostRow);
     const row = await decoder.step(id);
-    hostRow = await model.forward(host, [id]);
+    hostRow = await loaded.model.forward(host, [id]);
     worst = Math.max(worst, maxAbsDiff(row, hostRow));
   }
   const stats = decoder.snapshot();
@@ -96,16 +71,16 @@ test('sparse layers through their graphs follow the host path across block bound
 
 test('a sparse graph run that fails turns the path off for the decoder; the layer runs again and the tokens stay the host path’s', async () => {
   const prompt = Array.from(load('long_prompt_ids').data);
-  const host = model.newSequence();
-  let hostRow = await model.forward(host, prompt);
+  const host = loaded.model.newSequence();
+  let hostRow = await loaded.model.forward(host, prompt);
   const expected: number[] = [];
   for (let step = 0; step < 10; step++) {
     expected.push(argmax(hostRow));
-    hostRow = await model.forward(host, [expected[step]]);
+    hostRow = await loaded.model.forward(host, [expected[step]]);
   }
-  const sequence = model.newSequence();
-  let row = await model.forward(sequence, prompt);
-  const decoder = await model.residentDecoder(sequence, { placement: 'device', maxTokens: prompt.length + 16 });
+  const sequence = loaded.model.newSequence();
+  let row = await loaded.model.forward(sequence, prompt);
+  const decoder = await loaded.model.residentDecoder(sequence, { placement: 'device', maxTokens: prompt.length + 16 });
   const ids: number[] = [];
   for (let step = 0; step < 10; step++) {
     // A real failure of the real session: released under the decoder.

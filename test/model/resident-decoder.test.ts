@@ -7,9 +7,11 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { SalaModel } from '../../engine/model/sala-model.js';
 import { argmax } from '../../engine/model/sampling.js';
-import type { ResidentDecoder, ResidentOptions } from '../../engine/model/resident-decoder.js';
+import type { ResidentOptions } from '../../engine/model/resident-decoder.js';
 import { readNpy } from '../helpers/npy.js';
 import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
+import { maxAbsDiff } from '../helpers/logits.js';
+import { greedySteps } from '../helpers/resident.js';
 
 const LOGIT_TOLERANCE = 1e-5;
 
@@ -20,27 +22,6 @@ before(async () => {
 
 function load(name: string) {
   return readNpy(path.join(FIXTURE, `${name}.npy`));
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array | Int32Array): number {
-  assert.equal(a.length, b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}
-
-/** 8 greedy steps on a resident decoder from the prompt's last logits; closes it. */
-async function greedySteps(decoder: ResidentDecoder, last: Float32Array) {
-  const ids = [argmax(last)];
-  const logits = new Float32Array(8 * 512);
-  for (let step = 0; step < 8; step++) {
-    const row = await decoder.step(ids[step]);
-    logits.set(row, step * 512);
-    ids.push(argmax(row));
-  }
-  const stats = decoder.snapshot();
-  await decoder.close();
-  return { ids: ids.slice(0, 8), logits, stats, next: ids[8] };
 }
 
 async function decodeResident(name: 'short' | 'long' | 'cross', options: Omit<ResidentOptions, 'maxTokens'>) {
