@@ -494,14 +494,30 @@ def completion_site(files, rng, cross_file):
         line = lines[li]
         indent = len(line) - len(line.lstrip())
         r = rng.random()
-        if r < 0.3:
+        # A whole line (the cursor at its start, as on a fresh line), after its indentation,
+        # at an identifier, after `.` or `(`.
+        if r < 0.25:
+            return fi, li, 0
+        if r < 0.4:
             return fi, li, indent
-        cols = [m.start() for m in IDENT.finditer(line) if m.start() > indent] if r < 0.7 else \
+        cols = [m.start() for m in IDENT.finditer(line) if m.start() > indent] if r < 0.75 else \
             [i + 1 for i, ch in enumerate(line) if ch in ".(" and i + 1 < len(line)]
         cols = [c for c in cols if len(line[c:].strip()) >= 2]
         if cols:
             return fi, li, rng.choice(cols)
     return None
+
+
+def inline_request(path, text, li, col, rng=None):
+    """(the file as the editor holds it, the engine's inline FIM request with its middle) for a cursor
+    at line li, column col: the middle is the rest of that line, and with rng sometimes 1–2 more lines."""
+    lines = text.split("\n")
+    extra = rng.choice([0] * 8 + [1, 2]) if rng else 0
+    end = min(len(lines), li + 1 + extra)
+    prefix = "\n".join(lines[:li]) + ("\n" if li else "") + lines[li][:col]
+    middle = "\n".join([lines[li][col:]] + lines[li + 1:end])
+    suffix = "\n" + "\n".join(lines[end:]) if end < len(lines) else ""
+    return prefix + suffix, fim_string(path, restate_prefix(prefix), restate_suffix(suffix), middle)
 
 
 def completion_doc(repo_files, rng, char_budget, cross_file_share=0.7):
@@ -514,13 +530,20 @@ def completion_doc(repo_files, rng, char_budget, cross_file_share=0.7):
         return None
     fi, li, col = site
     path, text = files[fi]
-    lines = text.split("\n")
-    prefix = "\n".join(lines[:li]) + ("\n" if li else "") + lines[li][:col]
-    middle = lines[li][col:]
-    suffix = "\n" + "\n".join(lines[li + 1:]) if li + 1 < len(lines) else ""
-    body = "".join(file_doc(p, prefix + suffix if k == fi else t) for k, (p, t) in enumerate(files))
-    return body + fim_string(path, restate_prefix(prefix), restate_suffix(suffix), middle)
+    held, request = inline_request(path, text, li, col)
+    body = "".join(file_doc(p, held if k == fi else t) for k, (p, t) in enumerate(files))
+    return body + request
 
+
+def inline_fim_doc(path, text, rng):
+    """The stream's fill-in-the-middle, as the engine asks it of a file alone: the file as the editor
+    holds it, then the inline request (the restated prefix, a suffix of at most two lines) and its middle.
+    None when the file has no site."""
+    site = completion_site([(path, text)], rng, cross_file=False)
+    if site is None:
+        return None
+    held, request = inline_request(path, text, site[1], site[2], rng)
+    return file_doc(path, held) + request
 
 if __name__ == "__main__":
     # quick self-test on a python file

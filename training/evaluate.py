@@ -99,7 +99,9 @@ class Ev:
                 "rows": n_rows, "row_tokens": T, "loss_per_token_nats": nll / ntok}
 
     # -------------------------------------------------------------------------------- FIM
-    def fim(self, n=300, pre_chars=3000, suf_chars=1000):
+    def fim(self, n=300, pre_chars=3000, suf_chars=1000, form="file"):
+        """form file: the whole-file FIM string alone; inline: the file as the editor holds it, then the
+        engine's inline request (restated prefix, a suffix of at most two lines), as eval:model asks it."""
         files = [(p, t) for _, fs in self.repos for p, t in fs if D.lang_of(p) != "c"]
         ok = 0
         done = 0
@@ -111,7 +113,10 @@ class Ev:
                 continue
             pre, mid, suf = r
             pre, suf = pre[-pre_chars:], suf[:suf_chars]
-            ctx = self.enc(D.fim_string(p, pre, suf))
+            if form == "inline":
+                ctx = self.enc(D.file_doc(p, pre + suf) + D.fim_string(p, D.restate_prefix(pre), D.restate_suffix(suf)))
+            else:
+                ctx = self.enc(D.fim_string(p, pre, suf))
             ans = self.enc(mid) + [D.EOT]
             ids = ctx + ans
             pos = list(range(len(ctx) - 1, len(ids) - 1))
@@ -123,7 +128,7 @@ class Ev:
             b = by_lang.setdefault(lang, [0, 0])
             b[0] += hit
             b[1] += 1
-        return {"exact_match": ok / n, "n": n, "by_lang": {k: v[0] / v[1] for k, v in by_lang.items()},
+        return {"exact_match": ok / n, "n": n, "form": form, "by_lang": {k: v[0] / v[1] for k, v in by_lang.items()},
                 "n_by_lang": {k: v[1] for k, v in by_lang.items()}}
 
     # -------------------------------------------------------------------------------- needle
@@ -212,6 +217,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--bpb", type=int, default=48)
     ap.add_argument("--fim", type=int, default=300)
+    ap.add_argument("--fim-form", choices=["file", "inline"], default="file")
     ap.add_argument("--needle", default="8192:25,65536:8,262144:3,1048576:2")
     ap.add_argument("--dense-needle", default="8192,65536,262144")
     ap.add_argument("--no-tf32", action="store_true")
@@ -237,7 +243,7 @@ def main():
         print(f"[eval] bpb {out['bpb']['bits_per_byte']:.4f} ({time.time() - t0:.0f}s)", flush=True)
         dump()
     if a.fim:
-        out["fim"] = ev.fim(a.fim)
+        out["fim"] = ev.fim(a.fim, form=a.fim_form)
         print(f"[eval] FIM single-line exact {out['fim']['exact_match']:.3f} {out['fim']['by_lang']} "
               f"({time.time() - t0:.0f}s)", flush=True)
         dump()

@@ -74,6 +74,8 @@ def main():
     ap.add_argument("--tokenizer", default=None, help="reuse this tokenizer.json instead of training one")
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--fim-rate", type=float, default=0.2)
+    ap.add_argument("--fim-form", choices=["file", "inline"], default="file",
+                    help="file: a whole file's FIM (the from-scratch model); inline: the file, then the engine's inline request")
     ap.add_argument("--qa", default="4096:16000,16384:3000,32768:800", help="T:count of QA documents")
     # Off in the shipped recipe: together they cost lookups in the 2026-12-02 ablation (MODEL.md).
     ap.add_argument("--complete-share", type=float, default=0.0,
@@ -130,8 +132,14 @@ def main():
     docs, bounds = [], []
     for r in repos:
         for path, text in r["files"]:
-            fim = D.fim_doc(path, text, rng) if rng.random() < a.fim_rate else None
-            docs.append(D.fim_string(path, fim[0], fim[2], fim[1]) if fim else D.file_doc(path, text))
+            doc = None
+            if rng.random() < a.fim_rate:
+                if a.fim_form == "inline":
+                    doc = D.inline_fim_doc(path, text, rng)
+                else:
+                    fim = D.fim_doc(path, text, rng)
+                    doc = fim and D.fim_string(path, fim[0], fim[2], fim[1])
+            docs.append(doc or D.file_doc(path, text))
         bounds.append(len(docs))
     ids = encode_all(tok, docs)
     parts, b0 = [], 0
