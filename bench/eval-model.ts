@@ -38,7 +38,8 @@ import { Random } from './eval/random.js';
 import { FileTokens, buildContext, pickWorkspace, type Workspace } from './eval/contexts.js';
 import { absentQuestions, crossFileSites, fillInSites, lookupQuestions, type AbsentQuestion, type CompletionSite, type LookupQuestion, type PlacedFile } from './eval/questions.js';
 import { LineIndex, rate } from './eval/scoring.js';
-import { askAbsent, askLookup, completeFileAlone, completeInWorkspace, fillIn, type AskOutcome } from './eval/measure.js';
+import { INLINE_FORMS, askAbsent, askLookup, completeFileAlone, completeInWorkspace, fillIn, type AskOutcome, type CompletionOutcome, type MeasuredForm } from './eval/measure.js';
+import { inlineForm } from '../engine/context/completion.js';
 import { bitsPerByte, bitsPerByteRows, tokenBytes } from './eval/bits-per-byte.js';
 import { sizeLabel, writeReport, type EvalResult, type SizeResult } from './eval/report.js';
 import { OptionsError, parseOptions } from './eval/options.js';
@@ -127,18 +128,19 @@ async function main(): Promise<void> {
     const absentSeconds = seconds(absentStarted);
 
     const crossStarted = performance.now();
-    const crossFile = [];
+    const crossFile: SizeResult['items']['crossFile'] = [];
     const original = new Map(placed.map((f) => [f.path, f.text]));
     for (const site of sites) {
-      const workspaceOutcome = await completeInWorkspace(context, site, original.get(site.path) ?? '');
+      const workspaceOutcomes = await completeInWorkspace(context, site, original.get(site.path) ?? '');
       const alone = await completeFileAlone(model, tokenizer, site, tokens);
-      crossFile.push({ workspace: workspaceOutcome, alone });
+      crossFile.push({ shipped: shippedForm(site), workspace: workspaceOutcomes, alone });
     }
     const crossSeconds = seconds(crossStarted);
 
     const of = (kind: AskOutcome['kind'], grounded = true) => asks.filter((a) => a.kind === kind && a.grounded === grounded);
-    const crossWorkspace = rate(crossFile.map((c) => c.workspace.correct));
-    const crossAlone = rate(crossFile.map((c) => c.alone.correct));
+    const crossWorkspace = rate(crossFile.map((c) => c.workspace[c.shipped].correct));
+    const crossAlone = rate(crossFile.map((c) => c.alone[c.shipped].correct));
+    const byForm = (form: MeasuredForm) => ({ workspace: rate(crossFile.map((c) => c.workspace[form].correct)), alone: rate(crossFile.map((c) => c.alone[form].correct)) });
     const result: SizeResult = {
       size,
       tokens: workspace.tokens,
@@ -164,6 +166,7 @@ async function main(): Promise<void> {
       crossFileWorkspace: crossWorkspace,
       crossFileAlone: crossAlone,
       crossFileRatio: crossAlone.rate > 0 ? crossWorkspace.rate / crossAlone.rate : null,
+      crossFileByForm: { continued: byForm('continued'), fim: byForm('fim') },
       seconds: { index: indexSeconds, lookup: lookupSeconds, absent: absentSeconds, crossFile: crossSeconds },
       items: { asks, crossFile },
     };
@@ -196,10 +199,14 @@ async function main(): Promise<void> {
   const fimSeconds = seconds(fimStarted);
   log(`eval: fill-in-the-middle ${fimItems.filter((i) => i.correct).length}/${fimItems.length} (${fimSeconds.toFixed(0)} s)`);
   const inlineStarted = performance.now();
-  const inlineItems = [];
-  for (const site of fimSites) inlineItems.push(await completeFileAlone(model, tokenizer, site, tokens));
+  const inlineOutcomes: ({ shipped: MeasuredForm } & Record<MeasuredForm, CompletionOutcome>)[] = [];
+  for (const site of fimSites) inlineOutcomes.push({ shipped: shippedForm(site), ...(await completeFileAlone(model, tokenizer, site, tokens)) });
   const inlineSeconds = seconds(inlineStarted);
-  log(`eval: the same lines inline ${inlineItems.filter((i) => i.correct).length}/${inlineItems.length} (${inlineSeconds.toFixed(0)} s)`);
+  const inlineItems = inlineOutcomes.map((o) => o[o.shipped]);
+  const inlineByForm = (form: MeasuredForm) => rate(inlineOutcomes.map((o) => o[form].correct));
+  log(
+    `eval: the same lines inline ${inlineItems.filter((i) => i.correct).length}/${inlineItems.length} (continued ${inlineByForm('continued').correct}, fim ${inlineByForm('fim').correct}; ${inlineSeconds.toFixed(0)} s)`,
+  );
 
   const bpbStarted = performance.now();
   const bpb = await bitsPerByte(model, rows, tokenBytes(modelDir, model.config.vocabSize));
@@ -217,7 +224,12 @@ async function main(): Promise<void> {
     heldout: repos.map((r) => ({ name: r.name, lang: r.lang, version: r.version, files: r.files.length, chars: r.files.reduce((n, [, t]) => n + t.length, 0) })),
     sizes: results,
     fillIn: { ...rate(fimItems.map((i) => i.correct)), seconds: fimSeconds, items: fimItems },
-    fillInInline: { ...rate(inlineItems.map((i) => i.correct)), seconds: inlineSeconds, items: inlineItems },
+    fillInInline: {
+      ...rate(inlineItems.map((i) => i.correct)),
+      byForm: { continued: inlineByForm('continued'), fim: inlineByForm('fim') },
+      seconds: inlineSeconds,
+      items: inlineOutcomes.flatMap((o) => INLINE_FORMS.map((form) => o[form])),
+    },
     bitsPerByte: { ...bpb, seconds: bpbSeconds },
     seconds: { fetch: fetchSeconds, load: loadSeconds, total: seconds(began) },
   };
@@ -233,6 +245,9 @@ interface Items {
   absent: AbsentQuestion[];
   sites: CompletionSite[];
 }
+
+/** The form the engine picks at a site: by the rest of the cursor's line. */
+const shippedForm = (site: CompletionSite) => inlineForm(site.suffix.split('\n')[0]);
 
 /** A cross-file site by place (the prefix and suffix follow from the file's text in the dump). */
 function siteRef(site: CompletionSite) {

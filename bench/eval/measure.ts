@@ -85,34 +85,46 @@ export async function askAbsent(context: WorkspaceContext, q: AbsentQuestion, in
 export interface CompletionOutcome {
   path: string;
   line: number;
+  /** How the engine asked the model (CompleteOptions.form). */
+  form: 'continued' | 'fim';
   expected: string;
   text: string;
   correct: boolean;
   ms: number;
 }
 
+/** Both inline forms are measured on every site, side by side; the report also gives the one the engine picks (inlineForm). */
+export const INLINE_FORMS = ['continued', 'fim'] as const;
+export type MeasuredForm = (typeof INLINE_FORMS)[number];
+
 /**
  * A cross-file site with the whole workspace in context: the file is edited to its cut
  * version (prefix + suffix, as the editor holds it while the line is typed), completed
  * inline at the cut, then set back.
  */
-export async function completeInWorkspace(context: WorkspaceContext, site: CompletionSite, original: string): Promise<CompletionOutcome> {
+export async function completeInWorkspace(context: WorkspaceContext, site: CompletionSite, original: string): Promise<Record<MeasuredForm, CompletionOutcome>> {
   await context.update([contextFile(site.path, site.prefix + site.suffix)]);
-  const started = performance.now();
   try {
-    const result = await context.complete(site.path, site.prefix, site.suffix, { maxTokens: COMPLETION_TOKENS, maxLines: 1 });
-    return outcome(site, result.text, started);
+    return await eachForm(context, site);
   } finally {
     await context.update([contextFile(site.path, original)]);
   }
 }
 
 /** The same site with a context holding only the cut file. */
-export async function completeFileAlone(model: SalaModel, tokenizer: Tokenizer, site: CompletionSite, tokens?: FileTokens): Promise<CompletionOutcome> {
+export async function completeFileAlone(model: SalaModel, tokenizer: Tokenizer, site: CompletionSite, tokens?: FileTokens): Promise<Record<MeasuredForm, CompletionOutcome>> {
   const { context } = await buildContext(model, tokenizer, [{ path: site.path, text: site.prefix + site.suffix }], tokens);
-  const started = performance.now();
-  const result = await context.complete(site.path, site.prefix, site.suffix, { maxTokens: COMPLETION_TOKENS, maxLines: 1 });
-  return outcome(site, result.text, started);
+  return eachForm(context, site);
+}
+
+async function eachForm(context: WorkspaceContext, site: CompletionSite): Promise<Record<MeasuredForm, CompletionOutcome>> {
+  const outcomes: Partial<Record<MeasuredForm, CompletionOutcome>> = {};
+  for (const form of INLINE_FORMS) {
+    const started = performance.now();
+    const result = await context.complete(site.path, site.prefix, site.suffix, { maxTokens: COMPLETION_TOKENS, maxLines: 1, form });
+    outcomes[form] = outcome(site, form, result.text, started);
+  }
+  return outcomes as Record<MeasuredForm, CompletionOutcome>;
 }
 
 /**
@@ -125,9 +137,9 @@ export async function fillIn(empty: WorkspaceContext, site: CompletionSite): Pro
   const started = performance.now();
   const maxTokens = empty.format.text(site.middle).length + 8;
   const result = await empty.complete(site.path, site.prefix, site.suffix, { inline: false, stop: [], maxTokens });
-  return { path: site.path, line: site.line, expected: site.middle, text: result.text, correct: result.text === site.middle, ms: performance.now() - started };
+  return { path: site.path, line: site.line, form: 'fim', expected: site.middle, text: result.text, correct: result.text === site.middle, ms: performance.now() - started };
 }
 
-function outcome(site: CompletionSite, text: string, started: number): CompletionOutcome {
-  return { path: site.path, line: site.line, expected: site.middle, text, correct: completionExact(text, site.middle), ms: performance.now() - started };
+function outcome(site: CompletionSite, form: MeasuredForm, text: string, started: number): CompletionOutcome {
+  return { path: site.path, line: site.line, form, expected: site.middle, text, correct: completionExact(text, site.middle), ms: performance.now() - started };
 }

@@ -2,7 +2,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { BitsPerByte } from './bits-per-byte.js';
-import type { AskOutcome, CompletionOutcome } from './measure.js';
+import type { AskOutcome, CompletionOutcome, MeasuredForm } from './measure.js';
 import type { Rate } from './scoring.js';
 
 export interface SizeResult {
@@ -27,8 +27,10 @@ export interface SizeResult {
   crossFileAlone: Rate;
   /** Workspace over file alone (null where the file-alone figure is 0). */
   crossFileRatio: number | null;
+  /** Both inline forms on every site (the rows above are the form the engine picks). */
+  crossFileByForm: Record<MeasuredForm, { workspace: Rate; alone: Rate }>;
   seconds: { index: number; lookup: number; absent: number; crossFile: number };
-  items: { asks: AskOutcome[]; crossFile: { workspace: CompletionOutcome; alone: CompletionOutcome }[] };
+  items: { asks: AskOutcome[]; crossFile: { shipped: MeasuredForm; workspace: Record<MeasuredForm, CompletionOutcome>; alone: Record<MeasuredForm, CompletionOutcome> }[] };
 }
 
 export interface EvalResult {
@@ -44,7 +46,7 @@ export interface EvalResult {
   /** The model's fill-in-the-middle: the training format's FIM string, whole. */
   fillIn: Rate & { seconds: number; items: CompletionOutcome[] };
   /** The same lines completed inline as the engine ships it (the cut file alone in the context). */
-  fillInInline: Rate & { seconds: number; items: CompletionOutcome[] };
+  fillInInline: Rate & { byForm: Record<MeasuredForm, Rate>; seconds: number; items: CompletionOutcome[] };
   bitsPerByte: BitsPerByte & { seconds: number };
   seconds: { fetch: number; load: number; total: number };
 }
@@ -69,6 +71,7 @@ export function markdown(result: EvalResult): string {
       'Lookups are asked as the engine ships them, the answer held to a workspace line that holds the name, chosen by the model (engine/context/grounded-lookup.ts), and again with the model unaided (`grounded: false`): the unaided rows are what the model writes by itself. ' +
       'Attribution: the first source covers the definition line. Honesty: names made of identifier pieces of other code, absent from the context; right when the answer says so and names no place. ' +
       'Cross-file completion: a line cut just before a name defined in another file of the same repository, exact match of the rest of the line, the whole workspace in context vs a context of the file alone. ' +
+      "Inline completions are asked in both forms on every site, side by side: continued (the prefix goes on from the cursor) and fill-in-the-middle before the restated suffix (`CompleteOptions.form`); the first rows are the form the engine picks (`inlineForm`). " +
       'Fill-in-the-middle: a random line of 6–100 characters, prefix ≤ 3,000 and suffix ≤ 1,000 characters, no other file. Each figure is followed by its count.',
     '',
     placesNote(result),
@@ -90,6 +93,8 @@ export function markdown(result: EvalResult): string {
     row('cross-file completion, whole workspace', (s) => cell(s.crossFileWorkspace)),
     row('cross-file completion, file alone', (s) => cell(s.crossFileAlone)),
     row('cross-file ratio (workspace / file alone)', (s) => (s.crossFileRatio === null ? 'n/a' : `${s.crossFileRatio.toFixed(2)}×`)),
+    row('… whole workspace, continued / fill-in-the-middle', (s) => `${cell(s.crossFileByForm.continued.workspace)} / ${cell(s.crossFileByForm.fim.workspace)}`),
+    row('… file alone, continued / fill-in-the-middle', (s) => `${cell(s.crossFileByForm.continued.alone)} / ${cell(s.crossFileByForm.fim.alone)}`),
     row(
       'wall time: index / lookups / absent / completions',
       (s) => `${secs(s.seconds.index)} / ${secs(s.seconds.lookup)} / ${secs(s.seconds.absent)} / ${secs(s.seconds.crossFile)}`,
@@ -98,7 +103,8 @@ export function markdown(result: EvalResult): string {
     '| measure | value | wall time |',
     '|---|---:|---:|',
     `| in-file completion: single-line fill-in-the-middle, file alone | ${cell(result.fillIn)} | ${secs(result.fillIn.seconds)} |`,
-    `| … the same lines completed inline as the engine ships (the prefix continued), file alone | ${cell(result.fillInInline)} | ${secs(result.fillInInline.seconds)} |`,
+    `| … the same lines completed inline as the engine ships, file alone | ${cell(result.fillInInline)} | ${secs(result.fillInInline.seconds)} |`,
+    `| … inline, continued / fill-in-the-middle (the restated suffix) | ${cell(result.fillInInline.byForm.continued)} / ${cell(result.fillInInline.byForm.fim)} | |`,
     `| bits per byte (${result.bitsPerByte.rows} row${result.bitsPerByte.rows === 1 ? '' : 's'} of ${result.bitsPerByte.rowTokens} tokens, ${result.bitsPerByte.bytes.toLocaleString('en-US')} bytes) | ${result.bitsPerByte.bitsPerByte.toFixed(3)} | ${secs(result.bitsPerByte.seconds)} |`,
     '',
     `Total ${secs(result.seconds.total)} (fetching held-out code ${secs(result.seconds.fetch)}, loading the model ${secs(result.seconds.load)}).`,

@@ -12,7 +12,7 @@ import type { ForwardOptions } from '../model/sala-model.js';
 import { generate, type GenerationResult } from '../model/generation.js';
 import { CompletionStopper, DEFAULT_MAX_LINES } from './completion-scope.js';
 import { PIECE_TOKENS, type ContextCore } from './context-core.js';
-import type { CompleteOptions, CompletionBreakdown, CompletionResult } from './context-types.js';
+import type { CompleteOptions, CompletionBreakdown, CompletionResult, InlineForm } from './context-types.js';
 import { settleTail, unparkTail } from './tail-parking.js';
 import { healPrompt } from '../model/token-healing.js';
 
@@ -47,7 +47,7 @@ export function complete(core: ContextCore, path: string, prefix: string, suffix
         const lineEnd = suffix.indexOf('\n');
         const linePrefix = prefix.slice(lineStart);
         const lineSuffix = lineEnd < 0 ? suffix : suffix.slice(0, lineEnd);
-        const continued = inline && lineSuffix.trim() === '';
+        const continued = inline && inlineForm(lineSuffix, options.form) === 'continued';
         // Ids after the state's base (the header less its last token): that token, then the prefix
         // (a continued one less its last token, which the generation must start with).
         const { ids: fed, healed } = continued
@@ -168,6 +168,16 @@ export function complete(core: ContextCore, path: string, prefix: string, suffix
       { priority: 'interactive', signal },
     ),
   );
+}
+
+/**
+ * The form an inline completion takes, given the rest of the cursor's line: asked
+ * ('continued', 'fim'), or the engine's choice ('auto'): continued where no code follows
+ * the cursor on its line, fill-in-the-middle before that code.
+ */
+export function inlineForm(lineSuffix: string, form: InlineForm = 'auto'): 'continued' | 'fim' {
+  if (form !== 'auto') return form;
+  return lineSuffix.trim() === '' ? 'continued' : 'fim';
 }
 
 /**

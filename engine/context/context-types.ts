@@ -95,7 +95,15 @@ export interface CompleteOptions {
   inline?: boolean;
   /** Most lines of a block completion (inline only; default 8). */
   maxLines?: number;
+  /**
+   * How an inline completion asks the model (default 'auto', the engine's choice; see
+   * completion.ts): 'continued' goes on from the cursor, 'fim' fills in the middle before
+   * the restated suffix. The choice is the caller's to compare forms on one model.
+   */
+  form?: InlineForm;
 }
+
+export type InlineForm = 'auto' | 'continued' | 'fim';
 
 export interface CompletionResult {
   text: string;

@@ -278,14 +278,27 @@ test('npm run eval:model -- --quick on the shipped model writes the report, its 
   for (const rate of Object.values(size.unaided)) assert.equal(rate.n, 3);
   assert.ok(size.askMs.grounded > 0 && size.askMs.unaided > 0);
   assert.equal(size.items.crossFile.length, 3);
+  // Every site in both inline forms; a site cut before the rest of its line is continued as shipped.
+  for (const c of size.items.crossFile) {
+    assert.equal(c.shipped, 'continued');
+    for (const form of ['continued', 'fim'] as const) {
+      assert.equal(c.workspace[form].form, form);
+      assert.equal(c.alone[form].form, form);
+      assert.equal(c.workspace[form].expected, c.alone[form].expected);
+    }
+  }
+  assert.equal(size.crossFileByForm.fim.workspace.n, 3);
+  assert.equal(size.crossFileByForm.continued.workspace.correct, size.crossFileWorkspace.correct);
   for (const part of Object.values(size.seconds)) assert.ok(part > 0);
   assert.equal(result.fillIn.n, 3);
   assert.equal(result.fillInInline.n, 3);
-  assert.deepEqual(
-    result.fillInInline.items.map((i) => i.expected),
-    result.fillIn.items.map((i) => i.expected),
-    'the same lines, inline',
-  );
+  assert.equal(result.fillInInline.byForm.fim.n, 3);
+  for (const form of ['continued', 'fim'] as const)
+    assert.deepEqual(
+      result.fillInInline.items.filter((i) => i.form === form).map((i) => i.expected),
+      result.fillIn.items.map((i) => i.expected),
+      `the same lines, inline (${form})`,
+    );
   assert.equal(result.bitsPerByte.rows, 1);
   assert.ok(result.bitsPerByte.bitsPerByte > 0 && result.bitsPerByte.bitsPerByte < 8, `${result.bitsPerByte.bitsPerByte} bits per byte`);
   assert.ok(result.seconds.total > 0 && result.seconds.total < seconds);

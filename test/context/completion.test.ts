@@ -12,6 +12,7 @@ import { loadTokenizer, type Tokenizer } from '../../engine/model/tokenizer.js';
 import { generate } from '../../engine/model/generation.js';
 import { StartsWith, healPrompt } from '../../engine/model/token-healing.js';
 import { WorkspaceContext, type ContextFile } from '../../engine/context/workspace-context.js';
+import { inlineForm } from '../../engine/context/completion.js';
 
 const MODEL = path.resolve(__dirname, '../../models/panorama-code-13m');
 let model: SalaModel;
@@ -158,6 +159,27 @@ test('with no code after the cursor on its line, the prefix is continued with it
   // Code after the cursor keeps fill-in-the-middle.
   const inside = await context.complete(editing, `${head}  return scale4_2(`, ');\n}\n', { maxTokens: 24 });
   assert.equal(inside.breakdown.form, 'fim');
+});
+
+test('form asks for a form: fim at a line end restates the suffix and equals plain FIM generation; continued mid-line feeds no suffix', async () => {
+  assert.equal(inlineForm(''), 'continued');
+  assert.equal(inlineForm('  '), 'continued');
+  assert.equal(inlineForm(');'), 'fim');
+  assert.equal(inlineForm(');', 'continued'), 'continued');
+  assert.equal(inlineForm('', 'fim'), 'fim');
+  const context = await workspace();
+  const head = `${source(4, 6)}\nexport function twice(values: number[]): number[] {\n`;
+  const filled = await context.complete(editing, `${head}  return scale4_2(`, '\n}\n', { maxTokens: 24, form: 'fim' });
+  assert.equal(filled.breakdown.form, 'fim');
+  assert.equal(filled.breakdown.suffixTokens, context.format.text('\n}\n').length);
+  const fresh = await workspace();
+  const f = fresh.format;
+  const prompt = [...f.fimStart(editing), ...f.text(`${head}  return scale4_2(`), ...f.fimEndIds(f.text('\n}\n'))];
+  const reference = await collect(generate(model, tokenizer, prompt, { sequence: fresh.sequence, maxTokens: 24, stop: ['\n'], stopIds: f.stopIds }));
+  assert.equal(filled.text, reference);
+  const continued = await context.complete(editing, `${head}  return scale4_2(`, ');\n}\n', { maxTokens: 24, form: 'continued' });
+  assert.equal(continued.breakdown.form, 'continued');
+  assert.equal(continued.breakdown.suffixTokens, 0);
 });
 
 test('after a blank line the healed token holds both newlines; the suggestion is the next line, not cut at once by the blank-line stop', async () => {
