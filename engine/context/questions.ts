@@ -22,14 +22,16 @@ export async function* askStream(core: ContextCore, question: string, options: A
     core.lock.run(async () => {
       settleTail(core);
       const start = core.sequence.length;
+      // A lookup ("Where is `X` defined?") on a model trained on workspace questions is
+      // asked in the trained form and answered with one of the workspace's lines that hold X.
+      // It names what it looks for, so an attached file or selection (the chat attaches the
+      // open editor's) does not change it: that code is in the workspace already.
+      const lookup = options.grounded !== false && core.format.hasChat ? parseLookup(question) : undefined;
       let text = question;
-      if (options.selection) {
+      if (options.selection && !lookup) {
         const where = options.selection.startLine !== undefined ? `${options.selection.path}:${options.selection.startLine}` : options.selection.path;
         text += `\n\nSelected code (${where}):\n${options.selection.text}`;
       }
-      // A lookup ("Where is `X` defined?") on a model trained on workspace questions is
-      // asked in the trained form and answered with one of the workspace's lines that hold X.
-      const lookup = options.grounded !== false && !options.selection && core.format.hasChat ? parseLookup(question) : undefined;
       const hits = new Map<number, number>();
       const candidates = lookup
         ? candidateLines(

@@ -85,6 +85,13 @@ test('a lookup is answered with a workspace line holding the name; a name that i
   assert.equal(absent.text, '`frobnicateWidgets` is not in the workspace.');
   assert.deepEqual(absent.lookup, { name: 'frobnicateWidgets', kind: 'defined', candidateLines: 0 });
 
+  // The chat attaches the open editor's file: a lookup is still held to the workspace's lines.
+  const withFile = context.ask('Where is `visibleCount` defined?', { maxTokens: 40, selection: { path: 'sparse-kv-cache.ts', text: texts['sparse-kv-cache.ts'] } });
+  let withFileNext = await withFile.next();
+  while (!withFileNext.done) withFileNext = await withFile.next();
+  assert.deepEqual(withFileNext.value.lookup, defined.lookup);
+  assert.equal(withFileNext.value.text, defined.text);
+
   const other = await ask(context, 'What does this code do?');
   assert.equal(other.lookup, undefined);
   const unaided = context.ask('Where is `visibleCount` defined?', { maxTokens: 40, grounded: false });

@@ -208,16 +208,19 @@ describe('the workspace map in VS Code (code-server + Chromium)', { skip, timeou
     await page.locator(`.tabs-container .tab.active:has-text("${fileName}")`).first().waitFor({ timeout: 15_000 });
   });
 
-  step('asks in the chat; "Show what it read" shows the overlay; the top place opens at its lines', 240_000, async () => {
+  step('asks in the chat where a function is defined: the answer names its line; "Show what it read" shows the overlay; the top place opens at its lines', 240_000, async () => {
     await page.locator('.activitybar a[aria-label^="Panorama"], .activitybar li[aria-label^="Panorama"]').first().click();
     const chat = await findFrame('#question');
     const input = chat.locator('#question textarea');
     const before = await chat.locator('article.turn').count();
-    await input.fill('Where are retries scheduled?');
+    await input.fill('Where is `retry` defined?');
     await input.press('Enter');
     const turn = chat.locator('article.turn').nth(before);
     await turn.waitFor();
     await until(async () => !['streaming', null].includes(await turn.getAttribute('data-state')), 180_000, 'the answer finished');
+    // The definition's line, resolved to its place (the README's screenshot shows this answer).
+    assert.match(await turn.innerText(), /def retry\(action, attempts=3, delay=0\.5\):/);
+    assert.equal(await turn.locator('a.place-link').first().innerText(), 'src/retry.py:4');
     // the editors closed (the map too): "Show what it read" opens the map again, alone and as wide as it gets
     await palette('>View: Close All Editor Groups', 'View: Close All Editor Groups');
     await turn.locator('.show-read').click();
