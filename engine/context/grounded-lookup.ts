@@ -48,22 +48,51 @@ const definitionOf = (name: string) =>
 
 /**
  * The answer lines a lookup may give: each distinct workspace line (trimmed) holding the
- * name as a whole word; for a use, not a line that defines it. Sorted, for prefix search.
+ * name as a whole word; for a use, not a line that defines it. Lines where the name is
+ * only inside a string or a comment are left out while any line has it as code (a
+ * message that mentions `retry` neither defines nor uses it). Sorted, for prefix search.
  */
 export function candidateLines(files: Iterable<readonly string[]>, q: LookupQuestion): string[] {
   const word = wordOf(q.name);
   const defines = definitionOf(q.name);
-  const out = new Set<string>();
+  const asCode = new Set<string>();
+  const mentioned = new Set<string>();
   for (const lines of files) {
     for (const raw of lines) {
       if (!raw.includes(q.name)) continue;
       const line = raw.trim();
       if (line.length < MIN_LINE_CHARS || line.length > MAX_LINE_CHARS || !word.test(line)) continue;
       if (q.kind === 'used' && defines.test(line)) continue;
-      out.add(line);
+      (inCode(line, q.name) ? asCode : mentioned).add(line);
     }
   }
-  return [...out].sort();
+  return [...(asCode.size > 0 ? asCode : mentioned)].sort();
+}
+
+/** A line that is a comment or a docstring's edge as a whole (`//`, `#`, `*`, `/*`, `"""`). */
+const COMMENT_LINE = /^(?:\/\/|\/\*|\*|#(?:\s|$)|"""|''')/;
+
+/**
+ * The name occurs as a whole word outside quotes and comments of its line. Line by line
+ * only: a string or comment spanning lines is seen from its edges (COMMENT_LINE).
+ */
+export function inCode(line: string, name: string): boolean {
+  if (COMMENT_LINE.test(line)) return false;
+  const isWord = (ch: string | undefined) => ch !== undefined && /[\w$]/.test(ch);
+  let quote = '';
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i];
+    if (quote) {
+      if (ch === '\\') i++;
+      else if (ch === quote) quote = '';
+      continue;
+    }
+    if (ch === '"' || ch === "'" || ch === '`') quote = ch;
+    // `#` starts a comment before a space (Python), not a private field (`#name`).
+    else if ((ch === '/' && line[i + 1] === '/') || (ch === '#' && (i + 1 === line.length || /\s/.test(line[i + 1])))) return false;
+    else if (line.startsWith(name, i) && !isWord(line[i - 1]) && !isWord(line[i + name.length])) return true;
+  }
+  return false;
 }
 
 /** First index in sorted `lines` whose line is ≥ `key`. */

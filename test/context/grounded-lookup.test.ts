@@ -5,7 +5,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { loadTokenizer, type Tokenizer } from '../../engine/model/tokenizer.js';
-import { LineChoice, candidateLines, canonicalQuestion, lookupConstraint, notFoundAnswer, parseLookup } from '../../engine/context/grounded-lookup.js';
+import { LineChoice, candidateLines, canonicalQuestion, inCode, lookupConstraint, notFoundAnswer, parseLookup } from '../../engine/context/grounded-lookup.js';
 
 const MODEL = path.resolve(__dirname, '../../models/panorama-code-13m');
 const END = 7;
@@ -40,6 +40,21 @@ test('candidate lines: whole-word occurrences, trimmed and distinct; a use is no
   ]);
   assert.deepEqual(candidateLines(files, { name: 'Pool', kind: 'used' }), ['import { Pool } from "./pool";', 'pool = Pool()', 'return Pool()']);
   assert.deepEqual(candidateLines(files, { name: 'Poo', kind: 'used' }), []);
+  // Only in a string or a comment: not offered while a line has the name as code.
+  const mentions = [
+    'def retry(action, attempts=3):',
+    "log(`too many requests; retry shortly`)",
+    '# retry with a longer delay',
+    '// retry() is called by the queue',
+    ' * @param retry how often',
+    "raise ValueError('retry failed')",
+    'this.#retry = 3;',
+  ];
+  assert.deepEqual(candidateLines([mentions], { name: 'retry', kind: 'defined' }), ['def retry(action, attempts=3):', 'this.#retry = 3;']);
+  assert.deepEqual(candidateLines([mentions.slice(1, 6)], { name: 'retry', kind: 'defined' }), [...mentions.slice(1, 6).map((l) => l.trim())].sort(), 'mentions alone are still offered');
+  assert.ok(inCode('x = "a\\"" + retry', 'retry'), 'an escaped quote does not end the string early');
+  assert.ok(!inCode('x = "retry" # retry', 'retry'));
+  assert.ok(inCode('y = retry # again', 'retry'));
   // too long to be an answer line
   assert.deepEqual(candidateLines([[`f(${'a'.repeat(200)}, Pool)`]], { name: 'Pool', kind: 'used' }), []);
 });
