@@ -246,8 +246,8 @@ interface Items {
   sites: CompletionSite[];
 }
 
-/** The form the engine picks at a site: by the rest of the cursor's line. */
-const shippedForm = (site: CompletionSite) => inlineForm(site.suffix.split('\n')[0]);
+/** The form the engine picks at a site: by the cursor's line. */
+const shippedForm = (site: CompletionSite) => inlineForm(site.prefix.slice(site.prefix.lastIndexOf('\n') + 1), site.suffix.split('\n')[0]);
 
 /** A cross-file site by place (the prefix and suffix follow from the file's text in the dump). */
 function siteRef(site: CompletionSite) {

@@ -1,8 +1,8 @@
 // Inline completion at a cursor, after the whole context: the file's header, a short
-// restated prefix and suffix (fill-in-the-middle when the model has the tokens). With
-// no code after the cursor on its line, the prefix is continued instead, its last token
-// healed (token-healing.ts): the default model's FIM writes a fresh line wherever the
-// prefix stops, continuing it finishes the line (MODEL.md, completions). The
+// restated prefix and suffix (fill-in-the-middle when the model has the tokens). After
+// code with nothing after the cursor on its line, the prefix is continued instead, its
+// last token healed (token-healing.ts): the default model finishes a begun line better
+// that way (inlineForm; MODEL.md, completions). The
 // state after the restated prefix is kept, checkpointed along it, so the next request
 // that shares the start of it (typing on, a backspace, the client's window sliding)
 // feeds only what differs; while other work has the context it is parked (see
@@ -47,7 +47,7 @@ export function complete(core: ContextCore, path: string, prefix: string, suffix
         const lineEnd = suffix.indexOf('\n');
         const linePrefix = prefix.slice(lineStart);
         const lineSuffix = lineEnd < 0 ? suffix : suffix.slice(0, lineEnd);
-        const continued = inline && inlineForm(lineSuffix, options.form) === 'continued';
+        const continued = inline && inlineForm(linePrefix, lineSuffix, options.form) === 'continued';
         // Ids after the state's base (the header less its last token): that token, then the prefix
         // (a continued one less its last token, which the generation must start with).
         const { ids: fed, healed } = continued
@@ -171,13 +171,15 @@ export function complete(core: ContextCore, path: string, prefix: string, suffix
 }
 
 /**
- * The form an inline completion takes, given the rest of the cursor's line: asked
- * ('continued', 'fim'), or the engine's choice ('auto'): continued where no code follows
- * the cursor on its line, fill-in-the-middle before that code.
+ * The form an inline completion takes, given the cursor's line before and after it:
+ * asked ('continued', 'fim'), or the engine's choice ('auto'): continued after code
+ * with nothing after the cursor (the default model finishes a line it has begun better
+ * than it fills one in), fill-in-the-middle before code and at a line's start, where
+ * the next line tells what this one must lead to (MODEL.md, completions).
  */
-export function inlineForm(lineSuffix: string, form: InlineForm = 'auto'): 'continued' | 'fim' {
+export function inlineForm(linePrefix: string, lineSuffix: string, form: InlineForm = 'auto'): 'continued' | 'fim' {
   if (form !== 'auto') return form;
-  return lineSuffix.trim() === '' ? 'continued' : 'fim';
+  return lineSuffix.trim() === '' && linePrefix.trim() !== '' ? 'continued' : 'fim';
 }
 
 /**

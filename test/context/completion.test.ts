@@ -162,11 +162,13 @@ test('with no code after the cursor on its line, the prefix is continued with it
 });
 
 test('form asks for a form: fim at a line end restates the suffix and equals plain FIM generation; continued mid-line feeds no suffix', async () => {
-  assert.equal(inlineForm(''), 'continued');
-  assert.equal(inlineForm('  '), 'continued');
-  assert.equal(inlineForm(');'), 'fim');
-  assert.equal(inlineForm(');', 'continued'), 'continued');
-  assert.equal(inlineForm('', 'fim'), 'fim');
+  assert.equal(inlineForm('  return f(', ''), 'continued');
+  assert.equal(inlineForm('  return f(', '  '), 'continued');
+  assert.equal(inlineForm('  return f(', ');'), 'fim');
+  assert.equal(inlineForm('    ', ''), 'fim', 'a line start is filled in before the next line');
+  assert.equal(inlineForm('', ''), 'fim');
+  assert.equal(inlineForm('x', ');', 'continued'), 'continued');
+  assert.equal(inlineForm('x', '', 'fim'), 'fim');
   const context = await workspace();
   const head = `${source(4, 6)}\nexport function twice(values: number[]): number[] {\n`;
   const filled = await context.complete(editing, `${head}  return scale4_2(`, '\n}\n', { maxTokens: 24, form: 'fim' });
