@@ -9,6 +9,8 @@ Held-out packages (never trained on) are listed in HELDOUT_PY / HELDOUT_JS.
 Formats (the engine uses the same strings):
   file in a workspace   <|file|>{path}\n{content}\n
   fill-in-the-middle    <|file|>{path}\n<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>{middle}<|endoftext|>
+                        (prep.py --fim-form inline: after the file as the editor holds it, with the prefix
+                        restated ≤ 1,000 characters and a suffix of ≤ 2 lines, as engine/context/completion.ts asks)
   chat turn             <|user|>{question}<|end|><|assistant|>{answer}<|end|>
   end of a repository   <|endoftext|>
 """
