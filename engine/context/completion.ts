@@ -172,14 +172,15 @@ export function complete(core: ContextCore, path: string, prefix: string, suffix
 
 /**
  * The form an inline completion takes, given the cursor's line before and after it:
- * asked ('continued', 'fim'), or the engine's choice ('auto'): continued after code
- * with nothing after the cursor (the default model finishes a line it has begun better
- * than it fills one in), fill-in-the-middle before code and at a line's start, where
- * the next line tells what this one must lead to (MODEL.md, completions).
+ * asked ('continued', 'fim'), or the engine's choice ('auto'): fill-in-the-middle before
+ * code and at column 0, continued elsewhere (after code or indentation, with nothing
+ * after the cursor). The default model finishes a begun line better than it fills one
+ * in, but continued from column 0 it mostly writes nothing: its fill-in documents end a
+ * prefix at a line's start there (MODEL.md, which inline form).
  */
 export function inlineForm(linePrefix: string, lineSuffix: string, form: InlineForm = 'auto'): 'continued' | 'fim' {
   if (form !== 'auto') return form;
-  return lineSuffix.trim() === '' && linePrefix.trim() !== '' ? 'continued' : 'fim';
+  return lineSuffix.trim() === '' && linePrefix !== '' ? 'continued' : 'fim';
 }
 
 /**

@@ -165,7 +165,8 @@ test('form asks for a form: fim at a line end restates the suffix and equals pla
   assert.equal(inlineForm('  return f(', ''), 'continued');
   assert.equal(inlineForm('  return f(', '  '), 'continued');
   assert.equal(inlineForm('  return f(', ');'), 'fim');
-  assert.equal(inlineForm('    ', ''), 'fim', 'a line start is filled in before the next line');
+  assert.equal(inlineForm('    ', ''), 'continued', 'after indentation, as after code');
+  assert.equal(inlineForm('', '\n'), 'fim', 'column 0 is filled in before the next line');
   assert.equal(inlineForm('', ''), 'fim');
   assert.equal(inlineForm('x', ');', 'continued'), 'continued');
   assert.equal(inlineForm('x', '', 'fim'), 'fim');
