@@ -71,7 +71,7 @@ export function markdown(result: EvalResult): string {
       'Lookups are asked as the engine ships them, the answer held to a workspace line that holds the name, chosen by the model (engine/context/grounded-lookup.ts), and again with the model unaided (`grounded: false`): the unaided rows are what the model writes by itself. ' +
       'Attribution: the first source covers the definition line. Honesty: names made of identifier pieces of other code, absent from the context; right when the answer says so and names no place. ' +
       'Cross-file completion: a line cut just before a name defined in another file of the same repository, exact match of the rest of the line, the whole workspace in context vs a context of the file alone. ' +
-      "Inline completions are asked in both forms on every site, side by side: continued (the prefix goes on from the cursor) and fill-in-the-middle before the restated suffix (`CompleteOptions.form`); the first rows are the form the engine picks (`inlineForm`). " +
+      'Inline completions are asked in both forms on every site, side by side: continued (the prefix goes on from the cursor) and fill-in-the-middle before the restated suffix (`CompleteOptions.form`); the first rows are the form the engine picks (`inlineForm`). ' +
       'Fill-in-the-middle: a random line of 6–100 characters, prefix ≤ 3,000 and suffix ≤ 1,000 characters, no other file. Each figure is followed by its count.',
     '',
     placesNote(result),

@@ -43,7 +43,7 @@ test('candidate lines: whole-word occurrences, trimmed and distinct; a use is no
   // Only in a string or a comment: not offered while a line has the name as code.
   const mentions = [
     'def retry(action, attempts=3):',
-    "log(`too many requests; retry shortly`)",
+    'log(`too many requests; retry shortly`)',
     '# retry with a longer delay',
     '// retry() is called by the queue',
     ' * @param retry how often',
@@ -51,7 +51,11 @@ test('candidate lines: whole-word occurrences, trimmed and distinct; a use is no
     'this.#retry = 3;',
   ];
   assert.deepEqual(candidateLines([mentions], { name: 'retry', kind: 'defined' }), ['def retry(action, attempts=3):', 'this.#retry = 3;']);
-  assert.deepEqual(candidateLines([mentions.slice(1, 6)], { name: 'retry', kind: 'defined' }), [...mentions.slice(1, 6).map((l) => l.trim())].sort(), 'mentions alone are still offered');
+  assert.deepEqual(
+    candidateLines([mentions.slice(1, 6)], { name: 'retry', kind: 'defined' }),
+    [...mentions.slice(1, 6).map((l) => l.trim())].sort(),
+    'mentions alone are still offered',
+  );
   assert.ok(inCode('x = "a\\"" + retry', 'retry'), 'an escaped quote does not end the string early');
   assert.ok(!inCode('x = "retry" # retry', 'retry'));
   assert.ok(inCode('y = retry # again', 'retry'));
