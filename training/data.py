@@ -519,7 +519,12 @@ def inline_request(path, text, li, col, rng=None):
     prefix = "\n".join(lines[:li]) + ("\n" if li else "") + lines[li][:col]
     middle = "\n".join([lines[li][col:]] + lines[li + 1:end])
     suffix = "\n" + "\n".join(lines[end:]) if end < len(lines) else ""
-    return prefix + suffix, fim_string(path, restate_prefix(prefix), restate_suffix(suffix), middle)
+    return prefix + suffix, inline_prompt(path, prefix, suffix, middle)
+
+
+def inline_prompt(path, prefix, suffix, middle=None):
+    """The engine's inline FIM request at a cursor: the prefix restated, a suffix of at most two lines."""
+    return fim_string(path, restate_prefix(prefix), restate_suffix(suffix), middle)
 
 
 def completion_doc(repo_files, rng, char_budget, cross_file_share=0.7):
@@ -546,6 +551,7 @@ def inline_fim_doc(path, text, rng):
         return None
     held, request = inline_request(path, text, site[1], site[2], rng)
     return file_doc(path, held) + request
+
 
 if __name__ == "__main__":
     # quick self-test on a python file

@@ -114,7 +114,7 @@ class Ev:
             pre, mid, suf = r
             pre, suf = pre[-pre_chars:], suf[:suf_chars]
             if form == "inline":
-                ctx = self.enc(D.file_doc(p, pre + suf) + D.fim_string(p, D.restate_prefix(pre), D.restate_suffix(suf)))
+                ctx = self.enc(D.file_doc(p, pre + suf) + D.inline_prompt(p, pre, suf))
             else:
                 ctx = self.enc(D.fim_string(p, pre, suf))
             ans = self.enc(mid) + [D.EOT]
