@@ -39,7 +39,7 @@ import { FileTokens, buildContext, pickWorkspace, type Workspace } from './eval/
 import { absentQuestions, crossFileSites, fillInSites, lookupQuestions, type AbsentQuestion, type CompletionSite, type LookupQuestion, type PlacedFile } from './eval/questions.js';
 import { LineIndex, rate } from './eval/scoring.js';
 import { INLINE_FORMS, askAbsent, askLookup, completeFileAlone, completeInWorkspace, fillIn, type AskOutcome, type CompletionOutcome, type MeasuredForm } from './eval/measure.js';
-import { inlineForm } from '../engine/context/completion.js';
+import { cursorLine, inlineForm } from '../engine/context/completion.js';
 import { bitsPerByte, bitsPerByteRows, tokenBytes } from './eval/bits-per-byte.js';
 import { sizeLabel, writeReport, type EvalResult, type SizeResult } from './eval/report.js';
 import { OptionsError, parseOptions } from './eval/options.js';
@@ -247,7 +247,10 @@ interface Items {
 }
 
 /** The form the engine picks at a site: by the cursor's line. */
-const shippedForm = (site: CompletionSite) => inlineForm(site.prefix.slice(site.prefix.lastIndexOf('\n') + 1), site.suffix.split('\n')[0]);
+const shippedForm = (site: CompletionSite) => {
+  const { linePrefix, lineSuffix } = cursorLine(site.prefix, site.suffix);
+  return inlineForm(linePrefix, lineSuffix);
+};
 
 /** A cross-file site by place (the prefix and suffix follow from the file's text in the dump). */
 function siteRef(site: CompletionSite) {

@@ -86,7 +86,7 @@ export interface CompletionOutcome {
   path: string;
   line: number;
   /** How the engine asked the model (CompleteOptions.form). */
-  form: 'continued' | 'fim';
+  form: MeasuredForm;
   expected: string;
   text: string;
   correct: boolean;

@@ -43,10 +43,7 @@ export function complete(core: ContextCore, path: string, prefix: string, suffix
         const inline = options.inline ?? true;
         const restated = inline ? restatePrefix(core, path, prefix) : prefix;
         const start = core.format.fimStart(path);
-        const lineStart = prefix.lastIndexOf('\n') + 1;
-        const lineEnd = suffix.indexOf('\n');
-        const linePrefix = prefix.slice(lineStart);
-        const lineSuffix = lineEnd < 0 ? suffix : suffix.slice(0, lineEnd);
+        const { linePrefix, lineSuffix } = cursorLine(prefix, suffix);
         const continued = inline && inlineForm(linePrefix, lineSuffix, options.form) === 'continued';
         // Ids after the state's base (the header less its last token): that token, then the prefix
         // (a continued one less its last token, which the generation must start with).
@@ -168,6 +165,12 @@ export function complete(core: ContextCore, path: string, prefix: string, suffix
       { priority: 'interactive', signal },
     ),
   );
+}
+
+/** The cursor's line: its text before the cursor and after it. */
+export function cursorLine(prefix: string, suffix: string): { linePrefix: string; lineSuffix: string } {
+  const lineEnd = suffix.indexOf('\n');
+  return { linePrefix: prefix.slice(prefix.lastIndexOf('\n') + 1), lineSuffix: lineEnd < 0 ? suffix : suffix.slice(0, lineEnd) };
 }
 
 /**
