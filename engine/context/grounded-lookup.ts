@@ -69,8 +69,8 @@ export function candidateLines(files: Iterable<readonly string[]>, q: LookupQues
   return [...(asCode.size > 0 ? asCode : mentioned)].sort();
 }
 
-/** A line that is a comment or a docstring's edge as a whole (`//`, `#`, `*`, `/*`, `"""`). */
-const COMMENT_LINE = /^(?:\/\/|\/\*|\*|#(?:\s|$)|"""|''')/;
+/** A line that is a comment or a docstring's edge as a whole (`//`, `#`, ` * `, `/*`, `"""`); not `*rest = …`. */
+const COMMENT_LINE = /^(?:\/\/|\/\*|\*(?:[\s/]|$)|#(?:\s|$)|"""|''')/;
 
 /**
  * The name occurs as a whole word outside quotes and comments of its line. Line by line

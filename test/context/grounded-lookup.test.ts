@@ -59,6 +59,8 @@ test('candidate lines: whole-word occurrences, trimmed and distinct; a use is no
   assert.ok(inCode('x = "a\\"" + retry', 'retry'), 'an escaped quote does not end the string early');
   assert.ok(!inCode('x = "retry" # retry', 'retry'));
   assert.ok(inCode('y = retry # again', 'retry'));
+  assert.ok(inCode('*rest, last = retry()', 'retry'), 'Python unpacking is code, not a comment line');
+  assert.ok(!inCode('*/ retry', 'retry'));
   // too long to be an answer line
   assert.deepEqual(candidateLines([[`f(${'a'.repeat(200)}, Pool)`]], { name: 'Pool', kind: 'used' }), []);
 });
