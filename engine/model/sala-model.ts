@@ -28,7 +28,8 @@ import { loadWeights, type WeightMap } from './weights.js';
 import { DeviceTensors, release } from '../runtime/device-tensors.js';
 import { bakeInputs } from '../runtime/bake.js';
 import { composeChain } from '../runtime/compose.js';
-import { ResidentDecoder, ResidentMemoryError, type ResidentOptions, type ResidentSessions } from './resident-decoder.js';
+import { ResidentDecoder, ResidentMemoryError, type ResidentOptions } from './resident-decoder.js';
+import { residentSessions, type ResidentSessions } from './resident-sessions.js';
 import { DEFAULT_CHUNK_SIZE, ModelInputError, compressionLevels, forwardPlan, type ChunkPlan, type ChunkSelection, type PlanOptions } from './forward-plan.js';
 
 export interface ModelOptions {
@@ -374,7 +375,7 @@ export class SalaModel {
    */
   async residentDecoder(sequence: Sequence, options: ResidentOptions): Promise<ResidentDecoder> {
     if (this.baked) throw new Error('a model with its weights baked into per-layer sessions has no resident decoder (its weights are not device tensors)');
-    this.residentSessions ??= ResidentDecoder.sessions(this.config, this.device, this.precision.kind);
+    this.residentSessions ??= residentSessions(this.config, this.device, this.precision.kind);
     return ResidentDecoder.create(
       {
         config: this.config,

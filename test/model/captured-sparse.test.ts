@@ -21,7 +21,8 @@ const sparseLayers = () => loaded.model.config.mixerTypes.filter((type) => type 
 
 /** The decoder's captured sparse step (private to it: the test reaches in to break it). */
 function capturedOf(decoder: ResidentDecoder): CapturedSparse | null | undefined {
-  return (decoder as unknown as { capturedSparse?: CapturedSparse | null }).capturedSparse;
+  // The decoder's sparse decode steps (resident-step.ts) hold it.
+  return (decoder as unknown as { steps: { capturedSparse?: CapturedSparse | null } }).steps.capturedSparse;
 }
 
 for (const name of ['long', 'cross'] as const) {

@@ -1,0 +1,161 @@
+// A sparse layer over a chunk of a resident decoder's prefill: project the chunk, append
+// its K/V to the host store, select (as the plan says), then attend in row groups
+// (row-groups.ts: each group fits the pool or the score budget), placing each group's
+// blocks on the device first. With every block resident a block's slot is its id; with
+// offload, each group's union of blocks is placed in the pool (misses uploaded, the
+// chunk's own blocks refreshed the first time they are placed).
+import type * as ort from 'onnxruntime-node';
+import { release } from '../runtime/device-tensors.js';
+import { bool, floatData, i64, type Feeds } from '../runtime/session.js';
+import type { ChunkPlan } from './forward-plan.js';
+import type { Sequence } from './sequence.js';
+import { perQueryFeeds, rowGroups, selectedIds, unionFeeds, type ChunkSelection, type RowAttention, type RowGroup } from './row-groups.js';
+import type { ResidentCounters, ResidentKv, SparseLayerState } from './resident-kv.js';
+import { feedsFor, type ResidentParts, type ResidentSessions } from './resident-sessions.js';
+
+export class ResidentPrefill {
+  constructor(
+    private readonly parts: ResidentParts,
+    private readonly sessions: ResidentSessions,
+    private readonly kv: ResidentKv,
+    private readonly sequence: Sequence,
+    private readonly counters: ResidentCounters,
+    /** Device memory for one attention call's scores (ResidentOptions.attentionBytes). */
+    private readonly attentionBytes: number,
+    private readonly rowAttention: RowAttention,
+  ) {}
+
+  private get blockSize(): number {
+    return this.parts.config.sparse.blockSize;
+  }
+
+  /** The sparse layer `state` over the chunk's rows x; returns its output rows. */
+  async sparseLayer(state: SparseLayerState, x: ort.Tensor, plan: ChunkPlan): Promise<ort.Tensor> {
+    const { config, layerTensors } = this.parts;
+    const Hk = config.numKeyValueHeads;
+    const projected = await this.sessions.project.run({ ...feedsFor(layerTensors[state.layer], this.sessions.project.inputNames), x });
+    state.cache.append(floatData(projected.k_host), floatData(projected.v_host));
+    const { firstPosition: first, blocks } = plan;
+    const rows = plan.ids.length;
+    const firstTouched = Math.floor(first / this.blockSize);
+    // [Hk, rows, rawK] selected block ids (−1: none); none on the dense path, where a row attends to every block up to its own (k unused).
+    const selected = plan.selection ? selectedIds(await this.kv.select(state, projected.q, first, rows, plan.selection, blocks)) : undefined;
+    const chunk: ChunkSelection = { first, rows, k: plan.selection?.rawK ?? 0, selected };
+    const groups = rowGroups(chunk, {
+      kvHeads: Hk,
+      heads: config.numAttentionHeads,
+      blockSize: this.blockSize,
+      headDim: this.parts.sizes.sparseHeadDim,
+      capacity: state.pool ? state.poolSlots : Infinity,
+      attentionBytes: this.attentionBytes,
+      rowAttention: this.rowAttention,
+    });
+
+    // The chunk's blocks hold new rows: with every block resident they go up now; in a pool, when first placed.
+    const refreshed = Array.from({ length: Hk }, () => new Set<number>());
+    if (!state.pool) {
+      const index: number[] = [];
+      const upload: { head: number; block: number }[] = [];
+      for (let h = 0; h < Hk; h++) {
+        for (let b = firstTouched; b < blocks; b++) {
+          index.push(h, b);
+          upload.push({ head: h, block: b });
+        }
+      }
+      await this.kv.uploadBlocks(state, index, upload);
+    }
+    let acc = x;
+    try {
+      for (const group of groups) {
+        const slots = await this.placeGroup(state, group, firstTouched, refreshed);
+        const session = group.perQuery ? this.sessions.attendQueries : this.sessions.attendRows;
+        const feeds: Feeds = {
+          ...feedsFor(layerTensors[state.layer], session.inputNames),
+          ...(group.perQuery ? this.perQueryFeeds(chunk, group, slots) : this.unionFeeds(chunk, group, slots)),
+          x,
+          q: projected.q,
+          x_acc: acc,
+          row_range: i64([group.from, group.to]),
+          key_store: state.poolKeys,
+          value_store: state.poolValues,
+          query_positions: i64(Array.from({ length: group.to - group.from }, (_, t) => first + group.from + t)),
+        };
+        if (projected.gate) feeds.gate = projected.gate;
+        const out = await session.run(feeds);
+        this.counters.prefillAttendCalls++;
+        if (acc !== x) release(acc);
+        acc = out.x_acc_out;
+      }
+    } finally {
+      for (const name of ['q', 'k', 'v', 'gate']) release(projected[name]);
+    }
+    return acc;
+  }
+
+  /**
+   * Slots of a group's blocks, per head: block ids with every block resident; else placed
+   * in the pool, with misses — and the chunk's own blocks the first time — uploaded.
+   */
+  private async placeGroup(state: SparseLayerState, group: RowGroup, firstTouched: number, refreshed: Set<number>[]): Promise<Int32Array[]> {
+    const index: number[] = [];
+    const upload: { head: number; block: number }[] = [];
+    const slots = group.blocks.map((list, h) => {
+      if (!state.pool) return Int32Array.from(list);
+      const placed = state.pool.place(h, list);
+      const missed = new Set(placed.misses.map((miss) => miss.block));
+      list.forEach((block, i) => {
+        if (missed.has(block) || (block >= firstTouched && !refreshed[h].has(block))) {
+          index.push(h, placed.slots[i]);
+          upload.push({ head: h, block });
+          if (block >= firstTouched) refreshed[h].add(block);
+        }
+      });
+      return Int32Array.from(placed.slots);
+    });
+    if (upload.length > 0) await this.kv.uploadBlocks(state, index, upload);
+    return slots;
+  }
+
+  /** Feeds of the union form: the group's blocks per head [Hk, U], which of them each row selected [Hk, R, U], their live keys [Hk, U, B]. */
+  private unionFeeds(chunk: ChunkSelection, group: RowGroup, slots: Int32Array[]): Feeds {
+    const Hk = this.parts.config.numKeyValueHeads;
+    const B = this.blockSize;
+    const R = group.to - group.from;
+    const { width, blockIds, slotIds, mask } = unionFeeds(chunk, group, slots);
+    const alive = new Uint8Array(Hk * width * B);
+    for (let h = 0; h < Hk; h++) alive.set(this.sequence.aliveKeys(group.blocks[h]), h * width * B);
+    this.counters.otherBytes += blockIds.length * 16 + mask.byteLength + alive.byteLength + R * 8;
+    return {
+      block_ids: i64(blockIds, [Hk, width]),
+      store_slots: i64(slotIds, [Hk, width]),
+      block_mask: bool(mask, [Hk, R, width]),
+      key_alive: bool(alive, [Hk, width, B]),
+    };
+  }
+
+  /** Feeds of the per-row form: each row's own k blocks, ids and slots [Hk, R, k], live keys [Hk, R, k, B]. */
+  private perQueryFeeds(chunk: ChunkSelection, group: RowGroup, slots: Int32Array[]): Feeds {
+    const Hk = this.parts.config.numKeyValueHeads;
+    const B = this.blockSize;
+    const { k } = chunk;
+    const R = group.to - group.from;
+    const { blockIds, slotIds, columns } = perQueryFeeds(chunk, group, slots);
+    const alive = new Uint8Array(Hk * R * k * B);
+    const tombstones = this.sequence.deadRanges.length > 0;
+    for (let h = 0; h < Hk; h++) {
+      const aliveOf = tombstones ? this.sequence.aliveKeys(group.blocks[h]) : undefined;
+      for (let at = h * R * k; at < (h + 1) * R * k; at++) {
+        const column = columns[at];
+        if (column < 0) continue; // padding: no live key
+        if (aliveOf) alive.set(aliveOf.subarray(column * B, (column + 1) * B), at * B);
+        else alive.fill(1, at * B, (at + 1) * B);
+      }
+    }
+    this.counters.otherBytes += blockIds.length * 16 + alive.byteLength + R * 8;
+    return {
+      query_blocks: i64(blockIds, [Hk, R, k]),
+      query_slots: i64(slotIds, [Hk, R, k]),
+      key_alive: bool(alive, [Hk, R, k, B]),
+    };
+  }
+}
