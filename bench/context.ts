@@ -17,6 +17,7 @@ import { WorkspaceIndex } from '../engine/context/workspace-index.js';
 import { modelFingerprint } from '../engine/context/store.js';
 import { defaultModelDir } from '../engine/cli/main.js';
 import type { WorkspaceContext } from '../engine/context/workspace-context.js';
+import { lookupCorrect } from './eval/scoring.js';
 
 const { values } = parseArgs({
   options: {
@@ -34,11 +35,12 @@ function rssMb(): number {
   return process.memoryUsage().rss / 2 ** 20;
 }
 
-/** "Where is X defined?" over function declarations the context holds; correct when the answer names the file. */
+/** "Where is X defined?" over function declarations the context holds; right when the answer's first place is the definition (±2 lines). */
 interface Needle {
   question: string;
   path: string;
-  /** The gold answer, as the default model was trained to give it: path:line. */
+  line: number;
+  /** The gold answer, as the default model is trained to give it: the definition's line (training/data.py, make_questions). */
   answer: string;
 }
 
@@ -51,7 +53,7 @@ function needleQuestions(context: WorkspaceContext, count: number): Needle[] {
       if (seen.has(match[1])) continue;
       seen.add(match[1]);
       const line = text.slice(0, match.index).split('\n').length;
-      questions.push({ question: `Where is \`${match[1]}\` defined?`, path: span.path, answer: `${span.path}:${line}` });
+      questions.push({ question: `Where is \`${match[1]}\` defined?`, path: span.path, line, answer: text.split('\n')[line - 1].trim() });
       break;
     }
   }
@@ -61,7 +63,7 @@ function needleQuestions(context: WorkspaceContext, count: number): Needle[] {
 }
 
 /**
- * Share of answers naming the right file, and the mean log-probability per token of the
+ * Share of answers whose first place (the engine's, AskResult.locations) is the definition, and the mean log-probability per token of the
  * gold answer (graded: it moves where a small model's exact answers are all wrong).
  */
 async function accuracy(context: WorkspaceContext, questions: Needle[]): Promise<{ correct: number; logProbPerToken: number }> {
@@ -72,7 +74,7 @@ async function accuracy(context: WorkspaceContext, questions: Needle[]): Promise
     const stream = context.ask(q.question, { maxTokens: 24 });
     let next = await stream.next();
     while (!next.done) next = await stream.next();
-    if (next.value.text.includes(q.path)) correct++;
+    if (lookupCorrect(next.value.locations, [{ path: q.path, line: q.line }])) correct++;
     const score = await context.score(q.question, q.answer);
     logProb += score.logProb;
     tokens += score.tokens;
@@ -194,7 +196,7 @@ async function main(): Promise<void> {
   const afterCompaction = await accuracy(context, questions);
   const show = (a: { correct: number; logProbPerToken: number }) => `${a.correct.toFixed(2)} (gold ${a.logProbPerToken.toFixed(3)} nats/token)`;
   process.stderr.write(
-    `  needle accuracy: fresh ${show(fresh)}, ${patchedFiles} files patched ${show(withPatches)}, with ${(deadShare * 100).toFixed(0)}% tombstones ${show(withTombstones)} (${leftOut} questions' files left out for the budget), after compaction ${show(afterCompaction)} (compaction ${compactSeconds.toFixed(1)} s)\n`,
+    `  lookup accuracy: fresh ${show(fresh)}, ${patchedFiles} files patched ${show(withPatches)}, with ${(deadShare * 100).toFixed(0)}% tombstones ${show(withTombstones)} (${leftOut} questions' files left out for the budget), after compaction ${show(afterCompaction)} (compaction ${compactSeconds.toFixed(1)} s)\n`,
   );
   await reopened.index.close();
 
@@ -220,8 +222,8 @@ async function main(): Promise<void> {
     `| restart-to-ready (${stats.liveTokens.toLocaleString('en-US')} tokens) | ${restartToReadyMs.toFixed(0)} ms |`,
     `| disk per 1M tokens | ${(result.diskBytesPerMillionTokens / 2 ** 30).toFixed(2)} GiB |`,
     `| host memory per 1M tokens | ${(result.hostMemoryMbPerMillionTokens / 1024).toFixed(2)} GiB |`,
-    `| needle accuracy fresh / ${patchedFiles} files patched / then ${(deadShare * 100).toFixed(0)}% tombstones / compacted (${questions.length} questions; ${leftOut} of their files left out for the budget by then) | ${fresh.correct.toFixed(2)} / ${withPatches.correct.toFixed(2)} / ${withTombstones.correct.toFixed(2)} / ${afterCompaction.correct.toFixed(2)} |`,
-    `| gold answer (path:line) log-prob per token, same four states | ${fresh.logProbPerToken.toFixed(3)} / ${withPatches.logProbPerToken.toFixed(3)} / ${withTombstones.logProbPerToken.toFixed(3)} / ${afterCompaction.logProbPerToken.toFixed(3)} nats |`,
+    `| lookup "Where is \`X\` defined?", first place at the definition (±2 lines): fresh / ${patchedFiles} files patched / then ${(deadShare * 100).toFixed(0)}% tombstones / compacted (${questions.length} questions; ${leftOut} of their files left out for the budget by then) | ${fresh.correct.toFixed(2)} / ${withPatches.correct.toFixed(2)} / ${withTombstones.correct.toFixed(2)} / ${afterCompaction.correct.toFixed(2)} |`,
+    `| gold answer (the definition line) log-prob per token, same four states | ${fresh.logProbPerToken.toFixed(3)} / ${withPatches.logProbPerToken.toFixed(3)} / ${withTombstones.logProbPerToken.toFixed(3)} / ${afterCompaction.logProbPerToken.toFixed(3)} nats |`,
   ].join('\n');
   process.stdout.write(`${table}\n`);
   if (values.out) {
