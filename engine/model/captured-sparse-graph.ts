@@ -17,7 +17,9 @@
 import { GraphBuilder, type Value } from '../runtime/graph-builder.js';
 import type { Precision } from '../runtime/device.js';
 import { derivedSizes, type SalaConfig } from './config.js';
-import { residentAttention, residentSlots, sparseHeads, topBlocks } from './graphs.js';
+import { sparseHeads } from './graph-parts.js';
+import { residentAttention } from './sparse-attend-graphs.js';
+import { residentSlots, topBlocks } from './sparse-select-graph.js';
 
 /** The sizes a captured step is built for: block slots, fine and coarse compressed-key rows. */
 export interface StepCapacity {

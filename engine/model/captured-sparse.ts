@@ -19,7 +19,7 @@ import { release, type DeviceTensors } from '../runtime/device-tensors.js';
 import { GraphSession, bool, i64, type Feeds } from '../runtime/session.js';
 import type { SalaConfig } from './config.js';
 import { buildSparseStepCaptured, STEP_FIELDS, type StepCapacity } from './captured-sparse-graph.js';
-import { sparseHeads } from './graphs.js';
+import { sparseHeads } from './graph-parts.js';
 import type { ChunkSelection } from './forward-plan.js';
 import type { Sequence } from './sequence.js';
 

@@ -1,0 +1,259 @@
+// The sparse (InfLLM-V2) layer's graphs around selection ("Sparse layer, prefill" and
+// "single-token decode" in docs/spec/minicpm-sala.md): the projection, and softmax attention
+// over selected 64-token blocks — from the host store, a chunk's rows on the device (over the
+// union of their blocks or each over its own), and one decode token over a device pool.
+// Shapes as in graph-parts.ts.
+import { GraphBuilder, type Value } from '../runtime/graph-builder.js';
+import type { Precision } from '../runtime/device.js';
+import { derivedSizes, type SalaConfig } from './config.js';
+import { attentionOutput, blockStores, linear, matrixInput, rmsNorm, sparseHeads } from './graph-parts.js';
+import { blockSelection, residentSlots } from './sparse-select-graph.js';
+
+/** Sparse layer, first part ("Sparse layer, prefill", steps 1 and 4): q, k, v (NoPE) and the output gate from the normed input. */
+/** `resident`: k and v once more for the host store; `passThrough`: x once more too (into a CUDA graph's input row). */
+export function buildSparseProject(cfg: SalaConfig, precision: Precision, resident = false, passThrough = false): Uint8Array {
+  const { sparseHeadDim: hs } = derivedSizes(cfg);
+  const d = cfg.hiddenSize;
+  const H = cfg.numAttentionHeads;
+  const Hk = cfg.numKeyValueHeads;
+  const g = new GraphBuilder(passThrough ? 'sparse_project_captured' : resident ? 'sparse_project_resident' : 'sparse_project');
+  const x = g.input('x', 'float', ['T', d]);
+  if (passThrough) g.output(g.op('Identity', [x]), 'x_row', 'float', ['T', d]);
+  const xn = rmsNorm(g, x, g.input('w_in_norm', 'float', [d]), cfg.rmsNormEps);
+  const project = (name: string, rows: number): Value => linear(g, xn, matrixInput(g, name, [rows, d], precision), precision);
+  g.output(g.reshape(project('w_q', H * hs), [0, H, hs]), 'q', 'float', ['T', H, hs]);
+  const k = g.reshape(project('w_k', Hk * hs), [0, Hk, hs]);
+  const v = g.reshape(project('w_v', Hk * hs), [0, Hk, hs]);
+  g.output(k, 'k', 'float', ['T', Hk, hs]);
+  g.output(v, 'v', 'float', ['T', Hk, hs]);
+  if (resident) {
+    // The same rows once more, for the host store (an output has one location: these come back to host memory).
+    g.output(g.op('Identity', [k]), 'k_host', 'float', ['T', Hk, hs]);
+    g.output(g.op('Identity', [v]), 'v_host', 'float', ['T', Hk, hs]);
+  }
+  if (cfg.attnUseOutputGate) {
+    g.output(g.sigmoid(project('w_o_gate', H * hs)), 'gate', 'float', ['T', H * hs]);
+  }
+  return g.toModel();
+}
+
+/**
+ * Sparse layer, second part: softmax attention of the queries over 64-token key
+ * blocks gathered per KV head (every block on the dense path), restricted per
+ * query by a block mask, causally by position and to live (untombstoned) keys;
+ * then the output gate, o_proj, the scaled residual and the MLP block.
+ */
+export function buildSparseAttend(cfg: SalaConfig, precision: Precision): Uint8Array {
+  const sizes = derivedSizes(cfg);
+  const g = new GraphBuilder('sparse_attend');
+  const x = g.input('x', 'float', ['T', cfg.hiddenSize]);
+  const q = g.input('q', 'float', ['T', cfg.numAttentionHeads, sizes.sparseHeadDim]);
+  const gate = cfg.attnUseOutputGate ? g.input('gate', 'float', ['T', cfg.numAttentionHeads * sizes.sparseHeadDim]) : undefined;
+  g.output(attendBlocks(g, cfg, precision, x, q, gate), 'x_out', 'float', ['T', cfg.hiddenSize]);
+  return g.toModel();
+}
+
+/**
+ * The same for rows [start, end) of a chunk whose hidden states, queries and gate stay
+ * on the device: the rows are sliced here and their outputs written into x_acc (the
+ * chunk's output so far), so a chunk attends in several calls — each with the blocks
+ * its rows selected — without its tensors ever coming back to the host. Two forms:
+ * over the union of the rows' blocks with a per-row mask (attendBlocks: one gather,
+ * the best where rows select alike, and dense attention), or each row over just its
+ * own k blocks (attendPerQuery: k blocks gathered per row, the best where the union
+ * is much wider than k).
+ */
+export function buildSparseAttendRows(cfg: SalaConfig, precision: Precision, perQuery: boolean): Uint8Array {
+  const sizes = derivedSizes(cfg);
+  const d = cfg.hiddenSize;
+  const width = cfg.numAttentionHeads * sizes.sparseHeadDim;
+  const g = new GraphBuilder(perQuery ? 'sparse_attend_queries' : 'sparse_attend_rows');
+  const range = g.input('row_range', 'int64', [2]);
+  const start = g.slice(range, [0], [1], [0]);
+  const end = g.slice(range, [1], [2], [0]);
+  const rows = (value: Value): Value => g.op('Slice', [value, start, end, g.int64s([0])]);
+  const x = rows(g.input('x', 'float', ['T', d]));
+  const q = rows(g.input('q', 'float', ['T', cfg.numAttentionHeads, sizes.sparseHeadDim]));
+  const gate = cfg.attnUseOutputGate ? rows(g.input('gate', 'float', ['T', width])) : undefined;
+  const out = perQuery ? attendPerQuery(g, cfg, precision, x, q, gate) : attendBlocks(g, cfg, precision, x, q, gate); // [end − start, d]
+  const at = g.unsqueeze(g.range(g.squeeze(start, [0]), g.squeeze(end, [0]), g.int64(1)), [1]); // [R, 1]
+  g.output(g.op('ScatterND', [g.input('x_acc', 'float', ['T', d]), at, out]), 'x_acc_out', 'float', ['T', d]);
+  return g.toModel();
+}
+
+/**
+ * Each query row over only its own blocks: query_slots / query_blocks [Hk, R, K] (slot
+ * in the store and block id, −1 = padding), key_alive [Hk, R, K, blockSize] (false for
+ * padding and tombstones). Gathers R·K blocks per head instead of the union's U, and
+ * computes no masked-out scores.
+ */
+function attendPerQuery(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined): Value {
+  const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
+  const { keyStore, valueStore } = blockStores(g, cfg);
+  const slots = g.input('query_slots', 'int64', [Hk, 'R', 'K']);
+  const blockIds = g.input('query_blocks', 'int64', [Hk, 'R', 'K']);
+  const keyAlive = g.input('key_alive', 'bool', [Hk, 'R', 'K', blockSize]);
+  const queryPositions = g.input('query_positions', 'int64', ['R']);
+
+  const heads = g.unsqueeze(g.expand(g.reshape(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [Hk, 1, 1]), g.shape(slots)), [3]); // [Hk, R, K, 1]
+  const gatherIndex = g.concat([heads, g.unsqueeze(slots, [3])], 3); // [Hk, R, K, 2]
+  const rowsShape = g.shapeOf([Hk, g.dim(q, 0), -1, hs]);
+  const keys = g.reshape(g.op('GatherND', [keyStore, gatherIndex]), rowsShape); // [Hk, R, K·B, hs]
+  const values = g.reshape(g.op('GatherND', [valueStore, gatherIndex]), rowsShape);
+  const groupedQ = g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 0, 2, 3]); // [Hk, R, G, hs]
+  const scores = g.mul(g.matmul(groupedQ, g.transpose(keys, [0, 1, 3, 2])), g.float(1 / Math.sqrt(hs))); // [Hk, R, G, K·B]
+
+  const offsets = g.range(g.int64(0), g.int64(blockSize), g.int64(1));
+  const keyPositions = g.reshape(g.add(g.mul(g.unsqueeze(blockIds, [3]), g.int64(blockSize)), offsets), g.shapeOf([Hk, g.dim(q, 0), -1])); // [Hk, R, K·B]
+  const causal = g.not(g.greater(keyPositions, g.unsqueeze(queryPositions, [0, 2])));
+  const allowed = g.unsqueeze(g.and(causal, g.reshape(keyAlive, g.shapeOf([Hk, g.dim(q, 0), -1]))), [2]); // [Hk, R, 1, K·B]
+  const probabilities = g.softmax(g.add(scores, g.where(allowed, g.float(0), g.float(-Infinity))), -1);
+  const attended = g.matmul(probabilities, values); // [Hk, R, G, hs]
+  const o = g.reshape(g.transpose(attended, [1, 0, 2, 3]), [0, H * hs]); // [R, H·hs], head = kv·G + g as in attendBlocks
+  return attentionOutput(g, cfg, precision, x, o, gate);
+}
+
+/** Block attention, gate, o_proj, residual and MLP for queries q of hidden rows x (the shared core of the attend graphs). */
+function attendBlocks(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined): Value {
+  const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
+  // A store of blocks (head-major) and, per KV head, the blocks to attend to: their ids
+  // (padded to U with −1, masked; for positions) and their slots in the store. The store
+  // is the host KV store itself (slot = id: no copy), where it spilled to disk just these
+  // blocks gathered on the host (slot = i), or a device pool.
+  const { keyStore, valueStore } = blockStores(g, cfg);
+  const blockIds = g.input('block_ids', 'int64', [Hk, 'U']);
+  const storeSlots = g.input('store_slots', 'int64', [Hk, 'U']);
+  const blockMask = g.input('block_mask', 'bool', [Hk, 'R', 'U']);
+  const keyAlive = g.input('key_alive', 'bool', [Hk, 'U', blockSize]);
+  const queryPositions = g.input('query_positions', 'int64', ['R']);
+
+  const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]); // [Hk, G·T, hs]
+  const heads = g.unsqueeze(g.expand(g.unsqueeze(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [1]), g.shape(storeSlots)), [2]); // [Hk, U, 1]
+  const gatherIndex = g.concat([heads, g.unsqueeze(storeSlots, [2])], 2); // [Hk, U, 2]
+  const keysByHead = g.reshape(g.op('GatherND', [keyStore, gatherIndex]), [Hk, -1, hs]); // [Hk, S, hs]
+  const valuesByHead = g.reshape(g.op('GatherND', [valueStore, gatherIndex]), [Hk, -1, hs]);
+  const scoreShape = g.shapeOf([Hk, G, g.dim(q, 0), -1]);
+  const scores = g.reshape(g.mul(g.matmul(groupedQ, g.transpose(keysByHead, [0, 2, 1])), g.float(1 / Math.sqrt(hs))), scoreShape); // [Hk, G, T, S]
+
+  const offsets = g.range(g.int64(0), g.int64(blockSize), g.int64(1));
+  const keyPositions = g.reshape(g.add(g.mul(g.unsqueeze(blockIds, [2]), g.int64(blockSize)), offsets), [Hk, 1, -1]); // [Hk, 1, S]
+  const causal = g.not(g.greater(keyPositions, g.unsqueeze(queryPositions, [0, 2]))); // [Hk, T, S]
+  const alive = g.reshape(keyAlive, [Hk, 1, -1]); // [Hk, 1, S]: not tombstoned
+  const selected = g.reshape(g.expand(g.unsqueeze(blockMask, [3]), g.int64s([1, 1, 1, blockSize])), g.shapeOf([Hk, g.dim(q, 0), -1])); // [Hk, T, S]
+  const allowed = g.unsqueeze(g.and(g.and(selected, causal), alive), [1]); // [Hk, 1, T, S]
+  // An additive −inf bias built on the G-times smaller mask (cheaper than a Where over the scores).
+  const bias = g.where(allowed, g.float(0), g.float(-Infinity));
+  const probabilities = g.softmax(g.add(scores, bias), -1);
+  const attended = g.matmul(g.reshape(probabilities, g.shapeOf([Hk, -1, g.dim(keysByHead, 1)])), valuesByHead); // [Hk, G·T, hs]
+  const o = g.reshape(g.transpose(g.reshape(attended, [H, -1, hs]), [1, 0, 2]), [0, H * hs]); // [T, H·hs]
+  return attentionOutput(g, cfg, precision, x, o, gate);
+}
+
+/**
+ * Sparse layer, second part, for one decode token with the KV cache resident on the
+ * device (NOSA's layout): past blocks come from a fixed pool of block slots per KV
+ * head, [Hk, P, blockSize, hs], gathered by slot; the block being written lives in a
+ * separate tail, [Hk, blockSize, hs], into which this token's k/v row is scattered
+ * here (the updated tail is an output, so it never leaves the device). Every pooled
+ * block is wholly in the past, so one mask of live keys replaces the causal and block
+ * masks: key_alive [Hk, U, blockSize] for the gathered blocks (false for padding and
+ * tombstones), tail_alive [Hk, blockSize] for the tail rows written so far.
+ */
+export function buildSparseAttendResident(cfg: SalaConfig, precision: Precision): Uint8Array {
+  const { hs, H, Hk, blockSize } = sparseHeads(cfg);
+  const g = new GraphBuilder('sparse_attend_resident');
+  const x = g.input('x', 'float', [1, cfg.hiddenSize]);
+  const q = g.input('q', 'float', [1, H, hs]);
+  residentAttention(g, cfg, precision, x, q, g.input('slots', 'int64', [Hk, 'U']), g.input('key_alive', 'bool', [Hk, 'U', blockSize]));
+  return g.toModel();
+}
+
+/**
+ * Selection and attention of one decode token in one graph, every block resident at slot =
+ * block id (placement "device"): the selected ids never leave the device. A slot of no
+ * block (−1) or of the tail block reads slot 0 with every key masked, so the attention
+ * sees exactly the blocks the split graphs would gather. block_alive [NB, blockSize] holds
+ * the live keys of every block (one upload per block boundary or tombstone, shared by the layers).
+ */
+export function buildSparseSelectAttendResident(cfg: SalaConfig, precision: Precision): Uint8Array {
+  const { hs, H, Hk, blockSize } = sparseHeads(cfg);
+  const g = new GraphBuilder('sparse_select_attend_resident');
+  const x = g.input('x', 'float', [1, cfg.hiddenSize]);
+  const q = g.input('q', 'float', [1, H, hs]);
+  const blockAlive = g.input('block_alive', 'bool', ['NB', blockSize]);
+  const selection = blockSelection(g, cfg, q, true, 'top_k'); // k is the new token's key here
+  const selected = g.reshape(selection.selected, [Hk, -1]); // [Hk, K]
+  const { slots, keyAlive } = residentSlots(g, selected, g.reshape(selection.queryBlock, [1, 1]), blockAlive);
+  residentAttention(g, cfg, precision, x, q, slots, keyAlive);
+  return g.toModel();
+}
+
+/**
+ * Fixed shapes for residentAttention (a CUDA graph replays fixed launches): pool slots P,
+ * the slots' width U, and the token's row in the tail [1] and the tail's live keys [Hk,
+ * blockSize], computed in the graph instead of fed. Written with Gather and Where instead
+ * of GatherND and ScatterND: with those two the first replay on an H200 stopped with an
+ * illegal memory access (GatherND's CUDA kernel copies index arithmetic from host memory on
+ * each run, which a replay reads after it is freed; ScatterND was not tried alone).
+ */
+export interface StaticAttention {
+  poolSlots: number;
+  width: number;
+  tailRow: Value;
+  tailAlive: Value;
+}
+
+/**
+ * The attention of buildSparseAttendResident over pool slots with their live keys; declares the
+ * pool and tail inputs (tail_row and tail_alive too, unless `fixed` gives them) and every output.
+ */
+export function residentAttention(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, slots: Value, keyAlive: Value, fixed?: StaticAttention): void {
+  const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
+  const d = cfg.hiddenSize;
+  const kNew = g.input('k', 'float', [1, Hk, hs]);
+  const vNew = g.input('v', 'float', [1, Hk, hs]);
+  const poolKeys = g.input('pool_keys', 'float', [Hk, fixed?.poolSlots ?? 'P', blockSize, hs]);
+  const poolValues = g.input('pool_values', 'float', [Hk, fixed?.poolSlots ?? 'P', blockSize, hs]);
+  const tailKeys = g.input('tail_keys', 'float', [Hk, blockSize, hs]);
+  const tailValues = g.input('tail_values', 'float', [Hk, blockSize, hs]);
+  const tailAlive = fixed?.tailAlive ?? g.input('tail_alive', 'bool', [Hk, blockSize]);
+
+  let newTailKeys: Value;
+  let newTailValues: Value;
+  let gathered: (pool: Value) => Value; // [Hk, U·blockSize, hs]
+  if (fixed) {
+    // The token's row replaced by an elementwise Where (safe with the output written over the input).
+    const isRow = g.reshape(g.op('Equal', [g.int64s(Array.from({ length: blockSize }, (_, r) => r)), fixed.tailRow]), [1, blockSize, 1]);
+    newTailKeys = g.where(isRow, g.reshape(kNew, [Hk, 1, hs]), tailKeys);
+    newTailValues = g.where(isRow, g.reshape(vNew, [Hk, 1, hs]), tailValues);
+    // Slot s of head h is row h·P + s of the pool seen as [Hk·P, blockSize, hs].
+    const P = fixed.poolSlots;
+    const flat = g.add(
+      slots,
+      g.constant(
+        BigInt64Array.from({ length: Hk }, (_, h) => BigInt(h * P)),
+        [Hk, 1],
+        'int64',
+      ),
+    );
+    gathered = (pool) => g.reshape(g.gather(g.reshape(pool, [Hk * P, blockSize, hs]), flat), [Hk, fixed.width * blockSize, hs]);
+  } else {
+    const tailRow = g.input('tail_row', 'int64', [Hk, 2]); // (head, row) of this token in the tail
+    newTailKeys = g.op('ScatterND', [tailKeys, tailRow, g.reshape(kNew, [Hk, hs])]);
+    newTailValues = g.op('ScatterND', [tailValues, tailRow, g.reshape(vNew, [Hk, hs])]);
+    const heads = g.unsqueeze(g.expand(g.unsqueeze(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [1]), g.shape(slots)), [2]); // [Hk, U, 1]
+    const gatherIndex = g.concat([heads, g.unsqueeze(slots, [2])], 2); // [Hk, U, 2]
+    gathered = (pool) => g.reshape(g.op('GatherND', [pool, gatherIndex]), [Hk, -1, hs]);
+  }
+  const keys = g.concat([gathered(poolKeys), newTailKeys], 1); // [Hk, S, hs]
+  const values = g.concat([gathered(poolValues), newTailValues], 1);
+  const alive = g.unsqueeze(g.concat([g.reshape(keyAlive, [Hk, -1]), tailAlive], 1), [1]); // [Hk, 1, S]
+  const groupedQ = g.reshape(q, [Hk, G, hs]);
+  const scores = g.mul(g.matmul(groupedQ, g.transpose(keys, [0, 2, 1])), g.float(1 / Math.sqrt(hs))); // [Hk, G, S]
+  const probabilities = g.softmax(g.add(scores, g.where(alive, g.float(0), g.float(-Infinity))), -1);
+  const o = g.reshape(g.matmul(probabilities, values), [1, H * hs]); // [Hk, G, hs] → [1, H·hs]
+  const gate = cfg.attnUseOutputGate ? g.input('gate', 'float', [1, H * hs]) : undefined;
+  g.output(attentionOutput(g, cfg, precision, x, o, gate), 'x_out', 'float', [1, d]);
+  g.output(newTailKeys, 'tail_keys_out', 'float', [Hk, blockSize, hs]);
+  g.output(newTailValues, 'tail_values_out', 'float', [Hk, blockSize, hs]);
+}

@@ -1,0 +1,115 @@
+// InfLLM-V2 block selection as ONNX graphs ("Sparse layer, prefill" in
+// docs/spec/minicpm-sala.md): compressed-key scores, pooling to blocks, the forced and
+// tombstoned blocks, top-k; and the selection as pool slots for a decode step with every
+// block on the device. Shapes as in graph-parts.ts.
+import { GraphBuilder, type Value } from '../runtime/graph-builder.js';
+import { derivedSizes, type SalaConfig } from './config.js';
+import { sparseHeads } from './graph-parts.js';
+
+/**
+ * InfLLM-V2 block selection ("Sparse layer, prefill"): stage 1 over compressed keys with the coarse
+ * log-sum-exp, summed over each GQA group, max-pooled to blocks, init + local
+ * blocks forced, top-k (ties: lowest block id first), sorted, future blocks → −1.
+ *
+ * Inputs computed by the host: how many fine/coarse compressed keys each query
+ * may see (the kernel's visibility rule), the pooled row length and pads, k.
+ */
+export function buildSparseSelect(cfg: SalaConfig, resident = false): Uint8Array {
+  const { hs, H, Hk } = sparseHeads(cfg);
+  const g = new GraphBuilder(resident ? 'sparse_select_resident' : 'sparse_select');
+  const { selected } = blockSelection(g, cfg, g.input('q', 'float', ['T', H, hs]), resident);
+  g.output(selected, 'selected', 'int64', [Hk, 'T', 'K']);
+  return g.toModel();
+}
+
+/**
+ * The selection of buildSparseSelect for queries q, its other inputs declared here: [Hk, T, K]
+ * block ids, ascending, −1 = none; and each query's own block [T, 1]. k (how many blocks) is the input `topKName`.
+ */
+export function blockSelection(g: GraphBuilder, cfg: SalaConfig, q: Value, resident: boolean, topKName = 'k'): { selected: Value; queryBlock: Value } {
+  const { hs, Hk, G } = sparseHeads(cfg);
+  const { blockSize, kernelStride } = cfg.sparse;
+  const poolStride = blockSize / kernelStride;
+  // Resident: the compressed keys live on the device in stores with spare rows, appended
+  // to in place as windows complete; the graph reads their first fine/coarse_count rows.
+  const liveRows = (store: Value, count: Value): Value => g.op('Slice', [store, g.int64s([0]), count, g.int64s([0])]);
+  const fineKeys = resident ? liveRows(g.input('c1_store', 'float', ['C1', Hk, hs]), g.input('fine_count', 'int64', [1])) : g.input('c1', 'float', ['N1', Hk, hs]);
+  const coarseKeys = resident ? liveRows(g.input('c2_store', 'float', ['C2', Hk, hs]), g.input('coarse_count', 'int64', [1])) : g.input('c2', 'float', ['N2', Hk, hs]);
+  const queryPositions = g.input('query_positions', 'int64', ['T']);
+  const fineVisible = g.input('fine_visible', 'int64', ['T']);
+  const coarseVisible = g.input('coarse_visible', 'int64', ['T']);
+  const poolPads = g.input('pool_pads', 'int64', [6]);
+  const k = g.input(topKName, 'int64', [1]);
+  const excluded = g.input('block_excluded', 'bool', ['NB']);
+
+  const scale = g.float(1 / Math.sqrt(hs));
+  // [Hk, G·T, hs] · [Hk, hs, N] → [Hk, G, T, N]
+  const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]);
+  const dot = (keys: Value): Value => g.reshape(g.mul(g.matmul(groupedQ, g.transpose(keys, [1, 2, 0])), scale), g.shapeOf([Hk, G, -1, g.dim(keys, 0)]));
+  const visibleMask = (count: Value, keys: Value): Value => {
+    const columns = g.range(g.int64(0), g.gather(g.shape(keys), g.int64(0)), g.int64(1)); // [N]
+    return g.less(g.unsqueeze(columns, [0]), g.unsqueeze(count, [1])); // [T, N]
+  };
+  const negInf = g.float(-Infinity);
+
+  // Masks become additive biases on small [T, N] tensors: a Where over the full
+  // [Hk, G, T, N] scores costs more than the scores themselves on the CPU.
+  const zero = g.float(0);
+  // 1. Approximate log-sum-exp over the visible coarse keys: [Hk, G, T, 1].
+  const coarseBias = g.where(visibleMask(coarseVisible, coarseKeys), zero, negInf); // [T, N2]
+  const lse = g.reduceLogSumExp(g.add(dot(coarseKeys), coarseBias), [-1]);
+  // A query that sees no coarse key gets probability 0 everywhere (the reference's NaN → 0).
+  const hasCoarse = g.unsqueeze(g.greater(coarseVisible, g.int64(0)), [1]); // [T, 1]
+  const safeLse = g.where(hasCoarse, lse, g.float(Infinity));
+  // 2. Fine probabilities, 3. summed over the query heads of each group (the reference
+  // kernels see 16 rows per KV head), 0 where not visible: the 0/1 mask is the same for
+  // every head of a group, so it applies after the sum, on a G-times smaller tensor (exact).
+  const fineMask = g.mul(g.cast(visibleMask(fineVisible, fineKeys), 'float'), g.float(16 / G)); // [T, N1]
+  const probabilities = g.exp(g.sub(dot(fineKeys), safeLse)); // [Hk, G, T, N1]
+  const groupScores = g.mul(g.reduceSum(probabilities, [1], false), fineMask); // [Hk, T, N1]
+
+  // Pool to blocks: block b takes max over fine keys 4b−1 … 4b+3 (kernel 5, stride 4, pad 1);
+  // −inf padding makes windows past the end −inf, as the kernel does.
+  const padded = g.op('Pad', [groupScores, poolPads, negInf], { mode: 'constant' }); // [Hk, T, 4·nb + 4]
+  const rows = g.reshape(padded, g.shapeOf([-1, 1, g.dim(padded, 2)]));
+  const pooled = g.op('MaxPool', [rows], { kernel_shape: [poolStride + 1], strides: [poolStride] });
+  const blockScores = g.reshape(pooled, g.shapeOf([Hk, g.dim(q, 0), -1])); // [Hk, T, nb]
+
+  const blocks = g.range(g.int64(0), g.gather(g.shape(blockScores), g.int64(2)), g.int64(1)); // [nb]
+  const queryBlock = g.unsqueeze(g.div(queryPositions, g.int64(blockSize)), [1]); // [T, 1]
+  return { selected: topBlocks(g, cfg, blockScores, g.unsqueeze(blocks, [0]), queryBlock, excluded, k), queryBlock };
+}
+
+/**
+ * The selection rule on pooled block scores [Hk, T, nb] (blockRow [1, nb] their ids,
+ * queryBlock [T, 1] each query's block, excluded [nb] the tombstoned ones, k [1]): init
+ * blocks and the local window forced, tombstoned blocks never picked otherwise, top-k (ties:
+ * lowest id first), then ascending with blocks past the query's own and unusable slots as −1.
+ */
+export function topBlocks(g: GraphBuilder, cfg: SalaConfig, blockScores: Value, blockRow: Value, queryBlock: Value, excluded: Value, k: Value): Value {
+  // Force the init blocks and the local window (qb − local … qb) to +inf.
+  const isInit = g.less(blockRow, g.int64(cfg.sparse.initBlocks));
+  const isLocal = g.and(g.not(g.less(blockRow, g.sub(queryBlock, g.int64(derivedSizes(cfg).localBlocks)))), g.not(g.greater(blockRow, queryBlock)));
+  // Tombstoned blocks (every token dead) are never picked, except where forced.
+  const live = g.where(excluded, g.float(-Infinity), blockScores);
+  const forced = g.where(g.or(isInit, isLocal), g.float(Infinity), live);
+
+  // Top-k, then ascending block order with blocks past the query's own as −1.
+  const [topScores, topIndices] = g.node('TopK', [forced, k], { axis: -1, largest: 1, sorted: 1 }, 2);
+  // A slot filled with a −inf block (nothing selectable left) becomes −1 like a future block.
+  const unusable = g.op('IsInf', [topScores], { detect_positive: 0 });
+  const usable = g.where(unusable, g.int64(Number.MAX_SAFE_INTEGER), topIndices);
+  const [ascending] = g.node('TopK', [usable, k], { axis: -1, largest: 0, sorted: 1 }, 2);
+  return g.where(g.greater(ascending, g.unsqueeze(queryBlock, [0])), g.int64(-1), ascending);
+}
+
+/**
+ * One decode query's selected ids [Hk, K] (queryBlock [1, 1]) as pool slots, every block at
+ * slot = block id: no block (−1) or the tail reads slot 0 with every key masked. Returns the
+ * slots and their live keys [Hk, K, blockSize] from block_alive [NB, blockSize].
+ */
+export function residentSlots(g: GraphBuilder, selected: Value, queryBlock: Value, blockAlive: Value): { slots: Value; keyAlive: Value } {
+  const attended = g.and(g.not(g.less(selected, g.int64(0))), g.not(g.op('Equal', [selected, queryBlock])));
+  const slots = g.where(attended, selected, g.int64(0));
+  return { slots, keyAlive: g.and(g.gather(blockAlive, slots), g.unsqueeze(attended, [2])) };
+}
