@@ -71,7 +71,7 @@ export class ResidentPrefill {
         const session = group.perQuery ? this.sessions.attendQueries : this.sessions.attendRows;
         const feeds: Feeds = {
           ...feedsFor(layerTensors[state.layer], session.inputNames),
-          ...(group.perQuery ? this.perQueryFeeds(chunk, group, slots) : this.unionFeeds(chunk, group, slots)),
+          ...(group.perQuery ? await this.perQueryFeeds(chunk, group, slots, blocks) : this.unionFeeds(chunk, group, slots)),
           x,
           q: projected.q,
           x_acc: acc,
@@ -133,29 +133,17 @@ export class ResidentPrefill {
     };
   }
 
-  /** Feeds of the per-row form: each row's own k blocks, ids and slots [Hk, R, k], live keys [Hk, R, k, B]. */
-  private perQueryFeeds(chunk: ChunkSelection, group: RowGroup, slots: Int32Array[]): Feeds {
+  /** Feeds of the per-row form: each row's own k blocks, ids and slots [Hk, R, k]; the live keys come from the device's per-block mask. */
+  private async perQueryFeeds(chunk: ChunkSelection, group: RowGroup, slots: Int32Array[], blocks: number): Promise<Feeds> {
     const Hk = this.parts.config.numKeyValueHeads;
-    const B = this.blockSize;
     const { k } = chunk;
     const R = group.to - group.from;
-    const { blockIds, slotIds, columns } = perQueryFeeds(chunk, group, slots);
-    const alive = new Uint8Array(Hk * R * k * B);
-    const tombstones = this.sequence.deadRanges.length > 0;
-    for (let h = 0; h < Hk; h++) {
-      const aliveOf = tombstones ? this.sequence.aliveKeys(group.blocks[h]) : undefined;
-      for (let at = h * R * k; at < (h + 1) * R * k; at++) {
-        const column = columns[at];
-        if (column < 0) continue; // padding: no live key
-        if (aliveOf) alive.set(aliveOf.subarray(column * B, (column + 1) * B), at * B);
-        else alive.fill(1, at * B, (at + 1) * B);
-      }
-    }
-    this.counters.otherBytes += blockIds.length * 16 + alive.byteLength + R * 8;
+    const { blockIds, slotIds } = perQueryFeeds(chunk, group, slots);
+    this.counters.otherBytes += blockIds.length * 16 + R * 8;
     return {
       query_blocks: i64(blockIds, [Hk, R, k]),
       query_slots: i64(slotIds, [Hk, R, k]),
-      key_alive: bool(alive, [Hk, R, k, B]),
+      block_alive: await this.kv.blockMask('alive', blocks),
     };
   }
 }

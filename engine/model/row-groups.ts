@@ -157,14 +157,13 @@ export function unionFeeds(chunk: ChunkSelection, group: RowGroup, slots: readon
   return { width, blockIds, slotIds, mask };
 }
 
-/** Feeds of the per-row form: each row's own k blocks and slots [Hk, R, k] (−1: none), and the columns of group.blocks they are. */
+/** Feeds of the per-row form: each row's own k blocks and slots [Hk, R, k] (block −1 and slot 0: none). */
 export function perQueryFeeds(chunk: ChunkSelection, group: RowGroup, slots: readonly Int32Array[]) {
   const Hk = group.blocks.length;
   const { rows, k, selected } = chunk;
   const R = group.to - group.from;
   const blockIds = new Int32Array(Hk * R * k).fill(-1);
   const slotIds = new Int32Array(Hk * R * k); // padding reads slot 0, masked
-  const columns = new Int32Array(Hk * R * k).fill(-1);
   const column = new Int32Array(spanOf(group));
   for (let h = 0; h < Hk; h++) {
     group.blocks[h].forEach((block, i) => (column[block] = i));
@@ -176,11 +175,10 @@ export function perQueryFeeds(chunk: ChunkSelection, group: RowGroup, slots: rea
         if (block < 0) continue;
         blockIds[at + j] = block;
         slotIds[at + j] = slots[h][column[block]];
-        columns[at + j] = column[block];
       }
     }
   }
-  return { blockIds, slotIds, columns };
+  return { blockIds, slotIds };
 }
 
 function maxId(ids: Int32Array): number {

@@ -83,16 +83,20 @@ export function buildSparseAttendRows(cfg: SalaConfig, precision: Precision, per
 
 /**
  * Each query row over only its own blocks: query_slots / query_blocks [Hk, R, K] (slot
- * in the store and block id, −1 = padding), key_alive [Hk, R, K, blockSize] (false for
- * padding and tombstones). Gathers R·K blocks per head instead of the union's U, and
- * computes no masked-out scores.
+ * in the store and block id, −1 = padding), and block_alive [NB, blockSize], the live keys of
+ * every block of the call (the device copy resident-kv.ts keeps for the decode steps too),
+ * gathered here by block id: a per-row mask built on the host was R·K·blockSize bytes per
+ * head and layer (16 MiB for 2,048 rows of the 9B shape). Gathers R·K blocks per head
+ * instead of the union's U, and computes no masked-out scores.
  */
 function attendPerQuery(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined): Value {
   const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
   const { keyStore, valueStore } = blockStores(g, cfg);
   const slots = g.input('query_slots', 'int64', [Hk, 'R', 'K']);
   const blockIds = g.input('query_blocks', 'int64', [Hk, 'R', 'K']);
-  const keyAlive = g.input('key_alive', 'bool', [Hk, 'R', 'K', blockSize]);
+  const present = g.not(g.less(blockIds, g.int64(0))); // [Hk, R, K]: not padding
+  const blockAlive = g.input('block_alive', 'bool', ['NB', blockSize]);
+  const keyAlive = g.and(g.gather(blockAlive, g.where(present, blockIds, g.int64(0))), g.unsqueeze(present, [3])); // [Hk, R, K, B]
   const queryPositions = g.input('query_positions', 'int64', ['R']);
 
   const heads = g.unsqueeze(g.expand(g.reshape(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [Hk, 1, 1]), g.shape(slots)), [3]); // [Hk, R, K, 1]
