@@ -308,12 +308,14 @@ def _invented_name(rng, text, pool):
 
 
 def make_questions(files, rng, n_q, kinds=("defined",) * 9 + ("used",) * 5 + ("missing",) * 3 + ("imports", "returns"),
-                   foreign=()):
+                   foreign=(), answer_form="line"):
     """files: [[path, text]] in context order. Returns [(question, answer)] in the format of
     docs/workspace-questions.md: a definition is answered with its line (leading whitespace
     dropped), a use with up to 3 lines that use the name, an absent name with a not-found sentence.
     foreign: names defined in other repositories. Half the absent names are drawn from them, so an
-    absent name looks like a present one and the model has to look instead of judging the name."""
+    absent name looks like a present one and the model has to look instead of judging the name.
+    answer_form "path" answers definitions and uses with `path:line` instead of the lines (the
+    format the first model was trained on; only the format ablation uses it)."""
     defs = {}
     file_lines = [text.split("\n") for _, text in files]
     for fi, (path, text) in enumerate(files):
@@ -327,6 +329,10 @@ def make_questions(files, rng, n_q, kinds=("defined",) * 9 + ("used",) * 5 + ("m
         row = file_lines[fi][line - 1].strip()
         if len(row) <= MAX_ANSWER_LINE:
             uniq.append((n, fi, line, row))
+
+    def place(fi, line, text):
+        return f"{files[fi][0]}:{line}" if answer_form == "path" else text
+
     all_text = None
     out = []
     tried = 0
@@ -334,12 +340,12 @@ def make_questions(files, rng, n_q, kinds=("defined",) * 9 + ("used",) * 5 + ("m
         tried += 1
         kind = rng.choice(kinds)
         if kind == "defined" and uniq:
-            name, _, _, row = rng.choice(uniq)
-            out.append((f"Where is `{name}` defined?", row))
+            name, fi, line, row = rng.choice(uniq)
+            out.append((f"Where is `{name}` defined?", place(fi, line, row)))
         elif kind == "used" and uniq:
             name, dfi, dline, row = rng.choice(uniq)
             rx = _word(name)
-            uses = []
+            uses, seen = [], set()
             for fi, lines in enumerate(file_lines):
                 if name not in files[fi][1]:
                     continue
@@ -347,8 +353,9 @@ def make_questions(files, rng, n_q, kinds=("defined",) * 9 + ("used",) * 5 + ("m
                     if (fi, li + 1) == (dfi, dline) or not rx.search(l):
                         continue
                     u = l.strip()
-                    if u and u != row and len(u) <= MAX_ANSWER_LINE and u not in uses:
-                        uses.append(u)
+                    if u and u != row and len(u) <= MAX_ANSWER_LINE and u not in seen:
+                        seen.add(u)
+                        uses.append(place(fi, li + 1, u))
                     if len(uses) == 3:
                         break
                 if len(uses) == 3:
@@ -413,11 +420,11 @@ def context_files(repo_files, rng, char_budget):
     return out
 
 
-def qa_doc(repo_files, rng, char_budget, n_q, foreign=()):
+def qa_doc(repo_files, rng, char_budget, n_q, foreign=(), answer_form="line"):
     files = context_files(repo_files, rng, char_budget)
     if not files:
         return None
-    qs = list(dict.fromkeys(make_questions(files, rng, n_q, foreign=foreign)))
+    qs = list(dict.fromkeys(make_questions(files, rng, n_q, foreign=foreign, answer_form=answer_form)))
     if not qs:
         return None
     body = "".join(file_doc(p, t) for p, t in files)

@@ -52,6 +52,7 @@ def load_model(config, weights, device, int8=False):
 class Ev:
     def __init__(self, model, tok, heldout, device, seed=0):
         self.m, self.tok, self.dev = model, tok, device
+        self.answer_form = "line"
         self.rng = random.Random(seed)
         self.repos = heldout
         vocab = tok.get_vocab()
@@ -170,7 +171,8 @@ class Ev:
             fi = min(cand_files, key=lambda f: abs(starts[f] - target))
             nm, p, line = self.rng.choice(uniq[fi])
             row = files[fi][1].split("\n")[line - 1].strip()
-            qs.append((f"Where is `{nm}` defined?", row, starts[fi] / len(ids), p))
+            answer = f"{p}:{line}" if self.answer_form == "path" else row
+            qs.append((f"Where is `{nm}` defined?", answer, starts[fi] / len(ids), p))
         return ids, qs
 
     def needle(self, N, n_ctx, n_q=4, force_dense=False, contexts=None):
@@ -218,6 +220,8 @@ def main():
     ap.add_argument("--bpb", type=int, default=48)
     ap.add_argument("--fim", type=int, default=300)
     ap.add_argument("--fim-form", choices=["file", "inline"], default="file")
+    ap.add_argument("--answer-form", choices=["line", "path"], default="line",
+                    help="needle answers as the definition's line (shipped) or `path:line` (prep.py --answer-form)")
     ap.add_argument("--needle", default="8192:25,65536:8,262144:3,1048576:2")
     ap.add_argument("--dense-needle", default="8192,65536,262144")
     ap.add_argument("--no-tf32", action="store_true")
@@ -232,6 +236,7 @@ def main():
     model = load_model(a.config, a.weights, a.device, a.int8)
     held = pickle.load(open(a.heldout, "rb"))
     ev = Ev(model, tok, held, a.device, a.seed)
+    ev.answer_form = a.answer_form
     out = {"weights": a.weights, "tf32": not a.no_tf32, "int8": a.int8}
 
     def dump():

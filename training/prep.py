@@ -49,7 +49,8 @@ def _foreign_names(rng, repo, files=20):
 def _qa_docs(job):
     """One worker's share of question documents: (seed, count, char budget, options) -> [str].
     options: complete_share (documents ending in an inline completion), foreign_absent (absent
-    names taken from other repositories), balance_langs (half JS/TS, half Python repositories)."""
+    names taken from other repositories), balance_langs (half JS/TS, half Python repositories),
+    answer_form (data.make_questions)."""
     seed, count, budget, opts = job
     rng = random.Random(seed)
     by_lang = {"js": [r for r in _REPOS if r["lang"] == "js"], "python": [r for r in _REPOS if r["lang"] == "python"]}
@@ -61,7 +62,8 @@ def _qa_docs(job):
             d = D.completion_doc(r["files"], rng, char_budget=budget)
         else:
             foreign = _foreign_names(rng, rng.choice(_REPOS)) if opts["foreign_absent"] else ()
-            d = D.qa_doc(r["files"], rng, char_budget=budget, n_q=rng.choice([3, 4, 5, 6]), foreign=foreign)
+            d = D.qa_doc(r["files"], rng, char_budget=budget, n_q=rng.choice([3, 4, 5, 6]), foreign=foreign,
+                         answer_form=opts["answer_form"])
         if d:
             out.append(d)
     return out
@@ -83,6 +85,8 @@ def main():
     ap.add_argument("--foreign-absent", action="store_true",
                     help="half the absent names are real names of other repositories, not recombined pieces")
     ap.add_argument("--balance-langs", action="store_true", help="question documents half JS/TS, half Python")
+    ap.add_argument("--answer-form", choices=["line", "path"], default="line",
+                    help="definitions and uses answered with their lines (shipped) or `path:line` (the format ablation)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--heldout-only", action="store_true", help="only write heldout.pkl (for evaluation)")
@@ -162,7 +166,8 @@ def main():
     for spec in a.qa.split(","):
         T, cnt = (int(x) for x in spec.split(":"))
         jobs = [(a.seed * 7919 + T * 31 + w, int(cnt * 1.3 / a.workers) + 1, int(T * cpt * 0.85),
-                 {"complete_share": a.complete_share, "foreign_absent": a.foreign_absent, "balance_langs": a.balance_langs})
+                 {"complete_share": a.complete_share, "foreign_absent": a.foreign_absent, "balance_langs": a.balance_langs,
+                  "answer_form": a.answer_form})
                 for w in range(a.workers)]
         with multiprocessing.get_context("fork").Pool(a.workers, initializer=_set_repos, initargs=(big,)) as pool:
             qdocs = [d for part in pool.map(_qa_docs, jobs) for d in part]

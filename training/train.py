@@ -8,7 +8,7 @@ Batch kinds (all teacher-forced next-token loss on every position):
   s4k : 16 x 4096 tokens, sparse path (>= dense_len), 25% rows end in a workspace-question doc
   d2k : 32 x 1920 tokens, dense path (< dense_len)
   s16k:  4 x 16384 tokens, sparse path, 50% question rows (longer needles)
---ablation trains on d2k rows only, without question documents.
+--ablation trains on d2k rows only, without question documents; --no-questions runs the main cycle without them.
 The learning rate follows the wall clock (warm-up 100 steps, cosine to 10% at the deadline),
 so a run always ends annealed; --resume continues from --ckpt (model + AdamW) with a new budget.
 """
@@ -138,6 +138,8 @@ def main():
                     help="dir with weights_part*.safetensors (fp16), or a shipped model.safetensors (int8)")
     ap.add_argument("--export-dir", default=None)
     ap.add_argument("--ablation", action="store_true")
+    ap.add_argument("--no-questions", action="store_true",
+                    help="the main rows without question documents (the retrieval-data ablation)")
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
@@ -179,7 +181,7 @@ def main():
                 layer.mlp.compile()
             else:
                 layer.compile()
-    sampler = Sampler(a.data, dev, a.seed + step, use_qa=not a.ablation)
+    sampler = Sampler(a.data, dev, a.seed + step, use_qa=not (a.ablation or a.no_questions))
     cycle = ABL_CYCLE if a.ablation else MAIN_CYCLE
     opts = {"impl": "flex", "sel_chunk": 4096}
     t_start = time.time()
@@ -251,7 +253,7 @@ def main():
     el_tot = el_prev + time.time() - t_start
     info = {"step": step, "tokens": tokens, "seconds": time.time() - t_start, "train_seconds_total": el_tot,
             "params": nparam,
-            "ablation": a.ablation, "log": log}
+            "ablation": a.ablation, "no_questions": a.no_questions, "log": log}
     if a.ckpt:
         sd = {k.replace("._orig_mod", ""): v for k, v in model.state_dict().items()}
         torch.save({"model": sd, "opt": opt.state_dict(), "step": step, "tokens": tokens,
