@@ -12,24 +12,23 @@ import {
   resolveDevice,
   resolvePrecision,
   type DeviceRequest,
-  type Precision,
   type PrecisionRequest,
   type ResolvedDevice,
   type ResolvedPrecision,
 } from '../runtime/device.js';
-import { blocksPerRow, quantizeInt4, type Int4Matrix } from '../runtime/int4.js';
-import { DeviceMemoryError, GraphSession, bool, f16, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
+import type { Int4Matrix } from '../runtime/int4.js';
+import { DeviceMemoryError, GraphSession, bool, f32, floatData, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { SparseKvCache, type SpillOptions } from '../kv/sparse-kv-cache.js';
 import { Sequence } from './sequence.js';
 import { blocksPerHead, type Level } from '../kv/selection.js';
-import { derivedSizes, expectedWeights, loadConfig, type DerivedSizes, type SalaConfig } from './config.js';
-import { MATRIX_INPUTS, buildGraphs } from './graphs.js';
+import { derivedSizes, loadConfig, type DerivedSizes, type SalaConfig } from './config.js';
+import { buildGraphs } from './graphs.js';
 import { loadWeights, type WeightMap } from './weights.js';
-import { DeviceTensors, release } from '../runtime/device-tensors.js';
-import { bakeInputs } from '../runtime/bake.js';
-import { composeChain } from '../runtime/compose.js';
+import { DeviceTensors } from '../runtime/device-tensors.js';
+import { bakeSessions, type BakedSessions } from './baked-sessions.js';
+import { placeWeights, type LayerTensors, type PlacedWeights } from './device-weights.js';
 import { ResidentDecoder, ResidentMemoryError, type ResidentOptions } from './resident-decoder.js';
-import { residentSessions, type ResidentSessions } from './resident-sessions.js';
+import { feedsFor, residentSessions, type ResidentSessions } from './resident-sessions.js';
 import { DEFAULT_CHUNK_SIZE, ModelInputError, compressionLevels, forwardPlan, type ChunkPlan, type ChunkSelection, type PlanOptions } from './forward-plan.js';
 
 export interface ModelOptions {
@@ -120,25 +119,6 @@ export { DEFAULT_CHUNK_SIZE, ModelInputError, Sequence };
  */
 export const AUTO_GPU_MIN_PARAMETERS = 1e9;
 
-type LayerTensors = Record<string, ort.Tensor>;
-
-const LAYER_WEIGHT_NAMES: Record<string, string> = {
-  input_layernorm: 'w_in_norm',
-  post_attention_layernorm: 'w_post_norm',
-  'mlp.gate_proj': 'w_mlp_gate',
-  'mlp.up_proj': 'w_mlp_up',
-  'mlp.down_proj': 'w_mlp_down',
-  'self_attn.q_proj': 'w_q',
-  'self_attn.k_proj': 'w_k',
-  'self_attn.v_proj': 'w_v',
-  'self_attn.o_proj': 'w_o',
-  'self_attn.z_proj': 'w_z',
-  'self_attn.o_gate': 'w_o_gate',
-  'self_attn.q_norm': 'w_q_norm',
-  'self_attn.k_norm': 'w_k_norm',
-  'self_attn.o_norm': 'w_o_norm',
-};
-
 const GRAPH_FILES = {
   embed: 'embed',
   lightning: 'lightning',
@@ -151,30 +131,6 @@ type GraphName = keyof typeof GRAPH_FILES;
 
 /** One shared session per graph, the weights fed as inputs; with baked weights only selection's (it has none). */
 type Sessions = Partial<Record<GraphName, GraphSession>>;
-
-/** The graphs that carry weights, one session per layer (ModelOptions.bakeWeights); selection has none. */
-interface BakedSessions {
-  embed: GraphSession;
-  head: GraphSession;
-  layers: { lightning?: GraphSession; sparseProject?: GraphSession; sparseAttend?: GraphSession }[];
-  /** Runs of consecutive Lightning layers chained into one session, by their first layer. */
-  lightningGroups: Map<number, { session: GraphSession; layers: number[] }>;
-}
-
-/**
- * Largest chained Lightning graph. Measured on an H200 (docs/benchmarks/gpu.md): chains of
- * two fp16 9B-shape layers (1.1 GB) took ~35 s each to create on CUDA (the model loaded in
- * 414 s against 67 s unchained), one of eight int4 layers (1.4 GB) did not finish in 230 s,
- * while on the CPU provider the same chains build in ~1.6 s a layer. Until that is
- * understood only small layers chain (the default model's whole runs of Lightning layers).
- */
-const MAX_CHAIN_BYTES = 64 * 2 ** 20;
-
-function pick(tensors: LayerTensors, names: readonly string[]): Feeds {
-  const feeds: Feeds = {};
-  for (const name of names) if (name in tensors) feeds[name] = tensors[name];
-  return feeds;
-}
 
 export class SalaModel {
   readonly sizes: DerivedSizes;
@@ -238,73 +194,17 @@ export class SalaModel {
     // single-token steps are too small to gain from threads and lose to their wake-ups.
     const prefillSessions = await createSessions(options.threads);
     const decodeSessions = await createSessions(options.decodeThreads ?? 1);
-    const shapes = expectedWeights(config);
     // On a GPU every weight is uploaded once and stays there; each run then feeds the device copy.
     const deviceTensors = new DeviceTensors(device.kind);
-    // Keyed by the data and its form, so a tied lm_head (or layers sharing weights) is uploaded once per form.
-    const uploaded = new Map<Float32Array, Map<Precision, ort.Tensor[]>>();
-    const tensors = async (target: LayerTensors, name: string, input: string): Promise<void> => {
-      const data = weights.get(name);
-      const shape = shapes.get(name);
-      if (!data || !shape) throw new ModelInputError(`weight ${name} is missing`);
-      if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new ModelInputError(`weight ${name} has ${data.length} values; the config implies shape [${shape.join(', ')}]`);
-      // Norms stay fp32; the embedding table is gathered, not multiplied, so it is never int4.
-      const form: Precision = !MATRIX_INPUTS.has(input) ? 'fp32' : input === 'w_embed' && precision.kind === 'int4' ? 'fp16' : precision.kind;
-      const forms = uploaded.get(data) ?? new Map<Precision, ort.Tensor[]>();
-      uploaded.set(data, forms);
-      let resident = forms.get(form);
-      if (!resident) {
-        // Converted here, once, and only the converted form goes to the device.
-        if (form === 'int4') {
-          let q = options.int4Blocks?.(name);
-          if (!q) {
-            q = quantizeInt4(data, shape[0], shape[1]);
-            options.onInt4?.(name, q);
-          }
-          resident = [
-            await deviceTensors.upload(new ort.Tensor('uint8', q.codes, [q.rows, blocksPerRow(q.cols), q.blockSize / 2])),
-            await deviceTensors.upload(f32(q.scales, [q.scales.length])),
-            await deviceTensors.upload(new ort.Tensor('uint8', q.zeros, [q.zeros.length])),
-          ];
-        } else {
-          resident = [await deviceTensors.upload(form === 'fp16' ? f16(data, shape) : f32(data, shape))];
-        }
-        forms.set(form, resident);
-      }
-      const [main, scales, zeros] = resident;
-      target[input] = main;
-      if (scales && zeros) {
-        target[`${input}_scales`] = scales;
-        target[`${input}_zeros`] = zeros;
-      }
-    };
-    const layerTensors: LayerTensors[] = [];
-    const globalTensors: LayerTensors = {};
+    let placed: PlacedWeights;
     try {
-      for (let layer = 0; layer < config.numHiddenLayers; layer++) {
-        const forLayer: LayerTensors = {};
-        for (const [suffix, input] of Object.entries(LAYER_WEIGHT_NAMES)) {
-          const name = `model.layers.${layer}.${suffix}.weight`;
-          if (weights.has(name)) await tensors(forLayer, name, input);
-        }
-        layerTensors.push(forLayer);
-      }
-      await tensors(globalTensors, 'model.embed_tokens.weight', 'w_embed');
-      await tensors(globalTensors, 'model.norm.weight', 'w_norm');
-      await tensors(globalTensors, config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight', 'w_lm_head');
+      placed = await placeWeights(config, weights, precision, deviceTensors, options);
     } catch (err) {
-      // The weights do not fit the device: free what went up, say what would fit.
-      for (const forms of uploaded.values()) for (const list of forms.values()) list.forEach(release);
       await deviceTensors.release();
       await Promise.all([...Object.values(prefillSessions), ...Object.values(decodeSessions)].map((session) => session.release()));
-      if (!(err instanceof DeviceMemoryError || err instanceof RangeError)) throw err;
-      const gib = (bytes: number) => (bytes / 2 ** 30).toFixed(1);
-      throw new DeviceMemoryError(
-        `the model's weights do not fit in ${device.kind} memory (${precision.kind}; ${gib(deviceTensors.uploadedBytes)} GiB were placed when an allocation failed: ${err.message.split('\n')[0].replace(/\.$/, '')}). ` +
-          (precision.kind === 'int4' ? 'Run it on the CPU (--device cpu).' : 'Use 4-bit weights (--precision int4, about a quarter of fp16), or run it on the CPU (--device cpu).'),
-        { cause: err },
-      );
+      throw err;
     }
+    const { layerTensors, globalTensors } = placed;
     let baked: BakedSessions | undefined;
     if (bake) {
       try {
@@ -493,7 +393,7 @@ export class SalaModel {
       if (options.signal?.aborted) throw options.signal.reason ?? new Error('aborted');
       const tokens = chunk.ids.length;
       const embed = this.graph('embed', tokens);
-      const embedded = await embed.run({ ...pick(this.globalTensors, embed.inputNames), ids: i64(chunk.ids) });
+      const embedded = await embed.run({ ...feedsFor(this.globalTensors, embed.inputNames), ids: i64(chunk.ids) });
       let x = floatData(embedded.x);
       for (let layer = 0; layer < this.config.numHiddenLayers;) {
         const group = this.baked?.lightningGroups.get(layer);
@@ -519,7 +419,7 @@ export class SalaModel {
       offset += part.length;
     }
     const head = this.graph('head', plan.logitRows);
-    const out = await head.run({ ...pick(this.globalTensors, head.inputNames), x: f32(rows, [plan.logitRows, d]) });
+    const out = await head.run({ ...feedsFor(this.globalTensors, head.inputNames), x: f32(rows, [plan.logitRows, d]) });
     return floatData(out.logits);
   }
 
@@ -531,7 +431,7 @@ export class SalaModel {
     const { lightningHeads: H, lightningHeadDim: D } = this.sizes;
     const session = this.graph('lightning', tokens, layer);
     const out = await session.run({
-      ...pick(this.layerTensors[layer], session.inputNames),
+      ...feedsFor(this.layerTensors[layer], session.inputNames),
       x: f32(x, [tokens, this.config.hiddenSize]),
       state: f32(state, [H, D, D]),
       positions: f32(positions, [tokens]),
@@ -577,7 +477,7 @@ export class SalaModel {
     const d = this.config.hiddenSize;
     const Hk = this.config.numKeyValueHeads;
     const project = this.graph('sparseProject', tokens, layer);
-    const projected = await project.run({ ...pick(tensors, project.inputNames), x: f32(x, [tokens, d]) });
+    const projected = await project.run({ ...feedsFor(tensors, project.inputNames), x: f32(x, [tokens, d]) });
     cache.append(floatData(projected.k), floatData(projected.v));
     if (cache.blockCount !== chunk.blocks) throw new Error(`layer ${layer} holds ${cache.blockCount} blocks; the plan expects ${chunk.blocks}`);
 
@@ -657,7 +557,7 @@ export class SalaModel {
       allRows ? tensor : f32(floatData(tensor).subarray(start * rowWidth, end * rowWidth), [rows, ...tensor.dims.slice(1)]);
     const session = this.graph('sparseAttend', rows, layer);
     const feeds: Feeds = {
-      ...pick(this.layerTensors[layer], session.inputNames),
+      ...feedsFor(this.layerTensors[layer], session.inputNames),
       x: f32(allRows ? x : x.subarray(start * d, end * d), [rows, d]),
       q: sliceRows(projected.q, H * hs),
       key_store: f32(store.keys, [Hk, store.capacityBlocks, blockSize, hs]),
@@ -713,67 +613,5 @@ export class SalaModel {
       for (let j = 0; j < rawK; j++) padded[row * k + j] = Number(raw[row * rawK + j]);
     }
     return { raw, rawK, k, padded };
-  }
-}
-
-/**
- * Per-layer sessions with the weights baked in (ModelOptions.bakeWeights). Each layer's
- * tensors are dropped once its sessions hold them, so host memory keeps one copy.
- */
-async function bakeSessions(
-  config: SalaConfig,
-  graphs: ReturnType<typeof buildGraphs>,
-  layerTensors: LayerTensors[],
-  globalTensors: LayerTensors,
-  options: { device: ResolvedDevice['kind']; threads?: number },
-): Promise<BakedSessions> {
-  const made: GraphSession[] = [];
-  const make = async (name: string, graph: Uint8Array, tensors: LayerTensors): Promise<GraphSession> => {
-    const session = await GraphSession.create(name, bakeInputs(graph, tensors), options);
-    made.push(session);
-    return session;
-  };
-  try {
-    const layers: BakedSessions['layers'] = [];
-    const lightningGroups: BakedSessions['lightningGroups'] = new Map();
-    let run: { layers: number[]; models: Uint8Array[]; bytes: number } = { layers: [], models: [], bytes: 0 };
-    const closeRun = async () => {
-      if (run.layers.length > 0) {
-        const chained = composeChain(
-          run.models,
-          run.layers.map((layer) => `l${layer}_`),
-          { input: 'x', output: 'x_out' },
-          ['positions'],
-        );
-        run.models = [];
-        const session = await GraphSession.create(`lightning_group_${run.layers[0]}`, chained, options);
-        made.push(session);
-        lightningGroups.set(run.layers[0], { session, layers: run.layers });
-      }
-      run = { layers: [], models: [], bytes: 0 };
-    };
-    for (let layer = 0; layer < config.numHiddenLayers; layer++) {
-      const tensors = layerTensors[layer];
-      if (config.mixerTypes[layer] === 'lightning-attn') {
-        const model = bakeInputs(graphs.lightning, tensors);
-        if (run.bytes + model.length > MAX_CHAIN_BYTES) await closeRun();
-        run.layers.push(layer);
-        run.models.push(model);
-        run.bytes += model.length;
-        layers.push({});
-      } else {
-        await closeRun();
-        layers.push({
-          sparseProject: await make(`sparse_project_${layer}`, graphs.sparseProject, tensors),
-          sparseAttend: await make(`sparse_attend_${layer}`, graphs.sparseAttend, tensors),
-        });
-      }
-      layerTensors[layer] = {};
-    }
-    await closeRun();
-    return { embed: await make('embed', graphs.embed, globalTensors), head: await make('head', graphs.head, globalTensors), layers, lightningGroups };
-  } catch (err) {
-    await Promise.all(made.map((session) => session.release()));
-    throw err;
   }
 }
