@@ -17,7 +17,7 @@ import { feedsFor, type ResidentParts, type ResidentSessions } from './resident-
 import { ResidentStep, type SparseStep } from './resident-step.js';
 
 export { MAX_KV_TENSOR_BYTES, ResidentMemoryError, type KvPlacement } from './resident-kv.js';
-export type { ResidentParts, ResidentSessions } from './resident-sessions.js';
+export type { ResidentSessions } from './resident-sessions.js';
 export type { SparseStep } from './resident-step.js';
 
 export interface ResidentOptions {
@@ -87,8 +87,9 @@ export class ResidentDecoder {
   ) {
     const free = (tensor: ort.Tensor | undefined): void => this.free(tensor);
     this.kv = new ResidentKv(parts, sessions, sequence, placement, maxTokens, this.counters, free);
-    this.chunks = new ResidentPrefill(parts, sessions, this.kv, sequence, this.counters, options.attentionBytes ?? ATTENTION_SCORE_BYTES, options.rowAttention ?? 'auto');
-    this.steps = new ResidentStep(parts, sessions, this.kv, sequence, this.counters, options.sparseStep ?? 'captured', free);
+    const shared = { parts, sessions, kv: this.kv, sequence, counters: this.counters };
+    this.chunks = new ResidentPrefill(shared, options.attentionBytes ?? ATTENTION_SCORE_BYTES, options.rowAttention ?? 'auto');
+    this.steps = new ResidentStep(shared, options.sparseStep ?? 'captured', free);
   }
 
   /** Moves the sequence's state onto the device. */

@@ -58,6 +58,30 @@ export interface ResidentCounters {
   sparseGraphRuns: number;
 }
 
+/** What a decoder's sparse-layer runners share: the model's parts and sessions, the device KV, the sequence, the counters. */
+export interface ResidentShared {
+  parts: ResidentParts;
+  sessions: ResidentSessions;
+  kv: ResidentKv;
+  sequence: Sequence;
+  counters: ResidentCounters;
+}
+
+/** A runner of the decoder's sparse layers (resident-prefill.ts, resident-step.ts): the shared state, unpacked. */
+export abstract class SparseLayerRunner {
+  protected readonly parts: ResidentParts;
+  protected readonly sessions: ResidentSessions;
+  protected readonly kv: ResidentKv;
+  protected readonly sequence: Sequence;
+  protected readonly counters: ResidentCounters;
+  protected readonly blockSize: number;
+
+  constructor(shared: ResidentShared) {
+    ({ parts: this.parts, sessions: this.sessions, kv: this.kv, sequence: this.sequence, counters: this.counters } = shared);
+    this.blockSize = shared.kv.blockSize;
+  }
+}
+
 export class ResidentKv {
   readonly layers: SparseLayerState[] = [];
   private masks?: { key: string; alive?: ort.Tensor; excluded?: ort.Tensor };

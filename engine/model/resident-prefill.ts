@@ -8,25 +8,18 @@ import type * as ort from 'onnxruntime-node';
 import { release } from '../runtime/device-tensors.js';
 import { bool, floatData, i64, type Feeds } from '../runtime/session.js';
 import type { ChunkPlan } from './forward-plan.js';
-import type { Sequence } from './sequence.js';
 import { perQueryFeeds, rowGroups, selectedIds, unionFeeds, type ChunkSelection, type RowAttention, type RowGroup } from './row-groups.js';
-import type { ResidentCounters, ResidentKv, SparseLayerState } from './resident-kv.js';
-import { feedsFor, type ResidentParts, type ResidentSessions } from './resident-sessions.js';
+import { SparseLayerRunner, type ResidentShared, type SparseLayerState } from './resident-kv.js';
+import { feedsFor } from './resident-sessions.js';
 
-export class ResidentPrefill {
+export class ResidentPrefill extends SparseLayerRunner {
   constructor(
-    private readonly parts: ResidentParts,
-    private readonly sessions: ResidentSessions,
-    private readonly kv: ResidentKv,
-    private readonly sequence: Sequence,
-    private readonly counters: ResidentCounters,
+    shared: ResidentShared,
     /** Device memory for one attention call's scores (ResidentOptions.attentionBytes). */
     private readonly attentionBytes: number,
     private readonly rowAttention: RowAttention,
-  ) {}
-
-  private get blockSize(): number {
-    return this.parts.config.sparse.blockSize;
+  ) {
+    super(shared);
   }
 
   /** The sparse layer `state` over the chunk's rows x; returns its output rows. */

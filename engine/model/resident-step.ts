@@ -11,9 +11,8 @@ import { bool, floatData, i64, type Feeds } from '../runtime/session.js';
 import type { GraphSession } from '../runtime/session.js';
 import type { CapturedSparse } from './captured-sparse.js';
 import type { ChunkPlan, ChunkSelection as SelectionPlan } from './forward-plan.js';
-import type { Sequence } from './sequence.js';
-import type { ResidentCounters, ResidentKv, SparseLayerState } from './resident-kv.js';
-import { feedsFor, type ResidentParts, type ResidentSessions } from './resident-sessions.js';
+import { SparseLayerRunner, type ResidentShared, type SparseLayerState } from './resident-kv.js';
+import { feedsFor } from './resident-sessions.js';
 
 /**
  * Decode steps, KV on the device: a sparse layer's selection feeds its attention in the same
@@ -23,7 +22,7 @@ import { feedsFor, type ResidentParts, type ResidentSessions } from './resident-
  */
 export type SparseStep = 'captured' | 'fused' | 'split';
 
-export class ResidentStep {
+export class ResidentStep extends SparseLayerRunner {
   /** Whether a decode step's selection feeds its attention in the same run. */
   private readonly selectsOnDevice: boolean;
   /** This decoder's CUDA graphs of its sparse layers (made on the first sparse step; null where they cannot be). */
@@ -34,19 +33,12 @@ export class ResidentStep {
 
   /** `free` releases a device tensor unless a CUDA graph owns it. */
   constructor(
-    private readonly parts: ResidentParts,
-    private readonly sessions: ResidentSessions,
-    private readonly kv: ResidentKv,
-    private readonly sequence: Sequence,
-    private readonly counters: ResidentCounters,
+    shared: ResidentShared,
     private readonly sparseStep: SparseStep,
     private readonly free: (tensor: ort.Tensor | undefined) => void,
   ) {
-    this.selectsOnDevice = kv.placement === 'device' && sparseStep !== 'split';
-  }
-
-  private get blockSize(): number {
-    return this.parts.config.sparse.blockSize;
+    super(shared);
+    this.selectsOnDevice = shared.kv.placement === 'device' && sparseStep !== 'split';
   }
 
   /** Whether `tensor` is one of the captured sparse step's fixed buffers. */
