@@ -63,8 +63,9 @@ function needleQuestions(context: WorkspaceContext, count: number): Needle[] {
 }
 
 /**
- * Share of answers whose first place (the engine's, AskResult.locations) is the definition, and the mean log-probability per token of the
- * gold answer (graded: it moves where a small model's exact answers are all wrong).
+ * Share of answers whose first place (the engine's, AskResult.locations) is the definition
+ * (±2 lines), and the mean log-probability per token of the gold answer: a graded figure
+ * that moves with the context's state even where the exact answers do not.
  */
 async function accuracy(context: WorkspaceContext, questions: Needle[]): Promise<{ correct: number; logProbPerToken: number }> {
   let correct = 0;

@@ -50,9 +50,9 @@ def load_model(config, weights, device, int8=False):
 
 
 class Ev:
-    def __init__(self, model, tok, heldout, device, seed=0):
+    def __init__(self, model, tok, heldout, device, seed=0, answer_form="line"):
         self.m, self.tok, self.dev = model, tok, device
-        self.answer_form = "line"
+        self.answer_form = answer_form  # needle answers: the definition line, or `path:line`
         self.rng = random.Random(seed)
         self.repos = heldout
         vocab = tok.get_vocab()
@@ -235,8 +235,7 @@ def main():
     tok = Tokenizer.from_file(a.tokenizer)
     model = load_model(a.config, a.weights, a.device, a.int8)
     held = pickle.load(open(a.heldout, "rb"))
-    ev = Ev(model, tok, held, a.device, a.seed)
-    ev.answer_form = a.answer_form
+    ev = Ev(model, tok, held, a.device, a.seed, a.answer_form)
     out = {"weights": a.weights, "tf32": not a.no_tf32, "int8": a.int8}
 
     def dump():

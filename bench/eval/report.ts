@@ -124,6 +124,6 @@ function placesNote(result: EvalResult): string {
 /** Writes FILE.json and FILE.md beside it. */
 export function writeReport(out: string, result: EvalResult): void {
   mkdirSync(path.dirname(out), { recursive: true });
-  writeFileSync(out, `${JSON.stringify(result, null, 1)}\n`);
+  writeFileSync(out, `${JSON.stringify(result)}\n`); // compact: the items make it hundreds of KB, and every clone carries it
   writeFileSync(out.replace(/\.json$/, '') + '.md', markdown(result));
 }
