@@ -9,8 +9,10 @@ import { derivedSizes, type SalaConfig } from './config.js';
 import { attentionOutput, blockStores, linear, matrixInput, rmsNorm, sparseHeads } from './graph-parts.js';
 import { blockSelection, residentSlots } from './sparse-select-graph.js';
 
-/** Sparse layer, first part ("Sparse layer, prefill", steps 1 and 4): q, k, v (NoPE) and the output gate from the normed input. */
-/** `resident`: k and v once more for the host store; `passThrough`: x once more too (into a CUDA graph's input row). */
+/**
+ * Sparse layer, first part ("Sparse layer, prefill", steps 1 and 4): q, k, v (NoPE) and the output gate from the
+ * normed input. `resident`: k and v once more for the host store; `passThrough`: x once more too (into a CUDA graph's input row).
+ */
 export function buildSparseProject(cfg: SalaConfig, precision: Precision, resident = false, passThrough = false): Uint8Array {
   const { sparseHeadDim: hs } = derivedSizes(cfg);
   const d = cfg.hiddenSize;
