@@ -27,7 +27,8 @@ import { bakeInputs } from '../engine/runtime/bake.js';
 import { defaultModelSpec, nineBSpec, tileSequence, weightBytesPerToken, type ModelSpec } from './offload.js';
 import { lineChart } from './svg-chart.js';
 
-type RowAttention = NonNullable<ResidentOptions['rowAttention']>;
+/** A prefill row form (ResidentOptions.rowAttention), with '@host' where the selection of resident blocks comes to the host first (prefillSelection 'host'). */
+type RowAttention = NonNullable<ResidentOptions['rowAttention']> | `${NonNullable<ResidentOptions['rowAttention']>}@host`;
 
 interface Floors {
   /** Weights streamed by an fp16 vector × matrix product (a decode step's shape), GB/s. */
@@ -43,7 +44,7 @@ interface StepRow {
   device: DeviceKind;
   /** Where the resident decoder keeps the sparse layers' past KV ('host' for the host executor). */
   placement?: KvPlacement | 'host';
-  /** How the resident decoder's prefill attends a row group (ResidentOptions.rowAttention). */
+  /** How the resident decoder's prefill attends a row group (ResidentOptions.rowAttention; '@host': prefillSelection 'host'). */
   rowAttention?: RowAttention;
   /** KV on the device: how a decode step's sparse layer runs (ResidentOptions.sparseStep). */
   sparseStep?: SparseStep;
@@ -233,7 +234,8 @@ async function runModel(
                 ? undefined
                 : await model.residentDecoder(sequence, {
                     placement,
-                    rowAttention,
+                    rowAttention: rowAttention.replace('@host', '') as ResidentOptions['rowAttention'],
+                    prefillSelection: rowAttention.endsWith('@host') ? 'host' : 'device',
                     sparseStep,
                     attentionBytes: options.attentionBytes,
                     maxTokens: context + ids.length + options.warmup + options.steps + 1,
@@ -360,7 +362,9 @@ async function main(): Promise<void> {
   const placements = values.placements!.split(',');
   for (const placement of placements) if (placement !== 'offload' && placement !== 'device') throw new Error(`--placements takes offload and device, got ${placement}`);
   const rowAttention = values['row-attention']!.split(',');
-  for (const form of rowAttention) if (form !== 'auto' && form !== 'union' && form !== 'per-row') throw new Error(`--row-attention takes auto, union and per-row, got ${form}`);
+  for (const form of rowAttention) {
+    if (!['auto', 'union', 'per-row'].includes(form.replace(/@host$/, ''))) throw new Error(`--row-attention takes auto, union and per-row, each with @host or not, got ${form}`);
+  }
   const sparseSteps = values['sparse-step']!.split(',');
   for (const form of sparseSteps) if (form !== 'captured' && form !== 'fused' && form !== 'split') throw new Error(`--sparse-step takes captured, fused and split, got ${form}`);
   const options = {

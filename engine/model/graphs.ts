@@ -12,7 +12,8 @@ import { derivedSizes, type SalaConfig } from './config.js';
 import { linear, matrixInput, rmsNorm } from './graph-parts.js';
 import { buildLightning } from './lightning-graph.js';
 import { buildSparseSelect } from './sparse-select-graph.js';
-import { buildSparseAttend, buildSparseAttendResident, buildSparseAttendRows, buildSparseProject, buildSparseSelectAttendResident } from './sparse-attend-graphs.js';
+import { buildSparseAttend, buildSparseAttendResident, buildSparseProject, buildSparseSelectAttendResident } from './sparse-attend-graphs.js';
+import { buildSparseAttendRows, type RowAttendForm } from './row-attend-graphs.js';
 
 export interface GraphSet {
   embed: Uint8Array;
@@ -60,9 +61,8 @@ export interface ResidentGraphSet {
   sparseAttend: Uint8Array;
   /** Both of them in one graph, for KV all on the device. */
   sparseSelectAttend: Uint8Array;
-  /** Chunked prefill: attention for a range of a chunk's rows (over their union of blocks, or each over its own), and the head on its last row. */
-  sparseAttendRows: Uint8Array;
-  sparseAttendQueries: Uint8Array;
+  /** Chunked prefill: attention for a range of a chunk's rows, in each form (row-attend-graphs.ts), and the head on its last row. */
+  sparseAttendRows: Record<RowAttendForm, Uint8Array>;
   headLast: Uint8Array;
 }
 
@@ -74,8 +74,12 @@ export function buildResidentGraphs(cfg: SalaConfig, precision: Precision = 'fp3
     sparseSelect: buildSparseSelect(cfg, true),
     sparseAttend: buildSparseAttendResident(cfg, precision),
     sparseSelectAttend: buildSparseSelectAttendResident(cfg, precision),
-    sparseAttendRows: buildSparseAttendRows(cfg, precision, false),
-    sparseAttendQueries: buildSparseAttendRows(cfg, precision, true),
+    sparseAttendRows: {
+      union: buildSparseAttendRows(cfg, precision, 'union'),
+      'per-row': buildSparseAttendRows(cfg, precision, 'per-row'),
+      'selected-union': buildSparseAttendRows(cfg, precision, 'selected-union'),
+      'selected-per-row': buildSparseAttendRows(cfg, precision, 'selected-per-row'),
+    },
     headLast: buildHead(cfg, precision, true),
   };
 }

@@ -35,6 +35,8 @@ export interface ResidentOptions {
   attentionBytes?: number;
   /** prefill(), sparse: a row group attends over the union of its blocks, each row over its own, or whichever is cheaper (default 'auto'). */
   rowAttention?: RowAttention;
+  /** prefill(), every block on the device: the selection stays there for the attention ('device', the default) or comes to the host first ('host', as offloading does). */
+  prefillSelection?: 'device' | 'host';
   /** Decode steps, KV on the device: how a sparse layer's selection reaches its attention (resident-step.ts; default 'captured'). */
   sparseStep?: SparseStep;
 }
@@ -88,7 +90,7 @@ export class ResidentDecoder {
     const free = (tensor: ort.Tensor | undefined): void => this.free(tensor);
     this.kv = new ResidentKv(parts, sessions, sequence, placement, maxTokens, this.counters, free);
     const shared = { parts, sessions, kv: this.kv, sequence, counters: this.counters };
-    this.chunks = new ResidentPrefill(shared, options.attentionBytes ?? ATTENTION_SCORE_BYTES, options.rowAttention ?? 'auto');
+    this.chunks = new ResidentPrefill(shared, options.attentionBytes ?? ATTENTION_SCORE_BYTES, options.rowAttention ?? 'auto', options.prefillSelection ?? 'device');
     this.steps = new ResidentStep(shared, options.sparseStep ?? 'captured', free);
   }
 

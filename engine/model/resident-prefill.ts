@@ -1,14 +1,15 @@
 // A sparse layer over a chunk of a resident decoder's prefill: project the chunk, append
 // its K/V to the host store, select (as the plan says), then attend in row groups
-// (row-groups.ts: each group fits the pool or the score budget), placing each group's
-// blocks on the device first. With every block resident a block's slot is its id; with
-// offload, each group's union of blocks is placed in the pool (misses uploaded, the
-// chunk's own blocks refreshed the first time they are placed).
+// (row-groups.ts: each group fits the pool or the score budget). With every block
+// resident a block's slot is its id, and the selection stays on the device for the
+// attention to read (no id crosses the bus or passes through JavaScript); with offload,
+// the ids come to the host and each group's union of blocks is placed in the pool first
+// (misses uploaded, the chunk's own blocks refreshed the first time they are placed).
 import type * as ort from 'onnxruntime-node';
 import { release } from '../runtime/device-tensors.js';
 import { bool, floatData, i64, type Feeds } from '../runtime/session.js';
 import type { ChunkPlan } from './forward-plan.js';
-import { perQueryFeeds, rowGroups, selectedIds, unionFeeds, type ChunkSelection, type RowAttention, type RowGroup } from './row-groups.js';
+import { perQueryFeeds, rowGroups, selectedIds, selectedRowGroups, unionFeeds, type ChunkSelection, type RowAttention, type RowGroup, type RowGroupLimits } from './row-groups.js';
 import { SparseLayerRunner, type ResidentShared, type SparseLayerState } from './resident-kv.js';
 import { feedsFor } from './resident-sessions.js';
 
@@ -18,6 +19,8 @@ export class ResidentPrefill extends SparseLayerRunner {
     /** Device memory for one attention call's scores (ResidentOptions.attentionBytes). */
     private readonly attentionBytes: number,
     private readonly rowAttention: RowAttention,
+    /** With every block resident: whether a chunk's selection stays on the device ('device') or comes to the host as with offload ('host', the comparison point). */
+    private readonly selectionRoute: 'device' | 'host',
   ) {
     super(shared);
   }
@@ -31,10 +34,7 @@ export class ResidentPrefill extends SparseLayerRunner {
     const { firstPosition: first, blocks } = plan;
     const rows = plan.ids.length;
     const firstTouched = Math.floor(first / this.blockSize);
-    // [Hk, rows, rawK] selected block ids (−1: none); none on the dense path, where a row attends to every block up to its own (k unused).
-    const selected = plan.selection ? selectedIds(await this.kv.select(state, projected.q, first, rows, plan.selection, blocks)) : undefined;
-    const chunk: ChunkSelection = { first, rows, k: plan.selection?.rawK ?? 0, selected };
-    const groups = rowGroups(chunk, {
+    const limits: RowGroupLimits = {
       kvHeads: Hk,
       heads: config.numAttentionHeads,
       blockSize: this.blockSize,
@@ -42,26 +42,28 @@ export class ResidentPrefill extends SparseLayerRunner {
       capacity: state.pool ? state.poolSlots : Infinity,
       attentionBytes: this.attentionBytes,
       rowAttention: this.rowAttention,
-    });
+    };
+    if (!state.pool && plan.selection && this.selectionRoute === 'device') {
+      try {
+        await this.uploadChunkBlocks(state, firstTouched, blocks);
+        return await this.attendSelected(state, x, projected, plan, limits);
+      } finally {
+        for (const name of ['q', 'k', 'v', 'gate']) release(projected[name]);
+      }
+    }
+    // [Hk, rows, rawK] selected block ids (−1: none); none on the dense path, where a row attends to every block up to its own (k unused).
+    const selected = plan.selection ? selectedIds(await this.kv.select(state, projected.q, first, rows, plan.selection, blocks)) : undefined;
+    const chunk: ChunkSelection = { first, rows, k: plan.selection?.rawK ?? 0, selected };
+    const groups = rowGroups(chunk, limits);
 
     // The chunk's blocks hold new rows: with every block resident they go up now; in a pool, when first placed.
     const refreshed = Array.from({ length: Hk }, () => new Set<number>());
-    if (!state.pool) {
-      const index: number[] = [];
-      const upload: { head: number; block: number }[] = [];
-      for (let h = 0; h < Hk; h++) {
-        for (let b = firstTouched; b < blocks; b++) {
-          index.push(h, b);
-          upload.push({ head: h, block: b });
-        }
-      }
-      await this.kv.uploadBlocks(state, index, upload);
-    }
+    if (!state.pool) await this.uploadChunkBlocks(state, firstTouched, blocks);
     let acc = x;
     try {
       for (const group of groups) {
         const slots = await this.placeGroup(state, group, firstTouched, refreshed);
-        const session = group.perQuery ? this.sessions.attendQueries : this.sessions.attendRows;
+        const session = this.sessions.attendRows[group.perQuery ? 'per-row' : 'union'];
         const feeds: Feeds = {
           ...feedsFor(layerTensors[state.layer], session.inputNames),
           ...(group.perQuery ? await this.perQueryFeeds(chunk, group, slots, blocks) : this.unionFeeds(chunk, group, slots)),
@@ -81,6 +83,56 @@ export class ResidentPrefill extends SparseLayerRunner {
       }
     } finally {
       for (const name of ['q', 'k', 'v', 'gate']) release(projected[name]);
+    }
+    return acc;
+  }
+
+  /** With every block resident (slot = id): the blocks this chunk wrote, from firstTouched, uploaded for every head. */
+  private async uploadChunkBlocks(state: SparseLayerState, firstTouched: number, blocks: number): Promise<void> {
+    const index: number[] = [];
+    const upload: { head: number; block: number }[] = [];
+    for (let h = 0; h < this.parts.config.numKeyValueHeads; h++) {
+      for (let b = firstTouched; b < blocks; b++) {
+        index.push(h, b);
+        upload.push({ head: h, block: b });
+      }
+    }
+    await this.kv.uploadBlocks(state, index, upload);
+  }
+
+  /** The chunk's rows over the blocks they selected, the selection left on the device where the selection graph wrote it. */
+  private async attendSelected(state: SparseLayerState, x: ort.Tensor, projected: Record<string, ort.Tensor>, plan: ChunkPlan, limits: RowGroupLimits): Promise<ort.Tensor> {
+    const { firstPosition: first, blocks } = plan;
+    const rows = plan.ids.length;
+    const selection = plan.selection!;
+    const feeds = await this.kv.selectFeeds(state, projected.q, first, rows, selection);
+    const blockExcluded = await this.kv.blockMask('excluded', blocks);
+    const { selected } = await this.sessions.selectOnDevice.run({ ...feeds, block_excluded: blockExcluded });
+    const blockAlive = await this.kv.blockMask('alive', blocks);
+    let acc = x;
+    try {
+      for (const group of selectedRowGroups(rows, blocks, selection.rawK, limits)) {
+        const session = this.sessions.attendRows[group.perQuery ? 'selected-per-row' : 'selected-union'];
+        const out = await session.run({
+          ...feedsFor(this.parts.layerTensors[state.layer], session.inputNames),
+          x,
+          q: projected.q,
+          ...(projected.gate ? { gate: projected.gate } : {}),
+          x_acc: acc,
+          row_range: i64([group.from, group.to]),
+          first_position: i64([first]),
+          selected,
+          key_store: state.poolKeys,
+          value_store: state.poolValues,
+          block_alive: blockAlive,
+        });
+        this.counters.prefillAttendCalls++;
+        this.counters.otherBytes += 24;
+        if (acc !== x) release(acc);
+        acc = out.x_acc_out;
+      }
+    } finally {
+      release(selected);
     }
     return acc;
   }

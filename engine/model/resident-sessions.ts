@@ -1,7 +1,7 @@
 // The sessions a resident decoder runs, built once per model and shared by its decoders,
 // and what the model hands a decoder besides them. Outputs that feed the next run stay on
 // the device ('gpu-buffer'); what the host needs (logits, the new K/V rows for the host
-// store, selected block ids) comes back to host memory.
+// store, selected block ids but where a chunk's rows read them on the device) comes back to host memory.
 import type * as ort from 'onnxruntime-node';
 import type { DeviceTensors } from '../runtime/device-tensors.js';
 import { runsThroughAddon, type DeviceKind, type Precision, type ResolvedDevice } from '../runtime/device.js';
@@ -12,6 +12,7 @@ import { CapturedLightning } from './captured-lightning.js';
 import { CapturedSparse } from './captured-sparse.js';
 import type { StepCapacity } from './captured-sparse-graph.js';
 import { buildGraphs, buildResidentGraphs } from './graphs.js';
+import type { RowAttendForm } from './row-attend-graphs.js';
 
 /** What the model hands its decoder. */
 export interface ResidentParts {
@@ -43,9 +44,10 @@ export interface ResidentSessions {
   attend: GraphSession;
   /** select + attend in one run, for KV all on the device (selectsOnDevice). */
   selectAttend: GraphSession;
-  /** Chunked prefill: a range of a chunk's rows over their blocks; the head on the chunk's last row. */
-  attendRows: GraphSession;
-  attendQueries: GraphSession;
+  /** The same selection with its output left on the device (a chunk's rows then attend in a 'selected-…' form). */
+  selectOnDevice: GraphSession;
+  /** Chunked prefill: a range of a chunk's rows over their blocks, per form (row-attend-graphs.ts); the head on the chunk's last row. */
+  attendRows: Record<RowAttendForm, GraphSession>;
   headLast: GraphSession;
 }
 
@@ -98,8 +100,13 @@ export async function residentSessions(config: SalaConfig, device: ResolvedDevic
     select: await make('sparse_select_resident', resident.sparseSelect, { selected: 'cpu' }),
     attend: await make('sparse_attend_resident', resident.sparseAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
     selectAttend: await make('sparse_select_attend_resident', resident.sparseSelectAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
-    attendRows: await make('sparse_attend_rows', resident.sparseAttendRows, { x_acc_out: onDevice }),
-    attendQueries: await make('sparse_attend_queries', resident.sparseAttendQueries, { x_acc_out: onDevice }),
+    selectOnDevice: await make('sparse_select_on_device', resident.sparseSelect, { selected: onDevice }),
+    attendRows: {
+      union: await make('sparse_attend_rows', resident.sparseAttendRows.union, { x_acc_out: onDevice }),
+      'per-row': await make('sparse_attend_queries', resident.sparseAttendRows['per-row'], { x_acc_out: onDevice }),
+      'selected-union': await make('sparse_attend_selected_rows', resident.sparseAttendRows['selected-union'], { x_acc_out: onDevice }),
+      'selected-per-row': await make('sparse_attend_selected_queries', resident.sparseAttendRows['selected-per-row'], { x_acc_out: onDevice }),
+    },
     headLast: await make('head_last', resident.headLast, { logits: 'cpu' }),
   };
 }

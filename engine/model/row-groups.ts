@@ -127,6 +127,33 @@ export function rowGroups(chunk: ChunkSelection, limits: RowGroupLimits): RowGro
   return groups;
 }
 
+/** Rows [from, to) of a chunk attending in one call with the selection on the device, over every block (union) or per row. */
+export interface SelectedRowGroup {
+  from: number;
+  to: number;
+  perQuery: boolean;
+}
+
+/**
+ * A chunk's rows in groups when every block is on the device and the selection stays there
+ * (the 'selected-…' forms of row-attend-graphs.ts): no id is seen here, so the form follows
+ * from shapes alone — every one of the chunk's `blocks` with a mask, or each row's k blocks
+ * gathered — by the work of a row (scores plus gathered key floats), and the groups are as
+ * long as the score budget allows.
+ */
+export function selectedRowGroups(rows: number, blocks: number, k: number, limits: RowGroupLimits): SelectedRowGroup[] {
+  const { kvHeads: Hk, heads: H, blockSize: B, headDim, attentionBytes, rowAttention } = limits;
+  const unionRowWork = H * blocks * B;
+  const perRowWork = H * k * B + Hk * k * B * headDim;
+  const perQuery = rowAttention === 'per-row' || (rowAttention === 'auto' && perRowWork < unionRowWork);
+  // Bytes of one row's largest tensor: its scores over every block, or its gathered keys.
+  const rowBytes = perQuery ? Math.max(H, Hk * headDim) * k * B * 4 : H * blocks * B * 4;
+  const perCall = Math.max(1, Math.floor(attentionBytes / rowBytes));
+  const groups: SelectedRowGroup[] = [];
+  for (let from = 0; from < rows; from += perCall) groups.push({ from, to: Math.min(rows, from + perCall), perQuery });
+  return groups;
+}
+
 /** Feeds of the union form: the group's blocks [Hk, U] with their slots, and which of them each row selected [Hk, R, U]. */
 export function unionFeeds(chunk: ChunkSelection, group: RowGroup, slots: readonly Int32Array[]) {
   const Hk = group.blocks.length;

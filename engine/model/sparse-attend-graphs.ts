@@ -55,57 +55,35 @@ export function buildSparseAttend(cfg: SalaConfig, precision: Precision): Uint8A
   return g.toModel();
 }
 
-/**
- * The same for rows [start, end) of a chunk whose hidden states, queries and gate stay
- * on the device: the rows are sliced here and their outputs written into x_acc (the
- * chunk's output so far), so a chunk attends in several calls — each with the blocks
- * its rows selected — without its tensors ever coming back to the host. Two forms:
- * over the union of the rows' blocks with a per-row mask (attendBlocks: one gather,
- * the best where rows select alike, and dense attention), or each row over just its
- * own k blocks (attendPerQuery: k blocks gathered per row, the best where the union
- * is much wider than k).
- */
-export function buildSparseAttendRows(cfg: SalaConfig, precision: Precision, perQuery: boolean): Uint8Array {
-  const sizes = derivedSizes(cfg);
-  const d = cfg.hiddenSize;
-  const width = cfg.numAttentionHeads * sizes.sparseHeadDim;
-  const g = new GraphBuilder(perQuery ? 'sparse_attend_queries' : 'sparse_attend_rows');
-  const range = g.input('row_range', 'int64', [2]);
-  const start = g.slice(range, [0], [1], [0]);
-  const end = g.slice(range, [1], [2], [0]);
-  const rows = (value: Value): Value => g.op('Slice', [value, start, end, g.int64s([0])]);
-  const x = rows(g.input('x', 'float', ['T', d]));
-  const q = rows(g.input('q', 'float', ['T', cfg.numAttentionHeads, sizes.sparseHeadDim]));
-  const gate = cfg.attnUseOutputGate ? rows(g.input('gate', 'float', ['T', width])) : undefined;
-  const out = perQuery ? attendPerQuery(g, cfg, precision, x, q, gate) : attendBlocks(g, cfg, precision, x, q, gate); // [end − start, d]
-  const at = g.unsqueeze(g.range(g.squeeze(start, [0]), g.squeeze(end, [0]), g.int64(1)), [1]); // [R, 1]
-  g.output(g.op('ScatterND', [g.input('x_acc', 'float', ['T', d]), at, out]), 'x_acc_out', 'float', ['T', d]);
-  return g.toModel();
+/** What perRowAttention reads: the block store, each row's slots and block ids [Hk, R, K] (−1 = none), every block's live keys, the rows' positions. */
+export interface PerRowInputs {
+  keyStore: Value;
+  valueStore: Value;
+  slots: Value;
+  blockIds: Value;
+  blockAlive: Value;
+  queryPositions: Value;
 }
 
 /**
- * Each query row over only its own blocks: query_slots / query_blocks [Hk, R, K] (slot
- * in the store and block id, −1 = padding), and block_alive [NB, blockSize], the live keys of
- * every block of the call (the device copy resident-kv.ts keeps for the decode steps too),
- * gathered here by block id: a per-row mask built on the host was R·K·blockSize bytes per
- * head and layer (16 MiB for 2,048 rows of the 9B shape). Gathers R·K blocks per head
- * instead of the union's U, and computes no masked-out scores.
+ * Each of R query rows over its own K blocks, gathered per row (R·K blocks per head; no
+ * masked-out scores), then the layer's output. The gather is a Gather over the store seen
+ * as [Hk·C, blockSize, hs] (row h·C + slot): GatherND's CUDA kernel works out its index
+ * arithmetic per element and ran the 9B's prefill attention at ~25× its bandwidth floor.
  */
-function attendPerQuery(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined): Value {
+export function perRowAttention(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined, inputs: PerRowInputs): Value {
   const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
-  const { keyStore, valueStore } = blockStores(g, cfg);
-  const slots = g.input('query_slots', 'int64', [Hk, 'R', 'K']);
-  const blockIds = g.input('query_blocks', 'int64', [Hk, 'R', 'K']);
+  const { keyStore, valueStore, slots, blockIds, blockAlive, queryPositions } = inputs;
   const present = g.not(g.less(blockIds, g.int64(0))); // [Hk, R, K]: not padding
-  const blockAlive = g.input('block_alive', 'bool', ['NB', blockSize]);
   const keyAlive = g.and(g.gather(blockAlive, g.where(present, blockIds, g.int64(0))), g.unsqueeze(present, [3])); // [Hk, R, K, B]
-  const queryPositions = g.input('query_positions', 'int64', ['R']);
 
-  const heads = g.unsqueeze(g.expand(g.reshape(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [Hk, 1, 1]), g.shape(slots)), [3]); // [Hk, R, K, 1]
-  const gatherIndex = g.concat([heads, g.unsqueeze(slots, [3])], 3); // [Hk, R, K, 2]
+  const capacity = g.dim(keyStore, 1); // [1]
+  const headBase = g.mul(g.reshape(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [Hk, 1, 1]), capacity); // [Hk, 1, 1]
+  const flat = g.add(g.where(present, slots, g.int64(0)), headBase); // [Hk, R, K]
   const rowsShape = g.shapeOf([Hk, g.dim(q, 0), -1, hs]);
-  const keys = g.reshape(g.op('GatherND', [keyStore, gatherIndex]), rowsShape); // [Hk, R, K·B, hs]
-  const values = g.reshape(g.op('GatherND', [valueStore, gatherIndex]), rowsShape);
+  const flatStore = (store: Value) => g.reshape(store, [-1, blockSize, hs]); // [Hk·C, B, hs]
+  const keys = g.reshape(g.gather(flatStore(keyStore), flat), rowsShape); // [Hk, R, K·B, hs]
+  const values = g.reshape(g.gather(flatStore(valueStore), flat), rowsShape);
   const groupedQ = g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 0, 2, 3]); // [Hk, R, G, hs]
   const scores = g.mul(g.matmul(groupedQ, g.transpose(keys, [0, 1, 3, 2])), g.float(1 / Math.sqrt(hs))); // [Hk, R, G, K·B]
 
@@ -120,8 +98,8 @@ function attendPerQuery(g: GraphBuilder, cfg: SalaConfig, precision: Precision, 
 }
 
 /** Block attention, gate, o_proj, residual and MLP for queries q of hidden rows x (the shared core of the attend graphs). */
-function attendBlocks(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined): Value {
-  const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
+export function attendBlocks(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined): Value {
+  const { hs, Hk, blockSize } = sparseHeads(cfg);
   // A store of blocks (head-major) and, per KV head, the blocks to attend to: their ids
   // (padded to U with −1, masked; for positions) and their slots in the store. The store
   // is the host KV store itself (slot = id: no copy), where it spilled to disk just these
@@ -133,22 +111,37 @@ function attendBlocks(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x:
   const keyAlive = g.input('key_alive', 'bool', [Hk, 'U', blockSize]);
   const queryPositions = g.input('query_positions', 'int64', ['R']);
 
-  const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]); // [Hk, G·T, hs]
   const heads = g.unsqueeze(g.expand(g.unsqueeze(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [1]), g.shape(storeSlots)), [2]); // [Hk, U, 1]
   const gatherIndex = g.concat([heads, g.unsqueeze(storeSlots, [2])], 2); // [Hk, U, 2]
   const keysByHead = g.reshape(g.op('GatherND', [keyStore, gatherIndex]), [Hk, -1, hs]); // [Hk, S, hs]
   const valuesByHead = g.reshape(g.op('GatherND', [valueStore, gatherIndex]), [Hk, -1, hs]);
-  const scoreShape = g.shapeOf([Hk, G, g.dim(q, 0), -1]);
-  const scores = g.reshape(g.mul(g.matmul(groupedQ, g.transpose(keysByHead, [0, 2, 1])), g.float(1 / Math.sqrt(hs))), scoreShape); // [Hk, G, T, S]
 
   const offsets = g.range(g.int64(0), g.int64(blockSize), g.int64(1));
   const keyPositions = g.reshape(g.add(g.mul(g.unsqueeze(blockIds, [2]), g.int64(blockSize)), offsets), [Hk, 1, -1]); // [Hk, 1, S]
   const causal = g.not(g.greater(keyPositions, g.unsqueeze(queryPositions, [0, 2]))); // [Hk, T, S]
   const alive = g.reshape(keyAlive, [Hk, 1, -1]); // [Hk, 1, S]: not tombstoned
   const selected = g.reshape(g.expand(g.unsqueeze(blockMask, [3]), g.int64s([1, 1, 1, blockSize])), g.shapeOf([Hk, g.dim(q, 0), -1])); // [Hk, T, S]
-  const allowed = g.unsqueeze(g.and(g.and(selected, causal), alive), [1]); // [Hk, 1, T, S]
+  return maskedAttention(g, cfg, precision, x, q, gate, keysByHead, valuesByHead, g.and(g.and(selected, causal), alive));
+}
+
+/** Every row over the same keys [Hk, S, hs] (and values), each key allowed or not per row ([Hk, T, S]), then the layer's output. */
+export function maskedAttention(
+  g: GraphBuilder,
+  cfg: SalaConfig,
+  precision: Precision,
+  x: Value,
+  q: Value,
+  gate: Value | undefined,
+  keysByHead: Value,
+  valuesByHead: Value,
+  allowedKeys: Value,
+): Value {
+  const { hs, H, Hk, G } = sparseHeads(cfg);
+  const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]); // [Hk, G·T, hs]
+  const scoreShape = g.shapeOf([Hk, G, g.dim(q, 0), -1]);
+  const scores = g.reshape(g.mul(g.matmul(groupedQ, g.transpose(keysByHead, [0, 2, 1])), g.float(1 / Math.sqrt(hs))), scoreShape); // [Hk, G, T, S]
   // An additive −inf bias built on the G-times smaller mask (cheaper than a Where over the scores).
-  const bias = g.where(allowed, g.float(0), g.float(-Infinity));
+  const bias = g.where(g.unsqueeze(allowedKeys, [1]), g.float(0), g.float(-Infinity)); // [Hk, 1, T, S]
   const probabilities = g.softmax(g.add(scores, bias), -1);
   const attended = g.matmul(g.reshape(probabilities, g.shapeOf([Hk, -1, g.dim(keysByHead, 1)])), valuesByHead); // [Hk, G·T, hs]
   const o = g.reshape(g.transpose(g.reshape(attended, [H, -1, hs]), [1, 0, 2]), [0, H * hs]); // [T, H·hs]

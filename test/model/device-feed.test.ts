@@ -98,9 +98,9 @@ test('a resident feed that fails is rolled back by its caller, and feeds from th
   const before = sequence.checkpoint();
   // A real failure of a real session: the resident decoder's chunked attention, released.
   const sessions = await (model as unknown as { residentSessions: Promise<ResidentSessions> }).residentSessions;
-  await sessions.attendRows.release();
+  for (const session of Object.values(sessions.attendRows)) await session.release();
   assert.equal(model.feedsOnDevice, true);
-  await assert.rejects(model.feed(sequence, prompt.slice(300, 600)), /sparse_attend_rows failed/);
+  await assert.rejects(model.feed(sequence, prompt.slice(300, 600)), /sparse_attend_\w+ failed/);
   assert.equal(model.feedsOnDevice, false);
   sequence.rollback(before);
   await model.feed(sequence, prompt.slice(300, 600));

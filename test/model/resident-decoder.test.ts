@@ -333,6 +333,36 @@ test("each row over its own blocks (the per-row form) gives the union form's res
   assert.equal(perRowTight.stats.prefillAttendCalls, 2 * (128 * 3 + 32));
 });
 
+test("with every block on the device the chunk reads its selection where it was made: both forms and small calls give the host route's result with fewer bytes up", async () => {
+  const prompt = Array.from(load('long_prompt_ids').data);
+  const past = 700;
+  const hostSequence = model.newSequence();
+  await model.forward(hostSequence, prompt.slice(0, past));
+  const host = await model.forward(hostSequence, prompt.slice(past), { chunkSize: 256 });
+  const viaHost = await prefillResident('long', past, { placement: 'device', rowAttention: 'union', prefillSelection: 'host' }, 256);
+  const union = await prefillResident('long', past, { placement: 'device', rowAttention: 'union' }, 256);
+  const perRow = await prefillResident('long', past, { placement: 'device', rowAttention: 'per-row' }, 256);
+  // Two rows' gathered keys per call (2 heads × 64 floats × 5 blocks × 64 keys × 4 bytes each).
+  const perRowTight = await prefillResident('long', past, { placement: 'device', rowAttention: 'per-row', attentionBytes: 2 * 2 * 64 * 5 * 64 * 4 }, 256);
+  // Three rows' scores over the widest chunk's blocks (4 heads × 24 blocks × 64 keys × 4 bytes): a few rows a call.
+  const unionTight = await prefillResident('long', past, { placement: 'device', rowAttention: 'union', attentionBytes: 3 * 4 * 24 * 64 * 4 }, 256);
+  for (const [name, result] of [
+    ['the ids through the host', viaHost],
+    ['every block, masked', union],
+    ['per row', perRow],
+    ['per row, 2 rows a call', perRowTight],
+    ['every block, a few rows a call', unionTight],
+  ] as const) {
+    assert.ok(maxAbsDiff(result.last, host) <= LOGIT_TOLERANCE, `${name}: ${maxAbsDiff(result.last, host)}`);
+    assert.deepEqual(result.ids, viaHost.ids, name);
+  }
+  assert.ok(maxAbsDiff(union.last, perRow.last) <= 1e-5, `the two device forms: ${maxAbsDiff(union.last, perRow.last)}`);
+  assert.equal(perRowTight.stats.prefillAttendCalls, 2 * (128 * 3 + 32));
+  assert.ok(unionTight.stats.prefillAttendCalls > 2 * 4 * 64, `${unionTight.stats.prefillAttendCalls} calls`);
+  // The ids no longer go up as slots and masks: what else crosses the bus shrinks.
+  assert.ok(union.stats.otherBytes < viaHost.stats.otherBytes, `${union.stats.otherBytes} against ${viaHost.stats.otherBytes} bytes`);
+});
+
 test('dense prefill on the resident path: the sparse result below dense_len, a different one past it, and the same in bounded memory', async () => {
   const shortSparse = await prefillResident('short', 0, { placement: 'device' }, 64);
   const shortDense = await prefillResident('short', 0, { placement: 'device', attention: 'dense' }, 64);
