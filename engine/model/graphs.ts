@@ -13,7 +13,7 @@ import { linear, matrixInput, rmsNorm } from './graph-parts.js';
 import { buildLightning } from './lightning-graph.js';
 import { buildSparseSelect } from './sparse-select-graph.js';
 import { buildSparseAttend, buildSparseAttendResident, buildSparseProject, buildSparseSelectAttendResident } from './sparse-attend-graphs.js';
-import { buildSparseAttendRows, type RowAttendForm } from './row-attend-graphs.js';
+import { buildSparseAttendRows, buildSparseFinish, type RowAttendForm } from './row-attend-graphs.js';
 
 export interface GraphSet {
   embed: Uint8Array;
@@ -63,6 +63,8 @@ export interface ResidentGraphSet {
   sparseSelectAttend: Uint8Array;
   /** Chunked prefill: attention for a range of a chunk's rows, in each form (row-attend-graphs.ts), and the head on its last row. */
   sparseAttendRows: Record<RowAttendForm, Uint8Array>;
+  /** The rest of the layer over the whole chunk: gate, o_proj, residual, MLP. */
+  sparseFinish: Uint8Array;
   headLast: Uint8Array;
 }
 
@@ -75,11 +77,12 @@ export function buildResidentGraphs(cfg: SalaConfig, precision: Precision = 'fp3
     sparseAttend: buildSparseAttendResident(cfg, precision),
     sparseSelectAttend: buildSparseSelectAttendResident(cfg, precision),
     sparseAttendRows: {
-      union: buildSparseAttendRows(cfg, precision, 'union'),
-      'per-row': buildSparseAttendRows(cfg, precision, 'per-row'),
-      'selected-union': buildSparseAttendRows(cfg, precision, 'selected-union'),
-      'selected-per-row': buildSparseAttendRows(cfg, precision, 'selected-per-row'),
+      union: buildSparseAttendRows(cfg, 'union'),
+      'per-row': buildSparseAttendRows(cfg, 'per-row'),
+      'selected-union': buildSparseAttendRows(cfg, 'selected-union'),
+      'selected-per-row': buildSparseAttendRows(cfg, 'selected-per-row'),
     },
+    sparseFinish: buildSparseFinish(cfg, precision),
     headLast: buildHead(cfg, precision, true),
   };
 }

@@ -28,14 +28,10 @@ export class ResidentPrefill extends SparseLayerRunner {
   /** The sparse layer `state` over the chunk's rows x; returns its output rows. */
   async sparseLayer(state: SparseLayerState, x: ort.Tensor, plan: ChunkPlan): Promise<ort.Tensor> {
     const { config, layerTensors } = this.parts;
-    const Hk = config.numKeyValueHeads;
     const projected = await this.sessions.project.run({ ...feedsFor(layerTensors[state.layer], this.sessions.project.inputNames), x });
     state.cache.append(floatData(projected.k_host), floatData(projected.v_host));
-    const { firstPosition: first, blocks } = plan;
-    const rows = plan.ids.length;
-    const firstTouched = Math.floor(first / this.blockSize);
     const limits: RowGroupLimits = {
-      kvHeads: Hk,
+      kvHeads: config.numKeyValueHeads,
       heads: config.numAttentionHeads,
       blockSize: this.blockSize,
       headDim: this.parts.sizes.sparseHeadDim,
@@ -43,46 +39,49 @@ export class ResidentPrefill extends SparseLayerRunner {
       attentionBytes: this.attentionBytes,
       rowAttention: this.rowAttention,
     };
-    if (!state.pool && plan.selection && this.selectionRoute === 'device') {
-      try {
-        await this.uploadChunkBlocks(state, firstTouched, blocks);
-        return await this.attendSelected(state, x, projected, plan, limits);
-      } finally {
-        for (const name of ['q', 'k', 'v', 'gate']) release(projected[name]);
-      }
+    let o: ort.Tensor | undefined;
+    try {
+      // The chunk's attention [rows, H·hs], written by its row groups' calls; then the rest of the layer in one run.
+      o = await this.parts.tensors.zeros([plan.ids.length, config.numAttentionHeads * this.parts.sizes.sparseHeadDim]);
+      const onDevice = !state.pool && plan.selection && this.selectionRoute === 'device';
+      o = await (onDevice ? this.attendSelected(state, projected, plan, limits, o) : this.attendFed(state, projected, plan, limits, o));
+      const finish = this.sessions.finish;
+      const out = await finish.run({ ...feedsFor(layerTensors[state.layer], finish.inputNames), x, o, ...(projected.gate ? { gate: projected.gate } : {}) });
+      return out.x_out;
+    } finally {
+      release(o);
+      for (const name of ['q', 'k', 'v', 'gate']) release(projected[name]);
     }
+  }
+
+  /** The chunk's rows over blocks fed from the host: the selection comes back, the rows split into groups (row-groups.ts), each group's blocks placed first. */
+  private async attendFed(state: SparseLayerState, projected: Record<string, ort.Tensor>, plan: ChunkPlan, limits: RowGroupLimits, o: ort.Tensor): Promise<ort.Tensor> {
+    const { firstPosition: first, blocks } = plan;
+    const rows = plan.ids.length;
+    const firstTouched = Math.floor(first / this.blockSize);
     // [Hk, rows, rawK] selected block ids (−1: none); none on the dense path, where a row attends to every block up to its own (k unused).
     const selected = plan.selection ? selectedIds(await this.kv.select(state, projected.q, first, rows, plan.selection, blocks)) : undefined;
     const chunk: ChunkSelection = { first, rows, k: plan.selection?.rawK ?? 0, selected };
     const groups = rowGroups(chunk, limits);
-
     // The chunk's blocks hold new rows: with every block resident they go up now; in a pool, when first placed.
-    const refreshed = Array.from({ length: Hk }, () => new Set<number>());
+    const refreshed = Array.from({ length: limits.kvHeads }, () => new Set<number>());
     if (!state.pool) await this.uploadChunkBlocks(state, firstTouched, blocks);
-    let acc = x;
-    try {
-      for (const group of groups) {
-        const slots = await this.placeGroup(state, group, firstTouched, refreshed);
-        const session = this.sessions.attendRows[group.perQuery ? 'per-row' : 'union'];
-        const feeds: Feeds = {
-          ...feedsFor(layerTensors[state.layer], session.inputNames),
-          ...(group.perQuery ? await this.perQueryFeeds(chunk, group, slots, blocks) : this.unionFeeds(chunk, group, slots)),
-          x,
-          q: projected.q,
-          x_acc: acc,
-          row_range: i64([group.from, group.to]),
-          key_store: state.poolKeys,
-          value_store: state.poolValues,
-          query_positions: i64(Array.from({ length: group.to - group.from }, (_, t) => first + group.from + t)),
-        };
-        if (projected.gate) feeds.gate = projected.gate;
-        const out = await session.run(feeds);
-        this.counters.prefillAttendCalls++;
-        if (acc !== x) release(acc);
-        acc = out.x_acc_out;
-      }
-    } finally {
-      for (const name of ['q', 'k', 'v', 'gate']) release(projected[name]);
+    let acc = o;
+    for (const group of groups) {
+      const slots = await this.placeGroup(state, group, firstTouched, refreshed);
+      const session = this.sessions.attendRows[group.perQuery ? 'per-row' : 'union'];
+      const out = await session.run({
+        ...(group.perQuery ? await this.perQueryFeeds(chunk, group, slots, blocks) : this.unionFeeds(chunk, group, slots)),
+        q: projected.q,
+        o_acc: acc,
+        row_range: i64([group.from, group.to]),
+        key_store: state.poolKeys,
+        value_store: state.poolValues,
+        query_positions: i64(Array.from({ length: group.to - group.from }, (_, t) => first + group.from + t)),
+      });
+      this.counters.prefillAttendCalls++;
+      release(acc);
+      acc = out.o_acc_out;
     }
     return acc;
   }
@@ -101,24 +100,20 @@ export class ResidentPrefill extends SparseLayerRunner {
   }
 
   /** The chunk's rows over the blocks they selected, the selection left on the device where the selection graph wrote it. */
-  private async attendSelected(state: SparseLayerState, x: ort.Tensor, projected: Record<string, ort.Tensor>, plan: ChunkPlan, limits: RowGroupLimits): Promise<ort.Tensor> {
+  private async attendSelected(state: SparseLayerState, projected: Record<string, ort.Tensor>, plan: ChunkPlan, limits: RowGroupLimits, o: ort.Tensor): Promise<ort.Tensor> {
     const { firstPosition: first, blocks } = plan;
     const rows = plan.ids.length;
     const selection = plan.selection!;
+    await this.uploadChunkBlocks(state, Math.floor(first / this.blockSize), blocks);
     const feeds = await this.kv.selectFeeds(state, projected.q, first, rows, selection);
-    const blockExcluded = await this.kv.blockMask('excluded', blocks);
-    const { selected } = await this.sessions.selectOnDevice.run({ ...feeds, block_excluded: blockExcluded });
+    const { selected } = await this.sessions.selectOnDevice.run({ ...feeds, block_excluded: await this.kv.blockMask('excluded', blocks) });
     const blockAlive = await this.kv.blockMask('alive', blocks);
-    let acc = x;
+    let acc = o;
     try {
       for (const group of selectedRowGroups(rows, blocks, selection.rawK, limits)) {
-        const session = this.sessions.attendRows[group.perQuery ? 'selected-per-row' : 'selected-union'];
-        const out = await session.run({
-          ...feedsFor(this.parts.layerTensors[state.layer], session.inputNames),
-          x,
+        const out = await this.sessions.attendRows[group.perQuery ? 'selected-per-row' : 'selected-union'].run({
           q: projected.q,
-          ...(projected.gate ? { gate: projected.gate } : {}),
-          x_acc: acc,
+          o_acc: acc,
           row_range: i64([group.from, group.to]),
           first_position: i64([first]),
           selected,
@@ -128,8 +123,8 @@ export class ResidentPrefill extends SparseLayerRunner {
         });
         this.counters.prefillAttendCalls++;
         this.counters.otherBytes += 24;
-        if (acc !== x) release(acc);
-        acc = out.x_acc_out;
+        release(acc);
+        acc = out.o_acc_out;
       }
     } finally {
       release(selected);

@@ -48,6 +48,8 @@ export interface ResidentSessions {
   selectOnDevice: GraphSession;
   /** Chunked prefill: a range of a chunk's rows over their blocks, per form (row-attend-graphs.ts); the head on the chunk's last row. */
   attendRows: Record<RowAttendForm, GraphSession>;
+  /** Chunked prefill: a sparse layer's gate, o_proj and MLP once over the chunk's accumulated attention output. */
+  finish: GraphSession;
   headLast: GraphSession;
 }
 
@@ -102,11 +104,12 @@ export async function residentSessions(config: SalaConfig, device: ResolvedDevic
     selectAttend: await make('sparse_select_attend_resident', resident.sparseSelectAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
     selectOnDevice: await make('sparse_select_on_device', resident.sparseSelect, { selected: onDevice }),
     attendRows: {
-      union: await make('sparse_attend_rows', resident.sparseAttendRows.union, { x_acc_out: onDevice }),
-      'per-row': await make('sparse_attend_queries', resident.sparseAttendRows['per-row'], { x_acc_out: onDevice }),
-      'selected-union': await make('sparse_attend_selected_rows', resident.sparseAttendRows['selected-union'], { x_acc_out: onDevice }),
-      'selected-per-row': await make('sparse_attend_selected_queries', resident.sparseAttendRows['selected-per-row'], { x_acc_out: onDevice }),
+      union: await make('sparse_attend_rows', resident.sparseAttendRows.union, { o_acc_out: onDevice }),
+      'per-row': await make('sparse_attend_queries', resident.sparseAttendRows['per-row'], { o_acc_out: onDevice }),
+      'selected-union': await make('sparse_attend_selected_rows', resident.sparseAttendRows['selected-union'], { o_acc_out: onDevice }),
+      'selected-per-row': await make('sparse_attend_selected_queries', resident.sparseAttendRows['selected-per-row'], { o_acc_out: onDevice }),
     },
+    finish: await make('sparse_finish', resident.sparseFinish, { x_out: onDevice }),
     headLast: await make('head_last', resident.headLast, { logits: 'cpu' }),
   };
 }

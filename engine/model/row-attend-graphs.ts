@@ -1,7 +1,9 @@
 // A sparse layer's attention for a range of a prefill chunk's rows, in the resident
-// decoder (resident-prefill.ts): the chunk's hidden states, queries and gate stay on the
-// device; a call slices its rows and writes their outputs into x_acc (the chunk's output
-// so far), so a chunk attends in several calls without its tensors coming back to the host.
+// decoder (resident-prefill.ts): the chunk's queries stay on the device; a call slices its
+// rows and writes their attention (before the output gate) into o_acc, the chunk's so far,
+// so a chunk attends in several calls without its tensors coming back to the host; then one
+// run (buildSparseFinish) applies the gate, o_proj, the residual and the MLP to the whole
+// chunk, reading the layer's weights once a chunk rather than once a call.
 // Four forms: the blocks fed from the host (over the union of the rows' blocks with a
 // per-row mask, or each row over its own k blocks), or — every block on the device at
 // slot = block id — the chunk's selection read where the selection graph left it, so no
@@ -10,7 +12,7 @@
 import { GraphBuilder, type Value } from '../runtime/graph-builder.js';
 import type { Precision } from '../runtime/device.js';
 import { derivedSizes, type SalaConfig } from './config.js';
-import { blockStores, sparseHeads } from './graph-parts.js';
+import { attentionOutput, blockStores, sparseHeads } from './graph-parts.js';
 import { attendBlocks, maskedAttention, perRowAttention } from './sparse-attend-graphs.js';
 
 /** How a call's rows attend: blocks fed from the host, or the selection read on the device; over a union (every block) with a mask, or per row. */
@@ -23,30 +25,38 @@ const NAMES: Record<RowAttendForm, string> = {
   'selected-per-row': 'sparse_attend_selected_queries',
 };
 
-/** Rows [start, end) of row_range attending in the given form; their outputs written into x_acc (x_acc_out). */
-export function buildSparseAttendRows(cfg: SalaConfig, precision: Precision, form: RowAttendForm): Uint8Array {
+/** Rows [start, end) of row_range attending in the given form; their attention written into o_acc (o_acc_out). */
+export function buildSparseAttendRows(cfg: SalaConfig, form: RowAttendForm): Uint8Array {
   const sizes = derivedSizes(cfg);
-  const d = cfg.hiddenSize;
   const width = cfg.numAttentionHeads * sizes.sparseHeadDim;
   const g = new GraphBuilder(NAMES[form]);
   const range = g.input('row_range', 'int64', [2]);
   const start = g.slice(range, [0], [1], [0]);
   const end = g.slice(range, [1], [2], [0]);
   const rows = (value: Value, axis = 0): Value => g.op('Slice', [value, start, end, g.int64s([axis])]);
-  const x = rows(g.input('x', 'float', ['T', d]));
   const q = rows(g.input('q', 'float', ['T', cfg.numAttentionHeads, sizes.sparseHeadDim]));
-  const gate = cfg.attnUseOutputGate ? rows(g.input('gate', 'float', ['T', width])) : undefined;
-  let out: Value; // [end − start, d]
-  if (form === 'union') out = attendBlocks(g, cfg, precision, x, q, gate);
-  else if (form === 'per-row') out = attendFedRows(g, cfg, precision, x, q, gate);
+  let out: Value; // [end − start, H·hs]
+  if (form === 'union') out = attendBlocks(g, cfg, q);
+  else if (form === 'per-row') out = attendFedRows(g, cfg, q);
   else {
     const { Hk } = sparseHeads(cfg);
     const selected = rows(g.input('selected', 'int64', [Hk, 'T', 'K']), 1); // [Hk, R, K]: the selection graph's output, −1 = none
     const positions = g.add(g.range(g.squeeze(start, [0]), g.squeeze(end, [0]), g.int64(1)), g.input('first_position', 'int64', [1])); // [R]
-    out = (form === 'selected-union' ? attendEverySelected : attendOwnSelected)(g, cfg, precision, x, q, gate, selected, positions);
+    out = (form === 'selected-union' ? attendEverySelected : attendOwnSelected)(g, cfg, q, selected, positions);
   }
   const at = g.unsqueeze(g.range(g.squeeze(start, [0]), g.squeeze(end, [0]), g.int64(1)), [1]); // [R, 1]
-  g.output(g.op('ScatterND', [g.input('x_acc', 'float', ['T', d]), at, out]), 'x_acc_out', 'float', ['T', d]);
+  g.output(g.op('ScatterND', [g.input('o_acc', 'float', ['T', width]), at, out]), 'o_acc_out', 'float', ['T', width]);
+  return g.toModel();
+}
+
+/** The rest of the sparse layer over a whole chunk, from its attention o: the output gate, o_proj, the scaled residual and the MLP block. */
+export function buildSparseFinish(cfg: SalaConfig, precision: Precision): Uint8Array {
+  const width = cfg.numAttentionHeads * derivedSizes(cfg).sparseHeadDim;
+  const g = new GraphBuilder('sparse_finish');
+  const x = g.input('x', 'float', ['T', cfg.hiddenSize]);
+  const o = g.input('o', 'float', ['T', width]);
+  const gate = cfg.attnUseOutputGate ? g.input('gate', 'float', ['T', width]) : undefined;
+  g.output(attentionOutput(g, cfg, precision, x, o, gate), 'x_out', 'float', ['T', cfg.hiddenSize]);
   return g.toModel();
 }
 
@@ -56,21 +66,21 @@ export function buildSparseAttendRows(cfg: SalaConfig, precision: Precision, for
  * device copy resident-kv.ts keeps for the decode steps too (a per-row mask built on the
  * host was R·K·blockSize bytes per head and layer: 16 MiB for 2,048 rows of the 9B shape).
  */
-function attendFedRows(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined): Value {
+function attendFedRows(g: GraphBuilder, cfg: SalaConfig, q: Value): Value {
   const { Hk, blockSize } = sparseHeads(cfg);
   const { keyStore, valueStore } = blockStores(g, cfg);
   const slots = g.input('query_slots', 'int64', [Hk, 'R', 'K']);
   const blockIds = g.input('query_blocks', 'int64', [Hk, 'R', 'K']);
   const blockAlive = g.input('block_alive', 'bool', ['NB', blockSize]);
   const queryPositions = g.input('query_positions', 'int64', ['R']);
-  return perRowAttention(g, cfg, precision, x, q, gate, { keyStore, valueStore, slots, blockIds, blockAlive, queryPositions });
+  return perRowAttention(g, cfg, q, { keyStore, valueStore, slots, blockIds, blockAlive, queryPositions });
 }
 
 /** Each row over the blocks it selected, read from the store at slot = block id. */
-function attendOwnSelected(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined, selected: Value, queryPositions: Value): Value {
+function attendOwnSelected(g: GraphBuilder, cfg: SalaConfig, q: Value, selected: Value, queryPositions: Value): Value {
   const { keyStore, valueStore } = blockStores(g, cfg);
   const blockAlive = g.input('block_alive', 'bool', ['NB', cfg.sparse.blockSize]);
-  return perRowAttention(g, cfg, precision, x, q, gate, { keyStore, valueStore, slots: selected, blockIds: selected, blockAlive, queryPositions });
+  return perRowAttention(g, cfg, q, { keyStore, valueStore, slots: selected, blockIds: selected, blockAlive, queryPositions });
 }
 
 /**
@@ -79,7 +89,7 @@ function attendOwnSelected(g: GraphBuilder, cfg: SalaConfig, precision: Precisio
  * selection becomes a mask on the device (one scatter of the [Hk, R, K] ids into [Hk, R, NB]).
  * Computes NB·blockSize scores a row against the per-row form's K·blockSize, and gathers nothing.
  */
-function attendEverySelected(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined, selected: Value, queryPositions: Value): Value {
+function attendEverySelected(g: GraphBuilder, cfg: SalaConfig, q: Value, selected: Value, queryPositions: Value): Value {
   const { hs, Hk, blockSize } = sparseHeads(cfg);
   const { keyStore, valueStore } = blockStores(g, cfg);
   const blockAlive = g.input('block_alive', 'bool', ['NB', blockSize]);
@@ -95,5 +105,5 @@ function attendEverySelected(g: GraphBuilder, cfg: SalaConfig, precision: Precis
   const keyPositions = g.range(g.int64(0), g.mul(g.squeeze(blocks, [0]), g.int64(blockSize)), g.int64(1)); // [S]
   const causal = g.unsqueeze(g.not(g.greater(g.unsqueeze(keyPositions, [0]), g.unsqueeze(queryPositions, [1]))), [0]); // [1, R, S]
   const alive = g.reshape(blockAlive, [1, 1, -1]); // [1, 1, S]
-  return maskedAttention(g, cfg, precision, x, q, gate, first(keyStore), first(valueStore), g.and(g.and(byKey, causal), alive));
+  return maskedAttention(g, cfg, q, first(keyStore), first(valueStore), g.and(g.and(byKey, causal), alive));
 }

@@ -51,7 +51,7 @@ export function buildSparseAttend(cfg: SalaConfig, precision: Precision): Uint8A
   const x = g.input('x', 'float', ['T', cfg.hiddenSize]);
   const q = g.input('q', 'float', ['T', cfg.numAttentionHeads, sizes.sparseHeadDim]);
   const gate = cfg.attnUseOutputGate ? g.input('gate', 'float', ['T', cfg.numAttentionHeads * sizes.sparseHeadDim]) : undefined;
-  g.output(attendBlocks(g, cfg, precision, x, q, gate), 'x_out', 'float', ['T', cfg.hiddenSize]);
+  g.output(attentionOutput(g, cfg, precision, x, attendBlocks(g, cfg, q), gate), 'x_out', 'float', ['T', cfg.hiddenSize]);
   return g.toModel();
 }
 
@@ -67,11 +67,11 @@ export interface PerRowInputs {
 
 /**
  * Each of R query rows over its own K blocks, gathered per row (R·K blocks per head; no
- * masked-out scores), then the layer's output. The gather is a Gather over the store seen
- * as [Hk·C, blockSize, hs] (row h·C + slot): GatherND's CUDA kernel works out its index
- * arithmetic per element and ran the 9B's prefill attention at ~25× its bandwidth floor.
+ * masked-out scores): o [R, H·hs]. The gather is a Gather of whole blocks over the store
+ * seen as [Hk·C, blockSize, hs] (row h·C + slot), not a GatherND, whose CUDA kernel works
+ * out its index arithmetic per element.
  */
-export function perRowAttention(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined, inputs: PerRowInputs): Value {
+export function perRowAttention(g: GraphBuilder, cfg: SalaConfig, q: Value, inputs: PerRowInputs): Value {
   const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
   const { keyStore, valueStore, slots, blockIds, blockAlive, queryPositions } = inputs;
   const present = g.not(g.less(blockIds, g.int64(0))); // [Hk, R, K]: not padding
@@ -93,12 +93,11 @@ export function perRowAttention(g: GraphBuilder, cfg: SalaConfig, precision: Pre
   const allowed = g.unsqueeze(g.and(causal, g.reshape(keyAlive, g.shapeOf([Hk, g.dim(q, 0), -1]))), [2]); // [Hk, R, 1, K·B]
   const probabilities = g.softmax(g.add(scores, g.where(allowed, g.float(0), g.float(-Infinity))), -1);
   const attended = g.matmul(probabilities, values); // [Hk, R, G, hs]
-  const o = g.reshape(g.transpose(attended, [1, 0, 2, 3]), [0, H * hs]); // [R, H·hs], head = kv·G + g as in attendBlocks
-  return attentionOutput(g, cfg, precision, x, o, gate);
+  return g.reshape(g.transpose(attended, [1, 0, 2, 3]), [0, H * hs]); // [R, H·hs], head = kv·G + g as in attendBlocks
 }
 
-/** Block attention, gate, o_proj, residual and MLP for queries q of hidden rows x (the shared core of the attend graphs). */
-export function attendBlocks(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, gate: Value | undefined): Value {
+/** Block attention of queries q over the fed blocks ([T, H·hs], before the output gate; the shared core of the attend graphs). */
+export function attendBlocks(g: GraphBuilder, cfg: SalaConfig, q: Value): Value {
   const { hs, Hk, blockSize } = sparseHeads(cfg);
   // A store of blocks (head-major) and, per KV head, the blocks to attend to: their ids
   // (padded to U with −1, masked; for positions) and their slots in the store. The store
@@ -121,21 +120,11 @@ export function attendBlocks(g: GraphBuilder, cfg: SalaConfig, precision: Precis
   const causal = g.not(g.greater(keyPositions, g.unsqueeze(queryPositions, [0, 2]))); // [Hk, T, S]
   const alive = g.reshape(keyAlive, [Hk, 1, -1]); // [Hk, 1, S]: not tombstoned
   const selected = g.reshape(g.expand(g.unsqueeze(blockMask, [3]), g.int64s([1, 1, 1, blockSize])), g.shapeOf([Hk, g.dim(q, 0), -1])); // [Hk, T, S]
-  return maskedAttention(g, cfg, precision, x, q, gate, keysByHead, valuesByHead, g.and(g.and(selected, causal), alive));
+  return maskedAttention(g, cfg, q, keysByHead, valuesByHead, g.and(g.and(selected, causal), alive));
 }
 
-/** Every row over the same keys [Hk, S, hs] (and values), each key allowed or not per row ([Hk, T, S]), then the layer's output. */
-export function maskedAttention(
-  g: GraphBuilder,
-  cfg: SalaConfig,
-  precision: Precision,
-  x: Value,
-  q: Value,
-  gate: Value | undefined,
-  keysByHead: Value,
-  valuesByHead: Value,
-  allowedKeys: Value,
-): Value {
+/** Every row over the same keys [Hk, S, hs] (and values), each key allowed or not per row ([Hk, T, S]): o [T, H·hs]. */
+export function maskedAttention(g: GraphBuilder, cfg: SalaConfig, q: Value, keysByHead: Value, valuesByHead: Value, allowedKeys: Value): Value {
   const { hs, H, Hk, G } = sparseHeads(cfg);
   const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]); // [Hk, G·T, hs]
   const scoreShape = g.shapeOf([Hk, G, g.dim(q, 0), -1]);
@@ -144,8 +133,7 @@ export function maskedAttention(
   const bias = g.where(g.unsqueeze(allowedKeys, [1]), g.float(0), g.float(-Infinity)); // [Hk, 1, T, S]
   const probabilities = g.softmax(g.add(scores, bias), -1);
   const attended = g.matmul(g.reshape(probabilities, g.shapeOf([Hk, -1, g.dim(keysByHead, 1)])), valuesByHead); // [Hk, G·T, hs]
-  const o = g.reshape(g.transpose(g.reshape(attended, [H, -1, hs]), [1, 0, 2]), [0, H * hs]); // [T, H·hs]
-  return attentionOutput(g, cfg, precision, x, o, gate);
+  return g.reshape(g.transpose(g.reshape(attended, [H, -1, hs]), [1, 0, 2]), [0, H * hs]); // [T, H·hs]
 }
 
 /**
