@@ -16,7 +16,7 @@
 import { parseArgs } from 'node:util';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { SalaModel } from '../engine/model/sala-model.js';
+import { DEFAULT_CHUNK_SIZE, SalaModel } from '../engine/model/sala-model.js';
 import type { KvPlacement, ResidentOptions, SparseStep } from '../engine/model/resident-decoder.js';
 import { argmax } from '../engine/model/sampling.js';
 import { isDeviceRequest, isPrecisionRequest, keepsTensorsOnDevice, type DeviceKind, type Precision } from '../engine/runtime/device.js';
@@ -48,6 +48,10 @@ interface StepRow {
   rowAttention?: RowAttention;
   /** KV on the device: how a decode step's sparse layer runs (ResidentOptions.sparseStep). */
   sparseStep?: SparseStep;
+  /** Tokens per prefill chunk (the forward plan's chunkSize). */
+  chunkSize?: number;
+  /** Device memory one prefill attention call's scores may take (ResidentOptions.attentionBytes); the decoder's default when absent. */
+  attentionBytes?: number;
   /** CUDA: 'cuda-graphs' or 'io-binding' (the binding addon, with or without decode-step CUDA graphs), or 'host-fed' (see deviceEntry). */
   cudaRuns?: CudaRuns;
   precision: Precision;
@@ -194,7 +198,8 @@ async function runModel(
     placements: readonly KvPlacement[];
     rowAttention: readonly RowAttention[];
     sparseSteps: readonly SparseStep[];
-    attentionBytes?: number;
+    chunkSizes: readonly number[];
+    attentionBytes: readonly (number | undefined)[];
     steps: number;
     warmup: number;
     prefillTokens: number;
@@ -217,76 +222,107 @@ async function runModel(
     const tileLength = spec.tile.length;
     // The host executor has no placement: its KV is always in host memory.
     const placements = keepsTensorsOnDevice(device) ? options.placements : (['host'] as const);
-    for (const context of options.contexts)
-      for (const placement of placements)
-        for (const rowAttention of placement === 'host' ? (['auto'] as const) : options.rowAttention)
-          for (const sparseStep of placement === 'device' ? options.sparseSteps : [undefined]) {
-            const base = { model: spec.name, device, precision, context, placement, rowAttention, sparseStep, decodeFloorMs, prefillFloorTokensPerSecond: prefillFloor };
-            if (performance.now() > options.deadline) {
-              rows.push({ ...base, skipped: 'over the run’s time budget' });
-              continue;
-            }
-            tileSequence(sequence, tileLength, context);
-            const checkpoint = sequence.checkpoint();
-            const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
-            const resident =
-              placement === 'host'
-                ? undefined
-                : await model.residentDecoder(sequence, {
-                    placement,
-                    rowAttention: rowAttention.replace('@host', '') as ResidentOptions['rowAttention'],
-                    prefillSelection: rowAttention.endsWith('@host') ? 'host' : 'device',
-                    sparseStep,
-                    attentionBytes: options.attentionBytes,
-                    maxTokens: context + ids.length + options.warmup + options.steps + 1,
-                  });
-            GraphSession.profile?.clear();
-            let started = performance.now();
-            let logits = resident ? await resident.prefill(ids) : await model.forward(sequence, ids);
-            const prefillMs = performance.now() - started;
-            const prefillTokensPerSecond = ids.length / (prefillMs / 1000);
-            const prefillProfile = foldedProfile(1);
-            // Untimed steps first: CUDA graphs are captured on a decoder's first steps.
-            for (let step = 0; step < options.warmup; step++) logits = resident ? await resident.step(argmax(logits)) : await model.forward(sequence, [argmax(logits)]);
-            GraphSession.profile?.clear();
-            const before = resident?.snapshot();
-            const decodeIds: number[] = [];
-            started = performance.now();
-            for (let step = 0; step < options.steps; step++) {
-              const next = argmax(logits);
-              decodeIds.push(next);
-              logits = resident ? await resident.step(next) : await model.forward(sequence, [next]);
-            }
-            const decodeMsPerToken = (performance.now() - started) / options.steps;
-            const profile = foldedProfile(options.steps);
-            const after = resident?.snapshot();
-            const busBytesPerToken =
-              before && after ? (after.blockBytes + after.otherBytes - before.blockBytes - before.otherBytes) / options.steps : hostExecutorBusBytes(spec.config, context);
-            await resident?.close();
-            sequence.rollback(checkpoint);
-            const row = {
-              ...base,
-              busBytesPerToken,
-              profile,
-              prefillProfile,
-              prefillTokens: ids.length,
-              prefillTokensPerSecond,
-              decodeMsPerToken,
-              decodeOverFloor: decodeMsPerToken / decodeFloorMs,
-              prefillUnderFloor: prefillFloor / prefillTokensPerSecond,
-              decodeIds,
-            };
-            rows.push(row);
-            log(
-              `    ${context} ${placement}${sparseStep ? ` (${sparseStep})` : ''} ${rowAttention}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
-            );
-            if (profile) log(`      decode step: ${profileLine(profile)}`);
-            if (prefillProfile) log(`      prefill (${prefillMs.toFixed(0)} ms): ${profileLine(prefillProfile)}`);
-          }
+    for (const { context, placement, rowAttention, sparseStep, chunkSize, attentionBytes } of runCases(options, placements)) {
+      const base = {
+        model: spec.name,
+        device,
+        precision,
+        context,
+        placement,
+        rowAttention,
+        sparseStep,
+        chunkSize,
+        attentionBytes,
+        decodeFloorMs,
+        prefillFloorTokensPerSecond: prefillFloor,
+      };
+      if (performance.now() > options.deadline) {
+        rows.push({ ...base, skipped: 'over the run’s time budget' });
+        continue;
+      }
+      tileSequence(sequence, tileLength, context);
+      const checkpoint = sequence.checkpoint();
+      const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
+      const resident =
+        placement === 'host'
+          ? undefined
+          : await model.residentDecoder(sequence, {
+              placement,
+              rowAttention: rowAttention.replace('@host', '') as ResidentOptions['rowAttention'],
+              prefillSelection: rowAttention.endsWith('@host') ? 'host' : 'device',
+              sparseStep,
+              attentionBytes,
+              maxTokens: context + ids.length + options.warmup + options.steps + 1,
+            });
+      GraphSession.profile?.clear();
+      let started = performance.now();
+      let logits = resident ? await resident.prefill(ids, { chunkSize }) : await model.forward(sequence, ids, { chunkSize });
+      const prefillMs = performance.now() - started;
+      const prefillTokensPerSecond = ids.length / (prefillMs / 1000);
+      const prefillProfile = foldedProfile(1);
+      // Untimed steps first: CUDA graphs are captured on a decoder's first steps.
+      for (let step = 0; step < options.warmup; step++) logits = resident ? await resident.step(argmax(logits)) : await model.forward(sequence, [argmax(logits)]);
+      GraphSession.profile?.clear();
+      const before = resident?.snapshot();
+      const decodeIds: number[] = [];
+      started = performance.now();
+      for (let step = 0; step < options.steps; step++) {
+        const next = argmax(logits);
+        decodeIds.push(next);
+        logits = resident ? await resident.step(next) : await model.forward(sequence, [next]);
+      }
+      const decodeMsPerToken = (performance.now() - started) / options.steps;
+      const profile = foldedProfile(options.steps);
+      const after = resident?.snapshot();
+      const busBytesPerToken =
+        before && after ? (after.blockBytes + after.otherBytes - before.blockBytes - before.otherBytes) / options.steps : hostExecutorBusBytes(spec.config, context);
+      await resident?.close();
+      sequence.rollback(checkpoint);
+      const row = {
+        ...base,
+        busBytesPerToken,
+        profile,
+        prefillProfile,
+        prefillTokens: ids.length,
+        prefillTokensPerSecond,
+        decodeMsPerToken,
+        decodeOverFloor: decodeMsPerToken / decodeFloorMs,
+        prefillUnderFloor: prefillFloor / prefillTokensPerSecond,
+        decodeIds,
+      };
+      rows.push(row);
+      log(
+        `    ${context} ${placement}${sparseStep ? ` (${sparseStep})` : ''} ${rowAttention}, chunk ${chunkSize}${attentionBytes ? `, scores ≤ ${attentionBytes / 2 ** 20} MiB` : ''}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
+      );
+      if (profile) log(`      decode step: ${profileLine(profile)}`);
+      if (prefillProfile) log(`      prefill (${prefillMs.toFixed(0)} ms): ${profileLine(prefillProfile)}`);
+    }
   } finally {
     await model.release();
   }
   return rows;
+}
+
+/** Every combination a run measures, in order: context, placement, then the prefill and step forms (the host executor has one form). */
+function runCases(
+  options: {
+    contexts: number[];
+    rowAttention: readonly RowAttention[];
+    sparseSteps: readonly SparseStep[];
+    chunkSizes: readonly number[];
+    attentionBytes: readonly (number | undefined)[];
+  },
+  placements: readonly (KvPlacement | 'host')[],
+) {
+  return options.contexts.flatMap((context) =>
+    placements.flatMap((placement) =>
+      (placement === 'host' ? (['auto'] as const) : options.rowAttention).flatMap((rowAttention) =>
+        (placement === 'device' ? options.sparseSteps : [undefined]).flatMap((sparseStep) =>
+          options.chunkSizes.flatMap((chunkSize) => options.attentionBytes.map((attentionBytes) => ({ context, placement, rowAttention, sparseStep, chunkSize, attentionBytes }))),
+        ),
+      ),
+    ),
+  );
 }
 
 function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
@@ -299,7 +335,7 @@ function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
   );
   for (const r of rows) {
     const device = r.cudaRuns ? `${r.device} (${r.cudaRuns})` : r.device;
-    const kv = `${r.placement ?? ''}${STEP_LABEL[r.sparseStep ?? 'captured']} | ${r.placement === 'host' ? '' : (r.rowAttention ?? '')}`;
+    const kv = `${r.placement ?? ''}${STEP_LABEL[r.sparseStep ?? 'captured']} | ${r.placement === 'host' ? '' : (r.rowAttention ?? '')}${r.chunkSize ? `, chunk ${r.chunkSize}` : ''}${r.attentionBytes ? `, ≤ ${r.attentionBytes / 2 ** 20} MiB` : ''}`;
     if (r.skipped) lines.push(`| ${r.model} | ${device} | ${r.precision} | ${kv} | ${r.context} | ${r.skipped} | | | | | |`);
     else
       lines.push(
@@ -342,6 +378,7 @@ async function main(): Promise<void> {
       'attention-mib': { type: 'string' },
       'sparse-step': { type: 'string', default: 'captured' },
       prefill: { type: 'string', default: '512' },
+      chunks: { type: 'string', default: String(DEFAULT_CHUNK_SIZE) },
       tile: { type: 'string', default: '2048' },
       'budget-s': { type: 'string', default: '3000' },
       out: { type: 'string' },
@@ -367,12 +404,15 @@ async function main(): Promise<void> {
   }
   const sparseSteps = values['sparse-step']!.split(',');
   for (const form of sparseSteps) if (form !== 'captured' && form !== 'fused' && form !== 'split') throw new Error(`--sparse-step takes captured, fused and split, got ${form}`);
+  const chunkSizes = values.chunks!.split(',').map(Number);
+  for (const size of chunkSizes) if (!Number.isInteger(size) || size < 1) throw new Error(`--chunks takes whole numbers of tokens ≥ 1, got ${values.chunks}`);
   const options = {
     contexts,
+    chunkSizes,
     sparseSteps: sparseSteps as SparseStep[],
     placements: placements as KvPlacement[],
     rowAttention: rowAttention as RowAttention[],
-    attentionBytes: values['attention-mib'] === undefined ? undefined : Number(values['attention-mib']) * 2 ** 20,
+    attentionBytes: values['attention-mib'] === undefined ? [undefined] : values['attention-mib'].split(',').map((mib) => Number(mib) * 2 ** 20),
     warmup: Number(values.warmup),
     steps: Number(values.steps),
     prefillTokens: Number(values.prefill),
