@@ -58,6 +58,8 @@ export interface ResidentGraphSet {
   /** The same with x passed through (the captured sparse step's input row). */
   sparseProjectCaptured: Uint8Array;
   sparseSelect: Uint8Array;
+  /** The same with the widest head's union of selected blocks (union_width), for a prefill chunk's selection left on the device. */
+  sparseSelectUnion: Uint8Array;
   sparseAttend: Uint8Array;
   /** Both of them in one graph, for KV all on the device. */
   sparseSelectAttend: Uint8Array;
@@ -74,6 +76,7 @@ export function buildResidentGraphs(cfg: SalaConfig, precision: Precision = 'fp3
     sparseProject: buildSparseProject(cfg, precision, true),
     sparseProjectCaptured: buildSparseProject(cfg, precision, true, true),
     sparseSelect: buildSparseSelect(cfg, true),
+    sparseSelectUnion: buildSparseSelect(cfg, true, true),
     sparseAttend: buildSparseAttendResident(cfg, precision),
     sparseSelectAttend: buildSparseSelectAttendResident(cfg, precision),
     sparseAttendRows: {

@@ -106,11 +106,13 @@ export class ResidentPrefill extends SparseLayerRunner {
     const selection = plan.selection!;
     await this.uploadChunkBlocks(state, Math.floor(first / this.blockSize), blocks);
     const feeds = await this.kv.selectFeeds(state, projected.q, first, rows, selection);
-    const { selected } = await this.sessions.selectOnDevice.run({ ...feeds, block_excluded: await this.kv.blockMask('excluded', blocks) });
+    const { selected, union_width } = await this.sessions.selectOnDevice.run({ ...feeds, block_excluded: await this.kv.blockMask('excluded', blocks) });
+    const unionWidth = Number((union_width.data as BigInt64Array)[0]);
+    this.counters.otherBytes += 8;
     const blockAlive = await this.kv.blockMask('alive', blocks);
     let acc = o;
     try {
-      for (const group of selectedRowGroups(rows, blocks, selection.rawK, limits)) {
+      for (const group of selectedRowGroups(rows, blocks, selection.rawK, limits, unionWidth)) {
         const out = await this.sessions.attendRows[group.perQuery ? 'selected-per-row' : 'selected-union'].run({
           q: projected.q,
           o_acc: acc,

@@ -44,7 +44,7 @@ export interface ResidentSessions {
   attend: GraphSession;
   /** select + attend in one run, for KV all on the device (selectsOnDevice). */
   selectAttend: GraphSession;
-  /** The same selection with its output left on the device (a chunk's rows then attend in a 'selected-…' form). */
+  /** The same selection with its output left on the device (a chunk's rows then attend in a 'selected-…' form), and the widest head's union width. */
   selectOnDevice: GraphSession;
   /** Chunked prefill: a range of a chunk's rows over their blocks, per form (row-attend-graphs.ts); the head on the chunk's last row. */
   attendRows: Record<RowAttendForm, GraphSession>;
@@ -102,7 +102,7 @@ export async function residentSessions(config: SalaConfig, device: ResolvedDevic
     select: await make('sparse_select_resident', resident.sparseSelect, { selected: 'cpu' }),
     attend: await make('sparse_attend_resident', resident.sparseAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
     selectAttend: await make('sparse_select_attend_resident', resident.sparseSelectAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
-    selectOnDevice: await make('sparse_select_on_device', resident.sparseSelect, { selected: onDevice }),
+    selectOnDevice: await make('sparse_select_on_device', resident.sparseSelectUnion, { selected: onDevice, union_width: 'cpu' }),
     attendRows: {
       union: await make('sparse_attend_rows', resident.sparseAttendRows.union, { o_acc_out: onDevice }),
       'per-row': await make('sparse_attend_queries', resident.sparseAttendRows['per-row'], { o_acc_out: onDevice }),

@@ -7,13 +7,15 @@
 // Four forms: the blocks fed from the host (over the union of the rows' blocks with a
 // per-row mask, or each row over its own k blocks), or — every block on the device at
 // slot = block id — the chunk's selection read where the selection graph left it, so no
-// block id crosses the bus (over every block with a per-row mask, or each row over its own).
+// block id crosses the bus (over the union of the rows' blocks, compacted on the device,
+// with a per-row mask, or each row over its own).
 // Shapes as in graph-parts.ts.
 import { GraphBuilder, type Value } from '../runtime/graph-builder.js';
 import type { Precision } from '../runtime/device.js';
 import { derivedSizes, type SalaConfig } from './config.js';
 import { attentionOutput, blockStores, sparseHeads } from './graph-parts.js';
 import { attendBlocks, maskedAttention, perRowAttention } from './sparse-attend-graphs.js';
+import { selectionMask } from './sparse-select-graph.js';
 
 /** How a call's rows attend: blocks fed from the host, or the selection read on the device; over a union (every block) with a mask, or per row. */
 export type RowAttendForm = 'union' | 'per-row' | 'selected-union' | 'selected-per-row';
@@ -42,7 +44,7 @@ export function buildSparseAttendRows(cfg: SalaConfig, form: RowAttendForm): Uin
     const { Hk } = sparseHeads(cfg);
     const selected = rows(g.input('selected', 'int64', [Hk, 'T', 'K']), 1); // [Hk, R, K]: the selection graph's output, −1 = none
     const positions = g.add(g.range(g.squeeze(start, [0]), g.squeeze(end, [0]), g.int64(1)), g.input('first_position', 'int64', [1])); // [R]
-    out = (form === 'selected-union' ? attendEverySelected : attendOwnSelected)(g, cfg, q, selected, positions);
+    out = (form === 'selected-union' ? attendSelectedUnion : attendOwnSelected)(g, cfg, q, selected, positions);
   }
   const at = g.unsqueeze(g.range(g.squeeze(start, [0]), g.squeeze(end, [0]), g.int64(1)), [1]); // [R, 1]
   g.output(g.op('ScatterND', [g.input('o_acc', 'float', ['T', width]), at, out]), 'o_acc_out', 'float', ['T', width]);
@@ -84,26 +86,31 @@ function attendOwnSelected(g: GraphBuilder, cfg: SalaConfig, q: Value, selected:
 }
 
 /**
- * Every row over all NB blocks of block_alive (the store's first NB slots, no gather),
- * each key allowed where its block is among the row's selected, causal and alive: the
- * selection becomes a mask on the device (one scatter of the [Hk, R, K] ids into [Hk, R, NB]).
- * Computes NB·blockSize scores a row against the per-row form's K·blockSize, and gathers nothing.
+ * The rows over the union of their selections, compacted on the device: the [Hk, R, K]
+ * ids become a [Hk, R, NB] mask (selectionMask), the
+ * union's blocks are sorted to the front of each head's NB by TopK, and the W = widest
+ * head's union are gathered from the store; each key allowed where its block is among the
+ * row's selected, causal and alive. Scores: W·blockSize a row (W ≤ NB, often far less
+ * than NB when neighbouring rows select alike), gathers: W blocks a head, not K per row.
  */
-function attendEverySelected(g: GraphBuilder, cfg: SalaConfig, q: Value, selected: Value, queryPositions: Value): Value {
+function attendSelectedUnion(g: GraphBuilder, cfg: SalaConfig, q: Value, selected: Value, queryPositions: Value): Value {
   const { hs, Hk, blockSize } = sparseHeads(cfg);
   const { keyStore, valueStore } = blockStores(g, cfg);
   const blockAlive = g.input('block_alive', 'bool', ['NB', blockSize]);
   const blocks = g.dim(blockAlive, 0); // [1]
-  const first = (store: Value) => g.reshape(g.op('Slice', [store, g.int64s([0]), blocks, g.int64s([1])]), [Hk, -1, hs]); // [Hk, S, hs]
-  // The ids as a [Hk, R, NB] mask: none (−1) lands in a spare column NB, sliced off.
-  const none = g.less(selected, g.int64(0));
-  const columns = g.where(none, blocks, selected);
-  const empty = g.expand(g.float(0), g.shapeOf([Hk, g.dim(q, 0), g.add(blocks, g.int64s([1]))]));
-  const marked = g.op('ScatterElements', [empty, columns, g.expand(g.float(1), g.shape(selected))], { axis: 2 });
-  const chosen = g.cast(g.op('Slice', [marked, g.int64s([0]), blocks, g.int64s([2])]), 'bool'); // [Hk, R, NB]
-  const byKey = g.reshape(g.expand(g.unsqueeze(chosen, [3]), g.int64s([1, 1, 1, blockSize])), g.shapeOf([Hk, g.dim(q, 0), -1])); // [Hk, R, S]
-  const keyPositions = g.range(g.int64(0), g.mul(g.squeeze(blocks, [0]), g.int64(blockSize)), g.int64(1)); // [S]
-  const causal = g.unsqueeze(g.not(g.greater(g.unsqueeze(keyPositions, [0]), g.unsqueeze(queryPositions, [1]))), [0]); // [1, R, S]
-  const alive = g.reshape(blockAlive, [1, 1, -1]); // [1, 1, S]
-  return maskedAttention(g, cfg, q, first(keyStore), first(valueStore), g.and(g.and(byKey, causal), alive));
+  const R = g.dim(q, 0);
+  const chosen = selectionMask(g, Hk, selected, blocks); // [Hk, R, NB], 1 = selected
+  const inUnion = g.reduceMax(chosen, [1], false); // [Hk, NB]
+  const width = g.cast(g.reduceMax(g.reduceSum(inUnion, [1], false), [0]), 'int64'); // [1]: the widest head's union
+  const [, order] = g.node('TopK', [inUnion, blocks], { axis: 1, largest: 1, sorted: 1 }, 2); // [Hk, NB]: the union's ids first
+  const ids = g.op('Slice', [order, g.int64s([0]), width, g.int64s([1])]); // [Hk, W]; a narrower head's extras are masked below
+  const headBase = g.mul(g.reshape(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [Hk, 1]), g.dim(keyStore, 1)); // [Hk, 1]
+  const gathered = (store: Value) => g.reshape(g.gather(g.reshape(store, [-1, blockSize, hs]), g.add(ids, headBase)), [Hk, -1, hs]); // [Hk, W·B, hs]
+  const rowChosen = g.op('GatherElements', [chosen, g.expand(g.unsqueeze(ids, [1]), g.shapeOf([Hk, R, width]))], { axis: 2 }); // [Hk, R, W]
+  const byKey = g.reshape(g.expand(g.unsqueeze(g.cast(rowChosen, 'bool'), [3]), g.int64s([1, 1, 1, blockSize])), g.shapeOf([Hk, R, -1])); // [Hk, R, W·B]
+  const offsets = g.range(g.int64(0), g.int64(blockSize), g.int64(1));
+  const keyPositions = g.reshape(g.add(g.mul(g.unsqueeze(ids, [2]), g.int64(blockSize)), offsets), [Hk, 1, -1]); // [Hk, 1, W·B]
+  const causal = g.not(g.greater(keyPositions, g.reshape(queryPositions, [1, -1, 1]))); // [Hk, R, W·B]
+  const alive = g.reshape(g.gather(blockAlive, ids), [Hk, 1, -1]); // [Hk, 1, W·B]
+  return maskedAttention(g, cfg, q, gathered(keyStore), gathered(valueStore), g.and(g.and(byKey, causal), alive));
 }

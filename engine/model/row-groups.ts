@@ -136,18 +136,21 @@ export interface SelectedRowGroup {
 
 /**
  * A chunk's rows in groups when every block is on the device and the selection stays there
- * (the 'selected-…' forms of row-attend-graphs.ts): no id is seen here, so the form follows
- * from shapes alone — every one of the chunk's `blocks` with a mask, or each row's k blocks
- * gathered — by the work of a row (scores plus gathered key floats), and the groups are as
- * long as the score budget allows.
+ * (the 'selected-…' forms of row-attend-graphs.ts): no id is seen here, only the widest
+ * head's union of the chunk's selections (`unionWidth` blocks of the chunk's `blocks`, from
+ * the selection graph), an upper bound of any group's. The form follows from the work of a
+ * row — scores over the union plus its mask over every block, or each row's k blocks
+ * gathered (scores plus gathered key floats) — and the groups are as long as the score
+ * budget allows.
  */
-export function selectedRowGroups(rows: number, blocks: number, k: number, limits: RowGroupLimits): SelectedRowGroup[] {
+export function selectedRowGroups(rows: number, blocks: number, k: number, limits: RowGroupLimits, unionWidth = blocks): SelectedRowGroup[] {
   const { kvHeads: Hk, heads: H, blockSize: B, headDim, attentionBytes, rowAttention } = limits;
-  const unionRowWork = H * blocks * B;
+  const width = Math.max(1, Math.min(blocks, unionWidth));
+  const unionRowWork = H * width * B + Hk * blocks;
   const perRowWork = H * k * B + Hk * k * B * headDim;
   const perQuery = rowAttention === 'per-row' || (rowAttention === 'auto' && perRowWork < unionRowWork);
-  // Bytes of one row's largest tensor: its scores over every block, or its gathered keys.
-  const rowBytes = perQuery ? Math.max(H, Hk * headDim) * k * B * 4 : H * blocks * B * 4;
+  // Bytes of one row's largest tensor: its scores over the union, or its gathered keys.
+  const rowBytes = perQuery ? Math.max(H, Hk * headDim) * k * B * 4 : Math.max(H * width * B, Hk * blocks) * 4;
   const perCall = Math.max(1, Math.floor(attentionBytes / rowBytes));
   const groups: SelectedRowGroup[] = [];
   for (let from = 0; from < rows; from += perCall) groups.push({ from, to: Math.min(rows, from + perCall), perQuery });

@@ -14,19 +14,33 @@ import { sparseHeads } from './graph-parts.js';
  * Inputs computed by the host: how many fine/coarse compressed keys each query
  * may see (the kernel's visibility rule), the pooled row length and pads, k.
  */
-export function buildSparseSelect(cfg: SalaConfig, resident = false): Uint8Array {
+export function buildSparseSelect(cfg: SalaConfig, resident = false, unionWidth = false): Uint8Array {
   const { hs, H, Hk } = sparseHeads(cfg);
-  const g = new GraphBuilder(resident ? 'sparse_select_resident' : 'sparse_select');
-  const { selected } = blockSelection(g, cfg, g.input('q', 'float', ['T', H, hs]), resident);
+  const g = new GraphBuilder(unionWidth ? 'sparse_select_union' : resident ? 'sparse_select_resident' : 'sparse_select');
+  const { selected, excluded } = blockSelection(g, cfg, g.input('q', 'float', ['T', H, hs]), resident);
   g.output(selected, 'selected', 'int64', [Hk, 'T', 'K']);
+  if (unionWidth) {
+    // How many distinct blocks the widest head's rows selected: the prefill's row groups size their union calls by it.
+    const blocks = g.dim(excluded, 0);
+    const inUnion = g.reduceMax(selectionMask(g, Hk, selected, blocks), [1], false); // [Hk, NB]
+    g.output(g.cast(g.reduceMax(g.reduceSum(inUnion, [1], false), [0]), 'int64'), 'union_width', 'int64', [1]);
+  }
   return g.toModel();
+}
+
+/** Selected ids [Hk, R, K] (−1 = none) as a float mask [Hk, R, NB] (1 = selected), by one scatter; none lands in a spare column NB, sliced off. */
+export function selectionMask(g: GraphBuilder, Hk: number, selected: Value, blocks: Value): Value {
+  const columns = g.where(g.less(selected, g.int64(0)), blocks, selected);
+  const empty = g.expand(g.float(0), g.shapeOf([Hk, g.dim(selected, 1), g.add(blocks, g.int64s([1]))]));
+  const marked = g.op('ScatterElements', [empty, columns, g.expand(g.float(1), g.shape(selected))], { axis: 2 });
+  return g.op('Slice', [marked, g.int64s([0]), blocks, g.int64s([2])]);
 }
 
 /**
  * The selection of buildSparseSelect for queries q, its other inputs declared here: [Hk, T, K]
- * block ids, ascending, −1 = none; and each query's own block [T, 1]. k (how many blocks) is the input `topKName`.
+ * block ids, ascending, −1 = none; each query's own block [T, 1]; the block_excluded input [NB]. k (how many blocks) is the input `topKName`.
  */
-export function blockSelection(g: GraphBuilder, cfg: SalaConfig, q: Value, resident: boolean, topKName = 'k'): { selected: Value; queryBlock: Value } {
+export function blockSelection(g: GraphBuilder, cfg: SalaConfig, q: Value, resident: boolean, topKName = 'k'): { selected: Value; queryBlock: Value; excluded: Value } {
   const { hs, Hk, G } = sparseHeads(cfg);
   const { blockSize, kernelStride } = cfg.sparse;
   const poolStride = blockSize / kernelStride;
@@ -77,7 +91,7 @@ export function blockSelection(g: GraphBuilder, cfg: SalaConfig, q: Value, resid
 
   const blocks = g.range(g.int64(0), g.gather(g.shape(blockScores), g.int64(2)), g.int64(1)); // [nb]
   const queryBlock = g.unsqueeze(g.div(queryPositions, g.int64(blockSize)), [1]); // [T, 1]
-  return { selected: topBlocks(g, cfg, blockScores, g.unsqueeze(blocks, [0]), queryBlock, excluded, k), queryBlock };
+  return { selected: topBlocks(g, cfg, blockScores, g.unsqueeze(blocks, [0]), queryBlock, excluded, k), queryBlock, excluded };
 }
 
 /**

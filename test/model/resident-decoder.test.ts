@@ -344,14 +344,14 @@ test("with every block on the device the chunk reads its selection where it was 
   const perRow = await prefillResident('long', past, { placement: 'device', rowAttention: 'per-row' }, 256);
   // Two rows' gathered keys per call (2 heads × 64 floats × 5 blocks × 64 keys × 4 bytes each).
   const perRowTight = await prefillResident('long', past, { placement: 'device', rowAttention: 'per-row', attentionBytes: 2 * 2 * 64 * 5 * 64 * 4 }, 256);
-  // Three rows' scores over the widest chunk's blocks (4 heads × 24 blocks × 64 keys × 4 bytes): a few rows a call.
+  // Three rows' scores over at most 24 blocks (4 heads × 24 × 64 keys × 4 bytes): a few rows a call.
   const unionTight = await prefillResident('long', past, { placement: 'device', rowAttention: 'union', attentionBytes: 3 * 4 * 24 * 64 * 4 }, 256);
   for (const [name, result] of [
     ['the ids through the host', viaHost],
-    ['every block, masked', union],
+    ['the union, compacted on the device', union],
     ['per row', perRow],
     ['per row, 2 rows a call', perRowTight],
-    ['every block, a few rows a call', unionTight],
+    ['the union, a few rows a call', unionTight],
   ] as const) {
     assert.ok(maxAbsDiff(result.last, host) <= LOGIT_TOLERANCE, `${name}: ${maxAbsDiff(result.last, host)}`);
     assert.deepEqual(result.ids, viaHost.ids, name);

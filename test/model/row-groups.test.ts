@@ -3,7 +3,16 @@
 // models have; and the int32 ⇄ int64 conversions they go through.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { perQueryFeeds, rowGroups, selectedIds, unionFeeds, type ChunkSelection, type RowAttention, type RowGroupLimits } from '../../engine/model/row-groups.js';
+import {
+  perQueryFeeds,
+  rowGroups,
+  selectedIds,
+  selectedRowGroups,
+  unionFeeds,
+  type ChunkSelection,
+  type RowAttention,
+  type RowGroupLimits,
+} from '../../engine/model/row-groups.js';
 import { i64, int64Data } from '../../engine/runtime/session.js';
 
 /** A deterministic generator (mulberry32), so a failure reproduces. */
@@ -135,4 +144,29 @@ test('int32 ⇄ int64: selected ids read from the low words, −1 and large ids 
   // A view into a larger buffer (an output tensor's data) reads from its own offset.
   const offset = new BigInt64Array(wide.buffer, 16, 3);
   assert.deepEqual([...selectedIds(offset)], values.slice(2, 5));
+});
+
+test("with the selection on the device the form follows the chunk's union width, and each call fits the score budget", () => {
+  // The 9B's sparse shape at 128K: 32 heads, 2 KV heads of 128, blocks of 64, k = 72 of 2,048 blocks.
+  const limits: RowGroupLimits = { kvHeads: 2, heads: 32, blockSize: 64, headDim: 128, capacity: Infinity, attentionBytes: 512 * 2 ** 20, rowAttention: 'auto' };
+  const narrow = selectedRowGroups(2048, 2048, 72, limits, 300);
+  const wide = selectedRowGroups(2048, 2048, 72, limits, 2048);
+  assert.ok(
+    narrow.every((group) => !group.perQuery),
+    'a narrow union attends as a union',
+  );
+  assert.ok(
+    wide.every((group) => group.perQuery),
+    'a union of every block attends per row',
+  );
+  assert.deepEqual(selectedRowGroups(2048, 2048, 72, limits), wide, 'no width known: every block');
+  // A union call's scores: 32 heads × rows × 300 blocks × 64 keys × 4 bytes ≤ 512 MiB.
+  const rowsPerCall = Math.floor((512 * 2 ** 20) / (32 * 300 * 64 * 4));
+  assert.equal(narrow[0].to - narrow[0].from, rowsPerCall);
+  assert.equal(narrow.length, Math.ceil(2048 / rowsPerCall));
+  assert.deepEqual(narrow.at(-1), { from: (narrow.length - 1) * rowsPerCall, to: 2048, perQuery: false });
+  // A width past the chunk's blocks (it cannot be) counts as every block; the forms asked for are kept.
+  assert.deepEqual(selectedRowGroups(64, 100, 72, limits, 5000), selectedRowGroups(64, 100, 72, limits, 100));
+  assert.ok(selectedRowGroups(64, 2048, 72, { ...limits, rowAttention: 'per-row' }, 10).every((group) => group.perQuery));
+  assert.ok(selectedRowGroups(64, 2048, 72, { ...limits, rowAttention: 'union' }, 2048).every((group) => !group.perQuery));
 });
