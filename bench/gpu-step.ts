@@ -16,7 +16,7 @@
 import { parseArgs } from 'node:util';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_CHUNK_SIZE, SalaModel } from '../engine/model/sala-model.js';
+import { SalaModel } from '../engine/model/sala-model.js';
 import type { KvPlacement, ResidentOptions, SparseStep } from '../engine/model/resident-decoder.js';
 import { argmax } from '../engine/model/sampling.js';
 import { isDeviceRequest, isPrecisionRequest, keepsTensorsOnDevice, type DeviceKind, type Precision } from '../engine/runtime/device.js';
@@ -198,7 +198,7 @@ async function runModel(
     placements: readonly KvPlacement[];
     rowAttention: readonly RowAttention[];
     sparseSteps: readonly SparseStep[];
-    chunkSizes: readonly number[];
+    chunkSizes: readonly (number | undefined)[];
     attentionBytes: readonly (number | undefined)[];
     steps: number;
     warmup: number;
@@ -292,7 +292,7 @@ async function runModel(
       };
       rows.push(row);
       log(
-        `    ${context} ${placement}${sparseStep ? ` (${sparseStep})` : ''} ${rowAttention}, chunk ${chunkSize}${attentionBytes ? `, scores ≤ ${attentionBytes / 2 ** 20} MiB` : ''}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
+        `    ${context} ${placement}${sparseStep ? ` (${sparseStep})` : ''} ${rowAttention}${chunkSize ? `, chunk ${chunkSize}` : ''}${attentionBytes ? `, scores ≤ ${attentionBytes / 2 ** 20} MiB` : ''}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
       );
       if (profile) log(`      decode step: ${profileLine(profile)}`);
       if (prefillProfile) log(`      prefill (${prefillMs.toFixed(0)} ms): ${profileLine(prefillProfile)}`);
@@ -309,7 +309,7 @@ function runCases(
     contexts: number[];
     rowAttention: readonly RowAttention[];
     sparseSteps: readonly SparseStep[];
-    chunkSizes: readonly number[];
+    chunkSizes: readonly (number | undefined)[];
     attentionBytes: readonly (number | undefined)[];
   },
   placements: readonly (KvPlacement | 'host')[],
@@ -378,7 +378,8 @@ async function main(): Promise<void> {
       'attention-mib': { type: 'string' },
       'sparse-step': { type: 'string', default: 'captured' },
       prefill: { type: 'string', default: '512' },
-      chunks: { type: 'string', default: String(DEFAULT_CHUNK_SIZE) },
+      // 'default': the executor's own (the forward plan's 512; 2,048 through the resident decoder on CUDA).
+      chunks: { type: 'string', default: 'default' },
       tile: { type: 'string', default: '2048' },
       'budget-s': { type: 'string', default: '3000' },
       out: { type: 'string' },
@@ -404,8 +405,10 @@ async function main(): Promise<void> {
   }
   const sparseSteps = values['sparse-step']!.split(',');
   for (const form of sparseSteps) if (form !== 'captured' && form !== 'fused' && form !== 'split') throw new Error(`--sparse-step takes captured, fused and split, got ${form}`);
-  const chunkSizes = values.chunks!.split(',').map(Number);
-  for (const size of chunkSizes) if (!Number.isInteger(size) || size < 1) throw new Error(`--chunks takes whole numbers of tokens ≥ 1, got ${values.chunks}`);
+  const chunkSizes = values.chunks!.split(',').map((size) => (size === 'default' ? undefined : Number(size)));
+  for (const size of chunkSizes) {
+    if (size !== undefined && (!Number.isInteger(size) || size < 1)) throw new Error(`--chunks takes 'default' and whole numbers of tokens ≥ 1, got ${values.chunks}`);
+  }
   const options = {
     contexts,
     chunkSizes,

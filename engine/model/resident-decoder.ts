@@ -68,11 +68,21 @@ export interface ResidentStats {
  */
 const ATTENTION_SCORE_BYTES = 512 * 2 ** 20;
 
+/**
+ * On CUDA a prefill's chunks are 2,048 tokens: fewer, larger runs (the 9B shape after 128K
+ * on an H100, one process, scores ≤ 2 GiB: 1,487 tok/s at 512-token chunks, 1,756 at 2,048;
+ * docs/benchmarks/gpu.md). The score budget stays ATTENTION_SCORE_BYTES, which fits small
+ * GPUs too. WebGPU keeps the forward plan's 512: its buffers have per-binding limits.
+ */
+const CUDA_PREFILL_CHUNK = 2048;
+
 export class ResidentDecoder {
   private readonly counters: ResidentCounters = { steps: 0, prefilledTokens: 0, prefillAttendCalls: 0, blockBytes: 0, otherBytes: 0, selectionsOnDevice: 0, sparseGraphRuns: 0 };
   private readonly lightningStates = new Map<number, ort.Tensor>();
   private readonly kv: ResidentKv;
   private readonly chunks: ResidentPrefill;
+  /** prefill()'s chunk when the caller names none (CUDA_PREFILL_CHUNK on CUDA; else the forward plan's default). */
+  private readonly prefillChunk: number | undefined;
   private readonly steps: ResidentStep;
   private closed = false;
   /** The model's CUDA graphs of the Lightning layers, while this decoder holds them (resident-sessions.ts, capturesSteps). */
@@ -90,6 +100,7 @@ export class ResidentDecoder {
     const free = (tensor: ort.Tensor | undefined): void => this.free(tensor);
     this.kv = new ResidentKv(parts, sessions, sequence, placement, maxTokens, this.counters, free);
     const shared = { parts, sessions, kv: this.kv, sequence, counters: this.counters };
+    this.prefillChunk = parts.device.kind === 'cuda' ? CUDA_PREFILL_CHUNK : undefined;
     this.chunks = new ResidentPrefill(shared, options.attentionBytes ?? ATTENTION_SCORE_BYTES, options.rowAttention ?? 'auto', options.prefillSelection ?? 'device');
     this.steps = new ResidentStep(shared, options.sparseStep ?? 'captured', free);
   }
@@ -189,7 +200,11 @@ export class ResidentDecoder {
    * before anything runs when it does not fit the sizes the device state was made for.
    */
   private plan(ids: readonly number[], chunkSize?: number): ForwardPlan {
-    const plan = forwardPlan(this.parts.config, this.parts.sizes, this.sequence.length, ids, { chunkSize, attention: this.dense ? 'dense' : 'auto', logits: 'last' });
+    const plan = forwardPlan(this.parts.config, this.parts.sizes, this.sequence.length, ids, {
+      chunkSize: chunkSize ?? this.prefillChunk,
+      attention: this.dense ? 'dense' : 'auto',
+      logits: 'last',
+    });
     if (plan.callLength > this.maxTokens) throw new RangeError(`the resident decoder was sized for ${this.maxTokens} tokens; ${plan.callLength} do not fit`);
     return plan;
   }
