@@ -17,7 +17,7 @@ import { attentionOutput, blockStores, sparseHeads } from './graph-parts.js';
 import { attendBlocks, maskedAttention, perRowAttention } from './sparse-attend-graphs.js';
 import { selectionMask } from './sparse-select-graph.js';
 
-/** How a call's rows attend: blocks fed from the host, or the selection read on the device; over a union (every block) with a mask, or per row. */
+/** How a call's rows attend: blocks fed from the host, or the selection read on the device; over their union with a mask, or per row. */
 export type RowAttendForm = 'union' | 'per-row' | 'selected-union' | 'selected-per-row';
 
 const NAMES: Record<RowAttendForm, string> = {
@@ -86,12 +86,11 @@ function attendOwnSelected(g: GraphBuilder, cfg: SalaConfig, q: Value, selected:
 }
 
 /**
- * The rows over the union of their selections, compacted on the device: the [Hk, R, K]
- * ids become a [Hk, R, NB] mask (selectionMask), the
- * union's blocks are sorted to the front of each head's NB by TopK, and the W = widest
- * head's union are gathered from the store; each key allowed where its block is among the
- * row's selected, causal and alive. Scores: W·blockSize a row (W ≤ NB, often far less
- * than NB when neighbouring rows select alike), gathers: W blocks a head, not K per row.
+ * The rows over the union of their selections, compacted on the device: the [Hk, R, K] ids
+ * become a [Hk, R, NB] mask (selectionMask), TopK sorts each head's union to the front of its
+ * NB, and the first W (the widest head's union) are gathered from the store; a key is allowed
+ * where its block is among the row's selected, causal and alive. Scores: W·blockSize a row
+ * (W ≤ NB, far less when neighbouring rows select alike); gathers: W blocks a head, not k a row.
  */
 function attendSelectedUnion(g: GraphBuilder, cfg: SalaConfig, q: Value, selected: Value, queryPositions: Value): Value {
   const { hs, Hk, blockSize } = sparseHeads(cfg);
