@@ -108,7 +108,6 @@ export class ResidentPrefill extends SparseLayerRunner {
     const feeds = await this.kv.selectFeeds(state, projected.q, first, rows, selection);
     const { selected, union_width } = await this.sessions.selectOnDevice.run({ ...feeds, block_excluded: await this.kv.blockMask('excluded', blocks) });
     const unionWidth = Number((union_width.data as BigInt64Array)[0]);
-    this.counters.otherBytes += 8;
     const blockAlive = await this.kv.blockMask('alive', blocks);
     let acc = o;
     try {

@@ -147,10 +147,10 @@ test('int32 ⇄ int64: selected ids read from the low words, −1 and large ids 
 });
 
 test("with the selection on the device the form follows the chunk's union width, and each call fits the score budget", () => {
-  // The 9B's sparse shape at 128K: 32 heads, 2 KV heads of 128, blocks of 64, k = 72 of 2,048 blocks.
+  // The 9B's sparse shape at 128K: 32 heads, 2 KV heads of 128, blocks of 64, k = 64 + 32 local = 96 of 2,048 blocks.
   const limits: RowGroupLimits = { kvHeads: 2, heads: 32, blockSize: 64, headDim: 128, capacity: Infinity, attentionBytes: 512 * 2 ** 20, rowAttention: 'auto' };
-  const narrow = selectedRowGroups(2048, 2048, 72, limits, 300);
-  const wide = selectedRowGroups(2048, 2048, 72, limits, 2048);
+  const narrow = selectedRowGroups(2048, 2048, 96, limits, 300);
+  const wide = selectedRowGroups(2048, 2048, 96, limits, 2048);
   assert.ok(
     narrow.every((group) => !group.perQuery),
     'a narrow union attends as a union',
@@ -159,14 +159,14 @@ test("with the selection on the device the form follows the chunk's union width,
     wide.every((group) => group.perQuery),
     'a union of every block attends per row',
   );
-  assert.deepEqual(selectedRowGroups(2048, 2048, 72, limits), wide, 'no width known: every block');
+  assert.deepEqual(selectedRowGroups(2048, 2048, 96, limits), wide, 'no width known: every block');
   // A union call's scores: 32 heads × rows × 300 blocks × 64 keys × 4 bytes ≤ 512 MiB.
   const rowsPerCall = Math.floor((512 * 2 ** 20) / (32 * 300 * 64 * 4));
   assert.equal(narrow[0].to - narrow[0].from, rowsPerCall);
   assert.equal(narrow.length, Math.ceil(2048 / rowsPerCall));
   assert.deepEqual(narrow.at(-1), { from: (narrow.length - 1) * rowsPerCall, to: 2048, perQuery: false });
   // A width past the chunk's blocks (it cannot be) counts as every block; the forms asked for are kept.
-  assert.deepEqual(selectedRowGroups(64, 100, 72, limits, 5000), selectedRowGroups(64, 100, 72, limits, 100));
-  assert.ok(selectedRowGroups(64, 2048, 72, { ...limits, rowAttention: 'per-row' }, 10).every((group) => group.perQuery));
-  assert.ok(selectedRowGroups(64, 2048, 72, { ...limits, rowAttention: 'union' }, 2048).every((group) => !group.perQuery));
+  assert.deepEqual(selectedRowGroups(64, 100, 96, limits, 5000), selectedRowGroups(64, 100, 96, limits, 100));
+  assert.ok(selectedRowGroups(64, 2048, 96, { ...limits, rowAttention: 'per-row' }, 10).every((group) => group.perQuery));
+  assert.ok(selectedRowGroups(64, 2048, 96, { ...limits, rowAttention: 'union' }, 2048).every((group) => !group.perQuery));
 });
