@@ -48,7 +48,7 @@ interface StepRow {
   rowAttention?: RowAttention;
   /** KV on the device: how a decode step's sparse layer runs (ResidentOptions.sparseStep). */
   sparseStep?: SparseStep;
-  /** Tokens per prefill chunk (the forward plan's chunkSize). */
+  /** Tokens per prefill chunk (the forward plan's chunkSize); the executor's own when absent. */
   chunkSize?: number;
   /** Device memory one prefill attention call's scores may take (ResidentOptions.attentionBytes); the decoder's default when absent. */
   attentionBytes?: number;
@@ -188,25 +188,22 @@ function profileLine(profile: Record<string, { runsPerToken: number; msPerToken:
   return JSON.stringify(Object.fromEntries(Object.entries(profile).map(([k, v]) => [k, `${v.runsPerToken.toFixed(0)} runs ${v.msPerToken.toFixed(2)} ms`])));
 }
 
-async function runModel(
-  spec: ModelSpec,
-  device: DeviceKind,
-  precision: Precision,
-  floors: Floors,
-  options: {
-    contexts: number[];
-    placements: readonly KvPlacement[];
-    rowAttention: readonly RowAttention[];
-    sparseSteps: readonly SparseStep[];
-    chunkSizes: readonly (number | undefined)[];
-    attentionBytes: readonly (number | undefined)[];
-    steps: number;
-    warmup: number;
-    prefillTokens: number;
-    deadline: number;
-  },
-  log: (line: string) => void,
-): Promise<StepRow[]> {
+/** What one run measures for each model, provider and precision: the lists are crossed (runCases). */
+interface RunOptions {
+  contexts: number[];
+  placements: readonly KvPlacement[];
+  rowAttention: readonly RowAttention[];
+  sparseSteps: readonly SparseStep[];
+  /** undefined: the executor's own chunk / score budget. */
+  chunkSizes: readonly (number | undefined)[];
+  attentionBytes: readonly (number | undefined)[];
+  steps: number;
+  warmup: number;
+  prefillTokens: number;
+  deadline: number;
+}
+
+async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precision, floors: Floors, options: RunOptions, log: (line: string) => void): Promise<StepRow[]> {
   const rows: StepRow[] = [];
   const loadStarted = performance.now();
   const model = await SalaModel.create(spec.config, spec.weights, { device, precision, hostKvBytes: 0 });
@@ -292,7 +289,7 @@ async function runModel(
       };
       rows.push(row);
       log(
-        `    ${context} ${placement}${sparseStep ? ` (${sparseStep})` : ''} ${rowAttention}${chunkSize ? `, chunk ${chunkSize}` : ''}${attentionBytes ? `, scores ≤ ${attentionBytes / 2 ** 20} MiB` : ''}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
+        `    ${context} ${placement}${sparseStep ? ` (${sparseStep})` : ''} ${prefillForm(row)}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
       );
       if (profile) log(`      decode step: ${profileLine(profile)}`);
       if (prefillProfile) log(`      prefill (${prefillMs.toFixed(0)} ms): ${profileLine(prefillProfile)}`);
@@ -304,16 +301,7 @@ async function runModel(
 }
 
 /** Every combination a run measures, in order: context, placement, then the prefill and step forms (the host executor has one form). */
-function runCases(
-  options: {
-    contexts: number[];
-    rowAttention: readonly RowAttention[];
-    sparseSteps: readonly SparseStep[];
-    chunkSizes: readonly (number | undefined)[];
-    attentionBytes: readonly (number | undefined)[];
-  },
-  placements: readonly (KvPlacement | 'host')[],
-) {
+function runCases(options: RunOptions, placements: readonly (KvPlacement | 'host')[]) {
   return options.contexts.flatMap((context) =>
     placements.flatMap((placement) =>
       (placement === 'host' ? (['auto'] as const) : options.rowAttention).flatMap((rowAttention) =>
@@ -323,6 +311,11 @@ function runCases(
       ),
     ),
   );
+}
+
+/** How a row prefilled: its row form, and the chunk and score budget where the run named them. */
+function prefillForm(r: Pick<StepRow, 'rowAttention' | 'chunkSize' | 'attentionBytes'>): string {
+  return `${r.rowAttention ?? ''}${r.chunkSize ? `, chunk ${r.chunkSize}` : ''}${r.attentionBytes ? `, ≤ ${r.attentionBytes / 2 ** 20} MiB` : ''}`;
 }
 
 function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
@@ -335,7 +328,7 @@ function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
   );
   for (const r of rows) {
     const device = r.cudaRuns ? `${r.device} (${r.cudaRuns})` : r.device;
-    const kv = `${r.placement ?? ''}${STEP_LABEL[r.sparseStep ?? 'captured']} | ${r.placement === 'host' ? '' : (r.rowAttention ?? '')}${r.chunkSize ? `, chunk ${r.chunkSize}` : ''}${r.attentionBytes ? `, ≤ ${r.attentionBytes / 2 ** 20} MiB` : ''}`;
+    const kv = `${r.placement ?? ''}${STEP_LABEL[r.sparseStep ?? 'captured']} | ${r.placement === 'host' ? '' : prefillForm(r)}`;
     if (r.skipped) lines.push(`| ${r.model} | ${device} | ${r.precision} | ${kv} | ${r.context} | ${r.skipped} | | | | | |`);
     else
       lines.push(
@@ -409,13 +402,17 @@ async function main(): Promise<void> {
   for (const size of chunkSizes) {
     if (size !== undefined && (!Number.isInteger(size) || size < 1)) throw new Error(`--chunks takes 'default' and whole numbers of tokens ≥ 1, got ${values.chunks}`);
   }
+  const attentionBytes = values['attention-mib'] === undefined ? [undefined] : values['attention-mib'].split(',').map((mib) => Number(mib) * 2 ** 20);
+  for (const bytes of attentionBytes) {
+    if (bytes !== undefined && !(bytes > 0)) throw new Error(`--attention-mib takes MiB above 0, got ${values['attention-mib']}`);
+  }
   const options = {
     contexts,
     chunkSizes,
     sparseSteps: sparseSteps as SparseStep[],
     placements: placements as KvPlacement[],
     rowAttention: rowAttention as RowAttention[],
-    attentionBytes: values['attention-mib'] === undefined ? [undefined] : values['attention-mib'].split(',').map((mib) => Number(mib) * 2 ** 20),
+    attentionBytes,
     warmup: Number(values.warmup),
     steps: Number(values.steps),
     prefillTokens: Number(values.prefill),
