@@ -46,6 +46,8 @@ interface StepRow {
   placement?: KvPlacement | 'host';
   /** How the resident decoder's prefill attends a row group (ResidentOptions.rowAttention; '@host': prefillSelection 'host'). */
   rowAttention?: RowAttention;
+  /** Offload: how missed blocks reach the device pool (the addon's direct copies, or ScatterND runs: PANORAMA_BLOCK_UPLOAD). */
+  blockUpload?: BlockUpload;
   /** KV on the device: how a decode step's sparse layer runs (ResidentOptions.sparseStep). */
   sparseStep?: SparseStep;
   /** Tokens per prefill chunk (the forward plan's chunkSize); the executor's own when absent. */
@@ -76,6 +78,7 @@ interface StepRow {
 }
 
 type CudaRuns = 'cuda-graphs' | 'io-binding' | 'host-fed';
+type BlockUpload = 'direct' | 'scatter';
 
 /**
  * A --devices entry: a provider; for CUDA, how its runs go: 'cuda' (the binding addon,
@@ -194,6 +197,7 @@ interface RunOptions {
   placements: readonly KvPlacement[];
   rowAttention: readonly RowAttention[];
   sparseSteps: readonly SparseStep[];
+  blockUploads: readonly BlockUpload[];
   /** undefined: the executor's own chunk / score budget. */
   chunkSizes: readonly (number | undefined)[];
   attentionBytes: readonly (number | undefined)[];
@@ -219,7 +223,7 @@ async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precisio
     const tileLength = spec.tile.length;
     // The host executor has no placement: its KV is always in host memory.
     const placements = keepsTensorsOnDevice(device) ? options.placements : (['host'] as const);
-    for (const { context, placement, rowAttention, sparseStep, chunkSize, attentionBytes } of runCases(options, placements)) {
+    for (const { context, placement, rowAttention, sparseStep, blockUpload, chunkSize, attentionBytes } of runCases(options, placements)) {
       const base = {
         model: spec.name,
         device,
@@ -228,6 +232,7 @@ async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precisio
         placement,
         rowAttention,
         sparseStep,
+        blockUpload,
         chunkSize,
         attentionBytes,
         decodeFloorMs,
@@ -237,6 +242,8 @@ async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precisio
         rows.push({ ...base, skipped: 'over the run’s time budget' });
         continue;
       }
+      if (blockUpload === 'scatter') process.env.PANORAMA_BLOCK_UPLOAD = 'scatter';
+      else delete process.env.PANORAMA_BLOCK_UPLOAD;
       tileSequence(sequence, tileLength, context);
       const checkpoint = sequence.checkpoint();
       const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
@@ -289,12 +296,13 @@ async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precisio
       };
       rows.push(row);
       log(
-        `    ${context} ${placement}${sparseStep ? ` (${sparseStep})` : ''} ${prefillForm(row)}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
+        `    ${context} ${placement}${sparseStep ? ` (${sparseStep})` : ''}${blockUpload ? ` (blocks: ${blockUpload})` : ''} ${prefillForm(row)}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
       );
       if (profile) log(`      decode step: ${profileLine(profile)}`);
       if (prefillProfile) log(`      prefill (${prefillMs.toFixed(0)} ms): ${profileLine(prefillProfile)}`);
     }
   } finally {
+    delete process.env.PANORAMA_BLOCK_UPLOAD;
     await model.release();
   }
   return rows;
@@ -306,7 +314,11 @@ function runCases(options: RunOptions, placements: readonly (KvPlacement | 'host
     placements.flatMap((placement) =>
       (placement === 'host' ? (['auto'] as const) : options.rowAttention).flatMap((rowAttention) =>
         (placement === 'device' ? options.sparseSteps : [undefined]).flatMap((sparseStep) =>
-          options.chunkSizes.flatMap((chunkSize) => options.attentionBytes.map((attentionBytes) => ({ context, placement, rowAttention, sparseStep, chunkSize, attentionBytes }))),
+          (placement === 'offload' ? options.blockUploads : [undefined]).flatMap((blockUpload) =>
+            options.chunkSizes.flatMap((chunkSize) =>
+              options.attentionBytes.map((attentionBytes) => ({ context, placement, rowAttention, sparseStep, blockUpload, chunkSize, attentionBytes })),
+            ),
+          ),
         ),
       ),
     ),
@@ -328,7 +340,7 @@ function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
   );
   for (const r of rows) {
     const device = r.cudaRuns ? `${r.device} (${r.cudaRuns})` : r.device;
-    const kv = `${r.placement ?? ''}${STEP_LABEL[r.sparseStep ?? 'captured']} | ${r.placement === 'host' ? '' : prefillForm(r)}`;
+    const kv = `${r.placement ?? ''}${STEP_LABEL[r.sparseStep ?? 'captured']}${r.blockUpload === 'scatter' ? ' (misses by ScatterND)' : ''} | ${r.placement === 'host' ? '' : prefillForm(r)}`;
     if (r.skipped) lines.push(`| ${r.model} | ${device} | ${r.precision} | ${kv} | ${r.context} | ${r.skipped} | | | | | |`);
     else
       lines.push(
@@ -370,6 +382,8 @@ async function main(): Promise<void> {
       'row-attention': { type: 'string', default: 'auto' },
       'attention-mib': { type: 'string' },
       'sparse-step': { type: 'string', default: 'captured' },
+      // Offload rows: 'direct' (the addon's copies, the default) and/or 'scatter' (ScatterND runs, the comparison point).
+      'block-upload': { type: 'string', default: 'direct' },
       prefill: { type: 'string', default: '512' },
       // 'default': the executor's own (the forward plan's 512; 2,048 through the resident decoder on CUDA).
       chunks: { type: 'string', default: 'default' },
@@ -398,6 +412,8 @@ async function main(): Promise<void> {
   }
   const sparseSteps = values['sparse-step']!.split(',');
   for (const form of sparseSteps) if (form !== 'captured' && form !== 'fused' && form !== 'split') throw new Error(`--sparse-step takes captured, fused and split, got ${form}`);
+  const blockUploads = values['block-upload']!.split(',');
+  for (const form of blockUploads) if (form !== 'direct' && form !== 'scatter') throw new Error(`--block-upload takes direct and scatter, got ${form}`);
   const chunkSizes = values.chunks!.split(',').map((size) => (size === 'default' ? undefined : Number(size)));
   for (const size of chunkSizes) {
     if (size !== undefined && (!Number.isInteger(size) || size < 1)) throw new Error(`--chunks takes 'default' and whole numbers of tokens ≥ 1, got ${values.chunks}`);
@@ -410,6 +426,7 @@ async function main(): Promise<void> {
     contexts,
     chunkSizes,
     sparseSteps: sparseSteps as SparseStep[],
+    blockUploads: blockUploads as BlockUpload[],
     placements: placements as KvPlacement[],
     rowAttention: rowAttention as RowAttention[],
     attentionBytes,

@@ -19,14 +19,13 @@
 #include <utility>
 #include <vector>
 
+#include "cuda_runtime.h"
 #include "onnxruntime_c_api.h"
 
 namespace {
 
 const OrtApi* ort = nullptr;
 OrtEnv* env = nullptr;
-using CudaMemcpy = int (*)(void*, const void*, size_t, int);
-CudaMemcpy cudaMemcpyFn = nullptr;
 
 struct Session {
   OrtSession* session = nullptr;
@@ -163,21 +162,12 @@ bool CopyOut(napi_env js, OrtValue* value, size_t bytes, napi_value target) {
     if (deviceType == OrtMemoryInfoDeviceType_CPU) {
       std::memcpy(target_data, source, bytes);
     } else {
-      if (cudaMemcpyFn == nullptr) {
-        // The CUDA provider has loaded cudart; find it without loading another copy.
-        for (const char* name : {"libcudart.so.13", "libcudart.so.12", "libcudart.so"}) {
-          void* library = dlopen(name, RTLD_NOW | RTLD_NOLOAD);
-          if (library != nullptr) cudaMemcpyFn = reinterpret_cast<CudaMemcpy>(dlsym(library, "cudaMemcpy"));
-          if (cudaMemcpyFn != nullptr) break;
-        }
-        if (cudaMemcpyFn == nullptr) cudaMemcpyFn = reinterpret_cast<CudaMemcpy>(dlsym(RTLD_DEFAULT, "cudaMemcpy"));
-      }
-      if (cudaMemcpyFn == nullptr) {
+      const auto& cudart = cuda::runtime();
+      if (cudart.memcpy == nullptr) {
         Throw(js, "cannot copy a device tensor to host memory: cudaMemcpy was not found in the loaded CUDA runtime");
         return false;
       }
-      const int cudaMemcpyDeviceToHost = 2;
-      int code = cudaMemcpyFn(target_data, source, bytes, cudaMemcpyDeviceToHost);
+      int code = cudart.memcpy(target_data, source, bytes, cuda::kDeviceToHost);
       if (code != 0) {
         Throw(js, "cudaMemcpy to host failed with CUDA error " + std::to_string(code));
         return false;
@@ -500,6 +490,75 @@ napi_value Download(napi_env js, napi_callback_info info) {
   return result;
 }
 
+// writeRows(value, rows: TypedArray, rowBytes, at: Int32Array): writes row i of `rows`
+// (rowBytes each) over row at[i] of a tensor in provider memory, in place (its address
+// is kept, so a captured CUDA graph still sees it). Every row is checked before any is
+// written: on a bad row index nothing changes.
+napi_value WriteRows(napi_env js, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(js, info, &argc, argv, nullptr, nullptr);
+  if (argc < 4) return Throw(js, "writeRows(tensor, rows, rowBytes, at)");
+  Value* held = Unwrap<Value>(js, argv[0], "tensor");
+  if (held == nullptr) return nullptr;
+  if (held->value == nullptr) return Throw(js, "the tensor was released");
+  bool isTyped = false;
+  napi_typedarray_type rowsType, atType;
+  size_t rowsLength = 0, atLength = 0, offset = 0;
+  void* rows = nullptr;
+  void* at = nullptr;
+  napi_value arrayBuffer;
+  napi_is_typedarray(js, argv[1], &isTyped);
+  if (!isTyped) return Throw(js, "writeRows: rows must be a typed array");
+  napi_get_typedarray_info(js, argv[1], &rowsType, &rowsLength, &rows, &arrayBuffer, &offset);
+  napi_is_typedarray(js, argv[3], &isTyped);
+  if (isTyped) napi_get_typedarray_info(js, argv[3], &atType, &atLength, &at, &arrayBuffer, &offset);
+  if (!isTyped || atType != napi_int32_array) return Throw(js, "writeRows: at must be an Int32Array");
+  int64_t rowBytes = 0;
+  napi_get_value_int64(js, argv[2], &rowBytes);
+
+  ONNXTensorElementDataType type;
+  size_t elements = 0;
+  napi_value description;
+  napi_create_object(js, &description);
+  if (!Describe(js, held->value, description, &type, &elements)) return nullptr;
+  const size_t tensorBytes = elements * ElementBytes(type);
+  napi_value byteLength;
+  napi_get_named_property(js, argv[1], "byteLength", &byteLength);
+  int64_t rowsByteLength = 0;
+  napi_get_value_int64(js, byteLength, &rowsByteLength);
+  const size_t rowsBytes = static_cast<size_t>(rowsByteLength);
+  if (rowBytes <= 0 || tensorBytes % static_cast<size_t>(rowBytes) != 0) {
+    return Throw(js, "writeRows: a row of " + std::to_string(rowBytes) + " bytes does not divide the tensor's " + std::to_string(tensorBytes));
+  }
+  if (rowsBytes != atLength * static_cast<size_t>(rowBytes)) {
+    return Throw(js, "writeRows: " + std::to_string(rowsBytes) + " bytes of rows for " + std::to_string(atLength) + " destinations of " +
+                         std::to_string(rowBytes) + " bytes");
+  }
+  const auto* destinations = static_cast<const int32_t*>(at);
+  const int64_t tensorRows = static_cast<int64_t>(tensorBytes / static_cast<size_t>(rowBytes));
+  for (size_t i = 0; i < atLength; i++) {
+    if (destinations[i] < 0 || destinations[i] >= tensorRows) {
+      return Throw(js, "writeRows: row " + std::to_string(destinations[i]) + " is outside the tensor's " + std::to_string(tensorRows));
+    }
+  }
+
+  void* target = nullptr;
+  if (Failed(js, ort->GetTensorMutableData(held->value, &target))) return nullptr;
+  const OrtMemoryInfo* where = nullptr;
+  if (Failed(js, ort->GetTensorMemoryInfo(held->value, &where))) return nullptr;
+  OrtMemoryInfoDeviceType deviceType;
+  ort->MemoryInfoGetDeviceType(where, &deviceType);
+  if (deviceType == OrtMemoryInfoDeviceType_CPU) {
+    for (size_t i = 0; i < atLength; i++) {
+      std::memcpy(static_cast<char*>(target) + static_cast<size_t>(destinations[i]) * rowBytes, static_cast<char*>(rows) + i * rowBytes, rowBytes);
+    }
+    return nullptr;
+  }
+  std::string problem = cuda::WriteRows(target, rows, static_cast<size_t>(rowBytes), destinations, atLength);
+  return problem.empty() ? nullptr : Throw(js, "writeRows: " + problem);
+}
+
 // release(value or session handle): frees its memory now rather than at garbage collection.
 napi_value Release(napi_env js, napi_callback_info info) {
   size_t argc = 2;
@@ -529,6 +588,7 @@ napi_value Register(napi_env js, napi_value exports) {
       {"createSession", nullptr, CreateSession, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"run", nullptr, Run, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"download", nullptr, Download, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"writeRows", nullptr, WriteRows, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(js, exports, sizeof(methods) / sizeof(methods[0]), methods);

@@ -1,4 +1,4 @@
-// Compiles native/panorama_ort.cc (IO-bound sessions for the CUDA provider, see
+// Compiles native/panorama_ort.cc (with native/cuda_runtime.h; IO-bound sessions for the CUDA provider, see
 // engine/runtime/native-session.ts) into native/build/panorama_ort.node. It needs a C++
 // compiler and Node's headers, nothing from the network: Node-API addons link against
 // nothing, and onnxruntime is opened at run time from onnxruntime-node's own folder.
@@ -8,13 +8,15 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 const source = 'native/panorama_ort.cc';
+// Included by the source: a change to either rebuilds.
+const inputs = [source, 'native/cuda_runtime.h', 'scripts/build-native.mjs'];
 const target = 'native/build/panorama_ort.node';
 const headers = [join(dirname(process.execPath), '..', 'include', 'node'), '/usr/include/node', '/usr/local/include/node'].find((dir) => existsSync(join(dir, 'node_api.h')));
 
 export function buildNative() {
   // The CUDA provider of onnxruntime-node is Linux x64 only; elsewhere there is nothing to bind.
   if (process.platform !== 'linux') return;
-  const fresh = existsSync(target) && statSync(target).mtimeMs > Math.max(statSync(source).mtimeMs, statSync('scripts/build-native.mjs').mtimeMs);
+  const fresh = existsSync(target) && statSync(target).mtimeMs > Math.max(...inputs.map((file) => statSync(file).mtimeMs));
   if (!fresh) {
     const compiler = process.env.CXX ?? 'c++';
     if (!headers) {

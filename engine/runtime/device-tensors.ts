@@ -12,6 +12,7 @@ import { GraphBuilder, type Dim } from './graph-builder.js';
 import type { ElemType } from './onnx-proto.js';
 import { keepsTensorsOnDevice, type DeviceKind } from './device.js';
 import { GraphSession } from './session.js';
+import { isNativeTensor, writeRows } from './native-session.js';
 
 const ORT_TYPE: Record<string, ElemType> = { float32: 'float', int64: 'int64', bool: 'bool', float16: 'float16', uint8: 'uint8' };
 
@@ -110,9 +111,25 @@ export class DeviceTensors {
    * data with data[indices[i]] = updates[i] (ONNX ScatterND). Through the binding addon
    * (CUDA) the rows are written into `data` itself, which is returned; elsewhere the
    * result is a new device tensor and `data` is disposed. indices [n, q] address the
-   * leading q axes of data.
+   * leading q axes of data. Host float32 rows into a tensor the addon holds are copied
+   * straight into it, with no session run (PANORAMA_BLOCK_UPLOAD=scatter: through
+   * ScatterND all the same, the comparison point of bench:gpu-step).
    */
   async scatter(data: ort.Tensor, indices: ort.Tensor, updates: ort.Tensor): Promise<ort.Tensor> {
+    if (writesRowsDirectly(data, indices, updates)) {
+      const q = indices.dims[1];
+      const at = flatRows(indices.data as BigInt64Array, q, data.dims);
+      const started = performance.now();
+      writeRows(
+        data,
+        updates.data as Float32Array,
+        data.dims.slice(q).reduce((a, b) => a * b, 1),
+        at,
+      );
+      GraphSession.record('write_rows', performance.now() - started);
+      this.uploadedBytes += byteLength(updates);
+      return data;
+    }
     const type = elemType(data);
     const rank = data.dims.length;
     const q = indices.dims[1];
@@ -139,6 +156,28 @@ export class DeviceTensors {
     this.sessions.clear();
     await Promise.all(sessions.map((session) => session.release()));
   }
+}
+
+/** Whether scatter() can copy `updates` into `data` directly (see there). */
+function writesRowsDirectly(data: ort.Tensor, indices: ort.Tensor, updates: ort.Tensor): boolean {
+  if (process.env.PANORAMA_BLOCK_UPLOAD === 'scatter') return false;
+  return isNativeTensor(data) && data.type === 'float32' && updates.location === 'cpu' && updates.type === 'float32' && indices.location === 'cpu';
+}
+
+/** Row numbers, in data viewed as rows of its axes past the first q, of each q-tuple of `indices` (ScatterND's addressing; negative indices count from the end). */
+function flatRows(indices: BigInt64Array, q: number, dims: readonly number[]): Int32Array {
+  const rows = new Int32Array(indices.length / q);
+  for (let i = 0; i < rows.length; i++) {
+    let row = 0;
+    for (let axis = 0; axis < q; axis++) {
+      const index = Number(indices[i * q + axis]);
+      const at = index < 0 ? index + dims[axis] : index;
+      if (!(at >= 0 && at < dims[axis])) throw new RangeError(`scatter: index ${index} is outside axis ${axis} of [${dims.join(', ')}]`);
+      row = row * dims[axis] + at;
+    }
+    rows[i] = row;
+  }
+  return rows;
 }
 
 export function byteLength(tensor: ort.Tensor): number {

@@ -41,6 +41,7 @@ interface Addon {
     runConfig: [string, string][],
   ): NativeResult[];
   download(value: object): NativeResult;
+  writeRows(value: object, rows: HostArray, rowBytes: number, at: Int32Array): void;
   release(handle: object, isSession?: boolean): void;
 }
 
@@ -131,6 +132,24 @@ function nativeValue(name: string, tensor: ort.Tensor): object {
   const buffer = tensor.location === 'gpu-buffer' ? (tensor.gpuBuffer as unknown) : undefined;
   if (!(buffer instanceof NativeBuffer)) throw new TypeError(`${name}: a ${tensor.location} tensor not made by this binding`);
   return buffer.value;
+}
+
+/** Whether `tensor` lives in provider memory the addon holds (an output some NativeSession left there). */
+export function isNativeTensor(tensor: ort.Tensor): boolean {
+  return tensor.location === 'gpu-buffer' && (tensor.gpuBuffer as unknown) instanceof NativeBuffer;
+}
+
+/**
+ * Writes row i of `rows` over row at[i] of `target` (a tensor the addon holds, viewed as
+ * rows of `rowElements`), in place: one host-to-device copy per run of consecutive rows,
+ * from page-locked memory, where a ScatterND run would stage the rows through
+ * onnxruntime's pageable copy. Every index is checked first; on a bad one nothing is written.
+ */
+export function writeRows(target: ort.Tensor, rows: Float32Array, rowElements: number, at: Int32Array): void {
+  const addon = nativeAddon();
+  if (!addon) throw new Error(`the onnxruntime binding addon is unavailable: ${nativeProblem()}`);
+  if (target.type !== 'float32') throw new TypeError(`writeRows: a ${target.type} tensor (float32 only)`);
+  addon.writeRows(nativeValue('target', target), rows, rowElements * Float32Array.BYTES_PER_ELEMENT, at);
 }
 
 export interface NativeSessionOptions {

@@ -105,6 +105,15 @@ export class GraphSession {
    */
   static readonly profile = process.env.PANORAMA_PROFILE_RUNS ? new Map<string, { runs: number; ms: number }>() : undefined;
 
+  /** Adds work done outside a session run (the addon's direct copies) to the profile under `name`. */
+  static record(name: string, ms: number): void {
+    if (!GraphSession.profile) return;
+    const entry = GraphSession.profile.get(name) ?? { runs: 0, ms: 0 };
+    entry.runs++;
+    entry.ms += ms;
+    GraphSession.profile.set(name, entry);
+  }
+
   /** The profile with per-layer graphs (a name ending in _N) added up under one name; empty when not profiling. */
   static foldedProfile(): Map<string, { runs: number; ms: number }> {
     const out = new Map<string, { runs: number; ms: number }>();
@@ -132,10 +141,7 @@ export class GraphSession {
       if (!GraphSession.profile) return await run();
       const started = performance.now();
       const out = await run();
-      const entry = GraphSession.profile.get(this.name) ?? { runs: 0, ms: 0 };
-      entry.runs++;
-      entry.ms += performance.now() - started;
-      GraphSession.profile.set(this.name, entry);
+      GraphSession.record(this.name, performance.now() - started);
       return out;
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);

@@ -105,12 +105,13 @@ test('generate() through the addon on the CPU provider (the CUDA path, host memo
   const host = run({});
   const native = run({ PANORAMA_NATIVE_CPU: '1', PANORAMA_PROFILE_RUNS: '1' });
   assert.match(native.stderr, /session lightning_step: /, 'decode steps ran the resident decoder');
-  assert.match(native.stderr, /session scatter_float_/, 'the block pool was written');
+  assert.match(native.stderr, /write_rows: /, 'missed blocks were copied into the block pool directly');
   // The CUDA-graph path's fixed buffers (captured-lightning.ts), without the capture the CPU provider lacks.
   const fixed = run({ PANORAMA_NATIVE_CPU: '1', PANORAMA_CUDA_GRAPH: '1', PANORAMA_PROFILE_RUNS: '1' });
   assert.match(fixed.stderr, /session lightning_captured: /);
   assert.equal(fixed.stdout, host.stdout);
-  assert.match(host.stderr, /8[0-9]{3} prompt tokens, 24 generated/);
+  const promptTokens = Number(/(\d+) prompt tokens, 24 generated/.exec(host.stderr)?.[1]);
+  assert.ok(promptTokens > 4096, `a prompt well past dense_len (2,048), got ${promptTokens} tokens`);
   assert.ok(host.stdout.length > 0);
   assert.equal(native.stdout, host.stdout);
 });
