@@ -46,7 +46,7 @@ interface StepRow {
   placement?: KvPlacement | 'host';
   /** How the resident decoder's prefill attends a row group (ResidentOptions.rowAttention; '@host': prefillSelection 'host'). */
   rowAttention?: RowAttention;
-  /** Offload: how missed blocks reach the device pool (the addon's direct copies, or ScatterND runs: PANORAMA_BLOCK_UPLOAD). */
+  /** Offload: how missed blocks reach the device pool (BlockUpload; PANORAMA_BLOCK_UPLOAD, PANORAMA_PIN_HOST_KV). */
   blockUpload?: BlockUpload;
   /** KV on the device: how a decode step's sparse layer runs (ResidentOptions.sparseStep). */
   sparseStep?: SparseStep;
@@ -78,7 +78,8 @@ interface StepRow {
 }
 
 type CudaRuns = 'cuda-graphs' | 'io-binding' | 'host-fed';
-type BlockUpload = 'direct' | 'scatter';
+/** Offload misses: the addon's copies from the host store page-locked ('direct', the default) or gathered into page-locked staging ('staged'), or ScatterND runs ('scatter'). */
+type BlockUpload = 'direct' | 'staged' | 'scatter';
 
 /**
  * A --devices entry: a provider; for CUDA, how its runs go: 'cuda' (the binding addon,
@@ -115,6 +116,8 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 
 /** How a row's sparse decode step ran, in its label (the default, replayed where steps are captured, says nothing). */
 const STEP_LABEL: Record<SparseStep, string> = { captured: '', fused: ' (sparse step as a session run)', split: ' (split step)' };
+/** How a row's offload misses moved, in its label (the default says nothing). */
+const UPLOAD_LABEL: Record<BlockUpload, string> = { direct: '', staged: ' (misses staged, store not page-locked)', scatter: ' (misses by ScatterND)' };
 
 async function timeRuns(run: () => Promise<unknown>, runs: number): Promise<number> {
   await run();
@@ -242,8 +245,7 @@ async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precisio
         rows.push({ ...base, skipped: 'over the run’s time budget' });
         continue;
       }
-      if (blockUpload === 'scatter') process.env.PANORAMA_BLOCK_UPLOAD = 'scatter';
-      else delete process.env.PANORAMA_BLOCK_UPLOAD;
+      setBlockUpload(blockUpload);
       tileSequence(sequence, tileLength, context);
       const checkpoint = sequence.checkpoint();
       const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
@@ -302,10 +304,18 @@ async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precisio
       if (prefillProfile) log(`      prefill (${prefillMs.toFixed(0)} ms): ${profileLine(prefillProfile)}`);
     }
   } finally {
-    delete process.env.PANORAMA_BLOCK_UPLOAD;
+    setBlockUpload(undefined);
     await model.release();
   }
   return rows;
+}
+
+/** Sets the environment the engine reads for how offload misses move (undefined: its defaults). */
+function setBlockUpload(form: BlockUpload | undefined): void {
+  delete process.env.PANORAMA_BLOCK_UPLOAD;
+  delete process.env.PANORAMA_PIN_HOST_KV;
+  if (form === 'scatter') process.env.PANORAMA_BLOCK_UPLOAD = 'scatter';
+  if (form === 'staged') process.env.PANORAMA_PIN_HOST_KV = '0';
 }
 
 /** Every combination a run measures, in order: context, placement, then the prefill and step forms (the host executor has one form). */
@@ -340,7 +350,7 @@ function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
   );
   for (const r of rows) {
     const device = r.cudaRuns ? `${r.device} (${r.cudaRuns})` : r.device;
-    const kv = `${r.placement ?? ''}${STEP_LABEL[r.sparseStep ?? 'captured']}${r.blockUpload === 'scatter' ? ' (misses by ScatterND)' : ''} | ${r.placement === 'host' ? '' : prefillForm(r)}`;
+    const kv = `${r.placement ?? ''}${STEP_LABEL[r.sparseStep ?? 'captured']}${UPLOAD_LABEL[r.blockUpload ?? 'direct']} | ${r.placement === 'host' ? '' : prefillForm(r)}`;
     if (r.skipped) lines.push(`| ${r.model} | ${device} | ${r.precision} | ${kv} | ${r.context} | ${r.skipped} | | | | | |`);
     else
       lines.push(
@@ -382,7 +392,7 @@ async function main(): Promise<void> {
       'row-attention': { type: 'string', default: 'auto' },
       'attention-mib': { type: 'string' },
       'sparse-step': { type: 'string', default: 'captured' },
-      // Offload rows: 'direct' (the addon's copies, the default) and/or 'scatter' (ScatterND runs, the comparison point).
+      // Offload rows: 'direct' (the addon's copies from the page-locked store, the default), 'staged' (through page-locked staging), 'scatter' (ScatterND runs).
       'block-upload': { type: 'string', default: 'direct' },
       prefill: { type: 'string', default: '512' },
       // 'default': the executor's own (the forward plan's 512; 2,048 through the resident decoder on CUDA).
@@ -413,7 +423,7 @@ async function main(): Promise<void> {
   const sparseSteps = values['sparse-step']!.split(',');
   for (const form of sparseSteps) if (form !== 'captured' && form !== 'fused' && form !== 'split') throw new Error(`--sparse-step takes captured, fused and split, got ${form}`);
   const blockUploads = values['block-upload']!.split(',');
-  for (const form of blockUploads) if (form !== 'direct' && form !== 'scatter') throw new Error(`--block-upload takes direct and scatter, got ${form}`);
+  for (const form of blockUploads) if (!['direct', 'staged', 'scatter'].includes(form)) throw new Error(`--block-upload takes direct, staged and scatter, got ${form}`);
   const chunkSizes = values.chunks!.split(',').map((size) => (size === 'default' ? undefined : Number(size)));
   for (const size of chunkSizes) {
     if (size !== undefined && (!Number.isInteger(size) || size < 1)) throw new Error(`--chunks takes 'default' and whole numbers of tokens ≥ 1, got ${values.chunks}`);

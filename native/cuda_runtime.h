@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace cuda {
 
@@ -23,25 +24,30 @@ struct Runtime {
   int (*streamSynchronize)(void*) = nullptr;
   int (*hostAlloc)(void**, size_t, unsigned) = nullptr;
   int (*freeHost)(void*) = nullptr;
+  int (*hostRegister)(void*, size_t, unsigned) = nullptr;
+  int (*hostUnregister)(void*) = nullptr;
 };
 
-// The loaded runtime's entry points; memcpy is null when no CUDA runtime is loaded.
+// The loaded runtime's entry points; memcpy is null while no CUDA runtime is loaded
+// (looked up again on the next call: the CUDA provider loads it with its first session).
 inline const Runtime& runtime() {
-  static Runtime found = [] {
-    Runtime r;
-    void* library = nullptr;
-    for (const char* name : {"libcudart.so.13", "libcudart.so.12", "libcudart.so"}) {
-      library = dlopen(name, RTLD_NOW | RTLD_NOLOAD);
-      if (library != nullptr) break;
-    }
-    auto symbol = [&](const char* name) { return library != nullptr ? dlsym(library, name) : dlsym(RTLD_DEFAULT, name); };
-    r.memcpy = reinterpret_cast<decltype(r.memcpy)>(symbol("cudaMemcpy"));
-    r.memcpyAsync = reinterpret_cast<decltype(r.memcpyAsync)>(symbol("cudaMemcpyAsync"));
-    r.streamSynchronize = reinterpret_cast<decltype(r.streamSynchronize)>(symbol("cudaStreamSynchronize"));
-    r.hostAlloc = reinterpret_cast<decltype(r.hostAlloc)>(symbol("cudaHostAlloc"));
-    r.freeHost = reinterpret_cast<decltype(r.freeHost)>(symbol("cudaFreeHost"));
-    return r;
-  }();
+  static Runtime found;
+  if (found.memcpy != nullptr) return found;
+  void* library = nullptr;
+  for (const char* name : {"libcudart.so.13", "libcudart.so.12", "libcudart.so"}) {
+    library = dlopen(name, RTLD_NOW | RTLD_NOLOAD);
+    if (library != nullptr) break;
+  }
+  auto symbol = [&](const char* name) { return library != nullptr ? dlsym(library, name) : dlsym(RTLD_DEFAULT, name); };
+  Runtime r;
+  r.memcpy = reinterpret_cast<decltype(r.memcpy)>(symbol("cudaMemcpy"));
+  r.memcpyAsync = reinterpret_cast<decltype(r.memcpyAsync)>(symbol("cudaMemcpyAsync"));
+  r.streamSynchronize = reinterpret_cast<decltype(r.streamSynchronize)>(symbol("cudaStreamSynchronize"));
+  r.hostAlloc = reinterpret_cast<decltype(r.hostAlloc)>(symbol("cudaHostAlloc"));
+  r.freeHost = reinterpret_cast<decltype(r.freeHost)>(symbol("cudaFreeHost"));
+  r.hostRegister = reinterpret_cast<decltype(r.hostRegister)>(symbol("cudaHostRegister"));
+  r.hostUnregister = reinterpret_cast<decltype(r.hostUnregister)>(symbol("cudaHostUnregister"));
+  found = r;
   return found;
 }
 
@@ -67,37 +73,59 @@ inline void* staging(size_t bytes) {
   return buffer;
 }
 
-// Copies `count` rows of `rowBytes` from host `source` (row i at i·rowBytes) to device
-// `target` at rows at[i], one copy per run of consecutive destination rows, through the
-// page-locked staging buffer where there is one. Returns "" or what failed.
-inline std::string WriteRows(void* target, const void* source, size_t rowBytes, const int32_t* at, size_t count) {
+// Copies `count` rows of `rowBytes` from host `source` (row from[i]) to device `target`
+// (row at[i]), one copy per run of rows consecutive on both sides. From page-locked
+// `source` (pinHost) the copies read it directly; otherwise the rows are gathered into
+// the staging buffer first, or copied from pageable memory where there is none.
+// Returns "" or what failed.
+inline std::string CopyRows(void* target, const void* source, size_t rowBytes, const int32_t* from, const int32_t* at, size_t count, bool sourcePinned) {
   const Runtime& r = runtime();
   if (r.memcpy == nullptr) return "cudaMemcpy was not found in the loaded CUDA runtime";
-  const size_t bytes = rowBytes * count;
-  void* pinned = r.memcpyAsync != nullptr && r.streamSynchronize != nullptr ? staging(bytes) : nullptr;
-  const char* from = static_cast<const char*>(source);
+  const bool async = r.memcpyAsync != nullptr && r.streamSynchronize != nullptr;
+  void* pinned = async && !sourcePinned ? staging(rowBytes * count) : nullptr;
+  const char* base = static_cast<const char*>(source);
+  // Staged: the rows now lie in order, so only the destination decides the runs.
+  std::vector<int32_t> order;
   if (pinned != nullptr) {
-    std::memcpy(pinned, source, bytes);
-    from = static_cast<const char*>(pinned);
+    for (size_t i = 0; i < count; i++) std::memcpy(static_cast<char*>(pinned) + i * rowBytes, base + static_cast<size_t>(from[i]) * rowBytes, rowBytes);
+    base = static_cast<const char*>(pinned);
+    order.resize(count);
+    for (size_t i = 0; i < count; i++) order[i] = static_cast<int32_t>(i);
+    from = order.data();
   }
+  const bool overlapped = async && (sourcePinned || pinned != nullptr);
   for (size_t i = 0; i < count;) {
     size_t run = 1;
-    while (i + run < count && at[i + run] == at[i] + static_cast<int32_t>(run)) run++;
+    while (i + run < count && at[i + run] == at[i] + static_cast<int32_t>(run) && from[i + run] == from[i] + static_cast<int32_t>(run)) run++;
     char* to = static_cast<char*>(target) + static_cast<size_t>(at[i]) * rowBytes;
+    const char* rows = base + static_cast<size_t>(from[i]) * rowBytes;
     // The legacy default stream (0): synchronized below, before the staging buffer is reused.
-    int code = pinned != nullptr ? r.memcpyAsync(to, from + i * rowBytes, run * rowBytes, kHostToDevice, nullptr)
-                                 : r.memcpy(to, from + i * rowBytes, run * rowBytes, kHostToDevice);
+    int code = overlapped ? r.memcpyAsync(to, rows, run * rowBytes, kHostToDevice, nullptr) : r.memcpy(to, rows, run * rowBytes, kHostToDevice);
     if (code != 0) {
-      if (pinned != nullptr) r.streamSynchronize(nullptr);
+      if (overlapped) r.streamSynchronize(nullptr);
       return "cudaMemcpy to the device failed with CUDA error " + std::to_string(code);
     }
     i += run;
   }
-  if (pinned != nullptr) {
+  if (overlapped) {
     int code = r.streamSynchronize(nullptr);
     if (code != 0) return "cudaStreamSynchronize failed with CUDA error " + std::to_string(code);
   }
   return "";
+}
+
+// Page-locks host memory the caller keeps (cudaHostRegister), so copies from it are
+// direct DMA; "" or why not (no CUDA runtime loaded, the driver refused).
+inline std::string Register(void* data, size_t bytes) {
+  const Runtime& r = runtime();
+  if (r.hostRegister == nullptr || r.hostUnregister == nullptr) return "no CUDA runtime is loaded";
+  int code = r.hostRegister(data, bytes, 0);
+  return code == 0 ? "" : "cudaHostRegister failed with CUDA error " + std::to_string(code);
+}
+
+inline void Unregister(void* data) {
+  const Runtime& r = runtime();
+  if (r.hostUnregister != nullptr) r.hostUnregister(data);
 }
 
 }  // namespace cuda

@@ -45,6 +45,8 @@ export interface SparseLayerState {
   coarse: ort.Tensor;
   fineRows: number;
   coarseRows: number;
+  /** The host store's arrays page-locked for copies straight to the pool (CUDA), until the store regrows or the decoder closes. */
+  pinned?: { keys: Float32Array; values: Float32Array };
 }
 
 /** What the decoder counts as it runs (ResidentStats is made from these and the pools). */
@@ -217,15 +219,48 @@ export class ResidentKv {
     const { tensors, sizes } = this.parts;
     const hs = sizes.sparseHeadDim;
     const B = this.blockSize;
+    this.counters.blockBytes += 2 * missed.length * B * hs * 4;
+    if (this.copyFromStore(state, index, missed)) return;
     const keys = new Float32Array(missed.length * B * hs);
     const values = new Float32Array(keys.length);
     // From host memory or, where the store spilled, from its file.
     missed.forEach(({ head, block }, i) => state.cache.readBlocks(head, [block], keys, values, i));
     const indices = i64(index, [missed.length, 2]);
-    this.counters.blockBytes += keys.byteLength + values.byteLength;
     this.counters.otherBytes += byteLength(indices);
     state.poolKeys = await tensors.scatter(state.poolKeys, indices, f32(keys, [missed.length, B, hs]));
     state.poolValues = await tensors.scatter(state.poolValues, indices, f32(values, [missed.length, B, hs]));
+  }
+
+  /**
+   * The missed blocks copied from the host store's own memory into their slots, with no
+   * gather on the host (the binding addon, every block in memory rather than spilled):
+   * on CUDA from the store page-locked, at the bus's rate. False where it cannot.
+   */
+  private copyFromStore(state: SparseLayerState, index: number[], missed: { head: number; block: number }[]): boolean {
+    const { tensors } = this.parts;
+    const store = state.cache.store();
+    if (!store || !tensors.copiesRowsInto(state.poolKeys) || !tensors.copiesRowsInto(state.poolValues)) return false;
+    if (state.pinned?.keys !== store.keys || state.pinned.values !== store.values) {
+      this.unpin(state);
+      // Page-locked or not, the copies work; pinned they skip the staging copy.
+      if (tensors.pinHost(store.keys) && tensors.pinHost(store.values)) state.pinned = { keys: store.keys, values: store.values };
+      else tensors.unpinHost(store.keys);
+    }
+    // Store rows are (head, block) blocks of [Hk, capacityBlocks]; pool rows (head, slot) of [Hk, poolSlots].
+    const from = Int32Array.from(missed, ({ head, block }) => head * store.capacityBlocks + block);
+    const at = new Int32Array(missed.length);
+    for (let i = 0; i < missed.length; i++) at[i] = index[2 * i] * state.poolSlots + index[2 * i + 1];
+    const rowElements = this.blockSize * this.parts.sizes.sparseHeadDim;
+    tensors.copyRows(state.poolKeys, store.keys, rowElements, from, at);
+    tensors.copyRows(state.poolValues, store.values, rowElements, from, at);
+    return true;
+  }
+
+  private unpin(state: SparseLayerState): void {
+    if (!state.pinned) return;
+    this.parts.tensors.unpinHost(state.pinned.keys);
+    this.parts.tensors.unpinHost(state.pinned.values);
+    state.pinned = undefined;
   }
 
   /** Writes the completed tail block into the pool (no host transfer). */
@@ -350,6 +385,7 @@ export class ResidentKv {
   release(): void {
     this.releaseMasks();
     for (const state of this.layers) {
+      this.unpin(state);
       for (const tensor of [state.poolKeys, state.poolValues, state.tailKeys, state.tailValues, state.fine, state.coarse]) this.free(tensor);
     }
   }

@@ -12,7 +12,7 @@ import { GraphBuilder, type Dim } from './graph-builder.js';
 import type { ElemType } from './onnx-proto.js';
 import { keepsTensorsOnDevice, type DeviceKind } from './device.js';
 import { GraphSession } from './session.js';
-import { isNativeTensor, writeRows } from './native-session.js';
+import { copyRows, isNativeTensor, pinHost, unpinHost } from './native-session.js';
 
 const ORT_TYPE: Record<string, ElemType> = { float32: 'float', int64: 'int64', bool: 'bool', float16: 'float16', uint8: 'uint8' };
 
@@ -116,18 +116,9 @@ export class DeviceTensors {
    * ScatterND all the same, the comparison point of bench:gpu-step).
    */
   async scatter(data: ort.Tensor, indices: ort.Tensor, updates: ort.Tensor): Promise<ort.Tensor> {
-    if (writesRowsDirectly(data, indices, updates)) {
+    if (this.copiesRowsInto(data) && updates.location === 'cpu' && updates.type === 'float32' && indices.location === 'cpu') {
       const q = indices.dims[1];
-      const at = flatRows(indices.data as BigInt64Array, q, data.dims);
-      const started = performance.now();
-      writeRows(
-        data,
-        updates.data as Float32Array,
-        data.dims.slice(q).reduce((a, b) => a * b, 1),
-        at,
-      );
-      GraphSession.record('write_rows', performance.now() - started);
-      this.uploadedBytes += byteLength(updates);
+      this.copyRows(data, updates.data as Float32Array, rowElementsPast(data.dims, q), null, flatRows(indices.data as BigInt64Array, q, data.dims));
       return data;
     }
     const type = elemType(data);
@@ -151,6 +142,32 @@ export class DeviceTensors {
     return out;
   }
 
+  /** Whether copyRows() can write into `target`: a float32 tensor the binding addon holds (and PANORAMA_BLOCK_UPLOAD is not 'scatter'). */
+  copiesRowsInto(target: ort.Tensor): boolean {
+    return process.env.PANORAMA_BLOCK_UPLOAD !== 'scatter' && isNativeTensor(target) && target.type === 'float32';
+  }
+
+  /**
+   * Copies row from[i] of host `source` (row i when `from` is null) over row at[i] of
+   * `target`, rows of `rowElements` floats, in place and with no session run (see
+   * native-session.ts copyRows). Only where copiesRowsInto(target).
+   */
+  copyRows(target: ort.Tensor, source: Float32Array, rowElements: number, from: Int32Array | null, at: Int32Array): void {
+    const started = performance.now();
+    copyRows(target, source, rowElements, from, at);
+    GraphSession.record('write_rows', performance.now() - started);
+    this.uploadedBytes += at.length * rowElements * 4;
+  }
+
+  /** Page-locks host memory that copyRows() will read often (a KV store); whether it worked. PANORAMA_PIN_HOST_KV=0 turns it off. */
+  pinHost(array: Float32Array): boolean {
+    return this.onDevice && this.device === 'cuda' && process.env.PANORAMA_PIN_HOST_KV !== '0' && pinHost(array);
+  }
+
+  unpinHost(array: Float32Array): void {
+    if (this.onDevice && this.device === 'cuda') unpinHost(array);
+  }
+
   async release(): Promise<void> {
     const sessions = await Promise.all(this.sessions.values());
     this.sessions.clear();
@@ -158,10 +175,9 @@ export class DeviceTensors {
   }
 }
 
-/** Whether scatter() can copy `updates` into `data` directly (see there). */
-function writesRowsDirectly(data: ort.Tensor, indices: ort.Tensor, updates: ort.Tensor): boolean {
-  if (process.env.PANORAMA_BLOCK_UPLOAD === 'scatter') return false;
-  return isNativeTensor(data) && data.type === 'float32' && updates.location === 'cpu' && updates.type === 'float32' && indices.location === 'cpu';
+/** Elements of one row of a tensor of `dims` viewed as rows of its axes past the first q. */
+function rowElementsPast(dims: readonly number[], q: number): number {
+  return dims.slice(q).reduce((a, b) => a * b, 1);
 }
 
 /** Row numbers, in data viewed as rows of its axes past the first q, of each q-tuple of `indices` (ScatterND's addressing; negative indices count from the end). */

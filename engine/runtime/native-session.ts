@@ -41,7 +41,9 @@ interface Addon {
     runConfig: [string, string][],
   ): NativeResult[];
   download(value: object): NativeResult;
-  writeRows(value: object, rows: HostArray, rowBytes: number, at: Int32Array): void;
+  copyRows(value: object, source: HostArray, rowBytes: number, from: Int32Array | null, at: Int32Array): void;
+  pinHost(array: HostArray): boolean;
+  unpinHost(array: HostArray): void;
   release(handle: object, isSession?: boolean): void;
 }
 
@@ -140,16 +142,34 @@ export function isNativeTensor(tensor: ort.Tensor): boolean {
 }
 
 /**
- * Writes row i of `rows` over row at[i] of `target` (a tensor the addon holds, viewed as
- * rows of `rowElements`), in place: one host-to-device copy per run of consecutive rows,
- * from page-locked memory, where a ScatterND run would stage the rows through
- * onnxruntime's pageable copy. Every index is checked first; on a bad one nothing is written.
+ * Writes row from[i] of `source` (row i when `from` is null) over row at[i] of `target` (a
+ * tensor the addon holds, both viewed as rows of `rowElements` floats), in place: one
+ * host-to-device copy per run of consecutive rows, straight from `source` where pinHost
+ * page-locked it, else gathered into page-locked staging first. A ScatterND run would
+ * instead stage the rows through onnxruntime's pageable copy. Every index is checked
+ * first; on a bad one nothing is written.
  */
-export function writeRows(target: ort.Tensor, rows: Float32Array, rowElements: number, at: Int32Array): void {
+export function copyRows(target: ort.Tensor, source: Float32Array, rowElements: number, from: Int32Array | null, at: Int32Array): void {
+  if (target.type !== 'float32') throw new TypeError(`copyRows: a ${target.type} tensor (float32 only)`);
+  loadedAddon().copyRows(nativeValue('target', target), source, rowElements * Float32Array.BYTES_PER_ELEMENT, from, at);
+}
+
+/**
+ * Page-locks `array`'s memory for direct copies to the GPU, and keeps it alive until
+ * unpinHost: whether it worked (never without a CUDA runtime in the process).
+ */
+export function pinHost(array: Float32Array): boolean {
+  return loadedAddon().pinHost(array);
+}
+
+export function unpinHost(array: Float32Array): void {
+  loadedAddon().unpinHost(array);
+}
+
+function loadedAddon(): Addon {
   const addon = nativeAddon();
   if (!addon) throw new Error(`the onnxruntime binding addon is unavailable: ${nativeProblem()}`);
-  if (target.type !== 'float32') throw new TypeError(`writeRows: a ${target.type} tensor (float32 only)`);
-  addon.writeRows(nativeValue('target', target), rows, rowElements * Float32Array.BYTES_PER_ELEMENT, at);
+  return addon;
 }
 
 export interface NativeSessionOptions {

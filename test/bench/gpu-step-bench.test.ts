@@ -64,23 +64,27 @@ test('the host executor’s bus estimate: Lightning states every step, selected 
   assert.ok(Math.abs(at8k / 2 ** 20 - 197.3) < 1 && Math.abs(at128k / 2 ** 20 - 272.3) < 1, `${at8k / 2 ** 20} / ${at128k / 2 ** 20}`);
 });
 
-test('bench:gpu-step --block-upload: offload rows with the missed blocks copied directly and through ScatterND, the same tokens', async () => {
+test('bench:gpu-step --block-upload: offload rows with the missed blocks copied from the store, staged and through ScatterND, the same tokens', async () => {
   const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'gpu-step-')), 'uploads.json');
   const args = ['--import', 'tsx', 'bench/gpu-step.ts', '--devices', 'cpu', '--models', 'default', '--precisions', 'fp32', '--contexts', '8192'];
-  args.push('--placements', 'offload', '--block-upload', 'direct,scatter', '--steps', '4', '--warmup', '1', '--prefill', '64', '--tile', '512', '--out', out);
+  args.push('--placements', 'offload', '--block-upload', 'direct,staged,scatter', '--steps', '4', '--warmup', '1', '--prefill', '64', '--tile', '512', '--out', out);
   // The binding addon on the CPU provider: the CUDA path's code, host memory as its device.
   const { stderr } = await run(process.execPath, args, { cwd: root, timeout: 120_000, env: { ...process.env, PANORAMA_NATIVE_CPU: '1', PANORAMA_PROFILE_RUNS: '1' } });
   const report = JSON.parse(readFileSync(out, 'utf8'));
   assert.deepEqual(
     report.rows.map((r: { blockUpload: string }) => r.blockUpload),
-    ['direct', 'scatter'],
+    ['direct', 'staged', 'scatter'],
   );
-  const [direct, scatter] = report.rows;
-  assert.deepEqual(direct.decodeIds, scatter.decodeIds);
-  assert.equal(direct.busBytesPerToken, scatter.busBytesPerToken);
+  const [direct, staged, scatter] = report.rows;
+  for (const row of [staged, scatter]) assert.deepEqual(row.decodeIds, direct.decodeIds);
+  // The same blocks moved; ScatterND also uploads its index tensors.
+  assert.equal(staged.busBytesPerToken, direct.busBytesPerToken);
+  assert.ok(scatter.busBytesPerToken >= direct.busBytesPerToken);
   // Each row's prefill wrote its pool one way only.
-  assert.ok(direct.prefillProfile.write_rows && !direct.prefillProfile.scatter_float_4, JSON.stringify(direct.prefillProfile));
+  for (const row of [direct, staged]) assert.ok(row.prefillProfile.write_rows && !row.prefillProfile.scatter_float_4, JSON.stringify(row.prefillProfile));
   assert.ok(scatter.prefillProfile.scatter_float_4 && !scatter.prefillProfile.write_rows, JSON.stringify(scatter.prefillProfile));
-  assert.match(readFileSync(out.replace(/\.json$/, '.md'), 'utf8'), /offload \(misses by ScatterND\)/);
+  const table = readFileSync(out.replace(/\.json$/, '.md'), 'utf8');
+  assert.match(table, /offload \(misses by ScatterND\)/);
+  assert.match(table, /offload \(misses staged, store not page-locked\)/);
   assert.match(stderr, /8192 offload \(blocks: direct\)/);
 });

@@ -62,3 +62,21 @@ test('a row outside the pool, or rows of the wrong size, are refused and nothing
   assert.deepEqual((await read(tensors, target)).slice(20), [7, 8, 9, 10]);
   await tensors.release();
 });
+
+test('copyRows gathers rows of a host store into pool rows, checking both sides first', async () => {
+  const tensors = new DeviceTensors('cpu');
+  const target = await pool(tensors);
+  assert.ok(tensors.copiesRowsInto(target));
+  // A store of 4 rows of 4 floats: rows 3 and 0 go to pool rows 5 and 1.
+  const store = Float32Array.from({ length: 16 }, (_, i) => 100 + i);
+  tensors.copyRows(target, store, 4, Int32Array.of(3, 0), Int32Array.of(5, 1));
+  const after = await read(tensors, target);
+  assert.deepEqual(after.slice(20), [112, 113, 114, 115]);
+  assert.deepEqual(after.slice(4, 8), [100, 101, 102, 103]);
+  assert.throws(() => tensors.copyRows(target, store, 4, Int32Array.of(4), Int32Array.of(0)), /source row 4 is outside the source's 4/);
+  assert.throws(() => tensors.copyRows(target, store, 4, Int32Array.of(0, 1), Int32Array.of(0)), /from and at differ in length/);
+  assert.deepEqual(await read(tensors, target), after, 'nothing written by the refused calls');
+  // No CUDA runtime in this process: nothing to page-lock, and copies need none.
+  assert.equal(tensors.pinHost(store), false);
+  await tensors.release();
+});
