@@ -48,6 +48,8 @@ interface StepRow {
   rowAttention?: RowAttention;
   /** Offload: how missed blocks reach the device pool (BlockUpload; PANORAMA_BLOCK_UPLOAD, PANORAMA_PIN_HOST_KV). */
   blockUpload?: BlockUpload;
+  /** Captured and offload decode steps: how the selection's stage 1 reads the compressed keys (StageOne; PANORAMA_STAGE_ONE). */
+  stageOne?: StageOne;
   /** KV on the device: how a decode step's sparse layer runs (ResidentOptions.sparseStep). */
   sparseStep?: SparseStep;
   /** Tokens per prefill chunk (the forward plan's chunkSize); the executor's own when absent. */
@@ -80,6 +82,8 @@ interface StepRow {
 type CudaRuns = 'cuda-graphs' | 'io-binding' | 'host-fed';
 /** Offload misses: the addon's copies from the host store page-locked ('direct', the default) or gathered into page-locked staging ('staged'), or ScatterND runs ('scatter'). */
 type BlockUpload = 'direct' | 'staged' | 'scatter';
+/** A decode step's stage 1 (captured or offloaded): each store read once in its rows ('keys-major', the default) or transposed first ('transposed'). */
+type StageOne = 'keys-major' | 'transposed';
 
 /**
  * A --devices entry: a provider; for CUDA, how its runs go: 'cuda' (the binding addon,
@@ -201,6 +205,7 @@ interface RunOptions {
   rowAttention: readonly RowAttention[];
   sparseSteps: readonly SparseStep[];
   blockUploads: readonly BlockUpload[];
+  stageOnes: readonly StageOne[];
   /** undefined: the executor's own chunk / score budget. */
   chunkSizes: readonly (number | undefined)[];
   attentionBytes: readonly (number | undefined)[];
@@ -226,7 +231,7 @@ async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precisio
     const tileLength = spec.tile.length;
     // The host executor has no placement: its KV is always in host memory.
     const placements = keepsTensorsOnDevice(device) ? options.placements : (['host'] as const);
-    for (const { context, placement, rowAttention, sparseStep, blockUpload, chunkSize, attentionBytes } of runCases(options, placements)) {
+    for (const { context, placement, rowAttention, sparseStep, stageOne, blockUpload, chunkSize, attentionBytes } of runCases(options, placements)) {
       const base = {
         model: spec.name,
         device,
@@ -235,6 +240,7 @@ async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precisio
         placement,
         rowAttention,
         sparseStep,
+        stageOne,
         blockUpload,
         chunkSize,
         attentionBytes,
@@ -246,6 +252,8 @@ async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precisio
         continue;
       }
       setBlockUpload(blockUpload);
+      if (stageOne === 'transposed') process.env.PANORAMA_STAGE_ONE = 'transposed';
+      else delete process.env.PANORAMA_STAGE_ONE;
       tileSequence(sequence, tileLength, context);
       const checkpoint = sequence.checkpoint();
       const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
@@ -298,13 +306,14 @@ async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precisio
       };
       rows.push(row);
       log(
-        `    ${context} ${placement}${sparseStep ? ` (${sparseStep})` : ''}${blockUpload ? ` (blocks: ${blockUpload})` : ''} ${prefillForm(row)}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
+        `    ${context} ${placement}${sparseStep ? ` (${sparseStep})` : ''}${stageOne === 'transposed' ? ' (stage 1 transposed)' : ''}${blockUpload ? ` (blocks: ${blockUpload})` : ''} ${prefillForm(row)}: prefill ${prefillTokensPerSecond.toFixed(0)} tok/s (floor ${prefillFloor.toFixed(0)}), decode ${decodeMsPerToken.toFixed(2)} ms/token (floor ${decodeFloorMs.toFixed(3)}, ${row.decodeOverFloor.toFixed(0)}×), bus ${(busBytesPerToken / 2 ** 20).toFixed(1)} MiB/token`,
       );
       if (profile) log(`      decode step: ${profileLine(profile)}`);
       if (prefillProfile) log(`      prefill (${prefillMs.toFixed(0)} ms): ${profileLine(prefillProfile)}`);
     }
   } finally {
     setBlockUpload(undefined);
+    delete process.env.PANORAMA_STAGE_ONE;
     await model.release();
   }
   return rows;
@@ -324,9 +333,11 @@ function runCases(options: RunOptions, placements: readonly (KvPlacement | 'host
     placements.flatMap((placement) =>
       (placement === 'host' ? (['auto'] as const) : options.rowAttention).flatMap((rowAttention) =>
         (placement === 'device' ? options.sparseSteps : [undefined]).flatMap((sparseStep) =>
-          (placement === 'offload' ? options.blockUploads : [undefined]).flatMap((blockUpload) =>
-            options.chunkSizes.flatMap((chunkSize) =>
-              options.attentionBytes.map((attentionBytes) => ({ context, placement, rowAttention, sparseStep, blockUpload, chunkSize, attentionBytes })),
+          (sparseStep === 'captured' || placement === 'offload' ? options.stageOnes : [undefined]).flatMap((stageOne) =>
+            (placement === 'offload' ? options.blockUploads : [undefined]).flatMap((blockUpload) =>
+              options.chunkSizes.flatMap((chunkSize) =>
+                options.attentionBytes.map((attentionBytes) => ({ context, placement, rowAttention, sparseStep, stageOne, blockUpload, chunkSize, attentionBytes })),
+              ),
             ),
           ),
         ),
@@ -350,7 +361,7 @@ function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
   );
   for (const r of rows) {
     const device = r.cudaRuns ? `${r.device} (${r.cudaRuns})` : r.device;
-    const kv = `${r.placement ?? ''}${STEP_LABEL[r.sparseStep ?? 'captured']}${UPLOAD_LABEL[r.blockUpload ?? 'direct']} | ${r.placement === 'host' ? '' : prefillForm(r)}`;
+    const kv = `${r.placement ?? ''}${STEP_LABEL[r.sparseStep ?? 'captured']}${r.stageOne === 'transposed' ? ' (stage 1 over transposed keys)' : ''}${UPLOAD_LABEL[r.blockUpload ?? 'direct']} | ${r.placement === 'host' ? '' : prefillForm(r)}`;
     if (r.skipped) lines.push(`| ${r.model} | ${device} | ${r.precision} | ${kv} | ${r.context} | ${r.skipped} | | | | | |`);
     else
       lines.push(
@@ -394,6 +405,8 @@ async function main(): Promise<void> {
       'sparse-step': { type: 'string', default: 'captured' },
       // Offload rows: 'direct' (the addon's copies from the page-locked store, the default), 'staged' (through page-locked staging), 'scatter' (ScatterND runs).
       'block-upload': { type: 'string', default: 'direct' },
+      // Captured device rows: 'keys-major' (the default) and/or 'transposed' (the selection's stage 1 as first written).
+      'stage-one': { type: 'string', default: 'keys-major' },
       prefill: { type: 'string', default: '512' },
       // 'default': the executor's own (the forward plan's 512; 2,048 through the resident decoder on CUDA).
       chunks: { type: 'string', default: 'default' },
@@ -424,6 +437,8 @@ async function main(): Promise<void> {
   for (const form of sparseSteps) if (form !== 'captured' && form !== 'fused' && form !== 'split') throw new Error(`--sparse-step takes captured, fused and split, got ${form}`);
   const blockUploads = values['block-upload']!.split(',');
   for (const form of blockUploads) if (!['direct', 'staged', 'scatter'].includes(form)) throw new Error(`--block-upload takes direct, staged and scatter, got ${form}`);
+  const stageOnes = values['stage-one']!.split(',');
+  for (const form of stageOnes) if (form !== 'keys-major' && form !== 'transposed') throw new Error(`--stage-one takes keys-major and transposed, got ${form}`);
   const chunkSizes = values.chunks!.split(',').map((size) => (size === 'default' ? undefined : Number(size)));
   for (const size of chunkSizes) {
     if (size !== undefined && (!Number.isInteger(size) || size < 1)) throw new Error(`--chunks takes 'default' and whole numbers of tokens ≥ 1, got ${values.chunks}`);
@@ -437,6 +452,7 @@ async function main(): Promise<void> {
     chunkSizes,
     sparseSteps: sparseSteps as SparseStep[],
     blockUploads: blockUploads as BlockUpload[],
+    stageOnes: stageOnes as StageOne[],
     placements: placements as KvPlacement[],
     rowAttention: rowAttention as RowAttention[],
     attentionBytes,

@@ -19,7 +19,7 @@ import type { Precision } from '../runtime/device.js';
 import { derivedSizes, type SalaConfig } from './config.js';
 import { sparseHeads } from './graph-parts.js';
 import { residentAttention } from './sparse-attend-graphs.js';
-import { residentSlots, topBlocks } from './sparse-select-graph.js';
+import { residentSlots, stageOneKeysMajor, topBlocks } from './sparse-select-graph.js';
 
 /** The sizes a captured step is built for: block slots, fine and coarse compressed-key rows. */
 export interface StepCapacity {
@@ -31,6 +31,24 @@ export interface StepCapacity {
 /** Index of each value in the step buffer. */
 export const STEP_FIELDS = ['position', 'fineVisible', 'coarseVisible'] as const;
 
+/** stageOneKeysMajor as it was first written, each store transposed to [Hk, hs, N] (PANORAMA_STAGE_ONE=transposed: bench:gpu-step's comparison point). */
+function stageOneTransposed(g: GraphBuilder, cfg: SalaConfig, q: Value, capacity: StepCapacity, fineVisible: Value, coarseVisible: Value): Value {
+  const { hs, Hk, G } = sparseHeads(cfg);
+  const { fineRows: N1, coarseRows: N2 } = capacity;
+  const fineKeys = g.input('c1_store', 'float', [N1, Hk, hs]);
+  const coarseKeys = g.input('c2_store', 'float', [N2, Hk, hs]);
+  const iota = (n: number): Value => g.int64s(Array.from({ length: n }, (_, i) => i));
+  const groupedQ = g.reshape(q, [Hk, G, hs]); // one query: head h·G + j is row j of KV head h
+  const scale = g.float(1 / Math.sqrt(hs));
+  const dot = (keys: Value): Value => g.mul(g.matmul(groupedQ, g.transpose(keys, [1, 2, 0])), scale);
+  const negInf = g.float(-Infinity);
+  const coarseBias = g.where(g.less(iota(N2), coarseVisible), g.float(0), negInf); // [N2]
+  const lse = g.reduceLogSumExp(g.add(dot(coarseKeys), coarseBias), [-1]); // [Hk, G, 1]
+  const safeLse = g.where(g.greater(coarseVisible, g.int64(0)), lse, g.float(Infinity));
+  const summed = g.reduceSum(g.exp(g.sub(dot(fineKeys), safeLse)), [1], false); // [Hk, N1]
+  return g.where(g.less(iota(N1), fineVisible), g.mul(summed, g.float(16 / G)), g.float(0));
+}
+
 export function buildSparseStepCaptured(cfg: SalaConfig, precision: Precision, capacity: StepCapacity): Uint8Array {
   const sizes = derivedSizes(cfg);
   const { hs, H, Hk, G, blockSize: B } = sparseHeads(cfg);
@@ -41,11 +59,10 @@ export function buildSparseStepCaptured(cfg: SalaConfig, precision: Precision, c
   const K = Math.min(sizes.topkTotal, NB);
   const g = new GraphBuilder('sparse_step_captured');
   const iota = (n: number): Value => g.int64s(Array.from({ length: n }, (_, i) => i));
+  const negInf = g.float(-Infinity);
 
   const x = g.input('x', 'float', [1, cfg.hiddenSize]);
   const q = g.input('q', 'float', [1, H, hs]);
-  const fineKeys = g.input('c1_store', 'float', [N1, Hk, hs]);
-  const coarseKeys = g.input('c2_store', 'float', [N2, Hk, hs]);
   const step = g.input('step', 'int64', [STEP_FIELDS.length]);
   const blockAlive = g.input('block_alive', 'bool', [NB, B]);
   const excluded = g.input('block_excluded', 'bool', [NB]);
@@ -54,17 +71,10 @@ export function buildSparseStepCaptured(cfg: SalaConfig, precision: Precision, c
   const fineVisible = field('fineVisible');
   const coarseVisible = field('coarseVisible');
 
-  // Stage 1 ([Hk, G, hs] · [Hk, hs, N] → [Hk, G, N]) with the coarse log-sum-exp.
-  const groupedQ = g.reshape(q, [Hk, G, hs]); // one query: head h·G + j is row j of KV head h
-  const scale = g.float(1 / Math.sqrt(hs));
-  const dot = (keys: Value): Value => g.mul(g.matmul(groupedQ, g.transpose(keys, [1, 2, 0])), scale);
-  const negInf = g.float(-Infinity);
-  const coarseBias = g.where(g.less(iota(N2), coarseVisible), g.float(0), negInf); // [N2]
-  const lse = g.reduceLogSumExp(g.add(dot(coarseKeys), coarseBias), [-1]); // [Hk, G, 1]
-  const safeLse = g.where(g.greater(coarseVisible, g.int64(0)), lse, g.float(Infinity));
-  // Summed over each group's heads; 0 where not visible (a Where: rows never written may hold anything).
-  const summed = g.reduceSum(g.exp(g.sub(dot(fineKeys), safeLse)), [1], false); // [Hk, N1]
-  const groupScores = g.where(g.less(iota(N1), fineVisible), g.mul(summed, g.float(16 / G)), g.float(0));
+  const groupScores =
+    process.env.PANORAMA_STAGE_ONE === 'transposed'
+      ? stageOneTransposed(g, cfg, q, capacity, fineVisible, coarseVisible)
+      : stageOneKeysMajor(g, cfg, q, g.input('c1_store', 'float', [N1, Hk, hs]), g.input('c2_store', 'float', [N2, Hk, hs]), fineVisible, coarseVisible);
 
   // Pool to blocks (kernel p+1, stride p, one −inf in front): block b takes fine keys pb−1 … pb+p−1.
   const padded = g.op('Pad', [g.reshape(groupScores, [Hk, 1, N1]), g.int64s([0, 0, 1, 0, 0, poolStride * NB - N1]), negInf], { mode: 'constant' });

@@ -58,6 +58,8 @@ export interface ResidentGraphSet {
   /** The same with x passed through (the captured sparse step's input row). */
   sparseProjectCaptured: Uint8Array;
   sparseSelect: Uint8Array;
+  /** The same for one decode query, each store read once in place (stageOneKeysMajor). */
+  sparseSelectStep: Uint8Array;
   /** The same with the widest head's union of selected blocks (union_width), for a prefill chunk's selection left on the device. */
   sparseSelectUnion: Uint8Array;
   sparseAttend: Uint8Array;
@@ -77,6 +79,7 @@ export function buildResidentGraphs(cfg: SalaConfig, precision: Precision = 'fp3
     sparseProjectCaptured: buildSparseProject(cfg, precision, true, true),
     sparseSelect: buildSparseSelect(cfg, true),
     sparseSelectUnion: buildSparseSelect(cfg, true, true),
+    sparseSelectStep: buildSparseSelect(cfg, true, false, true),
     sparseAttend: buildSparseAttendResident(cfg, precision),
     sparseSelectAttend: buildSparseSelectAttendResident(cfg, precision),
     sparseAttendRows: {

@@ -344,7 +344,9 @@ export class ResidentKv {
    */
   async select(state: SparseLayerState, q: ort.Tensor, firstPosition: number, rows: number, plan: SelectionPlan, blocks: number): Promise<BigInt64Array> {
     const feeds = await this.selectFeeds(state, q, firstPosition, rows, plan);
-    const out = await this.sessions.select.run({ ...feeds, block_excluded: await this.blockMask('excluded', blocks) });
+    // One decode query reads the stores in place; PANORAMA_STAGE_ONE=transposed keeps the general graph (bench:gpu-step's comparison).
+    const session = rows === 1 && process.env.PANORAMA_STAGE_ONE !== 'transposed' ? this.sessions.selectStep : this.sessions.select;
+    const out = await session.run({ ...feeds, block_excluded: await this.blockMask('excluded', blocks) });
     return int64Data(out.selected);
   }
 

@@ -41,6 +41,8 @@ export interface ResidentSessions {
   projectCaptured?: GraphSession;
   captureSparse?: (tensors: DeviceTensors, capacity: StepCapacity) => Promise<CapturedSparse>;
   select: GraphSession;
+  /** The same for one decode query (sparse_select_step). */
+  selectStep: GraphSession;
   attend: GraphSession;
   /** select + attend in one run, for KV all on the device (selectsOnDevice). */
   selectAttend: GraphSession;
@@ -100,6 +102,7 @@ export async function residentSessions(config: SalaConfig, device: ResolvedDevic
       : undefined,
     captureSparse: captures ? (tensors, capacity) => CapturedSparse.create(config, precision, tensors, capacity) : undefined,
     select: await make('sparse_select_resident', resident.sparseSelect, { selected: 'cpu' }),
+    selectStep: await make('sparse_select_step', resident.sparseSelectStep, { selected: 'cpu' }),
     attend: await make('sparse_attend_resident', resident.sparseAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
     selectAttend: await make('sparse_select_attend_resident', resident.sparseSelectAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
     selectOnDevice: await make('sparse_select_on_device', resident.sparseSelectUnion, { selected: onDevice, union_width: 'cpu' }),

@@ -168,7 +168,7 @@ export function buildSparseSelectAttendResident(cfg: SalaConfig, precision: Prec
   const x = g.input('x', 'float', [1, cfg.hiddenSize]);
   const q = g.input('q', 'float', [1, H, hs]);
   const blockAlive = g.input('block_alive', 'bool', ['NB', blockSize]);
-  const selection = blockSelection(g, cfg, q, true, 'top_k'); // k is the new token's key here
+  const selection = blockSelection(g, cfg, q, true, 'top_k', true); // k is the new token's key here
   const selected = g.reshape(selection.selected, [Hk, -1]); // [Hk, K]
   const { slots, keyAlive } = residentSlots(g, selected, g.reshape(selection.queryBlock, [1, 1]), blockAlive);
   residentAttention(g, cfg, precision, x, q, slots, keyAlive);

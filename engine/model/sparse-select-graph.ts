@@ -13,11 +13,12 @@ import { sparseHeads } from './graph-parts.js';
  *
  * Inputs computed by the host: how many fine/coarse compressed keys each query
  * may see (the kernel's visibility rule), the pooled row length and pads, k.
+ * `oneQuery` (a decode step, resident): stage 1 reads the whole stores as they lie (stageOneKeysMajor).
  */
-export function buildSparseSelect(cfg: SalaConfig, resident = false, unionWidth = false): Uint8Array {
+export function buildSparseSelect(cfg: SalaConfig, resident = false, unionWidth = false, oneQuery = false): Uint8Array {
   const { hs, H, Hk } = sparseHeads(cfg);
-  const g = new GraphBuilder(unionWidth ? 'sparse_select_union' : resident ? 'sparse_select_resident' : 'sparse_select');
-  const { selected, excluded } = blockSelection(g, cfg, g.input('q', 'float', ['T', H, hs]), resident);
+  const g = new GraphBuilder(unionWidth ? 'sparse_select_union' : oneQuery ? 'sparse_select_step' : resident ? 'sparse_select_resident' : 'sparse_select');
+  const { selected, excluded } = blockSelection(g, cfg, g.input('q', 'float', [oneQuery ? 1 : 'T', H, hs]), resident, 'k', oneQuery);
   g.output(selected, 'selected', 'int64', [Hk, 'T', 'K']);
   if (unionWidth) {
     // How many distinct blocks the widest head's rows selected: the prefill's row groups size their union calls by it.
@@ -37,18 +38,55 @@ export function selectionMask(g: GraphBuilder, Hk: number, selected: Value, bloc
 }
 
 /**
+ * Stage 1 of one query q [1, H, hs] over whole compressed-key stores [C, Hk, hs], as block
+ * scores before pooling [Hk, C1]: each group's heads summed, 0 where not visible (rows past
+ * fineVisible / coarseVisible [1] are masked, so rows never written may hold anything).
+ * The stores stay in their rows: one product against the query laid out block-diagonally
+ * ([Hk·hs, Hk·G], zero outside each KV head's own block) reads each store once, where
+ * transposing a store to [Hk, hs, C] first moved it twice more (64 MB a layer and step at
+ * 1M tokens for the 9B).
+ */
+export function stageOneKeysMajor(g: GraphBuilder, cfg: SalaConfig, q: Value, fineKeys: Value, coarseKeys: Value, fineVisible: Value, coarseVisible: Value): Value {
+  const { hs, Hk, G } = sparseHeads(cfg);
+  // [Hk, hs, G] per KV head, times the identity over heads: [Hk·hs, Hk·G].
+  const perHead = g.transpose(g.reshape(q, [Hk, G, hs]), [0, 2, 1]);
+  const identity = Array.from({ length: Hk * Hk }, (_, i) => (Math.floor(i / Hk) === i % Hk ? 1 : 0));
+  const eye = g.reshape(g.cast(g.int64s(identity), 'float'), [Hk, 1, Hk, 1]);
+  const blockDiagonal = g.reshape(g.mul(g.unsqueeze(perHead, [2]), eye), [Hk * hs, Hk * G]);
+  const scale = g.float(1 / Math.sqrt(hs));
+  // [C, Hk·hs] · [Hk·hs, Hk·G] → [C, Hk, G]
+  const dot = (keys: Value): Value => g.reshape(g.mul(g.matmul(g.reshape(keys, [-1, Hk * hs]), blockDiagonal), scale), [-1, Hk, G]);
+  const visible = (keys: Value, count: Value): Value => g.unsqueeze(g.less(g.range(g.int64(0), g.gather(g.shape(keys), g.int64(0)), g.int64(1)), count), [1]); // [C, 1]
+  const coarseBias = g.unsqueeze(g.where(visible(coarseKeys, coarseVisible), g.float(0), g.float(-Infinity)), [2]); // [C2, 1, 1]
+  const lse = g.reduceLogSumExp(g.add(dot(coarseKeys), coarseBias), [0]); // [1, Hk, G]
+  // A query that sees no coarse key gets probability 0 everywhere (the reference's NaN → 0).
+  const safeLse = g.where(g.greater(coarseVisible, g.int64(0)), lse, g.float(Infinity));
+  const summed = g.reduceSum(g.exp(g.sub(dot(fineKeys), safeLse)), [2], false); // [C1, Hk]
+  return g.transpose(g.where(visible(fineKeys, fineVisible), g.mul(summed, g.float(16 / G)), g.float(0)), [1, 0]);
+}
+
+/**
  * The selection of buildSparseSelect for queries q, its other inputs declared here: [Hk, T, K]
  * block ids, ascending, −1 = none; each query's own block [T, 1]; the block_excluded input [NB]. k (how many blocks) is the input `topKName`.
  */
-export function blockSelection(g: GraphBuilder, cfg: SalaConfig, q: Value, resident: boolean, topKName = 'k'): { selected: Value; queryBlock: Value; excluded: Value } {
-  const { hs, Hk, G } = sparseHeads(cfg);
+export function blockSelection(
+  g: GraphBuilder,
+  cfg: SalaConfig,
+  q: Value,
+  resident: boolean,
+  topKName = 'k',
+  oneQuery = false,
+): { selected: Value; queryBlock: Value; excluded: Value } {
+  const { hs, Hk } = sparseHeads(cfg);
   const { blockSize, kernelStride } = cfg.sparse;
   const poolStride = blockSize / kernelStride;
   // Resident: the compressed keys live on the device in stores with spare rows, appended
   // to in place as windows complete; the graph reads their first fine/coarse_count rows.
-  const liveRows = (store: Value, count: Value): Value => g.op('Slice', [store, g.int64s([0]), count, g.int64s([0])]);
-  const fineKeys = resident ? liveRows(g.input('c1_store', 'float', ['C1', Hk, hs]), g.input('fine_count', 'int64', [1])) : g.input('c1', 'float', ['N1', Hk, hs]);
-  const coarseKeys = resident ? liveRows(g.input('c2_store', 'float', ['C2', Hk, hs]), g.input('coarse_count', 'int64', [1])) : g.input('c2', 'float', ['N2', Hk, hs]);
+  const liveRows = (store: Value, count: Value, axis = 0): Value => g.op('Slice', [store, g.int64s([0]), count, g.int64s([axis])]);
+  const fineStore = resident ? g.input('c1_store', 'float', ['C1', Hk, hs]) : g.input('c1', 'float', ['N1', Hk, hs]);
+  const coarseStore = resident ? g.input('c2_store', 'float', ['C2', Hk, hs]) : g.input('c2', 'float', ['N2', Hk, hs]);
+  const fineCount = resident ? g.input('fine_count', 'int64', [1]) : undefined;
+  const coarseCount = resident ? g.input('coarse_count', 'int64', [1]) : undefined;
   const queryPositions = g.input('query_positions', 'int64', ['T']);
   const fineVisible = g.input('fine_visible', 'int64', ['T']);
   const coarseVisible = g.input('coarse_visible', 'int64', ['T']);
@@ -56,6 +94,31 @@ export function blockSelection(g: GraphBuilder, cfg: SalaConfig, q: Value, resid
   const k = g.input(topKName, 'int64', [1]);
   const excluded = g.input('block_excluded', 'bool', ['NB']);
 
+  if (oneQuery && !resident) throw new Error('a one-query selection reads the resident stores');
+  const groupScores = oneQuery
+    ? // One decode query over the whole stores (no copy of their live rows), its scores cut to the live ones: [Hk, 1, N1].
+      g.unsqueeze(liveRows(stageOneKeysMajor(g, cfg, q, fineStore, coarseStore, fineVisible, coarseVisible), fineCount!, 1), [1])
+    : stageOneRows(g, cfg, q, resident ? liveRows(fineStore, fineCount!) : fineStore, resident ? liveRows(coarseStore, coarseCount!) : coarseStore, fineVisible, coarseVisible);
+
+  // Pool to blocks: block b takes max over fine keys 4b−1 … 4b+3 (kernel 5, stride 4, pad 1);
+  // −inf padding makes windows past the end −inf, as the kernel does.
+  const padded = g.op('Pad', [groupScores, poolPads, g.float(-Infinity)], { mode: 'constant' }); // [Hk, T, 4·nb + 4]
+  const rows = g.reshape(padded, g.shapeOf([-1, 1, g.dim(padded, 2)]));
+  const pooled = g.op('MaxPool', [rows], { kernel_shape: [poolStride + 1], strides: [poolStride] });
+  const blockScores = g.reshape(pooled, g.shapeOf([Hk, g.dim(q, 0), -1])); // [Hk, T, nb]
+
+  const blocks = g.range(g.int64(0), g.gather(g.shape(blockScores), g.int64(2)), g.int64(1)); // [nb]
+  const queryBlock = g.unsqueeze(g.div(queryPositions, g.int64(blockSize)), [1]); // [T, 1]
+  return { selected: topBlocks(g, cfg, blockScores, g.unsqueeze(blocks, [0]), queryBlock, excluded, k), queryBlock, excluded };
+}
+
+/**
+ * Stage 1 of T queries q [T, H, hs] over compressed keys [N, Hk, hs] (the live rows), as
+ * block scores before pooling [Hk, T, N1]: the coarse log-sum-exp, fine probabilities summed
+ * over each GQA group, 0 where a query may not see the key.
+ */
+function stageOneRows(g: GraphBuilder, cfg: SalaConfig, q: Value, fineKeys: Value, coarseKeys: Value, fineVisible: Value, coarseVisible: Value): Value {
+  const { hs, Hk, G } = sparseHeads(cfg);
   const scale = g.float(1 / Math.sqrt(hs));
   // [Hk, G·T, hs] · [Hk, hs, N] → [Hk, G, T, N]
   const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]);
@@ -80,18 +143,7 @@ export function blockSelection(g: GraphBuilder, cfg: SalaConfig, q: Value, resid
   // every head of a group, so it applies after the sum, on a G-times smaller tensor (exact).
   const fineMask = g.mul(g.cast(visibleMask(fineVisible, fineKeys), 'float'), g.float(16 / G)); // [T, N1]
   const probabilities = g.exp(g.sub(dot(fineKeys), safeLse)); // [Hk, G, T, N1]
-  const groupScores = g.mul(g.reduceSum(probabilities, [1], false), fineMask); // [Hk, T, N1]
-
-  // Pool to blocks: block b takes max over fine keys 4b−1 … 4b+3 (kernel 5, stride 4, pad 1);
-  // −inf padding makes windows past the end −inf, as the kernel does.
-  const padded = g.op('Pad', [groupScores, poolPads, negInf], { mode: 'constant' }); // [Hk, T, 4·nb + 4]
-  const rows = g.reshape(padded, g.shapeOf([-1, 1, g.dim(padded, 2)]));
-  const pooled = g.op('MaxPool', [rows], { kernel_shape: [poolStride + 1], strides: [poolStride] });
-  const blockScores = g.reshape(pooled, g.shapeOf([Hk, g.dim(q, 0), -1])); // [Hk, T, nb]
-
-  const blocks = g.range(g.int64(0), g.gather(g.shape(blockScores), g.int64(2)), g.int64(1)); // [nb]
-  const queryBlock = g.unsqueeze(g.div(queryPositions, g.int64(blockSize)), [1]); // [T, 1]
-  return { selected: topBlocks(g, cfg, blockScores, g.unsqueeze(blocks, [0]), queryBlock, excluded, k), queryBlock, excluded };
+  return g.mul(g.reduceSum(probabilities, [1], false), fineMask); // [Hk, T, N1]
 }
 
 /**

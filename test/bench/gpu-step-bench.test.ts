@@ -88,3 +88,20 @@ test('bench:gpu-step --block-upload: offload rows with the missed blocks copied 
   assert.match(table, /offload \(misses staged, store not page-locked\)/);
   assert.match(stderr, /8192 offload \(blocks: direct\)/);
 });
+
+test('bench:gpu-step --stage-one: decode selection reading the stores in place and transposed, the same tokens', async () => {
+  const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'gpu-step-')), 'stage-one.json');
+  const args = ['--import', 'tsx', 'bench/gpu-step.ts', '--devices', 'cpu', '--models', 'default', '--precisions', 'fp32', '--contexts', '8192'];
+  args.push('--placements', 'offload,device', '--stage-one', 'keys-major,transposed', '--steps', '4', '--warmup', '1', '--prefill', '64', '--tile', '512', '--out', out);
+  const env = { ...process.env, PANORAMA_NATIVE_CPU: '1', PANORAMA_CUDA_GRAPH: '1', PANORAMA_PROFILE_RUNS: '1' };
+  await run(process.execPath, args, { cwd: root, timeout: 120_000, env });
+  const rows: { placement: string; stageOne: string; decodeIds: number[]; profile: Record<string, unknown> }[] = JSON.parse(readFileSync(out, 'utf8')).rows;
+  assert.deepEqual(
+    rows.map((r) => `${r.placement} ${r.stageOne}`),
+    ['offload keys-major', 'offload transposed', 'device keys-major', 'device transposed'],
+  );
+  for (const row of rows) assert.deepEqual(row.decodeIds, rows[0].decodeIds);
+  // Offloaded steps select through the one-query graph, or the general one when transposed.
+  assert.ok(rows[0].profile.sparse_select_step && !rows[0].profile.sparse_select_resident, JSON.stringify(rows[0].profile));
+  assert.ok(rows[1].profile.sparse_select_resident && !rows[1].profile.sparse_select_step, JSON.stringify(rows[1].profile));
+});
