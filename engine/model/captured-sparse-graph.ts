@@ -51,7 +51,7 @@ function stageOneTransposed(g: GraphBuilder, cfg: SalaConfig, q: Value, capacity
 
 export function buildSparseStepCaptured(cfg: SalaConfig, precision: Precision, capacity: StepCapacity): Uint8Array {
   const sizes = derivedSizes(cfg);
-  const { hs, H, Hk, G, blockSize: B } = sparseHeads(cfg);
+  const { hs, H, Hk, blockSize: B } = sparseHeads(cfg);
   const { kernelStride } = cfg.sparse;
   const poolStride = B / kernelStride;
   const { blocks: NB, fineRows: N1, coarseRows: N2 } = capacity;
