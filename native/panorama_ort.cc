@@ -5,8 +5,8 @@
 // large model moved its Lightning states and KV over the bus on every run. This
 // addon opens the same libonnxruntime that onnxruntime-node loaded and runs
 // sessions through an IoBinding: an output can be left where the provider wrote
-// it and fed to the next run as it is. engine/runtime/native-session.ts is its
-// only caller. On the CPU provider "device" memory is host memory, which is how
+// it and fed to the next run as it is (host_copies.cc writes host rows into such a
+// tensor). engine/runtime/native-session.ts is its only caller. On the CPU provider "device" memory is host memory, which is how
 // the tests exercise every path here without a GPU.
 //
 // Calls run synchronously on the calling thread: a decode step's runs are short
@@ -19,24 +19,16 @@
 #include <utility>
 #include <vector>
 
+#include "addon.h"
 #include "cuda_runtime.h"
-#include "onnxruntime_c_api.h"
 
-namespace {
+namespace panorama {
 
 const OrtApi* ort = nullptr;
-OrtEnv* env = nullptr;
 
-struct Session {
-  OrtSession* session = nullptr;
-  OrtMemoryInfo* host = nullptr;
-  OrtMemoryInfo* device = nullptr;
-};
+}  // namespace panorama
 
-// One tensor in provider memory; released by release() or when JavaScript drops it.
-struct Value {
-  OrtValue* value = nullptr;
-};
+namespace panorama {
 
 napi_value Throw(napi_env js, const std::string& message) {
   napi_throw_error(js, nullptr, message.c_str());
@@ -50,29 +42,6 @@ bool Failed(napi_env js, OrtStatus* status) {
   ort->ReleaseStatus(status);
   napi_throw_error(js, nullptr, message.c_str());
   return true;
-}
-
-std::string StringArg(napi_env js, napi_value value) {
-  size_t length = 0;
-  napi_get_value_string_utf8(js, value, nullptr, 0, &length);
-  std::string out(length, '\0');
-  napi_get_value_string_utf8(js, value, out.data(), length + 1, &length);
-  return out;
-}
-
-// [key, value][] from JavaScript (session and run config entries).
-std::vector<std::pair<std::string, std::string>> StringPairs(napi_env js, napi_value array) {
-  uint32_t count = 0;
-  napi_get_array_length(js, array, &count);
-  std::vector<std::pair<std::string, std::string>> pairs;
-  for (uint32_t i = 0; i < count; i++) {
-    napi_value pair, key, value;
-    napi_get_element(js, array, i, &pair);
-    napi_get_element(js, pair, 0, &key);
-    napi_get_element(js, pair, 1, &value);
-    pairs.emplace_back(StringArg(js, key), StringArg(js, value));
-  }
-  return pairs;
 }
 
 size_t ElementBytes(ONNXTensorElementDataType type) {
@@ -92,32 +61,6 @@ size_t ElementBytes(ONNXTensorElementDataType type) {
     default:
       return 0;
   }
-}
-
-void FinalizeValue(napi_env, void* data, void*) {
-  auto* value = static_cast<Value*>(data);
-  if (value->value != nullptr) ort->ReleaseValue(value->value);
-  delete value;
-}
-
-void FinalizeSession(napi_env, void* data, void*) {
-  auto* session = static_cast<Session*>(data);
-  if (session->session != nullptr) ort->ReleaseSession(session->session);
-  if (session->host != nullptr) ort->ReleaseMemoryInfo(session->host);
-  if (session->device != nullptr) ort->ReleaseMemoryInfo(session->device);
-  delete session;
-}
-
-template <typename T>
-T* Unwrap(napi_env js, napi_value handle, const char* what) {
-  void* data = nullptr;
-  napi_valuetype kind;
-  napi_typeof(js, handle, &kind);
-  if (kind != napi_external || napi_get_value_external(js, handle, &data) != napi_ok || data == nullptr) {
-    Throw(js, std::string("expected a ") + what + " handle");
-    return nullptr;
-  }
-  return static_cast<T*>(data);
 }
 
 // {type, dims} of a tensor value, with its element count.
@@ -144,6 +87,57 @@ bool Describe(napi_env js, OrtValue* value, napi_value target, ONNXTensorElement
   napi_set_named_property(js, target, "type", jsType);
   napi_set_named_property(js, target, "dims", jsDims);
   return true;
+}
+
+}  // namespace panorama
+
+namespace {
+
+using namespace panorama;
+
+OrtEnv* env = nullptr;
+
+struct Session {
+  OrtSession* session = nullptr;
+  OrtMemoryInfo* host = nullptr;
+  OrtMemoryInfo* device = nullptr;
+};
+
+std::string StringArg(napi_env js, napi_value value) {
+  size_t length = 0;
+  napi_get_value_string_utf8(js, value, nullptr, 0, &length);
+  std::string out(length, '\0');
+  napi_get_value_string_utf8(js, value, out.data(), length + 1, &length);
+  return out;
+}
+
+// [key, value][] from JavaScript (session and run config entries).
+std::vector<std::pair<std::string, std::string>> StringPairs(napi_env js, napi_value array) {
+  uint32_t count = 0;
+  napi_get_array_length(js, array, &count);
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value pair, key, value;
+    napi_get_element(js, array, i, &pair);
+    napi_get_element(js, pair, 0, &key);
+    napi_get_element(js, pair, 1, &value);
+    pairs.emplace_back(StringArg(js, key), StringArg(js, value));
+  }
+  return pairs;
+}
+
+void FinalizeValue(napi_env, void* data, void*) {
+  auto* value = static_cast<Value*>(data);
+  if (value->value != nullptr) ort->ReleaseValue(value->value);
+  delete value;
+}
+
+void FinalizeSession(napi_env, void* data, void*) {
+  auto* session = static_cast<Session*>(data);
+  if (session->session != nullptr) ort->ReleaseSession(session->session);
+  if (session->host != nullptr) ort->ReleaseMemoryInfo(session->host);
+  if (session->device != nullptr) ort->ReleaseMemoryInfo(session->device);
+  delete session;
 }
 
 // Copies a tensor's bytes into a new ArrayBuffer (never an external one: Electron's
@@ -488,158 +482,6 @@ napi_value Download(napi_env js, napi_callback_info info) {
   if (!Describe(js, held->value, result, &type, &elements)) return nullptr;
   if (!CopyOut(js, held->value, elements * ElementBytes(type), result)) return nullptr;
   return result;
-}
-
-// Host memory page-locked by pinHost, each range held alive by a reference until unpinHost.
-struct PinnedRange {
-  char* data;
-  size_t bytes;
-  napi_ref keep;
-};
-std::vector<PinnedRange> pinnedRanges;
-
-bool IsPinned(const void* data, size_t bytes) {
-  const char* begin = static_cast<const char*>(data);
-  for (const auto& range : pinnedRanges) {
-    if (begin >= range.data && begin + bytes <= range.data + range.bytes) return true;
-  }
-  return false;
-}
-
-// A typed array's data and byte length; false (with an exception pending) if it is not one.
-bool TypedBytes(napi_env js, napi_value value, const char* what, void** data, size_t* bytes, napi_typedarray_type* type = nullptr) {
-  bool isTyped = false;
-  napi_is_typedarray(js, value, &isTyped);
-  if (!isTyped) {
-    Throw(js, std::string(what) + " must be a typed array");
-    return false;
-  }
-  napi_typedarray_type arrayType;
-  size_t length = 0, offset = 0;
-  napi_value arrayBuffer, byteLength;
-  napi_get_typedarray_info(js, value, &arrayType, &length, data, &arrayBuffer, &offset);
-  napi_get_named_property(js, value, "byteLength", &byteLength);
-  int64_t count = 0;
-  napi_get_value_int64(js, byteLength, &count);
-  *bytes = static_cast<size_t>(count);
-  if (type != nullptr) *type = arrayType;
-  return true;
-}
-
-// copyRows(value, source: TypedArray, rowBytes, from: Int32Array | null, at: Int32Array):
-// writes row from[i] of `source` (row i where from is null) over row at[i] of a tensor in
-// provider memory, in place (its address is kept, so a captured CUDA graph still sees it).
-// Every row is checked before any is written: on a bad index nothing changes.
-napi_value CopyRows(napi_env js, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  napi_get_cb_info(js, info, &argc, argv, nullptr, nullptr);
-  if (argc < 5) return Throw(js, "copyRows(tensor, source, rowBytes, from, at)");
-  Value* held = Unwrap<Value>(js, argv[0], "tensor");
-  if (held == nullptr) return nullptr;
-  if (held->value == nullptr) return Throw(js, "the tensor was released");
-  void *source = nullptr, *at = nullptr, *from = nullptr;
-  size_t sourceBytes = 0, atBytes = 0, fromBytes = 0;
-  napi_typedarray_type atType, fromType = napi_int32_array;
-  if (!TypedBytes(js, argv[1], "copyRows: source", &source, &sourceBytes)) return nullptr;
-  if (!TypedBytes(js, argv[4], "copyRows: at", &at, &atBytes, &atType)) return nullptr;
-  napi_valuetype fromKind;
-  napi_typeof(js, argv[3], &fromKind);
-  if (fromKind != napi_null && !TypedBytes(js, argv[3], "copyRows: from", &from, &fromBytes, &fromType)) return nullptr;
-  if (atType != napi_int32_array || fromType != napi_int32_array) return Throw(js, "copyRows: from and at must be Int32Arrays");
-  const size_t count = atBytes / 4;
-  if (from != nullptr && fromBytes != atBytes) return Throw(js, "copyRows: from and at differ in length");
-  int64_t rowBytes = 0;
-  napi_get_value_int64(js, argv[2], &rowBytes);
-
-  ONNXTensorElementDataType type;
-  size_t elements = 0;
-  napi_value description;
-  napi_create_object(js, &description);
-  if (!Describe(js, held->value, description, &type, &elements)) return nullptr;
-  const size_t tensorBytes = elements * ElementBytes(type);
-  if (rowBytes <= 0 || tensorBytes % static_cast<size_t>(rowBytes) != 0 || sourceBytes % static_cast<size_t>(rowBytes) != 0) {
-    return Throw(js, "copyRows: a row of " + std::to_string(rowBytes) + " bytes does not divide the tensor's " + std::to_string(tensorBytes) +
-                         " bytes and the source's " + std::to_string(sourceBytes));
-  }
-  if (from == nullptr && sourceBytes != count * static_cast<size_t>(rowBytes)) {
-    return Throw(js, "copyRows: " + std::to_string(sourceBytes) + " bytes of rows for " + std::to_string(count) + " destinations of " + std::to_string(rowBytes) + " bytes");
-  }
-  std::vector<int32_t> order;
-  if (from == nullptr) {
-    order.resize(count);
-    for (size_t i = 0; i < count; i++) order[i] = static_cast<int32_t>(i);
-    from = order.data();
-  }
-  const auto* destinations = static_cast<const int32_t*>(at);
-  const auto* sources = static_cast<const int32_t*>(from);
-  const int64_t tensorRows = static_cast<int64_t>(tensorBytes / static_cast<size_t>(rowBytes));
-  const int64_t sourceRows = static_cast<int64_t>(sourceBytes / static_cast<size_t>(rowBytes));
-  for (size_t i = 0; i < count; i++) {
-    if (destinations[i] < 0 || destinations[i] >= tensorRows) {
-      return Throw(js, "copyRows: row " + std::to_string(destinations[i]) + " is outside the tensor's " + std::to_string(tensorRows));
-    }
-    if (sources[i] < 0 || sources[i] >= sourceRows) {
-      return Throw(js, "copyRows: source row " + std::to_string(sources[i]) + " is outside the source's " + std::to_string(sourceRows));
-    }
-  }
-
-  void* target = nullptr;
-  if (Failed(js, ort->GetTensorMutableData(held->value, &target))) return nullptr;
-  const OrtMemoryInfo* where = nullptr;
-  if (Failed(js, ort->GetTensorMemoryInfo(held->value, &where))) return nullptr;
-  OrtMemoryInfoDeviceType deviceType;
-  ort->MemoryInfoGetDeviceType(where, &deviceType);
-  if (deviceType == OrtMemoryInfoDeviceType_CPU) {
-    for (size_t i = 0; i < count; i++) {
-      std::memcpy(static_cast<char*>(target) + static_cast<size_t>(destinations[i]) * rowBytes,
-                  static_cast<char*>(source) + static_cast<size_t>(sources[i]) * rowBytes, rowBytes);
-    }
-    return nullptr;
-  }
-  std::string problem = cuda::CopyRows(target, source, static_cast<size_t>(rowBytes), sources, destinations, count, IsPinned(source, sourceBytes));
-  return problem.empty() ? nullptr : Throw(js, "copyRows: " + problem);
-}
-
-// pinHost(typedArray) → whether its memory is now page-locked (false without a CUDA
-// runtime, or when the driver refused: copies from it are then staged). The array is
-// kept alive until unpinHost.
-napi_value PinHost(napi_env js, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(js, info, &argc, argv, nullptr, nullptr);
-  void* data = nullptr;
-  size_t bytes = 0;
-  if (argc < 1 || !TypedBytes(js, argv[0], "pinHost: the array", &data, &bytes)) return nullptr;
-  bool pinned = IsPinned(data, bytes);
-  if (!pinned && bytes > 0 && cuda::Register(data, bytes).empty()) {
-    napi_ref keep;
-    napi_create_reference(js, argv[0], 1, &keep);
-    pinnedRanges.push_back({static_cast<char*>(data), bytes, keep});
-    pinned = true;
-  }
-  napi_value result;
-  napi_get_boolean(js, pinned, &result);
-  return result;
-}
-
-// unpinHost(typedArray): releases what pinHost page-locked for that array (nothing otherwise).
-napi_value UnpinHost(napi_env js, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(js, info, &argc, argv, nullptr, nullptr);
-  void* data = nullptr;
-  size_t bytes = 0;
-  if (argc < 1 || !TypedBytes(js, argv[0], "unpinHost: the array", &data, &bytes)) return nullptr;
-  for (auto range = pinnedRanges.begin(); range != pinnedRanges.end(); ++range) {
-    if (range->data == data && range->bytes == bytes) {
-      cuda::Unregister(range->data);
-      napi_delete_reference(js, range->keep);
-      pinnedRanges.erase(range);
-      break;
-    }
-  }
-  return nullptr;
 }
 
 // release(value or session handle): frees its memory now rather than at garbage collection.

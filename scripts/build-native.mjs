@@ -1,4 +1,4 @@
-// Compiles native/panorama_ort.cc (with native/cuda_runtime.h; IO-bound sessions for the CUDA provider, see
+// Compiles native/panorama_ort.cc and native/host_copies.cc (IO-bound sessions for the CUDA provider, see
 // engine/runtime/native-session.ts) into native/build/panorama_ort.node. It needs a C++
 // compiler and Node's headers, nothing from the network: Node-API addons link against
 // nothing, and onnxruntime is opened at run time from onnxruntime-node's own folder.
@@ -7,9 +7,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
-const source = 'native/panorama_ort.cc';
-// Included by the source: a change to either rebuilds.
-const inputs = [source, 'native/cuda_runtime.h', 'scripts/build-native.mjs'];
+const sources = ['native/panorama_ort.cc', 'native/host_copies.cc'];
+// A change to any of these rebuilds.
+const inputs = [...sources, 'native/addon.h', 'native/cuda_runtime.h', 'scripts/build-native.mjs'];
 const target = 'native/build/panorama_ort.node';
 const headers = [join(dirname(process.execPath), '..', 'include', 'node'), '/usr/include/node', '/usr/local/include/node'].find((dir) => existsSync(join(dir, 'node_api.h')));
 
@@ -34,7 +34,7 @@ export function buildNative() {
       '-DNODE_GYP_MODULE_NAME=panorama_ort',
       `-I${headers}`,
       '-Inative/onnxruntime/include',
-      source,
+      ...sources,
       '-o',
       target,
       '-ldl',

@@ -45,7 +45,7 @@ export interface SparseLayerState {
   coarse: ort.Tensor;
   fineRows: number;
   coarseRows: number;
-  /** The host store's arrays page-locked for copies straight to the pool (CUDA), until the store regrows or the decoder closes. */
+  /** The host store's arrays page-locked for copies straight to the pool (CUDA): replaced at the first upload after the store regrows, released when the decoder closes. */
   pinned?: { keys: Float32Array; values: Float32Array };
 }
 
