@@ -29,6 +29,15 @@ bool Failed(napi_env js, OrtStatus* status);
 // Bytes of one element of a type the engine uses (0 for others).
 size_t ElementBytes(ONNXTensorElementDataType type);
 
+// Where a tensor's bytes are: their address, their size, and whether that is host memory
+// (the CPU provider's "device") or the GPU's. False with an exception pending on failure.
+struct TensorMemory {
+  void* data = nullptr;
+  size_t bytes = 0;
+  bool host = false;
+};
+bool MemoryOf(napi_env js, OrtValue* value, TensorMemory* memory);
+
 // {type, dims} of a tensor value set on `target`, with its element count.
 bool Describe(napi_env js, OrtValue* value, napi_value target, ONNXTensorElementDataType* type, size_t* count);
 

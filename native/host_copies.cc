@@ -51,6 +51,17 @@ bool TypedBytes(napi_env js, napi_value value, const char* what, void** data, si
   return true;
 }
 
+// The one typed-array argument of pinHost / unpinHost: the array, its data and byte length.
+bool ArrayArgument(napi_env js, napi_callback_info info, const char* what, napi_value* array, void** data, size_t* bytes) {
+  size_t argc = 1;
+  napi_get_cb_info(js, info, &argc, array, nullptr, nullptr);
+  if (argc < 1) {
+    Throw(js, std::string(what) + " needs a typed array");
+    return false;
+  }
+  return TypedBytes(js, *array, what, data, bytes);
+}
+
 }  // namespace
 
 // copyRows(value, source: TypedArray, rowBytes, from: Int32Array | null, at: Int32Array):
@@ -79,52 +90,36 @@ napi_value CopyRows(napi_env js, napi_callback_info info) {
   int64_t rowBytes = 0;
   napi_get_value_int64(js, argv[2], &rowBytes);
 
-  ONNXTensorElementDataType type;
-  size_t elements = 0;
-  napi_value description;
-  napi_create_object(js, &description);
-  if (!Describe(js, held->value, description, &type, &elements)) return nullptr;
-  const size_t tensorBytes = elements * ElementBytes(type);
-  if (rowBytes <= 0 || tensorBytes % static_cast<size_t>(rowBytes) != 0 || sourceBytes % static_cast<size_t>(rowBytes) != 0) {
-    return Throw(js, "copyRows: a row of " + std::to_string(rowBytes) + " bytes does not divide the tensor's " + std::to_string(tensorBytes) +
+  TensorMemory target;
+  if (!MemoryOf(js, held->value, &target)) return nullptr;
+  const size_t row = static_cast<size_t>(rowBytes);
+  if (rowBytes <= 0 || target.bytes % row != 0 || sourceBytes % row != 0) {
+    return Throw(js, "copyRows: a row of " + std::to_string(rowBytes) + " bytes does not divide the tensor's " + std::to_string(target.bytes) +
                          " bytes and the source's " + std::to_string(sourceBytes));
   }
-  if (from == nullptr && sourceBytes != count * static_cast<size_t>(rowBytes)) {
+  if (from == nullptr && sourceBytes != count * row) {
     return Throw(js, "copyRows: " + std::to_string(sourceBytes) + " bytes of rows for " + std::to_string(count) + " destinations of " + std::to_string(rowBytes) + " bytes");
   }
-  std::vector<int32_t> order;
-  if (from == nullptr) {
-    order.resize(count);
-    for (size_t i = 0; i < count; i++) order[i] = static_cast<int32_t>(i);
-    from = order.data();
-  }
   const auto* destinations = static_cast<const int32_t*>(at);
-  const auto* sources = static_cast<const int32_t*>(from);
-  const int64_t tensorRows = static_cast<int64_t>(tensorBytes / static_cast<size_t>(rowBytes));
-  const int64_t sourceRows = static_cast<int64_t>(sourceBytes / static_cast<size_t>(rowBytes));
+  const auto* sources = static_cast<const int32_t*>(from);  // null: row i
+  const int64_t tensorRows = static_cast<int64_t>(target.bytes / row);
+  const int64_t sourceRows = static_cast<int64_t>(sourceBytes / row);
   for (size_t i = 0; i < count; i++) {
     if (destinations[i] < 0 || destinations[i] >= tensorRows) {
       return Throw(js, "copyRows: row " + std::to_string(destinations[i]) + " is outside the tensor's " + std::to_string(tensorRows));
     }
-    if (sources[i] < 0 || sources[i] >= sourceRows) {
+    if (sources != nullptr && (sources[i] < 0 || sources[i] >= sourceRows)) {
       return Throw(js, "copyRows: source row " + std::to_string(sources[i]) + " is outside the source's " + std::to_string(sourceRows));
     }
   }
-
-  void* target = nullptr;
-  if (Failed(js, ort->GetTensorMutableData(held->value, &target))) return nullptr;
-  const OrtMemoryInfo* where = nullptr;
-  if (Failed(js, ort->GetTensorMemoryInfo(held->value, &where))) return nullptr;
-  OrtMemoryInfoDeviceType deviceType;
-  ort->MemoryInfoGetDeviceType(where, &deviceType);
-  if (deviceType == OrtMemoryInfoDeviceType_CPU) {
+  if (target.host) {
     for (size_t i = 0; i < count; i++) {
-      std::memcpy(static_cast<char*>(target) + static_cast<size_t>(destinations[i]) * rowBytes,
-                  static_cast<char*>(source) + static_cast<size_t>(sources[i]) * rowBytes, rowBytes);
+      const size_t sourceRow = sources != nullptr ? static_cast<size_t>(sources[i]) : i;
+      std::memcpy(static_cast<char*>(target.data) + static_cast<size_t>(destinations[i]) * row, static_cast<char*>(source) + sourceRow * row, row);
     }
     return nullptr;
   }
-  std::string problem = cuda::CopyRows(target, source, static_cast<size_t>(rowBytes), sources, destinations, count, IsPinned(source, sourceBytes));
+  std::string problem = cuda::CopyRows(target.data, source, row, sources, destinations, count, IsPinned(source, sourceBytes));
   return problem.empty() ? nullptr : Throw(js, "copyRows: " + problem);
 }
 
@@ -132,16 +127,14 @@ napi_value CopyRows(napi_env js, napi_callback_info info) {
 // runtime, or when the driver refused: copies from it are then staged). The array is
 // kept alive until unpinHost.
 napi_value PinHost(napi_env js, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(js, info, &argc, argv, nullptr, nullptr);
+  napi_value array;
   void* data = nullptr;
   size_t bytes = 0;
-  if (argc < 1 || !TypedBytes(js, argv[0], "pinHost: the array", &data, &bytes)) return nullptr;
+  if (!ArrayArgument(js, info, "pinHost", &array, &data, &bytes)) return nullptr;
   bool pinned = IsPinned(data, bytes);
   if (!pinned && bytes > 0 && cuda::Register(data, bytes).empty()) {
     napi_ref keep;
-    napi_create_reference(js, argv[0], 1, &keep);
+    napi_create_reference(js, array, 1, &keep);
     pinnedRanges.push_back({static_cast<char*>(data), bytes, keep});
     pinned = true;
   }
@@ -152,12 +145,10 @@ napi_value PinHost(napi_env js, napi_callback_info info) {
 
 // unpinHost(typedArray): releases what pinHost page-locked for that array (nothing otherwise).
 napi_value UnpinHost(napi_env js, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(js, info, &argc, argv, nullptr, nullptr);
+  napi_value array;
   void* data = nullptr;
   size_t bytes = 0;
-  if (argc < 1 || !TypedBytes(js, argv[0], "unpinHost: the array", &data, &bytes)) return nullptr;
+  if (!ArrayArgument(js, info, "unpinHost", &array, &data, &bytes)) return nullptr;
   for (auto range = pinnedRanges.begin(); range != pinnedRanges.end(); ++range) {
     if (range->data == data && range->bytes == bytes) {
       cuda::Unregister(range->data);

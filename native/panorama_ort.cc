@@ -89,6 +89,22 @@ bool Describe(napi_env js, OrtValue* value, napi_value target, ONNXTensorElement
   return true;
 }
 
+bool MemoryOf(napi_env js, OrtValue* value, TensorMemory* memory) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  if (Failed(js, ort->GetTensorTypeAndShape(value, &info))) return false;
+  ONNXTensorElementDataType type;
+  size_t count = 0;
+  bool failed = Failed(js, ort->GetTensorElementType(info, &type)) || Failed(js, ort->GetTensorShapeElementCount(info, &count));
+  ort->ReleaseTensorTypeAndShapeInfo(info);
+  const OrtMemoryInfo* where = nullptr;
+  if (failed || Failed(js, ort->GetTensorMutableData(value, &memory->data)) || Failed(js, ort->GetTensorMemoryInfo(value, &where))) return false;
+  OrtMemoryInfoDeviceType deviceType;
+  ort->MemoryInfoGetDeviceType(where, &deviceType);
+  memory->bytes = count * ElementBytes(type);
+  memory->host = deviceType == OrtMemoryInfoDeviceType_CPU;
+  return true;
+}
+
 }  // namespace panorama
 
 namespace {
@@ -142,18 +158,16 @@ void FinalizeSession(napi_env, void* data, void*) {
 
 // Copies a tensor's bytes into a new ArrayBuffer (never an external one: Electron's
 // V8 memory cage refuses buffers it did not allocate).
-bool CopyOut(napi_env js, OrtValue* value, size_t bytes, napi_value target) {
-  void* source = nullptr;
-  if (Failed(js, ort->GetTensorMutableData(value, &source))) return false;
-  const OrtMemoryInfo* where = nullptr;
-  if (Failed(js, ort->GetTensorMemoryInfo(value, &where))) return false;
-  OrtMemoryInfoDeviceType deviceType;
-  ort->MemoryInfoGetDeviceType(where, &deviceType);
+bool CopyOut(napi_env js, OrtValue* value, napi_value target) {
+  TensorMemory memory;
+  if (!MemoryOf(js, value, &memory)) return false;
+  const size_t bytes = memory.bytes;
+  const void* source = memory.data;
   void* target_data = nullptr;
   napi_value buffer;
   napi_create_arraybuffer(js, bytes, &target_data, &buffer);
   if (bytes > 0) {
-    if (deviceType == OrtMemoryInfoDeviceType_CPU) {
+    if (memory.host) {
       std::memcpy(target_data, source, bytes);
     } else {
       const auto& cudart = cuda::runtime();
@@ -458,7 +472,7 @@ napi_value Run(napi_env js, napi_callback_info info) {
       napi_set_named_property(js, result, "value", handle);
       values[i] = nullptr;
     } else if (ok) {
-      ok = CopyOut(js, values[i], elements * ElementBytes(type), result);
+      ok = CopyOut(js, values[i], result);
     }
     if (values[i] != nullptr) ort->ReleaseValue(values[i]);
     napi_set_element(js, results, i, result);
@@ -480,7 +494,7 @@ napi_value Download(napi_env js, napi_callback_info info) {
   ONNXTensorElementDataType type;
   size_t elements = 0;
   if (!Describe(js, held->value, result, &type, &elements)) return nullptr;
-  if (!CopyOut(js, held->value, elements * ElementBytes(type), result)) return nullptr;
+  if (!CopyOut(js, held->value, result)) return nullptr;
   return result;
 }
 
