@@ -45,8 +45,8 @@ export interface SparseLayerState {
   coarse: ort.Tensor;
   fineRows: number;
   coarseRows: number;
-  /** The host store's arrays page-locked for copies straight to the pool (CUDA): replaced at the first upload after the store regrows, released when the decoder closes. */
-  pinned?: { keys: Float32Array; values: Float32Array };
+  /** The host store's arrays the decoder asked to page-lock for copies straight to the pool (CUDA), and whether that worked: asked again at the first upload after the store regrows, released when the decoder closes. */
+  pinned?: { keys: Float32Array; values: Float32Array; locked: boolean };
 }
 
 /** What the decoder counts as it runs (ResidentStats is made from these and the pools). */
@@ -242,9 +242,11 @@ export class ResidentKv {
     if (!store || !tensors.copiesRowsInto(state.poolKeys) || !tensors.copiesRowsInto(state.poolValues)) return false;
     if (state.pinned?.keys !== store.keys || state.pinned.values !== store.values) {
       this.unpin(state);
-      // Page-locked or not, the copies work; pinned they skip the staging copy.
-      if (tensors.pinHost(store.keys) && tensors.pinHost(store.values)) state.pinned = { keys: store.keys, values: store.values };
-      else tensors.unpinHost(store.keys);
+      // Page-locked or not, the copies work; pinned they skip the staging copy. A refusal is
+      // remembered for these arrays, so no step asks the driver again.
+      const locked = tensors.pinHost(store.keys) && tensors.pinHost(store.values);
+      if (!locked) tensors.unpinHost(store.keys);
+      state.pinned = { keys: store.keys, values: store.values, locked };
     }
     // Store rows are (head, block) blocks of [Hk, capacityBlocks]; pool rows (head, slot) of [Hk, poolSlots].
     const from = Int32Array.from(missed, ({ head, block }) => head * store.capacityBlocks + block);
@@ -257,9 +259,10 @@ export class ResidentKv {
   }
 
   private unpin(state: SparseLayerState): void {
-    if (!state.pinned) return;
-    this.parts.tensors.unpinHost(state.pinned.keys);
-    this.parts.tensors.unpinHost(state.pinned.values);
+    if (state.pinned?.locked) {
+      this.parts.tensors.unpinHost(state.pinned.keys);
+      this.parts.tensors.unpinHost(state.pinned.values);
+    }
     state.pinned = undefined;
   }
 

@@ -51,7 +51,7 @@ export function stageOneKeysMajor(g: GraphBuilder, cfg: SalaConfig, q: Value, fi
   // [Hk, hs, G] per KV head, times the identity over heads: [Hk·hs, Hk·G].
   const perHead = g.transpose(g.reshape(q, [Hk, G, hs]), [0, 2, 1]);
   const identity = Array.from({ length: Hk * Hk }, (_, i) => (Math.floor(i / Hk) === i % Hk ? 1 : 0));
-  const eye = g.reshape(g.cast(g.int64s(identity), 'float'), [Hk, 1, Hk, 1]);
+  const eye = g.floats(identity, [Hk, 1, Hk, 1]);
   const blockDiagonal = g.reshape(g.mul(g.unsqueeze(perHead, [2]), eye), [Hk * hs, Hk * G]);
   const scale = g.float(1 / Math.sqrt(hs));
   // [C, Hk·hs] · [Hk·hs, Hk·G] → [C, Hk, G]
