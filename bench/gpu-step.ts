@@ -327,12 +327,19 @@ function setBlockUpload(form: BlockUpload | undefined): void {
   if (form === 'staged') process.env.PANORAMA_PIN_HOST_KV = '0';
 }
 
+/** The sparse-step forms a placement runs: offloaded, 'fused' is 'split' (its selection comes back to the host either way); the host executor has none. */
+function stepForms(forms: readonly SparseStep[], placement: KvPlacement | 'host'): (SparseStep | undefined)[] {
+  if (placement === 'device') return [...forms];
+  if (placement === 'host') return [undefined];
+  return [...new Set(forms.map((form) => (form === 'captured' ? form : 'split')))];
+}
+
 /** Every combination a run measures, in order: context, placement, then the prefill and step forms (the host executor has one form). */
 function runCases(options: RunOptions, placements: readonly (KvPlacement | 'host')[]) {
   return options.contexts.flatMap((context) =>
     placements.flatMap((placement) =>
       (placement === 'host' ? (['auto'] as const) : options.rowAttention).flatMap((rowAttention) =>
-        (placement === 'device' ? options.sparseSteps : [undefined]).flatMap((sparseStep) =>
+        stepForms(options.sparseSteps, placement).flatMap((sparseStep) =>
           (sparseStep === 'captured' || placement === 'offload' ? options.stageOnes : [undefined]).flatMap((stageOne) =>
             (placement === 'offload' ? options.blockUploads : [undefined]).flatMap((blockUpload) =>
               options.chunkSizes.flatMap((chunkSize) =>

@@ -1,24 +1,28 @@
-// The decode step's sparse layers as CUDA graphs, for a decoder with every KV block on the
-// device. Run as a session, a sparse layer's selection and attention is many small kernels
-// launched one by one and took 1.17 ms of the 9B shape's 19.1 ms step on an H200, against
-// ~0.05 ms of weights (docs/benchmarks/gpu-step-fused-cuda.json). The graph replayed is
+// The decode step's sparse layers as CUDA graphs. Run as a session, a sparse layer's
+// selection and attention is many small kernels launched one by one and took 1.17 ms of
+// the 9B shape's 19.1 ms step on an H200, against ~0.05 ms of weights
+// (docs/benchmarks/gpu-step-fused-cuda.json). The graphs replayed are
 // captured-sparse-graph.ts: fixed shapes sized by the decoder's capacity.
+//   - Every block on the device: one graph a layer (selection, slots, attention).
+//   - KV offloaded: two graphs a layer, the selection and the attention. Between them the
+//     host reads the selected ids, places them in the pool (misses copied from the host
+//     store) and writes their slots and live keys into fixed buffers.
 //
 // A replay reads and writes fixed addresses. The decoder's pools and compressed-key
 // stores already stay put (writes into them are in place), so they are read where they
 // are; what a session run would hand over as new tensors lives in buffers kept here, one
 // set per layer: the input row, q/k/v (and the gate), the output row, the tail block (the
-// graph writes the new key into it in place). The step's position and counts, and the
-// live-key and dead-block masks, are shared by the layers.
+// graph writes the new key into it in place). The step's position and counts, the
+// live-key and dead-block masks, and (offload) the selected ids and slots, are shared by the layers.
 //
-// The graphs point at this decoder's memory, so the session is the decoder's: made on its
+// The graphs point at this decoder's memory, so the sessions are the decoder's: made on its
 // first sparse step, released with it. Graph id: 1 + layer.
 import type * as ort from 'onnxruntime-node';
 import type { Precision } from '../runtime/device.js';
 import { release, type DeviceTensors } from '../runtime/device-tensors.js';
-import { GraphSession, bool, i64, type Feeds } from '../runtime/session.js';
+import { GraphSession, bool, i64, int64Data, type Feeds } from '../runtime/session.js';
 import type { SalaConfig } from './config.js';
-import { buildSparseStepCaptured, STEP_FIELDS, type StepCapacity } from './captured-sparse-graph.js';
+import { buildSparseAttendCaptured, buildSparseSelectCaptured, buildSparseStepCaptured, capturedTopK, STEP_FIELDS, type StepCapacity } from './captured-sparse-graph.js';
 import { sparseHeads } from './graph-parts.js';
 import type { ChunkSelection } from './forward-plan.js';
 import type { Sequence } from './sequence.js';
@@ -53,22 +57,40 @@ export class CapturedSparse {
   /** Why capture was turned off for this decoder (a failed run), if it was. */
   failure?: string;
 
+  /** Offload: the selected ids [Hk, K], their slots and their live keys [Hk, K, blockSize]. */
+  private picks?: { selected: ort.Tensor; slots: ort.Tensor; keyAlive: ort.Tensor };
+
+  /** `graphs`: the step graph (every block on the device), or the selection and attention graphs (offload). */
   private constructor(
-    private readonly session: GraphSession,
+    private readonly graphs: GraphSession[],
     private readonly tensors: DeviceTensors,
     private readonly config: SalaConfig,
     private readonly capacity: StepCapacity,
   ) {}
 
-  static async create(config: SalaConfig, precision: Precision, tensors: DeviceTensors, capacity: StepCapacity): Promise<CapturedSparse> {
-    const outputs = { x_out: 'gpu-buffer', tail_keys_out: 'gpu-buffer', tail_values_out: 'gpu-buffer' } as const;
-    const session = await GraphSession.create('sparse_step_captured', buildSparseStepCaptured(config, precision, capacity), {
-      device: tensors.device,
-      threads: 1,
-      outputs,
-      cudaGraph: true,
-    });
-    return new CapturedSparse(session, tensors, config, capacity);
+  /** The step of a decoder with every block on the device, or (with `poolSlots`, offload) its two halves over a pool of that many slots a head. */
+  static async create(config: SalaConfig, precision: Precision, tensors: DeviceTensors, capacity: StepCapacity, poolSlots?: number): Promise<CapturedSparse> {
+    const make = (name: string, model: Uint8Array, outputs: Record<string, ort.Tensor.DataLocation>) =>
+      GraphSession.create(name, model, { device: tensors.device, threads: 1, outputs, cudaGraph: true });
+    const attended = { x_out: 'gpu-buffer', tail_keys_out: 'gpu-buffer', tail_values_out: 'gpu-buffer' } as const;
+    const graphs =
+      poolSlots === undefined
+        ? [await make('sparse_step_captured', buildSparseStepCaptured(config, precision, capacity), attended)]
+        : [
+            await make('sparse_select_captured', buildSparseSelectCaptured(config, capacity), { selected: 'gpu-buffer' }),
+            await make('sparse_attend_captured', buildSparseAttendCaptured(config, precision, capacity, poolSlots), attended),
+          ];
+    return new CapturedSparse(graphs, tensors, config, capacity);
+  }
+
+  /** Whether this is the offloaded form (select, then attend). */
+  get splits(): boolean {
+    return this.graphs.length === 2;
+  }
+
+  /** How many ids a head's selection holds (−1 = none). */
+  get topK(): number {
+    return capturedTopK(this.config, this.capacity);
   }
 
   get usable(): boolean {
@@ -189,19 +211,72 @@ export class CapturedSparse {
       block_excluded: this.excluded!,
     };
     if (held.gate) feeds.gate = held.gate;
-    const out = await this.session.run(feeds, { x_out: held.xOut, tail_keys_out: held.tailKeys, tail_values_out: held.tailValues }, 1 + layer);
+    const out = await this.graphs[0].run(feeds, { x_out: held.xOut, tail_keys_out: held.tailKeys, tail_values_out: held.tailValues }, 1 + layer);
     return out.x_out;
   }
 
-  get inputNames(): readonly string[] {
-    return this.session.inputNames;
+  /** Offload, first half: the layer's selection (after projectInto's buffers and begin()), [Hk, K] ids read back. */
+  async select(layer: number, stores: SparseLayerStores): Promise<BigInt64Array> {
+    const held = await this.buffers(layer);
+    const picks = await this.pickBuffers();
+    const feeds: Feeds = { q: held.q, c1_store: stores.fine, c2_store: stores.coarse, step: this.step!, block_excluded: this.excluded! };
+    await this.graphs[0].run(feeds, { selected: picks.selected }, 1 + layer);
+    return int64Data(await this.tensors.download(picks.selected));
   }
 
-  /** Frees the buffers and the session (its graphs point at the decoder's memory). */
+  /**
+   * Offload, second half: the layer's attention over `slots` [Hk, K] of its pool, `keyAlive`
+   * [Hk, K, blockSize] their live keys (0 for unused slots), after select() and adoptTail().
+   */
+  async attend(layer: number, weights: Feeds, stores: SparseLayerStores, slots: BigInt64Array, keyAlive: Uint8Array): Promise<ort.Tensor> {
+    const held = await this.buffers(layer);
+    const picks = await this.pickBuffers();
+    const { Hk, blockSize: B } = sparseHeads(this.config);
+    await this.tensors.copyInto(i64(slots, [Hk, this.topK]), picks.slots);
+    await this.tensors.copyInto(bool(keyAlive, [Hk, this.topK, B]), picks.keyAlive);
+    const feeds: Feeds = {
+      ...weights,
+      x: held.x,
+      q: held.q,
+      k: held.k,
+      v: held.v,
+      pool_keys: stores.poolKeys,
+      pool_values: stores.poolValues,
+      tail_keys: held.tailKeys,
+      tail_values: held.tailValues,
+      step: this.step!,
+      block_alive: this.alive!,
+      slots: picks.slots,
+      key_alive: picks.keyAlive,
+    };
+    if (held.gate) feeds.gate = held.gate;
+    const out = await this.graphs[1].run(feeds, { x_out: held.xOut, tail_keys_out: held.tailKeys, tail_values_out: held.tailValues }, 1 + layer);
+    return out.x_out;
+  }
+
+  private async pickBuffers(): Promise<{ selected: ort.Tensor; slots: ort.Tensor; keyAlive: ort.Tensor }> {
+    if (this.picks) return this.picks;
+    const { Hk, blockSize: B } = sparseHeads(this.config);
+    const K = this.topK;
+    this.picks = {
+      selected: await this.keep(this.tensors.upload(i64(new BigInt64Array(Hk * K), [Hk, K]))),
+      slots: await this.keep(this.tensors.upload(i64(new BigInt64Array(Hk * K), [Hk, K]))),
+      keyAlive: await this.keep(this.tensors.upload(bool(new Uint8Array(Hk * K * B), [Hk, K, B]))),
+    };
+    return this.picks;
+  }
+
+  /** The weights a layer's graph takes (the step graph's or the attention's). */
+  get inputNames(): readonly string[] {
+    return this.graphs[this.graphs.length - 1].inputNames;
+  }
+
+  /** Frees the buffers and the sessions (their graphs point at the decoder's memory). */
   async release(): Promise<void> {
     for (const tensor of this.owned) release(tensor);
     this.owned.clear();
     this.layers.clear();
-    await this.session.release();
+    this.picks = undefined;
+    for (const graph of this.graphs) await graph.release();
   }
 }

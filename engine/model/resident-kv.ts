@@ -103,6 +103,11 @@ export class ResidentKv {
     return this.parts.config.sparse.blockSize;
   }
 
+  /** The blocks the decoder's run may reach (the compressed-key stores' room). */
+  get maxBlocks(): number {
+    return Math.max(1, Math.ceil(this.maxTokens / this.blockSize));
+  }
+
   /** Pool slots per KV head that a device-memory budget for all sparse layers' pools holds. */
   blocksForBudget(bytes: number): number {
     const { config, sizes } = this.parts;
@@ -144,7 +149,6 @@ export class ResidentKv {
     const Hk = config.numKeyValueHeads;
     const hs = sizes.sparseHeadDim;
     const B = this.blockSize;
-    const maxBlocks = Math.ceil(this.maxTokens / B);
     for (const [layer, cache] of this.sequence.sparse) {
       const { tailBlock, tailKeys, tailValues } = await this.deviceTail(cache);
       let pool: BlockPool | undefined;
@@ -153,7 +157,7 @@ export class ResidentKv {
       let poolSlots: number;
       if (this.placement === 'device') {
         // Slot = block id: the host store's head-major layout is the pool's, with room to grow.
-        poolSlots = Math.max(1, maxBlocks);
+        poolSlots = this.maxBlocks;
         this.checkPoolSize(poolSlots);
         const keys = new Float32Array(Hk * poolSlots * B * hs);
         const values = new Float32Array(keys.length);

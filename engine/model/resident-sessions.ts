@@ -37,9 +37,9 @@ export interface ResidentSessions {
   captured?: CapturedLightning;
   head: GraphSession;
   project: GraphSession;
-  /** With capture (capturesSteps): the projection with x passed through, and the captured sparse step of a decoder of the given capacity. */
+  /** With capture (capturesSteps): the projection with x passed through, and the captured sparse step of a decoder of the given capacity (with poolSlots: offloaded, select and attend apart). */
   projectCaptured?: GraphSession;
-  captureSparse?: (tensors: DeviceTensors, capacity: StepCapacity) => Promise<CapturedSparse>;
+  captureSparse?: (tensors: DeviceTensors, capacity: StepCapacity, poolSlots?: number) => Promise<CapturedSparse>;
   select: GraphSession;
   /** The same for one decode query (sparse_select_step). */
   selectStep: GraphSession;
@@ -100,7 +100,7 @@ export async function residentSessions(config: SalaConfig, device: ResolvedDevic
           v_host: 'cpu',
         })
       : undefined,
-    captureSparse: captures ? (tensors, capacity) => CapturedSparse.create(config, precision, tensors, capacity) : undefined,
+    captureSparse: captures ? (tensors, capacity, poolSlots) => CapturedSparse.create(config, precision, tensors, capacity, poolSlots) : undefined,
     select: await make('sparse_select_resident', resident.sparseSelect, { selected: 'cpu' }),
     selectStep: await make('sparse_select_step', resident.sparseSelectStep, { selected: 'cpu' }),
     attend: await make('sparse_attend_resident', resident.sparseAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),

@@ -3,7 +3,8 @@
 // feeds the attention without leaving it, replayed as a CUDA graph ('captured',
 // captured-sparse.ts) or as one session run ('fused'); otherwise (offload, 'split', dense
 // steps) the selected ids come back, the pool places them (misses uploaded) and an attend
-// run reads the slots. Per step only token ids, small index/mask tensors and the missed
+// run reads the slots: offloaded and captured, the selection and the attention are two
+// CUDA graphs with that placement between them. Per step only token ids, small index/mask tensors and the missed
 // blocks go up; the new k/v rows (for the host store) and the selected ids come back.
 import type * as ort from 'onnxruntime-node';
 import { release } from '../runtime/device-tensors.js';
@@ -18,13 +19,16 @@ import { feedsFor } from './resident-sessions.js';
  * Decode steps, KV on the device: a sparse layer's selection feeds its attention in the same
  * run, replayed as a CUDA graph where steps are captured ('captured', the default) or as a
  * session run ('fused'), or comes back to the host between two runs ('split'). The last two
- * are comparison points; offload always splits (its pool is placed on the host).
+ * are comparison points. Offload always splits (its pool is placed on the host): its two
+ * halves replayed as CUDA graphs ('captured') or run as sessions ('fused', 'split').
  */
 export type SparseStep = 'captured' | 'fused' | 'split';
 
 export class ResidentStep extends SparseLayerRunner {
   /** Whether a decode step's selection feeds its attention in the same run. */
   private readonly selectsOnDevice: boolean;
+  /** Whether an offloaded decode step's selection and attention are replayed as CUDA graphs where steps are captured. */
+  private readonly capturesOffload: boolean;
   /** This decoder's CUDA graphs of its sparse layers (made on the first sparse step; null where they cannot be). */
   private capturedSparse?: CapturedSparse | null;
   /** The position whose values capturedSparse holds. */
@@ -39,6 +43,7 @@ export class ResidentStep extends SparseLayerRunner {
   ) {
     super(shared);
     this.selectsOnDevice = shared.kv.placement === 'device' && sparseStep !== 'split';
+    this.capturesOffload = shared.kv.placement === 'offload' && sparseStep === 'captured';
   }
 
   /** Whether `tensor` is one of the captured sparse step's fixed buffers. */
@@ -53,7 +58,8 @@ export class ResidentStep extends SparseLayerRunner {
     const B = this.blockSize;
     const tensorsOfLayer = layerTensors[state.layer];
     const position = plan.firstPosition;
-    const captured = plan.selection && this.selectsOnDevice ? await this.sparseCapture(position, plan.selection, plan.blocks) : undefined;
+    const captures = plan.selection && (this.selectsOnDevice || this.capturesOffload);
+    const captured = captures ? await this.sparseCapture(position, plan.selection!, plan.blocks) : undefined;
     // Captured: the projection writes straight into the graph's fixed buffers.
     const project = captured ? this.sessions.projectCaptured! : this.sessions.project;
     const projected = await project.run({ ...feedsFor(tensorsOfLayer, project.inputNames), x }, captured && (await captured.projectInto(state.layer)));
@@ -67,7 +73,7 @@ export class ResidentStep extends SparseLayerRunner {
     }
 
     if (captured) {
-      const out = await this.capturedSparseLayer(captured, state, plan.selection!);
+      const out = captured.splits ? await this.capturedOffloadLayer(captured, state, plan.selection!, position) : await this.capturedSparseLayer(captured, state, plan.selection!);
       if (out) return out;
     }
     if (plan.selection && this.selectsOnDevice) return this.selectAndAttend(state, x, projected, plan.selection, plan.blocks, position);
@@ -80,15 +86,19 @@ export class ResidentStep extends SparseLayerRunner {
       blocks = await this.selectBlocks(state, projected.q, position, plan.selection, plan.blocks);
     }
 
-    // Slots of each head's blocks; misses go up in one write per layer.
+    const slots = await this.placeBlocks(state, blocks);
+    const width = Math.max(1, ...blocks.map((b) => b.length));
+    const { slotTensor, aliveTensor } = await this.blockFeeds(blocks, slots, width);
+    return this.attend(this.sessions.attend, state, x, projected, position, { slots: slotTensor, key_alive: aliveTensor });
+  }
+
+  /** Each head's slots for `blocks` (offload: placed in the pool, misses uploaded in one write per layer). */
+  private async placeBlocks(state: SparseLayerState, blocks: number[][]): Promise<number[][]> {
+    if (!state.pool) return blocks;
     const slots: number[][] = [];
     const missIndex: number[] = [];
     const missed: { head: number; block: number }[] = [];
-    for (let h = 0; h < Hk; h++) {
-      if (!state.pool) {
-        slots.push(blocks[h]);
-        continue;
-      }
+    for (let h = 0; h < blocks.length; h++) {
       const placed = state.pool.place(h, blocks[h]);
       slots.push(placed.slots);
       for (const miss of placed.misses) {
@@ -97,10 +107,7 @@ export class ResidentStep extends SparseLayerRunner {
       }
     }
     if (missed.length > 0) await this.kv.uploadBlocks(state, missIndex, missed);
-
-    const width = Math.max(1, ...blocks.map((b) => b.length));
-    const { slotTensor, aliveTensor } = await this.blockFeeds(blocks, slots, width);
-    return this.attend(this.sessions.attend, state, x, projected, position, { slots: slotTensor, key_alive: aliveTensor });
+    return slots;
   }
 
   /**
@@ -110,9 +117,9 @@ export class ResidentStep extends SparseLayerRunner {
   private async sparseCapture(position: number, selection: SelectionPlan, blocks: number): Promise<CapturedSparse | undefined> {
     if (this.capturedSparse === undefined) {
       const state = this.kv.layers[0];
-      const capacity = { blocks: state.poolSlots, fineRows: state.fine.dims[0], coarseRows: state.coarse.dims[0] };
+      const capacity = { blocks: this.kv.maxBlocks, fineRows: state.fine.dims[0], coarseRows: state.coarse.dims[0] };
       const make = this.sparseStep === 'captured' ? this.sessions.captureSparse : undefined;
-      this.capturedSparse = (await make?.(this.parts.tensors, capacity)) ?? null;
+      this.capturedSparse = (await make?.(this.parts.tensors, capacity, state.pool ? state.poolSlots : undefined)) ?? null;
     }
     const captured = this.capturedSparse;
     if (!captured?.usable) return undefined;
@@ -128,17 +135,52 @@ export class ResidentStep extends SparseLayerRunner {
     return captured;
   }
 
+  /** The layer's tail in the captured step's buffers, and its new compressed keys uploaded: what both captured forms do first. */
+  private async prepareCaptured(captured: CapturedSparse, state: SparseLayerState, plan: SelectionPlan): Promise<void> {
+    await this.kv.appendCompressed(state, plan);
+    const tail = await captured.adoptTail(state.layer, state.tailKeys, state.tailValues);
+    if (tail.keys !== state.tailKeys) {
+      this.free(state.tailKeys);
+      this.free(state.tailValues);
+      state.tailKeys = tail.keys;
+      state.tailValues = tail.values;
+    }
+  }
+
+  /**
+   * Offloaded: the layer's selection replayed, its ids placed in the pool (misses copied up),
+   * then its attention replayed over their slots; undefined if a run failed (the caller runs
+   * the layer uncaptured: blocks placed here are hits then).
+   */
+  private async capturedOffloadLayer(captured: CapturedSparse, state: SparseLayerState, plan: SelectionPlan, position: number): Promise<ort.Tensor | undefined> {
+    const Hk = this.parts.config.numKeyValueHeads;
+    const B = this.blockSize;
+    const K = captured.topK;
+    try {
+      await this.prepareCaptured(captured, state, plan);
+      const blocks = this.pastBlocks(await captured.select(state.layer, state), K, position);
+      const slots = await this.placeBlocks(state, blocks);
+      // Unused slots read slot 0 with every key masked.
+      const slotIds = new BigInt64Array(Hk * K);
+      const keyAlive = new Uint8Array(Hk * K * B);
+      for (let h = 0; h < Hk; h++) {
+        slots[h].forEach((slot, i) => (slotIds[h * K + i] = BigInt(slot)));
+        keyAlive.set(this.sequence.aliveKeys(blocks[h]), h * K * B);
+      }
+      this.counters.otherBytes += slotIds.byteLength + keyAlive.byteLength;
+      const x = await captured.attend(state.layer, feedsFor(this.parts.layerTensors[state.layer], captured.inputNames), state, slotIds, keyAlive);
+      this.counters.sparseGraphRuns++;
+      return x;
+    } catch (err) {
+      captured.disable(err);
+      return undefined;
+    }
+  }
+
   /** A sparse layer's selection and attention replayed (its projection already in the graph's buffers); undefined if the run failed. */
   private async capturedSparseLayer(captured: CapturedSparse, state: SparseLayerState, plan: SelectionPlan): Promise<ort.Tensor | undefined> {
     try {
-      await this.kv.appendCompressed(state, plan);
-      const tail = await captured.adoptTail(state.layer, state.tailKeys, state.tailValues);
-      if (tail.keys !== state.tailKeys) {
-        this.free(state.tailKeys);
-        this.free(state.tailValues);
-        state.tailKeys = tail.keys;
-        state.tailValues = tail.values;
-      }
+      await this.prepareCaptured(captured, state, plan);
       const x = await captured.run(state.layer, feedsFor(this.parts.layerTensors[state.layer], captured.inputNames), state);
       this.counters.selectionsOnDevice++;
       this.counters.sparseGraphRuns++;
@@ -251,12 +293,14 @@ export class ResidentStep extends SparseLayerRunner {
 
   /** InfLLM-V2 selection on the device for one decode query; returns each head's past blocks (the tail excluded). */
   private async selectBlocks(state: SparseLayerState, q: ort.Tensor, position: number, selection: SelectionPlan, blocks: number): Promise<number[][]> {
-    const Hk = this.parts.config.numKeyValueHeads;
-    const k = selection.rawK;
-    const selected = await this.kv.select(state, q, position, 1, selection, blocks);
+    return this.pastBlocks(await this.kv.select(state, q, position, 1, selection, blocks), selection.rawK, position);
+  }
+
+  /** Selected ids [Hk, k] (−1 = none) as each head's past blocks: the tail (the step's own block) excluded. */
+  private pastBlocks(selected: BigInt64Array, k: number, position: number): number[][] {
     const tail = Math.floor(position / this.blockSize);
     const perHead: number[][] = [];
-    for (let h = 0; h < Hk; h++) {
+    for (let h = 0; h < this.parts.config.numKeyValueHeads; h++) {
       const mine: number[] = [];
       for (let j = 0; j < k; j++) {
         const block = Number(selected[h * k + j]);

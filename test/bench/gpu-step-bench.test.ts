@@ -86,22 +86,35 @@ test('bench:gpu-step --block-upload: offload rows with the missed blocks copied 
   const table = readFileSync(out.replace(/\.json$/, '.md'), 'utf8');
   assert.match(table, /offload \(misses by ScatterND\)/);
   assert.match(table, /offload \(misses staged, store not page-locked\)/);
-  assert.match(stderr, /8192 offload \(blocks: direct\)/);
+  assert.match(stderr, /8192 offload \(captured\) \(blocks: direct\)/);
 });
 
-test('bench:gpu-step --stage-one: decode selection reading the stores in place and transposed, the same tokens', async () => {
+test('bench:gpu-step --stage-one and --sparse-step: selection in place and transposed, offloaded steps captured and split, the same tokens', async () => {
   const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'gpu-step-')), 'stage-one.json');
   const args = ['--import', 'tsx', 'bench/gpu-step.ts', '--devices', 'cpu', '--models', 'default', '--precisions', 'fp32', '--contexts', '8192'];
-  args.push('--placements', 'offload,device', '--stage-one', 'keys-major,transposed', '--steps', '4', '--warmup', '1', '--prefill', '64', '--tile', '512', '--out', out);
+  args.push('--placements', 'offload,device', '--stage-one', 'keys-major,transposed', '--sparse-step', 'captured,split');
+  args.push('--steps', '4', '--warmup', '1', '--prefill', '64', '--tile', '512', '--out', out);
   const env = { ...process.env, PANORAMA_NATIVE_CPU: '1', PANORAMA_CUDA_GRAPH: '1', PANORAMA_PROFILE_RUNS: '1' };
-  await run(process.execPath, args, { cwd: root, timeout: 120_000, env });
-  const rows: { placement: string; stageOne: string; decodeIds: number[]; profile: Record<string, unknown> }[] = JSON.parse(readFileSync(out, 'utf8')).rows;
+  await run(process.execPath, args, { cwd: root, timeout: 240_000, env });
+  const rows: { placement: string; sparseStep?: string; stageOne?: string; decodeIds: number[]; profile: Record<string, unknown> }[] = JSON.parse(readFileSync(out, 'utf8')).rows;
   assert.deepEqual(
-    rows.map((r) => `${r.placement} ${r.stageOne}`),
-    ['offload keys-major', 'offload transposed', 'device keys-major', 'device transposed'],
+    rows.map((r) => `${r.placement} ${r.sparseStep} ${r.stageOne}`),
+    [
+      'offload captured keys-major',
+      'offload captured transposed',
+      'offload split keys-major',
+      'offload split transposed',
+      'device captured keys-major',
+      'device captured transposed',
+      'device split undefined',
+    ],
   );
-  for (const row of rows) assert.deepEqual(row.decodeIds, rows[0].decodeIds);
-  // Offloaded steps select through the one-query graph, or the general one when transposed.
-  assert.ok(rows[0].profile.sparse_select_step && !rows[0].profile.sparse_select_resident, JSON.stringify(rows[0].profile));
-  assert.ok(rows[1].profile.sparse_select_resident && !rows[1].profile.sparse_select_step, JSON.stringify(rows[1].profile));
+  for (const row of rows) assert.deepEqual(row.decodeIds, rows[0].decodeIds, `${row.placement} ${row.sparseStep} ${row.stageOne}`);
+  const ran = (row: (typeof rows)[number], ...graphs: string[]) => graphs.map((name) => (row.profile[name] ? name : `-${name}`)).join(' ');
+  // Offloaded and captured: the selection and the attention as two graphs a layer, no session-run selection.
+  assert.equal(ran(rows[0], 'sparse_select_captured', 'sparse_attend_captured', 'sparse_select_step'), 'sparse_select_captured sparse_attend_captured -sparse_select_step');
+  // Split: the one-query selection graph, or the general one when transposed.
+  assert.equal(ran(rows[2], 'sparse_select_step', 'sparse_select_resident', 'sparse_attend_resident'), 'sparse_select_step -sparse_select_resident sparse_attend_resident');
+  assert.equal(ran(rows[3], 'sparse_select_step', 'sparse_select_resident'), '-sparse_select_step sparse_select_resident');
+  assert.equal(ran(rows[4], 'sparse_step_captured', 'sparse_select_captured'), 'sparse_step_captured -sparse_select_captured');
 });

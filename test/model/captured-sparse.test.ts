@@ -85,7 +85,7 @@ test('a sparse graph run that fails turns the path off for the decoder; the laye
   const ids: number[] = [];
   for (let step = 0; step < 10; step++) {
     // A real failure of the real session: released under the decoder.
-    if (step === 5) await (capturedOf(decoder) as unknown as { session: { release(): Promise<void> } }).session.release();
+    if (step === 5) await (capturedOf(decoder) as unknown as { graphs: { release(): Promise<void> }[] }).graphs[0].release();
     ids.push(argmax(row));
     row = await decoder.step(ids[step]);
   }
@@ -97,4 +97,58 @@ test('a sparse graph run that fails turns the path off for the decoder; the laye
   assert.match(captured.failure!, /sparse_step_captured/);
   assert.equal(stats.sparseGraphRuns, 5 * sparseLayers(), 'the steps before the failure went through the graphs, none after');
   assert.equal(stats.selectionsOnDevice, 10 * sparseLayers(), 'after it, the uncaptured one-run path');
+});
+
+test('offloaded, the selection and attention graphs follow the host path through pool misses, block boundaries and tombstones', async () => {
+  const prompt = Array.from(load('long_prompt_ids').data);
+  const host = loaded.model.newSequence();
+  const resident = loaded.model.newSequence();
+  let hostRow = await loaded.model.forward(host, prompt);
+  await loaded.model.forward(resident, prompt);
+  for (const sequence of [host, resident]) sequence.markDead(130, 200);
+  // A pool of 8 slots a head, against more blocks than that selected over the run: slots are reused.
+  const decoder = await loaded.model.residentDecoder(resident, { placement: 'offload', poolBlocks: 8, maxTokens: prompt.length + 200 });
+  let worst = 0;
+  for (let step = 0; step < 140; step++) {
+    if (step === 40) for (const sequence of [host, resident]) sequence.markDead(300, 1000);
+    const id = argmax(hostRow);
+    const row = await decoder.step(id);
+    hostRow = await loaded.model.forward(host, [id]);
+    worst = Math.max(worst, maxAbsDiff(row, hostRow));
+  }
+  const captured = capturedOf(decoder)!;
+  const stats = decoder.snapshot();
+  await decoder.close();
+  assert.ok(worst <= 1e-5, `max |Δlogit| ${worst}`);
+  assert.equal(captured.splits, true);
+  assert.equal(stats.sparseGraphRuns, 140 * sparseLayers(), 'every sparse layer of every step through its two graphs');
+  assert.equal(stats.selectionsOnDevice, 0, 'the ids came back to the host');
+  assert.ok(stats.misses > 8 * sparseLayers(), `${stats.misses} misses: the pool was refilled`);
+});
+
+test('offloaded, a failed attention graph turns capture off; the layer runs again uncaptured and the tokens stay the session path’s', async () => {
+  const prompt = Array.from(load('long_prompt_ids').data);
+  const decode = async (form: 'captured' | 'split', breakAt?: number) => {
+    const sequence = loaded.model.newSequence();
+    let row = await loaded.model.forward(sequence, prompt);
+    const decoder = await loaded.model.residentDecoder(sequence, { placement: 'offload', poolBlocks: 8, maxTokens: prompt.length + 16, sparseStep: form });
+    const ids: number[] = [];
+    for (let step = 0; step < 10; step++) {
+      if (step === breakAt) await (capturedOf(decoder) as unknown as { graphs: { release(): Promise<void> }[] }).graphs[1].release();
+      ids.push(argmax(row));
+      row = await decoder.step(ids[step]);
+    }
+    const captured = capturedOf(decoder);
+    const stats = decoder.snapshot();
+    await decoder.close();
+    return { ids, captured, stats };
+  };
+  const split = await decode('split');
+  const broken = await decode('captured', 5);
+  assert.equal(split.captured ?? null, null, 'split steps build no graphs');
+  assert.equal(split.stats.sparseGraphRuns, 0);
+  assert.deepEqual(broken.ids, split.ids);
+  assert.equal(broken.captured!.usable, false);
+  assert.match(broken.captured!.failure!, /sparse_attend_captured/);
+  assert.equal(broken.stats.sparseGraphRuns, 5 * sparseLayers());
 });
