@@ -42,6 +42,8 @@ interface Floors {
 interface StepRow {
   model: string;
   device: DeviceKind;
+  /** Tokens the sequence held when the row's prefill began: the context measured (a check on `context`). */
+  contextTokens?: number;
   /** Where the resident decoder keeps the sparse layers' past KV ('host' for the host executor). */
   placement?: KvPlacement | 'host';
   /** How the resident decoder's prefill attends a row group (ResidentOptions.rowAttention; '@host': prefillSelection 'host'). */
@@ -215,8 +217,16 @@ interface RunOptions {
   deadline: number;
 }
 
-async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precision, floors: Floors, options: RunOptions, log: (line: string) => void): Promise<StepRow[]> {
-  const rows: StepRow[] = [];
+/** Measures every case of one model, provider and precision into `rows` as each finishes (a later failure keeps the rows before it). */
+async function runModel(
+  spec: ModelSpec,
+  device: DeviceKind,
+  precision: Precision,
+  floors: Floors,
+  options: RunOptions,
+  log: (line: string) => void,
+  rows: StepRow[],
+): Promise<void> {
   const loadStarted = performance.now();
   const model = await SalaModel.create(spec.config, spec.weights, { device, precision, hostKvBytes: 0 });
   if (model.device.kind !== device) throw new Error(`${device} did not start: ${model.device.reason}`);
@@ -228,6 +238,7 @@ async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precisio
     const maxContext = Math.max(...options.contexts);
     const sequence = model.newSequence(maxContext + options.prefillTokens + options.warmup + options.steps + 8);
     await model.forward(sequence, spec.tile);
+    const tiled = sequence.checkpoint();
     const tileLength = spec.tile.length;
     // The host executor has no placement: its KV is always in host memory.
     const placements = keepsTensorsOnDevice(device) ? options.placements : (['host'] as const);
@@ -254,7 +265,10 @@ async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precisio
       setBlockUpload(blockUpload);
       if (stageOne === 'transposed') process.env.PANORAMA_STAGE_ONE = 'transposed';
       else delete process.env.PANORAMA_STAGE_ONE;
+      // Tiling only grows the sequence: a shorter context after a longer one starts from the tile.
+      if (sequence.length > context) sequence.rollback(tiled);
       tileSequence(sequence, tileLength, context);
+      const contextTokens = sequence.length;
       const checkpoint = sequence.checkpoint();
       const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
       const resident =
@@ -294,6 +308,7 @@ async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precisio
       sequence.rollback(checkpoint);
       const row = {
         ...base,
+        contextTokens,
         busBytesPerToken,
         profile,
         prefillProfile,
@@ -316,7 +331,6 @@ async function runModel(spec: ModelSpec, device: DeviceKind, precision: Precisio
     delete process.env.PANORAMA_STAGE_ONE;
     await model.release();
   }
-  return rows;
 }
 
 /** Sets the environment the engine reads for how offload misses move (undefined: its defaults). */
@@ -489,14 +503,16 @@ async function main(): Promise<void> {
     for (const { device, cudaRuns } of entries) {
       for (const precision of precisions as Precision[]) {
         if (performance.now() > options.deadline) break;
+        const measured: StepRow[] = [];
+        let failed: string | undefined;
         try {
-          const measured = await withCudaRuns(cudaRuns, () => runModel(spec, device, precision, floors[device], options, log));
-          rows.push(...measured.map((row) => ({ ...row, cudaRuns })));
+          await withCudaRuns(cudaRuns, () => runModel(spec, device, precision, floors[device], options, log, measured));
         } catch (err) {
-          const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
-          log(`  ${spec.name} ${device} ${precision}: ${message}`);
-          rows.push({ model: spec.name, device, cudaRuns, precision, context: 0, skipped: message.slice(0, 200) });
+          failed = err instanceof Error ? err.message.split('\n')[0] : String(err);
+          log(`  ${spec.name} ${device} ${precision}: ${failed}`);
         }
+        rows.push(...measured.map((row) => ({ ...row, cudaRuns })));
+        if (failed) rows.push({ model: spec.name, device, cudaRuns, precision, context: 0, skipped: failed.slice(0, 200) });
         save();
       }
     }

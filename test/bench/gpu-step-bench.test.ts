@@ -27,7 +27,7 @@ test('bench:gpu-step writes decode, prefill and floor figures for each context a
     '--precisions',
     'fp32,int4',
     '--contexts',
-    '2048,4096',
+    '4096,2048',
     '--steps',
     '2',
     '--prefill',
@@ -42,6 +42,11 @@ test('bench:gpu-step writes decode, prefill and floor figures for each context a
   const floors = report.floors.cpu;
   assert.ok(floors.readGBps > 0 && floors.matmulTflops > 0 && floors.h2dGBps > 0, JSON.stringify(floors));
   assert.equal(report.rows.length, 4);
+  // A shorter context after a longer one is measured at its own length.
+  assert.deepEqual(
+    report.rows.map((r: { context: number; contextTokens: number }) => `${r.context}:${r.contextTokens}`),
+    ['4096:4096', '2048:2048', '4096:4096', '2048:2048'],
+  );
   for (const row of report.rows) {
     assert.equal(row.skipped, undefined);
     assert.ok(row.decodeMsPerToken > 0 && row.prefillTokensPerSecond > 0, JSON.stringify(row));
