@@ -78,7 +78,7 @@ const LSE_CHUNK = 128;
  * thread per value on CUDA (about 2 ms a layer at 1M tokens, bench:gpu-step on an H100);
  * two stages give it thousands. Rows padded in to fill the last chunk are MASKED.
  */
-function rowsLogSumExp(g: GraphBuilder, x: Value): Value {
+export function rowsLogSumExp(g: GraphBuilder, x: Value): Value {
   const rows = g.gather(g.shape(x), g.int64s([0])); // [1]
   const chunk = g.int64(LSE_CHUNK);
   const pad = g.sub(g.mul(g.div(g.add(rows, g.int64(LSE_CHUNK - 1)), chunk), chunk), rows); // [1]
