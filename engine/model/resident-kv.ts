@@ -10,7 +10,7 @@
 // the whole run. Selection itself runs here too, as prefill and decode steps both need it.
 import type * as ort from 'onnxruntime-node';
 import { byteLength, release } from '../runtime/device-tensors.js';
-import { DeviceMemoryError, bool, f32, i64, int64Data, type Feeds } from '../runtime/session.js';
+import { DeviceMemoryError, GraphSession, bool, f32, i64, int64Data, type Feeds } from '../runtime/session.js';
 import { BlockPool } from '../kv/block-pool.js';
 import type { SparseKvCache } from '../kv/sparse-kv-cache.js';
 import type { ChunkSelection as SelectionPlan } from './forward-plan.js';
@@ -244,12 +244,17 @@ export class ResidentKv {
     const { tensors } = this.parts;
     const store = state.cache.store();
     if (!store || !tensors.copiesRowsInto(state.poolKeys) || !tensors.copiesRowsInto(state.poolValues)) return false;
-    if (state.pinned?.keys !== store.keys || state.pinned.values !== store.values) {
+    // Page-locked or not, the copies work; pinned they skip the staging copy. Only offloading
+    // pins: its steps copy misses all along, where with every block on the device only each
+    // prefill chunk's new blocks go up, and locking the whole store (16 GiB at 1M tokens for
+    // the 9B shape) would cost more than the staging it saves.
+    if (this.placement === 'offload' && (state.pinned?.keys !== store.keys || state.pinned.values !== store.values)) {
       this.unpin(state);
-      // Page-locked or not, the copies work; pinned they skip the staging copy. A refusal is
-      // remembered for these arrays, so no step asks the driver again.
+      const started = performance.now();
+      // A refusal is remembered for these arrays, so no step asks the driver again.
       const locked = tensors.pinHost(store.keys) && tensors.pinHost(store.values);
       if (!locked) tensors.unpinHost(store.keys);
+      GraphSession.record('pin_host', performance.now() - started);
       state.pinned = { keys: store.keys, values: store.values, locked };
     }
     // Store rows are (head, block) blocks of [Hk, capacityBlocks]; pool rows (head, slot) of [Hk, poolSlots].

@@ -152,3 +152,21 @@ test('offloaded, a failed attention graph turns capture off; the layer runs agai
   assert.match(broken.captured!.failure!, /sparse_attend_captured/);
   assert.equal(broken.stats.sparseGraphRuns, 5 * sparseLayers());
 });
+
+test('only an offloading decoder asks for its host store to be page-locked; with every block on the device the prefill stages its few new blocks', async () => {
+  const prompt = Array.from(load('long_prompt_ids').data);
+  const pinnedLayers = async (placement: 'device' | 'offload') => {
+    const sequence = loaded.model.newSequence();
+    await loaded.model.forward(sequence, prompt.slice(0, 200));
+    const decoder = await loaded.model.residentDecoder(sequence, { placement, maxTokens: prompt.length + 8, ...(placement === 'offload' ? { poolBlocks: 8 } : {}) });
+    await decoder.prefill(prompt.slice(200));
+    await decoder.step(prompt[0]);
+    const layers = (decoder as unknown as { kv: { layers: { pinned?: { locked: boolean } }[] } }).kv.layers;
+    const asked = layers.map((layer) => (layer.pinned ? (layer.pinned.locked ? 'locked' : 'refused') : 'not asked'));
+    await decoder.close();
+    return asked;
+  };
+  // The CPU provider has no page-locking: an offloading decoder asks and is refused once per store.
+  assert.deepEqual(await pinnedLayers('offload'), Array(sparseLayers()).fill('refused'));
+  assert.deepEqual(await pinnedLayers('device'), Array(sparseLayers()).fill('not asked'));
+});
