@@ -12,7 +12,7 @@ import { GraphBuilder, type Dim } from './graph-builder.js';
 import type { ElemType } from './onnx-proto.js';
 import { keepsTensorsOnDevice, type DeviceKind } from './device.js';
 import { GraphSession } from './session.js';
-import { copyRows, isNativeTensor, pinHost, unpinHost } from './native-session.js';
+import { copyRows, copyWhole, downloadNative, isNativeTensor, pinHost, unpinHost, type HostArray } from './native-session.js';
 
 const ORT_TYPE: Record<string, ElemType> = { float32: 'float', int64: 'int64', bool: 'bool', float16: 'float16', uint8: 'uint8' };
 
@@ -73,6 +73,14 @@ export class DeviceTensors {
   /** A host copy of a device tensor. */
   async download(tensor: ort.Tensor): Promise<ort.Tensor> {
     if (!this.onDevice || tensor.location === 'cpu') return tensor;
+    if (isNativeTensor(tensor)) {
+      // The addon copies it out itself: no Identity run (50–75 µs a call on CUDA). Ordered after the
+      // run that wrote it: onnxruntime synchronizes its stream as a run ends, a CUDA graph replay too.
+      const started = performance.now();
+      const host = downloadNative(tensor);
+      GraphSession.record('copy_out', performance.now() - started);
+      return host;
+    }
     const session = await this.identity(tensor, 'cpu');
     return (await session.run({ x: tensor })).y;
   }
@@ -82,6 +90,14 @@ export class DeviceTensors {
    * shape, keeping target's memory (CUDA graphs replay fixed addresses). Binding addon only.
    */
   async copyInto(source: ort.Tensor, target: ort.Tensor): Promise<void> {
+    if (source.location === 'cpu' && isNativeTensor(target) && source.type === target.type && sameDims(source.dims, target.dims)) {
+      // Host into addon memory: one copy by the addon, no Identity run.
+      const started = performance.now();
+      copyWhole(target, source.data as HostArray);
+      GraphSession.record('copy_in', performance.now() - started);
+      this.uploadedBytes += byteLength(source);
+      return;
+    }
     const session = await this.identity(source, 'gpu-buffer');
     if (source.location === 'cpu') this.uploadedBytes += byteLength(source);
     const out = (await session.run({ x: source }, { y: target })).y;
@@ -173,6 +189,10 @@ export class DeviceTensors {
     this.sessions.clear();
     await Promise.all(sessions.map((session) => session.release()));
   }
+}
+
+function sameDims(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 /** Elements of one row of a tensor of `dims` viewed as rows of its axes past the first q. */

@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 
-type HostArray = Float32Array | Uint16Array | Uint8Array | Int8Array | Int32Array | Uint32Array | BigInt64Array;
+export type HostArray = Float32Array | Uint16Array | Uint8Array | Int8Array | Int32Array | Uint32Array | BigInt64Array;
 
 interface NativeResult {
   type: number;
@@ -152,6 +152,17 @@ export function isNativeTensor(tensor: ort.Tensor): boolean {
 export function copyRows(target: ort.Tensor, source: Float32Array, rowElements: number, from: Int32Array | null, at: Int32Array): void {
   if (target.type !== 'float32') throw new TypeError(`copyRows: a ${target.type} tensor (float32 only)`);
   loadedAddon().copyRows(nativeValue('target', target), source, rowElements * Float32Array.BYTES_PER_ELEMENT, from, at);
+}
+
+/** Overwrites all of `target` (a tensor the addon holds) with host `source` of the same byte length, in place and with no session run. */
+export function copyWhole(target: ort.Tensor, source: HostArray): void {
+  loadedAddon().copyRows(nativeValue('target', target), source, source.byteLength, null, Int32Array.of(0));
+}
+
+/** A host copy of a tensor the addon holds, with no session run. */
+export function downloadNative(tensor: ort.Tensor): ort.Tensor {
+  const data = loadedAddon().download(nativeValue('tensor', tensor)).data!;
+  return new ort.Tensor(tensor.type, hostArray(tensor.type, data) as ort.Tensor.DataTypeMap[ort.Tensor.Type], tensor.dims);
 }
 
 /**

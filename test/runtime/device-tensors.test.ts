@@ -80,3 +80,35 @@ test('copyRows gathers rows of a host store into pool rows, checking both sides 
   assert.equal(tensors.pinHost(store), false);
   await tensors.release();
 });
+
+test('host tensors of every kind copied into addon tensors in place, and read back, with no session run', async () => {
+  const tensors = new DeviceTensors('cpu');
+  try {
+    const cases = [
+      new ort.Tensor('int64', BigInt64Array.from([3n, -1n, 7n, 1n << 40n]), [2, 2]),
+      new ort.Tensor('bool', Uint8Array.from([1, 0, 0, 1, 1, 0]), [2, 3]),
+      new ort.Tensor('float32', Float32Array.from([0.5, -2, 1e-3]), [3]),
+    ];
+    for (const host of cases) {
+      const zeros = new ort.Tensor(host.type, new (host.data.constructor as new (n: number) => typeof host.data)(host.size), host.dims);
+      const target = await tensors.upload(zeros);
+      const uploaded = tensors.uploadedBytes;
+      await tensors.copyInto(host, target);
+      assert.equal(tensors.uploadedBytes - uploaded, (host.data as { byteLength: number }).byteLength);
+      const back = await tensors.download(target);
+      assert.equal(back.location, 'cpu');
+      assert.deepEqual(back.dims, host.dims);
+      assert.deepEqual(Array.from(back.data as ArrayLike<unknown>), Array.from(host.data as ArrayLike<unknown>), host.type);
+    }
+    // A device tensor into another still goes through an Identity run, in place.
+    const source = await tensors.upload(cases[2]);
+    const target = await tensors.upload(new ort.Tensor('float32', new Float32Array(3), [3]));
+    await tensors.copyInto(source, target);
+    assert.deepEqual(Array.from((await tensors.download(target)).data as Float32Array), Array.from(cases[2].data as Float32Array));
+    // The Identity graphs made: uploads of the zeros and the device-to-device copy only, no download.
+    const made = [...(tensors as unknown as { sessions: Map<string, unknown> }).sessions.keys()].sort();
+    assert.deepEqual(made, ['upload_bool_2', 'upload_float_1', 'upload_int64_2']);
+  } finally {
+    await tensors.release();
+  }
+});
