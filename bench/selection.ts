@@ -14,10 +14,10 @@ import { GraphBuilder, type Value } from '../engine/runtime/graph-builder.js';
 import { GraphSession, bool, f32, i64 } from '../engine/runtime/session.js';
 import { DeviceTensors } from '../engine/runtime/device-tensors.js';
 import { isDeviceRequest, type DeviceKind } from '../engine/runtime/device.js';
-import { derivedSizes, parseConfig } from '../engine/model/config.js';
+import { parseConfig } from '../engine/model/config.js';
 import { sparseHeads } from '../engine/model/graph-parts.js';
-import { rowsLogSumExp, stageOneKeysMajor, topBlocks } from '../engine/model/sparse-select-graph.js';
-import { buildSparseSelectCaptured, type StepCapacity } from '../engine/model/captured-sparse-graph.js';
+import { rowsLogSumExp, stageOneKeysMajor } from '../engine/model/sparse-select-graph.js';
+import { buildSparseSelectCaptured, capturedTopK, pooledTopBlocks, type StepCapacity } from '../engine/model/captured-sparse-graph.js';
 import { SALA_9B_SHAPE } from './random-model.js';
 
 interface PartRow {
@@ -62,7 +62,7 @@ async function timePart(device: DeviceKind, tensors: DeviceTensors, part: Part, 
 async function partsAt(context: number, tensors: DeviceTensors): Promise<Part[]> {
   const capacity: StepCapacity = { blocks: context / B, fineRows: context / 16, coarseRows: context / 64 };
   const { blocks: NB, fineRows: N1, coarseRows: N2 } = capacity;
-  const K = Math.min(derivedSizes(cfg).topkTotal, NB);
+  const K = capturedTopK(cfg, capacity);
   const up = (tensor: ort.Tensor) => tensors.upload(tensor);
   const q = await up(f32(pattern(H * hs), [1, H, hs]));
   const fine = await up(f32(pattern(N1 * Hk * hs), [N1, Hk, hs]));
@@ -103,16 +103,10 @@ async function partsAt(context: number, tensors: DeviceTensors): Promise<Part[]>
     parts.push({ name, model: g.toModel(), feeds: { x: logits }, output: { name: 'y', dims: [1, Hk, G], type: 'float' } });
   }
   {
-    // Pooling and top-k as the captured selection runs them (captured-sparse-graph.ts).
+    // Pooling and top-k as the captured selection runs them.
     const g = new GraphBuilder('pool_top_k');
-    const poolStride = B / cfg.sparse.kernelStride;
-    const scores = g.reshape(g.input('scores', 'float', [Hk, N1]), [Hk, 1, N1]);
-    const padded = g.op('Pad', [scores, g.int64s([0, 0, 1, 0, 0, poolStride * NB - N1]), g.float(-Infinity)], { mode: 'constant' });
-    const pooled = g.op('MaxPool', [padded], { kernel_shape: [poolStride + 1], strides: [poolStride] });
-    const queryBlock = g.reshape(g.div(g.input('position', 'int64', [1]), g.int64(B)), [1, 1]);
-    const blockRow = g.reshape(g.int64s(Array.from({ length: NB }, (_, i) => i)), [1, NB]);
-    const top = topBlocks(g, cfg, pooled, blockRow, queryBlock, g.input('block_excluded', 'bool', [NB]), g.int64s([K]));
-    g.output(g.reshape(top, [Hk, K]), 'selected', 'int64', [Hk, K]);
+    const top = pooledTopBlocks(g, cfg, capacity, g.input('scores', 'float', [Hk, N1]), g.input('position', 'int64', [1]), g.input('block_excluded', 'bool', [NB]));
+    g.output(top, 'selected', 'int64', [Hk, K]);
     const feeds = { scores: await up(f32(pattern(Hk * N1), [Hk, N1])), position: await up(i64([context - 5])), block_excluded: excluded };
     parts.push({ name: 'pooling + top-k', model: g.toModel(), feeds, output: selected });
   }

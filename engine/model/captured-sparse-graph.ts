@@ -65,22 +65,28 @@ export function capturedTopK(cfg: SalaConfig, capacity: StepCapacity): number {
 
 /** The step's selection at capacity: [Hk, K] block ids, ascending, −1 = none (as buildSparseSelect's). */
 function capturedSelection(g: GraphBuilder, cfg: SalaConfig, capacity: StepCapacity, q: Value, fields: Record<(typeof STEP_FIELDS)[number], Value>): Value {
-  const { hs, Hk, blockSize: B } = sparseHeads(cfg);
-  const poolStride = B / cfg.sparse.kernelStride;
+  const { hs, Hk } = sparseHeads(cfg);
   const { blocks: NB, fineRows: N1, coarseRows: N2 } = capacity;
-  if (poolStride * NB < N1) throw new RangeError(`${N1} fine compressed keys do not pool into ${NB} blocks`);
-  const K = capturedTopK(cfg, capacity);
-  const excluded = g.input('block_excluded', 'bool', [NB]);
   const groupScores =
     process.env.PANORAMA_STAGE_ONE === 'transposed'
       ? stageOneTransposed(g, cfg, q, capacity, fields.fineVisible, fields.coarseVisible)
       : stageOneKeysMajor(g, cfg, q, g.input('c1_store', 'float', [N1, Hk, hs]), g.input('c2_store', 'float', [N2, Hk, hs]), fields.fineVisible, fields.coarseVisible);
+  return pooledTopBlocks(g, cfg, capacity, groupScores, fields.position, g.input('block_excluded', 'bool', [NB]));
+}
+
+/** Stage-1 scores [Hk, fine rows] pooled to the capacity's blocks and the top ones kept: [Hk, K] ids, ascending, −1 = none (position [1], excluded [blocks]). */
+export function pooledTopBlocks(g: GraphBuilder, cfg: SalaConfig, capacity: StepCapacity, groupScores: Value, position: Value, excluded: Value): Value {
+  const { Hk, blockSize: B } = sparseHeads(cfg);
+  const poolStride = B / cfg.sparse.kernelStride;
+  const { blocks: NB, fineRows: N1 } = capacity;
+  if (poolStride * NB < N1) throw new RangeError(`${N1} fine compressed keys do not pool into ${NB} blocks`);
+  const K = capturedTopK(cfg, capacity);
   // Pool to blocks (kernel p+1, stride p, one −inf in front): block b takes fine keys pb−1 … pb+p−1.
   const padded = g.op('Pad', [g.reshape(groupScores, [Hk, 1, N1]), g.int64s([0, 0, 1, 0, 0, poolStride * NB - N1]), g.float(-Infinity)], { mode: 'constant' });
   const pooled = g.op('MaxPool', [padded], { kernel_shape: [poolStride + 1], strides: [poolStride] }); // [Hk, 1, NB]
   // The rule of the uncaptured graphs (one query: T = 1).
   const blockRow = g.reshape(g.int64s(Array.from({ length: NB }, (_, i) => i)), [1, NB]);
-  return g.reshape(topBlocks(g, cfg, pooled, blockRow, queryBlockOf(g, cfg, fields.position), excluded, g.int64s([K])), [Hk, K]);
+  return g.reshape(topBlocks(g, cfg, pooled, blockRow, queryBlockOf(g, cfg, position), excluded, g.int64s([K])), [Hk, K]);
 }
 
 /** The step's own block [1, 1]. */

@@ -194,24 +194,32 @@ export class CapturedSparse {
   /** One layer's step through its graph, after projectInto's buffers, begin() and adoptTail(); returns the output row (kept here). */
   async run(layer: number, weights: Feeds, stores: SparseLayerStores): Promise<ort.Tensor> {
     const held = await this.buffers(layer);
+    const feeds = { ...this.attentionFeeds(held, weights, stores), c1_store: stores.fine, c2_store: stores.coarse, block_excluded: this.excluded! };
+    return this.attendRun(this.graphs[0], layer, held, feeds);
+  }
+
+  /** What both forms' attention reads: the weights, the layer's buffers and pool, the step's values. */
+  private attentionFeeds(held: LayerBuffers, weights: Feeds, stores: SparseLayerStores): Feeds {
     const feeds: Feeds = {
       ...weights,
       x: held.x,
       q: held.q,
       k: held.k,
       v: held.v,
-      c1_store: stores.fine,
-      c2_store: stores.coarse,
       pool_keys: stores.poolKeys,
       pool_values: stores.poolValues,
       tail_keys: held.tailKeys,
       tail_values: held.tailValues,
       step: this.step!,
       block_alive: this.alive!,
-      block_excluded: this.excluded!,
     };
     if (held.gate) feeds.gate = held.gate;
-    const out = await this.graphs[0].run(feeds, { x_out: held.xOut, tail_keys_out: held.tailKeys, tail_values_out: held.tailValues }, 1 + layer);
+    return feeds;
+  }
+
+  /** Replays `graph` for `layer`, its row and tail written into the layer's buffers. */
+  private async attendRun(graph: GraphSession, layer: number, held: LayerBuffers, feeds: Feeds): Promise<ort.Tensor> {
+    const out = await graph.run(feeds, { x_out: held.xOut, tail_keys_out: held.tailKeys, tail_values_out: held.tailValues }, 1 + layer);
     return out.x_out;
   }
 
@@ -234,24 +242,8 @@ export class CapturedSparse {
     const { Hk, blockSize: B } = sparseHeads(this.config);
     await this.tensors.copyInto(i64(slots, [Hk, this.topK]), picks.slots);
     await this.tensors.copyInto(bool(keyAlive, [Hk, this.topK, B]), picks.keyAlive);
-    const feeds: Feeds = {
-      ...weights,
-      x: held.x,
-      q: held.q,
-      k: held.k,
-      v: held.v,
-      pool_keys: stores.poolKeys,
-      pool_values: stores.poolValues,
-      tail_keys: held.tailKeys,
-      tail_values: held.tailValues,
-      step: this.step!,
-      block_alive: this.alive!,
-      slots: picks.slots,
-      key_alive: picks.keyAlive,
-    };
-    if (held.gate) feeds.gate = held.gate;
-    const out = await this.graphs[1].run(feeds, { x_out: held.xOut, tail_keys_out: held.tailKeys, tail_values_out: held.tailValues }, 1 + layer);
-    return out.x_out;
+    const feeds = { ...this.attentionFeeds(held, weights, stores), slots: picks.slots, key_alive: picks.keyAlive };
+    return this.attendRun(this.graphs[1], layer, held, feeds);
   }
 
   private async pickBuffers(): Promise<{ selected: ort.Tensor; slots: ort.Tensor; keyAlive: ort.Tensor }> {

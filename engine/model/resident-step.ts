@@ -153,22 +153,11 @@ export class ResidentStep extends SparseLayerRunner {
    * the layer uncaptured: blocks placed here are hits then).
    */
   private async capturedOffloadLayer(captured: CapturedSparse, state: SparseLayerState, plan: SelectionPlan, position: number): Promise<ort.Tensor | undefined> {
-    const Hk = this.parts.config.numKeyValueHeads;
-    const B = this.blockSize;
-    const K = captured.topK;
     try {
       await this.prepareCaptured(captured, state, plan);
-      const blocks = this.pastBlocks(await captured.select(state.layer, state), K, position);
-      const slots = await this.placeBlocks(state, blocks);
-      // Unused slots read slot 0 with every key masked.
-      const slotIds = new BigInt64Array(Hk * K);
-      const keyAlive = new Uint8Array(Hk * K * B);
-      for (let h = 0; h < Hk; h++) {
-        slots[h].forEach((slot, i) => (slotIds[h * K + i] = BigInt(slot)));
-        keyAlive.set(this.sequence.aliveKeys(blocks[h]), h * K * B);
-      }
-      this.counters.otherBytes += slotIds.byteLength + keyAlive.byteLength;
-      const x = await captured.attend(state.layer, feedsFor(this.parts.layerTensors[state.layer], captured.inputNames), state, slotIds, keyAlive);
+      const blocks = this.pastBlocks(await captured.select(state.layer, state), captured.topK, position);
+      const { slotIds, alive } = this.slotArrays(blocks, await this.placeBlocks(state, blocks), captured.topK);
+      const x = await captured.attend(state.layer, feedsFor(this.parts.layerTensors[state.layer], captured.inputNames), state, slotIds, alive);
       this.counters.sparseGraphRuns++;
       return x;
     } catch (err) {
@@ -271,18 +260,25 @@ export class ResidentStep extends SparseLayerRunner {
     const everyBlock = this.kv.placement === 'device' && blocks.every((list) => list.length === width && list.every((b, i) => b === i));
     const key = `${width}:${this.sequence.tombstoneVersion}`;
     if (everyBlock && this.denseFeeds?.key === key) return this.denseFeeds;
-    const slotIds = new BigInt64Array(Hk * width);
-    const alive = new Uint8Array(Hk * width * B);
-    for (let h = 0; h < Hk; h++) {
-      slots[h].forEach((slot, i) => (slotIds[h * width + i] = BigInt(slot)));
-      alive.set(this.sequence.aliveKeys(blocks[h]), h * width * B);
-    }
-    this.counters.otherBytes += slotIds.byteLength + alive.byteLength;
+    const { slotIds, alive } = this.slotArrays(blocks, slots, width);
     const feeds = { slotTensor: i64(slotIds, [Hk, width]), aliveTensor: bool(alive, [Hk, width, B]) };
     if (!everyBlock || width < 64) return feeds;
     this.releaseDenseFeeds();
     this.denseFeeds = { key, slotTensor: await tensors.upload(feeds.slotTensor), aliveTensor: await tensors.upload(feeds.aliveTensor) };
     return this.denseFeeds;
+  }
+
+  /** Each head's slots [Hk, width] and their live keys [Hk, width, blockSize], counted as host bytes fed: unused slots read slot 0 with every key masked. */
+  private slotArrays(blocks: number[][], slots: number[][], width: number): { slotIds: BigInt64Array; alive: Uint8Array } {
+    const B = this.blockSize;
+    const slotIds = new BigInt64Array(blocks.length * width);
+    const alive = new Uint8Array(blocks.length * width * B);
+    for (let h = 0; h < blocks.length; h++) {
+      slots[h].forEach((slot, i) => (slotIds[h * width + i] = BigInt(slot)));
+      alive.set(this.sequence.aliveKeys(blocks[h]), h * width * B);
+    }
+    this.counters.otherBytes += slotIds.byteLength + alive.byteLength;
+    return { slotIds, alive };
   }
 
   private releaseDenseFeeds(): void {
