@@ -17,7 +17,8 @@ DATA=${DATA:-training/data/ablate}
 JS=${JS:-training/data/js_corpus.jsonl.xz}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT_DIR"
-git show 0817c6e:models/panorama-code-13m/model.safetensors > "$OUT_DIR/init.safetensors"
+# The start, from git (or placed there beforehand where the checkout has no history).
+[ -f "$OUT_DIR/init.safetensors" ] || git show 0817c6e:models/panorama-code-13m/model.safetensors > "$OUT_DIR/init.safetensors"
 for arm in $ARMS; do
   form=$([ "$arm" = path ] && echo path || echo line)
   if [ ! -f "$DATA-$form/stream.npy" ]; then
