@@ -6,7 +6,8 @@
 //   - a call is one logical prefill (a decode step when it carries one token): dense or
 //     sparse attention is chosen for the whole call by its kv length, whatever the chunks;
 //   - only an all-new prefill follows the kernel's bottom-right visibility rule;
-//   - selection keeps k = min(topk + local, blocks of the whole call) per query.
+//   - selection keeps k = min(topk + local, blocks of the whole call) per query (topk the
+//     config's unless the call names its own).
 // Pure and synchronous: sizes and ids in, a description out.
 import { compressedCount, poolPads, visibleCount, type Level } from '../kv/selection.js';
 import type { DerivedSizes, SalaConfig } from './config.js';
@@ -22,8 +23,20 @@ export interface PlanOptions {
   logits?: 'all' | 'last' | number;
   /** Tokens per chunk (the sparse/dense decision and selection do not depend on it). */
   chunkSize?: number;
+  /**
+   * Bytes a sparse chunk's stage-1 scores may take ([heads, rows, fine compressed keys] fp32,
+   * materialized by the device's selection graph): chunks get fewer rows where the whole
+   * call's keys would overflow it. Default: no cap.
+   */
+  selectionBytes?: number;
   /** 'dense' attends to every block whatever the length (a comparison point); default 'auto' follows dense_len. */
   attention?: 'auto' | 'dense';
+  /**
+   * Blocks a query selects beyond the local window, for this call only (default the config's
+   * topk). A question's few rows can read more of a long context than the prefill did at
+   * little cost; the prefill's own rows keep the trained budget.
+   */
+  topk?: number;
 }
 
 /** What the select graph is fed for one chunk's queries (sparse calls only). */
@@ -84,10 +97,16 @@ export function validateIds(ids: readonly number[], vocabSize: number): void {
   if (bad >= 0) throw new ModelInputError(`token id ${ids[bad]} at index ${bad} is outside the vocabulary [0, ${vocabSize})`);
 }
 
+/** Rows whose stage-1 scores over the fine compressed keys of `length` tokens fit `bytes` (at least one). */
+export function selectionRows(config: Pick<SalaConfig, 'sparse' | 'numAttentionHeads'>, length: number, bytes: number): number {
+  const perRow = config.numAttentionHeads * Math.max(1, compressedCount(length, compressionLevels(config).fine)) * 4;
+  return Math.max(1, Math.floor(bytes / perRow));
+}
+
 /** The plan of feeding `ids` after `past` tokens. */
 export function forwardPlan(
-  config: Pick<SalaConfig, 'vocabSize' | 'sparse'>,
-  sizes: Pick<DerivedSizes, 'topkTotal'>,
+  config: Pick<SalaConfig, 'vocabSize' | 'sparse' | 'numAttentionHeads'>,
+  sizes: Pick<DerivedSizes, 'localBlocks' | 'topkTotal'>,
   past: number,
   ids: readonly number[],
   options: PlanOptions = {},
@@ -98,13 +117,16 @@ export function forwardPlan(
   const sparse = options.attention !== 'dense' && callLength >= denseLen;
   // Only an all-new prefill is aligned bottom-right by the kernel; continuations and decode use absolute positions.
   const promptLength = past === 0 && ids.length > 1 ? callLength : undefined;
-  const k = Math.min(sizes.topkTotal, Math.ceil(callLength / blockSize));
-  const chunkSize = Math.max(1, Math.floor(options.chunkSize ?? DEFAULT_CHUNK_SIZE));
-  if (Number.isNaN(chunkSize)) throw new ModelInputError(`chunk size must be a number ≥ 1, got ${options.chunkSize}`);
+  if (options.topk !== undefined && !(Number.isInteger(options.topk) && options.topk >= 1)) throw new ModelInputError(`topk must be a whole number ≥ 1, got ${options.topk}`);
+  const perQuery = options.topk === undefined ? sizes.topkTotal : options.topk + sizes.localBlocks;
+  const k = Math.min(perQuery, Math.ceil(callLength / blockSize));
+  const levels = compressionLevels(config);
+  const requested = Math.max(1, Math.floor(options.chunkSize ?? DEFAULT_CHUNK_SIZE));
+  if (Number.isNaN(requested)) throw new ModelInputError(`chunk size must be a number ≥ 1, got ${options.chunkSize}`);
+  const chunkSize = sparse && options.selectionBytes !== undefined ? Math.min(requested, selectionRows(config, callLength, options.selectionBytes)) : requested;
   const wanted = options.logits ?? 'last';
   const logitRows = wanted === 'all' ? ids.length : wanted === 'last' ? 1 : Math.min(Math.max(1, wanted), ids.length);
   const firstLogitRow = ids.length - logitRows;
-  const levels = compressionLevels(config);
 
   const chunks: ChunkPlan[] = [];
   for (let start = 0; start < ids.length; start += chunkSize) {

@@ -35,6 +35,8 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
   healed?: string;
   /** Sees the blocks the sparse layers select for every prompt and generated token. */
   onSelection?: (record: SelectionRecord) => void;
+  /** Blocks each query of the prompt and the answer selects beyond the local window (ForwardOptions.topk); runs on the host path. */
+  topk?: number;
   /**
    * Prefill and decode with the device-resident decoder (its KV placed as residentPlacement
    * says; a pool size means offload). Default: on a GPU provider, unless onSelection needs the host path.
@@ -126,7 +128,8 @@ export async function* generate(
   // layer on the device, the KV placed by residentPlacement): in bench:offload its prefill
   // beats the host path's at every context but 512K on the default model, where they tie
   // (docs/benchmarks/offload-webgpu.md). (WebGPU, and CUDA through the binding addon: see keepsTensorsOnDevice.)
-  const wantResident = options.resident ?? (keepsTensorsOnDevice(model.device.kind) && !options.onSelection);
+  const wantResident = options.resident ?? (keepsTensorsOnDevice(model.device.kind) && !options.onSelection && options.topk === undefined);
+  if (wantResident && options.topk !== undefined) throw new RangeError('a block budget of its own (topk) runs on the host path: leave resident unset');
   const decoder = wantResident
     ? await placedDecoder(model, sequence, {
         ...(typeof options.resident === 'object' ? options.resident : {}),
@@ -138,7 +141,7 @@ export async function* generate(
   try {
     logits = decoder
       ? await decoder.prefill(promptIds, { chunkSize: options.chunkSize, signal: options.signal })
-      : await model.forward(sequence, promptIds, { chunkSize: options.chunkSize, signal: options.signal, onSelection: options.onSelection });
+      : await model.forward(sequence, promptIds, { chunkSize: options.chunkSize, signal: options.signal, onSelection: options.onSelection, topk: options.topk });
   } catch (err) {
     await decoder?.close();
     throw withMemoryAdvice(err, 'the prefill', sequence.length);
@@ -173,7 +176,7 @@ export async function* generate(
         break;
       }
       if (step + 1 < maxTokens) {
-        logits = decoder ? await decoder.step(next) : await model.forward(sequence, [next], { signal: options.signal, onSelection: options.onSelection });
+        logits = decoder ? await decoder.step(next) : await model.forward(sequence, [next], { signal: options.signal, onSelection: options.onSelection, topk: options.topk });
       }
     }
   } catch (err) {

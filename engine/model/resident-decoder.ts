@@ -33,6 +33,8 @@ export interface ResidentOptions {
   maxTokens: number;
   /** prefill(): device memory for one attention call's scores; more rows split into several calls (default 512 MiB). */
   attentionBytes?: number;
+  /** prefill(), sparse: device memory for a chunk's stage-1 selection scores; longer contexts get shorter chunks (default 2 GiB). */
+  selectionBytes?: number;
   /** prefill(), sparse: a row group attends over the union of its blocks, each row over its own, or whichever is cheaper (default 'auto'). */
   rowAttention?: RowAttention;
   /** prefill(), every block on the device: the selection stays there for the attention ('device', the default) or comes to the host first ('host', as offloading does). */
@@ -76,6 +78,13 @@ const ATTENTION_SCORE_BYTES = 512 * 2 ** 20;
  */
 const CUDA_PREFILL_CHUNK = 2048;
 
+/**
+ * Device memory for a prefill chunk's stage-1 selection scores ([heads, rows, fine compressed
+ * keys] fp32; the graph holds a few tensors of that size at once): the 9B shape keeps 2,048-row
+ * chunks to 128K tokens and takes 256 at 1M, where 2,048 rows would need 16 GiB per tensor.
+ */
+const SELECTION_SCORE_BYTES = 2 * 2 ** 30;
+
 export class ResidentDecoder {
   private readonly counters: ResidentCounters = { steps: 0, prefilledTokens: 0, prefillAttendCalls: 0, blockBytes: 0, otherBytes: 0, selectionsOnDevice: 0, sparseGraphRuns: 0 };
   private readonly lightningStates = new Map<number, ort.Tensor>();
@@ -83,6 +92,7 @@ export class ResidentDecoder {
   private readonly chunks: ResidentPrefill;
   /** prefill()'s chunk when the caller names none (CUDA_PREFILL_CHUNK on CUDA; else the forward plan's default). */
   private readonly prefillChunk: number | undefined;
+  private readonly selectionBytes: number;
   private readonly steps: ResidentStep;
   private closed = false;
   /** The model's CUDA graphs of the Lightning layers, while this decoder holds them (resident-sessions.ts, capturesSteps). */
@@ -101,6 +111,7 @@ export class ResidentDecoder {
     this.kv = new ResidentKv(parts, sessions, sequence, placement, maxTokens, this.counters, free);
     const shared = { parts, sessions, kv: this.kv, sequence, counters: this.counters };
     this.prefillChunk = parts.device.kind === 'cuda' ? CUDA_PREFILL_CHUNK : undefined;
+    this.selectionBytes = options.selectionBytes ?? SELECTION_SCORE_BYTES;
     this.chunks = new ResidentPrefill(shared, options.attentionBytes ?? ATTENTION_SCORE_BYTES, options.rowAttention ?? 'auto', options.prefillSelection ?? 'device');
     this.steps = new ResidentStep(shared, options.sparseStep ?? 'captured', free);
   }
@@ -202,6 +213,7 @@ export class ResidentDecoder {
   private plan(ids: readonly number[], chunkSize?: number): ForwardPlan {
     const plan = forwardPlan(this.parts.config, this.parts.sizes, this.sequence.length, ids, {
       chunkSize: chunkSize ?? this.prefillChunk,
+      selectionBytes: this.selectionBytes,
       attention: this.dense ? 'dense' : 'auto',
       logits: 'last',
     });

@@ -103,7 +103,7 @@ export interface SelectionRecord {
 }
 
 /** Which positions get logits and the chunk size (see PlanOptions); the host path always follows dense_len. */
-export interface ForwardOptions extends Pick<PlanOptions, 'logits' | 'chunkSize'> {
+export interface ForwardOptions extends Pick<PlanOptions, 'logits' | 'chunkSize' | 'topk'> {
   /** Called with the blocks each sparse layer selected (sparse path only). */
   onSelection?: (record: SelectionRecord) => void;
   signal?: AbortSignal;
@@ -385,7 +385,7 @@ export class SalaModel {
    * selection feeds for the whole call; this runs it on the host.
    */
   async forward(sequence: Sequence, ids: readonly number[], options: ForwardOptions = {}): Promise<Float32Array> {
-    const plan = forwardPlan(this.config, this.sizes, sequence.length, ids, { logits: options.logits, chunkSize: options.chunkSize });
+    const plan = forwardPlan(this.config, this.sizes, sequence.length, ids, { logits: options.logits, chunkSize: options.chunkSize, topk: options.topk });
     const hidden: Float32Array[] = [];
     const d = this.config.hiddenSize;
 

@@ -5,7 +5,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { derivedSizes, loadConfig, type DerivedSizes, type SalaConfig } from '../../engine/model/config.js';
-import { ModelInputError as PlanInputError, forwardPlan, type ForwardPlan, type PlanOptions } from '../../engine/model/forward-plan.js';
+import { ModelInputError as PlanInputError, forwardPlan, selectionRows, type ForwardPlan, type PlanOptions } from '../../engine/model/forward-plan.js';
 import { ModelInputError, SalaModel, type SelectionRecord } from '../../engine/model/sala-model.js';
 import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
 import { maxAbsDiff, tokens as randomTokens } from '../helpers/logits.js';
@@ -187,6 +187,46 @@ test('the resident decoder carries out the same plan: its prefill in chunks of 7
       assert.ok(diff <= TOLERANCE, `${placement}, chunks of ${chunkSize}: max |Δlogit| ${diff}`);
     }
   }
+});
+
+test("a selection budget shortens a sparse call's chunks to what the whole call's keys allow, and changes nothing else", () => {
+  const perRow = config.numAttentionHeads * 36 * 4; // 600 tokens: (600 − 32) / 16 + 1 = 36 fine keys
+  assert.equal(selectionRows(config, 600, perRow * 5 + 1), 5);
+  assert.equal(selectionRows(config, 600, 1), 1, 'at least one row');
+  const whole = plan(0, 600, { chunkSize: 512 });
+  const capped = plan(0, 600, { chunkSize: 512, selectionBytes: perRow * 5 });
+  assert.deepEqual(
+    capped.chunks.map((c) => c.ids.length),
+    [...new Array<number>(120).fill(5)],
+  );
+  // Per position, the same selection feeds as in the uncapped plan.
+  const byPosition = (p: ForwardPlan) =>
+    p.chunks.flatMap((c) => c.ids.map((_, i) => [c.firstPosition + i, c.selection!.k, c.selection!.fineVisible[i], c.selection!.coarseVisible[i]]));
+  assert.deepEqual(byPosition(capped), byPosition(whole));
+  // A dense call is not capped: its attention is bounded by dense_len already.
+  assert.deepEqual(
+    plan(0, 300, { chunkSize: 512, selectionBytes: 1 }).chunks.map((c) => c.ids.length),
+    [300],
+  );
+});
+
+test("a call may select more blocks than the config (topk), the prefill's budget otherwise; a bad one is refused", () => {
+  assert.equal(plan(0, 1024).k, sizes.topkTotal);
+  assert.equal(plan(0, 1024, { topk: 10 }).k, 10 + sizes.localBlocks);
+  assert.equal(plan(0, 600, { topk: 100 }).k, 10, 'never more than the blocks of the call');
+  for (const topk of [0, 1.5, -1]) assert.throws(() => plan(0, 600, { topk }), PlanInputError);
+});
+
+test("the resident decoder under a tight selection budget (chunks of a few rows) gives the host path's last logits", async () => {
+  const ids = tokens(600, 7);
+  const host = await model.forward(model.newSequence(), ids);
+  const decoder = await model.residentDecoder(model.newSequence(), { placement: 'device', maxTokens: 700, selectionBytes: config.numAttentionHeads * 37 * 4 * 3 });
+  const last = await decoder.prefill(ids, { chunkSize: 512 });
+  // 200 chunks of 3 rows, each sparse layer attending at least once per chunk.
+  assert.ok(decoder.snapshot().prefillAttendCalls >= 200 * sizes.sparseLayers.length, `${decoder.snapshot().prefillAttendCalls} attention calls`);
+  await decoder.close();
+  const diff = maxAbsDiff(last, host);
+  assert.ok(diff <= TOLERANCE, `max |Δlogit| ${diff}`);
 });
 
 test('both executors refuse bad ids with the same error and message, and leave the sequence as it was', async () => {
