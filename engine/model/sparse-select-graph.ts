@@ -59,7 +59,7 @@ export function stageOneKeysMajor(g: GraphBuilder, cfg: SalaConfig, q: Value, fi
   const visible = (keys: Value, count: Value): Value => g.unsqueeze(g.less(g.range(g.int64(0), g.gather(g.shape(keys), g.int64(0)), g.int64(1)), count), [1]); // [C, 1]
   // A finite floor, not −inf: a chunk of rows all masked must not turn the two-stage log-sum-exp into NaN.
   const coarseBias = g.unsqueeze(g.where(visible(coarseKeys, coarseVisible), g.float(0), g.float(MASKED)), [2]); // [C2, 1, 1]
-  const lse = rowsLogSumExp(g, g.add(dot(coarseKeys), coarseBias)); // [1, Hk, G]
+  const lse = chunkedLogSumExp(g, g.add(dot(coarseKeys), coarseBias), 0, 3); // [1, Hk, G]
   // A query that sees no coarse key gets probability 0 everywhere (the reference's NaN → 0).
   const safeLse = g.where(g.greater(coarseVisible, g.int64(0)), lse, g.float(Infinity));
   const summed = g.reduceSum(g.exp(g.sub(dot(fineKeys), safeLse)), [2], false); // [C1, Hk]
@@ -69,22 +69,28 @@ export function stageOneKeysMajor(g: GraphBuilder, cfg: SalaConfig, q: Value, fi
 /** A score no live key reaches: exp(MASKED − any live score) is 0 in float32. */
 const MASKED = -1e30;
 
-/** Rows a log-sum-exp first reduces in groups of (see rowsLogSumExp). */
+/** Values a log-sum-exp first reduces in groups of (see chunkedLogSumExp). */
 const LSE_CHUNK = 128;
 
 /**
- * log Σ exp over axis 0 of x [C, Hk, G] → [1, Hk, G], in two stages: over chunks of
- * LSE_CHUNK rows, then over the chunks. One reduction of 16K rows to 32 values ran on one
- * thread per value on CUDA (about 2 ms a layer at 1M tokens, bench:gpu-step on an H100);
- * two stages give it thousands. Rows padded in to fill the last chunk are MASKED.
+ * log Σ exp over `axis` of x (of `rank` dimensions), kept as a dimension of 1, in two stages:
+ * over chunks of LSE_CHUNK values, then over the chunks. CUDA reduced a long axis to few
+ * values on one thread per value: 16K coarse rows to the 32 of a decode query took 1.7 ms a
+ * layer at 1M tokens (bench:selection on an H100); two stages give it thousands of threads.
+ * Values padded in to fill the last chunk are MASKED, as x's masked values must be.
  */
-export function rowsLogSumExp(g: GraphBuilder, x: Value): Value {
-  const rows = g.gather(g.shape(x), g.int64s([0])); // [1]
+export function chunkedLogSumExp(g: GraphBuilder, x: Value, axis: number, rank: number): Value {
+  const shape = g.shape(x);
+  const length = g.gather(shape, g.int64s([axis])); // [1]
   const chunk = g.int64(LSE_CHUNK);
-  const pad = g.sub(g.mul(g.div(g.add(rows, g.int64(LSE_CHUNK - 1)), chunk), chunk), rows); // [1]
-  const padded = g.op('Pad', [x, g.concat([g.int64s([0, 0, 0]), pad, g.int64s([0, 0])], 0), g.float(MASKED)], { mode: 'constant' });
-  const chunks = g.reshape(padded, g.shapeOf([-1, LSE_CHUNK, g.dim(x, 1), g.dim(x, 2)]));
-  return g.reduceLogSumExp(g.reduceLogSumExp(chunks, [1], false), [0]);
+  const pad = g.sub(g.mul(g.div(g.add(length, g.int64(LSE_CHUNK - 1)), chunk), chunk), length); // [1]
+  // ONNX Pad's [begins…, ends…]: only the end of `axis` grows.
+  const pads = g.concat([g.int64s(new Array(rank + axis).fill(0)), pad, ...(axis < rank - 1 ? [g.int64s(new Array(rank - axis - 1).fill(0))] : [])], 0);
+  const padded = g.op('Pad', [x, pads, g.float(MASKED)], { mode: 'constant' });
+  const before = axis > 0 ? [g.slice(shape, [0], [axis], [0])] : [];
+  const after = axis < rank - 1 ? [g.slice(shape, [axis + 1], [rank], [0])] : [];
+  const chunks = g.reshape(padded, g.concat([...before, g.int64s([-1, LSE_CHUNK]), ...after], 0));
+  return g.reduceLogSumExp(g.reduceLogSumExp(chunks, [axis + 1], false), [axis]);
 }
 
 /**
@@ -120,7 +126,16 @@ export function blockSelection(
   const groupScores = oneQuery
     ? // One decode query over the whole stores (no copy of their live rows), its scores cut to the live ones: [Hk, 1, N1].
       g.unsqueeze(liveRows(stageOneKeysMajor(g, cfg, q, fineStore, coarseStore, fineVisible, coarseVisible), fineCount!, 1), [1])
-    : stageOneRows(g, cfg, q, resident ? liveRows(fineStore, fineCount!) : fineStore, resident ? liveRows(coarseStore, coarseCount!) : coarseStore, fineVisible, coarseVisible);
+    : stageOneRows(
+        g,
+        cfg,
+        q,
+        resident ? liveRows(fineStore, fineCount!) : fineStore,
+        resident ? liveRows(coarseStore, coarseCount!) : coarseStore,
+        fineVisible,
+        coarseVisible,
+        resident ? 'chunked' : 'one-pass',
+      );
 
   // Pool to blocks: block b takes max over fine keys 4b−1 … 4b+3 (kernel 5, stride 4, pad 1);
   // −inf padding makes windows past the end −inf, as the kernel does.
@@ -137,14 +152,24 @@ export function blockSelection(
 /**
  * Stage 1 of T queries q [T, H, hs] over compressed keys [N, Hk, hs] (the live rows), as
  * block scores before pooling [Hk, T, N1]: the coarse log-sum-exp, fine probabilities summed
- * over each GQA group, 0 where a query may not see the key.
+ * over each GQA group, 0 where a query may not see the key. The log-sum-exp is 'chunked'
+ * (chunkedLogSumExp) on the device, where one reduction over 16K coarse keys per query ran
+ * serially; the host's one pass costs less there.
  */
-function stageOneRows(g: GraphBuilder, cfg: SalaConfig, q: Value, fineKeys: Value, coarseKeys: Value, fineVisible: Value, coarseVisible: Value): Value {
+export function stageOneRows(
+  g: GraphBuilder,
+  cfg: SalaConfig,
+  q: Value,
+  fineKeys: Value,
+  coarseKeys: Value,
+  fineVisible: Value,
+  coarseVisible: Value,
+  lseForm: 'one-pass' | 'chunked',
+): Value {
   const { hs, Hk, G } = sparseHeads(cfg);
-  const scale = g.float(1 / Math.sqrt(hs));
-  // [Hk, G·T, hs] · [Hk, hs, N] → [Hk, G, T, N]
-  const groupedQ = g.reshape(g.transpose(g.reshape(q, [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]);
-  const dot = (keys: Value): Value => g.reshape(g.mul(g.matmul(groupedQ, g.transpose(keys, [1, 2, 0])), scale), g.shapeOf([Hk, G, -1, g.dim(keys, 0)]));
+  // [Hk, G·T, hs] · [Hk, hs, N] → [Hk, G, T, N]; the scale on the queries, not on the T × N scores.
+  const groupedQ = g.reshape(g.transpose(g.reshape(g.mul(q, g.float(1 / Math.sqrt(hs))), [0, Hk, G, hs]), [1, 2, 0, 3]), [Hk, -1, hs]);
+  const dot = (keys: Value): Value => g.reshape(g.matmul(groupedQ, g.transpose(keys, [1, 2, 0])), g.shapeOf([Hk, G, -1, g.dim(keys, 0)]));
   const visibleMask = (count: Value, keys: Value): Value => {
     const columns = g.range(g.int64(0), g.gather(g.shape(keys), g.int64(0)), g.int64(1)); // [N]
     return g.less(g.unsqueeze(columns, [0]), g.unsqueeze(count, [1])); // [T, N]
@@ -155,8 +180,10 @@ function stageOneRows(g: GraphBuilder, cfg: SalaConfig, q: Value, fineKeys: Valu
   // [Hk, G, T, N] scores costs more than the scores themselves on the CPU.
   const zero = g.float(0);
   // 1. Approximate log-sum-exp over the visible coarse keys: [Hk, G, T, 1].
-  const coarseBias = g.where(visibleMask(coarseVisible, coarseKeys), zero, negInf); // [T, N2]
-  const lse = g.reduceLogSumExp(g.add(dot(coarseKeys), coarseBias), [-1]);
+  // Chunked: a finite floor, so that a chunk with every key masked is not NaN.
+  const coarseBias = g.where(visibleMask(coarseVisible, coarseKeys), zero, lseForm === 'chunked' ? g.float(MASKED) : negInf); // [T, N2]
+  const coarseScores = g.add(dot(coarseKeys), coarseBias);
+  const lse = lseForm === 'chunked' ? chunkedLogSumExp(g, coarseScores, 3, 4) : g.reduceLogSumExp(coarseScores, [-1]);
   // A query that sees no coarse key gets probability 0 everywhere (the reference's NaN → 0).
   const hasCoarse = g.unsqueeze(g.greater(coarseVisible, g.int64(0)), [1]); // [T, 1]
   const safeLse = g.where(hasCoarse, lse, g.float(Infinity));

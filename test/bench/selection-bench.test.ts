@@ -1,5 +1,6 @@
 // bench:selection on the CPU provider, as a real child process: every part of the decode
-// selection timed at each context, a table of them, and a clear error for a bad context.
+// selection and of a prefill chunk's timed at each context, a table of them, and clear
+// errors for a bad context or row count.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -11,12 +12,22 @@ import path from 'node:path';
 const run = promisify(execFile);
 const root = path.resolve(__dirname, '../..');
 
-test('bench:selection times the captured selection and its parts at each context', async () => {
+test("bench:selection times the captured selection, a prefill chunk's, and their parts at each context", async () => {
   const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'selection-')), 'selection.json');
-  const args = ['--import', 'tsx', 'bench/selection.ts', '--device', 'cpu', '--contexts', '8192,16384', '--runs', '2', '--out', out];
+  const args = ['--import', 'tsx', 'bench/selection.ts', '--device', 'cpu', '--contexts', '8192,16384', '--prefill-rows', '64', '--runs', '2', '--out', out];
   await run(process.execPath, args, { cwd: root, timeout: 120_000 });
   const report: { rows: { context: number; part: string; msPerRun: number }[] } = JSON.parse(readFileSync(out, 'utf8'));
-  const parts = ['selection', 'selection, stage 1 over transposed stores', 'stage 1', 'coarse log-sum-exp, one reduction', 'coarse log-sum-exp, two stages', 'pooling + top-k'];
+  const parts = [
+    'selection',
+    'selection, stage 1 over transposed stores',
+    'stage 1',
+    'coarse log-sum-exp, one reduction',
+    'coarse log-sum-exp, two stages',
+    'pooling + top-k',
+    ...['selection', 'stage 1, log-sum-exp one-pass', 'stage 1, log-sum-exp chunked', 'coarse log-sum-exp one-pass alone', 'coarse log-sum-exp chunked alone'].map(
+      (p) => `prefill, 64 rows: ${p}`,
+    ),
+  ];
   assert.deepEqual(
     report.rows.map((r) => `${r.context} ${r.part}`),
     [8192, 16384].flatMap((context) => parts.map((part) => `${context} ${part}`)),
@@ -24,6 +35,12 @@ test('bench:selection times the captured selection and its parts at each context
   for (const row of report.rows) assert.ok(row.msPerRun > 0 && row.msPerRun < 1000, JSON.stringify(row));
   const table = readFileSync(out.replace(/\.json$/, '.md'), 'utf8');
   assert.match(table, /\| coarse log-sum-exp, two stages \| [\d.]+ \| [\d.]+ \|/);
+  assert.match(table, /\| prefill, 64 rows: stage 1, log-sum-exp chunked \| [\d.]+ \| [\d.]+ \|/);
+});
+
+test('bench:selection refuses a prefill row count that is not a whole number', async () => {
+  const args = ['--import', 'tsx', 'bench/selection.ts', '--device', 'cpu', '--contexts', '8192', '--prefill-rows', '0'];
+  await assert.rejects(run(process.execPath, args, { cwd: root, timeout: 60_000 }), /--prefill-rows takes whole numbers ≥ 1, got 0/);
 });
 
 test('bench:selection refuses a context that is not a whole number of 64-block groups', async () => {

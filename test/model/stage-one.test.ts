@@ -1,7 +1,8 @@
-// Stage 1 of a decode query over whole compressed-key stores (stageOneKeysMajor), against
-// the formula written out here: the coarse log-sum-exp (taken in two stages over chunks of
-// rows), fine probabilities summed over each GQA group, 0 where not visible. Stores longer
-// than a chunk, with every row, a few, one or none visible, so whole chunks are masked.
+// Stage 1 against the formula written out here: the coarse log-sum-exp (taken in two stages
+// over chunks of keys), fine probabilities summed over each GQA group, 0 where not visible.
+// A decode query over whole compressed-key stores (stageOneKeysMajor), and a prefill's rows
+// (stageOneRows) with the log-sum-exp in one pass (the host) and chunked (the device).
+// Stores longer than a chunk, with every key, a few, one or none visible, so whole chunks are masked.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -10,7 +11,7 @@ import { GraphBuilder } from '../../engine/runtime/graph-builder.js';
 import { GraphSession, f32, floatData, i64 } from '../../engine/runtime/session.js';
 import { parseConfig } from '../../engine/model/config.js';
 import { sparseHeads } from '../../engine/model/graph-parts.js';
-import { stageOneKeysMajor } from '../../engine/model/sparse-select-graph.js';
+import { stageOneKeysMajor, stageOneRows } from '../../engine/model/sparse-select-graph.js';
 import { SALA_TINY_A } from '../helpers/fixtures.js';
 
 const cfg = parseConfig(JSON.parse(readFileSync(path.join(SALA_TINY_A, 'config.json'), 'utf8')));
@@ -101,4 +102,67 @@ test('stage 1 over whole stores: two-stage coarse log-sum-exp, masked rows and c
   } finally {
     await session.release();
   }
+});
+
+test("a prefill's rows: the coarse log-sum-exp in one pass and chunked, as the formula, each row its own visible keys", async () => {
+  const fineRows = 1000;
+  const coarseRows = 300;
+  const visible = [
+    [1000, 300],
+    [520, 130],
+    [40, 5],
+    [4, 1],
+    [4, 0],
+  ];
+  const T = visible.length;
+  const q = seeded(T * H * hs, 4);
+  const fine = seeded(fineRows * Hk * hs, 5);
+  const coarse = seeded(coarseRows * Hk * hs, 6);
+  const results: Float32Array[] = [];
+  for (const form of ['one-pass', 'chunked'] as const) {
+    const g = new GraphBuilder('stage_one_rows');
+    const scores = stageOneRows(
+      g,
+      cfg,
+      g.input('q', 'float', ['T', H, hs]),
+      g.input('c1', 'float', ['C1', Hk, hs]),
+      g.input('c2', 'float', ['C2', Hk, hs]),
+      g.input('fine_visible', 'int64', ['T']),
+      g.input('coarse_visible', 'int64', ['T']),
+      form,
+    );
+    g.output(scores, 'scores', 'float', [Hk, 'T', 'C1']);
+    const session = await GraphSession.create('stage_one_rows', g.toModel(), { device: 'cpu', threads: 1 });
+    try {
+      const out = await session.run({
+        q: f32(q, [T, H, hs]),
+        c1: f32(fine, [fineRows, Hk, hs]),
+        c2: f32(coarse, [coarseRows, Hk, hs]),
+        fine_visible: i64(visible.map(([fv]) => fv)),
+        coarse_visible: i64(visible.map(([, cv]) => cv)),
+      });
+      const got = floatData(out.scores);
+      visible.forEach(([fv, cv], t) => {
+        const want = expected(q.subarray(t * H * hs, (t + 1) * H * hs), fine, coarse, fineRows, coarseRows, fv, cv);
+        let worst = 0;
+        for (let h = 0; h < Hk; h++) {
+          for (let r = 0; r < fineRows; r++) {
+            const x = got[(h * T + t) * fineRows + r];
+            assert.ok(Number.isFinite(x), `${form}: row ${t} score ${r} is ${x}`);
+            if (r >= fv) assert.equal(x, 0, `${form}: row ${t} key ${r} is past the visible ones`);
+            const w = want[h * fineRows + r];
+            worst = Math.max(worst, Math.abs(x - w) / Math.max(1e-6, Math.abs(w)));
+          }
+        }
+        assert.ok(worst <= 1e-4, `${form}: row ${t} (fine ${fv}, coarse ${cv}) worst relative error ${worst}`);
+      });
+      results.push(got);
+    } finally {
+      await session.release();
+    }
+  }
+  const [onePass, chunked] = results;
+  let differ = 0;
+  for (let i = 0; i < onePass.length; i++) differ = Math.max(differ, Math.abs(onePass[i] - chunked[i]));
+  assert.ok(differ <= 1e-6, `the two forms differ by ${differ}`);
 });
