@@ -16,6 +16,7 @@
 //   npm run eval:model -- [--sizes 8k,32k,128k[,1m]] [--questions 20] [--completions 20]
 //     [--model DIR] [--seed 0] [--quick] [--out docs/benchmarks/model-eval.json]
 //     [--dump-questions FILE [--dump-only]] [--repos DIR,DIR] [--cache DIR] [--bpb-rows 8]
+//     [--question-topk N]   (the sparse layers' block budget for questions; default the engine's)
 // --repos evaluates local folders instead (each one repository); --dump-questions writes
 // the contexts, questions, sites and bits-per-byte rows so training/evaluate.py can score
 // the same items (--dump-only: that alone, in seconds, without running the model):
@@ -121,10 +122,10 @@ async function main(): Promise<void> {
     const lookupStarted = performance.now();
     const asks: AskOutcome[] = [];
     // Each question twice: as the engine ships (grounded) and with the model unaided.
-    for (const q of lookups) for (const grounded of [true, false]) asks.push(await askLookup(context, q, lines, grounded));
+    for (const q of lookups) for (const grounded of [true, false]) asks.push(await askLookup(context, q, lines, { grounded, topk: options.questionTopk }));
     const lookupSeconds = seconds(lookupStarted);
     const absentStarted = performance.now();
-    for (const q of absent) for (const grounded of [true, false]) asks.push(await askAbsent(context, q, lines, grounded));
+    for (const q of absent) for (const grounded of [true, false]) asks.push(await askAbsent(context, q, lines, { grounded, topk: options.questionTopk }));
     const absentSeconds = seconds(absentStarted);
 
     const crossStarted = performance.now();
@@ -221,6 +222,7 @@ async function main(): Promise<void> {
     machine: { cpus: cpus.length, cpuModel: cpus[0]?.model, node: process.version, platform: `${os.platform()}-${os.arch()}`, loadAverage: os.loadavg() },
     seed,
     quick,
+    questionTopk: options.questionTopk,
     heldout: repos.map((r) => ({ name: r.name, lang: r.lang, version: r.version, files: r.files.length, chars: r.files.reduce((n, [, t]) => n + t.length, 0) })),
     sizes: results,
     fillIn: { ...rate(fimItems.map((i) => i.correct)), seconds: fimSeconds, items: fimItems },

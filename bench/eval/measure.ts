@@ -34,8 +34,14 @@ export interface AskOutcome {
   ms: number;
 }
 
-async function ask(context: WorkspaceContext, question: string, maxTokens: number, grounded: boolean): Promise<AskResult & { locations?: Location[] }> {
-  const stream = context.ask(question, { maxTokens, grounded });
+/** How a question is asked: held to the workspace's lines or not, and the sparse layers' block budget (AskOptions.topk; default the engine's). */
+export interface AskHow {
+  grounded: boolean;
+  topk?: number;
+}
+
+async function ask(context: WorkspaceContext, question: string, maxTokens: number, how: AskHow): Promise<AskResult & { locations?: Location[] }> {
+  const stream = context.ask(question, { maxTokens, grounded: how.grounded, topk: how.topk });
   let next = await stream.next();
   while (!next.done) next = await stream.next();
   return next.value;
@@ -43,9 +49,10 @@ async function ask(context: WorkspaceContext, question: string, maxTokens: numbe
 
 const placesFrom = (result: { locations?: unknown }) => (Array.isArray(result.locations) ? 'engine' : 'answer');
 
-export async function askLookup(context: WorkspaceContext, q: LookupQuestion, index: LineIndex, grounded: boolean): Promise<AskOutcome> {
+export async function askLookup(context: WorkspaceContext, q: LookupQuestion, index: LineIndex, how: AskHow): Promise<AskOutcome> {
+  const { grounded } = how;
   const started = performance.now();
-  const result = await ask(context, q.question, ANSWER_TOKENS[q.kind], grounded);
+  const result = await ask(context, q.question, ANSWER_TOKENS[q.kind], how);
   const locations = resolveLocations(result, index);
   const first = result.sources[0];
   return {
@@ -64,9 +71,10 @@ export async function askLookup(context: WorkspaceContext, q: LookupQuestion, in
   };
 }
 
-export async function askAbsent(context: WorkspaceContext, q: AbsentQuestion, index: LineIndex, grounded: boolean): Promise<AskOutcome> {
+export async function askAbsent(context: WorkspaceContext, q: AbsentQuestion, index: LineIndex, how: AskHow): Promise<AskOutcome> {
+  const { grounded } = how;
   const started = performance.now();
-  const result = await ask(context, q.question, ANSWER_TOKENS.absent, grounded);
+  const result = await ask(context, q.question, ANSWER_TOKENS.absent, how);
   const locations = resolveLocations(result, index);
   const noLocation = locations.length === 0;
   return {

@@ -18,6 +18,8 @@ export interface EvalOptions {
   dumpOnly: boolean;
   repos?: string[];
   cache?: string;
+  /** Blocks a question's queries select beyond the local window (AskOptions.topk); absent, the engine's default. */
+  questionTopk?: number;
 }
 
 export class OptionsError extends Error {}
@@ -52,11 +54,12 @@ export function parseOptions(argv: string[]): EvalOptions {
         repos: { type: 'string' },
         cache: { type: 'string' },
         'bpb-rows': { type: 'string' },
+        'question-topk': { type: 'string' },
       },
     }));
   } catch (err) {
     throw new OptionsError(
-      `${err instanceof Error ? err.message : String(err)} (flags: --model DIR --sizes 8k,32k,128k[,1m] --questions N --completions N --quick --out FILE --seed N --dump-questions FILE [--dump-only] --repos DIR,DIR --cache DIR --bpb-rows N)`,
+      `${err instanceof Error ? err.message : String(err)} (flags: --model DIR --sizes 8k,32k,128k[,1m] --questions N --completions N --quick --out FILE --seed N --dump-questions FILE [--dump-only] --repos DIR,DIR --cache DIR --bpb-rows N --question-topk N)`,
     );
   }
   if (values['dump-only'] && !values['dump-questions']) throw new OptionsError('--dump-only writes the question set: name its file with --dump-questions FILE');
@@ -76,5 +79,6 @@ export function parseOptions(argv: string[]): EvalOptions {
     dumpOnly: values['dump-only'] ?? false,
     repos: values.repos?.split(',').filter((d) => d !== ''),
     cache: values.cache,
+    questionTopk: values['question-topk'] !== undefined ? whole('question-topk', values['question-topk']) : undefined,
   };
 }

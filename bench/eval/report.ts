@@ -41,6 +41,8 @@ export interface EvalResult {
   machine: { cpus: number; cpuModel?: string; node: string; platform: string; loadAverage: number[] };
   seed: number;
   quick: boolean;
+  /** --question-topk: the block budget questions were asked with; absent, the engine's default. */
+  questionTopk?: number;
   heldout: { name: string; lang: string; version?: string; files: number; chars: number }[];
   sizes: SizeResult[];
   /** The model's fill-in-the-middle: the training format's FIM string, whole. */
@@ -63,7 +65,7 @@ export function markdown(result: EvalResult): string {
   const lines = [
     '# Model evaluation through the engine',
     '',
-    `\`${result.command}\` on ${result.date.slice(0, 10)}: model \`${result.model.name}\`, ${m.cpus} × ${m.cpuModel ?? 'unknown CPU'}, Node ${m.node}, load average at the end ${m.loadAverage.map((l) => l.toFixed(2)).join(' / ')}, seed ${result.seed}${result.quick ? ', --quick' : ''}.`,
+    `\`${result.command}\` on ${result.date.slice(0, 10)}: model \`${result.model.name}\`, ${m.cpus} × ${m.cpuModel ?? 'unknown CPU'}, Node ${m.node}, load average at the end ${m.loadAverage.map((l) => l.toFixed(2)).join(' / ')}, seed ${result.seed}${result.quick ? ', --quick' : ''}${result.questionTopk !== undefined ? `, questions asked with topk ${result.questionTopk}` : ''}.`,
     `Held-out code (never trained on): ${result.heldout.map((r) => `${r.name}${r.version ? `@${r.version}` : ''} (${r.files} file${r.files === 1 ? '' : 's'})`).join(', ')}.`,
     '',
     "The engine as it ships, on the CPU: `WorkspaceContext.ask` for the questions, `complete` for the completions, the model's forward for bits per byte. " +

@@ -78,6 +78,12 @@ export interface AskOptions {
    * any text (what it does unaided).
    */
   grounded?: boolean;
+  /**
+   * Blocks each query of the question and its answer selects beyond the local window in the
+   * sparse layers. Default QUESTION_TOPK_FACTOR × the model's topk (questions.ts); the model's
+   * own topk reads as the prefill does.
+   */
+  topk?: number;
 }
 
 export interface CompleteOptions {

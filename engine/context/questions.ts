@@ -11,6 +11,16 @@ import { resolveLocations } from './answer-locations.js';
 import { canonicalQuestion, candidateLines, lookupConstraint, parseLookup } from './grounded-lookup.js';
 import { settleTail, yieldToCompletions } from './tail-parking.js';
 
+/**
+ * A question's queries select this many times the blocks the prefill's do. A question and
+ * its answer are a few dozen rows, so reading more of the context costs little beside the
+ * prefill (13–21% more per question at 128K); with the trained budget the sparse layers more
+ * often left the definition's block unread (eval:model at 128K, three contexts: the first
+ * source covered the definition for 52 of 60 questions at topk 16 and 55 of 60 at 48, the
+ * same answers; docs/benchmarks/model-eval-question-topk.md).
+ */
+export const QUESTION_TOPK_FACTOR = 3;
+
 /** See WorkspaceContext.ask. */
 export async function* askStream(core: ContextCore, question: string, options: AskOptions = {}): AsyncGenerator<string, AskResult> {
   const queue: string[] = [];
@@ -49,6 +59,7 @@ export async function* askStream(core: ContextCore, question: string, options: A
           stopIds: core.format.stopIds,
           signal: options.signal,
           onSelection,
+          topk: options.topk ?? QUESTION_TOPK_FACTOR * core.model.config.sparse.topk,
           constraint: lookup && lookupConstraint(lookup, candidates, core.tokenizer, core.format.stopIds),
         });
         let next = await stream.next();

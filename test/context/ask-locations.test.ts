@@ -9,6 +9,7 @@ import path from 'node:path';
 import { SalaModel } from '../../engine/model/sala-model.js';
 import { loadTokenizer, type Tokenizer } from '../../engine/model/tokenizer.js';
 import { WorkspaceContext, type ContextFile } from '../../engine/context/workspace-context.js';
+import { QUESTION_TOPK_FACTOR } from '../../engine/context/questions.js';
 
 const MODEL = path.resolve(__dirname, '../../models/panorama-code-13m');
 const KV = path.resolve(__dirname, '../../engine/kv');
@@ -98,4 +99,22 @@ test('a lookup is answered with a workspace line holding the name; a name that i
   let next = await unaided.next();
   while (!next.done) next = await unaided.next();
   assert.equal(next.value.lookup, undefined);
+});
+
+test("a question reads more blocks than the prefill selects (QUESTION_TOPK_FACTOR), and the model's own topk reads fewer", async () => {
+  const texts = Object.fromEntries(['block-pool.ts', 'selection.ts', 'sparse-kv-cache.ts'].map((name) => [name, readFileSync(path.join(KV, name), 'utf8')]));
+  const context = new WorkspaceContext(model, tokenizer);
+  await context.update(Object.entries(texts).map(([name, text]) => file(name, text)));
+  const blocksRead = async (topk?: number) => {
+    const stream = context.ask('Where is `BlockPool` defined?', { maxTokens: 20, topk });
+    let next = await stream.next();
+    while (!next.done) next = await stream.next();
+    return { blocks: next.value.blockHits.length, answer: next.value.text };
+  };
+  const { topk } = model.config.sparse;
+  const trained = await blocksRead(topk);
+  const question = await blocksRead();
+  assert.equal(QUESTION_TOPK_FACTOR, 3);
+  assert.ok(question.blocks > trained.blocks, `blocks read: ${question.blocks} with the question's budget, ${trained.blocks} with topk ${topk}`);
+  assert.ok(question.blocks >= 2 * topk, `${question.blocks} blocks`);
 });
