@@ -18,9 +18,12 @@
 //   CPU: a random 21.2M-parameter SALA model at 8K context, fp32 (docs/benchmarks/cpu-quick.md):
 //        1,254 tok/s prefill, 23.2 ms/token decode; int4 on the CPU provider unpacks every weight
 //        per call (about 30× slower, engine/runtime/device.ts); fp16 on the CPU saves memory, not time.
-//   GPU: the MiniCPM-SALA-9B shape at 8K context on an H100 through WebGPU
-//        (docs/benchmarks/offload-webgpu.md): index (host path, fp16) 124 tok/s; decode with KV
-//        offload 327 ms/token fp32, 218 fp16, 176 int4. A smaller GPU is slower.
+//   GPU: the MiniCPM-SALA-9B shape at 8K context through CUDA, what --device auto picks on
+//        NVIDIA (docs/benchmarks/gpu.md): int4, KV on the GPU, 1,912 tok/s to index (a 2,048-token
+//        prefill, H100) and 12.97 ms/token decode (CUDA graphs, H200). fp16 and fp32 were not
+//        measured on this path: they take the ratios WebGPU measured between precisions (176 ms
+//        int4, 218 fp16, 327 fp32; docs/benchmarks/offload-webgpu.md). WebGPU runs about 10×
+//        slower than CUDA; a smaller GPU is slower.
 import { derivedSizes, expectedWeights, type SalaConfig } from '../model/config.js';
 
 export type FitDevice = 'cpu' | 'gpu';
@@ -37,12 +40,12 @@ const HOST_KV_SHARE = 0.4;
 
 const MEASURED = {
   cpu: { parameters: 21.2e6, indexTokensPerSecond: 1254, decodeMsPerToken: { fp32: 23.2, fp16: 23.2, int4: 23.2 * 30 } },
-  gpu: { parameters: 9_477_203_968, indexTokensPerSecond: 124, decodeMsPerToken: { fp32: 327.2, fp16: 218.1, int4: 175.8 } },
+  gpu: { parameters: 9_477_203_968, indexTokensPerSecond: 1912, decodeMsPerToken: { fp32: (12.97 * 327.2) / 175.8, fp16: (12.97 * 218.1) / 175.8, int4: 12.97 } },
 } as const;
 
 export const RATE_BASIS: Record<FitDevice, string> = {
   cpu: 'scaled by parameter count from a 21.2M-parameter model measured on the CPU (docs/benchmarks/cpu-quick.md)',
-  gpu: 'scaled by parameter count from the 9B shape measured on an H100 through WebGPU (docs/benchmarks/offload-webgpu.md); a smaller GPU is slower',
+  gpu: 'scaled by parameter count from the 9B shape measured through CUDA in int4 (docs/benchmarks/gpu.md; fp16 and fp32 by the ratios WebGPU measured); WebGPU is about 10× slower, a smaller GPU slower',
 };
 
 export interface FitEstimate {
