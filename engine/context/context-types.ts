@@ -80,7 +80,7 @@ export interface AskOptions {
   grounded?: boolean;
   /**
    * Blocks each query of the question and its answer selects beyond the local window in the
-   * sparse layers. Default QUESTION_TOPK_FACTOR × the model's topk (questions.ts); the model's
+   * sparse layers. Default QUESTION_TOPK or the model's topk, whichever is more (questions.ts); the model's
    * own topk reads as the prefill does.
    */
   topk?: number;

@@ -12,14 +12,16 @@ import { canonicalQuestion, candidateLines, lookupConstraint, parseLookup } from
 import { settleTail, yieldToCompletions } from './tail-parking.js';
 
 /**
- * A question's queries select this many times the blocks the prefill's do. A question and
- * its answer are a few dozen rows, so reading more of the context costs little beside the
- * prefill (13–21% more per question at 128K); with the trained budget the sparse layers more
- * often left the definition's block unread (eval:model at 128K, three contexts: the first
- * source covered the definition for 52 of 60 questions at topk 16 and 55 of 60 at 48, the
- * same answers; docs/benchmarks/model-eval-question-topk.md).
+ * Blocks a question's queries select at least (beyond the local window; the model's own topk
+ * where that is more). A question and its answer are a few dozen rows, so reading more of the
+ * context costs little beside the prefill (13–21% more per question at 128K for the default
+ * model); with its trained 16 the sparse layers more often left the definition's block unread
+ * (eval:model at 128K, three contexts: the first source covered the definition for 52 of 60
+ * questions at topk 16 and 55 of 60 at 48, the same answers;
+ * docs/benchmarks/model-eval-question-topk.md). A model trained with more (the 9B: 64) keeps
+ * its own: that was not measured, and on a GPU every extra block is a gather.
  */
-export const QUESTION_TOPK_FACTOR = 3;
+export const QUESTION_TOPK = 48;
 
 /** See WorkspaceContext.ask. */
 export async function* askStream(core: ContextCore, question: string, options: AskOptions = {}): AsyncGenerator<string, AskResult> {
@@ -59,7 +61,7 @@ export async function* askStream(core: ContextCore, question: string, options: A
           stopIds: core.format.stopIds,
           signal: options.signal,
           onSelection,
-          topk: options.topk ?? QUESTION_TOPK_FACTOR * core.model.config.sparse.topk,
+          topk: options.topk ?? Math.max(QUESTION_TOPK, core.model.config.sparse.topk),
           constraint: lookup && lookupConstraint(lookup, candidates, core.tokenizer, core.format.stopIds),
         });
         let next = await stream.next();
