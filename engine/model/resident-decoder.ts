@@ -33,7 +33,7 @@ export interface ResidentOptions {
   maxTokens: number;
   /** prefill(): device memory for one attention call's scores; more rows split into several calls (default 512 MiB). */
   attentionBytes?: number;
-  /** prefill(), sparse: device memory for a chunk's stage-1 selection scores; longer contexts get shorter chunks (default 2 GiB). */
+  /** prefill(), sparse: device memory for a chunk's stage-1 selection scores; longer contexts get shorter chunks (default SELECTION_SCORE_BYTES, 2.25 GiB). */
   selectionBytes?: number;
   /** prefill(), sparse: a row group attends over the union of its blocks, each row over its own, or whichever is cheaper (default 'auto'). */
   rowAttention?: RowAttention;
@@ -81,9 +81,10 @@ const CUDA_PREFILL_CHUNK = 2048;
 /**
  * Device memory for a prefill chunk's stage-1 selection scores ([heads, rows, fine compressed
  * keys] fp32; the graph holds a few tensors of that size at once): the 9B shape keeps 2,048-row
- * chunks to 128K tokens and takes 256 at 1M, where 2,048 rows would need 16 GiB per tensor.
+ * chunks a little past 128K tokens (2,048 rows after 128K, as measured in docs/benchmarks/gpu.md,
+ * take 2.03 GiB) and takes about 290 at 1M, where 2,048 rows would need 16 GiB per tensor.
  */
-const SELECTION_SCORE_BYTES = 2 * 2 ** 30;
+export const SELECTION_SCORE_BYTES = 2.25 * 2 ** 30;
 
 export class ResidentDecoder {
   private readonly counters: ResidentCounters = { steps: 0, prefilledTokens: 0, prefillAttendCalls: 0, blockBytes: 0, otherBytes: 0, selectionsOnDevice: 0, sparseGraphRuns: 0 };

@@ -152,9 +152,9 @@ export function blockSelection(
 /**
  * Stage 1 of T queries q [T, H, hs] over compressed keys [N, Hk, hs] (the live rows), as
  * block scores before pooling [Hk, T, N1]: the coarse log-sum-exp, fine probabilities summed
- * over each GQA group, 0 where a query may not see the key. The log-sum-exp is 'chunked'
- * (chunkedLogSumExp) on the device, where one reduction over 16K coarse keys per query ran
- * serially; the host's one pass costs less there.
+ * over each GQA group, 0 where a query may not see the key. The device graphs take the
+ * log-sum-exp 'chunked' (chunkedLogSumExp): a long reduction is the shape CUDA ran serially in
+ * the decode step (its effect here is not yet measured on a GPU). The host keeps the one pass.
  */
 export function stageOneRows(
   g: GraphBuilder,

@@ -6,6 +6,9 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { derivedSizes, loadConfig, type DerivedSizes, type SalaConfig } from '../../engine/model/config.js';
 import { ModelInputError as PlanInputError, forwardPlan, selectionRows, type ForwardPlan, type PlanOptions } from '../../engine/model/forward-plan.js';
+import { SELECTION_SCORE_BYTES } from '../../engine/model/resident-decoder.js';
+import { parseConfig } from '../../engine/model/config.js';
+import { SALA_9B_SHAPE } from '../../bench/random-model.js';
 import { ModelInputError, SalaModel, type SelectionRecord } from '../../engine/model/sala-model.js';
 import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
 import { maxAbsDiff, tokens as randomTokens } from '../helpers/logits.js';
@@ -208,6 +211,13 @@ test("a selection budget shortens a sparse call's chunks to what the whole call'
     plan(0, 300, { chunkSize: 512, selectionBytes: 1 }).chunks.map((c) => c.ids.length),
     [300],
   );
+});
+
+test("the device prefill's default selection budget keeps the measured 2,048-token chunks after 128K and bounds them at 1M (the 9B shape)", () => {
+  const nineB = parseConfig(SALA_9B_SHAPE, 'MiniCPM-SALA-9B shape');
+  assert.ok(selectionRows(nineB, 131072 + 2048, SELECTION_SCORE_BYTES) >= 2048);
+  const atOneM = selectionRows(nineB, 1048576 + 2048, SELECTION_SCORE_BYTES);
+  assert.ok(atOneM >= 256 && atOneM < 512, `${atOneM} rows at 1M`);
 });
 
 test("a call may select more blocks than the config (topk), the prefill's budget otherwise; a bad one is refused", () => {
