@@ -22,8 +22,9 @@
 //        NVIDIA (docs/benchmarks/gpu.md): int4, KV on the GPU, 1,912 tok/s to index (a 2,048-token
 //        prefill, H100) and 12.97 ms/token decode (CUDA graphs, H200). fp16 and fp32 were not
 //        measured on this path: they take the ratios WebGPU measured between precisions (176 ms
-//        int4, 218 fp16, 327 fp32; docs/benchmarks/offload-webgpu.md). WebGPU runs about 10×
-//        slower than CUDA; a smaller GPU is slower.
+//        int4, 218 fp16, 327 fp32; docs/benchmarks/offload-webgpu.md). WebGPU decoded the 9B
+//        9× slower than CUDA (144.5 against 16.5 ms at 128K, separate runs; docs/benchmarks/gpu.md); a smaller
+//        GPU is slower.
 import { derivedSizes, expectedWeights, type SalaConfig } from '../model/config.js';
 
 export type FitDevice = 'cpu' | 'gpu';
@@ -45,7 +46,7 @@ const MEASURED = {
 
 export const RATE_BASIS: Record<FitDevice, string> = {
   cpu: 'scaled by parameter count from a 21.2M-parameter model measured on the CPU (docs/benchmarks/cpu-quick.md)',
-  gpu: 'scaled by parameter count from the 9B shape measured through CUDA in int4 (docs/benchmarks/gpu.md; fp16 and fp32 by the ratios WebGPU measured); WebGPU is about 10× slower, a smaller GPU slower',
+  gpu: 'scaled by parameter count from the 9B shape measured through CUDA in int4 (docs/benchmarks/gpu.md; fp16 and fp32 by the ratios WebGPU measured); WebGPU decoded it 9× slower, and a smaller GPU is slower',
 };
 
 export interface FitEstimate {
