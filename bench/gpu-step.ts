@@ -63,7 +63,10 @@ interface StepRow {
   precision: Precision;
   context: number;
   prefillTokens?: number;
+  /** The first prefill call after the decoder was made (the figure every earlier report gives). */
   prefillTokensPerSecond?: number;
+  /** With --prefill-calls N > 1: the later calls, each of prefillTokens more, one after another (an index's steady state). */
+  prefillWarmTokensPerSecond?: number;
   prefillFloorTokensPerSecond?: number;
   decodeMsPerToken?: number;
   decodeFloorMs?: number;
@@ -73,6 +76,8 @@ interface StepRow {
   profile?: Record<string, { runsPerToken: number; msPerToken: number }>;
   /** The same for the whole prefill (runs and ms of the prefill, not per token). */
   prefillProfile?: Record<string, { runsPerToken: number; msPerToken: number }>;
+  /** The same for the later prefill calls together (--prefill-calls). */
+  prefillWarmProfile?: Record<string, { runsPerToken: number; msPerToken: number }>;
   /** How far above its floor: measured ÷ floor (decode), floor ÷ measured (prefill). */
   decodeOverFloor?: number;
   prefillUnderFloor?: number;
@@ -214,6 +219,8 @@ interface RunOptions {
   steps: number;
   warmup: number;
   prefillTokens: number;
+  /** Prefill calls of prefillTokens each, one after another: the first is timed alone, the rest together. */
+  prefillCalls: number;
   deadline: number;
 }
 
@@ -236,7 +243,8 @@ async function runModel(
   const prefillFloor = (floors.matmulTflops * 1e12) / (2 * spec.parameters);
   try {
     const maxContext = Math.max(...options.contexts);
-    const sequence = model.newSequence(maxContext + options.prefillTokens + options.warmup + options.steps + 8);
+    const prefillTotal = options.prefillTokens * options.prefillCalls;
+    const sequence = model.newSequence(maxContext + prefillTotal + options.warmup + options.steps + 8);
     await model.forward(sequence, spec.tile);
     const tiled = sequence.checkpoint();
     const tileLength = spec.tile.length;
@@ -270,7 +278,8 @@ async function runModel(
       tileSequence(sequence, tileLength, context);
       const contextTokens = sequence.length;
       const checkpoint = sequence.checkpoint();
-      const ids = Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + i) % tileLength]);
+      const callIds = (call: number) => Array.from({ length: options.prefillTokens }, (_, i) => spec.tile[(context + call * options.prefillTokens + i) % tileLength]);
+      const ids = callIds(0);
       const resident =
         placement === 'host'
           ? undefined
@@ -280,7 +289,7 @@ async function runModel(
               prefillSelection: rowAttention.endsWith('@host') ? 'host' : 'device',
               sparseStep,
               attentionBytes,
-              maxTokens: context + ids.length + options.warmup + options.steps + 1,
+              maxTokens: context + prefillTotal + options.warmup + options.steps + 1,
             });
       GraphSession.profile?.clear();
       let started = performance.now();
@@ -288,6 +297,17 @@ async function runModel(
       const prefillMs = performance.now() - started;
       const prefillTokensPerSecond = ids.length / (prefillMs / 1000);
       const prefillProfile = foldedProfile(1);
+      // Later calls find the sessions run once and their memory held, as an index's chunks after the first do.
+      let warmMs = 0;
+      GraphSession.profile?.clear();
+      for (let call = 1; call < options.prefillCalls; call++) {
+        const more = callIds(call);
+        started = performance.now();
+        logits = resident ? await resident.prefill(more, { chunkSize }) : await model.forward(sequence, more, { chunkSize });
+        warmMs += performance.now() - started;
+      }
+      const prefillWarmTokensPerSecond = options.prefillCalls > 1 ? ((options.prefillCalls - 1) * options.prefillTokens) / (warmMs / 1000) : undefined;
+      const prefillWarmProfile = options.prefillCalls > 1 ? foldedProfile(1) : undefined;
       // Untimed steps first: CUDA graphs are captured on a decoder's first steps.
       for (let step = 0; step < options.warmup; step++) logits = resident ? await resident.step(argmax(logits)) : await model.forward(sequence, [argmax(logits)]);
       GraphSession.profile?.clear();
@@ -314,6 +334,8 @@ async function runModel(
         prefillProfile,
         prefillTokens: ids.length,
         prefillTokensPerSecond,
+        prefillWarmTokensPerSecond,
+        prefillWarmProfile,
         decodeMsPerToken,
         decodeOverFloor: decodeMsPerToken / decodeFloorMs,
         prefillUnderFloor: prefillFloor / prefillTokensPerSecond,
@@ -325,6 +347,8 @@ async function runModel(
       );
       if (profile) log(`      decode step: ${profileLine(profile)}`);
       if (prefillProfile) log(`      prefill (${prefillMs.toFixed(0)} ms): ${profileLine(prefillProfile)}`);
+      if (prefillWarmTokensPerSecond !== undefined) log(`      later prefill calls: ${prefillWarmTokensPerSecond.toFixed(0)} tok/s (${warmMs.toFixed(0)} ms)`);
+      if (prefillWarmProfile) log(`      later prefill calls (${warmMs.toFixed(0)} ms): ${profileLine(prefillWarmProfile)}`);
     }
   } finally {
     setBlockUpload(undefined);
@@ -375,18 +399,21 @@ function prefillForm(r: Pick<StepRow, 'rowAttention' | 'chunkSize' | 'attentionB
 function markdown(floors: Record<string, Floors>, rows: StepRow[]): string {
   const lines = ['| device | weights read GB/s | fp16 TFLOP/s | host → device GB/s |', '|---|---:|---:|---:|'];
   for (const [device, f] of Object.entries(floors)) lines.push(`| ${device} | ${f.readGBps.toFixed(0)} | ${f.matmulTflops.toFixed(1)} | ${f.h2dGBps.toFixed(1)} |`);
+  // Later prefill calls get their own column only in runs that made them.
+  const warm = rows.some((r) => r.prefillWarmTokensPerSecond !== undefined);
   lines.push(
     '',
-    '| model | device | precision | KV | rows attend | context | prefill tok/s | floor | decode ms/token | floor ms | × floor | bus MiB/token |',
-    '|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    `| model | device | precision | KV | rows attend | context | prefill tok/s |${warm ? ' later calls tok/s |' : ''} floor | decode ms/token | floor ms | × floor | bus MiB/token |`,
+    `|---|---|---|---|---|---:|---:|${warm ? '---:|' : ''}---:|---:|---:|---:|---:|`,
   );
   for (const r of rows) {
     const device = r.cudaRuns ? `${r.device} (${r.cudaRuns})` : r.device;
     const kv = `${r.placement ?? ''}${STEP_LABEL[r.sparseStep ?? 'captured']}${r.stageOne === 'transposed' ? ' (stage 1 over transposed keys)' : ''}${UPLOAD_LABEL[r.blockUpload ?? 'direct']} | ${r.placement === 'host' ? '' : prefillForm(r)}`;
-    if (r.skipped) lines.push(`| ${r.model} | ${device} | ${r.precision} | ${kv} | ${r.context} | ${r.skipped} | | | | | |`);
+    const later = warm ? ` ${r.prefillWarmTokensPerSecond?.toFixed(0) ?? ''} |` : '';
+    if (r.skipped) lines.push(`| ${r.model} | ${device} | ${r.precision} | ${kv} | ${r.context} | ${r.skipped} |${warm ? ' |' : ''} | | | | |`);
     else
       lines.push(
-        `| ${r.model} | ${device} | ${r.precision} | ${kv} | ${r.context} | ${r.prefillTokensPerSecond!.toFixed(0)} | ${r.prefillFloorTokensPerSecond!.toFixed(0)} | ${r.decodeMsPerToken!.toFixed(2)} | ${r.decodeFloorMs!.toFixed(3)} | ${r.decodeOverFloor!.toFixed(0)}× | ${(r.busBytesPerToken! / 2 ** 20).toFixed(1)} |`,
+        `| ${r.model} | ${device} | ${r.precision} | ${kv} | ${r.context} | ${r.prefillTokensPerSecond!.toFixed(0)} |${later} ${r.prefillFloorTokensPerSecond!.toFixed(0)} | ${r.decodeMsPerToken!.toFixed(2)} | ${r.decodeFloorMs!.toFixed(3)} | ${r.decodeOverFloor!.toFixed(0)}× | ${(r.busBytesPerToken! / 2 ** 20).toFixed(1)} |`,
       );
   }
   lines.push('', ...tokenAgreement(rows));
@@ -429,6 +456,8 @@ async function main(): Promise<void> {
       // Captured device rows: 'keys-major' (the default) and/or 'transposed' (the selection's stage 1 as first written).
       'stage-one': { type: 'string', default: 'keys-major' },
       prefill: { type: 'string', default: '512' },
+      // Prefill calls of --prefill tokens each: the first after the decoder was made, timed alone; the rest together.
+      'prefill-calls': { type: 'string', default: '1' },
       // 'default': the executor's own (the forward plan's 512; 2,048 through the resident decoder on CUDA).
       chunks: { type: 'string', default: 'default' },
       tile: { type: 'string', default: '2048' },
@@ -464,6 +493,8 @@ async function main(): Promise<void> {
   for (const size of chunkSizes) {
     if (size !== undefined && (!Number.isInteger(size) || size < 1)) throw new Error(`--chunks takes 'default' and whole numbers of tokens ≥ 1, got ${values.chunks}`);
   }
+  const prefillCalls = Number(values['prefill-calls']);
+  if (!Number.isInteger(prefillCalls) || prefillCalls < 1) throw new Error(`--prefill-calls takes a whole number ≥ 1, got ${values['prefill-calls']}`);
   const attentionBytes = values['attention-mib'] === undefined ? [undefined] : values['attention-mib'].split(',').map((mib) => Number(mib) * 2 ** 20);
   for (const bytes of attentionBytes) {
     if (bytes !== undefined && !(bytes > 0)) throw new Error(`--attention-mib takes MiB above 0, got ${values['attention-mib']}`);
@@ -480,6 +511,7 @@ async function main(): Promise<void> {
     warmup: Number(values.warmup),
     steps: Number(values.steps),
     prefillTokens: Number(values.prefill),
+    prefillCalls: Number(values['prefill-calls']),
     deadline: performance.now() + Number(values['budget-s']) * 1000,
   };
   const log = (line: string) => process.stderr.write(line + '\n');

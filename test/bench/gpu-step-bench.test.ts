@@ -14,7 +14,7 @@ import { SALA_9B_SHAPE } from '../../bench/random-model.js';
 const run = promisify(execFile);
 const root = path.resolve(__dirname, '../..');
 
-test('bench:gpu-step writes decode, prefill and floor figures for each context and precision', async () => {
+test('bench:gpu-step writes decode, prefill (first call and later calls) and floor figures for each context and precision', async () => {
   const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'gpu-step-')), 'gpu-step.json');
   const args = [
     '--import',
@@ -32,6 +32,8 @@ test('bench:gpu-step writes decode, prefill and floor figures for each context a
     '2',
     '--prefill',
     '32',
+    '--prefill-calls',
+    '3',
     '--tile',
     '512',
     '--out',
@@ -49,12 +51,12 @@ test('bench:gpu-step writes decode, prefill and floor figures for each context a
   );
   for (const row of report.rows) {
     assert.equal(row.skipped, undefined);
-    assert.ok(row.decodeMsPerToken > 0 && row.prefillTokensPerSecond > 0, JSON.stringify(row));
+    assert.ok(row.decodeMsPerToken > 0 && row.prefillTokensPerSecond > 0 && row.prefillWarmTokensPerSecond > 0, JSON.stringify(row));
     assert.ok(Math.abs(row.decodeOverFloor - row.decodeMsPerToken / row.decodeFloorMs) < 1e-9);
   }
   const [fp32, int4] = ['fp32', 'int4'].map((p) => report.rows.find((r: { precision: string }) => r.precision === p));
   assert.ok(int4.decodeFloorMs < fp32.decodeFloorMs / 4, 'int4 weights are under a quarter of fp32 bytes');
-  assert.ok(existsSync(out.replace(/\.json$/, '.md')));
+  assert.match(readFileSync(out.replace(/\.json$/, '.md'), 'utf8'), /\| prefill tok\/s \| later calls tok\/s \|/);
   assert.ok(existsSync(out.replace(/\.json$/, '-panorama-code-13m.svg')));
 });
 
