@@ -12,7 +12,7 @@ import { derivedSizes, type SalaConfig } from './config.js';
 import { linear, matrixInput, rmsNorm } from './graph-parts.js';
 import { buildLightning } from './lightning-graph.js';
 import { buildSparseSelect } from './sparse-select-graph.js';
-import { buildSparseAttend, buildSparseAttendResident, buildSparseProject, buildSparseSelectAttendResident } from './sparse-attend-graphs.js';
+import { buildSparseAttend, buildSparseAttendResident, buildSparseAttendStore, buildSparseProject, buildSparseSelectAttendResident } from './sparse-attend-graphs.js';
 import { buildSparseAttendRows, buildSparseFinish, type RowAttendForm } from './row-attend-graphs.js';
 
 export interface GraphSet {
@@ -63,6 +63,8 @@ export interface ResidentGraphSet {
   /** The same with the widest head's union of selected blocks (union_width), for a prefill chunk's selection left on the device. */
   sparseSelectUnion: Uint8Array;
   sparseAttend: Uint8Array;
+  /** A dense step over every past block, read in place from the device store. */
+  sparseAttendStore: Uint8Array;
   /** Both of them in one graph, for KV all on the device. */
   sparseSelectAttend: Uint8Array;
   /** Chunked prefill: attention for a range of a chunk's rows, in each form (row-attend-graphs.ts), and the head on its last row. */
@@ -81,6 +83,7 @@ export function buildResidentGraphs(cfg: SalaConfig, precision: Precision = 'fp3
     sparseSelectUnion: buildSparseSelect(cfg, true, true),
     sparseSelectStep: buildSparseSelect(cfg, true, false, true),
     sparseAttend: buildSparseAttendResident(cfg, precision),
+    sparseAttendStore: buildSparseAttendStore(cfg, precision),
     sparseSelectAttend: buildSparseSelectAttendResident(cfg, precision),
     sparseAttendRows: {
       union: buildSparseAttendRows(cfg, 'union'),

@@ -61,6 +61,8 @@ export interface ResidentStats {
   selectionsOnDevice: number;
   /** Of those, the runs replayed as CUDA graphs (captured-sparse.ts; on the CPU provider, the same buffers uncaptured). */
   sparseGraphRuns: number;
+  /** Sparse-layer steps of dense attention that read the device store in place (no gather; see resident-step.ts). */
+  denseStoreSteps: number;
 }
 
 /**
@@ -87,7 +89,16 @@ const CUDA_PREFILL_CHUNK = 2048;
 export const SELECTION_SCORE_BYTES = 2.25 * 2 ** 30;
 
 export class ResidentDecoder {
-  private readonly counters: ResidentCounters = { steps: 0, prefilledTokens: 0, prefillAttendCalls: 0, blockBytes: 0, otherBytes: 0, selectionsOnDevice: 0, sparseGraphRuns: 0 };
+  private readonly counters: ResidentCounters = {
+    steps: 0,
+    prefilledTokens: 0,
+    prefillAttendCalls: 0,
+    blockBytes: 0,
+    otherBytes: 0,
+    selectionsOnDevice: 0,
+    sparseGraphRuns: 0,
+    denseStoreSteps: 0,
+  };
   private readonly lightningStates = new Map<number, ort.Tensor>();
   private readonly kv: ResidentKv;
   private readonly chunks: ResidentPrefill;
@@ -300,8 +311,8 @@ export class ResidentDecoder {
   }
 
   snapshot(): ResidentStats {
-    const { steps, prefilledTokens, prefillAttendCalls, blockBytes, otherBytes, selectionsOnDevice, sparseGraphRuns } = this.counters;
-    return { steps, prefilledTokens, prefillAttendCalls, ...this.kv.usage(), blockBytes, otherBytes, selectionsOnDevice, sparseGraphRuns };
+    const { steps, prefilledTokens, prefillAttendCalls, blockBytes, otherBytes, selectionsOnDevice, sparseGraphRuns, denseStoreSteps } = this.counters;
+    return { steps, prefilledTokens, prefillAttendCalls, ...this.kv.usage(), blockBytes, otherBytes, selectionsOnDevice, sparseGraphRuns, denseStoreSteps };
   }
 
   /**

@@ -58,6 +58,7 @@ export interface ResidentCounters {
   otherBytes: number;
   selectionsOnDevice: number;
   sparseGraphRuns: number;
+  denseStoreSteps: number;
 }
 
 /** What a decoder's sparse-layer runners share: the model's parts and sessions, the device KV, the sequence, the counters. */

@@ -44,6 +44,8 @@ export interface ResidentSessions {
   /** The same for one decode query (sparse_select_step). */
   selectStep: GraphSession;
   attend: GraphSession;
+  /** A dense step over the device store in place (every block resident), no gather. */
+  attendStore: GraphSession;
   /** select + attend in one run, for KV all on the device (selectsOnDevice). */
   selectAttend: GraphSession;
   /** The same selection with its output left on the device (a chunk's rows then attend in a 'selected-…' form), and the widest head's union width. */
@@ -104,6 +106,7 @@ export async function residentSessions(config: SalaConfig, device: ResolvedDevic
     select: await make('sparse_select_resident', resident.sparseSelect, { selected: 'cpu' }),
     selectStep: await make('sparse_select_step', resident.sparseSelectStep, { selected: 'cpu' }),
     attend: await make('sparse_attend_resident', resident.sparseAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
+    attendStore: await make('sparse_attend_store', resident.sparseAttendStore, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
     selectAttend: await make('sparse_select_attend_resident', resident.sparseSelectAttend, { x_out: onDevice, tail_keys_out: onDevice, tail_values_out: onDevice }),
     selectOnDevice: await make('sparse_select_on_device', resident.sparseSelectUnion, { selected: onDevice, union_width: 'cpu' }),
     attendRows: {

@@ -78,6 +78,17 @@ export class ResidentStep extends SparseLayerRunner {
     }
     if (plan.selection && this.selectsOnDevice) return this.selectAndAttend(state, x, projected, plan.selection, plan.blocks, position);
 
+    // Dense, every block resident and most slots in use: the store read in place beats a gather
+    // (which reads, writes and reads again the blocks it copies) where ≥ a third of its slots hold past blocks.
+    if (!plan.selection && !state.pool && 3 * queryBlock >= state.poolSlots) {
+      this.counters.denseStoreSteps++;
+      this.counters.otherBytes += 8;
+      return this.attend(this.sessions.attendStore, state, x, projected, position, {
+        block_alive: await this.kv.blockMask('alive', plan.blocks),
+        past_blocks: i64([queryBlock]),
+      });
+    }
+
     let blocks: number[][];
     if (!plan.selection) {
       const past = Array.from({ length: queryBlock }, (_, b) => b);

@@ -176,6 +176,55 @@ export function buildSparseSelectAttendResident(cfg: SalaConfig, precision: Prec
 }
 
 /**
+ * A dense decode step over every past block in place (every block resident at slot = block
+ * id): the store is read as it lies, [Hk, P·blockSize, hs], by one product per KV head, with
+ * no gather; slots from past_blocks on (the tail's and any not yet written) and tombstoned
+ * keys (block_alive [NB, blockSize]) are masked. The tail takes this token's row as in
+ * buildSparseAttendResident, and its softmax is joined to the store's by their maxima.
+ * It reads all P slots, so it pays only where most of them are in use (resident-step.ts).
+ */
+export function buildSparseAttendStore(cfg: SalaConfig, precision: Precision): Uint8Array {
+  const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
+  const d = cfg.hiddenSize;
+  const g = new GraphBuilder('sparse_attend_store');
+  const x = g.input('x', 'float', [1, d]);
+  const q = g.input('q', 'float', [1, H, hs]);
+  const kNew = g.input('k', 'float', [1, Hk, hs]);
+  const vNew = g.input('v', 'float', [1, Hk, hs]);
+  const poolKeys = g.input('pool_keys', 'float', [Hk, 'P', blockSize, hs]);
+  const poolValues = g.input('pool_values', 'float', [Hk, 'P', blockSize, hs]);
+  const tailKeys = g.input('tail_keys', 'float', [Hk, blockSize, hs]);
+  const tailValues = g.input('tail_values', 'float', [Hk, blockSize, hs]);
+  const tailRow = g.input('tail_row', 'int64', [Hk, 2]);
+  const tailAlive = g.input('tail_alive', 'bool', [Hk, blockSize]);
+  const blockAlive = g.input('block_alive', 'bool', ['NB', blockSize]);
+  const pastBlocks = g.input('past_blocks', 'int64', [1]);
+  const newTailKeys = g.op('ScatterND', [tailKeys, tailRow, g.reshape(kNew, [Hk, hs])]);
+  const newTailValues = g.op('ScatterND', [tailValues, tailRow, g.reshape(vNew, [Hk, hs])]);
+
+  const groupedQ = g.mul(g.reshape(q, [Hk, G, hs]), g.float(1 / Math.sqrt(hs))); // [Hk, G, hs], scaled
+  // Keys × queries, not queries × transposed keys: the product reads the store once and only the [Hk, P·B, G] scores are transposed.
+  const storeScores = g.transpose(g.matmul(g.reshape(poolKeys, [Hk, -1, hs]), g.transpose(groupedQ, [0, 2, 1])), [0, 2, 1]); // [Hk, G, P·B]
+  const pastAlive = g.reshape(g.op('Slice', [blockAlive, g.int64s([0]), pastBlocks, g.int64s([0])]), [-1]); // [past·B]
+  const unwritten = g.mul(g.sub(g.dim(poolKeys, 1), pastBlocks), g.int64(blockSize)); // [1]
+  const storeBias = g.op('Pad', [g.where(pastAlive, g.float(0), g.float(-Infinity)), g.concat([g.int64s([0]), unwritten], 0), g.float(-Infinity)]); // [P·B]
+  const store = g.add(storeScores, storeBias);
+  const tail = g.add(g.matmul(groupedQ, g.transpose(newTailKeys, [0, 2, 1])), g.unsqueeze(g.where(tailAlive, g.float(0), g.float(-Infinity)), [1])); // [Hk, G, B]
+  // softmax over [store, tail] without joining them: the token's own key is live, so the maximum is finite.
+  const max = g.op('Max', [g.reduceMax(store, [-1]), g.reduceMax(tail, [-1])]); // [Hk, G, 1]
+  const storeWeights = g.exp(g.sub(store, max));
+  const tailWeights = g.exp(g.sub(tail, max));
+  const total = g.add(g.reduceSum(storeWeights, [-1]), g.reduceSum(tailWeights, [-1]));
+  const attended = g.add(g.matmul(storeWeights, g.reshape(poolValues, [Hk, -1, hs])), g.matmul(tailWeights, newTailValues)); // [Hk, G, hs]
+  const o = g.reshape(g.div(attended, total), [1, H * hs]);
+  const gate = cfg.attnUseOutputGate ? g.input('gate', 'float', [1, H * hs]) : undefined;
+  g.output(attentionOutput(g, cfg, precision, x, o, gate), 'x_out', 'float', [1, d]);
+  g.output(newTailKeys, 'tail_keys_out', 'float', [Hk, blockSize, hs]);
+  g.output(newTailValues, 'tail_values_out', 'float', [Hk, blockSize, hs]);
+  return g.toModel();
+}
+
+/**
  * Fixed shapes for residentAttention (a CUDA graph replays fixed launches): pool slots P,
  * the slots' width U, and the token's row in the tail [1] and the tail's live keys [Hk,
  * blockSize], computed in the graph instead of fed. Written with Gather and Where instead

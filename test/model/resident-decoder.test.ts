@@ -24,11 +24,12 @@ function load(name: string) {
   return readNpy(path.join(FIXTURE, `${name}.npy`));
 }
 
-async function decodeResident(name: 'short' | 'long' | 'cross', options: Omit<ResidentOptions, 'maxTokens'>) {
+/** Greedy steps through a resident decoder after the scenario's prompt; `room` × the tokens of the run are its capacity. */
+async function decodeResident(name: 'short' | 'long' | 'cross', options: Omit<ResidentOptions, 'maxTokens'>, room = 1) {
   const prompt = Array.from(load(`${name}_prompt_ids`).data);
   const sequence = model.newSequence();
   const last = await model.forward(sequence, prompt);
-  const decoder = await model.residentDecoder(sequence, { ...options, maxTokens: prompt.length + 16 });
+  const decoder = await model.residentDecoder(sequence, { ...options, maxTokens: room * (prompt.length + 16) });
   return { ...(await greedySteps(decoder, last)), sequence };
 }
 
@@ -42,6 +43,8 @@ for (const name of ['short', 'long', 'cross'] as const) {
       t.diagnostic(`max |Δlogit| ${diff.toExponential(2)}; hits ${result.stats.hits}, misses ${result.stats.misses}, block bytes up ${result.stats.blockBytes}`);
       assert.ok(diff <= LOGIT_TOLERANCE, `max |Δlogit| ${diff}`);
       if (placement === 'device') assert.equal(result.stats.blockBytes, 0, 'nothing but the new rows moves when every block is resident');
+      // Below dense_len, every block resident in a decoder sized to the run: the store is read in place, against the reference.
+      assert.equal(result.stats.denseStoreSteps > 0, placement === 'device' && name !== 'long', `${result.stats.denseStoreSteps} dense steps over the store`);
       // Past dense_len (the long prompts), every block resident: each sparse layer's selection feeds its attention on the device.
       const selecting = name !== 'short' && placement === 'device';
       assert.equal(result.stats.selectionsOnDevice > 0, selecting, `${result.stats.selectionsOnDevice} selections on the device`);
@@ -66,6 +69,12 @@ test('dense attention on the resident path equals the sparse selection where den
   const longDense = await decodeResident('long', { placement: 'device', attention: 'dense' });
   const longSparse = await decodeResident('long', { placement: 'device' });
   assert.ok(maxAbsDiff(longDense.logits, longSparse.logits) > 1e-4, 'the long prompt selects a strict subset of blocks');
+  // Sized to the run the dense steps read the store in place; with room for 4× more they gather the past blocks: the same logits.
+  assert.equal(longDense.stats.denseStoreSteps, longDense.stats.steps * 2, 'both sparse layers, every step');
+  const roomy = await decodeResident('long', { placement: 'device', attention: 'dense' }, 4);
+  assert.equal(roomy.stats.denseStoreSteps, 0);
+  assert.deepEqual(roomy.ids, longDense.ids);
+  assert.ok(maxAbsDiff(roomy.logits, longDense.logits) <= LOGIT_TOLERANCE, `${maxAbsDiff(roomy.logits, longDense.logits)}`);
   await assert.rejects(model.residentDecoder(model.newSequence(), { placement: 'offload', attention: 'dense', maxTokens: 64 }), /placement "device"/);
 });
 
