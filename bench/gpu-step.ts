@@ -194,6 +194,16 @@ export function hostExecutorBusBytes(config: SalaConfig, context: number): numbe
   return sizes.lightningLayers.length * 2 * state + sizes.sparseLayers.length * (gathered + compressed) + config.vocabSize * 4;
 }
 
+/**
+ * Under node --cpu-prof: a closure that logs the monotonic µs from now to when it is called,
+ * the clock the profile's samples are stamped with, so its samples can be cut to that window.
+ */
+function cpuProfileWindow(): ((what: string, log: (line: string) => void) => void) | undefined {
+  if (!process.execArgv.some((arg) => arg.startsWith('--cpu-prof'))) return undefined;
+  const from = process.hrtime.bigint() / 1000n;
+  return (what, log) => log(`      cpu profile window, ${what}: ${from}–${process.hrtime.bigint() / 1000n} µs`);
+}
+
 function foldedProfile(steps: number): Record<string, { runsPerToken: number; msPerToken: number }> | undefined {
   if (!GraphSession.profile) return undefined;
   const out: Record<string, { runsPerToken: number; msPerToken: number }> = {};
@@ -293,8 +303,10 @@ async function runModel(
             });
       GraphSession.profile?.clear();
       let started = performance.now();
+      const window = cpuProfileWindow();
       let logits = resident ? await resident.prefill(ids, { chunkSize }) : await model.forward(sequence, ids, { chunkSize });
       const prefillMs = performance.now() - started;
+      window?.('first prefill call', log);
       const prefillTokensPerSecond = ids.length / (prefillMs / 1000);
       const prefillProfile = foldedProfile(1);
       // Later calls find the sessions run once and their memory held, as an index's chunks after the first do.
@@ -303,8 +315,10 @@ async function runModel(
       for (let call = 1; call < options.prefillCalls; call++) {
         const more = callIds(call);
         started = performance.now();
+        const callWindow = cpuProfileWindow();
         logits = resident ? await resident.prefill(more, { chunkSize }) : await model.forward(sequence, more, { chunkSize });
         warmMs += performance.now() - started;
+        callWindow?.(`prefill call ${call + 1}`, log);
       }
       const prefillWarmTokensPerSecond = options.prefillCalls > 1 ? ((options.prefillCalls - 1) * options.prefillTokens) / (warmMs / 1000) : undefined;
       const prefillWarmProfile = options.prefillCalls > 1 ? foldedProfile(1) : undefined;
