@@ -42,13 +42,17 @@ class CompressedKeys {
     return this.data.subarray(0, this.count * this.rowSize);
   }
 
+  /** Room for `entries` entries without regrowing (a cache reserved for its tokens). */
+  reserve(entries: number): void {
+    if (entries * this.rowSize <= this.data.length) return;
+    const grown = new Float32Array(entries * this.rowSize);
+    grown.set(this.view());
+    this.data = grown;
+  }
+
   extendTo(target: number, readKey: (position: number, out: Float64Array) => void): void {
     if (target <= this.count) return;
-    if (target * this.rowSize > this.data.length) {
-      const grown = new Float32Array(Math.max(target, this.count * 2, 64) * this.rowSize);
-      grown.set(this.view());
-      this.data = grown;
-    }
+    if (target * this.rowSize > this.data.length) this.reserve(Math.max(target, this.count * 2, 64));
     const sum = new Float64Array(this.rowSize);
     const key = new Float64Array(this.rowSize);
     for (let j = this.count; j < target; j++) {
@@ -70,11 +74,7 @@ class CompressedKeys {
   /** Appends saved entries ([n, Hk, hs]) after the current ones (a restore: no recompute). */
   appendRows(rows: Float32Array): void {
     const target = this.count + rows.length / this.rowSize;
-    if (target * this.rowSize > this.data.length) {
-      const grown = new Float32Array(Math.max(target, this.count * 2, 64) * this.rowSize);
-      grown.set(this.view());
-      this.data = grown;
-    }
+    if (target * this.rowSize > this.data.length) this.reserve(Math.max(target, this.count * 2, 64));
     this.data.set(rows, this.count * this.rowSize);
     this.count = target;
   }
@@ -150,6 +150,8 @@ export class SparseKvCache {
     this.fine = new CompressedKeys(kernelSize, kernelStride, rowSize);
     // The coarse level (only used for the log-sum-exp estimate) is 4× the fine one.
     this.coarse = new CompressedKeys(4 * kernelSize, 4 * kernelStride, rowSize);
+    this.fine.reserve(this.fine.countFor(initialTokens));
+    this.coarse.reserve(this.coarse.countFor(initialTokens));
   }
 
   get blockCount(): number {
@@ -279,9 +281,15 @@ export class SparseKvCache {
     this.length = length;
   }
 
-  /** Makes room for `tokens` tokens at once (a restore knows its size; with spilling, within the budget). */
+  /**
+   * Makes room for `tokens` tokens at once (a restore knows its size; with spilling, within the
+   * budget), compressed keys included: a cache filled up to its reserve never regrows, which at
+   * 1M tokens of the 9B shape would copy 80 MiB of them per layer on the call that crosses.
+   */
   reserve(tokens: number): void {
     this.ensureCapacity(this.spill ? Math.min(tokens, (this.base + this.spill.memoryBlocks) * this.geometry.blockSize) : tokens);
+    this.fine.reserve(this.fine.countFor(tokens));
+    this.coarse.reserve(this.coarse.countFor(tokens));
   }
 
   /** The whole store, [Hk, capacityBlocks, blockSize, hs] each, without copying — undefined once blocks spilled to disk. Blocks ≥ blockCount are stale. */

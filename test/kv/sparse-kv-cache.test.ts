@@ -88,3 +88,32 @@ for (const kvHeads of [1, 2]) {
     assert.deepEqual(spilled.compressedKeys(), plain.compressedKeys());
   });
 }
+
+test('a cache made or reserved for N tokens holds their compressed keys without regrowing', () => {
+  const geometry: SparseGeometry = { kvHeads: 2, headDim: 8, blockSize: 16, kernelSize: 8, kernelStride: 4 };
+  const width = geometry.kvHeads * geometry.headDim;
+  const reserved = () => {
+    const cache = new SparseKvCache(geometry);
+    cache.reserve(1000);
+    return cache;
+  };
+  for (const make of [() => new SparseKvCache(geometry, 1000), reserved]) {
+    const cache = make();
+    cache.append(rows(10, width, 1), rows(10, width, 2));
+    const first = cache.compressedKeys();
+    for (let at = 10; at < 1000; at += 99) {
+      const take = Math.min(99, 1000 - at);
+      cache.append(rows(take, width, at), rows(take, width, at + 1));
+      const now = cache.compressedKeys();
+      assert.equal(now.fine.buffer, first.fine.buffer, `fine keys moved at ${at + take} tokens`);
+      assert.equal(now.coarse.buffer, first.coarse.buffer, `coarse keys moved at ${at + take} tokens`);
+    }
+    assert.equal(cache.compressedKeys().fine.length, ((1000 - 8) / 4 + 1) * width);
+  }
+  // Past its reserve a cache still grows.
+  const small = new SparseKvCache(geometry, 100);
+  small.append(rows(100, width, 1), rows(100, width, 2));
+  const before = small.compressedKeys().fine.buffer;
+  small.append(rows(100, width, 3), rows(100, width, 4));
+  assert.notEqual(small.compressedKeys().fine.buffer, before);
+});
