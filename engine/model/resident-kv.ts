@@ -175,9 +175,16 @@ export class ResidentKv {
         poolKeys = await tensors.zeros([Hk, poolSlots, B, hs]);
         poolValues = await tensors.zeros([Hk, poolSlots, B, hs]);
       }
-      // Compressed-key stores with spare rows for the whole run; filled from the host's incremental ones.
+      // Compressed-key stores with spare rows for the whole run: the host's keys so far go up with them
+      // (one upload, not a scatter of every row on the first call), later ones as they appear.
+      const compressed = cache.compressedKeys();
       const fineCapacity = Math.max(1, Math.floor(this.maxTokens / this.parts.fineLevel.stride));
       const coarseCapacity = Math.max(1, Math.floor(this.maxTokens / this.parts.coarseLevel.stride));
+      const withRoom = (rows: Float32Array, capacity: number) => {
+        const data = new Float32Array(capacity * Hk * hs);
+        data.set(rows.subarray(0, data.length));
+        return tensors.upload(f32(data, [capacity, Hk, hs]));
+      };
       this.layers.push({
         layer,
         cache,
@@ -188,10 +195,10 @@ export class ResidentKv {
         tailKeys,
         tailValues,
         tailBlock,
-        fine: await tensors.zeros([fineCapacity, Hk, hs]),
-        coarse: await tensors.zeros([coarseCapacity, Hk, hs]),
-        fineRows: 0,
-        coarseRows: 0,
+        fine: await withRoom(compressed.fine, fineCapacity),
+        coarse: await withRoom(compressed.coarse, coarseCapacity),
+        fineRows: Math.min(fineCapacity, compressed.fine.length / (Hk * hs)),
+        coarseRows: Math.min(coarseCapacity, compressed.coarse.length / (Hk * hs)),
       });
     }
   }
@@ -307,10 +314,9 @@ export class ResidentKv {
     // New compressed rows (a window completes every kernel_stride tokens) go up as they appear.
     const append = async (store: ort.Tensor, data: Float32Array, from: number, to: number): Promise<ort.Tensor> => {
       if (to > store.dims[0]) throw new RangeError(`compressed keys outgrew the device store (${store.dims[0]} rows)`);
-      const indices = i64(
-        Array.from({ length: to - from }, (_, i) => from + i),
-        [to - from, 1],
-      );
+      const rows = new Int32Array(to - from);
+      for (let i = 0; i < rows.length; i++) rows[i] = from + i;
+      const indices = i64(rows, [to - from, 1]);
       this.counters.otherBytes += (to - from) * rowSize * 4 + byteLength(indices);
       return tensors.scatter(store, indices, f32(data.slice(from * rowSize, to * rowSize), [to - from, Hk, hs]));
     };
