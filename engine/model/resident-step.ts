@@ -78,8 +78,8 @@ export class ResidentStep extends SparseLayerRunner {
     }
     if (plan.selection && this.selectsOnDevice) return this.selectAndAttend(state, x, projected, plan.selection, plan.blocks, position);
 
-    // Dense, every block resident and most slots in use: the store read in place beats a gather
-    // (which reads, writes and reads again the blocks it copies) where ≥ a third of its slots hold past blocks.
+    // Dense, every block resident, and at least a third of the store's slots holding past blocks: reading
+    // the whole store in place moves less than a gather, which reads, writes and reads again what it copies.
     if (!plan.selection && !state.pool && 3 * queryBlock >= state.poolSlots) {
       this.counters.denseStoreSteps++;
       this.counters.otherBytes += 8;
