@@ -17,7 +17,7 @@ import { settleTail, yieldToCompletions } from './tail-parking.js';
  * context costs little beside the prefill (13–21% more per question at 128K for the default
  * model); with its trained 16 the sparse layers more often left the definition's block unread
  * (eval:model at 128K, three contexts: the first source covered the definition for 52 of 60
- * questions at topk 16 and 55 of 60 at 48, the same answers;
+ * questions at topk 16, 55 of 60 at 48 and 56 of 60 at 96 for 4–38% more time, the same answers;
  * docs/benchmarks/model-eval-question-topk.md). A model trained with more (the 9B: 64) keeps
  * its own: that was not measured, and on a GPU every extra block is a gather.
  */
