@@ -195,7 +195,7 @@ export function hostExecutorBusBytes(config: SalaConfig, context: number): numbe
 }
 
 /**
- * Under node --cpu-prof: a closure that logs the monotonic µs from now to when it is called,
+ * Under node --cpu-prof: a closure that logs the monotonic µs from now to when it is called (a prefill call, the timed steps),
  * the clock the profile's samples are stamped with, so its samples can be cut to that window.
  */
 function cpuProfileWindow(): ((what: string, log: (line: string) => void) => void) | undefined {
@@ -328,12 +328,14 @@ async function runModel(
       const before = resident?.snapshot();
       const decodeIds: number[] = [];
       started = performance.now();
+      const stepsWindow = cpuProfileWindow();
       for (let step = 0; step < options.steps; step++) {
         const next = argmax(logits);
         decodeIds.push(next);
         logits = resident ? await resident.step(next) : await model.forward(sequence, [next]);
       }
       const decodeMsPerToken = (performance.now() - started) / options.steps;
+      stepsWindow?.(`${options.steps} decode steps`, log);
       const profile = foldedProfile(options.steps);
       const after = resident?.snapshot();
       const busBytesPerToken =
