@@ -161,7 +161,12 @@ async function prefillPartsAt(context: number, rows: number, tensors: DeviceTens
   const parts: Part[] = [
     { name: `${label}: selection`, model: buildSparseSelect(cfg, true), feeds, output: { name: 'selected', dims: [Hk, rows, rawK], type: 'int64' }, capture: false },
   ];
-  for (const form of ['one-pass', 'chunked'] as const) {
+  // Each log-sum-exp form, and the one-pass form as it was before 2026-12-08 (ReduceLogSumExp, the log-sum-exp subtracted from the scores).
+  for (const [form, previous] of [
+    ['one-pass', false],
+    ['chunked', false],
+    ['one-pass', true],
+  ] as const) {
     const g = new GraphBuilder('stage_one_rows');
     const scores = stageOneRows(
       g,
@@ -172,11 +177,12 @@ async function prefillPartsAt(context: number, rows: number, tensors: DeviceTens
       g.input('fine_visible', 'int64', [rows]),
       g.input('coarse_visible', 'int64', [rows]),
       form,
+      previous,
     );
     g.output(scores, 'scores', 'float', [Hk, rows, N1]);
     const stageFeeds = { q, c1: fine, c2: coarse, fine_visible: fineVisible, coarse_visible: coarseVisible };
     parts.push({
-      name: `${label}: stage 1, log-sum-exp ${form}`,
+      name: `${label}: stage 1, log-sum-exp ${form}${previous ? ', as before 2026-12-08' : ''}`,
       model: g.toModel(),
       feeds: stageFeeds,
       output: { name: 'scores', dims: [Hk, rows, N1], type: 'float' },

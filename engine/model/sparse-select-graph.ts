@@ -165,6 +165,8 @@ export function stageOneRows(
   fineVisible: Value,
   coarseVisible: Value,
   lseForm: 'one-pass' | 'chunked',
+  /** The form before 2026-12-08 (ReduceLogSumExp, the log-sum-exp subtracted from the scores), for bench:selection. */
+  previous = false,
 ): Value {
   const { hs, Hk, G } = sparseHeads(cfg);
   // [Hk, G·T, hs] · [Hk, hs, N] → [Hk, G, T, N]; the scale on the queries, not on the T × N scores.
@@ -183,7 +185,8 @@ export function stageOneRows(
   // Chunked: a finite floor, so that a chunk with every key masked is not NaN.
   const coarseBias = g.where(visibleMask(coarseVisible, coarseKeys), zero, lseForm === 'chunked' ? g.float(MASKED) : negInf); // [T, N2]
   const coarseScores = g.add(dot(coarseKeys), coarseBias);
-  const lse = lseForm === 'chunked' ? chunkedLogSumExp(g, coarseScores, 3, 4) : g.reduceLogSumExp(coarseScores, [-1]);
+  // One pass: max, exp, sum and log, which the CPU provider runs 3× faster than its ReduceLogSumExp.
+  const lse = lseForm === 'chunked' ? chunkedLogSumExp(g, coarseScores, 3, 4) : previous ? g.reduceLogSumExp(coarseScores, [-1]) : logSumExp(g, coarseScores);
   // A query that sees no coarse key gets probability 0 everywhere (the reference's NaN → 0).
   const hasCoarse = g.unsqueeze(g.greater(coarseVisible, g.int64(0)), [1]); // [T, 1]
   const safeLse = g.where(hasCoarse, lse, g.float(Infinity));
@@ -191,8 +194,21 @@ export function stageOneRows(
   // kernels see 16 rows per KV head), 0 where not visible: the 0/1 mask is the same for
   // every head of a group, so it applies after the sum, on a G-times smaller tensor (exact).
   const fineMask = g.mul(g.cast(visibleMask(fineVisible, fineKeys), 'float'), g.float(16 / G)); // [T, N1]
-  const probabilities = g.exp(g.sub(dot(fineKeys), safeLse)); // [Hk, G, T, N1]
+  // The log-sum-exp subtracted inside the product: queries get −lse as one more column, keys a
+  // column of ones, so no pass over the [Hk, G, T, N1] scores subtracts it (−∞ for a query that sees nothing).
+  const shifted = (): Value => {
+    const shiftedQ = g.concat([groupedQ, g.reshape(g.neg(safeLse), [Hk, -1, 1])], 2); // [Hk, G·T, hs + 1]
+    const withOnes = g.concat([fineKeys, g.expand(g.float(1), g.shapeOf([g.dim(fineKeys, 0), Hk, 1]))], 2); // [N1, Hk, hs + 1]
+    return g.reshape(g.matmul(shiftedQ, g.transpose(withOnes, [1, 2, 0])), g.shapeOf([Hk, G, -1, g.dim(fineKeys, 0)]));
+  };
+  const probabilities = g.exp(previous ? g.sub(dot(fineKeys), safeLse) : shifted()); // [Hk, G, T, N1]
   return g.mul(g.reduceSum(probabilities, [1], false), fineMask); // [Hk, T, N1]
+}
+
+/** log Σ exp over the last axis, kept as a dimension of 1; a row of −∞ gives NaN (callers replace those rows). */
+function logSumExp(g: GraphBuilder, x: Value): Value {
+  const max = g.reduceMax(x, [-1]);
+  return g.add(g.op('Log', [g.reduceSum(g.exp(g.sub(x, max)), [-1])]), max);
 }
 
 /**
