@@ -185,7 +185,7 @@ export function stageOneRows(
   // Chunked: a finite floor, so that a chunk with every key masked is not NaN.
   const coarseBias = g.where(visibleMask(coarseVisible, coarseKeys), zero, lseForm === 'chunked' ? g.float(MASKED) : negInf); // [T, N2]
   const coarseScores = g.add(dot(coarseKeys), coarseBias);
-  // One pass: max, exp, sum and log, which the CPU provider runs 3× faster than its ReduceLogSumExp.
+  // One pass as max, exp, sum and log: the CPU provider ran its ReduceLogSumExp slower (stage 1 whole: bench:selection).
   const lse = lseForm === 'chunked' ? chunkedLogSumExp(g, coarseScores, 3, 4) : previous ? g.reduceLogSumExp(coarseScores, [-1]) : logSumExp(g, coarseScores);
   // A query that sees no coarse key gets probability 0 everywhere (the reference's NaN → 0).
   const hasCoarse = g.unsqueeze(g.greater(coarseVisible, g.int64(0)), [1]); // [T, 1]
