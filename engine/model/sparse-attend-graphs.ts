@@ -181,46 +181,32 @@ export function buildSparseSelectAttendResident(cfg: SalaConfig, precision: Prec
  * no gather; slots from past_blocks on (the tail's and any not yet written) and tombstoned
  * keys (block_alive [NB, blockSize]) are masked. The tail takes this token's row as in
  * buildSparseAttendResident, and its softmax is joined to the store's by their maxima.
- * It reads all P slots, so it pays only where most of them are in use (resident-step.ts).
+ * It reads all P slots, so the decoder uses it only where a third of them hold past blocks (resident-step.ts).
  */
 export function buildSparseAttendStore(cfg: SalaConfig, precision: Precision): Uint8Array {
   const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
-  const d = cfg.hiddenSize;
   const g = new GraphBuilder('sparse_attend_store');
-  const x = g.input('x', 'float', [1, d]);
+  const x = g.input('x', 'float', [1, cfg.hiddenSize]);
   const q = g.input('q', 'float', [1, H, hs]);
-  const kNew = g.input('k', 'float', [1, Hk, hs]);
-  const vNew = g.input('v', 'float', [1, Hk, hs]);
-  const poolKeys = g.input('pool_keys', 'float', [Hk, 'P', blockSize, hs]);
-  const poolValues = g.input('pool_values', 'float', [Hk, 'P', blockSize, hs]);
-  const tailKeys = g.input('tail_keys', 'float', [Hk, blockSize, hs]);
-  const tailValues = g.input('tail_values', 'float', [Hk, blockSize, hs]);
-  const tailRow = g.input('tail_row', 'int64', [Hk, 2]);
-  const tailAlive = g.input('tail_alive', 'bool', [Hk, blockSize]);
+  const kv = stepKv(g, cfg);
   const blockAlive = g.input('block_alive', 'bool', ['NB', blockSize]);
   const pastBlocks = g.input('past_blocks', 'int64', [1]);
-  const newTailKeys = g.op('ScatterND', [tailKeys, tailRow, g.reshape(kNew, [Hk, hs])]);
-  const newTailValues = g.op('ScatterND', [tailValues, tailRow, g.reshape(vNew, [Hk, hs])]);
 
   const groupedQ = g.mul(g.reshape(q, [Hk, G, hs]), g.float(1 / Math.sqrt(hs))); // [Hk, G, hs], scaled
   // Keys × queries, not queries × transposed keys: the product reads the store once and only the [Hk, P·B, G] scores are transposed.
-  const storeScores = g.transpose(g.matmul(g.reshape(poolKeys, [Hk, -1, hs]), g.transpose(groupedQ, [0, 2, 1])), [0, 2, 1]); // [Hk, G, P·B]
+  const storeScores = g.transpose(g.matmul(g.reshape(kv.poolKeys, [Hk, -1, hs]), g.transpose(groupedQ, [0, 2, 1])), [0, 2, 1]); // [Hk, G, P·B]
   const pastAlive = g.reshape(g.op('Slice', [blockAlive, g.int64s([0]), pastBlocks, g.int64s([0])]), [-1]); // [past·B]
-  const unwritten = g.mul(g.sub(g.dim(poolKeys, 1), pastBlocks), g.int64(blockSize)); // [1]
+  const unwritten = g.mul(g.sub(g.dim(kv.poolKeys, 1), pastBlocks), g.int64(blockSize)); // [1]
   const storeBias = g.op('Pad', [g.where(pastAlive, g.float(0), g.float(-Infinity)), g.concat([g.int64s([0]), unwritten], 0), g.float(-Infinity)]); // [P·B]
   const store = g.add(storeScores, storeBias);
-  const tail = g.add(g.matmul(groupedQ, g.transpose(newTailKeys, [0, 2, 1])), g.unsqueeze(g.where(tailAlive, g.float(0), g.float(-Infinity)), [1])); // [Hk, G, B]
+  const tail = g.add(g.matmul(groupedQ, g.transpose(kv.newTailKeys, [0, 2, 1])), g.unsqueeze(g.where(kv.tailAlive, g.float(0), g.float(-Infinity)), [1])); // [Hk, G, B]
   // softmax over [store, tail] without joining them: the token's own key is live, so the maximum is finite.
   const max = g.op('Max', [g.reduceMax(store, [-1]), g.reduceMax(tail, [-1])]); // [Hk, G, 1]
   const storeWeights = g.exp(g.sub(store, max));
   const tailWeights = g.exp(g.sub(tail, max));
   const total = g.add(g.reduceSum(storeWeights, [-1]), g.reduceSum(tailWeights, [-1]));
-  const attended = g.add(g.matmul(storeWeights, g.reshape(poolValues, [Hk, -1, hs])), g.matmul(tailWeights, newTailValues)); // [Hk, G, hs]
-  const o = g.reshape(g.div(attended, total), [1, H * hs]);
-  const gate = cfg.attnUseOutputGate ? g.input('gate', 'float', [1, H * hs]) : undefined;
-  g.output(attentionOutput(g, cfg, precision, x, o, gate), 'x_out', 'float', [1, d]);
-  g.output(newTailKeys, 'tail_keys_out', 'float', [Hk, blockSize, hs]);
-  g.output(newTailValues, 'tail_values_out', 'float', [Hk, blockSize, hs]);
+  const attended = g.add(g.matmul(storeWeights, g.reshape(kv.poolValues, [Hk, -1, hs])), g.matmul(tailWeights, kv.newTailValues)); // [Hk, G, hs]
+  stepOutputs(g, cfg, precision, x, g.reshape(g.div(attended, total), [1, H * hs]), kv);
   return g.toModel();
 }
 
@@ -239,13 +225,22 @@ export interface StaticAttention {
   tailAlive: Value;
 }
 
+/** A decode step's pool and tail: the pool inputs, and the tail with this token's row written in (tail_keys_out / tail_values_out). */
+interface StepKv {
+  poolKeys: Value;
+  poolValues: Value;
+  newTailKeys: Value;
+  newTailValues: Value;
+  tailAlive: Value;
+}
+
 /**
- * The attention of buildSparseAttendResident over pool slots with their live keys; declares the
- * pool and tail inputs (tail_row and tail_alive too, unless `fixed` gives them) and every output.
+ * Declares a decode step's k, v, pool and tail inputs (tail_row and tail_alive too, unless
+ * `fixed` gives them) and writes the token's row into the tail: by ScatterND at tail_row, or
+ * with `fixed` by an elementwise Where (safe with the output written over the input).
  */
-export function residentAttention(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, slots: Value, keyAlive: Value, fixed?: StaticAttention): void {
-  const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
-  const d = cfg.hiddenSize;
+function stepKv(g: GraphBuilder, cfg: SalaConfig, fixed?: StaticAttention): StepKv {
+  const { hs, Hk, blockSize } = sparseHeads(cfg);
   const kNew = g.input('k', 'float', [1, Hk, hs]);
   const vNew = g.input('v', 'float', [1, Hk, hs]);
   const poolKeys = g.input('pool_keys', 'float', [Hk, fixed?.poolSlots ?? 'P', blockSize, hs]);
@@ -253,15 +248,45 @@ export function residentAttention(g: GraphBuilder, cfg: SalaConfig, precision: P
   const tailKeys = g.input('tail_keys', 'float', [Hk, blockSize, hs]);
   const tailValues = g.input('tail_values', 'float', [Hk, blockSize, hs]);
   const tailAlive = fixed?.tailAlive ?? g.input('tail_alive', 'bool', [Hk, blockSize]);
+  if (fixed) {
+    const isRow = g.reshape(g.op('Equal', [g.int64s(Array.from({ length: blockSize }, (_, r) => r)), fixed.tailRow]), [1, blockSize, 1]);
+    return {
+      poolKeys,
+      poolValues,
+      tailAlive,
+      newTailKeys: g.where(isRow, g.reshape(kNew, [Hk, 1, hs]), tailKeys),
+      newTailValues: g.where(isRow, g.reshape(vNew, [Hk, 1, hs]), tailValues),
+    };
+  }
+  const tailRow = g.input('tail_row', 'int64', [Hk, 2]); // (head, row) of this token in the tail
+  return {
+    poolKeys,
+    poolValues,
+    tailAlive,
+    newTailKeys: g.op('ScatterND', [tailKeys, tailRow, g.reshape(kNew, [Hk, hs])]),
+    newTailValues: g.op('ScatterND', [tailValues, tailRow, g.reshape(vNew, [Hk, hs])]),
+  };
+}
 
-  let newTailKeys: Value;
-  let newTailValues: Value;
+/** A decode step's outputs from its attention o [1, H·hs]: the rest of the layer (gate, o_proj, residual, MLP) and the new tail. */
+function stepOutputs(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, o: Value, kv: StepKv): void {
+  const { hs, H, Hk, blockSize } = sparseHeads(cfg);
+  const gate = cfg.attnUseOutputGate ? g.input('gate', 'float', [1, H * hs]) : undefined;
+  g.output(attentionOutput(g, cfg, precision, x, o, gate), 'x_out', 'float', [1, cfg.hiddenSize]);
+  g.output(kv.newTailKeys, 'tail_keys_out', 'float', [Hk, blockSize, hs]);
+  g.output(kv.newTailValues, 'tail_values_out', 'float', [Hk, blockSize, hs]);
+}
+
+/**
+ * The attention of buildSparseAttendResident over pool slots with their live keys; declares the
+ * pool and tail inputs (stepKv) and every output.
+ */
+export function residentAttention(g: GraphBuilder, cfg: SalaConfig, precision: Precision, x: Value, q: Value, slots: Value, keyAlive: Value, fixed?: StaticAttention): void {
+  const { hs, H, Hk, G, blockSize } = sparseHeads(cfg);
+  const kv = stepKv(g, cfg, fixed);
+  const { poolKeys, poolValues, newTailKeys, newTailValues, tailAlive } = kv;
   let gathered: (pool: Value) => Value; // [Hk, U·blockSize, hs]
   if (fixed) {
-    // The token's row replaced by an elementwise Where (safe with the output written over the input).
-    const isRow = g.reshape(g.op('Equal', [g.int64s(Array.from({ length: blockSize }, (_, r) => r)), fixed.tailRow]), [1, blockSize, 1]);
-    newTailKeys = g.where(isRow, g.reshape(kNew, [Hk, 1, hs]), tailKeys);
-    newTailValues = g.where(isRow, g.reshape(vNew, [Hk, 1, hs]), tailValues);
     // Slot s of head h is row h·P + s of the pool seen as [Hk·P, blockSize, hs].
     const P = fixed.poolSlots;
     const flat = g.add(
@@ -274,9 +299,6 @@ export function residentAttention(g: GraphBuilder, cfg: SalaConfig, precision: P
     );
     gathered = (pool) => g.reshape(g.gather(g.reshape(pool, [Hk * P, blockSize, hs]), flat), [Hk, fixed.width * blockSize, hs]);
   } else {
-    const tailRow = g.input('tail_row', 'int64', [Hk, 2]); // (head, row) of this token in the tail
-    newTailKeys = g.op('ScatterND', [tailKeys, tailRow, g.reshape(kNew, [Hk, hs])]);
-    newTailValues = g.op('ScatterND', [tailValues, tailRow, g.reshape(vNew, [Hk, hs])]);
     const heads = g.unsqueeze(g.expand(g.unsqueeze(g.range(g.int64(0), g.int64(Hk), g.int64(1)), [1]), g.shape(slots)), [2]); // [Hk, U, 1]
     const gatherIndex = g.concat([heads, g.unsqueeze(slots, [2])], 2); // [Hk, U, 2]
     gathered = (pool) => g.reshape(g.op('GatherND', [pool, gatherIndex]), [Hk, -1, hs]);
@@ -288,8 +310,5 @@ export function residentAttention(g: GraphBuilder, cfg: SalaConfig, precision: P
   const scores = g.mul(g.matmul(groupedQ, g.transpose(keys, [0, 2, 1])), g.float(1 / Math.sqrt(hs))); // [Hk, G, S]
   const probabilities = g.softmax(g.add(scores, g.where(alive, g.float(0), g.float(-Infinity))), -1);
   const o = g.reshape(g.matmul(probabilities, values), [1, H * hs]); // [Hk, G, hs] → [1, H·hs]
-  const gate = cfg.attnUseOutputGate ? g.input('gate', 'float', [1, H * hs]) : undefined;
-  g.output(attentionOutput(g, cfg, precision, x, o, gate), 'x_out', 'float', [1, d]);
-  g.output(newTailKeys, 'tail_keys_out', 'float', [Hk, blockSize, hs]);
-  g.output(newTailValues, 'tail_values_out', 'float', [Hk, blockSize, hs]);
+  stepOutputs(g, cfg, precision, x, o, kv);
 }
