@@ -301,10 +301,11 @@ async function runModel(
               attentionBytes,
               maxTokens: context + prefillTotal + options.warmup + options.steps + 1,
             });
+      const feed = (more: number[]) => (resident ? resident.prefill(more, { chunkSize }) : model.forward(sequence, more, { chunkSize }));
       GraphSession.profile?.clear();
       let started = performance.now();
       const window = cpuProfileWindow();
-      let logits = resident ? await resident.prefill(ids, { chunkSize }) : await model.forward(sequence, ids, { chunkSize });
+      let logits = await feed(ids);
       const prefillMs = performance.now() - started;
       window?.('first prefill call', log);
       const prefillTokensPerSecond = ids.length / (prefillMs / 1000);
@@ -316,7 +317,7 @@ async function runModel(
         const more = callIds(call);
         started = performance.now();
         const callWindow = cpuProfileWindow();
-        logits = resident ? await resident.prefill(more, { chunkSize }) : await model.forward(sequence, more, { chunkSize });
+        logits = await feed(more);
         warmMs += performance.now() - started;
         callWindow?.(`prefill call ${call + 1}`, log);
       }
@@ -527,7 +528,7 @@ async function main(): Promise<void> {
     warmup: Number(values.warmup),
     steps: Number(values.steps),
     prefillTokens: Number(values.prefill),
-    prefillCalls: Number(values['prefill-calls']),
+    prefillCalls,
     deadline: performance.now() + Number(values['budget-s']) * 1000,
   };
   const log = (line: string) => process.stderr.write(line + '\n');
