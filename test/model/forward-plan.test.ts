@@ -4,10 +4,9 @@
 // the resident decoder, on the CPU provider) carrying it out.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { derivedSizes, loadConfig, type DerivedSizes, type SalaConfig } from '../../engine/model/config.js';
+import { derivedSizes, loadConfig, parseConfig, type DerivedSizes, type SalaConfig } from '../../engine/model/config.js';
 import { ModelInputError as PlanInputError, forwardPlan, selectionRows, type ForwardPlan, type PlanOptions } from '../../engine/model/forward-plan.js';
 import { SELECTION_SCORE_BYTES } from '../../engine/model/resident-decoder.js';
-import { parseConfig } from '../../engine/model/config.js';
 import { SALA_9B_SHAPE } from '../../bench/random-model.js';
 import { ModelInputError, SalaModel, type SelectionRecord } from '../../engine/model/sala-model.js';
 import { SALA_TINY_A as FIXTURE } from '../helpers/fixtures.js';
